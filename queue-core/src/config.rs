@@ -1,0 +1,157 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use queue_proto::limits::DEFAULT_MAX_PAYLOAD;
+
+use crate::clock::{Clock, SystemClock};
+
+/// When a successful operation is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every operation that changes state returns only after its change is
+    /// flushed (fsync). Concurrent callers share one flush (group commit), so
+    /// throughput grows with concurrency. The default.
+    Sync,
+    /// Operations return once applied in memory; the store is flushed every
+    /// this many milliseconds. A crash can lose the changes of the last
+    /// interval (acknowledged enqueues and completions included), but never
+    /// leaves a job half-changed.
+    Periodic(u64),
+}
+
+/// How long finished jobs are kept before the timer removes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Completed jobs; default 24 hours.
+    pub completed: Duration,
+    /// Dead jobs; default 7 days.
+    pub dead: Duration,
+    /// Cancelled jobs; default 7 days.
+    pub cancelled: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            completed: Duration::from_secs(24 * 3600),
+            dead: Duration::from_secs(7 * 24 * 3600),
+            cancelled: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// How to open a [`Queue`](crate::Queue).
+///
+/// ```no_run
+/// use queue_core::{Config, Durability, Queue};
+///
+/// let queue = Queue::open_with(
+///     Config::new("./queue-data").durability(Durability::Periodic(50)),
+/// )?;
+/// # Ok::<(), queue_core::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Config {
+    /// The data directory (created if missing).
+    pub path: PathBuf,
+    /// When writes are durable; default [`Durability::Sync`].
+    pub durability: Durability,
+    /// Retention of finished jobs.
+    pub retention: Retention,
+    /// sled's page cache size in bytes; default 64 MiB.
+    pub cache_capacity: u64,
+    /// Largest payload or result in bytes; default 1 MiB.
+    pub max_payload: usize,
+    /// Capacity of the event channel behind [`Queue::subscribe`](crate::Queue::subscribe);
+    /// a subscriber further behind than this skips ahead. Default 4096.
+    pub event_capacity: usize,
+    /// The clock; default the system clock.
+    pub clock: Arc<dyn Clock>,
+    /// Seed of the back-off jitter; default derived from the clock.
+    pub seed: Option<u64>,
+    /// Whether a background thread runs the timers (promotion, lease expiry,
+    /// retention). Default `true`; tests that want to step time themselves turn
+    /// it off and call [`Queue::run_due`](crate::Queue::run_due).
+    pub background_timers: bool,
+}
+
+impl Config {
+    /// The defaults, with the data directory at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Config {
+            path: path.into(),
+            durability: Durability::Sync,
+            retention: Retention::default(),
+            cache_capacity: 64 * 1024 * 1024,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            event_capacity: 4096,
+            clock: Arc::new(SystemClock),
+            seed: None,
+            background_timers: true,
+        }
+    }
+
+    /// Sets [`Config::durability`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets [`Config::retention`].
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Sets [`Config::cache_capacity`].
+    pub fn cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache_capacity = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_payload`].
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// Sets [`Config::event_capacity`].
+    pub fn event_capacity(mut self, events: usize) -> Self {
+        self.event_capacity = events;
+        self
+    }
+
+    /// Sets [`Config::clock`].
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Sets [`Config::seed`].
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Sets [`Config::background_timers`].
+    pub fn background_timers(mut self, on: bool) -> Self {
+        self.background_timers = on;
+        self
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .field("retention", &self.retention)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("max_payload", &self.max_payload)
+            .field("event_capacity", &self.event_capacity)
+            .field("seed", &self.seed)
+            .field("background_timers", &self.background_timers)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,348 @@
+//! The job record and the inputs and outputs of the public operations.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use queue_proto::JobState;
+use queue_proto::limits::{DEFAULT_BACKOFF_MS, DEFAULT_LEASE_MS, DEFAULT_MAX_ATTEMPTS};
+use serde::{Deserialize, Serialize};
+
+macro_rules! hex_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        ///
+        /// Shown and parsed as 16 lowercase hexadecimal digits.
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub struct $name(u64);
+
+        impl $name {
+            /// The id from its numeric form.
+            pub const fn from_u64(raw: u64) -> Self {
+                $name(raw)
+            }
+
+            /// The numeric form of the id.
+            pub const fn as_u64(self) -> u64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:016x}", self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:016x})", stringify!($name), self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = crate::Error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(crate::Error::invalid(
+                        $what,
+                        format!("{s:?} is not an id (16 hexadecimal digits)"),
+                    ));
+                }
+                u64::from_str_radix(s, 16)
+                    .map($name)
+                    .map_err(|e| crate::Error::invalid($what, e.to_string()))
+            }
+        }
+    };
+}
+
+hex_id!(
+    /// A job's id: unique for the life of the data directory, never reused,
+    /// increasing in enqueue order.
+    JobId,
+    "id"
+);
+hex_id!(
+    /// The id of one lease of one job. Every lease gets a fresh one, never
+    /// reused, so a stale holder can always be told apart (fencing).
+    LeaseId,
+    "lease_id"
+);
+
+/// A job as stored.
+///
+/// Invariants (kept by the transition rules, checked by [`Queue::verify`](crate::Queue::verify)):
+/// `lease` is `Some` exactly when `state` is [`JobState::Leased`];
+/// `finished_at` is `Some` exactly when the state is terminal;
+/// `attempts <= max_attempts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job's id.
+    pub id: JobId,
+    /// The queue it belongs to.
+    pub queue: String,
+    /// Its state.
+    pub state: JobState,
+    /// The caller's bytes (JSON when enqueued over HTTP).
+    pub payload: Vec<u8>,
+    /// Higher leases first.
+    pub priority: i32,
+    /// Leases handed out so far; a release gives its attempt back.
+    pub attempts: u32,
+    /// Attempts allowed before the job is dead.
+    pub max_attempts: u32,
+    /// Base of the exponential retry back-off, in ms.
+    pub backoff_ms: u64,
+    /// Unix ms of the enqueue.
+    pub created_at: u64,
+    /// Unix ms of the last change.
+    pub updated_at: u64,
+    /// Unix ms from which the job may run.
+    pub run_at: u64,
+    /// The current lease, when leased.
+    pub lease: Option<Lease>,
+    /// The idempotency key it was enqueued with.
+    pub idempotency_key: Option<String>,
+    /// The worker's result, when completed with one.
+    pub result: Option<Vec<u8>>,
+    /// The latest failure text.
+    pub last_error: Option<String>,
+    /// Unix ms at which the job reached its terminal state.
+    pub finished_at: Option<u64>,
+}
+
+impl Job {
+    /// When the current lease ends, if the job is leased.
+    pub fn lease_expires_at(&self) -> Option<u64> {
+        self.lease.as_ref().map(|lease| lease.expires_at)
+    }
+}
+
+/// A lease held on a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Fencing token of this lease.
+    pub id: LeaseId,
+    /// Unix ms at which it expires.
+    pub expires_at: u64,
+    /// Its length in ms (what a heartbeat extends by default).
+    pub lease_ms: u64,
+    /// Unix ms at which it was handed out.
+    pub leased_at: u64,
+    /// The label the worker gave, if any.
+    pub worker: Option<String>,
+}
+
+/// What to enqueue.
+///
+/// ```
+/// use queue_core::NewJob;
+/// use std::time::Duration;
+///
+/// let job = NewJob::new(br#"{"to":"a@example.com"}"#.to_vec())
+///     .priority(10)
+///     .delay(Duration::from_secs(60))
+///     .max_attempts(3)
+///     .idempotency_key("welcome-42");
+/// assert_eq!(job.delay_ms, Some(60_000));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+    /// Higher leases first; default 0.
+    pub priority: i32,
+    /// Run no earlier than now + this many ms. Exclusive with `run_at`.
+    pub delay_ms: Option<u64>,
+    /// Run no earlier than this unix ms. Exclusive with `delay_ms`.
+    pub run_at: Option<u64>,
+    /// 1..=1000; default 5.
+    pub max_attempts: u32,
+    /// Base of the exponential back-off in ms (at most one hour); default 1000.
+    pub backoff_ms: u64,
+    /// 1..=256 bytes; a second enqueue with the same key in the same queue,
+    /// while the first job is stored, returns the first job.
+    pub idempotency_key: Option<String>,
+}
+
+impl NewJob {
+    /// A job with `payload` and every default.
+    pub fn new(payload: impl Into<Vec<u8>>) -> Self {
+        NewJob {
+            payload: payload.into(),
+            priority: 0,
+            delay_ms: None,
+            run_at: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff_ms: DEFAULT_BACKOFF_MS,
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Runs no earlier than `delay` from now (replaces any `run_at`).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        self.run_at = None;
+        self
+    }
+
+    /// Runs no earlier than `unix_ms` (replaces any delay).
+    pub fn run_at(mut self, unix_ms: u64) -> Self {
+        self.run_at = Some(unix_ms);
+        self.delay_ms = None;
+        self
+    }
+
+    /// Sets the attempts allowed.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// Sets the base of the retry back-off.
+    pub fn backoff(mut self, base: Duration) -> Self {
+        self.backoff_ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// The answer to an enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The new job, or the existing one on a replay.
+    pub job: Job,
+    /// `true` when the idempotency key matched a stored job and nothing was
+    /// created.
+    pub replayed: bool,
+}
+
+/// How to lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseOptions {
+    /// How many jobs at most, 1..=1000; default 1.
+    pub max_jobs: u32,
+    /// Lease length in ms, 1..=43,200,000; default 30,000.
+    pub lease_ms: u64,
+    /// A label kept on the lease (at most 256 bytes).
+    pub worker: Option<String>,
+}
+
+impl Default for LeaseOptions {
+    fn default() -> Self {
+        LeaseOptions {
+            max_jobs: 1,
+            lease_ms: DEFAULT_LEASE_MS,
+            worker: None,
+        }
+    }
+}
+
+impl LeaseOptions {
+    /// Sets `max_jobs`.
+    pub fn max_jobs(mut self, n: u32) -> Self {
+        self.max_jobs = n;
+        self
+    }
+
+    /// Sets the lease length.
+    pub fn lease(mut self, length: Duration) -> Self {
+        self.lease_ms = u64::try_from(length.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Sets the worker label.
+    pub fn worker(mut self, worker: impl Into<String>) -> Self {
+        self.worker = Some(worker.into());
+        self
+    }
+}
+
+/// A job handed to a worker, with the lease that fences it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leased {
+    /// Pass this to heartbeat, complete, fail and release.
+    pub lease_id: LeaseId,
+    /// The job, already `leased`, its `attempts` counting this lease.
+    pub job: Job,
+}
+
+/// A worker's report of a failed attempt.
+///
+/// ```
+/// use queue_core::Failure;
+/// use std::time::Duration;
+///
+/// let retry = Failure::new("smtp timeout").retry_in(Duration::from_secs(5));
+/// let fatal = Failure::new("no such user").permanent();
+/// assert!(retry.retryable && !fatal.retryable);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What went wrong (kept as the job's `last_error`, truncated to 16 KiB).
+    pub error: String,
+    /// Retry after this many ms instead of the back-off.
+    pub retry_in_ms: Option<u64>,
+    /// `false` sends the job straight to the dead letters.
+    pub retryable: bool,
+}
+
+impl Failure {
+    /// A retryable failure with the queue's back-off.
+    pub fn new(error: impl Into<String>) -> Self {
+        Failure {
+            error: error.into(),
+            retry_in_ms: None,
+            retryable: true,
+        }
+    }
+
+    /// Retries after `delay` instead of the back-off.
+    pub fn retry_in(mut self, delay: Duration) -> Self {
+        self.retry_in_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// Marks the failure as permanent: the job goes to the dead letters.
+    pub fn permanent(mut self) -> Self {
+        self.retryable = false;
+        self
+    }
+}
+
+/// A state change, as delivered by [`Queue::subscribe`](crate::Queue::subscribe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The job.
+    pub id: JobId,
+    /// Its queue.
+    pub queue: String,
+    /// Its new state.
+    pub state: JobState,
+    /// Its attempts after the change.
+    pub attempts: u32,
+    /// Unix ms of the change.
+    pub at: u64,
+}
+
+/// One page of dead letters, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadPage {
+    /// The dead jobs of this page.
+    pub jobs: Vec<Job>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next: Option<JobId>,
+}

@@ -1,0 +1,38 @@
+//! Requeue: a `dead` job becomes `ready` now with its attempts reset.
+
+use queue_proto::JobState;
+
+use super::Refusal;
+use crate::Job;
+
+/// Requeues a dead job.
+pub(crate) fn requeue(job: &Job, now: u64) -> Result<Job, Refusal> {
+    if job.state != JobState::Dead {
+        return Err(Refusal::Conflict(job.state));
+    }
+    let mut next = job.clone();
+    next.state = JobState::Ready;
+    next.attempts = 0;
+    next.run_at = now;
+    next.finished_at = None;
+    next.updated_at = now;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::{T0, ready_job};
+
+    #[test]
+    fn only_dead_jobs_come_back() {
+        let mut dead = ready_job();
+        dead.state = JobState::Dead;
+        dead.attempts = 5;
+        dead.finished_at = Some(T0);
+        let back = requeue(&dead, T0 + 1).unwrap();
+        assert_eq!((back.state, back.attempts), (JobState::Ready, 0));
+        assert_eq!((back.run_at, back.finished_at), (T0 + 1, None));
+        assert!(requeue(&back, T0 + 2).is_err());
+    }
+}

@@ -1,0 +1,42 @@
+//! Wire types and limits of the job queue's HTTP contract (`shared/API.md`).
+//!
+//! This crate is the one place where the shapes that cross a process boundary
+//! are defined, so that `queue-server` and `queue-client` agree by
+//! construction and the client never has to compile the storage engine:
+//!
+//! - [`JobState`]: the six states of the job state machine.
+//! - [`limits`]: every bound of the contract (name length, batch size, lease
+//!   length, wait time, …) and [`validate_queue_name`].
+//! - [`Job`], [`EnqueueRequest`], [`BatchRequest`], [`LeaseRequest`],
+//!   [`HeartbeatRequest`], [`CompleteRequest`], [`FailRequest`],
+//!   [`ReleaseRequest`], [`RequeueRequest`], [`QueueStats`], [`Event`]: the
+//!   JSON bodies.
+//! - [`ErrorCode`] and [`ErrorBody`]: the error envelope
+//!   `{"error": {"code", "message"}}`.
+//!
+//! Payloads and results are arbitrary JSON that the queue never interprets;
+//! they travel as [`RawValue`] so that they are neither parsed nor re-encoded.
+//!
+//! ```
+//! use queue_proto::{validate_queue_name, JobState};
+//!
+//! assert!(validate_queue_name("emails.high-priority_2").is_ok());
+//! assert!(validate_queue_name("no spaces").is_err());
+//! assert!(JobState::Dead.is_terminal());
+//! assert_eq!("leased".parse::<JobState>(), Ok(JobState::Leased));
+//! ```
+
+mod state;
+mod wire;
+
+pub mod limits;
+
+pub use limits::{QueueNameError, validate_queue_name};
+pub use serde_json::value::RawValue;
+pub use state::{JobState, UnknownState};
+pub use wire::{
+    BatchRequest, BatchResponse, CompleteRequest, CountResponse, DeadPage, DeletedResponse,
+    EnqueueRequest, ErrorBody, ErrorCode, ErrorDetail, Event, FailRequest, HeartbeatRequest, Job,
+    LeaseRequest, LeaseResponse, QueueList, QueueStats, ReleaseRequest, RequeueRequest,
+    RequeuedResponse,
+};

@@ -1,0 +1,125 @@
+//! The bounds of the contract. Every one of them is enforced by the core, so
+//! an embedded user and an HTTP user meet the same limits.
+
+use std::fmt;
+
+/// Longest queue name, in bytes.
+pub const MAX_QUEUE_NAME_LEN: usize = 128;
+/// Most jobs in one batch enqueue.
+pub const MAX_BATCH: usize = 1000;
+/// Most jobs handed out by one lease call.
+pub const MAX_LEASE_JOBS: u32 = 1000;
+/// Longest lease, in milliseconds (12 hours).
+pub const MAX_LEASE_MS: u64 = 43_200_000;
+/// Lease length when the caller gives none, in milliseconds.
+pub const DEFAULT_LEASE_MS: u64 = 30_000;
+/// Longest server-side wait (`wait_ms`) of a long-poll, in milliseconds.
+pub const MAX_WAIT_MS: u64 = 60_000;
+/// Smallest allowed `max_attempts`.
+pub const MIN_ATTEMPTS: u32 = 1;
+/// Largest allowed `max_attempts`.
+pub const MAX_ATTEMPTS: u32 = 1000;
+/// `max_attempts` when the caller gives none.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Base of the exponential retry back-off when the caller gives none, in ms.
+pub const DEFAULT_BACKOFF_MS: u64 = 1000;
+/// Ceiling of any computed back-off, in milliseconds (one hour).
+pub const MAX_BACKOFF_MS: u64 = 3_600_000;
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+/// Longest `worker` label of a lease, in bytes.
+pub const MAX_WORKER_LEN: usize = 256;
+/// Longest error text kept by `fail`, in bytes; longer texts are truncated
+/// at a character boundary rather than refused, because a worker reporting a
+/// failure must not fail to report it.
+pub const MAX_ERROR_LEN: usize = 16 * 1024;
+/// Default body limit of the HTTP server, and the default payload limit of the
+/// core, in bytes (1 MiB).
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+/// Largest delay or absolute `run_at` distance from now, in milliseconds
+/// (about 10 years); it keeps every time computation far from overflow.
+pub const MAX_DELAY_MS: u64 = 10 * 365 * 24 * 3_600_000;
+
+/// Why a queue name was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueNameError {
+    /// The name is the empty string.
+    Empty,
+    /// The name is longer than [`MAX_QUEUE_NAME_LEN`] bytes.
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The name holds a character outside `[A-Za-z0-9_.-]`.
+    BadChar {
+        /// The first offending character.
+        ch: char,
+    },
+}
+
+impl fmt::Display for QueueNameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueNameError::Empty => write!(f, "queue name is empty"),
+            QueueNameError::TooLong { len } => write!(
+                f,
+                "queue name is {len} bytes long, the limit is {MAX_QUEUE_NAME_LEN}"
+            ),
+            QueueNameError::BadChar { ch } => write!(
+                f,
+                "queue name contains {ch:?}; allowed are A-Z, a-z, 0-9, '_', '.' and '-'"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for QueueNameError {}
+
+/// Checks a queue name against `^[A-Za-z0-9_.-]{1,128}$`.
+///
+/// # Errors
+/// [`QueueNameError`] saying what is wrong with the name.
+pub fn validate_queue_name(name: &str) -> Result<(), QueueNameError> {
+    if name.is_empty() {
+        return Err(QueueNameError::Empty);
+    }
+    if let Some(ch) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(QueueNameError::BadChar { ch });
+    }
+    if name.len() > MAX_QUEUE_NAME_LEN {
+        return Err(QueueNameError::TooLong { len: name.len() });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_follow_the_contract() {
+        assert!(validate_queue_name("a").is_ok());
+        assert!(validate_queue_name("Emails_v2.high-prio").is_ok());
+        assert!(validate_queue_name(&"x".repeat(128)).is_ok());
+        assert_eq!(validate_queue_name(""), Err(QueueNameError::Empty));
+        assert_eq!(
+            validate_queue_name(&"x".repeat(129)),
+            Err(QueueNameError::TooLong { len: 129 })
+        );
+        assert_eq!(
+            validate_queue_name("a/b"),
+            Err(QueueNameError::BadChar { ch: '/' })
+        );
+        assert_eq!(
+            validate_queue_name("é"),
+            Err(QueueNameError::BadChar { ch: 'é' })
+        );
+        assert_eq!(
+            validate_queue_name("a\0"),
+            Err(QueueNameError::BadChar { ch: '\0' })
+        );
+    }
+}
