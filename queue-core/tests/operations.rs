@@ -1,0 +1,1050 @@
+//! Every operation of the core, with several jobs in flight so that a change
+//! that touches the wrong job is caught. Time is a manual clock; timers run
+//! when the test calls `run_due` (or, where named, on the background thread).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use queue_core::{
+    Config, Error, Failure, JobId, JobState, LeaseId, LeaseOptions, ManualClock, NewJob, Queue,
+    RecvError, Retention,
+};
+
+use crate::common::{
+    T0, assert_consistent, enqueue_n, lease_n, open_fast, open_manual, open_manual_with_timer,
+    payload,
+};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn setup() -> (tempfile::TempDir, ManualClock, Queue) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let queue = open_manual(dir.path(), &clock);
+    (dir, clock, queue)
+}
+
+fn state(queue: &Queue, id: JobId) -> JobState {
+    queue.get(id).expect("get").expect("job exists").state
+}
+
+// ---- enqueue ---------------------------------------------------------------
+
+#[test]
+fn enqueue_stores_a_ready_job_with_increasing_ids() {
+    let (_dir, _clock, queue) = setup();
+    let jobs = enqueue_n(&queue, "emails", 3);
+    assert!(jobs.windows(2).all(|w| w[0].id < w[1].id));
+    for (n, job) in jobs.iter().enumerate() {
+        assert_eq!(job.state, JobState::Ready);
+        assert_eq!((job.attempts, job.max_attempts), (0, 5));
+        assert_eq!((job.created_at, job.run_at), (T0, T0));
+        assert_eq!(job.payload, payload(n as u64));
+        assert_eq!(queue.get(job.id).unwrap().as_ref(), Some(job));
+    }
+    assert_eq!(queue.stats("emails").unwrap().ready, 3);
+    assert_consistent(&queue);
+}
+
+#[test]
+fn delayed_jobs_wait_until_promoted() {
+    let (_dir, clock, queue) = setup();
+    let now = enqueue_n(&queue, "q", 1).remove(0);
+    let later = queue
+        .enqueue("q", NewJob::new(payload(1)).delay(Duration::from_secs(10)))
+        .unwrap()
+        .job;
+    let past = queue
+        .enqueue("q", NewJob::new(payload(2)).run_at(T0 - 5))
+        .unwrap()
+        .job;
+    assert_eq!(later.state, JobState::Scheduled);
+    assert_eq!(later.run_at, T0 + 10_000);
+    assert_eq!(past.state, JobState::Ready);
+
+    clock.advance(Duration::from_millis(9_999));
+    assert_eq!(queue.run_due().unwrap().promoted, 0);
+    let leased: Vec<_> = lease_n(&queue, "q", 10, 1000)
+        .iter()
+        .map(|l| l.job.id)
+        .collect();
+    assert_eq!(leased, vec![past.id, now.id], "oldest run_at first");
+
+    clock.advance(Duration::from_millis(1));
+    let report = queue.run_due().unwrap();
+    assert_eq!(report.promoted, 1);
+    assert_eq!(state(&queue, later.id), JobState::Ready);
+    assert_consistent(&queue);
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let (_dir, _clock, queue) = setup();
+    enqueue_n(&queue, "q", 2);
+    let before = queue.stats("q").unwrap();
+    let bad: Vec<(&str, NewJob)> = vec![
+        ("", NewJob::new(payload(0))),
+        ("has space", NewJob::new(payload(0))),
+        ("q", NewJob::new(payload(0)).max_attempts(0)),
+        ("q", NewJob::new(payload(0)).max_attempts(1001)),
+        ("q", NewJob::new(payload(0)).idempotency_key("")),
+        (
+            "q",
+            NewJob {
+                delay_ms: Some(5),
+                run_at: Some(T0),
+                ..NewJob::new(payload(0))
+            },
+        ),
+    ];
+    for (name, job) in bad {
+        let err = queue.enqueue(name, job).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    }
+    let huge = queue
+        .enqueue("q", NewJob::new(vec![b'x'; 1024 * 1024 + 1]))
+        .unwrap_err();
+    assert!(matches!(
+        huge,
+        Error::TooLarge {
+            what: "payload",
+            ..
+        }
+    ));
+    assert_eq!(queue.stats("q").unwrap(), before);
+    assert!(matches!(
+        queue.lease("q", &LeaseOptions::default().max_jobs(0)),
+        Err(Error::InvalidArgument {
+            field: "max_jobs",
+            ..
+        })
+    ));
+    assert!(matches!(
+        queue.stats("bad/name"),
+        Err(Error::InvalidArgument { field: "queue", .. })
+    ));
+    assert!(matches!(
+        "not-an-id".parse::<JobId>(),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(queue.verify().unwrap().jobs, 2);
+    assert_consistent(&queue);
+}
+
+#[test]
+fn idempotency_keys_replay_within_a_queue_only() {
+    let (_dir, _clock, queue) = setup();
+    let first = queue
+        .enqueue("a", NewJob::new(payload(1)).idempotency_key("order-1"))
+        .unwrap();
+    assert!(!first.replayed);
+    let again = queue
+        .enqueue("a", NewJob::new(payload(2)).idempotency_key("order-1"))
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.job, first.job, "a replay returns the stored job");
+    let other_queue = queue
+        .enqueue("b", NewJob::new(payload(3)).idempotency_key("order-1"))
+        .unwrap();
+    assert!(!other_queue.replayed);
+    assert_ne!(other_queue.job.id, first.job.id);
+    assert_eq!(queue.stats("a").unwrap().ready, 1);
+    assert_consistent(&queue);
+}
+
+#[test]
+fn idempotency_key_is_free_again_after_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let queue = Queue::open_with(
+        Config::new(dir.path())
+            .clock(clock.clone())
+            .background_timers(false)
+            .retention(Retention {
+                completed: Duration::from_secs(60),
+                ..Retention::default()
+            }),
+    )
+    .unwrap();
+    let first = queue
+        .enqueue("q", NewJob::new(payload(1)).idempotency_key("k"))
+        .unwrap()
+        .job;
+    let leased = lease_n(&queue, "q", 1, 1000).remove(0);
+    queue.complete(first.id, leased.lease_id, None).unwrap();
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(queue.run_due().unwrap().removed, 0);
+    assert!(
+        queue
+            .enqueue("q", NewJob::new(payload(2)).idempotency_key("k"))
+            .unwrap()
+            .replayed
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(queue.run_due().unwrap().removed, 1);
+    assert_eq!(queue.get(first.id).unwrap(), None);
+    let fresh = queue
+        .enqueue("q", NewJob::new(payload(3)).idempotency_key("k"))
+        .unwrap();
+    assert!(!fresh.replayed);
+    assert!(fresh.job.id > first.id);
+    assert_consistent(&queue);
+}
+
+#[test]
+fn batches_are_all_or_nothing_and_keep_input_order() {
+    let (_dir, _clock, queue) = setup();
+    enqueue_n(&queue, "q", 1);
+    let bad_batch = vec![
+        NewJob::new(payload(1)),
+        NewJob::new(payload(2)).max_attempts(0),
+        NewJob::new(payload(3)),
+    ];
+    let err = queue.enqueue_batch("q", bad_batch).unwrap_err();
+    assert!(err.to_string().contains("jobs[1]"), "{err}");
+    assert_eq!(queue.verify().unwrap().jobs, 1);
+    assert!(queue.enqueue_batch("q", Vec::new()).is_err());
+    assert!(
+        queue
+            .enqueue_batch("q", vec![NewJob::new(payload(0)); 1001])
+            .is_err()
+    );
+
+    let stored = queue
+        .enqueue("q", NewJob::new(payload(9)).idempotency_key("old"))
+        .unwrap()
+        .job;
+    let batch = queue
+        .enqueue_batch(
+            "q",
+            vec![
+                NewJob::new(payload(10)).idempotency_key("new"),
+                NewJob::new(payload(11)),
+                NewJob::new(payload(12)).idempotency_key("new"),
+                NewJob::new(payload(13)).idempotency_key("old"),
+            ],
+        )
+        .unwrap();
+    let replayed: Vec<bool> = batch.iter().map(|e| e.replayed).collect();
+    assert_eq!(replayed, vec![false, false, true, true]);
+    assert_eq!(batch[0].job.payload, payload(10));
+    assert_eq!(batch[1].job.payload, payload(11));
+    assert_eq!(batch[2].job.id, batch[0].job.id);
+    assert_eq!(batch[3].job.id, stored.id);
+    assert_eq!(queue.stats("q").unwrap().ready, 4);
+    assert_consistent(&queue);
+}
+
+// ---- lease -------------------------------------------------------------------
+
+#[test]
+fn lease_order_is_priority_then_run_at_then_enqueue_order() {
+    let (_dir, clock, queue) = setup();
+    let low = queue
+        .enqueue("q", NewJob::new(payload(0)).priority(-5))
+        .unwrap()
+        .job;
+    let mid_a = queue.enqueue("q", NewJob::new(payload(1))).unwrap().job;
+    let mid_b = queue.enqueue("q", NewJob::new(payload(2))).unwrap().job;
+    let mid_old = queue
+        .enqueue("q", NewJob::new(payload(3)).run_at(T0 - 1000))
+        .unwrap()
+        .job;
+    let high = queue
+        .enqueue("q", NewJob::new(payload(4)).priority(10))
+        .unwrap()
+        .job;
+    let other = enqueue_n(&queue, "other", 1).remove(0);
+    clock.advance(Duration::from_millis(1));
+
+    let first = lease_n(&queue, "q", 2, 1000);
+    let ids: Vec<JobId> = first.iter().map(|l| l.job.id).collect();
+    assert_eq!(ids, vec![high.id, mid_old.id]);
+    let rest = lease_n(&queue, "q", 10, 1000);
+    let ids: Vec<JobId> = rest.iter().map(|l| l.job.id).collect();
+    assert_eq!(ids, vec![mid_a.id, mid_b.id, low.id]);
+    assert!(lease_n(&queue, "q", 1, 1000).is_empty());
+
+    let all_leases: HashSet<LeaseId> = first.iter().chain(&rest).map(|l| l.lease_id).collect();
+    assert_eq!(all_leases.len(), 5, "every lease id is fresh");
+    for leased in first.iter().chain(&rest) {
+        assert_eq!(leased.job.state, JobState::Leased);
+        assert_eq!(leased.job.attempts, 1);
+        assert_eq!(leased.job.lease_expires_at(), Some(T0 + 1 + 1000));
+        assert_eq!(queue.get(leased.job.id).unwrap().unwrap(), leased.job);
+    }
+    assert_eq!(state(&queue, other.id), JobState::Ready);
+    assert_eq!(queue.stats("q").unwrap().leased, 5);
+    assert_consistent(&queue);
+}
+
+#[test]
+fn paused_queues_lease_nothing_until_resumed() {
+    let (_dir, _clock, queue) = setup();
+    enqueue_n(&queue, "q", 2);
+    enqueue_n(&queue, "other", 1);
+    assert!(queue.pause("q").unwrap().paused);
+    assert!(lease_n(&queue, "q", 5, 1000).is_empty());
+    assert_eq!(lease_n(&queue, "other", 5, 1000).len(), 1);
+    queue.enqueue("q", NewJob::new(payload(3))).unwrap();
+    assert_eq!(queue.stats("q").unwrap().ready, 3);
+    let resumed = queue.resume("q").unwrap();
+    assert!(!resumed.paused);
+    assert_eq!(lease_n(&queue, "q", 5, 1000).len(), 3);
+}
+
+#[test]
+fn heartbeats_extend_live_leases_only() {
+    let (_dir, clock, queue) = setup();
+    enqueue_n(&queue, "q", 2);
+    let leases = lease_n(&queue, "q", 2, 10_000);
+    let (a, b) = (&leases[0], &leases[1]);
+    clock.advance(Duration::from_secs(8));
+    let beat = queue.heartbeat(a.job.id, a.lease_id, None).unwrap();
+    assert_eq!(beat.lease_expires_at(), Some(T0 + 18_000));
+    let beat = queue.heartbeat(a.job.id, a.lease_id, Some(60_000)).unwrap();
+    assert_eq!(beat.lease_expires_at(), Some(T0 + 68_000));
+    assert!(matches!(
+        queue.heartbeat(a.job.id, a.lease_id, Some(0)),
+        Err(Error::InvalidArgument {
+            field: "lease_ms",
+            ..
+        })
+    ));
+    // b's lease reached its deadline: lost even before the timer reaps it.
+    clock.advance(Duration::from_secs(2));
+    assert!(matches!(
+        queue.heartbeat(b.job.id, b.lease_id, None),
+        Err(Error::LeaseLost { id }) if id == b.job.id
+    ));
+    // A lease id of another job is foreign.
+    assert!(matches!(
+        queue.heartbeat(b.job.id, a.lease_id, None),
+        Err(Error::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        queue.heartbeat(JobId::from_u64(u64::MAX), a.lease_id, None),
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(queue.run_due().unwrap().expired, 1);
+    assert_eq!(state(&queue, a.job.id), JobState::Leased);
+    assert_consistent(&queue);
+}
+
+#[test]
+fn complete_is_final_and_fenced() {
+    let (_dir, _clock, queue) = setup();
+    enqueue_n(&queue, "q", 3);
+    let leases = lease_n(&queue, "q", 3, 1000);
+    let done = queue
+        .complete(
+            leases[1].job.id,
+            leases[1].lease_id,
+            Some(br#"{"ok":1}"#.to_vec()),
+        )
+        .unwrap();
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.result.as_deref(), Some(&br#"{"ok":1}"#[..]));
+    assert!(matches!(
+        queue.complete(leases[1].job.id, leases[1].lease_id, None),
+        Err(Error::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        queue.complete(leases[0].job.id, leases[2].lease_id, None),
+        Err(Error::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        queue.complete(
+            leases[0].job.id,
+            leases[0].lease_id,
+            Some(vec![0; 1024 * 1024 + 1])
+        ),
+        Err(Error::TooLarge { what: "result", .. })
+    ));
+    assert_eq!(state(&queue, leases[0].job.id), JobState::Leased);
+    assert_eq!(state(&queue, leases[2].job.id), JobState::Leased);
+    let stats = queue.stats("q").unwrap();
+    assert_eq!((stats.completed, stats.leased), (1, 2));
+    assert_consistent(&queue);
+}
+
+#[test]
+fn fail_retries_with_backoff_then_dead_letters() {
+    let (_dir, clock, queue) = setup();
+    let job = queue
+        .enqueue(
+            "q",
+            NewJob::new(payload(0))
+                .max_attempts(3)
+                .backoff(Duration::from_secs(10)),
+        )
+        .unwrap()
+        .job;
+    let bystander = enqueue_n(&queue, "q", 1).remove(0);
+    let mut expected_base = 10_000u64;
+    for attempt in 1..=2u32 {
+        let leased = queue
+            .lease("q", &LeaseOptions::default().max_jobs(1))
+            .unwrap()
+            .into_iter()
+            .find(|l| l.job.id == job.id);
+        let leased = match leased {
+            Some(leased) => leased,
+            None => {
+                // The bystander came first; give it back untouched.
+                let other = lease_n(&queue, "q", 1, 1000);
+                assert!(other.is_empty() || other[0].job.id == job.id);
+                other.into_iter().next().expect("the job is ready")
+            }
+        };
+        assert_eq!(leased.job.attempts, attempt);
+        let now = clock.now_ms_for_test();
+        let failed = queue
+            .fail(
+                job.id,
+                leased.lease_id,
+                &Failure::new(format!("boom {attempt}")),
+            )
+            .unwrap();
+        assert_eq!(failed.state, JobState::Scheduled);
+        assert_eq!(
+            failed.last_error.as_deref(),
+            Some(format!("boom {attempt}").as_str())
+        );
+        let delay = failed.run_at - now;
+        assert!(
+            (expected_base * 8 / 10..=expected_base * 12 / 10).contains(&delay),
+            "attempt {attempt}: back-off {delay} outside ±20 % of {expected_base}"
+        );
+        expected_base *= 2;
+        clock.advance(Duration::from_millis(delay));
+        assert_eq!(queue.run_due().unwrap().promoted, 1);
+    }
+    let leased = lease_n(&queue, "q", 2, 1000);
+    let mine = leased.iter().find(|l| l.job.id == job.id).unwrap();
+    assert_eq!(mine.job.attempts, 3);
+    let dead = queue
+        .fail(job.id, mine.lease_id, &Failure::new("last"))
+        .unwrap();
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.attempts, 3);
+    assert_eq!(state(&queue, bystander.id), JobState::Leased);
+    assert_eq!(queue.stats("q").unwrap().dead, 1);
+    assert_consistent(&queue);
+}
+
+#[test]
+fn fail_with_retry_delay_or_permanently() {
+    let (_dir, clock, queue) = setup();
+    enqueue_n(&queue, "q", 3);
+    let l = lease_n(&queue, "q", 3, 1000);
+    let later = queue
+        .fail(
+            l[0].job.id,
+            l[0].lease_id,
+            &Failure::new("x").retry_in(Duration::from_millis(250)),
+        )
+        .unwrap();
+    assert_eq!((later.state, later.run_at), (JobState::Scheduled, T0 + 250));
+    let now = queue
+        .fail(
+            l[1].job.id,
+            l[1].lease_id,
+            &Failure::new("x").retry_in(Duration::ZERO),
+        )
+        .unwrap();
+    assert_eq!(now.state, JobState::Ready);
+    let dead = queue
+        .fail(
+            l[2].job.id,
+            l[2].lease_id,
+            &Failure::new("bad input").permanent(),
+        )
+        .unwrap();
+    assert_eq!(dead.state, JobState::Dead);
+    assert!(matches!(
+        queue.fail(l[2].job.id, l[2].lease_id, &Failure::new("again")),
+        Err(Error::LeaseLost { .. })
+    ));
+    clock.advance(Duration::from_millis(250));
+    assert_eq!(queue.run_due().unwrap().promoted, 1);
+    assert_eq!(queue.stats("q").unwrap().ready, 2);
+    assert_consistent(&queue);
+}
+
+#[test]
+fn release_gives_the_attempt_back_and_keeps_the_place() {
+    let (_dir, _clock, queue) = setup();
+    let jobs = enqueue_n(&queue, "q", 3);
+    let first = lease_n(&queue, "q", 1, 1000).remove(0);
+    assert_eq!(first.job.id, jobs[0].id);
+    let released = queue.release(first.job.id, first.lease_id).unwrap();
+    assert_eq!((released.state, released.attempts), (JobState::Ready, 0));
+    assert!(matches!(
+        queue.release(first.job.id, first.lease_id),
+        Err(Error::LeaseLost { .. })
+    ));
+    let again = lease_n(&queue, "q", 1, 1000).remove(0);
+    assert_eq!(again.job.id, jobs[0].id, "back at the head of the queue");
+    assert_eq!(again.job.attempts, 1);
+    assert_ne!(again.lease_id, first.lease_id);
+    assert_consistent(&queue);
+}
+
+#[test]
+fn expired_leases_count_as_failed_attempts_and_fence_the_old_holder() {
+    let (_dir, clock, queue) = setup();
+    let jobs = enqueue_n(&queue, "q", 2);
+    let last = queue
+        .enqueue("q", NewJob::new(payload(9)).max_attempts(1))
+        .unwrap()
+        .job;
+    let leases = lease_n(&queue, "q", 3, 5_000);
+    clock.advance(Duration::from_secs(5));
+    let report = queue.run_due().unwrap();
+    assert_eq!(report.expired, 3);
+    for job in &jobs {
+        let job = queue.get(job.id).unwrap().unwrap();
+        assert_eq!(job.state, JobState::Scheduled);
+        assert_eq!(job.last_error.as_deref(), Some("lease expired"));
+        assert_eq!(job.attempts, 1);
+    }
+    assert_eq!(state(&queue, last.id), JobState::Dead);
+    for stale in &leases {
+        assert!(matches!(
+            queue.complete(stale.job.id, stale.lease_id, None),
+            Err(Error::LeaseLost { .. })
+        ));
+    }
+    clock.advance(HOUR);
+    assert_eq!(queue.run_due().unwrap().promoted, 2);
+    let second = lease_n(&queue, "q", 5, 5_000);
+    assert_eq!(second.len(), 2);
+    assert!(second.iter().all(|l| l.job.attempts == 2));
+    // The old holder still cannot touch the job now held by someone else.
+    let old = leases
+        .iter()
+        .find(|l| l.job.id == second[0].job.id)
+        .unwrap();
+    assert!(matches!(
+        queue.fail(old.job.id, old.lease_id, &Failure::new("late")),
+        Err(Error::LeaseLost { .. })
+    ));
+    assert_eq!(state(&queue, second[0].job.id), JobState::Leased);
+    assert_consistent(&queue);
+}
+
+// ---- cancel, get ---------------------------------------------------------------
+
+#[test]
+fn cancel_unfinished_jobs_and_revoke_leases() {
+    let (_dir, _clock, queue) = setup();
+    let ready = enqueue_n(&queue, "q", 2);
+    let scheduled = queue
+        .enqueue("q", NewJob::new(payload(5)).delay(HOUR))
+        .unwrap()
+        .job;
+    let leased = lease_n(&queue, "q", 1, 1000).remove(0);
+    assert_eq!(leased.job.id, ready[0].id);
+
+    for id in [scheduled.id, leased.job.id] {
+        assert_eq!(queue.cancel(id).unwrap().state, JobState::Cancelled);
+    }
+    assert!(matches!(
+        queue.heartbeat(leased.job.id, leased.lease_id, None),
+        Err(Error::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        queue.cancel(leased.job.id),
+        Err(Error::Conflict {
+            state: JobState::Cancelled,
+            operation: "cancel",
+            ..
+        })
+    ));
+    assert!(matches!(
+        queue.cancel(JobId::from_u64(123_456_789)),
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(state(&queue, ready[1].id), JobState::Ready);
+    let stats = queue.stats("q").unwrap();
+    assert_eq!(
+        (stats.cancelled, stats.ready, stats.scheduled, stats.leased),
+        (2, 1, 0, 0)
+    );
+    assert_consistent(&queue);
+}
+
+#[test]
+fn completed_jobs_cannot_be_cancelled() {
+    let (_dir, _clock, queue) = setup();
+    enqueue_n(&queue, "q", 1);
+    let l = lease_n(&queue, "q", 1, 1000).remove(0);
+    queue.complete(l.job.id, l.lease_id, None).unwrap();
+    assert!(matches!(
+        queue.cancel(l.job.id),
+        Err(Error::Conflict {
+            state: JobState::Completed,
+            ..
+        })
+    ));
+}
+
+// ---- stats -------------------------------------------------------------------------
+
+#[test]
+fn stats_count_states_and_age_the_oldest_ready_job() {
+    let (_dir, clock, queue) = setup();
+    assert_eq!(queue.stats("nothing").unwrap().ready, 0);
+    assert_eq!(queue.stats("nothing").unwrap().oldest_ready_age_ms, None);
+    enqueue_n(&queue, "q", 4);
+    queue
+        .enqueue("q", NewJob::new(payload(0)).priority(9))
+        .unwrap();
+    queue
+        .enqueue("q", NewJob::new(payload(0)).delay(HOUR))
+        .unwrap();
+    enqueue_n(&queue, "z", 1);
+    clock.advance(Duration::from_secs(3));
+    let l = lease_n(&queue, "q", 2, 60_000);
+    queue.complete(l[0].job.id, l[0].lease_id, None).unwrap();
+    let stats = queue.stats("q").unwrap();
+    assert_eq!(
+        (
+            stats.scheduled,
+            stats.ready,
+            stats.leased,
+            stats.completed,
+            stats.dead,
+            stats.cancelled
+        ),
+        (1, 3, 1, 1, 0, 0)
+    );
+    assert_eq!(stats.oldest_ready_age_ms, Some(3000));
+    let names: Vec<String> = queue
+        .queues()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.queue)
+        .collect();
+    assert_eq!(names, vec!["q".to_owned(), "z".to_owned()]);
+}
+
+// ---- dead letters ------------------------------------------------------------------
+
+fn make_dead(queue: &Queue, name: &str, n: u64) -> Vec<JobId> {
+    for i in 0..n {
+        queue
+            .enqueue(name, NewJob::new(payload(i)).max_attempts(1))
+            .unwrap();
+    }
+    lease_n(queue, name, n as u32, 1000)
+        .into_iter()
+        .map(|l| {
+            queue
+                .fail(l.job.id, l.lease_id, &Failure::new("nope"))
+                .unwrap()
+                .id
+        })
+        .collect()
+}
+
+#[test]
+fn dead_letters_page_oldest_first() {
+    let (_dir, _clock, queue) = setup();
+    let dead = make_dead(&queue, "q", 5);
+    make_dead(&queue, "other", 2);
+    enqueue_n(&queue, "q", 1);
+    let page1 = queue.dead_letters("q", None, 2).unwrap();
+    let ids1: Vec<JobId> = page1.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(ids1, dead[..2]);
+    assert_eq!(page1.next, Some(dead[1]));
+    let page2 = queue.dead_letters("q", page1.next, 2).unwrap();
+    assert_eq!(
+        page2.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        dead[2..4]
+    );
+    let page3 = queue.dead_letters("q", page2.next, 2).unwrap();
+    assert_eq!(
+        page3.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        dead[4..]
+    );
+    assert_eq!(page3.next, None);
+    assert!(queue.dead_letters("q", None, 0).is_err());
+    assert!(queue.dead_letters("q", None, 1001).is_err());
+}
+
+#[test]
+fn requeue_some_or_all_dead_letters_then_purge() {
+    let (_dir, clock, queue) = setup();
+    let dead = make_dead(&queue, "q", 4);
+    let other = make_dead(&queue, "other", 1);
+    let ready = enqueue_n(&queue, "q", 1).remove(0);
+    clock.advance(Duration::from_secs(1));
+
+    // Ids that are not dead jobs of this queue are skipped.
+    let n = queue
+        .requeue_dead(
+            "q",
+            Some(&[dead[0], other[0], ready.id, JobId::from_u64(1 << 60)]),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let back = queue.get(dead[0]).unwrap().unwrap();
+    assert_eq!(
+        (back.state, back.attempts, back.run_at),
+        (JobState::Ready, 0, T0 + 1000)
+    );
+    assert_eq!(state(&queue, other[0]), JobState::Dead);
+    assert!(queue.requeue_dead("q", Some(&vec![dead[1]; 1001])).is_err());
+
+    assert_eq!(queue.requeue_dead("q", None).unwrap(), 3);
+    assert_eq!(queue.stats("q").unwrap().dead, 0);
+    assert_eq!(queue.stats("q").unwrap().ready, 5);
+
+    // Kill all five ready jobs again, permanently, then purge them.
+    for l in lease_n(&queue, "q", 10, 1000) {
+        queue
+            .fail(l.job.id, l.lease_id, &Failure::new("x").permanent())
+            .unwrap();
+    }
+    assert_eq!(queue.stats("q").unwrap().dead, 5);
+    assert_eq!(queue.purge_dead("q").unwrap(), 5);
+    assert_eq!(queue.stats("q").unwrap().dead, 0);
+    assert_eq!(queue.get(dead[0]).unwrap(), None);
+    assert_eq!(queue.stats("other").unwrap().dead, 1);
+    assert_consistent(&queue);
+}
+
+// ---- retention ---------------------------------------------------------------------
+
+#[test]
+fn finished_jobs_are_removed_after_their_retention() {
+    let (_dir, clock, queue) = setup();
+    let jobs = enqueue_n(&queue, "q", 3);
+    let l = lease_n(&queue, "q", 2, 1000);
+    queue.complete(l[0].job.id, l[0].lease_id, None).unwrap();
+    queue
+        .fail(l[1].job.id, l[1].lease_id, &Failure::new("x").permanent())
+        .unwrap();
+    queue.cancel(jobs[2].id).unwrap();
+    clock.advance(24 * HOUR - Duration::from_millis(1));
+    assert_eq!(queue.run_due().unwrap().removed, 0);
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(queue.run_due().unwrap().removed, 1, "completed after 24 h");
+    assert_eq!(queue.get(l[0].job.id).unwrap(), None);
+    clock.advance(6 * 24 * HOUR - Duration::from_millis(1));
+    assert_eq!(queue.run_due().unwrap().removed, 0);
+    clock.advance(Duration::from_millis(1));
+    let report = queue.run_due().unwrap();
+    assert_eq!(report.removed, 2, "dead and cancelled after 7 days");
+    assert_eq!(report.next_due, None);
+    assert_eq!(queue.verify().unwrap().jobs, 0);
+    assert!(queue.queues().unwrap().is_empty());
+    assert_consistent(&queue);
+}
+
+// ---- waiting -------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_wait_wakes_on_enqueue() {
+    let (_dir, _clock, queue) = setup();
+    let waiter = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            queue
+                .lease_wait("q", &LeaseOptions::default(), Duration::from_secs(30))
+                .await
+        })
+    };
+    // Give the waiter no head start guarantee: it must work either way.
+    tokio::task::yield_now().await;
+    let job = queue.enqueue("q", NewJob::new(payload(1))).unwrap().job;
+    let leased = waiter.await.unwrap().unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].job.id, job.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_wait_times_out_empty() {
+    let (_dir, _clock, queue) = setup();
+    let got = queue
+        .lease_wait("q", &LeaseOptions::default(), Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert!(got.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_wait_wakes_when_the_timer_promotes_a_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let queue = open_manual_with_timer(dir.path(), &clock);
+    let job = queue
+        .enqueue("q", NewJob::new(payload(1)).delay(Duration::from_secs(60)))
+        .unwrap()
+        .job;
+    let mut events = queue.subscribe();
+    let waiter = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            queue
+                .lease_wait("q", &LeaseOptions::default(), Duration::from_secs(30))
+                .await
+        })
+    };
+    clock.advance(Duration::from_secs(60));
+    let leased = waiter.await.unwrap().unwrap();
+    assert_eq!(leased[0].job.id, job.id);
+    let promoted = events.recv().await.unwrap();
+    assert_eq!((promoted.id, promoted.state), (job.id, JobState::Ready));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_wait_wakes_on_resume_and_release() {
+    let (_dir, _clock, queue) = setup();
+    enqueue_n(&queue, "q", 1);
+    queue.pause("q").unwrap();
+    let waiter = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            queue
+                .lease_wait("q", &LeaseOptions::default(), Duration::from_secs(30))
+                .await
+        })
+    };
+    queue.resume("q").unwrap();
+    let leased = waiter.await.unwrap().unwrap().remove(0);
+
+    let waiter = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            queue
+                .lease_wait("q", &LeaseOptions::default(), Duration::from_secs(30))
+                .await
+        })
+    };
+    queue.release(leased.job.id, leased.lease_id).unwrap();
+    let again = waiter.await.unwrap().unwrap();
+    assert_eq!(again[0].job.id, leased.job.id);
+}
+
+#[test]
+fn lease_blocking_wakes_on_enqueue_from_another_thread() {
+    let (_dir, _clock, queue) = setup();
+    let waiter = {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            queue.lease_blocking("q", &LeaseOptions::default(), Duration::from_secs(30))
+        })
+    };
+    let job = queue.enqueue("q", NewJob::new(payload(1))).unwrap().job;
+    let leased = waiter.join().unwrap().unwrap();
+    assert_eq!(leased[0].job.id, job.id);
+    let empty = queue
+        .lease_blocking("q", &LeaseOptions::default(), Duration::from_millis(10))
+        .unwrap();
+    assert!(empty.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_terminal_returns_on_completion_or_timeout() {
+    let (_dir, _clock, queue) = setup();
+    let jobs = enqueue_n(&queue, "q", 2);
+    let waiter = {
+        let queue = queue.clone();
+        let id = jobs[0].id;
+        tokio::spawn(async move { queue.wait_terminal(id, Duration::from_secs(30)).await })
+    };
+    let l = lease_n(&queue, "q", 2, 60_000);
+    queue
+        .complete(jobs[0].id, l[0].lease_id, Some(b"42".to_vec()))
+        .unwrap();
+    let done = waiter.await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.result.as_deref(), Some(&b"42"[..]));
+
+    let pending = queue
+        .wait_terminal(jobs[1].id, Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(pending.state, JobState::Leased);
+    assert!(matches!(
+        queue
+            .wait_terminal(JobId::from_u64(1 << 62), Duration::from_millis(10))
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    let blocking = queue
+        .wait_terminal_blocking(jobs[0].id, Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(blocking.state, JobState::Completed);
+}
+
+#[test]
+fn the_background_timer_expires_leases_on_a_manual_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let queue = open_manual_with_timer(dir.path(), &clock);
+    let job = queue
+        .enqueue("q", NewJob::new(payload(1)).max_attempts(1))
+        .unwrap()
+        .job;
+    lease_n(&queue, "q", 1, 5_000);
+    clock.advance(Duration::from_secs(5));
+    let dead = queue
+        .wait_terminal_blocking(job.id, Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.last_error.as_deref(), Some("lease expired"));
+}
+
+// ---- events ----------------------------------------------------------------------------
+
+#[test]
+fn events_follow_each_state_change() {
+    let (_dir, clock, queue) = setup();
+    let mut events = queue.subscribe();
+    let job = enqueue_n(&queue, "q", 1).remove(0);
+    let l = lease_n(&queue, "q", 1, 1000).remove(0);
+    queue.heartbeat(job.id, l.lease_id, None).unwrap();
+    queue.fail(job.id, l.lease_id, &Failure::new("x")).unwrap();
+    clock.advance(HOUR);
+    queue.run_due().unwrap();
+    let l = lease_n(&queue, "q", 1, 1000).remove(0);
+    queue.complete(job.id, l.lease_id, None).unwrap();
+    let mut seen = Vec::new();
+    while let Some(event) = events.try_recv().unwrap() {
+        assert_eq!(event.id, job.id);
+        seen.push((event.state, event.attempts));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (JobState::Ready, 0),
+            (JobState::Leased, 1),
+            (JobState::Scheduled, 1),
+            (JobState::Ready, 1),
+            (JobState::Leased, 2),
+            (JobState::Completed, 2),
+        ],
+        "a heartbeat is not a state change"
+    );
+}
+
+#[test]
+fn a_slow_subscriber_skips_ahead_and_never_blocks_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let queue = Queue::open_with(
+        Config::new(dir.path())
+            .clock(clock.clone())
+            .background_timers(false)
+            .event_capacity(4),
+    )
+    .unwrap();
+    let mut slow = queue.subscribe();
+    let jobs = enqueue_n(&queue, "q", 20);
+    assert!(matches!(slow.try_recv(), Err(RecvError::Lagged(16))));
+    let next = slow.try_recv().unwrap().unwrap();
+    assert_eq!(next.id, jobs[16].id);
+}
+
+// ---- durability and restarts ---------------------------------------------------------
+
+#[test]
+fn reopening_keeps_jobs_leases_pauses_and_deadlines() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let (held, scheduled, dead) = {
+        let queue = open_manual(dir.path(), &clock);
+        enqueue_n(&queue, "q", 3);
+        let held = lease_n(&queue, "q", 1, 10_000).remove(0);
+        let scheduled = queue
+            .enqueue("q", NewJob::new(payload(7)).delay(Duration::from_secs(30)))
+            .unwrap()
+            .job;
+        let dead = make_dead(&queue, "d", 1)[0];
+        queue.pause("paused").unwrap();
+        (held, scheduled, dead)
+    };
+    let queue = open_manual(dir.path(), &clock);
+    assert_consistent(&queue);
+    assert_eq!(queue.get(held.job.id).unwrap().unwrap(), held.job);
+    assert!(queue.stats("paused").unwrap().paused);
+    assert_eq!(queue.dead_letters("d", None, 10).unwrap().jobs[0].id, dead);
+    // The stored deadlines still fire after the restart.
+    clock.advance(Duration::from_secs(30));
+    let report = queue.run_due().unwrap();
+    assert_eq!((report.promoted, report.expired), (1, 1));
+    assert_eq!(state(&queue, scheduled.id), JobState::Ready);
+    assert!(matches!(
+        queue.complete(held.job.id, held.lease_id, None),
+        Err(Error::LeaseLost { .. })
+    ));
+    let next = enqueue_n(&queue, "q", 1).remove(0);
+    assert!(next.id > scheduled.id, "ids are not reused after a restart");
+    assert_consistent(&queue);
+}
+
+#[test]
+fn periodic_durability_works_and_flushes_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<JobId> = {
+        let queue = open_fast(dir.path());
+        enqueue_n(&queue, "q", 50).iter().map(|j| j.id).collect()
+    };
+    let queue = open_fast(dir.path());
+    for id in ids {
+        assert_eq!(state(&queue, id), JobState::Ready);
+    }
+}
+
+#[test]
+fn concurrent_workers_never_share_a_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open_fast(dir.path());
+    let total = 400u64;
+    enqueue_n(&queue, "q", total);
+    let done = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let queue = queue.clone();
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                loop {
+                    let leased = queue
+                        .lease("q", &LeaseOptions::default().max_jobs(3))
+                        .unwrap();
+                    if leased.is_empty() {
+                        return;
+                    }
+                    for l in leased {
+                        let job = queue.complete(l.job.id, l.lease_id, None).unwrap();
+                        done.lock().unwrap().push(job.id);
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let done = done.lock().unwrap();
+    let unique: HashSet<_> = done.iter().collect();
+    assert_eq!(done.len() as u64, total, "every job completed exactly once");
+    assert_eq!(unique.len() as u64, total);
+    assert_eq!(queue.stats("q").unwrap().completed, total);
+    assert_consistent(&queue);
+}
+
+trait NowForTest {
+    fn now_ms_for_test(&self) -> u64;
+}
+
+impl NowForTest for ManualClock {
+    fn now_ms_for_test(&self) -> u64 {
+        queue_core::Clock::now_ms(self)
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests of queue-core, one binary. Modules:
+//!
+//! - `common`: helpers (manual clock, openers, payloads, consistency check).
+//! - `operations`: every operation with several jobs in flight, on a manual clock.
+//! - `model`: random operation sequences checked against an in-memory model,
+//!   with reopens of the database between steps.
+//! - `crash`: a child process killed with SIGKILL at random moments; the parent
+//!   reopens and checks acknowledged work, invariants and draining.
+
+mod common;
+mod crash;
+mod model;
+mod operations;
