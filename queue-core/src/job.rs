@@ -323,6 +323,53 @@ impl Failure {
     }
 }
 
+/// The operation behind a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Transition {
+    /// A new job.
+    Enqueue,
+    /// A scheduled job's time came.
+    Promote,
+    /// A worker leased the job.
+    Lease,
+    /// A worker extended its lease.
+    Heartbeat,
+    /// A worker completed the job.
+    Complete,
+    /// A worker reported a failure.
+    Fail,
+    /// The lease expired.
+    Expire,
+    /// A worker gave the job back.
+    Release,
+    /// A caller cancelled the job.
+    Cancel,
+    /// A dead job was requeued.
+    Requeue,
+    /// A finished job was removed (retention or purge).
+    Remove,
+}
+
+impl Transition {
+    /// The operation's name, as used in errors and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Enqueue => "enqueue",
+            Transition::Promote => "promote",
+            Transition::Lease => "lease",
+            Transition::Heartbeat => "heartbeat",
+            Transition::Complete => "complete",
+            Transition::Fail => "fail",
+            Transition::Expire => "expire",
+            Transition::Release => "release",
+            Transition::Cancel => "cancel",
+            Transition::Requeue => "requeue",
+            Transition::Remove => "remove",
+        }
+    }
+}
+
 /// A state change, as delivered by [`Queue::subscribe`](crate::Queue::subscribe).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -336,6 +383,8 @@ pub struct Event {
     pub attempts: u32,
     /// Unix ms of the change.
     pub at: u64,
+    /// What caused it.
+    pub transition: Transition,
 }
 
 /// One page of dead letters, oldest first.

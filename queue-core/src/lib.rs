@@ -73,6 +73,7 @@
 
 mod clock;
 mod config;
+mod counters;
 mod durable;
 mod error;
 mod job;
@@ -85,9 +86,11 @@ mod timers;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Durability, Retention};
+pub use counters::{Counters, RUN_TIME_BOUNDS_MS};
 pub use error::{Error, Result};
 pub use job::{
     DeadPage, Enqueued, Event, Failure, Job, JobId, Lease, LeaseId, LeaseOptions, Leased, NewJob,
+    Transition,
 };
 pub use queue::{DueReport, Queue};
 pub use queue_proto::{JobState, QueueStats};

@@ -6,6 +6,7 @@ use queue_proto::limits::{MAX_BATCH, MAX_LEASE_JOBS};
 use queue_proto::{JobState, QueueStats, validate_queue_name};
 use tokio::sync::broadcast;
 
+use crate::counters::AtomicCounters;
 use crate::durable::GroupCommit;
 use crate::rules::{self, Jitter, Refusal};
 use crate::signal::Signals;
@@ -15,6 +16,7 @@ use crate::{
     Clock, Config, DeadPage, Durability, Enqueued, Error, Event, Failure, Job, JobId, LeaseId,
     LeaseOptions, Leased, NewJob, Result, Subscription, Verification,
 };
+use crate::{Counters, Transition};
 
 /// How many ready keys a lease looks at beyond what it wants, so that
 /// concurrent leasers racing for the head of a queue still find jobs.
@@ -77,7 +79,14 @@ pub struct DueReport {
 struct Pending<T> {
     value: T,
     ticket: Option<u64>,
-    events: Vec<Event>,
+    announcements: Vec<Announcement>,
+}
+
+/// One applied change, to count and (if the state changed) to publish.
+struct Announcement {
+    event: Event,
+    state_changed: bool,
+    run_ms: Option<u64>,
 }
 
 pub(crate) struct Shared {
@@ -88,6 +97,7 @@ pub(crate) struct Shared {
     queue_signals: Signals<String>,
     job_signals: Signals<JobId>,
     events: broadcast::Sender<Event>,
+    counters: AtomicCounters,
     pub(crate) timer: TimerWake,
 }
 
@@ -140,6 +150,7 @@ impl Queue {
             queue_signals: Signals::new(),
             job_signals: Signals::new(),
             events,
+            counters: AtomicCounters::default(),
             timer: TimerWake::new(),
         });
         let mut threads = Vec::new();
@@ -295,9 +306,10 @@ impl Queue {
         if let Some(ms) = lease_ms {
             rules::lease::validate_lease_ms(ms)?;
         }
-        self.shared().transition(id, "heartbeat", |job, now| {
-            rules::heartbeat::heartbeat(job, lease, lease_ms, now)
-        })
+        self.shared()
+            .transition(id, Transition::Heartbeat, |job, now| {
+                rules::heartbeat::heartbeat(job, lease, lease_ms, now)
+            })
     }
 
     /// Completes job `id` held under `lease`, keeping `result`. Final: the
@@ -315,9 +327,10 @@ impl Queue {
                 limit,
             });
         }
-        self.shared().transition(id, "complete", |job, now| {
-            rules::complete::complete(job, lease, result.clone(), now)
-        })
+        self.shared()
+            .transition(id, Transition::Complete, |job, now| {
+                rules::complete::complete(job, lease, result.clone(), now)
+            })
     }
 
     /// Reports a failed attempt of job `id` held under `lease`. The job is
@@ -333,7 +346,7 @@ impl Queue {
     pub fn fail(&self, id: JobId, lease: LeaseId, failure: &Failure) -> Result<Job> {
         rules::fail::validate(failure)?;
         let jitter = self.shared().jitter();
-        self.shared().transition(id, "fail", |job, now| {
+        self.shared().transition(id, Transition::Fail, |job, now| {
             rules::fail::fail(job, lease, failure, jitter, now)
         })
     }
@@ -346,9 +359,10 @@ impl Queue {
     /// [`Error::LeaseLost`] (nothing changes), [`Error::NotFound`],
     /// [`Error::Storage`].
     pub fn release(&self, id: JobId, lease: LeaseId) -> Result<Job> {
-        self.shared().transition(id, "release", |job, now| {
-            rules::release::release(job, lease, now)
-        })
+        self.shared()
+            .transition(id, Transition::Release, |job, now| {
+                rules::release::release(job, lease, now)
+            })
     }
 
     /// Cancels job `id` (`scheduled`, `ready` or `leased`); a held lease is
@@ -360,7 +374,7 @@ impl Queue {
     /// [`Error::NotFound`], [`Error::Storage`].
     pub fn cancel(&self, id: JobId) -> Result<Job> {
         self.shared()
-            .transition(id, "cancel", rules::cancel::cancel)
+            .transition(id, Transition::Cancel, rules::cancel::cancel)
     }
 
     /// The job `id`, or `None` if no such job is stored.
@@ -464,7 +478,7 @@ impl Queue {
         shared.settle(Pending {
             value: (),
             ticket: shared.ticket(),
-            events: Vec::new(),
+            announcements: Vec::new(),
         })?;
         if !paused {
             shared.queue_signals.bump(&queue.to_owned());
@@ -514,9 +528,10 @@ impl Queue {
     /// [`Error::Storage`].
     pub fn requeue_dead(&self, queue: &str, ids: Option<&[JobId]>) -> Result<u64> {
         check_queue(queue)?;
-        self.shared().on_dead(queue, ids, |job, now| {
-            rules::requeue::requeue(job, now).map(Some)
-        })
+        self.shared()
+            .on_dead(queue, ids, Transition::Requeue, |job, now| {
+                rules::requeue::requeue(job, now).map(Some)
+            })
     }
 
     /// Deletes every dead job of `queue`. Returns how many. Durable on
@@ -526,13 +541,14 @@ impl Queue {
     /// [`Error::InvalidArgument`] for a bad name; [`Error::Storage`].
     pub fn purge_dead(&self, queue: &str) -> Result<u64> {
         check_queue(queue)?;
-        self.shared().on_dead(queue, None, |job, _| {
-            if job.state == JobState::Dead {
-                Ok(None)
-            } else {
-                Err(Refusal::Conflict(job.state))
-            }
-        })
+        self.shared()
+            .on_dead(queue, None, Transition::Remove, |job, _| {
+                if job.state == JobState::Dead {
+                    Ok(None)
+                } else {
+                    Err(Refusal::Conflict(job.state))
+                }
+            })
     }
 
     /// A stream of state changes (enqueue, lease, complete, fail, expiry,
@@ -541,6 +557,13 @@ impl Queue {
     /// ahead and is told how many it missed; it never slows writers.
     pub fn subscribe(&self) -> Subscription {
         Subscription::new(self.shared().events.subscribe())
+    }
+
+    /// Totals of transitions since this handle was opened (enqueued, leased,
+    /// completed, failed, dead, expired, …) and the run-time histogram of
+    /// completions, for metrics.
+    pub fn counters(&self) -> Counters {
+        self.shared().counters.snapshot()
     }
 
     /// Runs the timers now: promotes due scheduled jobs, expires due leases,
@@ -605,36 +628,48 @@ impl Shared {
     }
 
     /// Packages applied changes: takes the durability ticket, wakes the timer
-    /// for new deadlines and prepares the events.
+    /// for new deadlines and prepares the announcements.
     fn pending<'c, T>(
         &self,
         value: T,
+        transition: Transition,
         applied: impl IntoIterator<Item = &'c Change>,
     ) -> Pending<T> {
-        let mut events = Vec::new();
+        let mut announcements = Vec::new();
         for change in applied {
-            let Some(job) = change.new_job() else {
+            let old = change.old_job();
+            let Some(job) = change.new_job().or(old) else {
                 continue;
             };
-            match (job.state, job.lease_expires_at()) {
-                (JobState::Scheduled, _) => self.timer.deadline_added(job.run_at),
-                (JobState::Leased, Some(at)) => self.timer.deadline_added(at),
+            let new_state = change.new_job().map(|job| job.state);
+            match (new_state, job.lease_expires_at()) {
+                (Some(JobState::Scheduled), _) => self.timer.deadline_added(job.run_at),
+                (Some(JobState::Leased), Some(at)) => self.timer.deadline_added(at),
                 _ => {}
             }
-            if change.old_job().map(|old| old.state) != Some(job.state) {
-                events.push(Event {
+            let run_ms = match (transition, old.and_then(|old| old.lease.as_ref())) {
+                (Transition::Complete, Some(lease)) => {
+                    Some(job.updated_at.saturating_sub(lease.leased_at))
+                }
+                _ => None,
+            };
+            announcements.push(Announcement {
+                event: Event {
                     id: job.id,
                     queue: job.queue.clone(),
                     state: job.state,
                     attempts: job.attempts,
                     at: job.updated_at,
-                });
-            }
+                    transition,
+                },
+                state_changed: new_state.is_some() && old.map(|old| old.state) != new_state,
+                run_ms,
+            });
         }
         Pending {
             value,
             ticket: self.ticket(),
-            events,
+            announcements,
         }
     }
 
@@ -643,7 +678,7 @@ impl Shared {
         if let (Some(commit), Some(ticket)) = (&self.commit, pending.ticket) {
             commit.wait(ticket)?;
         }
-        self.publish(pending.events);
+        self.publish(pending.announcements);
         Ok(pending.value)
     }
 
@@ -652,14 +687,25 @@ impl Shared {
         if let (Some(commit), Some(ticket)) = (&self.commit, pending.ticket) {
             commit.wait_async(ticket).await?;
         }
-        self.publish(pending.events);
+        self.publish(pending.announcements);
         Ok(pending.value)
     }
 
-    fn publish(&self, events: Vec<Event>) {
-        for event in events {
+    fn publish(&self, announcements: Vec<Announcement>) {
+        for Announcement {
+            event,
+            state_changed,
+            run_ms,
+        } in announcements
+        {
+            let new_state = state_changed.then_some(event.state);
+            self.counters.record(event.transition, new_state, run_ms);
+            if !state_changed {
+                continue;
+            }
             tracing::debug!(job = %event.id, queue = %event.queue, state = %event.state,
-                attempts = event.attempts, "job state changed");
+                attempts = event.attempts, transition = event.transition.as_str(),
+                "job state changed");
             if event.state == JobState::Ready {
                 self.queue_signals.bump(&event.queue);
             }
@@ -732,7 +778,7 @@ impl Shared {
             .filter(|(_, replay)| replay.is_none())
             .map(|(change, _)| change)
             .collect();
-        let mut pending = self.pending(Vec::new(), applied);
+        let mut pending = self.pending(Vec::new(), Transition::Enqueue, applied);
         pending.value = changes
             .into_iter()
             .zip(replays)
@@ -806,7 +852,7 @@ impl Shared {
                 break;
             }
         }
-        let mut pending = self.pending(Vec::new(), &leased);
+        let mut pending = self.pending(Vec::new(), Transition::Lease, &leased);
         pending.value = leased
             .into_iter()
             .filter_map(Change::into_new_job)
@@ -823,13 +869,14 @@ impl Shared {
     fn transition(
         &self,
         id: JobId,
-        operation: &'static str,
+        transition: Transition,
         rule: impl Fn(&Job, u64) -> Result<Job, Refusal>,
     ) -> Result<Job> {
         loop {
             let now = self.now();
             let (bytes, job) = self.store.load(id)?.ok_or(Error::NotFound { id })?;
-            let next = rule(&job, now).map_err(|refusal| refusal.into_error(id, operation))?;
+            let next =
+                rule(&job, now).map_err(|refusal| refusal.into_error(id, transition.as_str()))?;
             let change = Change::new(Some(bytes), Some(job), Some(next))?;
             if self
                 .store
@@ -838,7 +885,7 @@ impl Shared {
             {
                 continue;
             }
-            let pending = self.pending((), [&change]);
+            let pending = self.pending((), transition, [&change]);
             self.settle(pending)?;
             return change
                 .into_new_job()
@@ -848,7 +895,7 @@ impl Shared {
 
     /// Applies the changes whose records are still current, skipping the
     /// others; returns how many were applied.
-    fn apply_current(&self, changes: &[Change]) -> Result<usize> {
+    fn apply_current(&self, transition: Transition, changes: &[Change]) -> Result<usize> {
         if changes.is_empty() {
             return Ok(0);
         }
@@ -865,7 +912,11 @@ impl Shared {
                 Ok(applied)
             })?
             .unwrap_or_default();
-        let pending = self.pending(applied.len(), applied.iter().map(|i| &changes[*i]));
+        let pending = self.pending(
+            applied.len(),
+            transition,
+            applied.iter().map(|i| &changes[*i]),
+        );
         self.settle(pending)
     }
 
@@ -875,6 +926,7 @@ impl Shared {
         &self,
         queue: &str,
         ids: Option<&[JobId]>,
+        transition: Transition,
         rule: impl Fn(&Job, u64) -> Result<Option<Job>, Refusal>,
     ) -> Result<u64> {
         let decide = |ids: &[JobId]| -> Result<Vec<Change>> {
@@ -902,7 +954,7 @@ impl Shared {
                     ));
                 }
                 let changes = decide(ids)?;
-                Ok(self.apply_current(&changes)? as u64)
+                Ok(self.apply_current(transition, &changes)? as u64)
             }
             None => {
                 let mut total = 0u64;
@@ -912,7 +964,7 @@ impl Shared {
                     let Some(last) = ids.last().copied() else {
                         break;
                     };
-                    total += self.apply_current(&decide(&ids)?)? as u64;
+                    total += self.apply_current(transition, &decide(&ids)?)? as u64;
                     after = Some(last);
                 }
                 Ok(total)
@@ -990,7 +1042,12 @@ impl Shared {
                         changes.push(Change::new(Some(bytes), Some(job), next)?);
                     }
                 }
-                let applied = self.apply_current(&changes)? as u64;
+                let transition = match kind {
+                    TimerKind::Promote => Transition::Promote,
+                    TimerKind::Expire => Transition::Expire,
+                    _ => Transition::Remove,
+                };
+                let applied = self.apply_current(transition, &changes)? as u64;
                 match kind {
                     TimerKind::Promote => report.promoted += applied,
                     TimerKind::Expire => report.expired += applied,

@@ -1048,3 +1048,36 @@ impl NowForTest for ManualClock {
         queue_core::Clock::now_ms(self)
     }
 }
+
+#[test]
+fn counters_total_the_transitions_and_time_the_runs() {
+    let (_dir, clock, queue) = setup();
+    let jobs = enqueue_n(&queue, "q", 3);
+    queue
+        .enqueue("q", NewJob::new(payload(9)).max_attempts(1))
+        .unwrap();
+    let l = lease_n(&queue, "q", 4, 1000);
+    clock.advance(Duration::from_millis(40));
+    queue.complete(l[0].job.id, l[0].lease_id, None).unwrap();
+    queue.heartbeat(l[1].job.id, l[1].lease_id, None).unwrap();
+    queue
+        .fail(l[1].job.id, l[1].lease_id, &Failure::new("x"))
+        .unwrap();
+    queue.release(l[2].job.id, l[2].lease_id).unwrap();
+    clock.advance(Duration::from_secs(2));
+    queue.run_due().unwrap(); // l[3] (max 1 attempt) expires dead, l[1] promoted
+    queue.cancel(jobs[2].id).unwrap();
+    let c = queue.counters();
+    assert_eq!(
+        (c.enqueued, c.leased, c.completed, c.failed, c.released),
+        (4, 4, 1, 1, 1)
+    );
+    assert_eq!((c.expired, c.dead, c.promoted, c.cancelled), (1, 1, 1, 1));
+    assert_eq!(c.run_time_sum_ms, 40);
+    let bucket = queue_core::RUN_TIME_BOUNDS_MS
+        .iter()
+        .position(|b| 40 <= *b)
+        .unwrap();
+    assert_eq!(c.run_time_buckets[bucket], 1);
+    assert_eq!(c.run_time_buckets.iter().sum::<u64>(), 1);
+}
