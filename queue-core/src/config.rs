@@ -61,7 +61,8 @@ pub struct Config {
     pub retention: Retention,
     /// sled's page cache size in bytes; default 64 MiB.
     pub cache_capacity: u64,
-    /// Largest payload or result in bytes; default 1 MiB.
+    /// Largest payload or result in bytes; default 1 MiB, at most 1.5 MiB
+    /// (so that a record always stays in sled's fsynced log).
     pub max_payload: usize,
     /// Capacity of the event channel behind [`Queue::subscribe`](crate::Queue::subscribe);
     /// a subscriber further behind than this skips ahead. Default 4096.

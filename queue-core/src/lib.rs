@@ -74,7 +74,6 @@
 mod clock;
 mod config;
 mod counters;
-mod durable;
 mod error;
 mod job;
 mod queue;

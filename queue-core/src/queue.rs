@@ -7,14 +7,13 @@ use queue_proto::{JobState, QueueStats, validate_queue_name};
 use tokio::sync::broadcast;
 
 use crate::counters::AtomicCounters;
-use crate::durable::GroupCommit;
 use crate::rules::{self, Jitter, Refusal};
 use crate::signal::Signals;
-use crate::storage::{Change, Store, TimerKind};
+use crate::storage::{Change, MAX_PAYLOAD_LIMIT, Store, TimerKind};
 use crate::timers::{self, TimerWake};
 use crate::{
-    Clock, Config, DeadPage, Durability, Enqueued, Error, Event, Failure, Job, JobId, LeaseId,
-    LeaseOptions, Leased, NewJob, Result, Subscription, Verification,
+    Clock, Config, DeadPage, Enqueued, Error, Event, Failure, Job, JobId, LeaseId, LeaseOptions,
+    Leased, NewJob, Result, Subscription, Verification,
 };
 use crate::{Counters, Transition};
 
@@ -33,8 +32,8 @@ const DEAD_BATCH: usize = 512;
 /// last clone is dropped.
 ///
 /// Every method that changes state returns after the change is on disk under
-/// [`Durability::Sync`] (the default); concurrent callers share flushes. Under
-/// [`Durability::Periodic`] it returns once the change is applied.
+/// [`Durability::Sync`](crate::Durability::Sync) (the default); concurrent callers share flushes. Under
+/// [`Durability::Periodic`](crate::Durability::Periodic) it returns once the change is applied.
 #[derive(Clone)]
 pub struct Queue {
     handle: Arc<Handle>,
@@ -48,9 +47,6 @@ struct Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         self.shared.timer.stop();
-        if let Some(commit) = &self.shared.commit {
-            commit.stop();
-        }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for thread in threads {
             let _ = thread.join();
@@ -74,11 +70,10 @@ pub struct DueReport {
     pub next_due: Option<u64>,
 }
 
-/// A change that is applied but not yet known to be durable, with what to
-/// announce once it is.
+/// A change that is applied (and, under [`Durability::Sync`](crate::Durability::Sync), durable),
+/// with what to announce.
 struct Pending<T> {
     value: T,
-    ticket: Option<u64>,
     announcements: Vec<Announcement>,
 }
 
@@ -93,7 +88,6 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     config: Config,
     rng: Mutex<u64>,
-    commit: Option<GroupCommit>,
     queue_signals: Signals<String>,
     job_signals: Signals<JobId>,
     events: broadcast::Sender<Event>,
@@ -134,19 +128,23 @@ impl Queue {
         if config.event_capacity == 0 {
             return Err(Error::invalid("event_capacity", "must be at least 1"));
         }
+        if config.max_payload > MAX_PAYLOAD_LIMIT {
+            return Err(Error::invalid(
+                "max_payload",
+                format!(
+                    "{} exceeds the limit of {MAX_PAYLOAD_LIMIT} bytes",
+                    config.max_payload
+                ),
+            ));
+        }
         let store = Store::open(&config)?;
         let seed = config.seed.unwrap_or_else(|| config.clock.now_ms());
-        let commit = match config.durability {
-            Durability::Sync => Some(GroupCommit::new()),
-            Durability::Periodic(_) => None,
-        };
         let (events, _) = broadcast::channel(config.event_capacity);
         let background = config.background_timers;
         let shared = Arc::new(Shared {
             store,
             config,
             rng: Mutex::new(seed),
-            commit,
             queue_signals: Signals::new(),
             job_signals: Signals::new(),
             events,
@@ -154,19 +152,6 @@ impl Queue {
             timer: TimerWake::new(),
         });
         let mut threads = Vec::new();
-        if shared.commit.is_some() {
-            let flusher = Arc::clone(&shared);
-            threads.push(
-                std::thread::Builder::new()
-                    .name("queue-core-flush".into())
-                    .spawn(move || {
-                        if let Some(commit) = &flusher.commit {
-                            commit.run(&flusher.store);
-                        }
-                    })
-                    .map_err(|e| Error::Storage(sled::Error::Io(e)))?,
-            );
-        }
         if background {
             threads.push(
                 std::thread::Builder::new()
@@ -237,8 +222,9 @@ impl Queue {
     /// for one (woken by enqueues, promotions, releases, requeues and
     /// resumes; no polling). Returns an empty list on timeout.
     ///
-    /// Holds no thread while waiting. Needs a tokio runtime with the time
-    /// driver enabled (as any `tokio::time` use does).
+    /// Holds no thread while waiting (each attempt runs on tokio's blocking
+    /// pool, since it may wait for a flush). Needs a tokio runtime with the
+    /// time driver enabled (as any `tokio::time` use does).
     ///
     /// # Errors
     /// As [`Queue::lease`].
@@ -254,9 +240,16 @@ impl Queue {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut registration = shared.queue_signals.register(queue.to_owned());
         loop {
-            let pending = shared.lease(queue, opts)?;
-            if !pending.value.is_empty() {
-                return shared.settle_async(pending).await;
+            let attempt = {
+                let (this, queue, opts) = (self.clone(), queue.to_owned(), opts.clone());
+                tokio::task::spawn_blocking(move || {
+                    let shared = this.shared();
+                    shared.lease(&queue, &opts).and_then(|p| shared.settle(p))
+                })
+            };
+            let leased = attempt.await.map_err(|_| Error::Closed)??;
+            if !leased.is_empty() {
+                return Ok(leased);
             }
             if tokio::time::timeout_at(deadline, registration.changed())
                 .await
@@ -473,11 +466,13 @@ impl Queue {
         let shared = self.shared();
         shared
             .store
-            .transact(|tx| tx.set_paused(queue, paused))?
+            .transact({
+                let queue = queue.to_owned();
+                move |tx| tx.set_paused(&queue, paused)
+            })?
             .ok_or_else(|| Error::Corrupt("pause transaction went stale".into()))?;
         shared.settle(Pending {
             value: (),
-            ticket: shared.ticket(),
             announcements: Vec::new(),
         })?;
         if !paused {
@@ -576,7 +571,7 @@ impl Queue {
         self.shared().run_due()
     }
 
-    /// Flushes everything to disk (useful under [`Durability::Periodic`]).
+    /// Flushes everything to disk (useful under [`Durability::Periodic`](crate::Durability::Periodic)).
     ///
     /// # Errors
     /// [`Error::Storage`].
@@ -623,11 +618,7 @@ impl Shared {
         Jitter::from_random(z ^ (z >> 31))
     }
 
-    fn ticket(&self) -> Option<u64> {
-        self.commit.as_ref().map(GroupCommit::ticket)
-    }
-
-    /// Packages applied changes: takes the durability ticket, wakes the timer
+    /// Packages applied changes: wakes the timer
     /// for new deadlines and prepares the announcements.
     fn pending<'c, T>(
         &self,
@@ -668,25 +659,13 @@ impl Shared {
         }
         Pending {
             value,
-            ticket: self.ticket(),
             announcements,
         }
     }
 
-    /// Waits until `pending` is durable, then announces it.
+    /// Announces `pending` (its changes are already durable: the store's
+    /// transaction batch flushes before it returns under `Sync`).
     fn settle<T>(&self, pending: Pending<T>) -> Result<T> {
-        if let (Some(commit), Some(ticket)) = (&self.commit, pending.ticket) {
-            commit.wait(ticket)?;
-        }
-        self.publish(pending.announcements);
-        Ok(pending.value)
-    }
-
-    /// [`Shared::settle`] without holding a thread.
-    async fn settle_async<T>(&self, pending: Pending<T>) -> Result<T> {
-        if let (Some(commit), Some(ticket)) = (&self.commit, pending.ticket) {
-            commit.wait_async(ticket).await?;
-        }
         self.publish(pending.announcements);
         Ok(pending.value)
     }
@@ -746,18 +725,23 @@ impl Shared {
             let job = rules::enqueue::new_job(id, queue, spec, now);
             changes.push(Change::new(None, None, Some(job))?);
         }
+        let changes = Arc::new(changes);
+        let keys: Vec<Option<String>> = specs.into_iter().map(|s| s.idempotency_key).collect();
+        let in_tx = Arc::clone(&changes);
+        let name = queue.to_owned();
         let replays = self
             .store
-            .transact(|tx| {
+            .transact(move |tx| {
+                let (changes, queue) = (&in_tx, &name);
                 let mut replays = Vec::with_capacity(changes.len());
-                for (change, spec) in changes.iter().zip(&specs) {
-                    if let Some(key) = &spec.idempotency_key {
+                for (change, key) in changes.iter().zip(&keys) {
+                    if let Some(key) = key {
                         if let Some(existing) = tx.idempotent(queue, key)? {
                             let stored = tx.load(existing)?.map(|(_, job)| job);
                             // An item replaying an earlier item of this batch
                             // reads that item's record, written just above.
                             replays.push(Some(stored.ok_or_else(|| {
-                                sled::transaction::ConflictableTransactionError::Abort(
+                                crate::storage::TxError::Abort(
                                     crate::storage::Abort::Failed(Error::Corrupt(format!(
                                         "idempotency key of queue {queue} points at missing job {existing}"
                                     ))),
@@ -780,7 +764,7 @@ impl Shared {
             .collect();
         let mut pending = self.pending(Vec::new(), Transition::Enqueue, applied);
         pending.value = changes
-            .into_iter()
+            .iter()
             .zip(replays)
             .map(|(change, replay)| match replay {
                 Some(job) => Ok(Enqueued {
@@ -788,7 +772,8 @@ impl Shared {
                     replayed: true,
                 }),
                 None => change
-                    .into_new_job()
+                    .new_job()
+                    .cloned()
                     .map(|job| Enqueued {
                         job,
                         replayed: false,
@@ -817,11 +802,13 @@ impl Shared {
                 .map(|_| self.store.generate_id().map(LeaseId::from_u64))
                 .collect::<Result<Vec<_>>>()?;
             let now = self.now();
+            let candidate_count = candidates.len();
+            let (name, opts) = (queue.to_owned(), opts.clone());
             let taken = self
                 .store
-                .transact(|tx| {
+                .transact(move |tx| {
                     let mut taken = Vec::new();
-                    if tx.paused(queue)? {
+                    if tx.paused(&name)? {
                         return Ok(taken);
                     }
                     for id in &candidates {
@@ -831,22 +818,20 @@ impl Shared {
                         let Some((bytes, job)) = tx.load(*id)? else {
                             continue;
                         };
-                        let Ok(next) = rules::lease::lease(&job, *lease_id, opts, now) else {
+                        let Ok(next) = rules::lease::lease(&job, *lease_id, &opts, now) else {
                             continue;
                         };
                         let change =
                             Change::new(Some(bytes), Some(job), Some(next)).map_err(|e| {
-                                sled::transaction::ConflictableTransactionError::Abort(
-                                    crate::storage::Abort::Failed(e),
-                                )
+                                crate::storage::TxError::Abort(crate::storage::Abort::Failed(e))
                             })?;
-                        tx.apply(&change)?;
+                        tx.apply(&change);
                         taken.push(change);
                     }
                     Ok(taken)
                 })?
                 .unwrap_or_default();
-            let exhausted = taken.len() == candidates.len();
+            let exhausted = taken.len() == candidate_count;
             leased.extend(taken);
             if leased.len() >= want || exhausted {
                 break;
@@ -877,35 +862,40 @@ impl Shared {
             let (bytes, job) = self.store.load(id)?.ok_or(Error::NotFound { id })?;
             let next =
                 rule(&job, now).map_err(|refusal| refusal.into_error(id, transition.as_str()))?;
-            let change = Change::new(Some(bytes), Some(job), Some(next))?;
+            let change = Arc::new(Change::new(Some(bytes), Some(job), Some(next))?);
+            let in_tx = Arc::clone(&change);
             if self
                 .store
-                .transact(|tx| tx.apply_or_abort(&change))?
+                .transact(move |tx| tx.apply_or_abort(&in_tx))?
                 .is_none()
             {
                 continue;
             }
-            let pending = self.pending((), transition, [&change]);
+            let pending = self.pending((), transition, [&*change]);
             self.settle(pending)?;
             return change
-                .into_new_job()
+                .new_job()
+                .cloned()
                 .ok_or_else(|| Error::Corrupt("transition without a job".into()));
         }
     }
 
     /// Applies the changes whose records are still current, skipping the
     /// others; returns how many were applied.
-    fn apply_current(&self, transition: Transition, changes: &[Change]) -> Result<usize> {
+    fn apply_current(&self, transition: Transition, changes: Vec<Change>) -> Result<usize> {
         if changes.is_empty() {
             return Ok(0);
         }
+        let changes = Arc::new(changes);
+        let in_tx = Arc::clone(&changes);
         let applied = self
             .store
-            .transact(|tx| {
+            .transact(move |tx| {
+                let changes = &in_tx;
                 let mut applied = Vec::new();
                 for (i, change) in changes.iter().enumerate() {
                     if tx.is_current(change)? {
-                        tx.apply(change)?;
+                        tx.apply(change);
                         applied.push(i);
                     }
                 }
@@ -954,7 +944,7 @@ impl Shared {
                     ));
                 }
                 let changes = decide(ids)?;
-                Ok(self.apply_current(transition, &changes)? as u64)
+                Ok(self.apply_current(transition, changes)? as u64)
             }
             None => {
                 let mut total = 0u64;
@@ -964,7 +954,7 @@ impl Shared {
                     let Some(last) = ids.last().copied() else {
                         break;
                     };
-                    total += self.apply_current(transition, &decide(&ids)?)? as u64;
+                    total += self.apply_current(transition, decide(&ids)?)? as u64;
                     after = Some(last);
                 }
                 Ok(total)
@@ -1047,7 +1037,7 @@ impl Shared {
                     TimerKind::Expire => Transition::Expire,
                     _ => Transition::Remove,
                 };
-                let applied = self.apply_current(transition, &changes)? as u64;
+                let applied = self.apply_current(transition, changes)? as u64;
                 match kind {
                     TimerKind::Promote => report.promoted += applied,
                     TimerKind::Expire => report.expired += applied,

@@ -21,15 +21,23 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use queue_proto::JobState;
-use sled::transaction::{
-    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
-    TransactionalTree,
-};
-use sled::{IVec, Transactional, Tree};
+use sled::{IVec, Tree};
 
 use crate::{Config, Durability, Error, Job, JobId, LeaseId, Result};
+
+/// sled log segment size. sled writes values larger than a quarter segment
+/// to separate blob files that it never fsyncs; at 16 MiB every record the
+/// payload limit allows stays inside the log.
+const SEGMENT_SIZE: usize = 16 * 1024 * 1024;
+
+/// Largest payload (and result) a [`Config`] may allow: a record holds both
+/// plus small fields and must stay below the blob threshold.
+pub(crate) const MAX_PAYLOAD_LIMIT: usize = 3 * 1024 * 1024 / 2;
 
 /// Version byte in front of every record.
 const RECORD_VERSION: u8 = 1;
@@ -57,6 +65,15 @@ pub(crate) enum TimerKind {
     RetainDead = 3,
     /// A cancelled job's `finished_at`.
     RetainCancelled = 4,
+}
+
+impl Family {
+    fn tree(self) -> u8 {
+        match self {
+            Family::Index => INDEX,
+            Family::Timers => TIMERS,
+        }
+    }
 }
 
 impl TimerKind {
@@ -322,58 +339,98 @@ impl Change {
     }
 }
 
-/// Why a transaction gave up.
+/// Why an operation gave up.
 #[derive(Debug)]
 pub(crate) enum Abort {
     /// A record is not what the decision was taken from: decide again.
     Stale,
-    /// The operation cannot go on; nothing is written.
+    /// The operation cannot go on.
     Failed(Error),
 }
 
-/// The transactional view handed to operation closures.
+/// How an operation inside a batch ends early; its writes are discarded.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    /// The operation gave up.
+    Abort(Abort),
+    /// Reading the store failed.
+    Storage(sled::Error),
+}
+
+impl From<sled::Error> for TxError {
+    fn from(e: sled::Error) -> Self {
+        TxError::Storage(e)
+    }
+}
+
+pub(crate) type TxResult<T> = std::result::Result<T, TxError>;
+
+/// Tree ids in write sets and the write-ahead log.
+const JOBS: u8 = 0;
+const INDEX: u8 = 1;
+const TIMERS: u8 = 2;
+const META: u8 = 3;
+
+/// Writes of a batch: (tree, key) → new value, `None` for a removal.
+type Writes = BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>;
+
+/// One operation's view of the store: its own writes over the writes of the
+/// earlier operations of its batch over the trees. An operation that fails
+/// leaves nothing behind; one that succeeds has its writes merged into the
+/// batch, which is committed as a whole (see [`Store::transact`]).
 pub(crate) struct Tx<'a> {
-    jobs: &'a TransactionalTree,
-    index: &'a TransactionalTree,
-    timers: &'a TransactionalTree,
-    meta: &'a TransactionalTree,
+    store: &'a Store,
+    batch: &'a Writes,
+    own: RefCell<Writes>,
     deltas: RefCell<BTreeMap<Vec<u8>, i64>>,
 }
 
-type TxResult<T> = ConflictableTransactionResult<T, Abort>;
-
 impl Tx<'_> {
+    fn get(&self, tree: u8, key: &[u8]) -> TxResult<Option<IVec>> {
+        let k = (tree, key.to_vec());
+        if let Some(v) = self.own.borrow().get(&k) {
+            return Ok(v.as_deref().map(IVec::from));
+        }
+        if let Some(v) = self.batch.get(&k) {
+            return Ok(v.as_deref().map(IVec::from));
+        }
+        Ok(self.store.tree(tree).get(key)?)
+    }
+
+    fn put(&self, tree: u8, key: &[u8], value: Option<&[u8]>) {
+        self.own
+            .borrow_mut()
+            .insert((tree, key.to_vec()), value.map(<[u8]>::to_vec));
+    }
+
     /// Whether the stored record is still what `change` was decided from.
     pub(crate) fn is_current(&self, change: &Change) -> TxResult<bool> {
-        let stored = self.jobs.get(job_key(change.id))?;
+        let stored = self.get(JOBS, &job_key(change.id))?;
         Ok(stored == change.expect)
     }
 
-    /// Applies `change` if it is current, else aborts the whole transaction.
+    /// Applies `change` if it is current, else gives up with [`Abort::Stale`].
     pub(crate) fn apply_or_abort(&self, change: &Change) -> TxResult<()> {
         if !self.is_current(change)? {
-            return Err(ConflictableTransactionError::Abort(Abort::Stale));
+            return Err(TxError::Abort(Abort::Stale));
         }
-        self.apply(change)
+        self.apply(change);
+        Ok(())
     }
 
     /// Applies `change` (the caller has checked it is current).
-    pub(crate) fn apply(&self, change: &Change) -> TxResult<()> {
+    pub(crate) fn apply(&self, change: &Change) {
         let key = job_key(change.id);
-        match &change.new {
-            Some((_, bytes)) => {
-                self.jobs.insert(&key, bytes.as_slice())?;
-            }
-            None => {
-                self.jobs.remove(&key)?;
-            }
-        }
+        self.put(
+            JOBS,
+            &key,
+            change.new.as_ref().map(|(_, bytes)| bytes.as_slice()),
+        );
         for entry in &change.remove {
-            self.tree(entry.family).remove(entry.key.as_slice())?;
+            self.put(entry.family.tree(), &entry.key, None);
         }
         for entry in &change.insert {
-            self.tree(entry.family)
-                .insert(entry.key.as_slice(), entry.value.as_slice())?;
+            self.put(entry.family.tree(), &entry.key, Some(&entry.value));
         }
         let old = change.old.as_ref().map(|j| (j.queue.as_str(), j.state));
         let new = change
@@ -389,78 +446,220 @@ impl Tx<'_> {
                 *deltas.entry(count_key(queue, state)).or_default() += 1;
             }
         }
-        Ok(())
     }
 
-    /// The stored record of `id` with its bytes, as seen by this transaction.
+    /// The stored record of `id` with its bytes, as seen by this operation.
     pub(crate) fn load(&self, id: JobId) -> TxResult<Option<(IVec, Job)>> {
-        match self.jobs.get(job_key(id))? {
+        match self.get(JOBS, &job_key(id))? {
             Some(bytes) => match decode_job(&bytes) {
                 Ok(job) => Ok(Some((bytes, job))),
-                Err(e) => Err(ConflictableTransactionError::Abort(Abort::Failed(e))),
+                Err(e) => Err(TxError::Abort(Abort::Failed(e))),
             },
             None => Ok(None),
         }
     }
 
-    /// The job an idempotency key points at, as seen by this transaction
-    /// (including keys inserted earlier in it).
+    /// The job an idempotency key points at, as seen by this operation
+    /// (including keys written earlier in its batch).
     pub(crate) fn idempotent(&self, queue: &str, key: &str) -> TxResult<Option<JobId>> {
-        match self.index.get(idem_key(queue, key))? {
+        match self.get(INDEX, &idem_key(queue, key))? {
             Some(value) => match <[u8; 8]>::try_from(value.as_ref()) {
                 Ok(bytes) => Ok(Some(JobId::from_u64(u64::from_be_bytes(bytes)))),
-                Err(_) => Err(ConflictableTransactionError::Storage(
-                    sled::Error::Unsupported("bad idempotency entry".into()),
-                )),
+                Err(_) => Err(TxError::Abort(Abort::Failed(Error::Corrupt(format!(
+                    "bad idempotency entry in queue {queue}"
+                ))))),
             },
             None => Ok(None),
         }
     }
 
-    /// Whether `queue` is paused, as seen by this transaction.
+    /// Whether `queue` is paused, as seen by this operation.
     pub(crate) fn paused(&self, queue: &str) -> TxResult<bool> {
-        Ok(self.meta.get(paused_key(queue))?.is_some())
+        Ok(self.get(META, &paused_key(queue))?.is_some())
     }
 
     /// Sets or clears the paused flag of `queue`.
     pub(crate) fn set_paused(&self, queue: &str, paused: bool) -> TxResult<()> {
-        if paused {
-            self.meta.insert(paused_key(queue), &[])?;
-        } else {
-            self.meta.remove(paused_key(queue))?;
-        }
+        self.put(META, &paused_key(queue), paused.then_some(&[][..]));
         Ok(())
-    }
-
-    fn tree(&self, family: Family) -> &TransactionalTree {
-        match family {
-            Family::Index => self.index,
-            Family::Timers => self.timers,
-        }
     }
 
     /// Writes the accumulated count changes; zero counts are removed so that
     /// a queue whose jobs are all gone stops being listed.
     fn write_counts(&self) -> TxResult<()> {
-        for (key, delta) in self.deltas.borrow().iter() {
-            if *delta == 0 {
+        let deltas = std::mem::take(&mut *self.deltas.borrow_mut());
+        for (key, delta) in deltas {
+            if delta == 0 {
                 continue;
             }
-            let current = match self.meta.get(key)? {
-                Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0),
+            let current = match self.get(META, &key)? {
+                Some(bytes) => decode_u64(&bytes).map_err(|e| TxError::Abort(Abort::Failed(e)))?,
                 None => 0,
             };
-            let next = current.saturating_add_signed(*delta);
-            if next == 0 {
-                self.meta.remove(key.as_slice())?;
-            } else {
-                self.meta.insert(key.as_slice(), &next.to_be_bytes())?;
-            }
+            let next = current.saturating_add_signed(delta);
+            let value = next.to_be_bytes();
+            self.put(META, &key, (next != 0).then_some(&value[..]));
         }
         Ok(())
     }
+}
+
+/// Opens sled, waiting up to a second for its file lock: sled's background
+/// writes can hold the previous handle's file for a moment after it was
+/// dropped, so a reopen in the same process may find it still locked. A
+/// directory held by another process still fails, after that second.
+fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+// ---- batching ----------------------------------------------------------------
+
+#[derive(Default)]
+struct Batcher {
+    state: Mutex<BatchState>,
+}
+
+/// A waiting operation and the condition variable its caller sleeps on
+/// (one each, so that a handover wakes only the callers concerned).
+type Waiter = (Arc<dyn PendingOp>, Arc<Condvar>);
+
+#[derive(Default)]
+struct BatchState {
+    pending: Vec<Waiter>,
+    leading: bool,
+}
+
+impl Batcher {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BatchState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(
+        cv: &Condvar,
+        guard: std::sync::MutexGuard<'a, BatchState>,
+    ) -> std::sync::MutexGuard<'a, BatchState> {
+        cv.wait(guard).unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One caller's operation waiting in a batch.
+trait PendingOp: Send + Sync {
+    /// Runs the operation over the batch's writes and records its outcome;
+    /// on success its writes join the batch, on failure they are dropped.
+    fn run(&self, store: &Store, batch: &mut Writes);
+    /// Turns a successful outcome into an error: the batch could not be
+    /// made durable, so the change is not acknowledged.
+    fn not_durable(&self, error: &Error);
+    /// Marks the outcome final.
+    fn finish(&self);
+}
+
+struct Op<F, R> {
+    f: F,
+    outcome: Mutex<Option<Result<Option<R>>>>,
+    done: AtomicBool,
+}
+
+impl<F, R> Op<F, R> {
+    fn record(&self, outcome: Result<Option<R>>) {
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+    }
+}
+
+impl<F, R> PendingOp for Op<F, R>
+where
+    F: Fn(&Tx<'_>) -> TxResult<R> + Send + Sync,
+    R: Send,
+{
+    fn run(&self, store: &Store, batch: &mut Writes) {
+        let (outcome, own) = {
+            let tx = Tx {
+                store,
+                batch,
+                own: RefCell::new(Writes::new()),
+                deltas: RefCell::new(BTreeMap::new()),
+            };
+            let outcome = (self.f)(&tx).and_then(|value| tx.write_counts().map(|()| value));
+            (outcome, tx.own.into_inner())
+        };
+        match outcome {
+            Ok(value) => {
+                batch.extend(own);
+                self.record(Ok(Some(value)));
+            }
+            Err(TxError::Abort(Abort::Stale)) => self.record(Ok(None)),
+            Err(TxError::Abort(Abort::Failed(e))) => self.record(Err(e)),
+            Err(TxError::Storage(e)) => self.record(Err(Error::Storage(e))),
+        }
+    }
+
+    fn not_durable(&self, error: &Error) {
+        let mut outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*outcome, Some(Ok(Some(_)))) {
+            *outcome = Some(Err(Error::Storage(sled::Error::Io(std::io::Error::other(
+                format!("commit failed: {error}"),
+            )))));
+        }
+    }
+
+    fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+    }
+}
+
+/// Largest piece of a write-ahead record, well below sled's blob threshold.
+const WAL_CHUNK: usize = 1024 * 1024;
+
+/// The write-ahead log codec: a batch's writes as (tree, key, value) triples.
+fn encode_writes(writes: &Writes) -> Result<Vec<u8>> {
+    let list: Vec<(u8, &[u8], Option<&[u8]>)> = writes
+        .iter()
+        .map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref()))
+        .collect();
+    let mut out = vec![RECORD_VERSION];
+    bincode::serde::encode_into_std_write(&list, &mut out, bincode_config())
+        .map_err(|e| Error::Corrupt(format!("cannot encode a write-ahead record: {e}")))?;
+    Ok(out)
+}
+
+fn decode_writes(bytes: &[u8]) -> Result<Vec<(u8, Vec<u8>, Option<Vec<u8>>)>> {
+    let Some((&version, body)) = bytes.split_first() else {
+        return Err(Error::Corrupt("empty write-ahead record".into()));
+    };
+    if version != RECORD_VERSION {
+        return Err(Error::Corrupt(format!(
+            "write-ahead record version {version}"
+        )));
+    }
+    let (list, used): (Vec<(u8, Vec<u8>, Option<Vec<u8>>)>, usize) =
+        bincode::serde::decode_from_slice(body, bincode_config())
+            .map_err(|e| Error::Corrupt(format!("undecodable write-ahead record: {e}")))?;
+    if used != body.len() {
+        return Err(Error::Corrupt(
+            "trailing bytes in a write-ahead record".into(),
+        ));
+    }
+    Ok(list)
+}
+
+/// Key of one piece of a write-ahead record: sequence, piece, piece count.
+fn wal_key(seq: u64, part: u32, parts: u32) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&seq.to_be_bytes());
+    key[8..12].copy_from_slice(&part.to_be_bytes());
+    key[12..].copy_from_slice(&parts.to_be_bytes());
+    key
 }
 
 // ---- the store ----------------------------------------------------------------
@@ -468,6 +667,17 @@ impl Tx<'_> {
 /// The sled database and its trees.
 pub(crate) struct Store {
     db: sled::Db,
+    /// Write-ahead records of batches being applied (empty when idle).
+    wal: Tree,
+    wal_seq: AtomicU64,
+    /// Set when a batch could not be applied: the trees may be half-written
+    /// until a reopen replays the write-ahead log, so nothing else is done.
+    poisoned: AtomicBool,
+    /// sled's log file, for the fsync that sled's own flush leaves out.
+    log: File,
+    /// Whether a batch is flushed before its callers return.
+    sync: bool,
+    batcher: Batcher,
     jobs: Tree,
     index: Tree,
     timers: Tree,
@@ -492,11 +702,12 @@ impl Store {
             Durability::Sync => Some(1000),
             Durability::Periodic(ms) => Some(ms.max(1)),
         };
-        let db = sled::Config::new()
+        let sled_config = sled::Config::new()
             .path(&config.path)
+            .segment_size(SEGMENT_SIZE)
             .cache_capacity(config.cache_capacity)
-            .flush_every_ms(flush_every_ms)
-            .open()?;
+            .flush_every_ms(flush_every_ms);
+        let db = open_waiting_for_lock(&sled_config)?;
         match db.get(FORMAT_KEY)? {
             None => {
                 db.insert(FORMAT_KEY, &[FORMAT_VERSION])?;
@@ -509,46 +720,214 @@ impl Store {
                 )));
             }
         }
-        Ok(Store {
+        // sled's flush writes its buffers with sync_file_range, which neither
+        // flushes the device cache nor the file size: an fdatasync of the log
+        // after it is what makes a flush survive a machine crash. The
+        // directory is synced once so the files themselves are durable.
+        let log = File::open(config.path.join("db")).map_err(sled::Error::Io)?;
+        File::open(&config.path)
+            .and_then(|dir| dir.sync_all())
+            .map_err(sled::Error::Io)?;
+        let wal = db.open_tree("wal")?;
+        let store = Store {
+            wal,
+            wal_seq: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            log,
+            sync: config.durability == Durability::Sync,
+            batcher: Batcher::default(),
             jobs: db.open_tree("jobs")?,
             index: db.open_tree("index")?,
             timers: db.open_tree("timers")?,
             meta: db.open_tree("meta")?,
             db,
-        })
+        };
+        store.replay_wal()?;
+        Ok(store)
+    }
+
+    fn tree(&self, id: u8) -> &Tree {
+        match id {
+            JOBS => &self.jobs,
+            INDEX => &self.index,
+            TIMERS => &self.timers,
+            _ => &self.meta,
+        }
+    }
+
+    /// Finishes batches that a crash interrupted: a complete write-ahead
+    /// record is applied again (its writes are absolute, so this is
+    /// idempotent); an incomplete one was never applied and is dropped.
+    fn replay_wal(&self) -> Result<()> {
+        let mut records: BTreeMap<u64, (u32, Vec<(u32, IVec, IVec)>)> = BTreeMap::new();
+        for item in self.wal.iter() {
+            let (key, value) = item?;
+            let field = |range: std::ops::Range<usize>| {
+                key.get(range)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(u32::from_be_bytes)
+            };
+            let seq = key
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes);
+            let (Some(seq), Some(part), Some(parts)) = (seq, field(8..12), field(12..16)) else {
+                return Err(Error::Corrupt(format!("bad write-ahead key {key:?}")));
+            };
+            let entry = records.entry(seq).or_insert((parts, Vec::new()));
+            entry.1.push((part, key, value));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        for (seq, (parts, pieces)) in records {
+            if pieces.len() == parts as usize {
+                let mut bytes = Vec::new();
+                for (_, _, value) in &pieces {
+                    bytes.extend_from_slice(value);
+                }
+                let writes = decode_writes(&bytes)?;
+                tracing::warn!(seq, writes = writes.len(), "replaying an interrupted batch");
+                for (tree, key, value) in writes {
+                    match value {
+                        Some(value) => self.tree(tree).insert(key, value)?,
+                        None => self.tree(tree).remove(key)?,
+                    };
+                }
+            } else {
+                tracing::warn!(seq, "dropping an incomplete write-ahead record");
+            }
+            for (_, key, _) in pieces {
+                self.wal.remove(key)?;
+            }
+        }
+        self.flush()
+    }
+
+    /// Writes a batch so that a crash leaves all of it or none of it: the
+    /// write-ahead record first, then the trees, then the record is removed.
+    /// sled recovers a prefix of its log, so the trees are never ahead of
+    /// the record.
+    fn commit_writes(&self, writes: &Writes) -> Result<()> {
+        let record = encode_writes(writes)?;
+        let seq = self.wal_seq.fetch_add(1, Ordering::Relaxed);
+        let pieces: Vec<&[u8]> = record.chunks(WAL_CHUNK).collect();
+        let parts = u32::try_from(pieces.len())
+            .map_err(|_| Error::Corrupt("write-ahead record too large".into()))?;
+        let keys: Vec<[u8; 16]> = (0..parts).map(|part| wal_key(seq, part, parts)).collect();
+        for (key, piece) in keys.iter().zip(&pieces) {
+            self.wal.insert(key, *piece)?;
+        }
+        for ((tree, key), value) in writes {
+            match value {
+                Some(value) => self.tree(*tree).insert(key.as_slice(), value.as_slice())?,
+                None => self.tree(*tree).remove(key.as_slice())?,
+            };
+        }
+        for key in &keys {
+            self.wal.remove(key)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn generate_id(&self) -> Result<u64> {
         Ok(self.db.generate_id()?)
     }
 
+    /// Makes everything written so far durable: sled's flush writes its
+    /// buffers, the fdatasync pushes them (and the file size) through the
+    /// device cache.
     pub(crate) fn flush(&self) -> Result<()> {
         self.db.flush()?;
+        self.log.sync_data().map_err(sled::Error::Io)?;
         Ok(())
     }
 
-    /// Runs `f` as one transaction over all trees. `Ok(None)` means `f`
-    /// aborted because a record changed under it: decide again.
-    pub(crate) fn transact<R>(&self, f: impl Fn(&Tx<'_>) -> TxResult<R>) -> Result<Option<R>> {
-        let outcome = (&self.jobs, &self.index, &self.timers, &self.meta).transaction(
-            |(jobs, index, timers, meta)| {
-                let tx = Tx {
-                    jobs,
-                    index,
-                    timers,
-                    meta,
-                    deltas: RefCell::new(BTreeMap::new()),
-                };
-                let value = f(&tx)?;
-                tx.write_counts()?;
-                Ok(value)
-            },
-        );
-        match outcome {
-            Ok(value) => Ok(Some(value)),
-            Err(TransactionError::Abort(Abort::Stale)) => Ok(None),
-            Err(TransactionError::Abort(Abort::Failed(e))) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(Error::Storage(e)),
+    /// Runs `f` atomically, batched with the operations of concurrent
+    /// callers, and under `Sync` durability flushes (fdatasync) before
+    /// returning: group commit.
+    ///
+    /// All writes go through here, one batch at a time. The first caller
+    /// leads: it takes every waiting operation, runs them in order (each sees
+    /// the writes of those before it; one that fails leaves nothing), commits
+    /// the batch through the write-ahead log, flushes, and hands over;
+    /// whatever arrived meanwhile forms the next batch. `Ok(None)` means `f`
+    /// gave up with [`Abort::Stale`]: decide again.
+    ///
+    /// `f` may only read and write through the [`Tx`].
+    pub(crate) fn transact<R, F>(&self, f: F) -> Result<Option<R>>
+    where
+        F: Fn(&Tx<'_>) -> TxResult<R> + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        let op = Arc::new(Op {
+            f,
+            outcome: Mutex::new(None),
+            done: AtomicBool::new(false),
+        });
+        let as_pending: Arc<dyn PendingOp> = op.clone();
+        let cv = Arc::new(Condvar::new());
+        let batcher = &self.batcher;
+        let mut state = batcher.lock();
+        state.pending.push((as_pending, Arc::clone(&cv)));
+        while !op.done.load(Ordering::Acquire) {
+            if state.leading {
+                state = Batcher::wait(&cv, state);
+                continue;
+            }
+            state.leading = true;
+            let batch = std::mem::take(&mut state.pending);
+            drop(state);
+            let ops: Vec<Arc<dyn PendingOp>> = batch.iter().map(|(op, _)| Arc::clone(op)).collect();
+            self.run_batch(&ops);
+            state = batcher.lock();
+            state.leading = false;
+            for (_, waiter) in &batch {
+                waiter.notify_one();
+            }
+            // The next batch needs a leader: wake the oldest waiting caller.
+            if let Some((_, next)) = state.pending.first() {
+                next.notify_one();
+            }
+        }
+        drop(state);
+        let outcome = op.outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+        outcome.unwrap_or_else(|| Err(Error::Corrupt("operation produced no outcome".into())))
+    }
+
+    fn run_batch(&self, batch: &[Arc<dyn PendingOp>]) {
+        let mut writes = Writes::new();
+        if self.poisoned.load(Ordering::Acquire) {
+            let e = Error::Storage(sled::Error::Io(std::io::Error::other(
+                "an earlier batch failed to commit; reopen the queue",
+            )));
+            for op in batch {
+                op.not_durable(&e);
+                op.finish();
+            }
+            return;
+        }
+        for op in batch {
+            op.run(self, &mut writes);
+        }
+        let mut committed = Ok(());
+        if !writes.is_empty() {
+            committed = self.commit_writes(&writes);
+            if committed.is_err() {
+                self.poisoned.store(true, Ordering::Release);
+            }
+            if committed.is_ok() && self.sync {
+                committed = self.flush();
+            }
+        }
+        if let Err(e) = committed {
+            tracing::error!(error = %e, "commit failed");
+            for op in batch {
+                op.not_durable(&e);
+            }
+        }
+        for op in batch {
+            op.finish();
         }
     }
 
