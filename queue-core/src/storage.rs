@@ -1194,6 +1194,49 @@ mod tests {
     use super::*;
     use crate::rules::testing::{leased_job, ready_job};
 
+    fn writes_of(job: &Job) -> Writes {
+        let mut writes = Writes::new();
+        writes.insert(
+            (JOBS, job_key(job.id).to_vec()),
+            Some(encode_job(job).unwrap()),
+        );
+        for entry in entries(job) {
+            writes.insert((entry.family.tree(), entry.key), Some(entry.value));
+        }
+        writes.insert(
+            (META, count_key(&job.queue, job.state)),
+            Some(1u64.to_be_bytes().to_vec()),
+        );
+        writes
+    }
+
+    #[test]
+    fn reopening_replays_a_complete_write_ahead_record_and_drops_a_torn_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::new(dir.path());
+        let job = ready_job();
+        let mut torn = leased_job(9);
+        torn.id = JobId::from_u64(99);
+        {
+            let store = Store::open(&config).unwrap();
+            // As if the process died after writing the records but before
+            // applying them: one complete record, one missing its last piece.
+            let complete = encode_writes(&writes_of(&job)).unwrap();
+            store.wal.insert(wal_key(1, 0, 1), complete).unwrap();
+            let partial = encode_writes(&writes_of(&torn)).unwrap();
+            store.wal.insert(wal_key(2, 0, 2), partial).unwrap();
+            store.flush().unwrap();
+            assert!(store.load(job.id).unwrap().is_none());
+        }
+        let store = Store::open(&config).unwrap();
+        assert_eq!(store.load(job.id).unwrap().map(|(_, j)| j), Some(job.clone()));
+        assert!(store.load(torn.id).unwrap().is_none());
+        assert_eq!(store.wal.len(), 0);
+        let report = store.verify().unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        assert_eq!(report.jobs, 1);
+    }
+
     #[test]
     fn records_round_trip_and_reject_damage() {
         let job = leased_job(3);
