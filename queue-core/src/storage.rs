@@ -621,9 +621,15 @@ where
 /// Largest piece of a write-ahead record, well below sled's blob threshold.
 const WAL_CHUNK: usize = 1024 * 1024;
 
+/// One write of a write-ahead record: tree, key, new value (`None`: remove).
+type WalWrite = (u8, Vec<u8>, Option<Vec<u8>>);
+type WalWriteRef<'a> = (u8, &'a [u8], Option<&'a [u8]>);
+/// The pieces of one stored write-ahead record: (piece, key, bytes).
+type WalPieces = Vec<(u32, IVec, IVec)>;
+
 /// The write-ahead log codec: a batch's writes as (tree, key, value) triples.
 fn encode_writes(writes: &Writes) -> Result<Vec<u8>> {
-    let list: Vec<(u8, &[u8], Option<&[u8]>)> = writes
+    let list: Vec<WalWriteRef<'_>> = writes
         .iter()
         .map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref()))
         .collect();
@@ -633,7 +639,7 @@ fn encode_writes(writes: &Writes) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn decode_writes(bytes: &[u8]) -> Result<Vec<(u8, Vec<u8>, Option<Vec<u8>>)>> {
+fn decode_writes(bytes: &[u8]) -> Result<Vec<WalWrite>> {
     let Some((&version, body)) = bytes.split_first() else {
         return Err(Error::Corrupt("empty write-ahead record".into()));
     };
@@ -642,7 +648,7 @@ fn decode_writes(bytes: &[u8]) -> Result<Vec<(u8, Vec<u8>, Option<Vec<u8>>)>> {
             "write-ahead record version {version}"
         )));
     }
-    let (list, used): (Vec<(u8, Vec<u8>, Option<Vec<u8>>)>, usize) =
+    let (list, used): (Vec<WalWrite>, usize) =
         bincode::serde::decode_from_slice(body, bincode_config())
             .map_err(|e| Error::Corrupt(format!("undecodable write-ahead record: {e}")))?;
     if used != body.len() {
@@ -759,7 +765,7 @@ impl Store {
     /// record is applied again (its writes are absolute, so this is
     /// idempotent); an incomplete one was never applied and is dropped.
     fn replay_wal(&self) -> Result<()> {
-        let mut records: BTreeMap<u64, (u32, Vec<(u32, IVec, IVec)>)> = BTreeMap::new();
+        let mut records: BTreeMap<u64, (u32, WalPieces)> = BTreeMap::new();
         for item in self.wal.iter() {
             let (key, value) = item?;
             let field = |range: std::ops::Range<usize>| {
@@ -1229,7 +1235,10 @@ mod tests {
             assert!(store.load(job.id).unwrap().is_none());
         }
         let store = Store::open(&config).unwrap();
-        assert_eq!(store.load(job.id).unwrap().map(|(_, j)| j), Some(job.clone()));
+        assert_eq!(
+            store.load(job.id).unwrap().map(|(_, j)| j),
+            Some(job.clone())
+        );
         assert!(store.load(torn.id).unwrap().is_none());
         assert_eq!(store.wal.len(), 0);
         let report = store.verify().unwrap();

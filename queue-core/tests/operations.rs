@@ -637,14 +637,14 @@ fn make_dead(queue: &Queue, name: &str, n: u64) -> Vec<JobId> {
     for i in 0..n {
         queue
             .enqueue(name, NewJob::new(payload(i)).max_attempts(1))
-            .unwrap();
+            .expect("make a dead job");
     }
     lease_n(queue, name, n as u32, 1000)
         .into_iter()
         .map(|l| {
             queue
                 .fail(l.job.id, l.lease_id, &Failure::new("nope"))
-                .unwrap()
+                .expect("make a dead job")
                 .id
         })
         .collect()

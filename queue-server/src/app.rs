@@ -1,0 +1,559 @@
+//! The application: one `handle` per request, callable without a socket.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, LOCATION};
+use http::{HeaderMap, Request, Response, StatusCode};
+use queue_core::{Failure, Job, JobId, LeaseId, LeaseOptions, NewJob, Queue};
+use queue_proto::limits::{
+    DEFAULT_BACKOFF_MS, DEFAULT_LEASE_MS, DEFAULT_MAX_ATTEMPTS, MAX_WAIT_MS,
+};
+use queue_proto::{
+    BatchRequest, BatchResponse, CompleteRequest, DeletedResponse, EnqueueRequest, ErrorCode,
+    FailRequest, HeartbeatRequest, LeaseRequest, LeaseResponse, QueueList, ReleaseRequest,
+    RequeueRequest, RequeuedResponse,
+};
+use tokio::sync::watch;
+
+use crate::config::ServerConfig;
+use crate::convert::job_json;
+use crate::error::ApiError;
+use crate::http::{Body, bounded, error_response, json, parse_json, query, read_body};
+use crate::metrics::{self, HttpMetrics};
+use crate::routes::{Endpoint, RouteError, Routed, route};
+use crate::sse;
+
+/// The server's shared state; cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queue: Queue,
+    config: ServerConfig,
+    http: HttpMetrics,
+    shutdown: watch::Sender<bool>,
+    request_seq: AtomicU64,
+    boot: u64,
+}
+
+type Handled = Result<Response<Body>, ApiError>;
+
+/// A lease-fenced core call, waiting for its parsed lease id.
+type FencedCall = Box<dyn FnOnce(&Queue, LeaseId) -> queue_core::Result<Job> + Send>;
+
+impl App {
+    /// An app serving `queue` with `config`.
+    pub fn new(queue: Queue, config: ServerConfig) -> App {
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        App {
+            inner: Arc::new(Inner {
+                queue,
+                config,
+                http: HttpMetrics::default(),
+                shutdown: watch::Sender::new(false),
+                request_seq: AtomicU64::new(0),
+                boot,
+            }),
+        }
+    }
+
+    /// The queue served.
+    pub fn queue(&self) -> &Queue {
+        &self.inner.queue
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// Ends long-polls (they answer with what they have) and event streams.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Whether [`App::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    async fn shutting_down(&self) {
+        let mut rx = self.inner.shutdown.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Serves one request: authentication, routing, the endpoint, the
+    /// `X-Request-Id` header, the log line and the request metrics.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let request_id = self.request_id(request.headers());
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let (label, handled) = self.dispatch(request).await;
+        let mut response = handled.unwrap_or_else(|e| error_response(&e));
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        let status = response.status().as_u16();
+        self.inner.http.record(label, method.as_str(), status);
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if status >= 500 {
+            tracing::error!(%method, route = label, %path, status, duration_ms, request_id, "request");
+        } else {
+            tracing::info!(%method, route = label, %path, status, duration_ms, request_id, "request");
+        }
+        response
+    }
+
+    /// The caller's request id if it is 1..=128 visible ASCII characters,
+    /// else a fresh one.
+    fn request_id(&self, headers: &HeaderMap) -> String {
+        if let Some(given) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+            if (1..=128).contains(&given.len()) && given.bytes().all(|b| b.is_ascii_graphic()) {
+                return given.to_owned();
+            }
+        }
+        let seq = self.inner.request_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-{seq:08x}", (self.inner.boot >> 16) as u32)
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.inner.config.token else {
+            return true;
+        };
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(given.as_bytes(), token.as_bytes())
+    }
+
+    async fn dispatch<B>(&self, request: Request<B>) -> (&'static str, Handled)
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = request.into_parts();
+        let routed = match route(&parts.method, parts.uri.path()) {
+            Ok(routed) => routed,
+            Err(RouteError::NotFound) => {
+                // Unknown routes also need the token, so they reveal nothing.
+                if !self.authorized(&parts.headers) {
+                    return ("unmatched", Err(unauthorized()));
+                }
+                return ("unmatched", Err(ApiError::not_found("no such route")));
+            }
+            Err(RouteError::MethodNotAllowed { pattern, allow }) => {
+                if !self.authorized(&parts.headers) {
+                    return (pattern, Err(unauthorized()));
+                }
+                let mut error = ApiError::new(
+                    ErrorCode::MethodNotAllowed,
+                    format!("{} is not allowed here; allowed: {allow}", parts.method),
+                );
+                error.allow = Some(allow);
+                return (pattern, Err(error));
+            }
+        };
+        if routed.endpoint != Endpoint::Health && !self.authorized(&parts.headers) {
+            return (routed.pattern, Err(unauthorized()));
+        }
+        if self.is_shutting_down()
+            && !matches!(routed.endpoint, Endpoint::Health | Endpoint::Metrics)
+        {
+            return (
+                routed.pattern,
+                Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the server is shutting down",
+                )),
+            );
+        }
+        let params = query(parts.uri.query());
+        let label = routed.pattern;
+        let max = self.inner.config.max_body;
+        let handled = async {
+            let body = match routed.endpoint {
+                Endpoint::Enqueue
+                | Endpoint::EnqueueBatch
+                | Endpoint::Lease
+                | Endpoint::Heartbeat
+                | Endpoint::Complete
+                | Endpoint::Fail
+                | Endpoint::Release
+                | Endpoint::RequeueDead => read_body(&parts.headers, body, max).await?,
+                _ => Bytes::new(),
+            };
+            self.endpoint(&routed, &parts.headers, &params, &body).await
+        }
+        .await;
+        (label, handled)
+    }
+
+    async fn endpoint(
+        &self,
+        routed: &Routed,
+        headers: &HeaderMap,
+        params: &std::collections::HashMap<String, String>,
+        body: &[u8],
+    ) -> Handled {
+        let queue_name = || routed.queue.clone().unwrap_or_default();
+        match routed.endpoint {
+            Endpoint::Health => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+            Endpoint::Metrics => self.metrics().await,
+            Endpoint::Events => {
+                let filter = sse::Filter {
+                    queue: params.get("queue").cloned(),
+                    job: params.get("job").cloned(),
+                };
+                Ok(sse::stream(
+                    &self.inner.queue,
+                    filter,
+                    self.inner.config.sse_keep_alive,
+                    self.inner.shutdown.subscribe(),
+                ))
+            }
+            Endpoint::Enqueue => self.enqueue(queue_name(), headers, params, body).await,
+            Endpoint::EnqueueBatch => self.enqueue_batch(queue_name(), body).await,
+            Endpoint::Lease => self.lease(queue_name(), body).await,
+            Endpoint::Heartbeat | Endpoint::Complete | Endpoint::Fail | Endpoint::Release => {
+                self.fenced(routed.endpoint, routed.id.as_deref().unwrap_or(""), body)
+                    .await
+            }
+            Endpoint::GetJob => {
+                self.get_job(routed.id.as_deref().unwrap_or(""), params)
+                    .await
+            }
+            Endpoint::CancelJob => {
+                let id = parse_job_id(routed.id.as_deref().unwrap_or(""))?;
+                let job = self.blocking(move |q| q.cancel(id)).await?;
+                Ok(json(StatusCode::OK, &job_json(&job, None)))
+            }
+            Endpoint::ListQueues => {
+                let queues = self.blocking(|q| q.queues()).await?;
+                Ok(json(StatusCode::OK, &QueueList { queues }))
+            }
+            Endpoint::QueueStats => {
+                let name = queue_name();
+                self.stats_response(move |q| q.stats(&name)).await
+            }
+            Endpoint::Pause => {
+                let name = queue_name();
+                self.stats_response(move |q| q.pause(&name)).await
+            }
+            Endpoint::Resume => {
+                let name = queue_name();
+                self.stats_response(move |q| q.resume(&name)).await
+            }
+            Endpoint::ListDead => {
+                let limit = bounded(params, "limit", 100, 1, 1000)?;
+                let after = match params.get("after") {
+                    Some(raw) => Some(raw.parse::<JobId>().map_err(|_| {
+                        ApiError::invalid(format!("after: {raw:?} is not a job id"))
+                    })?),
+                    None => None,
+                };
+                let name = queue_name();
+                let page = self
+                    .blocking(move |q| q.dead_letters(&name, after, limit as usize))
+                    .await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &queue_proto::DeadPage {
+                        jobs: page.jobs.iter().map(|j| job_json(j, None)).collect(),
+                        next: page.next.map(|id| id.to_string()),
+                    },
+                ))
+            }
+            Endpoint::RequeueDead => {
+                let request: RequeueRequest = parse_json(body, true)?;
+                let ids = match request.ids {
+                    Some(ids) => Some(
+                        ids.iter()
+                            .map(|raw| {
+                                raw.parse::<JobId>().map_err(|_| {
+                                    ApiError::invalid(format!("ids: {raw:?} is not a job id"))
+                                })
+                            })
+                            .collect::<Result<Vec<_>, _>>()?,
+                    ),
+                    None => None,
+                };
+                let name = queue_name();
+                let requeued = self
+                    .blocking(move |q| q.requeue_dead(&name, ids.as_deref()))
+                    .await?;
+                Ok(json(StatusCode::OK, &RequeuedResponse { requeued }))
+            }
+            Endpoint::PurgeDead => {
+                let name = queue_name();
+                let deleted = self.blocking(move |q| q.purge_dead(&name)).await?;
+                Ok(json(StatusCode::OK, &DeletedResponse { deleted }))
+            }
+        }
+    }
+
+    /// Runs a blocking core call on tokio's blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Queue) -> queue_core::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let queue = self.inner.queue.clone();
+        match tokio::task::spawn_blocking(move || call(&queue)).await {
+            Ok(result) => result.map_err(ApiError::from),
+            Err(e) => Err(ApiError::internal(e)),
+        }
+    }
+
+    async fn stats_response(
+        &self,
+        call: impl FnOnce(&Queue) -> queue_core::Result<queue_core::QueueStats> + Send + 'static,
+    ) -> Handled {
+        let stats = self.blocking(call).await?;
+        Ok(json(StatusCode::OK, &stats))
+    }
+
+    async fn metrics(&self) -> Handled {
+        let queues = self.blocking(|q| q.queues()).await?;
+        let text = metrics::render(&queues, &self.inner.queue.counters(), &self.inner.http);
+        let mut response = Response::new(crate::http::full(text));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        Ok(response)
+    }
+
+    async fn enqueue(
+        &self,
+        queue: String,
+        headers: &HeaderMap,
+        params: &std::collections::HashMap<String, String>,
+        body: &[u8],
+    ) -> Handled {
+        let wait_ms = bounded(params, "wait_ms", 0, 0, MAX_WAIT_MS)?;
+        let request: EnqueueRequest = parse_json(body, false)?;
+        let header_key = match headers.get("idempotency-key") {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| ApiError::invalid("Idempotency-Key must be visible ASCII"))?
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let key = match (header_key, request.idempotency_key.clone()) {
+            (Some(h), Some(b)) if h != b => {
+                return Err(ApiError::invalid(
+                    "the Idempotency-Key header and the body's idempotency_key differ",
+                ));
+            }
+            (h, b) => h.or(b),
+        };
+        let new_job = new_job(request, key);
+        let enqueued = self.blocking(move |q| q.enqueue(&queue, new_job)).await?;
+        let mut job = enqueued.job;
+        if wait_ms > 0 && !job.state.is_terminal() {
+            job = self.wait_terminal(job.id, wait_ms).await?;
+        }
+        let status = if job.state.is_terminal() && wait_ms > 0 || enqueued.replayed {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
+        let mut response = json(status, &job_json(&job, None));
+        if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
+            response.headers_mut().insert(LOCATION, location);
+        }
+        if enqueued.replayed {
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        Ok(response)
+    }
+
+    /// Waits for a terminal state, ending early (with the job as it is) on
+    /// shutdown.
+    async fn wait_terminal(&self, id: JobId, wait_ms: u64) -> Result<Job, ApiError> {
+        let wait = self
+            .inner
+            .queue
+            .wait_terminal(id, Duration::from_millis(wait_ms));
+        tokio::select! {
+            result = wait => Ok(result?),
+            () = self.shutting_down() => {
+                let job = self.blocking(move |q| q.get(id)).await?;
+                job.ok_or_else(|| ApiError::not_found(format!("job {id} not found")))
+            }
+        }
+    }
+
+    async fn enqueue_batch(&self, queue: String, body: &[u8]) -> Handled {
+        let request: BatchRequest = parse_json(body, false)?;
+        let jobs: Vec<NewJob> = request
+            .jobs
+            .into_iter()
+            .map(|item| {
+                let key = item.idempotency_key.clone();
+                new_job(item, key)
+            })
+            .collect();
+        let enqueued = self
+            .blocking(move |q| q.enqueue_batch(&queue, jobs))
+            .await?;
+        Ok(json(
+            StatusCode::ACCEPTED,
+            &BatchResponse {
+                jobs: enqueued.iter().map(|e| job_json(&e.job, None)).collect(),
+            },
+        ))
+    }
+
+    async fn lease(&self, queue: String, body: &[u8]) -> Handled {
+        let request: LeaseRequest = parse_json(body, true)?;
+        let wait_ms = request.wait_ms.unwrap_or(0);
+        if wait_ms > MAX_WAIT_MS {
+            return Err(ApiError::invalid(format!(
+                "wait_ms must be in 0..={MAX_WAIT_MS}, got {wait_ms}"
+            )));
+        }
+        let opts = LeaseOptions {
+            max_jobs: request.max_jobs.unwrap_or(1),
+            lease_ms: request.lease_ms.unwrap_or(DEFAULT_LEASE_MS),
+            worker: request.worker,
+        };
+        let leased = if wait_ms == 0 {
+            self.blocking(move |q| q.lease(&queue, &opts)).await?
+        } else {
+            let wait = self
+                .inner
+                .queue
+                .lease_wait(&queue, &opts, Duration::from_millis(wait_ms));
+            tokio::select! {
+                result = wait => result?,
+                () = self.shutting_down() => Vec::new(),
+            }
+        };
+        Ok(json(
+            StatusCode::OK,
+            &LeaseResponse {
+                jobs: leased
+                    .iter()
+                    .map(|l| job_json(&l.job, Some(l.lease_id)))
+                    .collect(),
+            },
+        ))
+    }
+
+    /// Heartbeat, complete, fail and release: the calls fenced by a lease.
+    async fn fenced(&self, endpoint: Endpoint, raw_id: &str, body: &[u8]) -> Handled {
+        let id = parse_job_id(raw_id)?;
+        let (raw_lease, call): (String, FencedCall) = match endpoint {
+            Endpoint::Heartbeat => {
+                let r: HeartbeatRequest = parse_json(body, false)?;
+                let lease_ms = r.lease_ms;
+                (
+                    r.lease_id,
+                    Box::new(move |q, lease| q.heartbeat(id, lease, lease_ms)),
+                )
+            }
+            Endpoint::Complete => {
+                let r: CompleteRequest = parse_json(body, false)?;
+                let result = r.result.map(|raw| raw.get().as_bytes().to_vec());
+                (
+                    r.lease_id,
+                    Box::new(move |q, lease| q.complete(id, lease, result)),
+                )
+            }
+            Endpoint::Fail => {
+                let r: FailRequest = parse_json(body, false)?;
+                let failure = Failure {
+                    error: r.error,
+                    retry_in_ms: r.retry_in_ms,
+                    retryable: r.retryable,
+                };
+                (
+                    r.lease_id,
+                    Box::new(move |q, lease| q.fail(id, lease, &failure)),
+                )
+            }
+            _ => {
+                let r: ReleaseRequest = parse_json(body, false)?;
+                (r.lease_id, Box::new(move |q, lease| q.release(id, lease)))
+            }
+        };
+        let job = self
+            .blocking(move |q| match raw_lease.parse::<LeaseId>() {
+                Ok(lease) => call(q, lease),
+                // A malformed lease id cannot be the job's lease.
+                Err(_) => match q.get(id)? {
+                    Some(_) => Err(queue_core::Error::LeaseLost { id }),
+                    None => Err(queue_core::Error::NotFound { id }),
+                },
+            })
+            .await?;
+        Ok(json(StatusCode::OK, &job_json(&job, None)))
+    }
+
+    async fn get_job(
+        &self,
+        raw_id: &str,
+        params: &std::collections::HashMap<String, String>,
+    ) -> Handled {
+        let wait_ms = bounded(params, "wait_ms", 0, 0, MAX_WAIT_MS)?;
+        let id = parse_job_id(raw_id)?;
+        let job = if wait_ms > 0 {
+            self.wait_terminal(id, wait_ms).await?
+        } else {
+            self.blocking(move |q| q.get(id))
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?
+        };
+        Ok(json(StatusCode::OK, &job_json(&job, None)))
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unauthorized,
+        "missing or wrong bearer token (Authorization: Bearer <token>)",
+    )
+}
+
+/// A malformed id names no job: 404, like an unknown one.
+fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse::<JobId>()
+        .map_err(|_| ApiError::not_found(format!("job {raw:?} not found")))
+}
+
+fn new_job(request: EnqueueRequest, key: Option<String>) -> NewJob {
+    NewJob {
+        payload: request.payload.get().as_bytes().to_vec(),
+        priority: request.priority.unwrap_or(0),
+        delay_ms: request.delay_ms,
+        run_at: request.run_at,
+        max_attempts: request.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+        backoff_ms: request.backoff_ms.unwrap_or(DEFAULT_BACKOFF_MS),
+        idempotency_key: key,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

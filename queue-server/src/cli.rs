@@ -1,0 +1,192 @@
+//! Command-line flags of the `queue-server` binary. Each flag can also be
+//! given as an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use queue_core::{Config, Durability, Retention};
+
+use crate::ServerConfig;
+
+/// A durable job queue over HTTP.
+///
+/// Serves the v1 API (enqueue, lease, heartbeat, complete, fail, release,
+/// cancel, queues, dead letters, events, metrics) from a sled data directory.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "queue-server", version, about, long_about = None)]
+pub struct Args {
+    /// Data directory (created if missing).
+    #[arg(long, env = "QUEUE_DATA_DIR", default_value = "./queue-data")]
+    pub data_dir: PathBuf,
+
+    /// Address to listen on.
+    #[arg(long, env = "QUEUE_LISTEN", default_value = "127.0.0.1:7878")]
+    pub listen: SocketAddr,
+
+    /// Bearer token; when set, every route but /healthz needs
+    /// `Authorization: Bearer <token>`.
+    #[arg(long, env = "QUEUE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Largest request body in bytes (larger requests get 413).
+    #[arg(long, env = "QUEUE_MAX_BODY", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=16 * 1024 * 1024))]
+    pub max_body: u64,
+
+    /// `sync`: every acknowledged change is fsynced first (group-committed).
+    /// `periodic`: acknowledged before the flush, flushed every
+    /// --flush-interval; a crash can lose that last interval.
+    #[arg(long, env = "QUEUE_DURABILITY", value_enum, default_value_t = DurabilityFlag::Sync)]
+    pub durability: DurabilityFlag,
+
+    /// Flush interval of the periodic durability mode (e.g. 100ms, 1s).
+    #[arg(long, env = "QUEUE_FLUSH_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+
+    /// How long completed jobs are kept (e.g. 24h, 30m, 7d).
+    #[arg(long, env = "QUEUE_RETAIN_COMPLETED", default_value = "24h", value_parser = parse_duration)]
+    pub retain_completed: Duration,
+
+    /// How long dead jobs are kept.
+    #[arg(long, env = "QUEUE_RETAIN_DEAD", default_value = "7d", value_parser = parse_duration)]
+    pub retain_dead: Duration,
+
+    /// How long cancelled jobs are kept.
+    #[arg(long, env = "QUEUE_RETAIN_CANCELLED", default_value = "7d", value_parser = parse_duration)]
+    pub retain_cancelled: Duration,
+
+    /// Log line format.
+    #[arg(long, env = "QUEUE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Connections served at once.
+    #[arg(long, env = "QUEUE_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// How long shutdown waits for in-flight requests (e.g. 10s).
+    #[arg(long, env = "QUEUE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityFlag {
+    /// fsync before acknowledging.
+    Sync,
+    /// Flush every --flush-interval.
+    Periodic,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Args {
+    /// The store's configuration.
+    pub fn queue_config(&self) -> Config {
+        let durability = match self.durability {
+            DurabilityFlag::Sync => Durability::Sync,
+            DurabilityFlag::Periodic => Durability::Periodic(
+                u64::try_from(self.flush_interval.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            ),
+        };
+        let mut config = Config::new(&self.data_dir)
+            .durability(durability)
+            .retention(Retention {
+                completed: self.retain_completed,
+                dead: self.retain_dead,
+                cancelled: self.retain_cancelled,
+            });
+        // The payload can use the whole body, up to the store's own limit.
+        config.max_payload = usize::try_from(self.max_body)
+            .unwrap_or(usize::MAX)
+            .min(config.max_payload);
+        config
+    }
+
+    /// The HTTP layer's configuration.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            token: self.token.clone().filter(|t| !t.is_empty()),
+            max_body: usize::try_from(self.max_body).unwrap_or(usize::MAX),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            shutdown_timeout: self.shutdown_timeout,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// Parses `500ms`, `30s`, `15m`, `24h`, `7d`.
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m, h or d (e.g. 30s)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 15m, 24h or 7d"))?;
+    let ms_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?}; use ms, s, m, h or d"
+            ));
+        }
+    };
+    n.checked_mul(ms_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let args = Args::try_parse_from(["queue-server"]).unwrap();
+        assert_eq!(args.listen.to_string(), "127.0.0.1:7878");
+        assert_eq!(args.data_dir, PathBuf::from("./queue-data"));
+        assert_eq!(args.max_body, 1024 * 1024);
+        assert_eq!(args.queue_config().durability, Durability::Sync);
+        assert!(Args::try_parse_from(["queue-server", "--durability", "sometimes"]).is_err());
+        let periodic = Args::try_parse_from([
+            "queue-server",
+            "--durability",
+            "periodic",
+            "--flush-interval",
+            "50ms",
+        ])
+        .unwrap();
+        assert_eq!(periodic.queue_config().durability, Durability::Periodic(50));
+    }
+}

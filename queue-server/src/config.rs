@@ -1,0 +1,35 @@
+use std::time::Duration;
+
+use queue_proto::limits::DEFAULT_MAX_PAYLOAD;
+
+/// How the HTTP layer behaves (the store's own settings are in
+/// [`queue_core::Config`]).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Bearer token; when set, every route but `/healthz` needs it.
+    pub token: Option<String>,
+    /// Largest request body in bytes (413 above it). Default 1 MiB.
+    pub max_body: usize,
+    /// Connections served at once; further ones wait in the listen backlog.
+    /// Default 1024.
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests. Default 10 s.
+    pub shutdown_timeout: Duration,
+    /// Interval of the keep-alive comment on idle event streams. Default 15 s.
+    pub sse_keep_alive: Duration,
+    /// Time a client has to send its request headers. Default 30 s.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            token: None,
+            max_body: DEFAULT_MAX_PAYLOAD,
+            max_connections: 1024,
+            shutdown_timeout: Duration::from_secs(10),
+            sse_keep_alive: Duration::from_secs(15),
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}

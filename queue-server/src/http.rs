@@ -1,0 +1,187 @@
+//! Request and response plumbing: bodies with a size limit, query strings,
+//! JSON responses, the error envelope.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use queue_proto::{ErrorBody, ErrorCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The response body type of the server.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// A full body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    BoxBody::new(Full::new(bytes.into()))
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => {
+            let mut response = Response::new(full(bytes));
+            *response.status_mut() = status;
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(e) => error_response(&ApiError::internal(e)),
+    }
+}
+
+/// The error envelope with its status (and `Allow` / `WWW-Authenticate`).
+pub fn error_response(error: &ApiError) -> Response<Body> {
+    let status =
+        StatusCode::from_u16(error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json(status, &ErrorBody::new(error.code, error.message.clone()));
+    if let Some(allow) = error
+        .allow
+        .as_deref()
+        .and_then(|a| HeaderValue::from_str(a).ok())
+    {
+        response.headers_mut().insert(http::header::ALLOW, allow);
+    }
+    if error.code == ErrorCode::Unauthorized {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+/// Reads a request body of at most `max` bytes.
+///
+/// # Errors
+/// 413 when over the limit, 400 when the body cannot be read.
+pub async fn read_body<B>(headers: &HeaderMap, body: B, max: usize) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body exceeds the limit of {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(ApiError::invalid(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+/// Parses a JSON body; an empty body reads as `{}` when `empty_is_object`.
+///
+/// # Errors
+/// 400 with serde's explanation.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], empty_is_object: bool) -> Result<T, ApiError> {
+    let bytes: &[u8] = if empty_is_object && bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+/// The query string as a map (last value wins), percent-decoded.
+pub fn query(raw: Option<&str>) -> HashMap<String, String> {
+    raw.unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A bounded integer query parameter.
+///
+/// # Errors
+/// 400 when it is not an integer in `min..=max`.
+pub fn bounded(
+    params: &HashMap<String, String>,
+    name: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ApiError> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(v),
+            _ => Err(ApiError::invalid(format!(
+                "{name} must be an integer in {min}..={max}, got {raw:?}"
+            ))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode() {
+        let q = query(Some("queue=a.b&job=00ff&x=%41%2x&empty="));
+        assert_eq!(q["queue"], "a.b");
+        assert_eq!(q["x"], "A%2x");
+        assert_eq!(q["empty"], "");
+        assert!(query(None).is_empty());
+        assert_eq!(decode("%"), "%");
+        assert_eq!(decode("a%4"), "a%4");
+    }
+
+    #[test]
+    fn bounded_parameters() {
+        let q = query(Some("wait_ms=500&bad=x&big=60001"));
+        assert_eq!(bounded(&q, "wait_ms", 0, 0, 60_000).unwrap(), 500);
+        assert_eq!(bounded(&q, "missing", 7, 0, 60_000).unwrap(), 7);
+        assert!(bounded(&q, "bad", 0, 0, 60_000).is_err());
+        assert!(bounded(&q, "big", 0, 0, 60_000).is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! `/metrics` in the Prometheus text format: per-queue gauges from the
+//! store, transition counters and the run-time histogram from the core, and
+//! HTTP requests by route, method and status.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use queue_core::{Counters, QueueStats, RUN_TIME_BOUNDS_MS};
+
+/// Requests served, by (route pattern, method, status).
+#[derive(Default)]
+pub struct HttpMetrics {
+    requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
+}
+
+impl HttpMetrics {
+    /// Counts one request. Routes are patterns, so the label set is bounded.
+    pub fn record(&self, route: &'static str, method: &str, status: u16) {
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *requests
+            .entry((route, method.to_owned(), status))
+            .or_default() += 1;
+    }
+
+    fn snapshot(&self) -> BTreeMap<(&'static str, String, u16), u64> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders everything.
+pub fn render(queues: &[QueueStats], counters: &Counters, http: &HttpMetrics) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = render_into(&mut out, queues, counters, http);
+    out
+}
+
+fn render_into(
+    out: &mut String,
+    queues: &[QueueStats],
+    counters: &Counters,
+    http: &HttpMetrics,
+) -> std::fmt::Result {
+    writeln!(out, "# HELP queue_jobs Jobs stored, by queue and state.")?;
+    writeln!(out, "# TYPE queue_jobs gauge")?;
+    for q in queues {
+        let queue = escape(&q.queue);
+        for (state, n) in [
+            ("scheduled", q.scheduled),
+            ("ready", q.ready),
+            ("leased", q.leased),
+            ("completed", q.completed),
+            ("dead", q.dead),
+            ("cancelled", q.cancelled),
+        ] {
+            writeln!(out, "queue_jobs{{queue=\"{queue}\",state=\"{state}\"}} {n}")?;
+        }
+    }
+    writeln!(
+        out,
+        "# HELP queue_paused Whether leasing from the queue is paused."
+    )?;
+    writeln!(out, "# TYPE queue_paused gauge")?;
+    for q in queues {
+        writeln!(
+            out,
+            "queue_paused{{queue=\"{}\"}} {}",
+            escape(&q.queue),
+            u8::from(q.paused)
+        )?;
+    }
+    writeln!(
+        out,
+        "# HELP queue_oldest_ready_age_seconds Age of the oldest ready job."
+    )?;
+    writeln!(out, "# TYPE queue_oldest_ready_age_seconds gauge")?;
+    for q in queues {
+        let age = q.oldest_ready_age_ms.unwrap_or(0) as f64 / 1000.0;
+        writeln!(
+            out,
+            "queue_oldest_ready_age_seconds{{queue=\"{}\"}} {age}",
+            escape(&q.queue)
+        )?;
+    }
+    for (name, help, value) in [
+        (
+            "enqueued",
+            "Jobs enqueued (idempotent replays excluded).",
+            counters.enqueued,
+        ),
+        ("leased", "Leases handed out.", counters.leased),
+        ("completed", "Jobs completed.", counters.completed),
+        ("failed", "Failures reported by workers.", counters.failed),
+        ("dead", "Jobs that became dead.", counters.dead),
+        ("expired", "Leases that expired.", counters.expired),
+        ("released", "Leases given back.", counters.released),
+        ("cancelled", "Jobs cancelled.", counters.cancelled),
+        ("requeued", "Dead jobs requeued.", counters.requeued),
+        (
+            "removed",
+            "Finished jobs removed by retention or purge.",
+            counters.removed,
+        ),
+    ] {
+        writeln!(out, "# HELP queue_jobs_{name}_total {help}")?;
+        writeln!(out, "# TYPE queue_jobs_{name}_total counter")?;
+        writeln!(out, "queue_jobs_{name}_total {value}")?;
+    }
+    writeln!(
+        out,
+        "# HELP queue_job_run_seconds Run time of completed jobs, lease to completion."
+    )?;
+    writeln!(out, "# TYPE queue_job_run_seconds histogram")?;
+    let mut cumulative = 0u64;
+    for (i, bound) in RUN_TIME_BOUNDS_MS.iter().enumerate() {
+        cumulative += counters.run_time_buckets.get(i).copied().unwrap_or(0);
+        let le = *bound as f64 / 1000.0;
+        writeln!(
+            out,
+            "queue_job_run_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        )?;
+    }
+    let total: u64 = counters.run_time_buckets.iter().sum();
+    writeln!(out, "queue_job_run_seconds_bucket{{le=\"+Inf\"}} {total}")?;
+    writeln!(
+        out,
+        "queue_job_run_seconds_sum {}",
+        counters.run_time_sum_ms as f64 / 1000.0
+    )?;
+    writeln!(out, "queue_job_run_seconds_count {total}")?;
+    writeln!(
+        out,
+        "# HELP queue_http_requests_total HTTP requests by route, method and status."
+    )?;
+    writeln!(out, "# TYPE queue_http_requests_total counter")?;
+    for ((route, method, status), n) in http.snapshot() {
+        writeln!(
+            out,
+            "queue_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
+            escape(route),
+            escape(&method)
+        )?;
+    }
+    Ok(())
+}
