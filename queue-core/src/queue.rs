@@ -109,8 +109,9 @@ impl Queue {
     ///
     /// # Errors
     /// [`Error::Storage`] if sled cannot open the directory (for example
-    /// because another process has it open), [`Error::Corrupt`] if it holds
-    /// data of an incompatible format.
+    /// because another process has it open; a handle of this process dropped
+    /// a moment ago is waited for, up to five seconds), [`Error::Corrupt`] if
+    /// it holds data of an incompatible format.
     pub fn open(path: impl Into<std::path::PathBuf>) -> Result<Queue> {
         Queue::open_with(Config::new(path))
     }

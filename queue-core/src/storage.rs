@@ -504,12 +504,13 @@ impl Tx<'_> {
     }
 }
 
-/// Opens sled, waiting up to a second for its file lock: sled's background
-/// writes can hold the previous handle's file for a moment after it was
-/// dropped, so a reopen in the same process may find it still locked. A
-/// directory held by another process still fails, after that second.
+/// Opens sled, waiting up to five seconds for its file lock: sled 0.34
+/// releases the lock from a background thread some time after the last
+/// handle is dropped (spacejam/sled#1234), so a reopen in the same process
+/// may find it still held. A directory held by another process still fails,
+/// after that wait.
 fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match config.open() {
             Err(sled::Error::Io(e))
