@@ -37,6 +37,7 @@ struct Inner {
     config: ServerConfig,
     http: HttpMetrics,
     shutdown: watch::Sender<bool>,
+    in_flight: watch::Sender<usize>,
     request_seq: AtomicU64,
     boot: u64,
 }
@@ -58,6 +59,7 @@ impl App {
                 config,
                 http: HttpMetrics::default(),
                 shutdown: watch::Sender::new(false),
+                in_flight: watch::Sender::new(0),
                 request_seq: AtomicU64::new(0),
                 boot,
             }),
@@ -82,6 +84,13 @@ impl App {
     /// Whether [`App::begin_shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
         *self.inner.shutdown.borrow()
+    }
+
+    /// The number of admitted requests being served (past authentication and
+    /// the shutdown check), as a watch: tests wait on it, `/metrics` reports
+    /// it.
+    pub fn in_flight(&self) -> watch::Receiver<usize> {
+        self.inner.in_flight.subscribe()
     }
 
     async fn shutting_down(&self) {
@@ -181,6 +190,10 @@ impl App {
                 )),
             );
         }
+        // Admitted: from here on the request is served to the end, and a
+        // long-poll answers with what it has when shutdown begins.
+        self.inner.in_flight.send_modify(|n| *n += 1);
+        let _in_flight = InFlight(&self.inner.in_flight);
         let params = query(parts.uri.query());
         let label = routed.pattern;
         let max = self.inner.config.max_body;
@@ -327,7 +340,13 @@ impl App {
 
     async fn metrics(&self) -> Handled {
         let queues = self.blocking(|q| q.queues()).await?;
-        let text = metrics::render(&queues, &self.inner.queue.counters(), &self.inner.http);
+        let in_flight = *self.inner.in_flight.borrow();
+        let text = metrics::render(
+            &queues,
+            &self.inner.queue.counters(),
+            &self.inner.http,
+            in_flight,
+        );
         let mut response = Response::new(crate::http::full(text));
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -523,6 +542,16 @@ impl App {
                 .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?
         };
         Ok(json(StatusCode::OK, &job_json(&job, None)))
+    }
+}
+
+/// Counts a request out of the in-flight gauge however its future ends
+/// (a client that disconnects drops it midway).
+struct InFlight<'a>(&'a watch::Sender<usize>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

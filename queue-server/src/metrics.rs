@@ -39,10 +39,15 @@ fn escape(label: &str) -> String {
 }
 
 /// Renders everything.
-pub fn render(queues: &[QueueStats], counters: &Counters, http: &HttpMetrics) -> String {
+pub fn render(
+    queues: &[QueueStats],
+    counters: &Counters,
+    http: &HttpMetrics,
+    in_flight: usize,
+) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
-    let _ = render_into(&mut out, queues, counters, http);
+    let _ = render_into(&mut out, queues, counters, http, in_flight);
     out
 }
 
@@ -51,6 +56,7 @@ fn render_into(
     queues: &[QueueStats],
     counters: &Counters,
     http: &HttpMetrics,
+    in_flight: usize,
 ) -> std::fmt::Result {
     writeln!(out, "# HELP queue_jobs Jobs stored, by queue and state.")?;
     writeln!(out, "# TYPE queue_jobs gauge")?;
@@ -152,5 +158,11 @@ fn render_into(
             escape(&method)
         )?;
     }
+    writeln!(
+        out,
+        "# HELP queue_http_requests_in_flight Requests being served (long-polls included)."
+    )?;
+    writeln!(out, "# TYPE queue_http_requests_in_flight gauge")?;
+    writeln!(out, "queue_http_requests_in_flight {in_flight}")?;
     Ok(())
 }
