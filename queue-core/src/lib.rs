@@ -93,5 +93,5 @@ pub use job::{
 };
 pub use queue::{DueReport, Queue};
 pub use queue_proto::{JobState, QueueStats};
-pub use storage::Verification;
+pub use storage::{MAX_PAYLOAD_LIMIT, Verification};
 pub use subscription::{RecvError, Subscription};

@@ -36,8 +36,8 @@ use crate::{Config, Durability, Error, Job, JobId, LeaseId, Result};
 const SEGMENT_SIZE: usize = 16 * 1024 * 1024;
 
 /// Largest payload (and result) a [`Config`] may allow: a record holds both
-/// plus small fields and must stay below the blob threshold.
-pub(crate) const MAX_PAYLOAD_LIMIT: usize = 3 * 1024 * 1024 / 2;
+/// plus small fields and must stay below sled's blob threshold.
+pub const MAX_PAYLOAD_LIMIT: usize = 3 * 1024 * 1024 / 2;
 
 /// Version byte in front of every record.
 const RECORD_VERSION: u8 = 1;

@@ -30,7 +30,8 @@ pub struct Args {
     #[arg(long, env = "QUEUE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
-    /// Largest request body in bytes (larger requests get 413).
+    /// Largest request body in bytes (larger requests get 413). A payload
+    /// (or result) may use it up to the store's limit of 1.5 MiB.
     #[arg(long, env = "QUEUE_MAX_BODY", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..=16 * 1024 * 1024))]
     pub max_body: u64,
@@ -110,7 +111,7 @@ impl Args {
         // The payload can use the whole body, up to the store's own limit.
         config.max_payload = usize::try_from(self.max_body)
             .unwrap_or(usize::MAX)
-            .min(config.max_payload);
+            .min(queue_core::MAX_PAYLOAD_LIMIT);
         config
     }
 

@@ -1,5 +1,6 @@
 //! Integration tests of queue-server, one binary. Modules:
 //!
+//! - `binary`: the binary's flags, `--help`, exit codes.
 //! - `common`: a real server on 127.0.0.1:0 and a small keep-alive client.
 //! - `api`: every endpoint, default and error code, auth, request ids,
 //!   metrics, restarts.
@@ -12,6 +13,7 @@
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
 
 mod api;
+mod binary;
 mod common;
 mod concurrency;
 mod events;
