@@ -812,9 +812,11 @@ impl Store {
     }
 
     /// Writes a batch so that a crash leaves all of it or none of it: the
-    /// write-ahead record first, then the trees, then the record is removed.
-    /// sled recovers a prefix of its log, so the trees are never ahead of
-    /// the record.
+    /// write-ahead record first, then (under `Sync`) the flush, then the
+    /// trees, then the record is removed. sled recovers a prefix of its log,
+    /// so the trees are never ahead of the record; and since the trees are
+    /// written only after the flush, readers never see a change that a crash
+    /// could still take back.
     fn commit_writes(&self, writes: &Writes) -> Result<()> {
         let record = encode_writes(writes)?;
         let seq = self.wal_seq.fetch_add(1, Ordering::Relaxed);
@@ -824,6 +826,9 @@ impl Store {
         let keys: Vec<[u8; 16]> = (0..parts).map(|part| wal_key(seq, part, parts)).collect();
         for (key, piece) in keys.iter().zip(&pieces) {
             self.wal.insert(key, *piece)?;
+        }
+        if self.sync {
+            self.flush()?;
         }
         for ((tree, key), value) in writes {
             match value {
@@ -921,10 +926,9 @@ impl Store {
         if !writes.is_empty() {
             committed = self.commit_writes(&writes);
             if committed.is_err() {
+                // The record may be stored and replayed at the next open, or
+                // the trees half-written: stop until then.
                 self.poisoned.store(true, Ordering::Release);
-            }
-            if committed.is_ok() && self.sync {
-                committed = self.flush();
             }
         }
         if let Err(e) = committed {
