@@ -231,6 +231,15 @@ impl App {
                     queue: params.get("queue").cloned(),
                     job: params.get("job").cloned(),
                 };
+                if let Some(queue) = &filter.queue {
+                    queue_proto::validate_queue_name(queue)
+                        .map_err(|e| ApiError::invalid(format!("queue filter: {e}")))?;
+                }
+                if let Some(job) = &filter.job {
+                    job.parse::<JobId>().map_err(|_| {
+                        ApiError::invalid(format!("job filter: {job:?} is not a job id"))
+                    })?;
+                }
                 Ok(sse::stream(
                     &self.inner.queue,
                     filter,

@@ -132,6 +132,20 @@ async fn events_follow_each_state_change_with_filters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_filters_are_400() {
+    let server = TestServer::start().await;
+    for path in ["/v1/events?queue=bad%20name", "/v1/events?job=nope"] {
+        let reply = server.client.get(path).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, "invalid_request"),
+            "{path}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_streams_get_keep_alive_comments() {
     let server = TestServer::start_with(ServerConfig {
         sse_keep_alive: Duration::from_millis(20),

@@ -18,3 +18,4 @@ mod common;
 mod concurrency;
 mod events;
 mod kill9;
+mod openapi;
