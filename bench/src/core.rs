@@ -36,15 +36,16 @@ pub const DEFAULT_JOBS: usize = 20_000;
 /// The queue name every thread enqueues on in the enqueue phase.
 const ENQUEUE_QUEUE: &str = "bench-enqueue";
 
-/// Arguments of `bench core`.
-#[derive(Debug, clap::Args)]
-pub struct CoreArgs {
+/// The options every mode shares: what to run, how much, and where.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
     /// Jobs (enqueue phase) or cycles (cycle phase) per run; overrides every
     /// default. Default: 2000 for durable runs with one caller (fsync-bound),
     /// 20000 for every other run.
     #[arg(long)]
     pub jobs: Option<usize>,
-    /// Concurrent callers (OS threads), comma-separated.
+    /// Concurrent callers, comma-separated: OS threads in the embedded mode,
+    /// keep-alive connections in the HTTP mode.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     pub concurrency: Vec<usize>,
     /// Size of each job's JSON payload in bytes.
@@ -64,6 +65,66 @@ pub struct CoreArgs {
     /// Flush interval of the periodic mode, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub periodic_ms: u64,
+}
+
+impl RunArgs {
+    /// Checks the counts and returns the time limit of one run.
+    ///
+    /// # Errors
+    /// No concurrency, a concurrency or `--jobs` of 0, a bad time limit.
+    pub fn check(&self) -> anyhow::Result<Duration> {
+        ensure!(
+            !self.concurrency.is_empty() && self.concurrency.iter().all(|c| *c >= 1),
+            "--concurrency needs one or more values, each at least 1"
+        );
+        ensure!(self.jobs != Some(0), "--jobs must be at least 1");
+        seconds("--max-seconds", self.max_seconds)
+    }
+
+    /// The directory the temporary data directories go in (created if
+    /// missing).
+    ///
+    /// # Errors
+    /// `--dir` cannot be created.
+    pub fn parent_dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                Ok(dir.clone())
+            }
+            None => Ok(std::env::temp_dir()),
+        }
+    }
+
+    /// The durabilities asked for, in order.
+    pub fn durabilities(&self) -> Vec<Durability> {
+        self.modes
+            .iter()
+            .map(|mode| match mode {
+                ModeArg::Sync => Durability::Sync,
+                ModeArg::Periodic => Durability::Periodic(self.periodic_ms),
+            })
+            .collect()
+    }
+
+    /// Jobs (or cycles) of one run.
+    pub fn target(&self, durability: Durability, callers: usize) -> usize {
+        self.jobs
+            .unwrap_or(if durability == Durability::Sync && callers == 1 {
+                DEFAULT_JOBS_DURABLE_SINGLE
+            } else {
+                DEFAULT_JOBS
+            })
+    }
+}
+
+/// Arguments of `bench core` (and of `bench compare`).
+#[derive(Debug, clap::Args)]
+pub struct CoreArgs {
+    /// What to run, how much, and where.
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Most rounds of the fsync probe.
     #[arg(long, default_value_t = 5_000)]
     pub fsync_max: usize,
@@ -83,13 +144,16 @@ pub enum ModeArg {
 
 /// The two timed phases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub enum Phase {
+    /// Enqueue only, on one shared queue.
     Enqueue,
+    /// Enqueue → lease → complete, each caller on a queue of its own.
     Cycle,
 }
 
 impl Phase {
-    fn name(self) -> &'static str {
+    /// The phase's name in the table.
+    pub fn name(self) -> &'static str {
         match self {
             Phase::Enqueue => "enqueue",
             Phase::Cycle => "cycle",
@@ -97,14 +161,19 @@ impl Phase {
     }
 }
 
-fn mode_name(durability: Durability) -> String {
+/// The durability's name in the table: `sync`, `periodic(100ms)`.
+pub fn mode_name(durability: Durability) -> String {
     match durability {
         Durability::Sync => "sync".to_owned(),
         Durability::Periodic(ms) => format!("periodic({ms}ms)"),
     }
 }
 
-fn seconds(what: &str, s: f64) -> anyhow::Result<Duration> {
+/// A positive number of seconds as a duration.
+///
+/// # Errors
+/// Zero, negative, or not a finite number.
+pub fn seconds(what: &str, s: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(s)
         .ok()
         .filter(|d| !d.is_zero())
@@ -114,11 +183,39 @@ fn seconds(what: &str, s: f64) -> anyhow::Result<Duration> {
 /// A JSON object of exactly `size` bytes (`{"pad":"xxx…"}`); below 10 bytes,
 /// `{}` padded with spaces (still valid JSON), and `{}` below 2.
 pub fn json_payload(size: usize) -> Vec<u8> {
-    const OVERHEAD: usize = r#"{"pad":""}"#.len();
-    if size >= OVERHEAD {
-        format!(r#"{{"pad":"{}"}}"#, "x".repeat(size - OVERHEAD)).into_bytes()
+    json_payload_with_key("pad", size)
+}
+
+/// A JSON object of exactly `size` bytes with one string member `key`
+/// (`{"<key>":"xxx…"}`); when that does not fit, `{}` padded with spaces
+/// (still valid JSON), and `{}` below 2. `key` must need no JSON escaping.
+pub fn json_payload_with_key(key: &str, size: usize) -> Vec<u8> {
+    let overhead = key.len() + r#"{"":""}"#.len();
+    if size >= overhead {
+        format!(r#"{{"{key}":"{}"}}"#, "x".repeat(size - overhead)).into_bytes()
     } else {
         format!("{{}}{}", " ".repeat(size.saturating_sub(2))).into_bytes()
+    }
+}
+
+/// What the embedded mode measured.
+#[derive(Debug, Clone)]
+pub struct CoreResults {
+    /// The raw fsync probe.
+    pub fsync: FsyncReport,
+    /// One row per durability, concurrency and phase.
+    pub rows: Vec<Row>,
+}
+
+impl CoreResults {
+    /// The fsync line.
+    pub fn fsync_line(&self) -> String {
+        fsync_line(&self.fsync)
+    }
+
+    /// The derived lines (group commit, single caller vs fsync).
+    pub fn derived(&self) -> Vec<String> {
+        derived(&self.rows, &self.fsync)
     }
 }
 
@@ -128,41 +225,44 @@ pub fn json_payload(size: usize) -> Vec<u8> {
 /// # Errors
 /// Bad arguments, I/O errors of the probe, and any queue error.
 pub fn run(args: &CoreArgs) -> anyhow::Result<()> {
-    ensure!(
-        !args.concurrency.is_empty() && args.concurrency.iter().all(|c| *c >= 1),
-        "--concurrency needs one or more values, each at least 1"
+    let results = measure(args)?;
+    println!();
+    println!(
+        "Embedded mode (queue-core in-process), payload {} bytes, time limit {} s per run.",
+        json_payload(args.run.payload_bytes).len(),
+        args.run.max_seconds
     );
-    ensure!(args.jobs != Some(0), "--jobs must be at least 1");
+    println!();
+    println!("{}", results.fsync_line());
+    println!();
+    print!("{}", report::table(&results.rows));
+    println!();
+    for line in results.derived() {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Runs the fsync probe and the embedded benchmark, printing progress to
+/// standard error.
+///
+/// # Errors
+/// Bad arguments, I/O errors of the probe, and any queue error.
+pub fn measure(args: &CoreArgs) -> anyhow::Result<CoreResults> {
+    let max_time = args.run.check()?;
     ensure!(args.fsync_max >= 1, "--fsync-max must be at least 1");
-    let max_time = seconds("--max-seconds", args.max_seconds)?;
     let fsync_time = seconds("--fsync-seconds", args.fsync_seconds)?;
-    let parent = match &args.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            dir.clone()
-        }
-        None => std::env::temp_dir(),
-    };
-    let payload = json_payload(args.payload_bytes);
+    let parent = args.run.parent_dir()?;
+    let payload = json_payload(args.run.payload_bytes);
 
     eprintln!("fsync probe in {} ...", parent.display());
     let fsync = fsync::measure(&parent, args.fsync_max, fsync_time)?;
     eprintln!("{}", fsync_line(&fsync));
 
     let mut rows = Vec::new();
-    for mode in &args.modes {
-        let durability = match mode {
-            ModeArg::Sync => Durability::Sync,
-            ModeArg::Periodic => Durability::Periodic(args.periodic_ms),
-        };
-        for &callers in &args.concurrency {
-            let target = args
-                .jobs
-                .unwrap_or(if durability == Durability::Sync && callers == 1 {
-                    DEFAULT_JOBS_DURABLE_SINGLE
-                } else {
-                    DEFAULT_JOBS
-                });
+    for durability in args.run.durabilities() {
+        for &callers in &args.run.concurrency {
+            let target = args.run.target(durability, callers);
             for phase in [Phase::Enqueue, Phase::Cycle] {
                 let row = run_once(
                     &parent, durability, phase, callers, target, &payload, max_time,
@@ -175,22 +275,7 @@ pub fn run(args: &CoreArgs) -> anyhow::Result<()> {
             }
         }
     }
-
-    println!();
-    println!(
-        "Embedded mode (queue-core in-process), payload {} bytes, time limit {} s per run.",
-        payload.len(),
-        args.max_seconds
-    );
-    println!();
-    println!("{}", fsync_line(&fsync));
-    println!();
-    print!("{}", report::table(&rows));
-    println!();
-    for line in derived(&rows, &fsync) {
-        println!("{line}");
-    }
-    Ok(())
+    Ok(CoreResults { fsync, rows })
 }
 
 fn fsync_line(fsync: &FsyncReport) -> String {
@@ -426,6 +511,14 @@ mod tests {
             let text = std::str::from_utf8(&payload).unwrap();
             assert!(text.starts_with('{') && text.trim_end().ends_with('}'));
         }
+        assert_eq!(json_payload(11), br#"{"pad":"x"}"#);
+        for size in [0, 2, 10, 11, 12, 200] {
+            let payload = json_payload_with_key("data", size);
+            assert_eq!(payload.len(), size.max(2), "size {size}");
+            let value: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            assert!(value.is_object());
+        }
+        assert_eq!(json_payload_with_key("data", 12), br#"{"data":"x"}"#);
     }
 
     #[test]

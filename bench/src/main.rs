@@ -1,19 +1,30 @@
 //! Benchmark harness for the job queue.
 //!
-//! Each mode is a subcommand; today there is `core`, which drives
-//! `queue-core` in-process (no HTTP), after measuring the raw fsync rate of
-//! the disk it runs on. Modes that go through the HTTP server will sit beside
-//! it, reusing [`stats`] for latency summaries and [`report`] for the table.
+//! Each mode is a subcommand:
+//!
+//! - `core` drives `queue-core` in-process (no HTTP), after measuring the raw
+//!   fsync rate of the disk it runs on;
+//! - `http` drives the real `queue-server`, started in-process on loopback,
+//!   over C keep-alive HTTP/1.1 connections;
+//! - `compare` runs both back to back and prints one table.
+//!
+//! All of them reuse [`stats`] for latency summaries and [`report`] for the
+//! table.
 //!
 //! ```text
 //! cargo run --release -p bench -- core [--jobs N] [--concurrency 1,8,64] \
 //!     [--payload-bytes 200] [--max-seconds S] [--dir PATH]
+//! cargo run --release -p bench -- http [same options]
+//! cargo run --release -p bench -- compare [same options]
 //! ```
 //!
 //! See `BENCHMARKS.md` at the repository root for what each phase measures.
 
+mod client;
+mod compare;
 mod core;
 mod fsync;
+mod http;
 mod report;
 mod stats;
 
@@ -33,11 +44,19 @@ enum Mode {
     /// Embedded mode: `queue-core` in-process, under each durability, at
     /// each concurrency; preceded by a raw fsync probe of the same disk.
     Core(core::CoreArgs),
+    /// HTTP mode: the real `queue-server` in-process on 127.0.0.1, driven
+    /// by C keep-alive HTTP/1.1 connections, under each durability.
+    Http(http::HttpArgs),
+    /// Both: the embedded mode, then the HTTP mode with the same options;
+    /// one combined table and the HTTP / embedded ratio.
+    Compare(core::CoreArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.mode {
         Mode::Core(args) => core::run(&args),
+        Mode::Http(args) => http::run(&args),
+        Mode::Compare(args) => compare::run(&args),
     }
 }
