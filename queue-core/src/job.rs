@@ -387,6 +387,20 @@ pub struct Event {
     pub transition: Transition,
 }
 
+impl Event {
+    /// The event announcing `job`'s current state, caused by `transition`.
+    pub fn of(job: &Job, transition: Transition) -> Event {
+        Event {
+            id: job.id,
+            queue: job.queue.clone(),
+            state: job.state,
+            attempts: job.attempts,
+            at: job.updated_at,
+            transition,
+        }
+    }
+}
+
 /// One page of dead letters, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadPage {

@@ -646,14 +646,7 @@ impl Shared {
                 _ => None,
             };
             announcements.push(Announcement {
-                event: Event {
-                    id: job.id,
-                    queue: job.queue.clone(),
-                    state: job.state,
-                    attempts: job.attempts,
-                    at: job.updated_at,
-                    transition,
-                },
+                event: Event::of(job, transition),
                 state_changed: new_state.is_some() && old.map(|old| old.state) != new_state,
                 run_ms,
             });

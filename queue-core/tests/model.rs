@@ -460,17 +460,6 @@ fn same<T: Debug + PartialEq>(what: &str, got: &T, want: &T) -> Result<(), Strin
     ))
 }
 
-fn event_of(job: &Job, transition: Transition) -> Event {
-    Event {
-        id: job.id,
-        queue: job.queue.clone(),
-        state: job.state,
-        attempts: job.attempts,
-        at: job.updated_at,
-        transition,
-    }
-}
-
 fn zero_counters() -> Counters {
     Counters {
         run_time_buckets: vec![0; RUN_TIME_BOUNDS_MS.len() + 1],
@@ -574,7 +563,7 @@ impl Model {
         let old = self.jobs.insert(job.id, job.clone());
         let changed = old.as_ref().map(|old| old.state) != Some(job.state);
         if changed {
-            self.events.push(event_of(&job, transition));
+            self.events.push(Event::of(&job, transition));
         }
         let c = &mut self.counters;
         match transition {

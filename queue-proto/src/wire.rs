@@ -267,6 +267,19 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of the contract's table.
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::LeaseLost,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
     /// The HTTP status that goes with the code.
     pub fn status(self) -> u16 {
         match self {
@@ -353,6 +366,29 @@ mod tests {
         let req: FailRequest = serde_json::from_str(r#"{"lease_id": "x"}"#).unwrap();
         assert!(req.retryable);
         assert_eq!(req.error, "");
+    }
+
+    #[test]
+    fn every_code_is_listed_once_with_its_wire_name() {
+        for code in ErrorCode::ALL {
+            // Exhaustive: a new variant fails to compile until it is listed.
+            let listed = match code {
+                ErrorCode::InvalidRequest
+                | ErrorCode::Unauthorized
+                | ErrorCode::NotFound
+                | ErrorCode::MethodNotAllowed
+                | ErrorCode::LeaseLost
+                | ErrorCode::Conflict
+                | ErrorCode::PayloadTooLarge
+                | ErrorCode::Unavailable
+                | ErrorCode::Internal => ErrorCode::ALL.iter().filter(|c| **c == code).count(),
+            };
+            assert_eq!(listed, 1);
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::from(code.as_str())
+            );
+        }
     }
 
     #[test]

@@ -23,36 +23,6 @@ const METHODS: [&str; 8] = [
 /// The other fixed fields of an OpenAPI path item.
 const PATH_ITEM_FIELDS: [&str; 5] = ["$ref", "summary", "description", "servers", "parameters"];
 
-/// Every error code of the contract.
-const ERROR_CODES: [ErrorCode; 9] = [
-    ErrorCode::InvalidRequest,
-    ErrorCode::Unauthorized,
-    ErrorCode::NotFound,
-    ErrorCode::MethodNotAllowed,
-    ErrorCode::LeaseLost,
-    ErrorCode::Conflict,
-    ErrorCode::PayloadTooLarge,
-    ErrorCode::Unavailable,
-    ErrorCode::Internal,
-];
-
-/// The wire name of `code`, written out independently of the crate. The
-/// match is exhaustive, so a new variant fails to compile here until it is
-/// added to [`ERROR_CODES`] and to the document.
-fn error_code_name(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::InvalidRequest => "invalid_request",
-        ErrorCode::Unauthorized => "unauthorized",
-        ErrorCode::NotFound => "not_found",
-        ErrorCode::MethodNotAllowed => "method_not_allowed",
-        ErrorCode::LeaseLost => "lease_lost",
-        ErrorCode::Conflict => "conflict",
-        ErrorCode::PayloadTooLarge => "payload_too_large",
-        ErrorCode::Unavailable => "unavailable",
-        ErrorCode::Internal => "internal",
-    }
-}
-
 const DOCUMENT: &str = "docs/openapi.yaml";
 
 fn read_document() -> String {
@@ -408,14 +378,7 @@ fn openapi_documents_every_route_and_method() {
 #[test]
 fn openapi_lists_every_error_code() {
     let doc = read_document();
-    let names: Vec<&str> = ERROR_CODES.iter().map(|c| error_code_name(*c)).collect();
-    for code in ERROR_CODES {
-        assert_eq!(code.as_str(), error_code_name(code));
-        assert_eq!(
-            serde_json::to_value(code).ok(),
-            Some(serde_json::Value::from(error_code_name(code)))
-        );
-    }
+    let names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     let mut problems = enum_differences(&doc, "ErrorCode", &names);
     problems.extend(
         names
