@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time in unix milliseconds.
 ///
-/// The queue reads `now` once per operation, before its transaction, and its
+/// The queue reads `now` once per operation, before deciding it, and its
 /// background timer asks [`Clock::sleep_hint`] how long to wait for a deadline.
 pub trait Clock: Send + Sync + 'static {
     /// The current time in unix milliseconds.

@@ -29,9 +29,10 @@
 //!  scheduled | ready | leased ──cancel──► cancelled              dead ──requeue──► ready
 //! ```
 //!
-//! Every transition is one sled transaction over all the trees it touches,
-//! decided by a pure rule from the stored record, so a job is always in
-//! exactly one state whatever the crash point.
+//! Every transition is decided by a pure rule from the stored record and
+//! committed atomically with every index entry and count it implies (one
+//! write-ahead record per batch of concurrent operations), so a job is always
+//! in exactly one state whatever the crash point.
 //!
 //! # Guarantees
 //!

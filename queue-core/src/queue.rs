@@ -20,9 +20,9 @@ use crate::{Counters, Transition};
 /// How many ready keys a lease looks at beyond what it wants, so that
 /// concurrent leasers racing for the head of a queue still find jobs.
 const LEASE_SLACK: usize = 16;
-/// Timer entries handled per transaction.
+/// Timer entries handled per batch.
 const TIMER_BATCH: usize = 256;
-/// Dead letters requeued or purged per transaction.
+/// Dead letters requeued or purged per batch.
 const DEAD_BATCH: usize = 512;
 
 /// A durable job queue stored in one data directory.
@@ -190,7 +190,7 @@ impl Queue {
             .ok_or_else(|| Error::Corrupt("enqueue produced no job".into()))
     }
 
-    /// Enqueues 1..=1000 jobs on `queue`, all or nothing, in one transaction
+    /// Enqueues 1..=1000 jobs on `queue`, all or nothing, in one atomic step
     /// and one flush. The answer is in input order; an item whose
     /// idempotency key matches a stored job (or an earlier item of the same
     /// batch) is a replay.
@@ -658,7 +658,7 @@ impl Shared {
     }
 
     /// Announces `pending` (its changes are already durable: the store's
-    /// transaction batch flushes before it returns under `Sync`).
+    /// batch is flushed before it returns under `Sync`).
     fn settle<T>(&self, pending: Pending<T>) -> Result<T> {
         self.publish(pending.announcements);
         Ok(pending.value)
@@ -905,7 +905,7 @@ impl Shared {
     }
 
     /// Requeue or purge: `rule` maps a dead job to its new record (`None`
-    /// deletes it). Works in batches; each batch is one transaction.
+    /// deletes it). Works in batches; each batch is atomic.
     fn on_dead(
         &self,
         queue: &str,

@@ -1,6 +1,6 @@
 //! The only module that names sled.
 //!
-//! Four trees, keyed big-endian so that the hot operations are ordered range
+//! Five trees, keyed big-endian so that the hot operations are ordered range
 //! scans:
 //!
 //! - `jobs`: job id → record (format version byte + bincode of [`Job`]).
@@ -12,12 +12,23 @@
 //! - `timers`: (kind, at, id) → lease id or nothing, for promotion, lease
 //!   expiry and retention (see [`TimerKind`]).
 //! - `meta`: per-(queue, state) counts, paused flags, the format version.
+//! - `wal`: the write-ahead record of the batch being applied (empty when
+//!   idle).
 //!
 //! Every entry of `index` and `timers` and every count is a function of the
 //! records ([`entries`]); a [`Change`] replaces one record by another (or
-//! none) and moves exactly the entries that differ, inside one transaction
-//! that also checks the stored bytes are still those the decision was taken
-//! from. [`Store::verify`] recomputes everything from the records.
+//! none) and moves exactly the entries that differ, after checking that the
+//! stored bytes are still those the decision was taken from.
+//! [`Store::verify`] recomputes everything from the records.
+//!
+//! All writes go through [`Store::transact`], one batch at a time (group
+//! commit). A batch is made atomic by a write-ahead record rather than a sled
+//! transaction: sled serializes transactions and forces log writes for each,
+//! which capped durable throughput at a third of what this design reaches
+//! (see BENCHMARKS.md). The record is one sled insert (atomic); it is
+//! flushed and fdatasynced before the trees are written; a reopen replays a
+//! record that a crash interrupted. sled recovers a prefix of its log, so
+//! the trees are never ahead of their record.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -273,7 +284,7 @@ pub(crate) fn entries(job: &Job) -> Vec<Entry> {
 // ---- changes -----------------------------------------------------------------
 
 /// One record replaced by another, with everything precomputed outside the
-/// transaction so that the closure stays pure and cheap.
+/// batch so that operations stay pure and cheap.
 pub(crate) struct Change {
     id: JobId,
     /// The stored bytes the decision was taken from; `None`: must not exist.
