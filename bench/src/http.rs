@@ -195,8 +195,8 @@ pub fn measure(args: &RunArgs) -> anyhow::Result<Vec<HttpRow>> {
 }
 
 /// The in-process server of one durability.
-struct Server {
-    addr: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
     runtime: Runtime,
     stop: oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<Result<(), queue_core::Error>>,
@@ -205,7 +205,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(parent: &Path, durability: Durability) -> anyhow::Result<Server> {
+    pub(crate) fn start(parent: &Path, durability: Durability) -> anyhow::Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix("bench-http-")
             .tempdir_in(parent)
@@ -237,7 +237,7 @@ impl Server {
     /// Graceful shutdown through the shutdown future; `run` flushes the
     /// store before it returns. Then the runtime (and the store it holds)
     /// is dropped and the data directory removed.
-    fn stop(self) -> anyhow::Result<()> {
+    pub(crate) fn stop(self) -> anyhow::Result<()> {
         let Server {
             runtime,
             stop,

@@ -6,7 +6,8 @@
 //!   fsync rate of the disk it runs on;
 //! - `http` drives the real `queue-server`, started in-process on loopback,
 //!   over C keep-alive HTTP/1.1 connections;
-//! - `compare` runs both back to back and prints one table.
+//! - `compare` runs both back to back and prints one table;
+//! - `peers` compares ours with beanstalkd and Redis + BullMQ.
 //!
 //! All of them reuse [`stats`] for latency summaries and [`report`] for the
 //! table.
@@ -25,6 +26,7 @@ mod compare;
 mod core;
 mod fsync;
 mod http;
+mod peers;
 mod report;
 mod stats;
 
@@ -50,6 +52,9 @@ enum Mode {
     /// Both: the embedded mode, then the HTTP mode with the same options;
     /// one combined table and the HTTP / embedded ratio.
     Compare(core::CoreArgs),
+    /// Ours (embedded and HTTP) against beanstalkd and Redis + BullMQ, same
+    /// workload, same run (`--smoke`: ours only, tiny N, for CI).
+    Peers(peers::PeersArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,5 +63,6 @@ fn main() -> anyhow::Result<()> {
         Mode::Core(args) => core::run(&args),
         Mode::Http(args) => http::run(&args),
         Mode::Compare(args) => compare::run(&args),
+        Mode::Peers(args) => peers::run(&args),
     }
 }
