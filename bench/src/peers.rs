@@ -807,18 +807,4 @@ mod tests {
             assert_eq!(summary.p99, Duration::from_micros(900), "count {count}");
         }
     }
-
-    #[test]
-    fn the_smoke_run_measures_our_systems() {
-        let args = PeersArgs {
-            jobs: 0,
-            concurrency: vec![],
-            payload_bytes: 200,
-            max_seconds: 30,
-            dir: None,
-            systems: vec![],
-            smoke: true,
-        };
-        run(&args).expect("smoke run");
-    }
 }
