@@ -17,9 +17,6 @@ use crate::{
 };
 use crate::{Counters, Transition};
 
-/// How many ready keys a lease looks at beyond what it wants, so that
-/// concurrent leasers racing for the head of a queue still find jobs.
-const LEASE_SLACK: usize = 16;
 /// Timer entries handled per batch.
 const TIMER_BATCH: usize = 256;
 /// Dead letters requeued or purged per batch.
@@ -780,57 +777,38 @@ impl Shared {
 
     fn lease(&self, queue: &str, opts: &LeaseOptions) -> Result<Pending<Vec<Leased>>> {
         let want = usize::try_from(opts.max_jobs.min(MAX_LEASE_JOBS)).unwrap_or(1);
-        let mut leased: Vec<Change> = Vec::new();
-        // Each round either fills the request, finds the queue empty, or lost
-        // every candidate to concurrent leasers; a few rounds settle it.
-        for _round in 0..4 {
-            if self.store.is_paused(queue)? {
-                break;
-            }
-            let missing = want - leased.len();
-            let candidates = self.store.ready_ids(queue, missing + LEASE_SLACK)?;
-            if candidates.is_empty() {
-                break;
-            }
-            let lease_ids = (0..missing.min(candidates.len()))
-                .map(|_| self.store.generate_id().map(LeaseId::from_u64))
-                .collect::<Result<Vec<_>>>()?;
-            let now = self.now();
-            let candidate_count = candidates.len();
-            let (name, opts) = (queue.to_owned(), opts.clone());
-            let taken = self
-                .store
-                .transact(move |tx| {
-                    let mut taken = Vec::new();
-                    if tx.paused(&name)? {
-                        return Ok(taken);
+        let now = self.now();
+        let (name, opts) = (queue.to_owned(), opts.clone());
+        // The scan runs inside the batch, where writes are serialized: ready
+        // jobs taken by earlier operations of the batch are skipped, so a
+        // lease never comes back empty while a job it could take is ready.
+        let leased = self
+            .store
+            .transact(move |tx| {
+                let mut taken = Vec::new();
+                if tx.paused(&name)? {
+                    return Ok(taken);
+                }
+                for id in tx.ready_jobs(&name) {
+                    if taken.len() >= want {
+                        break;
                     }
-                    for id in &candidates {
-                        let Some(lease_id) = lease_ids.get(taken.len()) else {
-                            break;
-                        };
-                        let Some((bytes, job)) = tx.load(*id)? else {
-                            continue;
-                        };
-                        let Ok(next) = rules::lease::lease(&job, *lease_id, &opts, now) else {
-                            continue;
-                        };
-                        let change =
-                            Change::new(Some(bytes), Some(job), Some(next)).map_err(|e| {
-                                crate::storage::TxError::Abort(crate::storage::Abort::Failed(e))
-                            })?;
-                        tx.apply(&change);
-                        taken.push(change);
-                    }
-                    Ok(taken)
-                })?
-                .unwrap_or_default();
-            let exhausted = taken.len() == candidate_count;
-            leased.extend(taken);
-            if leased.len() >= want || exhausted {
-                break;
-            }
-        }
+                    let Some((bytes, job)) = tx.load(id?)? else {
+                        continue;
+                    };
+                    let lease_id = LeaseId::from_u64(tx.generate_id()?);
+                    let Ok(next) = rules::lease::lease(&job, lease_id, &opts, now) else {
+                        continue;
+                    };
+                    let change = Change::new(Some(bytes), Some(job), Some(next)).map_err(|e| {
+                        crate::storage::TxError::Abort(crate::storage::Abort::Failed(e))
+                    })?;
+                    tx.apply(&change);
+                    taken.push(change);
+                }
+                Ok(taken)
+            })?
+            .unwrap_or_default();
         let mut pending = self.pending(Vec::new(), Transition::Lease, &leased);
         pending.value = leased
             .into_iter()

@@ -484,6 +484,36 @@ impl Tx<'_> {
         }
     }
 
+    /// The ready jobs of `queue` in lease order, as this operation sees
+    /// them: the stored index without the entries that earlier operations of
+    /// the batch (or this one) removed. The trees do not change during a
+    /// batch, so the scan is stable. Jobs that became ready earlier in the
+    /// same batch are not listed; the next batch sees them.
+    pub(crate) fn ready_jobs<'s>(
+        &'s self,
+        queue: &str,
+    ) -> impl Iterator<Item = TxResult<JobId>> + 's {
+        self.store
+            .index
+            .scan_prefix(queue_prefix(READY, queue))
+            .keys()
+            .filter_map(move |key| match key {
+                Err(e) => Some(Err(TxError::Storage(e))),
+                Ok(key) => {
+                    let k = (INDEX, key.to_vec());
+                    let removed = matches!(self.own.borrow().get(&k), Some(None))
+                        || matches!(self.batch.get(&k), Some(None));
+                    (!removed)
+                        .then(|| id_at_end(&key).map_err(|e| TxError::Abort(Abort::Failed(e))))
+                }
+            })
+    }
+
+    /// A fresh id from sled's monotonic generator (never reused).
+    pub(crate) fn generate_id(&self) -> TxResult<u64> {
+        Ok(self.store.db.generate_id()?)
+    }
+
     /// Whether `queue` is paused, as seen by this operation.
     pub(crate) fn paused(&self, queue: &str) -> TxResult<bool> {
         Ok(self.get(META, &paused_key(queue))?.is_some())
@@ -962,16 +992,6 @@ impl Store {
             }
             None => Ok(None),
         }
-    }
-
-    /// The first `limit` ready jobs of `queue` in lease order.
-    pub(crate) fn ready_ids(&self, queue: &str, limit: usize) -> Result<Vec<JobId>> {
-        self.index
-            .scan_prefix(queue_prefix(READY, queue))
-            .keys()
-            .take(limit)
-            .map(|key| id_at_end(&key?))
-            .collect()
     }
 
     /// `run_at` of the oldest ready job of `queue`.

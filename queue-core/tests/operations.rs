@@ -1081,3 +1081,40 @@ fn counters_total_the_transitions_and_time_the_runs() {
     assert_eq!(c.run_time_buckets[bucket], 1);
     assert_eq!(c.run_time_buckets.iter().sum::<u64>(), 1);
 }
+
+/// Regression: leases scanned candidates outside the write batch, so under
+/// contention a lease could lose every candidate to concurrent leasers and
+/// come back empty while jobs were ready.
+#[test]
+fn a_lease_under_contention_never_comes_back_empty_while_jobs_are_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    // Durable commits make large batches, where many leasers race for the
+    // head of the queue at once: the condition the bug needed.
+    let queue = Queue::open(dir.path()).unwrap();
+    let total = 2000usize;
+    let batch: Vec<NewJob> = (0..1000).map(|n| NewJob::new(payload(n))).collect();
+    queue.enqueue_batch("q", batch.clone()).unwrap();
+    queue.enqueue_batch("q", batch).unwrap();
+    let claimed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..64)
+        .map(|_| {
+            let (queue, claimed) = (queue.clone(), Arc::clone(&claimed));
+            std::thread::spawn(move || {
+                // Each claim stands for one ready job, so each lease must
+                // find one.
+                while claimed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < total {
+                    let leased = queue.lease("q", &LeaseOptions::default()).unwrap();
+                    assert_eq!(leased.len(), 1, "a lease came back empty with jobs ready");
+                    queue
+                        .complete(leased[0].job.id, leased[0].lease_id, None)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    assert_eq!(queue.stats("q").unwrap().completed, total as u64);
+    assert_consistent(&queue);
+}
