@@ -44,6 +44,7 @@ struct Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         self.shared.timer.stop();
+        self.shared.store.stop_committer();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for thread in threads {
             let _ = thread.join();
@@ -150,6 +151,13 @@ impl Queue {
             timer: TimerWake::new(),
         });
         let mut threads = Vec::new();
+        let committer = Arc::clone(&shared);
+        threads.push(
+            std::thread::Builder::new()
+                .name("queue-core-commit".into())
+                .spawn(move || committer.store.run_committer())
+                .map_err(|e| Error::Storage(sled::Error::Io(e)))?,
+        );
         if background {
             threads.push(
                 std::thread::Builder::new()
@@ -181,7 +189,10 @@ impl Queue {
     /// options, [`Error::TooLarge`] for an oversized payload (nothing is
     /// stored in either case); [`Error::Storage`].
     pub fn enqueue(&self, queue: &str, job: NewJob) -> Result<Enqueued> {
-        let pending = self.shared().enqueue(queue, vec![job], false)?;
+        let pending = blocking(
+            self.shared()
+                .enqueue(Via::Blocking, queue, vec![job], false),
+        )?;
         let mut jobs = self.shared().settle(pending)?;
         jobs.pop()
             .ok_or_else(|| Error::Corrupt("enqueue produced no job".into()))
@@ -196,13 +207,43 @@ impl Queue {
     /// As [`Queue::enqueue`]; a bad item refuses the whole batch, and the
     /// message names its index.
     pub fn enqueue_batch(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
-        let pending = self.shared().enqueue(queue, jobs, true)?;
+        let pending = blocking(self.shared().enqueue(Via::Blocking, queue, jobs, true))?;
+        self.shared().settle(pending)
+    }
+
+    /// [`Queue::enqueue`] for async callers: awaits the commit without
+    /// blocking the runtime.
+    ///
+    /// # Errors
+    /// As [`Queue::enqueue`].
+    pub async fn enqueue_async(&self, queue: &str, job: NewJob) -> Result<Enqueued> {
+        let pending = self
+            .shared()
+            .enqueue(Via::Async, queue, vec![job], false)
+            .await?;
+        let mut jobs = self.shared().settle(pending)?;
+        jobs.pop()
+            .ok_or_else(|| Error::Corrupt("enqueue produced no job".into()))
+    }
+
+    /// [`Queue::enqueue_batch`] for async callers.
+    ///
+    /// # Errors
+    /// As [`Queue::enqueue_batch`].
+    pub async fn enqueue_batch_async(
+        &self,
+        queue: &str,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Enqueued>> {
+        let pending = self.shared().enqueue(Via::Async, queue, jobs, true).await?;
         self.shared().settle(pending)
     }
 
     /// Leases up to `opts.max_jobs` ready jobs of `queue`: highest priority
     /// first, then oldest `run_at`, then enqueue order. Returns at once,
-    /// possibly with no job; a paused queue leases nothing.
+    /// possibly with no job; a paused queue leases nothing. Concurrent
+    /// leasers never get the same job, and a lease never comes back empty
+    /// while a job it could take is ready.
     ///
     /// Each job is `leased` until `now + lease_ms` under a fresh lease id,
     /// and its `attempts` counts this lease. Durable on return.
@@ -210,9 +251,22 @@ impl Queue {
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad name or options; [`Error::Storage`].
     pub fn lease(&self, queue: &str, opts: &LeaseOptions) -> Result<Vec<Leased>> {
+        blocking(self.lease_via(Via::Blocking, queue, opts))
+    }
+
+    /// [`Queue::lease`] for async callers: awaits the commit without
+    /// blocking the runtime.
+    ///
+    /// # Errors
+    /// As [`Queue::lease`].
+    pub async fn lease_async(&self, queue: &str, opts: &LeaseOptions) -> Result<Vec<Leased>> {
+        self.lease_via(Via::Async, queue, opts).await
+    }
+
+    async fn lease_via(&self, via: Via, queue: &str, opts: &LeaseOptions) -> Result<Vec<Leased>> {
         check_queue(queue)?;
         rules::lease::validate(opts)?;
-        let pending = self.shared().lease(queue, opts)?;
+        let pending = self.shared().lease(via, queue, opts).await?;
         self.shared().settle(pending)
     }
 
@@ -220,9 +274,8 @@ impl Queue {
     /// for one (woken by enqueues, promotions, releases, requeues and
     /// resumes; no polling). Returns an empty list on timeout.
     ///
-    /// Holds no thread while waiting (each attempt runs on tokio's blocking
-    /// pool, since it may wait for a flush). Needs a tokio runtime with the
-    /// time driver enabled (as any `tokio::time` use does).
+    /// Holds no thread while waiting. Needs a tokio runtime with the time
+    /// driver enabled (as any `tokio::time` use does).
     ///
     /// # Errors
     /// As [`Queue::lease`].
@@ -234,18 +287,10 @@ impl Queue {
     ) -> Result<Vec<Leased>> {
         check_queue(queue)?;
         rules::lease::validate(opts)?;
-        let shared = self.shared();
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut registration = shared.queue_signals.register(queue.to_owned());
+        let mut registration = self.shared().queue_signals.register(queue.to_owned());
         loop {
-            let attempt = {
-                let (this, queue, opts) = (self.clone(), queue.to_owned(), opts.clone());
-                tokio::task::spawn_blocking(move || {
-                    let shared = this.shared();
-                    shared.lease(&queue, &opts).and_then(|p| shared.settle(p))
-                })
-            };
-            let leased = attempt.await.map_err(|_| Error::Closed)??;
+            let leased = self.lease_async(queue, opts).await?;
             if !leased.is_empty() {
                 return Ok(leased);
             }
@@ -271,13 +316,12 @@ impl Queue {
     ) -> Result<Vec<Leased>> {
         check_queue(queue)?;
         rules::lease::validate(opts)?;
-        let shared = self.shared();
         let deadline = Instant::now() + timeout;
-        let mut registration = shared.queue_signals.register(queue.to_owned());
+        let mut registration = self.shared().queue_signals.register(queue.to_owned());
         loop {
-            let pending = shared.lease(queue, opts)?;
-            if !pending.value.is_empty() {
-                return shared.settle(pending);
+            let leased = self.lease(queue, opts)?;
+            if !leased.is_empty() {
+                return Ok(leased);
             }
             if !registration.wait_until(deadline) {
                 return Ok(Vec::new());
@@ -294,13 +338,37 @@ impl Queue {
     /// was cancelled. [`Error::NotFound`], [`Error::InvalidArgument`] for an
     /// out-of-range `lease_ms`, [`Error::Storage`].
     pub fn heartbeat(&self, id: JobId, lease: LeaseId, lease_ms: Option<u64>) -> Result<Job> {
+        blocking(self.heartbeat_via(Via::Blocking, id, lease, lease_ms))
+    }
+
+    /// [`Queue::heartbeat`] for async callers.
+    ///
+    /// # Errors
+    /// As [`Queue::heartbeat`].
+    pub async fn heartbeat_async(
+        &self,
+        id: JobId,
+        lease: LeaseId,
+        lease_ms: Option<u64>,
+    ) -> Result<Job> {
+        self.heartbeat_via(Via::Async, id, lease, lease_ms).await
+    }
+
+    async fn heartbeat_via(
+        &self,
+        via: Via,
+        id: JobId,
+        lease: LeaseId,
+        lease_ms: Option<u64>,
+    ) -> Result<Job> {
         if let Some(ms) = lease_ms {
             rules::lease::validate_lease_ms(ms)?;
         }
         self.shared()
-            .transition(id, Transition::Heartbeat, |job, now| {
+            .transition(via, id, Transition::Heartbeat, |job, now| {
                 rules::heartbeat::heartbeat(job, lease, lease_ms, now)
             })
+            .await
     }
 
     /// Completes job `id` held under `lease`, keeping `result`. Final: the
@@ -310,6 +378,29 @@ impl Queue {
     /// [`Error::LeaseLost`] (nothing changes), [`Error::NotFound`],
     /// [`Error::TooLarge`] for an oversized result, [`Error::Storage`].
     pub fn complete(&self, id: JobId, lease: LeaseId, result: Option<Vec<u8>>) -> Result<Job> {
+        blocking(self.complete_via(Via::Blocking, id, lease, result))
+    }
+
+    /// [`Queue::complete`] for async callers.
+    ///
+    /// # Errors
+    /// As [`Queue::complete`].
+    pub async fn complete_async(
+        &self,
+        id: JobId,
+        lease: LeaseId,
+        result: Option<Vec<u8>>,
+    ) -> Result<Job> {
+        self.complete_via(Via::Async, id, lease, result).await
+    }
+
+    async fn complete_via(
+        &self,
+        via: Via,
+        id: JobId,
+        lease: LeaseId,
+        result: Option<Vec<u8>>,
+    ) -> Result<Job> {
         let limit = self.shared().config.max_payload;
         if let Some(size) = result.as_ref().map(Vec::len).filter(|size| *size > limit) {
             return Err(Error::TooLarge {
@@ -319,9 +410,10 @@ impl Queue {
             });
         }
         self.shared()
-            .transition(id, Transition::Complete, |job, now| {
+            .transition(via, id, Transition::Complete, |job, now| {
                 rules::complete::complete(job, lease, result.clone(), now)
             })
+            .await
     }
 
     /// Reports a failed attempt of job `id` held under `lease`. The job is
@@ -335,11 +427,31 @@ impl Queue {
     /// [`Error::InvalidArgument`] for an out-of-range retry delay,
     /// [`Error::Storage`].
     pub fn fail(&self, id: JobId, lease: LeaseId, failure: &Failure) -> Result<Job> {
+        blocking(self.fail_via(Via::Blocking, id, lease, failure))
+    }
+
+    /// [`Queue::fail`] for async callers.
+    ///
+    /// # Errors
+    /// As [`Queue::fail`].
+    pub async fn fail_async(&self, id: JobId, lease: LeaseId, failure: &Failure) -> Result<Job> {
+        self.fail_via(Via::Async, id, lease, failure).await
+    }
+
+    async fn fail_via(
+        &self,
+        via: Via,
+        id: JobId,
+        lease: LeaseId,
+        failure: &Failure,
+    ) -> Result<Job> {
         rules::fail::validate(failure)?;
         let jitter = self.shared().jitter();
-        self.shared().transition(id, Transition::Fail, |job, now| {
-            rules::fail::fail(job, lease, failure, jitter, now)
-        })
+        self.shared()
+            .transition(via, id, Transition::Fail, |job, now| {
+                rules::fail::fail(job, lease, failure, jitter, now)
+            })
+            .await
     }
 
     /// Gives job `id` back: it is `ready` at once, in its old place, and the
@@ -350,10 +462,23 @@ impl Queue {
     /// [`Error::LeaseLost`] (nothing changes), [`Error::NotFound`],
     /// [`Error::Storage`].
     pub fn release(&self, id: JobId, lease: LeaseId) -> Result<Job> {
+        blocking(self.release_via(Via::Blocking, id, lease))
+    }
+
+    /// [`Queue::release`] for async callers.
+    ///
+    /// # Errors
+    /// As [`Queue::release`].
+    pub async fn release_async(&self, id: JobId, lease: LeaseId) -> Result<Job> {
+        self.release_via(Via::Async, id, lease).await
+    }
+
+    async fn release_via(&self, via: Via, id: JobId, lease: LeaseId) -> Result<Job> {
         self.shared()
-            .transition(id, Transition::Release, |job, now| {
+            .transition(via, id, Transition::Release, |job, now| {
                 rules::release::release(job, lease, now)
             })
+            .await
     }
 
     /// Cancels job `id` (`scheduled`, `ready` or `leased`); a held lease is
@@ -364,8 +489,22 @@ impl Queue {
     /// [`Error::Conflict`] if the job is already terminal,
     /// [`Error::NotFound`], [`Error::Storage`].
     pub fn cancel(&self, id: JobId) -> Result<Job> {
+        blocking(self.shared().transition(
+            Via::Blocking,
+            id,
+            Transition::Cancel,
+            rules::cancel::cancel,
+        ))
+    }
+
+    /// [`Queue::cancel`] for async callers.
+    ///
+    /// # Errors
+    /// As [`Queue::cancel`].
+    pub async fn cancel_async(&self, id: JobId) -> Result<Job> {
         self.shared()
-            .transition(id, Transition::Cancel, rules::cancel::cancel)
+            .transition(Via::Async, id, Transition::Cancel, rules::cancel::cancel)
+            .await
     }
 
     /// The job `id`, or `None` if no such job is stored.
@@ -597,7 +736,41 @@ impl std::fmt::Debug for Queue {
     }
 }
 
+/// How an operation waits for its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// The calling thread waits (and may lead the batch).
+    Blocking,
+    /// The calling task awaits; the committer thread leads.
+    Async,
+}
+
+/// Runs an operation future taken [`Via::Blocking`]: such a future never
+/// suspends (its commit is a blocking call), so one poll completes it.
+fn blocking<T>(operation: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let mut operation = std::pin::pin!(operation);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match operation.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(outcome) => outcome,
+        std::task::Poll::Pending => Err(Error::Corrupt(
+            "a blocking operation suspended; this is a bug".into(),
+        )),
+    }
+}
+
 impl Shared {
+    /// Commits `f` in the next batch, waiting as `via` says.
+    async fn commit<R, F>(&self, via: Via, f: F) -> Result<Option<R>>
+    where
+        F: Fn(&crate::storage::Tx<'_>) -> crate::storage::TxResult<R> + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        match via {
+            Via::Blocking => self.store.transact(f),
+            Via::Async => self.store.transact_async(f).await,
+        }
+    }
+
     pub(crate) fn clock(&self) -> &dyn Clock {
         self.config.clock.as_ref()
     }
@@ -687,8 +860,9 @@ impl Shared {
         }
     }
 
-    fn enqueue(
+    async fn enqueue(
         &self,
+        via: Via,
         queue: &str,
         specs: Vec<NewJob>,
         batch: bool,
@@ -721,8 +895,7 @@ impl Shared {
         let in_tx = Arc::clone(&changes);
         let name = queue.to_owned();
         let replays = self
-            .store
-            .transact(move |tx| {
+            .commit(via, move |tx| {
                 let (changes, queue) = (&in_tx, &name);
                 let mut replays = Vec::with_capacity(changes.len());
                 for (change, key) in changes.iter().zip(&keys) {
@@ -745,7 +918,8 @@ impl Shared {
                     replays.push(None);
                 }
                 Ok(replays)
-            })?
+            })
+            .await?
             .ok_or_else(|| Error::Corrupt("a fresh job id is already in use".into()))?;
         let applied: Vec<&Change> = changes
             .iter()
@@ -775,7 +949,12 @@ impl Shared {
         Ok(pending)
     }
 
-    fn lease(&self, queue: &str, opts: &LeaseOptions) -> Result<Pending<Vec<Leased>>> {
+    async fn lease(
+        &self,
+        via: Via,
+        queue: &str,
+        opts: &LeaseOptions,
+    ) -> Result<Pending<Vec<Leased>>> {
         let want = usize::try_from(opts.max_jobs.min(MAX_LEASE_JOBS)).unwrap_or(1);
         let now = self.now();
         let (name, opts) = (queue.to_owned(), opts.clone());
@@ -783,8 +962,7 @@ impl Shared {
         // jobs taken by earlier operations of the batch are skipped, so a
         // lease never comes back empty while a job it could take is ready.
         let leased = self
-            .store
-            .transact(move |tx| {
+            .commit(via, move |tx| {
                 let mut taken = Vec::new();
                 if tx.paused(&name)? {
                     return Ok(taken);
@@ -807,7 +985,8 @@ impl Shared {
                     taken.push(change);
                 }
                 Ok(taken)
-            })?
+            })
+            .await?
             .unwrap_or_default();
         let mut pending = self.pending(Vec::new(), Transition::Lease, &leased);
         pending.value = leased
@@ -823,8 +1002,9 @@ impl Shared {
 
     /// Applies `rule` to the stored job `id` and commits the result if the
     /// record did not change meanwhile (else decides again).
-    fn transition(
+    async fn transition(
         &self,
+        via: Via,
         id: JobId,
         transition: Transition,
         rule: impl Fn(&Job, u64) -> Result<Job, Refusal>,
@@ -837,8 +1017,8 @@ impl Shared {
             let change = Arc::new(Change::new(Some(bytes), Some(job), Some(next))?);
             let in_tx = Arc::clone(&change);
             if self
-                .store
-                .transact(move |tx| tx.apply_or_abort(&in_tx))?
+                .commit(via, move |tx| tx.apply_or_abort(&in_tx))
+                .await?
                 .is_none()
             {
                 continue;

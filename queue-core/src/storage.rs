@@ -570,16 +570,27 @@ fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db> {
 #[derive(Default)]
 struct Batcher {
     state: Mutex<BatchState>,
+    /// Wakes the committer thread, which leads when no thread caller does.
+    committer: Condvar,
 }
 
-/// A waiting operation and the condition variable its caller sleeps on
-/// (one each, so that a handover wakes only the callers concerned).
-type Waiter = (Arc<dyn PendingOp>, Arc<Condvar>);
+/// How a waiting caller is woken (one each, so that a handover wakes only
+/// the callers concerned).
+enum Wake {
+    /// A thread sleeping on its own condition variable; it may lead.
+    Thread(Arc<Condvar>),
+    /// An async task awaiting the operation's `Notify`; it never leads (it
+    /// must not block its runtime), the committer thread does.
+    Task,
+}
+
+type Waiter = (Arc<dyn PendingOp>, Wake);
 
 #[derive(Default)]
 struct BatchState {
     pending: Vec<Waiter>,
     leading: bool,
+    stop: bool,
 }
 
 impl Batcher {
@@ -603,17 +614,27 @@ trait PendingOp: Send + Sync {
     /// Turns a successful outcome into an error: the batch could not be
     /// made durable, so the change is not acknowledged.
     fn not_durable(&self, error: &Error);
-    /// Marks the outcome final.
+    /// Marks the outcome final and wakes an async waiter.
     fn finish(&self);
 }
 
 struct Op<F, R> {
     f: F,
+    notify: tokio::sync::Notify,
     outcome: Mutex<Option<Result<Option<R>>>>,
     done: AtomicBool,
 }
 
 impl<F, R> Op<F, R> {
+    fn take_outcome(&self) -> Result<Option<R>> {
+        let outcome = self
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        outcome.unwrap_or_else(|| Err(Error::Corrupt("operation produced no outcome".into())))
+    }
+
     fn record(&self, outcome: Result<Option<R>>) {
         *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
     }
@@ -657,6 +678,8 @@ where
 
     fn finish(&self) {
         self.done.store(true, Ordering::Release);
+        // A permit is stored if the task is not waiting yet.
+        self.notify.notify_one();
     }
 }
 
@@ -915,6 +938,7 @@ impl Store {
     {
         let op = Arc::new(Op {
             f,
+            notify: tokio::sync::Notify::new(),
             outcome: Mutex::new(None),
             done: AtomicBool::new(false),
         });
@@ -922,30 +946,102 @@ impl Store {
         let cv = Arc::new(Condvar::new());
         let batcher = &self.batcher;
         let mut state = batcher.lock();
-        state.pending.push((as_pending, Arc::clone(&cv)));
+        state
+            .pending
+            .push((as_pending, Wake::Thread(Arc::clone(&cv))));
         while !op.done.load(Ordering::Acquire) {
             if state.leading {
                 state = Batcher::wait(&cv, state);
                 continue;
             }
-            state.leading = true;
-            let batch = std::mem::take(&mut state.pending);
-            drop(state);
-            let ops: Vec<Arc<dyn PendingOp>> = batch.iter().map(|(op, _)| Arc::clone(op)).collect();
-            self.run_batch(&ops);
-            state = batcher.lock();
-            state.leading = false;
-            for (_, waiter) in &batch {
-                waiter.notify_one();
-            }
-            // The next batch needs a leader: wake the oldest waiting caller.
-            if let Some((_, next)) = state.pending.first() {
-                next.notify_one();
-            }
+            state = self.lead(state);
         }
         drop(state);
-        let outcome = op.outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
-        outcome.unwrap_or_else(|| Err(Error::Corrupt("operation produced no outcome".into())))
+        op.take_outcome()
+    }
+
+    /// [`Store::transact`] for async callers: the operation joins the next
+    /// batch and the task awaits it without blocking its runtime.
+    pub(crate) async fn transact_async<R, F>(&self, f: F) -> Result<Option<R>>
+    where
+        F: Fn(&Tx<'_>) -> TxResult<R> + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        let op = Arc::new(Op {
+            f,
+            notify: tokio::sync::Notify::new(),
+            outcome: Mutex::new(None),
+            done: AtomicBool::new(false),
+        });
+        let as_pending: Arc<dyn PendingOp> = op.clone();
+        {
+            let mut state = self.batcher.lock();
+            if state.stop {
+                return Err(Error::Closed);
+            }
+            state.pending.push((as_pending, Wake::Task));
+            if !state.leading {
+                self.batcher.committer.notify_one();
+            }
+        }
+        while !op.done.load(Ordering::Acquire) {
+            op.notify.notified().await;
+        }
+        op.take_outcome()
+    }
+
+    /// Leads one batch: takes every waiting operation, runs and commits
+    /// them, wakes their callers and hands over to the next leader.
+    fn lead<'a>(
+        &'a self,
+        mut state: std::sync::MutexGuard<'a, BatchState>,
+    ) -> std::sync::MutexGuard<'a, BatchState> {
+        state.leading = true;
+        let batch = std::mem::take(&mut state.pending);
+        drop(state);
+        let ops: Vec<Arc<dyn PendingOp>> = batch.iter().map(|(op, _)| Arc::clone(op)).collect();
+        self.run_batch(&ops);
+        let mut state = self.batcher.lock();
+        state.leading = false;
+        for (_, wake) in &batch {
+            if let Wake::Thread(cv) = wake {
+                cv.notify_one();
+            }
+        }
+        // The next batch needs a leader: the oldest waiting thread, or the
+        // committer thread when the oldest waiter is a task.
+        match state.pending.first() {
+            Some((_, Wake::Thread(cv))) => cv.notify_one(),
+            Some((_, Wake::Task)) => self.batcher.committer.notify_one(),
+            None => {}
+        }
+        state
+    }
+
+    /// The committer thread's body: leads batches for async callers until
+    /// [`Store::stop_committer`].
+    pub(crate) fn run_committer(&self) {
+        let mut state = self.batcher.lock();
+        loop {
+            if !state.leading && !state.pending.is_empty() {
+                state = self.lead(state);
+                continue;
+            }
+            if state.stop {
+                return;
+            }
+            state = self
+                .batcher
+                .committer
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Stops the committer thread once nothing is pending.
+    pub(crate) fn stop_committer(&self) {
+        self.batcher.lock().stop = true;
+        self.batcher.committer.notify_all();
     }
 
     fn run_batch(&self, batch: &[Arc<dyn PendingOp>]) {

@@ -1118,3 +1118,73 @@ fn a_lease_under_contention_never_comes_back_empty_while_jobs_are_ready() {
     assert_eq!(queue.stats("q").unwrap().completed, total as u64);
     assert_consistent(&queue);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn async_operations_share_batches_on_a_single_threaded_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(dir.path()).unwrap();
+    // 40 tasks on one thread: each enqueues, leases and completes a job of
+    // its own queue. They can only all finish if no call blocks the thread.
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let name = format!("q{i}");
+                let job = queue
+                    .enqueue_async(&name, NewJob::new(payload(i)))
+                    .await
+                    .unwrap()
+                    .job;
+                let leased = queue
+                    .lease_async(&name, &LeaseOptions::default())
+                    .await
+                    .unwrap()
+                    .remove(0);
+                assert_eq!(leased.job.id, job.id);
+                queue
+                    .heartbeat_async(job.id, leased.lease_id, None)
+                    .await
+                    .unwrap();
+                let done = queue
+                    .complete_async(job.id, leased.lease_id, None)
+                    .await
+                    .unwrap();
+                assert_eq!(done.state, JobState::Completed);
+                assert!(matches!(
+                    queue.release_async(job.id, leased.lease_id).await,
+                    Err(Error::LeaseLost { .. })
+                ));
+                done.id
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.unwrap());
+    }
+    assert_eq!(ids.len(), 40);
+    let batch = queue
+        .enqueue_batch_async("b", vec![NewJob::new(payload(1)), NewJob::new(payload(2))])
+        .await
+        .unwrap();
+    let leased = queue
+        .lease_async("b", &LeaseOptions::default().max_jobs(2))
+        .await
+        .unwrap();
+    let failed = queue
+        .fail_async(
+            leased[0].job.id,
+            leased[0].lease_id,
+            &Failure::new("x").permanent(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.state, JobState::Dead);
+    let cancelled = queue.cancel_async(batch[1].job.id).await.unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert!(matches!(
+        queue.cancel_async(batch[1].job.id).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert_consistent(&queue);
+}

@@ -44,9 +44,6 @@ struct Inner {
 
 type Handled = Result<Response<Body>, ApiError>;
 
-/// A lease-fenced core call, waiting for its parsed lease id.
-type FencedCall = Box<dyn FnOnce(&Queue, LeaseId) -> queue_core::Result<Job> + Send>;
-
 impl App {
     /// An app serving `queue` with `config`.
     pub fn new(queue: Queue, config: ServerConfig) -> App {
@@ -260,7 +257,7 @@ impl App {
             }
             Endpoint::CancelJob => {
                 let id = parse_job_id(routed.id.as_deref().unwrap_or(""))?;
-                let job = self.blocking(move |q| q.cancel(id)).await?;
+                let job = self.inner.queue.cancel_async(id).await?;
                 Ok(json(StatusCode::OK, &job_json(&job, None)))
             }
             Endpoint::ListQueues => {
@@ -327,7 +324,9 @@ impl App {
         }
     }
 
-    /// Runs a blocking core call on tokio's blocking pool.
+    /// Runs a blocking core call (reads, admin calls) on tokio's blocking
+    /// pool. Writes on the hot path use the core's async calls instead,
+    /// which wait for their batch without holding a thread.
     async fn blocking<T: Send + 'static>(
         &self,
         call: impl FnOnce(&Queue) -> queue_core::Result<T> + Send + 'static,
@@ -391,7 +390,7 @@ impl App {
             (h, b) => h.or(b),
         };
         let new_job = new_job(request, key);
-        let enqueued = self.blocking(move |q| q.enqueue(&queue, new_job)).await?;
+        let enqueued = self.inner.queue.enqueue_async(&queue, new_job).await?;
         let mut job = enqueued.job;
         if wait_ms > 0 && !job.state.is_terminal() {
             job = self.wait_terminal(job.id, wait_ms).await?;
@@ -439,9 +438,7 @@ impl App {
                 new_job(item, key)
             })
             .collect();
-        let enqueued = self
-            .blocking(move |q| q.enqueue_batch(&queue, jobs))
-            .await?;
+        let enqueued = self.inner.queue.enqueue_batch_async(&queue, jobs).await?;
         Ok(json(
             StatusCode::ACCEPTED,
             &BatchResponse {
@@ -464,7 +461,7 @@ impl App {
             worker: request.worker,
         };
         let leased = if wait_ms == 0 {
-            self.blocking(move |q| q.lease(&queue, &opts)).await?
+            self.inner.queue.lease_async(&queue, &opts).await?
         } else {
             let wait = self
                 .inner
@@ -489,22 +486,32 @@ impl App {
     /// Heartbeat, complete, fail and release: the calls fenced by a lease.
     async fn fenced(&self, endpoint: Endpoint, raw_id: &str, body: &[u8]) -> Handled {
         let id = parse_job_id(raw_id)?;
-        let (raw_lease, call): (String, FencedCall) = match endpoint {
+        let queue = &self.inner.queue;
+        // A malformed lease id cannot be the job's lease: lease_lost, or
+        // not_found when there is no such job either.
+        let lease = |raw: &str| raw.parse::<LeaseId>().ok();
+        let lost = || async move {
+            let known = self.blocking(move |q| q.get(id)).await?;
+            Err::<Job, ApiError>(match known {
+                Some(_) => queue_core::Error::LeaseLost { id }.into(),
+                None => queue_core::Error::NotFound { id }.into(),
+            })
+        };
+        let job = match endpoint {
             Endpoint::Heartbeat => {
                 let r: HeartbeatRequest = parse_json(body, false)?;
-                let lease_ms = r.lease_ms;
-                (
-                    r.lease_id,
-                    Box::new(move |q, lease| q.heartbeat(id, lease, lease_ms)),
-                )
+                match lease(&r.lease_id) {
+                    Some(lease) => queue.heartbeat_async(id, lease, r.lease_ms).await?,
+                    None => lost().await?,
+                }
             }
             Endpoint::Complete => {
                 let r: CompleteRequest = parse_json(body, false)?;
                 let result = r.result.map(|raw| raw.get().as_bytes().to_vec());
-                (
-                    r.lease_id,
-                    Box::new(move |q, lease| q.complete(id, lease, result)),
-                )
+                match lease(&r.lease_id) {
+                    Some(lease) => queue.complete_async(id, lease, result).await?,
+                    None => lost().await?,
+                }
             }
             Endpoint::Fail => {
                 let r: FailRequest = parse_json(body, false)?;
@@ -513,26 +520,19 @@ impl App {
                     retry_in_ms: r.retry_in_ms,
                     retryable: r.retryable,
                 };
-                (
-                    r.lease_id,
-                    Box::new(move |q, lease| q.fail(id, lease, &failure)),
-                )
+                match lease(&r.lease_id) {
+                    Some(lease) => queue.fail_async(id, lease, &failure).await?,
+                    None => lost().await?,
+                }
             }
             _ => {
                 let r: ReleaseRequest = parse_json(body, false)?;
-                (r.lease_id, Box::new(move |q, lease| q.release(id, lease)))
+                match lease(&r.lease_id) {
+                    Some(lease) => queue.release_async(id, lease).await?,
+                    None => lost().await?,
+                }
             }
         };
-        let job = self
-            .blocking(move |q| match raw_lease.parse::<LeaseId>() {
-                Ok(lease) => call(q, lease),
-                // A malformed lease id cannot be the job's lease.
-                Err(_) => match q.get(id)? {
-                    Some(_) => Err(queue_core::Error::LeaseLost { id }),
-                    None => Err(queue_core::Error::NotFound { id }),
-                },
-            })
-            .await?;
         Ok(json(StatusCode::OK, &job_json(&job, None)))
     }
 
