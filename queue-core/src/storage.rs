@@ -626,6 +626,15 @@ struct Op<F, R> {
 }
 
 impl<F, R> Op<F, R> {
+    fn new(f: F) -> Arc<Op<F, R>> {
+        Arc::new(Op {
+            f,
+            notify: tokio::sync::Notify::new(),
+            outcome: Mutex::new(None),
+            done: AtomicBool::new(false),
+        })
+    }
+
     fn take_outcome(&self) -> Result<Option<R>> {
         let outcome = self
             .outcome
@@ -936,12 +945,7 @@ impl Store {
         F: Fn(&Tx<'_>) -> TxResult<R> + Send + Sync + 'static,
         R: Send + 'static,
     {
-        let op = Arc::new(Op {
-            f,
-            notify: tokio::sync::Notify::new(),
-            outcome: Mutex::new(None),
-            done: AtomicBool::new(false),
-        });
+        let op = Op::new(f);
         let as_pending: Arc<dyn PendingOp> = op.clone();
         let cv = Arc::new(Condvar::new());
         let batcher = &self.batcher;
@@ -967,12 +971,7 @@ impl Store {
         F: Fn(&Tx<'_>) -> TxResult<R> + Send + Sync + 'static,
         R: Send + 'static,
     {
-        let op = Arc::new(Op {
-            f,
-            notify: tokio::sync::Notify::new(),
-            outcome: Mutex::new(None),
-            done: AtomicBool::new(false),
-        });
+        let op = Op::new(f);
         let as_pending: Arc<dyn PendingOp> = op.clone();
         {
             let mut state = self.batcher.lock();
