@@ -17,13 +17,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use clap::ValueEnum;
 use queue_core::{Config, Durability, LeaseOptions, NewJob, Queue};
 
+use crate::claims::Claims;
 use crate::fsync::{self, FsyncReport};
 use crate::report::{self, Row};
 use crate::stats::Latency;
@@ -352,26 +352,11 @@ struct Run<'a> {
     callers: usize,
     payload: &'a [u8],
     max_time: Duration,
-    claimed: AtomicUsize,
-    stop: AtomicBool,
-    timed_out: AtomicBool,
+    claims: Claims,
     start: Barrier,
 }
 
 impl Run<'_> {
-    /// Claims the next operation: `false` once the count is reached, the
-    /// time is up or another caller failed.
-    fn claim(&self, deadline: Instant) -> bool {
-        if self.stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        if Instant::now() >= deadline {
-            self.timed_out.store(true, Ordering::Relaxed);
-            return false;
-        }
-        self.claimed.fetch_add(1, Ordering::Relaxed) < self.target
-    }
-
     /// One caller's loop; returns the latency of each operation it did.
     fn caller(&self, thread: usize) -> anyhow::Result<Vec<Duration>> {
         // A clone per thread, as separate callers of one process would hold.
@@ -384,7 +369,7 @@ impl Run<'_> {
         let mut latencies = Vec::with_capacity(self.target / self.callers + 1);
         self.start.wait();
         let deadline = Instant::now() + self.max_time;
-        while self.claim(deadline) {
+        while self.claims.claim(deadline) {
             let job = NewJob::new(self.payload.to_vec());
             let t = Instant::now();
             match self.phase {
@@ -434,9 +419,7 @@ fn run_once(
         callers,
         payload,
         max_time,
-        claimed: AtomicUsize::new(0),
-        stop: AtomicBool::new(false),
-        timed_out: AtomicBool::new(false),
+        claims: Claims::new(target),
         // The callers and this thread, which starts the clock.
         start: Barrier::new(callers + 1),
     };
@@ -447,7 +430,7 @@ fn run_once(
                 s.spawn(move || {
                     let outcome = run.caller(thread);
                     if outcome.is_err() {
-                        run.stop.store(true, Ordering::Relaxed);
+                        run.claims.stop();
                     }
                     outcome
                 })
@@ -469,7 +452,7 @@ fn run_once(
         latencies.extend(outcome?);
     }
     let done = latencies.len();
-    let timed_out = run.timed_out.load(Ordering::Relaxed) && done < target;
+    let timed_out = run.claims.timed_out() && done < target;
 
     // Outside the clock: check that what was acknowledged is stored.
     let stored = match phase {

@@ -27,7 +27,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
@@ -38,6 +37,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use crate::claims::Claims;
 use crate::client::{self, Connection};
 use crate::core::{Phase, RunArgs, json_payload_with_key, mode_name};
 use crate::report::{self, Row};
@@ -288,30 +288,6 @@ impl RunSpec {
     }
 }
 
-/// Shared state of the connections of one run.
-struct Shared {
-    target: usize,
-    deadline: Instant,
-    claimed: AtomicUsize,
-    stop: AtomicBool,
-    timed_out: AtomicBool,
-}
-
-impl Shared {
-    /// Claims the next operation: `false` once the count is reached, the
-    /// time is up or another connection failed.
-    fn claim(&self) -> bool {
-        if self.stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        if Instant::now() >= self.deadline {
-            self.timed_out.store(true, Ordering::Relaxed);
-            return false;
-        }
-        self.claimed.fetch_add(1, Ordering::Relaxed) < self.target
-    }
-}
-
 /// The part of a job object the cycle needs.
 #[derive(Debug, Deserialize)]
 struct JobRef<'a> {
@@ -355,13 +331,8 @@ fn run_once(client: &Runtime, spec: &RunSpec, payload: &[u8]) -> anyhow::Result<
             connections.push(Connection::connect(spec.addr).await?);
         }
         let started = Instant::now();
-        let shared = Arc::new(Shared {
-            target: spec.target,
-            deadline: started + spec.max_time,
-            claimed: AtomicUsize::new(0),
-            stop: AtomicBool::new(false),
-            timed_out: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Claims::new(spec.target));
+        let deadline = started + spec.max_time;
         let give_up = tokio::time::Instant::from_std(started + spec.max_time + STALL_GRACE);
         let mut tasks = JoinSet::new();
         for (i, connection) in connections.into_iter().enumerate() {
@@ -374,7 +345,7 @@ fn run_once(client: &Runtime, spec: &RunSpec, payload: &[u8]) -> anyhow::Result<
             };
             let per_connection = spec.target / spec.callers + 1;
             tasks.spawn(async move {
-                let work = caller(connection, &shared, phase, &queue, &enqueue_body, per_connection);
+                let work = caller(connection, &shared, deadline, phase, &queue, &enqueue_body, per_connection);
                 let outcome = match tokio::time::timeout_at(give_up, work).await {
                     Ok(outcome) => outcome,
                     Err(_) => Err(anyhow!(
@@ -383,7 +354,7 @@ fn run_once(client: &Runtime, spec: &RunSpec, payload: &[u8]) -> anyhow::Result<
                     )),
                 };
                 if outcome.is_err() {
-                    shared.stop.store(true, Ordering::Relaxed);
+                    shared.stop();
                 }
                 outcome
             });
@@ -393,7 +364,7 @@ fn run_once(client: &Runtime, spec: &RunSpec, payload: &[u8]) -> anyhow::Result<
             outcomes.push(joined.unwrap_or_else(|e| Err(anyhow!("a connection task failed: {e}"))));
         }
         let elapsed = started.elapsed();
-        let timed_out = shared.timed_out.load(Ordering::Relaxed);
+        let timed_out = shared.timed_out();
         anyhow::Ok(((outcomes, timed_out), elapsed))
     })?;
     let client_cpu = match (cpu_before, thread_cpu_time()) {
@@ -427,7 +398,8 @@ fn run_once(client: &Runtime, spec: &RunSpec, payload: &[u8]) -> anyhow::Result<
 /// One connection's loop; returns the latency of each operation it did.
 async fn caller(
     mut connection: Connection,
-    shared: &Shared,
+    shared: &Claims,
+    deadline: Instant,
     phase: Phase,
     queue: &str,
     enqueue_body: &[u8],
@@ -449,7 +421,7 @@ async fn caller(
     );
     let mut complete = Vec::with_capacity(256);
     let mut latencies = Vec::with_capacity(capacity);
-    while shared.claim() {
+    while shared.claim(deadline) {
         let t = Instant::now();
         match phase {
             Phase::Enqueue => {

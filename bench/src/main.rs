@@ -21,6 +21,7 @@
 //!
 //! See `BENCHMARKS.md` at the repository root for what each phase measures.
 
+mod claims;
 mod client;
 mod compare;
 mod core;

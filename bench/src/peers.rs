@@ -28,7 +28,6 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
@@ -37,6 +36,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::claims::Claims;
 use crate::client::{Connection, request};
 use crate::core::json_payload;
 use crate::fsync;
@@ -402,38 +402,6 @@ struct Phase {
     timed_out: bool,
 }
 
-/// The claim counter shared by the callers of one phase.
-struct Claims {
-    target: usize,
-    deadline: Instant,
-    claimed: AtomicUsize,
-    failed: AtomicBool,
-    timed_out: AtomicBool,
-}
-
-impl Claims {
-    fn new(target: usize, limit: Duration) -> Claims {
-        Claims {
-            target,
-            deadline: Instant::now() + limit,
-            claimed: AtomicUsize::new(0),
-            failed: AtomicBool::new(false),
-            timed_out: AtomicBool::new(false),
-        }
-    }
-
-    fn claim(&self) -> bool {
-        if self.failed.load(Ordering::Relaxed) {
-            return false;
-        }
-        if Instant::now() >= self.deadline {
-            self.timed_out.store(true, Ordering::Relaxed);
-            return false;
-        }
-        self.claimed.fetch_add(1, Ordering::Relaxed) < self.target
-    }
-}
-
 /// C OS threads sharing `op` (the embedded system).
 fn threads(
     c: usize,
@@ -441,7 +409,8 @@ fn threads(
     limit: Duration,
     op: impl Fn(usize) -> anyhow::Result<()> + Sync,
 ) -> anyhow::Result<Phase> {
-    let claims = Claims::new(jobs, limit);
+    let claims = Claims::new(jobs);
+    let deadline = Instant::now() + limit;
     let started = Instant::now();
     let results: Vec<anyhow::Result<Vec<Duration>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..c)
@@ -449,10 +418,10 @@ fn threads(
                 let (claims, op) = (&claims, &op);
                 scope.spawn(move || {
                     let mut samples = Vec::new();
-                    while claims.claim() {
+                    while claims.claim(deadline) {
                         let t = Instant::now();
                         if let Err(e) = op(i) {
-                            claims.failed.store(true, Ordering::Relaxed);
+                            claims.stop();
                             return Err(e);
                         }
                         samples.push(t.elapsed());
@@ -477,7 +446,7 @@ fn threads(
     Ok(Phase {
         samples,
         elapsed,
-        timed_out: claims.timed_out.load(Ordering::Relaxed),
+        timed_out: claims.timed_out(),
     })
 }
 
@@ -537,7 +506,8 @@ where
                 }
             });
         }
-        let claims = Arc::new(Claims::new(jobs, limit));
+        let claims = Arc::new(Claims::new(jobs));
+        let deadline = Instant::now() + limit;
         let started = Instant::now();
         let local = tokio::task::LocalSet::new();
         let handles: Vec<_> = conns
@@ -546,10 +516,10 @@ where
                 let (claims, op) = (Arc::clone(&claims), op.clone());
                 local.spawn_local(async move {
                     let mut samples = Vec::new();
-                    while claims.claim() {
+                    while claims.claim(deadline) {
                         let t = Instant::now();
                         if let Err(e) = op(&mut conn).await {
-                            claims.failed.store(true, Ordering::Relaxed);
+                            claims.stop();
                             return Err(e);
                         }
                         samples.push(t.elapsed());
@@ -575,7 +545,7 @@ where
         Ok(Phase {
             samples,
             elapsed,
-            timed_out: claims.timed_out.load(Ordering::Relaxed),
+            timed_out: claims.timed_out(),
         })
     })
 }
