@@ -83,6 +83,7 @@ mod signal;
 mod storage;
 mod subscription;
 mod timers;
+mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Durability, Retention};

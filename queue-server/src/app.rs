@@ -8,9 +8,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, LOCATION};
 use http::{HeaderMap, Request, Response, StatusCode};
 use queue_core::{Failure, Job, JobId, LeaseId, LeaseOptions, NewJob, Queue};
-use queue_proto::limits::{
-    DEFAULT_BACKOFF_MS, DEFAULT_LEASE_MS, DEFAULT_MAX_ATTEMPTS, MAX_WAIT_MS,
-};
+use queue_proto::limits::MAX_WAIT_MS;
 use queue_proto::{
     BatchRequest, BatchResponse, CompleteRequest, DeletedResponse, EnqueueRequest, ErrorCode,
     FailRequest, HeartbeatRequest, LeaseRequest, LeaseResponse, QueueList, ReleaseRequest,
@@ -19,7 +17,6 @@ use queue_proto::{
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
-use crate::convert::job_json;
 use crate::error::ApiError;
 use crate::http::{Body, bounded, error_response, json, parse_json, query, read_body};
 use crate::metrics::{self, HttpMetrics};
@@ -258,7 +255,7 @@ impl App {
             Endpoint::CancelJob => {
                 let id = parse_job_id(routed.id.as_deref().unwrap_or(""))?;
                 let job = self.inner.queue.cancel_async(id).await?;
-                Ok(json(StatusCode::OK, &job_json(&job, None)))
+                Ok(json(StatusCode::OK, &job.to_wire(None)))
             }
             Endpoint::ListQueues => {
                 let queues = self.blocking(|q| q.queues()).await?;
@@ -291,7 +288,7 @@ impl App {
                 Ok(json(
                     StatusCode::OK,
                     &queue_proto::DeadPage {
-                        jobs: page.jobs.iter().map(|j| job_json(j, None)).collect(),
+                        jobs: page.jobs.iter().map(|j| j.to_wire(None)).collect(),
                         next: page.next.map(|id| id.to_string()),
                     },
                 ))
@@ -371,7 +368,7 @@ impl App {
         body: &[u8],
     ) -> Handled {
         let wait_ms = bounded(params, "wait_ms", 0, 0, MAX_WAIT_MS)?;
-        let request: EnqueueRequest = parse_json(body, false)?;
+        let mut request: EnqueueRequest = parse_json(body, false)?;
         let header_key = match headers.get("idempotency-key") {
             Some(value) => Some(
                 value
@@ -389,8 +386,12 @@ impl App {
             }
             (h, b) => h.or(b),
         };
-        let new_job = new_job(request, key);
-        let enqueued = self.inner.queue.enqueue_async(&queue, new_job).await?;
+        request.idempotency_key = key;
+        let enqueued = self
+            .inner
+            .queue
+            .enqueue_async(&queue, NewJob::from(request))
+            .await?;
         let mut job = enqueued.job;
         if wait_ms > 0 && !job.state.is_terminal() {
             job = self.wait_terminal(job.id, wait_ms).await?;
@@ -400,7 +401,7 @@ impl App {
         } else {
             StatusCode::ACCEPTED
         };
-        let mut response = json(status, &job_json(&job, None));
+        let mut response = json(status, &job.to_wire(None));
         if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
             response.headers_mut().insert(LOCATION, location);
         }
@@ -433,16 +434,13 @@ impl App {
         let jobs: Vec<NewJob> = request
             .jobs
             .into_iter()
-            .map(|item| {
-                let key = item.idempotency_key.clone();
-                new_job(item, key)
-            })
+            .map(NewJob::from)
             .collect();
         let enqueued = self.inner.queue.enqueue_batch_async(&queue, jobs).await?;
         Ok(json(
             StatusCode::ACCEPTED,
             &BatchResponse {
-                jobs: enqueued.iter().map(|e| job_json(&e.job, None)).collect(),
+                jobs: enqueued.iter().map(|e| e.job.to_wire(None)).collect(),
             },
         ))
     }
@@ -455,11 +453,7 @@ impl App {
                 "wait_ms must be in 0..={MAX_WAIT_MS}, got {wait_ms}"
             )));
         }
-        let opts = LeaseOptions {
-            max_jobs: request.max_jobs.unwrap_or(1),
-            lease_ms: request.lease_ms.unwrap_or(DEFAULT_LEASE_MS),
-            worker: request.worker,
-        };
+        let opts = LeaseOptions::from(request);
         let leased = if wait_ms == 0 {
             self.inner.queue.lease_async(&queue, &opts).await?
         } else {
@@ -477,7 +471,7 @@ impl App {
             &LeaseResponse {
                 jobs: leased
                     .iter()
-                    .map(|l| job_json(&l.job, Some(l.lease_id)))
+                    .map(|l| l.job.to_wire(Some(l.lease_id)))
                     .collect(),
             },
         ))
@@ -515,12 +509,9 @@ impl App {
             }
             Endpoint::Fail => {
                 let r: FailRequest = parse_json(body, false)?;
-                let failure = Failure {
-                    error: r.error,
-                    retry_in_ms: r.retry_in_ms,
-                    retryable: r.retryable,
-                };
-                match lease(&r.lease_id) {
+                let held = lease(&r.lease_id);
+                let failure = Failure::from(r);
+                match held {
                     Some(lease) => queue.fail_async(id, lease, &failure).await?,
                     None => lost().await?,
                 }
@@ -533,7 +524,7 @@ impl App {
                 }
             }
         };
-        Ok(json(StatusCode::OK, &job_json(&job, None)))
+        Ok(json(StatusCode::OK, &job.to_wire(None)))
     }
 
     async fn get_job(
@@ -550,7 +541,7 @@ impl App {
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?
         };
-        Ok(json(StatusCode::OK, &job_json(&job, None)))
+        Ok(json(StatusCode::OK, &job.to_wire(None)))
     }
 }
 
@@ -575,18 +566,6 @@ fn unauthorized() -> ApiError {
 fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
     raw.parse::<JobId>()
         .map_err(|_| ApiError::not_found(format!("job {raw:?} not found")))
-}
-
-fn new_job(request: EnqueueRequest, key: Option<String>) -> NewJob {
-    NewJob {
-        payload: request.payload.get().as_bytes().to_vec(),
-        priority: request.priority.unwrap_or(0),
-        delay_ms: request.delay_ms,
-        run_at: request.run_at,
-        max_attempts: request.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
-        backoff_ms: request.backoff_ms.unwrap_or(DEFAULT_BACKOFF_MS),
-        idempotency_key: key,
-    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

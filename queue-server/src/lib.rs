@@ -29,7 +29,6 @@
 mod app;
 pub mod cli;
 mod config;
-mod convert;
 mod error;
 mod http;
 mod metrics;

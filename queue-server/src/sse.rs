@@ -62,13 +62,7 @@ pub fn stream(
                         {
                             continue;
                         }
-                        let data = queue_proto::Event {
-                            id,
-                            queue: event.queue,
-                            state: event.state,
-                            attempts: event.attempts,
-                            at: event.at,
-                        };
+                        let data = event.to_wire();
                         match serde_json::to_string(&data) {
                             Ok(json) => format!("event: {}\ndata: {json}\n\n", event.state),
                             Err(_) => continue,
