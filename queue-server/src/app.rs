@@ -431,11 +431,7 @@ impl App {
 
     async fn enqueue_batch(&self, queue: String, body: &[u8]) -> Handled {
         let request: BatchRequest = parse_json(body, false)?;
-        let jobs: Vec<NewJob> = request
-            .jobs
-            .into_iter()
-            .map(NewJob::from)
-            .collect();
+        let jobs: Vec<NewJob> = request.jobs.into_iter().map(NewJob::from).collect();
         let enqueued = self.inner.queue.enqueue_batch_async(&queue, jobs).await?;
         Ok(json(
             StatusCode::ACCEPTED,

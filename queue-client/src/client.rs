@@ -1,0 +1,304 @@
+//! The async client: connection, admin calls and event streams.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use queue_proto::{QueueStats, RequeueRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::job::DeadPage;
+use crate::queue::{JobHandle, TypedQueue};
+use crate::transport::{EventReceiver, Http, Transport};
+use crate::{ClientOptions, EventFilter, Job, JobId, Result, RetryPolicy};
+
+/// A handle on a queue server, or on an embedded queue: cheap to clone,
+/// `Send + Sync`, and shareable by any number of tasks.
+///
+/// All calls are async and need a tokio runtime; see
+/// [`blocking::Client`](crate::blocking::Client) for the same API without
+/// one.
+///
+/// ```no_run
+/// use queue_client::Client;
+/// # async fn run() -> queue_client::Result<()> {
+/// let client = Client::connect("http://127.0.0.1:7878")?;
+/// let emails = client.queue::<String>("emails");
+/// let job = emails.enqueue(&"hello".to_owned()).await?;
+/// println!("enqueued {}", job.id());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) transport: Transport,
+    pub(crate) retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let transport = match &self.inner.transport {
+            Transport::Http(_) => "http",
+            #[cfg(feature = "embedded")]
+            Transport::Embedded(_) => "embedded",
+        };
+        f.debug_struct("Client")
+            .field("transport", &transport)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client for the server at `url` (`http://host:port`, optionally with
+    /// a path prefix), with the default [`ClientOptions`]. Connections are
+    /// opened on first use and pooled.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] when the URL is not a plain `http://` URL.
+    pub fn connect(url: &str) -> Result<Client> {
+        Client::connect_with(url, ClientOptions::default())
+    }
+
+    /// A client for the server at `url` with `options` (token, time-outs,
+    /// pool, retries).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a bad URL; [`Error::InvalidRequest`] for a
+    /// token that is not visible ASCII.
+    pub fn connect_with(url: &str, options: ClientOptions) -> Result<Client> {
+        let transport = Transport::Http(Http::new(url, &options)?);
+        Ok(Client::with_transport(transport, options.retry))
+    }
+
+    /// A client on a queue opened in this process: the same API with no
+    /// server and no sockets, answering with the same jobs and errors as the
+    /// server would. Moving to a server later changes only this line.
+    ///
+    /// Needs the `embedded` cargo feature.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let client = queue_client::Client::embedded(queue_core::Queue::open(dir.path())?);
+    /// let job = client.queue::<u32>("numbers").enqueue(&7).await?;
+    /// assert_eq!(job.status().await?, queue_client::JobState::Ready);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "embedded")]
+    pub fn embedded(queue: queue_core::Queue) -> Client {
+        let transport = Transport::Embedded(crate::transport::Embedded::new(queue));
+        // In-process calls do not fail transiently; nothing to retry.
+        Client::with_transport(transport, RetryPolicy::none())
+    }
+
+    fn with_transport(transport: Transport, retry: RetryPolicy) -> Client {
+        Client {
+            inner: Arc::new(Inner { transport, retry }),
+        }
+    }
+
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
+    /// Runs `call` and, while it fails transiently, again after the policy's
+    /// back-off. Only for calls that are safe to repeat.
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let policy = self.inner.retry;
+        let mut attempt = 0;
+        loop {
+            match call(attempt).await {
+                Err(e) if e.is_transient() && attempt < policy.retries => {
+                    tracing::debug!(error = %e, attempt, "retrying after a transient failure");
+                    tokio::time::sleep(policy.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The queue `name`, with payloads of type `T`. No call is made; a bad
+    /// name is reported by the first call on the queue.
+    pub fn queue<T>(&self, name: impl Into<String>) -> TypedQueue<T>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        TypedQueue::new(self.clone(), name.into())
+    }
+
+    /// A handle on an existing job, by id, with payloads of type `T`.
+    pub fn job<T>(&self, id: impl Into<JobId>) -> JobHandle<T>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        JobHandle::new(self.clone(), id.into(), false)
+    }
+
+    /// Checks that the server answers (`GET /healthz`). Always `Ok` for an
+    /// embedded queue.
+    ///
+    /// # Errors
+    /// [`Error::Transport`] or [`Error::Timeout`] when the server does not
+    /// answer.
+    pub async fn health(&self) -> Result<()> {
+        self.transport().health().await
+    }
+
+    /// The counts of one queue (zeros for a queue that has never had a job).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a bad name; transport errors.
+    pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        self.retrying(|_| self.transport().stats(queue)).await
+    }
+
+    /// The counts of every known queue, by name.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn queues(&self) -> Result<Vec<QueueStats>> {
+        self.retrying(|_| self.transport().queues()).await
+    }
+
+    /// Stops leasing from `queue` (enqueues still work; leased jobs run on).
+    /// Durable on return. Returns the queue's counts.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a bad name; transport errors.
+    pub async fn pause(&self, queue: &str) -> Result<QueueStats> {
+        self.retrying(|_| self.transport().set_paused(queue, true))
+            .await
+    }
+
+    /// Resumes leasing from `queue`. Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a bad name; transport errors.
+    pub async fn resume(&self, queue: &str) -> Result<QueueStats> {
+        self.retrying(|_| self.transport().set_paused(queue, false))
+            .await
+    }
+
+    /// One page of `queue`'s dead letters, oldest first: at most `limit`
+    /// (1..=1000) jobs after the job `after`. Payloads are shown as JSON
+    /// values; [`TypedQueue::dead_letters`] decodes them.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a bad name, limit or `after`.
+    pub async fn dead_letters(
+        &self,
+        queue: &str,
+        after: Option<&JobId>,
+        limit: u32,
+    ) -> Result<DeadPage<serde_json::Value>> {
+        self.dead_page(queue, after, limit).await
+    }
+
+    pub(crate) async fn dead_page<T: DeserializeOwned>(
+        &self,
+        queue: &str,
+        after: Option<&JobId>,
+        limit: u32,
+    ) -> Result<DeadPage<T>> {
+        let after = after.map(JobId::as_str);
+        let page = self
+            .retrying(|_| self.transport().dead_letters(queue, after, limit))
+            .await?;
+        Ok(DeadPage {
+            jobs: page
+                .jobs
+                .into_iter()
+                .map(Job::from_wire)
+                .collect::<Result<_>>()?,
+            next: page.next.map(JobId::from),
+        })
+    }
+
+    /// Requeues dead jobs of `queue`: those in `ids` (ids that are not dead
+    /// jobs of this queue are skipped), or every one with `None`. They are
+    /// `ready` at once with `attempts` 0. Returns how many. Durable on
+    /// return. Not retried: a lost answer would not say how many.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a bad name or more than 1000 ids.
+    pub async fn requeue_dead(&self, queue: &str, ids: Option<&[JobId]>) -> Result<u64> {
+        let request = RequeueRequest {
+            ids: ids.map(|ids| ids.iter().map(|id| id.as_str().to_owned()).collect()),
+        };
+        self.transport().requeue_dead(queue, &request).await
+    }
+
+    /// Deletes every dead job of `queue`; returns how many. Durable on
+    /// return.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a bad name; transport errors.
+    pub async fn purge_dead(&self, queue: &str) -> Result<u64> {
+        self.transport().purge_dead(queue).await
+    }
+
+    /// Subscribes to state changes (over Server-Sent Events, or the embedded
+    /// queue's own feed): one [`Event`](queue_proto::Event) per change,
+    /// sent after the change is durable. A subscriber that falls behind gets
+    /// an [`Error::EventsMissed`] item and then carries on.
+    ///
+    /// ```no_run
+    /// # async fn run(client: queue_client::Client) -> queue_client::Result<()> {
+    /// use queue_client::EventFilter;
+    ///
+    /// let mut events = client.events(EventFilter::new().queue("emails")).await?;
+    /// while let Some(event) = events.next().await {
+    ///     let event = event?;
+    ///     println!("{} is now {}", event.id, event.state);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a bad queue filter; transport errors.
+    pub async fn events(&self, filter: EventFilter) -> Result<EventStream> {
+        let receiver = self.transport().events(&filter).await?;
+        Ok(EventStream { receiver })
+    }
+}
+
+/// A live feed of state changes, from [`Client::events`]. It implements
+/// [`Stream`](tokio_stream::Stream) and has an inherent
+/// [`next`](EventStream::next). It ends when the server closes the stream
+/// (shutdown) or the connection fails (after one [`Error::Transport`] item).
+/// Dropping it closes the subscription.
+#[derive(Debug)]
+pub struct EventStream {
+    receiver: EventReceiver,
+}
+
+impl EventStream {
+    /// The next event; `None` when the stream has ended.
+    pub async fn next(&mut self) -> Option<Result<queue_proto::Event>> {
+        self.receiver.recv().await
+    }
+}
+
+impl tokio_stream::Stream for EventStream {
+    type Item = Result<queue_proto::Event>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+/// Keeps `T` in a type without owning one, and without making the type
+/// depend on `T`'s auto traits.
+pub(crate) type Marker<T> = PhantomData<fn() -> T>;

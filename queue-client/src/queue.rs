@@ -1,0 +1,698 @@
+//! Typed queues, job handles and manually leased jobs.
+
+use std::time::Duration;
+
+use queue_proto::limits::MAX_WAIT_MS;
+use queue_proto::{
+    BatchRequest, CompleteRequest, FailRequest, HeartbeatRequest, JobState, LeaseRequest,
+    QueueStats, RawValue, ReleaseRequest,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::client::Marker;
+use crate::job::{DeadPage, outcome};
+use crate::options::millis;
+use crate::{Client, EnqueueOptions, Error, Failure, Job, JobId, Result};
+
+/// The longest single server-side wait; longer waits are chained.
+const MAX_WAIT: Duration = Duration::from_millis(MAX_WAIT_MS);
+
+/// A named queue whose payloads are `T`, from [`Client::queue`].
+///
+/// ```no_run
+/// use serde::{Deserialize, Serialize};
+/// use std::time::Duration;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Resize { image: String, width: u32 }
+///
+/// # async fn run(client: queue_client::Client) -> queue_client::Result<()> {
+/// let resize = client.queue::<Resize>("resize");
+/// let job = resize.enqueue(&Resize { image: "cat.png".into(), width: 64 }).await?;
+/// let url: String = job.wait(Duration::from_secs(30)).await?;
+/// # Ok(()) }
+/// ```
+pub struct TypedQueue<T> {
+    client: Client,
+    name: String,
+    _payload: Marker<T>,
+}
+
+impl<T> Clone for TypedQueue<T> {
+    fn clone(&self) -> Self {
+        TypedQueue {
+            client: self.client.clone(),
+            name: self.name.clone(),
+            _payload: Marker::default(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for TypedQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedQueue")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+fn to_raw<V: Serialize + ?Sized>(value: &V, what: &'static str) -> Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(value).map_err(|source| Error::Encode { what, source })
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+impl<T> TypedQueue<T>
+where
+    T: Serialize + DeserializeOwned,
+{
+    pub(crate) fn new(client: Client, name: String) -> Self {
+        TypedQueue {
+            client,
+            name,
+            _payload: Marker::default(),
+        }
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The client this queue belongs to.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Enqueues `payload` with the server's defaults. Durable when it
+    /// returns. Retried after transient failures without risk of a second
+    /// job (see [`RetryPolicy`](crate::RetryPolicy)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a bad queue name;
+    /// [`Error::PayloadTooLarge`]; [`Error::Encode`] when `T` does not
+    /// serialize; transport errors once retries are spent.
+    pub async fn enqueue(&self, payload: &T) -> Result<JobHandle<T>> {
+        self.enqueue_with(payload, EnqueueOptions::new()).await
+    }
+
+    /// Enqueues `payload` with `options` (priority, delay or run time,
+    /// attempts, back-off, idempotency key). With a key that a stored job of
+    /// this queue already has, no job is created: the handle is that job's,
+    /// and [`JobHandle::replayed`] says so.
+    ///
+    /// # Errors
+    /// As [`TypedQueue::enqueue`], plus [`Error::InvalidRequest`] for
+    /// out-of-range options.
+    pub async fn enqueue_with(&self, payload: &T, options: EnqueueOptions) -> Result<JobHandle<T>> {
+        let (request, generated) = options.into_request(to_raw(payload, "payload")?);
+        let (job, replayed) = self
+            .client
+            .retrying(|_| self.client.transport().enqueue(&self.name, &request, None))
+            .await?;
+        // A generated key is ours alone: a replay can only be our own retry.
+        let replayed = replayed && !generated;
+        Ok(JobHandle::new(
+            self.client.clone(),
+            JobId::from(job.id),
+            replayed,
+        ))
+    }
+
+    /// Enqueues every payload, all or nothing (1..=1000 jobs), with the
+    /// server's defaults. Handles come back in input order.
+    ///
+    /// # Errors
+    /// As [`TypedQueue::enqueue`]; nothing is enqueued on error.
+    pub async fn enqueue_batch<'a, I>(&self, payloads: I) -> Result<Vec<JobHandle<T>>>
+    where
+        I: IntoIterator<Item = &'a T>,
+        T: 'a,
+    {
+        self.enqueue_batch_with(payloads.into_iter().map(|p| (p, EnqueueOptions::new())))
+            .await
+    }
+
+    /// Enqueues every `(payload, options)` pair, all or nothing (1..=1000).
+    ///
+    /// # Errors
+    /// As [`TypedQueue::enqueue_with`]; nothing is enqueued on error.
+    pub async fn enqueue_batch_with<'a, I>(&self, items: I) -> Result<Vec<JobHandle<T>>>
+    where
+        I: IntoIterator<Item = (&'a T, EnqueueOptions)>,
+        T: 'a,
+    {
+        let mut jobs = Vec::new();
+        for (payload, options) in items {
+            jobs.push(options.into_request(to_raw(payload, "payload")?).0);
+        }
+        let request = BatchRequest { jobs };
+        let jobs = self
+            .client
+            .retrying(|_| self.client.transport().enqueue_batch(&self.name, &request))
+            .await?;
+        Ok(jobs
+            .into_iter()
+            .map(|job| JobHandle::new(self.client.clone(), JobId::from(job.id), false))
+            .collect())
+    }
+
+    /// The synchronous style: enqueues `payload` and waits up to `timeout`
+    /// for its result, in one round trip when the job finishes within a
+    /// minute (the server's `wait_ms` enqueue).
+    ///
+    /// ```no_run
+    /// # async fn run(client: queue_client::Client) -> queue_client::Result<()> {
+    /// use std::time::Duration;
+    /// use queue_client::Error;
+    ///
+    /// let add = client.queue::<(i64, i64)>("add");
+    /// match add.call::<i64>(&(2, 3), Duration::from_secs(5)).await {
+    ///     Ok(sum) => println!("2 + 3 = {sum}"),
+    ///     Err(Error::JobTimedOut { id, .. }) => {
+    ///         // Still queued or running: keep the handle and look later.
+    ///         let later = add.job(id);
+    ///         # let _ = later;
+    ///     }
+    ///     Err(Error::JobFailed { last_error, .. }) => eprintln!("failed: {last_error}"),
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::JobTimedOut`]: not finished in time; the job is unaffected
+    ///   and will still run (its id is in the error, see [`TypedQueue::job`]).
+    /// - [`Error::JobFailed`]: it went `dead`, with its last error.
+    /// - [`Error::JobCancelled`]: it was cancelled.
+    /// - [`Error::Decode`]: the result is not an `R`.
+    /// - As [`TypedQueue::enqueue`] for the enqueue itself.
+    pub async fn call<R: DeserializeOwned>(&self, payload: &T, timeout: Duration) -> Result<R> {
+        self.call_with(payload, EnqueueOptions::new(), timeout)
+            .await
+    }
+
+    /// [`TypedQueue::call`] with enqueue options.
+    ///
+    /// # Errors
+    /// As [`TypedQueue::call`].
+    pub async fn call_with<R: DeserializeOwned>(
+        &self,
+        payload: &T,
+        options: EnqueueOptions,
+        timeout: Duration,
+    ) -> Result<R> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let (request, _) = options.into_request(to_raw(payload, "payload")?);
+        let (job, _) = self
+            .client
+            .retrying(|_| {
+                let wait = remaining(deadline).min(MAX_WAIT);
+                self.client
+                    .transport()
+                    .enqueue(&self.name, &request, Some(wait))
+            })
+            .await?;
+        if job.state.is_terminal() || remaining(deadline).is_zero() {
+            return outcome(job, started.elapsed());
+        }
+        let handle: JobHandle<T> = JobHandle::new(self.client.clone(), JobId::from(job.id), false);
+        handle.wait_until(started, deadline).await
+    }
+
+    /// A handle on job `id` of this queue.
+    pub fn job(&self, id: impl Into<JobId>) -> JobHandle<T> {
+        JobHandle::new(self.client.clone(), id.into(), false)
+    }
+
+    /// Leases up to `options.max_jobs` ready jobs, waiting up to
+    /// `options.wait` for the first one, for callers that run jobs by hand
+    /// rather than with a [`Worker`](crate::Worker). Each [`Leased`] must be
+    /// completed, failed or released before its lease expires (or kept alive
+    /// with heartbeats).
+    ///
+    /// A leased job whose payload does not decode as `T` is failed at once,
+    /// permanently (it goes to the dead letters with the decoding error), and
+    /// is not returned: no retry could decode it.
+    ///
+    /// Not retried: a lease whose answer was lost holds its jobs until the
+    /// lease expires.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for out-of-range options; transport errors.
+    pub async fn lease(&self, options: &LeaseOptions) -> Result<Vec<Leased<T>>> {
+        let jobs = self
+            .client
+            .transport()
+            .lease(&self.name, &options.to_request())
+            .await?;
+        let mut leased = Vec::with_capacity(jobs.len());
+        for mut job in jobs {
+            let lease_id = job.lease_id.take().unwrap_or_default();
+            let id = job.id.clone();
+            match Job::<T>::from_wire(job) {
+                Ok(job) => leased.push(Leased {
+                    client: self.client.clone(),
+                    job,
+                    lease_id,
+                }),
+                Err(e) => {
+                    let failure = Failure::permanent(e.to_string());
+                    if let Err(fail_error) =
+                        settle_fail(&self.client, &id, &lease_id, &failure).await
+                    {
+                        tracing::warn!(job = %id, error = %fail_error, "could not fail an undecodable job");
+                    }
+                }
+            }
+        }
+        Ok(leased)
+    }
+
+    /// This queue's counts.
+    ///
+    /// # Errors
+    /// As [`Client::stats`].
+    pub async fn stats(&self) -> Result<QueueStats> {
+        self.client.stats(&self.name).await
+    }
+
+    /// Pauses leasing from this queue.
+    ///
+    /// # Errors
+    /// As [`Client::pause`].
+    pub async fn pause(&self) -> Result<QueueStats> {
+        self.client.pause(&self.name).await
+    }
+
+    /// Resumes leasing from this queue.
+    ///
+    /// # Errors
+    /// As [`Client::resume`].
+    pub async fn resume(&self) -> Result<QueueStats> {
+        self.client.resume(&self.name).await
+    }
+
+    /// A page of this queue's dead letters with typed payloads.
+    ///
+    /// # Errors
+    /// As [`Client::dead_letters`], plus [`Error::Decode`] for a payload
+    /// that is not a `T`.
+    pub async fn dead_letters(&self, after: Option<&JobId>, limit: u32) -> Result<DeadPage<T>> {
+        self.client.dead_page(&self.name, after, limit).await
+    }
+
+    /// Requeues this queue's dead jobs (`ids`, or all).
+    ///
+    /// # Errors
+    /// As [`Client::requeue_dead`].
+    pub async fn requeue_dead(&self, ids: Option<&[JobId]>) -> Result<u64> {
+        self.client.requeue_dead(&self.name, ids).await
+    }
+
+    /// Deletes this queue's dead jobs.
+    ///
+    /// # Errors
+    /// As [`Client::purge_dead`].
+    pub async fn purge_dead(&self) -> Result<u64> {
+        self.client.purge_dead(&self.name).await
+    }
+}
+
+/// A handle on one job: its id, and calls to look at, wait for or cancel it.
+/// Holding it does not keep anything alive on the server.
+pub struct JobHandle<T> {
+    client: Client,
+    id: JobId,
+    replayed: bool,
+    _payload: Marker<T>,
+}
+
+impl<T> Clone for JobHandle<T> {
+    fn clone(&self) -> Self {
+        JobHandle {
+            client: self.client.clone(),
+            id: self.id.clone(),
+            replayed: self.replayed,
+            _payload: Marker::default(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for JobHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle")
+            .field("id", &self.id)
+            .field("replayed", &self.replayed)
+            .finish()
+    }
+}
+
+impl<T> JobHandle<T>
+where
+    T: Serialize + DeserializeOwned,
+{
+    pub(crate) fn new(client: Client, id: JobId, replayed: bool) -> Self {
+        JobHandle {
+            client,
+            id,
+            replayed,
+            _payload: Marker::default(),
+        }
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// Whether the enqueue found an earlier job with the caller's
+    /// idempotency key and returned it instead of creating one. (Retries the
+    /// SDK makes with a key it generated never count as replays.)
+    pub fn replayed(&self) -> bool {
+        self.replayed
+    }
+
+    /// The job's current state.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the job is unknown (or removed by retention).
+    pub async fn status(&self) -> Result<JobState> {
+        Ok(self.fetch(Duration::ZERO).await?.state)
+    }
+
+    /// The whole job, payload decoded.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Decode`] when the payload is not a `T`.
+    pub async fn get(&self) -> Result<Job<T>> {
+        Job::from_wire(self.fetch(Duration::ZERO).await?)
+    }
+
+    async fn fetch(&self, wait: Duration) -> Result<queue_proto::Job> {
+        let wait = (!wait.is_zero()).then_some(wait);
+        self.client
+            .retrying(|_| self.client.transport().get(self.id.as_str(), wait))
+            .await
+    }
+
+    /// Waits up to `timeout` (long-polling, no busy loop) for the job to
+    /// finish, and returns its result decoded as `R` (a job completed
+    /// without a result decodes from JSON `null`, e.g. as `()` or `Option`).
+    ///
+    /// # Errors
+    /// [`Error::JobTimedOut`] (the job is unaffected), [`Error::JobFailed`]
+    /// (dead, with its last error), [`Error::JobCancelled`],
+    /// [`Error::Decode`], [`Error::NotFound`].
+    pub async fn wait<R: DeserializeOwned>(&self, timeout: Duration) -> Result<R> {
+        let started = Instant::now();
+        self.wait_until(started, started + timeout).await
+    }
+
+    async fn wait_until<R: DeserializeOwned>(
+        &self,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<R> {
+        loop {
+            let wait = remaining(deadline).min(MAX_WAIT);
+            let job = self.fetch(wait.max(Duration::from_millis(1))).await?;
+            if job.state.is_terminal() || remaining(deadline).is_zero() {
+                return outcome(job, started.elapsed());
+            }
+        }
+    }
+
+    /// Cancels the job if it is `scheduled`, `ready` or `leased` (a leased
+    /// job's lease is revoked: its worker's complete will be refused).
+    /// Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the job is already finished;
+    /// [`Error::NotFound`].
+    pub async fn cancel(&self) -> Result<()> {
+        self.client.transport().cancel(self.id.as_str()).await?;
+        Ok(())
+    }
+}
+
+/// How [`TypedQueue::lease`] leases.
+///
+/// ```
+/// use std::time::Duration;
+/// let options = queue_client::LeaseOptions::new()
+///     .max_jobs(10)
+///     .lease(Duration::from_secs(60))
+///     .wait(Duration::from_secs(5));
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseOptions {
+    /// Jobs at most, 1..=1000. Default 1.
+    pub max_jobs: u32,
+    /// Lease length (1 ms ..= 12 h). Default 30 s.
+    pub lease: Duration,
+    /// How long the server waits for a first job (at most 60 s). Default 0.
+    pub wait: Duration,
+    /// A label shown on the job while leased and in the server's logs.
+    pub worker: Option<String>,
+}
+
+impl Default for LeaseOptions {
+    fn default() -> Self {
+        LeaseOptions {
+            max_jobs: 1,
+            lease: Duration::from_millis(queue_proto::limits::DEFAULT_LEASE_MS),
+            wait: Duration::ZERO,
+            worker: None,
+        }
+    }
+}
+
+impl LeaseOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        LeaseOptions::default()
+    }
+
+    /// Sets the most jobs to lease.
+    pub fn max_jobs(mut self, n: u32) -> Self {
+        self.max_jobs = n;
+        self
+    }
+
+    /// Sets the lease length.
+    pub fn lease(mut self, length: Duration) -> Self {
+        self.lease = length;
+        self
+    }
+
+    /// Sets how long to wait for a first job.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Sets the worker label.
+    pub fn worker(mut self, worker: impl Into<String>) -> Self {
+        self.worker = Some(worker.into());
+        self
+    }
+
+    pub(crate) fn to_request(&self) -> LeaseRequest {
+        LeaseRequest {
+            max_jobs: Some(self.max_jobs),
+            lease_ms: Some(millis(self.lease)),
+            wait_ms: Some(millis(self.wait)),
+            worker: self.worker.clone(),
+        }
+    }
+}
+
+/// A job leased by [`TypedQueue::lease`]: the job and the lease that fences
+/// it. Completing, failing or releasing consumes it. If it is dropped, the
+/// job stays leased until the lease expires, which then counts as a failed
+/// attempt.
+#[derive(Debug)]
+pub struct Leased<T> {
+    client: Client,
+    job: Job<T>,
+    lease_id: String,
+}
+
+impl<T> Leased<T> {
+    /// The job (`leased`, `attempts` counting this lease).
+    pub fn job(&self) -> &Job<T> {
+        &self.job
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &T {
+        &self.job.payload
+    }
+
+    /// The lease's fencing token.
+    pub fn lease_id(&self) -> &str {
+        &self.lease_id
+    }
+
+    /// Extends the lease to `length` from now (`None`: the lease's own
+    /// length). Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] when the lease expired or the job was cancelled:
+    /// stop working on it.
+    pub async fn heartbeat(&mut self, length: Option<Duration>) -> Result<()> {
+        let request = HeartbeatRequest {
+            lease_id: self.lease_id.clone(),
+            lease_ms: length.map(millis),
+        };
+        let job = self
+            .client
+            .transport()
+            .heartbeat(self.job.id.as_str(), &request)
+            .await?;
+        self.job.lease_expires_at = job.lease_expires_at;
+        self.job.updated_at = job.updated_at;
+        Ok(())
+    }
+
+    /// Completes the job with `result`. Durable on return; the job is never
+    /// leased again. Retried after transient failures.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] when the lease is no longer held (the result is
+    /// not recorded); [`Error::Encode`]; [`Error::PayloadTooLarge`].
+    pub async fn complete<R: Serialize + ?Sized>(self, result: &R) -> Result<()> {
+        let result = to_raw(result, "result")?;
+        settle_complete(
+            &self.client,
+            self.job.id.as_str(),
+            &self.lease_id,
+            Some(result),
+        )
+        .await
+    }
+
+    /// Reports a failed attempt: the job is retried after `failure`'s delay
+    /// (or the back-off), or goes `dead` when it is permanent or out of
+    /// attempts. Returns the state it went to. Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] when the lease is no longer held.
+    pub async fn fail(self, failure: impl Into<Failure>) -> Result<JobState> {
+        settle_fail(
+            &self.client,
+            self.job.id.as_str(),
+            &self.lease_id,
+            &failure.into(),
+        )
+        .await
+    }
+
+    /// Gives the job back: `ready` at once, its attempt not counted.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] when the lease is no longer held.
+    pub async fn release(self) -> Result<()> {
+        settle_release(&self.client, self.job.id.as_str(), &self.lease_id).await
+    }
+}
+
+/// Completes a leased job, retrying transient failures. A retry refused with
+/// `lease_lost` means an earlier try may have landed: if the job is
+/// `completed` now, that try did it.
+pub(crate) async fn settle_complete(
+    client: &Client,
+    id: &str,
+    lease_id: &str,
+    result: Option<Box<RawValue>>,
+) -> Result<()> {
+    let request = CompleteRequest {
+        lease_id: lease_id.to_owned(),
+        result,
+    };
+    let mut retried = false;
+    let outcome = client
+        .retrying(|attempt| {
+            retried = attempt > 0;
+            client.transport().complete(id, &request)
+        })
+        .await;
+    after_retries(client, id, outcome, retried, |state| {
+        state == JobState::Completed
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Fails a leased job (see [`settle_complete`] for retries).
+pub(crate) async fn settle_fail(
+    client: &Client,
+    id: &str,
+    lease_id: &str,
+    failure: &Failure,
+) -> Result<JobState> {
+    let request = FailRequest {
+        lease_id: lease_id.to_owned(),
+        error: failure.message().to_owned(),
+        retry_in_ms: failure.retry_delay().map(millis),
+        retryable: failure.is_retryable(),
+    };
+    let mut retried = false;
+    let outcome = client
+        .retrying(|attempt| {
+            retried = attempt > 0;
+            client.transport().fail(id, &request)
+        })
+        .await;
+    after_retries(client, id, outcome, retried, |state| {
+        state != JobState::Leased
+    })
+    .await
+}
+
+/// Releases a leased job (see [`settle_complete`] for retries).
+pub(crate) async fn settle_release(client: &Client, id: &str, lease_id: &str) -> Result<()> {
+    let request = ReleaseRequest {
+        lease_id: lease_id.to_owned(),
+    };
+    let mut retried = false;
+    let outcome = client
+        .retrying(|attempt| {
+            retried = attempt > 0;
+            client.transport().release(id, &request)
+        })
+        .await;
+    after_retries(client, id, outcome, retried, |state| {
+        state == JobState::Ready
+    })
+    .await
+    .map(|_| ())
+}
+
+/// The state a fenced call left the job in. `lease_lost` on a retry is
+/// success when the job is in a state the first try would have left it in.
+async fn after_retries(
+    client: &Client,
+    id: &str,
+    outcome: Result<queue_proto::Job>,
+    retried: bool,
+    landed: impl Fn(JobState) -> bool,
+) -> Result<JobState> {
+    match outcome {
+        Ok(job) => Ok(job.state),
+        Err(Error::LeaseLost { message }) if retried => {
+            match client.transport().get(id, None).await {
+                Ok(job) if landed(job.state) => Ok(job.state),
+                _ => Err(Error::LeaseLost { message }),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}

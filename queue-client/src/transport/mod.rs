@@ -1,0 +1,155 @@
+//! The two ways to reach a queue, behind one set of wire-level calls.
+//!
+//! Both speak the contract's wire types (`queue-proto`), so everything above
+//! this module (typed queues, handles, the worker) is written once. The
+//! embedded transport maps the engine's errors to the same codes the server
+//! would send, so a program behaves the same on either.
+
+use std::time::Duration;
+
+use queue_proto::{
+    BatchRequest, CompleteRequest, DeadPage, EnqueueRequest, FailRequest, HeartbeatRequest, Job,
+    LeaseRequest, QueueStats, ReleaseRequest, RequeueRequest, validate_queue_name,
+};
+use tokio::sync::mpsc;
+
+use crate::{Error, EventFilter, Result};
+
+#[cfg(feature = "embedded")]
+mod embedded;
+mod http;
+
+#[cfg(feature = "embedded")]
+pub(crate) use embedded::Embedded;
+pub(crate) use http::Http;
+
+/// Events as they arrive from either transport.
+pub(crate) type EventReceiver = mpsc::Receiver<Result<queue_proto::Event>>;
+
+/// Events buffered between the reading task and the stream's consumer.
+pub(crate) const EVENT_BUFFER: usize = 256;
+
+pub(crate) enum Transport {
+    Http(Http),
+    #[cfg(feature = "embedded")]
+    Embedded(Embedded),
+}
+
+/// Runs the same call on whichever transport this is.
+macro_rules! dispatch {
+    ($self:ident, $t:ident => $call:expr) => {
+        match $self {
+            Transport::Http($t) => $call,
+            #[cfg(feature = "embedded")]
+            Transport::Embedded($t) => $call,
+        }
+    };
+}
+
+/// A queue name is checked before anything is sent: over HTTP it becomes a
+/// path segment, and a name like `a/lease` must not reach another route.
+fn check_queue(queue: &str) -> Result<()> {
+    validate_queue_name(queue).map_err(|e| Error::invalid(format!("queue name: {e}")))
+}
+
+impl Transport {
+    /// Enqueues one job; with `wait`, holds the answer until the job is
+    /// terminal or the wait passes. Returns the job and whether the server
+    /// replayed an earlier enqueue with the same idempotency key.
+    pub(crate) async fn enqueue(
+        &self,
+        queue: &str,
+        request: &EnqueueRequest,
+        wait: Option<Duration>,
+    ) -> Result<(Job, bool)> {
+        check_queue(queue)?;
+        dispatch!(self, t => t.enqueue(queue, request, wait).await)
+    }
+
+    pub(crate) async fn enqueue_batch(
+        &self,
+        queue: &str,
+        request: &BatchRequest,
+    ) -> Result<Vec<Job>> {
+        check_queue(queue)?;
+        dispatch!(self, t => t.enqueue_batch(queue, request).await)
+    }
+
+    pub(crate) async fn lease(&self, queue: &str, request: &LeaseRequest) -> Result<Vec<Job>> {
+        check_queue(queue)?;
+        dispatch!(self, t => t.lease(queue, request).await)
+    }
+
+    pub(crate) async fn heartbeat(&self, id: &str, request: &HeartbeatRequest) -> Result<Job> {
+        dispatch!(self, t => t.heartbeat(id, request).await)
+    }
+
+    pub(crate) async fn complete(&self, id: &str, request: &CompleteRequest) -> Result<Job> {
+        dispatch!(self, t => t.complete(id, request).await)
+    }
+
+    pub(crate) async fn fail(&self, id: &str, request: &FailRequest) -> Result<Job> {
+        dispatch!(self, t => t.fail(id, request).await)
+    }
+
+    pub(crate) async fn release(&self, id: &str, request: &ReleaseRequest) -> Result<Job> {
+        dispatch!(self, t => t.release(id, request).await)
+    }
+
+    /// Reads a job; with `wait`, holds the answer until it is terminal or the
+    /// wait passes.
+    pub(crate) async fn get(&self, id: &str, wait: Option<Duration>) -> Result<Job> {
+        dispatch!(self, t => t.get(id, wait).await)
+    }
+
+    pub(crate) async fn cancel(&self, id: &str) -> Result<Job> {
+        dispatch!(self, t => t.cancel(id).await)
+    }
+
+    pub(crate) async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        check_queue(queue)?;
+        dispatch!(self, t => t.stats(queue).await)
+    }
+
+    pub(crate) async fn queues(&self) -> Result<Vec<QueueStats>> {
+        dispatch!(self, t => t.queues().await)
+    }
+
+    pub(crate) async fn set_paused(&self, queue: &str, paused: bool) -> Result<QueueStats> {
+        check_queue(queue)?;
+        dispatch!(self, t => t.set_paused(queue, paused).await)
+    }
+
+    pub(crate) async fn dead_letters(
+        &self,
+        queue: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<DeadPage> {
+        check_queue(queue)?;
+        dispatch!(self, t => t.dead_letters(queue, after, limit).await)
+    }
+
+    pub(crate) async fn requeue_dead(&self, queue: &str, request: &RequeueRequest) -> Result<u64> {
+        check_queue(queue)?;
+        dispatch!(self, t => t.requeue_dead(queue, request).await)
+    }
+
+    pub(crate) async fn purge_dead(&self, queue: &str) -> Result<u64> {
+        check_queue(queue)?;
+        dispatch!(self, t => t.purge_dead(queue).await)
+    }
+
+    /// Starts an event subscription; the receiver ends when the server (or
+    /// the embedded queue) closes it.
+    pub(crate) async fn events(&self, filter: &EventFilter) -> Result<EventReceiver> {
+        if let Some(queue) = &filter.queue {
+            check_queue(queue)?;
+        }
+        dispatch!(self, t => t.events(filter).await)
+    }
+
+    pub(crate) async fn health(&self) -> Result<()> {
+        dispatch!(self, t => t.health().await)
+    }
+}

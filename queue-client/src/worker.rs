@@ -1,0 +1,632 @@
+//! The worker runtime: lease, run a handler, heartbeat, settle, shut down.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use queue_proto::limits::{MAX_LEASE_JOBS, MAX_WAIT_MS};
+use queue_proto::{HeartbeatRequest, JobState, LeaseRequest, RawValue};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::options::millis;
+use crate::queue::{settle_complete, settle_fail, settle_release};
+use crate::{Client, Error, Job, Result};
+
+/// A handler's report of a failed attempt: its message, and whether and when
+/// the job should be tried again.
+///
+/// Any `std::error::Error` converts into a retryable `Failure` (its message
+/// includes the chain of sources), so `?` works in handlers. `Failure` itself
+/// is deliberately not a `std::error::Error`, which is what makes that
+/// conversion possible.
+///
+/// ```
+/// use std::time::Duration;
+/// use queue_client::Failure;
+///
+/// let later = Failure::new("SMTP server busy").retry_in(Duration::from_secs(30));
+/// let never = Failure::permanent("no such mailbox");
+/// assert!(later.is_retryable() && !never.is_retryable());
+///
+/// fn parse(text: &str) -> Result<u32, Failure> {
+///     Ok(text.parse::<u32>()?) // ParseIntError -> Failure
+/// }
+/// assert!(parse("x").unwrap_err().message().contains("invalid digit"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    message: String,
+    retryable: bool,
+    retry_in: Option<Duration>,
+}
+
+impl Failure {
+    /// A failed attempt that is retried after the job's back-off (or dead
+    /// once its attempts run out).
+    pub fn new(message: impl fmt::Display) -> Self {
+        Failure {
+            message: message.to_string(),
+            retryable: true,
+            retry_in: None,
+        }
+    }
+
+    /// A failure no retry can fix: the job goes straight to the dead letters.
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        Failure {
+            retryable: false,
+            ..Failure::new(message)
+        }
+    }
+
+    /// Retries after `delay` instead of the back-off.
+    pub fn retry_in(mut self, delay: Duration) -> Self {
+        self.retry_in = Some(delay);
+        self
+    }
+
+    /// The text kept as the job's `last_error`.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether the job may be tried again.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// The requested retry delay, if any.
+    pub fn retry_delay(&self) -> Option<Duration> {
+        self.retry_in
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for Failure {
+    fn from(error: E) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Failure::new(message)
+    }
+}
+
+/// Stops a [`Worker`] from anywhere: clone it, pass it to a signal handler
+/// or another thread, call [`shutdown`](ShutdownHandle::shutdown).
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    sender: Arc<watch::Sender<bool>>,
+}
+
+impl ShutdownHandle {
+    fn new() -> Self {
+        ShutdownHandle {
+            sender: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Asks the worker to stop: it leases nothing more, lets running
+    /// handlers finish within its shutdown timeout and releases the rest.
+    /// Returns at once; the worker's `run` returns when it is done.
+    pub fn shutdown(&self) {
+        self.sender.send_replace(true);
+    }
+
+    /// Whether [`shutdown`](ShutdownHandle::shutdown) was called.
+    pub fn is_shutdown(&self) -> bool {
+        *self.sender.borrow()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<bool> {
+        self.sender.subscribe()
+    }
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Jobs completed with their handler's result.
+    pub completed: u64,
+    /// Attempts reported failed (handler errors, panics, undecodable
+    /// payloads); the jobs were rescheduled or went dead.
+    pub failed: u64,
+    /// Jobs given back at shutdown (not started, or still running when the
+    /// shutdown timeout passed): `ready` again, their attempt not counted.
+    pub released: u64,
+    /// Jobs whose lease was lost while they ran (cancelled, or expired and
+    /// handed to another worker): their outcome was not recorded.
+    pub lease_lost: u64,
+    /// Jobs whose outcome could not be reported (the server stayed
+    /// unreachable); their lease expires and they run again.
+    pub unreported: u64,
+}
+
+/// Runs a handler on the jobs of one queue, `concurrency` at a time.
+///
+/// For each job the worker decodes the payload, runs the handler, sends
+/// heartbeats while it runs (so a job may run longer than one lease), and
+/// then completes the job with the handler's result or fails it with its
+/// [`Failure`]. A handler that panics counts as a failed attempt; the worker
+/// carries on. Leasing long-polls the server, so an idle worker costs one
+/// request per [`poll_wait`](Worker::poll_wait).
+///
+/// Shutdown ([`ShutdownHandle::shutdown`] or the signal given to
+/// [`run_until`](Worker::run_until)): the worker stops leasing, waits for
+/// the lease request in flight (at most `poll_wait`), gives back any job it
+/// has not started, lets running handlers finish within
+/// [`shutdown_timeout`](Worker::shutdown_timeout), and releases the jobs of
+/// those that do not (an async handler is dropped at its next `.await`).
+/// Released jobs are `ready` again at once, their attempt not counted.
+///
+/// ```no_run
+/// use queue_client::{Client, Failure, Job, Worker};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Email { to: String }
+///
+/// # async fn run() -> queue_client::Result<()> {
+/// let client = Client::connect("http://127.0.0.1:7878")?;
+/// let report = Worker::new(client, "emails")
+///     .concurrency(8)
+///     .run_until(
+///         |job: Job<Email>| async move {
+///             if job.payload.to.is_empty() {
+///                 return Err(Failure::permanent("no recipient"));
+///             }
+///             Ok(format!("sent to {}", job.payload.to))
+///         },
+///         async { tokio::signal::ctrl_c().await.ok(); },
+///     )
+///     .await?;
+/// println!("{} emails sent", report.completed);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Worker {
+    config: WorkerConfig,
+    shutdown: ShutdownHandle,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerConfig {
+    client: Client,
+    queue: String,
+    concurrency: usize,
+    lease: Duration,
+    heartbeat: Option<Duration>,
+    poll_wait: Duration,
+    shutdown_timeout: Duration,
+    name: Option<String>,
+}
+
+impl Worker {
+    /// A worker on `queue` with the defaults: concurrency 1, 30 s leases,
+    /// heartbeats every third of a lease, 5 s long-polls, 30 s to finish at
+    /// shutdown.
+    pub fn new(client: Client, queue: impl Into<String>) -> Self {
+        Worker {
+            config: WorkerConfig {
+                client,
+                queue: queue.into(),
+                concurrency: 1,
+                lease: Duration::from_secs(30),
+                heartbeat: None,
+                poll_wait: Duration::from_secs(5),
+                shutdown_timeout: Duration::from_secs(30),
+                name: None,
+            },
+            shutdown: ShutdownHandle::new(),
+        }
+    }
+
+    /// How many handlers run at once (at least 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n;
+        self
+    }
+
+    /// The lease length. A job whose worker vanishes (crash, network) is
+    /// handed out again this long after its last heartbeat.
+    pub fn lease(mut self, length: Duration) -> Self {
+        self.config.lease = length;
+        self
+    }
+
+    /// How often a running job's lease is renewed. Default: a third of the
+    /// lease length.
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.config.heartbeat = Some(every);
+        self
+    }
+
+    /// How long one lease request waits on the server for a job (at most
+    /// 60 s). It also bounds how long a shutdown waits for that request.
+    pub fn poll_wait(mut self, wait: Duration) -> Self {
+        self.config.poll_wait = wait;
+        self
+    }
+
+    /// How long running handlers may take to finish after a shutdown.
+    pub fn shutdown_timeout(mut self, limit: Duration) -> Self {
+        self.config.shutdown_timeout = limit;
+        self
+    }
+
+    /// A label shown on the jobs this worker holds and in the server's logs.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(name.into());
+        self
+    }
+
+    /// A handle that stops this worker.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Runs `handler` on every job until [`ShutdownHandle::shutdown`] is
+    /// called, then shuts down gracefully and returns what it did.
+    ///
+    /// # Errors
+    /// A lease failure that retrying cannot fix ([`Error::Unauthorized`],
+    /// [`Error::InvalidRequest`] for a bad queue name or option) stops the
+    /// worker (after the graceful shutdown) and is returned. Transient
+    /// failures are logged and retried with back-off.
+    pub async fn run<T, R, E, F, Fut>(self, handler: F) -> Result<WorkerReport>
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Into<Failure> + Send + 'static,
+        F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<R, E>> + Send + 'static,
+    {
+        self.run_until(handler, std::future::pending::<()>()).await
+    }
+
+    /// [`Worker::run`] until `signal` completes (or the shutdown handle is
+    /// used), e.g. `tokio::signal::ctrl_c()`.
+    ///
+    /// # Errors
+    /// As [`Worker::run`].
+    pub async fn run_until<T, R, E, F, Fut, S>(self, handler: F, signal: S) -> Result<WorkerReport>
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Into<Failure> + Send + 'static,
+        F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<R, E>> + Send + 'static,
+        S: Future + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let spawn: Spawn<T> = Arc::new(move |job| {
+            let handler = Arc::clone(&handler);
+            tokio::spawn(async move {
+                match handler(job).await {
+                    Ok(result) => encode_result(&result),
+                    Err(e) => Err(e.into()),
+                }
+            })
+        });
+        let shutdown = self.shutdown.clone();
+        let watcher = tokio::spawn(async move {
+            signal.await;
+            shutdown.shutdown();
+        });
+        let report = drive(self.config, spawn, self.shutdown).await;
+        watcher.abort();
+        report
+    }
+
+    pub(crate) fn into_parts(self) -> (WorkerConfig, ShutdownHandle) {
+        (self.config, self.shutdown)
+    }
+}
+
+/// How the engine starts a handler on a job: a task (async handlers) or a
+/// blocking-pool thread (closures); either way a panic surfaces as a
+/// `JoinError`.
+pub(crate) type Spawn<T> =
+    Arc<dyn Fn(Job<T>) -> JoinHandle<std::result::Result<Box<RawValue>, Failure>> + Send + Sync>;
+
+pub(crate) fn encode_result<R: Serialize>(
+    result: &R,
+) -> std::result::Result<Box<RawValue>, Failure> {
+    serde_json::value::to_raw_value(result).map_err(|e| {
+        Failure::permanent(format!("the handler's result does not encode as JSON: {e}"))
+    })
+}
+
+/// What became of one leased job.
+enum Outcome {
+    Completed,
+    Failed,
+    Released,
+    LeaseLost,
+    Unreported,
+}
+
+struct Context<T> {
+    config: WorkerConfig,
+    spawn: Spawn<T>,
+    heartbeat: Duration,
+}
+
+/// The engine shared by the async and the blocking worker.
+pub(crate) async fn drive<T>(
+    config: WorkerConfig,
+    spawn: Spawn<T>,
+    shutdown: ShutdownHandle,
+) -> Result<WorkerReport>
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    if config.concurrency == 0 {
+        return Err(Error::invalid("worker concurrency must be at least 1"));
+    }
+    if millis(config.poll_wait) > MAX_WAIT_MS {
+        return Err(Error::invalid(format!(
+            "poll_wait must be at most {MAX_WAIT_MS} ms"
+        )));
+    }
+    let heartbeat = config
+        .heartbeat
+        .unwrap_or(config.lease / 3)
+        .max(Duration::from_millis(1));
+    let context = Arc::new(Context {
+        config,
+        spawn,
+        heartbeat,
+    });
+    let config = &context.config;
+    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let mut stop = shutdown.subscribe();
+    let (abort, aborted) = watch::channel(false);
+    let mut tasks: JoinSet<Outcome> = JoinSet::new();
+    let mut report = WorkerReport::default();
+    let mut fatal = None;
+    let mut errors_in_row = 0u32;
+    loop {
+        while let Some(done) = tasks.try_join_next() {
+            count(&mut report, done);
+        }
+        let first = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let mut held = vec![first];
+        while held.len() < MAX_LEASE_JOBS as usize {
+            match Arc::clone(&permits).try_acquire_owned() {
+                Ok(permit) => held.push(permit),
+                Err(_) => break,
+            }
+        }
+        let request = LeaseRequest {
+            max_jobs: u32::try_from(held.len()).ok(),
+            lease_ms: Some(millis(config.lease)),
+            wait_ms: Some(millis(config.poll_wait)),
+            worker: config.name.clone(),
+        };
+        // Never cancelled midway: a lease whose answer is dropped would hold
+        // its jobs, unseen, until the lease expires.
+        match config
+            .client
+            .transport()
+            .lease(&config.queue, &request)
+            .await
+        {
+            Ok(jobs) => {
+                errors_in_row = 0;
+                for job in jobs {
+                    match (shutdown.is_shutdown(), held.pop()) {
+                        (false, Some(permit)) => {
+                            tasks.spawn(run_job(
+                                Arc::clone(&context),
+                                job,
+                                permit,
+                                aborted.clone(),
+                            ));
+                        }
+                        _ => {
+                            let lease_id = job.lease_id.unwrap_or_default();
+                            match settle_release(&config.client, &job.id, &lease_id).await {
+                                Ok(()) => report.released += 1,
+                                Err(e) => {
+                                    tracing::warn!(job = %job.id, error = %e, "could not release an unstarted job");
+                                    report.unreported += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) if e.is_transient() => {
+                let pause = Duration::from_millis(100)
+                    .saturating_mul(1 << errors_in_row.min(6))
+                    .min(Duration::from_secs(5));
+                errors_in_row += 1;
+                tracing::warn!(queue = %config.queue, error = %e, ?pause, "lease failed; retrying");
+                drop(held);
+                tokio::select! {
+                    _ = stop.wait_for(|stop| *stop) => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(queue = %config.queue, error = %e, "lease refused; the worker stops");
+                fatal = Some(e);
+                break;
+            }
+        }
+    }
+    let finish = async {
+        while let Some(done) = tasks.join_next().await {
+            count(&mut report, done);
+        }
+    };
+    if tokio::time::timeout(config.shutdown_timeout, finish)
+        .await
+        .is_err()
+    {
+        abort.send_replace(true);
+        while let Some(done) = tasks.join_next().await {
+            count(&mut report, done);
+        }
+    }
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+fn count(report: &mut WorkerReport, done: std::result::Result<Outcome, tokio::task::JoinError>) {
+    match done {
+        Ok(Outcome::Completed) => report.completed += 1,
+        Ok(Outcome::Failed) => report.failed += 1,
+        Ok(Outcome::Released) => report.released += 1,
+        Ok(Outcome::LeaseLost) => report.lease_lost += 1,
+        Ok(Outcome::Unreported) | Err(_) => report.unreported += 1,
+    }
+}
+
+/// Runs one job: decode, handler, heartbeats, then settle.
+async fn run_job<T>(
+    context: Arc<Context<T>>,
+    job: queue_proto::Job,
+    _permit: OwnedSemaphorePermit,
+    mut abort: watch::Receiver<bool>,
+) -> Outcome
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    let client = &context.config.client;
+    let id = job.id.clone();
+    let lease_id = job.lease_id.clone().unwrap_or_default();
+    let job = match Job::<T>::from_wire(job) {
+        Ok(job) => job,
+        Err(e) => {
+            let failure = Failure::permanent(e.to_string());
+            return report_failure(client, &id, &lease_id, &failure).await;
+        }
+    };
+    let (lost_sender, lost) = watch::channel(false);
+    let mut handler = (context.spawn)(job.with_lease_watch(lost));
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + context.heartbeat,
+        context.heartbeat,
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lease_lost = false;
+    let joined = loop {
+        tokio::select! {
+            joined = &mut handler => break joined,
+            _ = ticker.tick(), if !lease_lost => {
+                let request = HeartbeatRequest { lease_id: lease_id.clone(), lease_ms: None };
+                match client.transport().heartbeat(&id, &request).await {
+                    Ok(_) => {}
+                    Err(Error::LeaseLost { .. } | Error::NotFound { .. }) => {
+                        tracing::info!(job = %id, "lease lost (cancelled or expired); its result will not be recorded");
+                        lease_lost = true;
+                        lost_sender.send_replace(true);
+                    }
+                    Err(e) => tracing::warn!(job = %id, error = %e, "heartbeat failed; trying again at the next one"),
+                }
+            }
+            true = raised(&mut abort) => {
+                // Past the shutdown limit. An async handler is dropped at its
+                // next await; a blocking one cannot be stopped and runs on,
+                // its result discarded.
+                handler.abort();
+                if lease_lost {
+                    return Outcome::LeaseLost;
+                }
+                return match settle_release(client, &id, &lease_id).await {
+                    Ok(()) => Outcome::Released,
+                    Err(Error::LeaseLost { .. }) => Outcome::LeaseLost,
+                    Err(e) => {
+                        tracing::warn!(job = %id, error = %e, "could not release a job at shutdown");
+                        Outcome::Unreported
+                    }
+                };
+            }
+        }
+    };
+    if lease_lost {
+        return Outcome::LeaseLost;
+    }
+    match joined {
+        Ok(Ok(result)) => match settle_complete(client, &id, &lease_id, Some(result)).await {
+            Ok(()) => Outcome::Completed,
+            Err(Error::LeaseLost { .. }) => {
+                tracing::info!(job = %id, "lease lost before completing; the result is not recorded");
+                Outcome::LeaseLost
+            }
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "could not complete the job; it will run again");
+                Outcome::Unreported
+            }
+        },
+        Ok(Err(failure)) => report_failure(client, &id, &lease_id, &failure).await,
+        Err(join_error) => {
+            let message = if join_error.is_panic() {
+                format!(
+                    "handler panicked: {}",
+                    panic_message(join_error.into_panic())
+                )
+            } else {
+                "handler was cancelled".to_owned()
+            };
+            report_failure(client, &id, &lease_id, &Failure::new(message)).await
+        }
+    }
+}
+
+async fn report_failure(client: &Client, id: &str, lease_id: &str, failure: &Failure) -> Outcome {
+    match settle_fail(client, id, lease_id, failure).await {
+        Ok(state) => {
+            if state == JobState::Dead {
+                tracing::warn!(job = %id, error = %failure, "job failed for good (dead letter)");
+            } else {
+                tracing::info!(job = %id, error = %failure, "job failed; it will be retried");
+            }
+            Outcome::Failed
+        }
+        Err(Error::LeaseLost { .. }) => Outcome::LeaseLost,
+        Err(e) => {
+            tracing::warn!(job = %id, error = %e, "could not report a failure; the lease will expire");
+            Outcome::Unreported
+        }
+    }
+}
+
+/// Whether the flag was raised (`false` if its sender is gone).
+async fn raised(flag: &mut watch::Receiver<bool>) -> bool {
+    flag.wait_for(|raised| *raised).await.is_ok()
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(text) => (*text).to_owned(),
+            Err(_) => "(a non-string panic payload)".to_owned(),
+        },
+    }
+}

@@ -1,0 +1,164 @@
+//! Admin calls and event streams.
+
+use std::time::Duration;
+
+use queue_client::{Error, EventFilter, Failure, JobId, JobState, LeaseOptions};
+
+use crate::both;
+use crate::common::{Harness, PATIENCE};
+use crate::typed::{Email, email};
+
+both!(
+    stats_and_queue_listing,
+    pause_stops_leasing_until_resumed,
+    dead_letters_page_requeue_and_purge,
+    events_follow_a_job_through_its_states,
+);
+
+async fn stats_and_queue_listing(h: Harness) {
+    let client = h.client();
+    client.queue::<u32>("b").enqueue(&1).await.unwrap();
+    client.queue::<u32>("a").enqueue(&1).await.unwrap();
+    client.queue::<u32>("a").enqueue(&2).await.unwrap();
+    let names: Vec<_> = client
+        .queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.queue, s.ready))
+        .collect();
+    assert_eq!(names, [("a".to_owned(), 2), ("b".to_owned(), 1)]);
+    let unknown = client.stats("never-used").await.unwrap();
+    assert_eq!((unknown.ready, unknown.paused), (0, false));
+    client.health().await.unwrap();
+}
+
+async fn pause_stops_leasing_until_resumed(h: Harness) {
+    let client = h.client();
+    let jobs = client.queue::<u32>("paused");
+    jobs.enqueue(&1).await.unwrap();
+    assert!(jobs.pause().await.unwrap().paused);
+    let leased = jobs
+        .lease(&LeaseOptions::new().wait(Duration::from_millis(200)))
+        .await
+        .unwrap();
+    assert!(leased.is_empty(), "a paused queue leases nothing");
+    // Enqueueing still works while paused.
+    jobs.enqueue(&2).await.unwrap();
+    let stats = jobs.resume().await.unwrap();
+    assert_eq!((stats.paused, stats.ready), (false, 2));
+    let leased = jobs
+        .lease(&LeaseOptions::new().max_jobs(5).wait(PATIENCE))
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 2);
+}
+
+async fn dead_letters_page_requeue_and_purge(h: Harness) {
+    let client = h.client();
+    let jobs = client.queue::<Email>("mail");
+    let payloads: Vec<Email> = (0..5).map(email).collect();
+    let handles = jobs.enqueue_batch(&payloads).await.unwrap();
+    let leased = jobs
+        .lease(&LeaseOptions::new().max_jobs(5))
+        .await
+        .unwrap();
+    for job in leased {
+        let n = job.payload().n;
+        let state = job
+            .fail(Failure::permanent(format!("bounce {n}")))
+            .await
+            .unwrap();
+        assert_eq!(state, JobState::Dead);
+    }
+    let alive = jobs.enqueue(&email(99)).await.unwrap();
+
+    // Paged, oldest first, typed or as JSON.
+    let first = jobs.dead_letters(None, 2).await.unwrap();
+    assert_eq!(first.jobs.len(), 2);
+    let second = jobs.dead_letters(first.next.as_ref(), 2).await.unwrap();
+    let third = jobs.dead_letters(second.next.as_ref(), 2).await.unwrap();
+    assert_eq!((third.jobs.len(), third.next.clone()), (1, None));
+    let seen: Vec<u32> = [&first, &second, &third]
+        .iter()
+        .flat_map(|page| page.jobs.iter().map(|j| j.payload.n))
+        .collect();
+    assert_eq!(seen, [0, 1, 2, 3, 4]);
+    let raw = client.dead_letters("mail", None, 1).await.unwrap();
+    assert_eq!(raw.jobs[0].payload["to"], "user0@example.com");
+    assert_eq!(raw.jobs[0].last_error.as_deref(), Some("bounce 0"));
+    let error = client.dead_letters("mail", None, 0).await.unwrap_err();
+    assert!(matches!(error, Error::InvalidRequest { .. }), "{error:?}");
+
+    // A malformed id is refused and nothing changes; ids that are no dead
+    // job of the queue are skipped.
+    let bogus = [handles[0].id().clone(), JobId::from("bogus")];
+    let error = jobs.requeue_dead(Some(&bogus)).await.unwrap_err();
+    assert!(matches!(error, Error::InvalidRequest { .. }), "{error:?}");
+    assert_eq!(handles[0].status().await.unwrap(), JobState::Dead);
+    let ids = [handles[0].id().clone(), alive.id().clone()];
+    assert_eq!(jobs.requeue_dead(Some(&ids)).await.unwrap(), 1);
+    let requeued = handles[0].get().await.unwrap();
+    assert_eq!((requeued.state, requeued.attempts), (JobState::Ready, 0));
+    assert_eq!(alive.status().await.unwrap(), JobState::Ready);
+
+    // Purge the rest, then requeue-all finds nothing.
+    assert_eq!(jobs.purge_dead().await.unwrap(), 4);
+    assert_eq!(jobs.requeue_dead(None).await.unwrap(), 0);
+    let stats = jobs.stats().await.unwrap();
+    assert_eq!((stats.dead, stats.ready), (0, 2));
+    assert!(matches!(
+        handles[1].status().await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn events_follow_a_job_through_its_states(h: Harness) {
+    let client = h.client();
+    let mut of_queue = client
+        .events(EventFilter::new().queue("watched"))
+        .await
+        .unwrap();
+    client.queue::<u32>("ignored").enqueue(&1).await.unwrap();
+    let watched = client.queue::<u32>("watched");
+    let handle = watched.enqueue(&1).await.unwrap();
+    let mut of_job = client
+        .events(EventFilter::new().job(handle.id().clone()))
+        .await
+        .unwrap();
+    let other = watched.enqueue(&2).await.unwrap();
+    let mut leased = watched.lease(&LeaseOptions::new().max_jobs(1)).await.unwrap();
+    leased.pop().unwrap().complete(&()).await.unwrap();
+
+    let next = async |stream: &mut queue_client::EventStream| {
+        tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream is open")
+            .expect("an event, not an error")
+    };
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let event = next(&mut of_queue).await;
+        seen.push((event.id, event.state));
+    }
+    let (id, other_id) = (handle.id().to_string(), other.id().to_string());
+    assert_eq!(
+        seen,
+        [
+            (id.clone(), JobState::Ready),
+            (other_id, JobState::Ready),
+            (id.clone(), JobState::Leased),
+            (id.clone(), JobState::Completed),
+        ]
+    );
+    // Subscribed after the enqueue: this stream starts at the lease.
+    assert_eq!(next(&mut of_job).await.state, JobState::Leased);
+    assert_eq!(next(&mut of_job).await.state, JobState::Completed);
+
+    let error = client
+        .events(EventFilter::new().queue("bad name"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidRequest { .. }), "{error:?}");
+}
