@@ -371,6 +371,26 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
         self.rt.run(self.queue.call_with(payload, options, timeout))
     }
 
+    /// See [`crate::TypedQueue::try_call`]: a time-out hands back the job's
+    /// handle instead of an error.
+    ///
+    /// # Errors
+    /// As [`TypedQueue::call`], except [`Error::JobTimedOut`].
+    pub fn try_call<R: DeserializeOwned>(
+        &self,
+        payload: &T,
+        options: EnqueueOptions,
+        timeout: Duration,
+    ) -> Result<CallOutcome<R, T>> {
+        let outcome = self
+            .rt
+            .run(self.queue.try_call(payload, options, timeout))?;
+        Ok(match outcome {
+            crate::CallOutcome::Done(result) => CallOutcome::Done(result),
+            crate::CallOutcome::Pending(handle) => CallOutcome::Pending(self.handle(handle)),
+        })
+    }
+
     /// A handle on job `id`.
     pub fn job(&self, id: impl Into<JobId>) -> JobHandle<T> {
         self.handle(self.queue.job(id))
@@ -438,6 +458,15 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     pub fn purge_dead(&self) -> Result<u64> {
         self.rt.run(self.queue.purge_dead())
     }
+}
+
+/// What [`TypedQueue::try_call`] ends with; see [`crate::CallOutcome`].
+#[derive(Debug)]
+pub enum CallOutcome<R, T> {
+    /// The job completed with this result.
+    Done(R),
+    /// The wait ended first; here is the job.
+    Pending(JobHandle<T>),
 }
 
 /// A handle on one job; see [`crate::JobHandle`].

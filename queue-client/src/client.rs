@@ -60,7 +60,7 @@ impl Client {
     /// opened on first use and pooled.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] when the URL is not a plain `http://` URL.
+    /// [`Error::InvalidUrl`](crate::Error::InvalidUrl) when the URL is not a plain `http://` URL.
     pub fn connect(url: &str) -> Result<Client> {
         Client::connect_with(url, ClientOptions::default())
     }
@@ -69,7 +69,7 @@ impl Client {
     /// pool, retries).
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for a bad URL; [`Error::InvalidRequest`] for a
+    /// [`Error::InvalidUrl`](crate::Error::InvalidUrl) for a bad URL; [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a
     /// token that is not visible ASCII.
     pub fn connect_with(url: &str, options: ClientOptions) -> Result<Client> {
         let transport = Transport::Http(Http::new(url, &options)?);
@@ -150,7 +150,7 @@ impl Client {
     /// embedded queue.
     ///
     /// # Errors
-    /// [`Error::Transport`] or [`Error::Timeout`] when the server does not
+    /// [`Error::Transport`](crate::Error::Transport) or [`Error::Timeout`](crate::Error::Timeout) when the server does not
     /// answer.
     pub async fn health(&self) -> Result<()> {
         self.transport().health().await
@@ -159,7 +159,7 @@ impl Client {
     /// The counts of one queue (zeros for a queue that has never had a job).
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] for a bad name; transport errors.
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad name; transport errors.
     pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
         self.retrying(|_| self.transport().stats(queue)).await
     }
@@ -176,7 +176,7 @@ impl Client {
     /// Durable on return. Returns the queue's counts.
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] for a bad name; transport errors.
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad name; transport errors.
     pub async fn pause(&self, queue: &str) -> Result<QueueStats> {
         self.retrying(|_| self.transport().set_paused(queue, true))
             .await
@@ -185,7 +185,7 @@ impl Client {
     /// Resumes leasing from `queue`. Durable on return.
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] for a bad name; transport errors.
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad name; transport errors.
     pub async fn resume(&self, queue: &str) -> Result<QueueStats> {
         self.retrying(|_| self.transport().set_paused(queue, false))
             .await
@@ -196,7 +196,7 @@ impl Client {
     /// values; [`TypedQueue::dead_letters`] decodes them.
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] for a bad name, limit or `after`.
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad name, limit or `after`.
     pub async fn dead_letters(
         &self,
         queue: &str,
@@ -232,7 +232,7 @@ impl Client {
     /// return. Not retried: a lost answer would not say how many.
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] for a bad name or more than 1000 ids.
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad name or more than 1000 ids.
     pub async fn requeue_dead(&self, queue: &str, ids: Option<&[JobId]>) -> Result<u64> {
         let request = RequeueRequest {
             ids: ids.map(|ids| ids.iter().map(|id| id.as_str().to_owned()).collect()),
@@ -244,7 +244,7 @@ impl Client {
     /// return.
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] for a bad name; transport errors.
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad name; transport errors.
     pub async fn purge_dead(&self, queue: &str) -> Result<u64> {
         self.transport().purge_dead(queue).await
     }
@@ -252,7 +252,7 @@ impl Client {
     /// Subscribes to state changes (over Server-Sent Events, or the embedded
     /// queue's own feed): one [`Event`](queue_proto::Event) per change,
     /// sent after the change is durable. A subscriber that falls behind gets
-    /// an [`Error::EventsMissed`] item and then carries on.
+    /// an [`Error::EventsMissed`](crate::Error::EventsMissed) item and then carries on.
     ///
     /// ```no_run
     /// # async fn run(client: queue_client::Client) -> queue_client::Result<()> {
@@ -267,7 +267,7 @@ impl Client {
     /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] for a bad queue filter; transport errors.
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad queue filter; transport errors.
     pub async fn events(&self, filter: EventFilter) -> Result<EventStream> {
         let receiver = self.transport().events(&filter).await?;
         Ok(EventStream { receiver })
@@ -277,7 +277,7 @@ impl Client {
 /// A live feed of state changes, from [`Client::events`]. It implements
 /// [`Stream`](tokio_stream::Stream) and has an inherent
 /// [`next`](EventStream::next). It ends when the server closes the stream
-/// (shutdown) or the connection fails (after one [`Error::Transport`] item).
+/// (shutdown) or the connection fails (after one [`Error::Transport`](crate::Error::Transport) item).
 /// Dropping it closes the subscription.
 #[derive(Debug)]
 pub struct EventStream {

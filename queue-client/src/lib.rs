@@ -2,12 +2,13 @@
 //! administer, over HTTP or in-process, async or blocking.
 //!
 //! - [`Client`]: the async client (tokio). [`Client::connect`] talks to a
-//!   `queue-server` over HTTP; [`Client::embedded`] (cargo feature
+//!   `queue-server` over HTTP; `Client::embedded` (cargo feature
 //!   `embedded`) runs on a `queue_core::Queue` in this process with the same
 //!   API, jobs and errors, so moving to the server changes one line.
 //! - [`TypedQueue<T>`] from [`Client::queue`]: enqueue `T`s (one, with
 //!   [`EnqueueOptions`], or a batch) and get [`JobHandle`]s; the synchronous
-//!   style [`TypedQueue::call`]; manual leasing with [`Leased`] jobs.
+//!   style [`TypedQueue::call`] (or [`TypedQueue::try_call`], which hands
+//!   back the job when the wait ends first); manual leasing with [`Leased`] jobs.
 //! - [`JobHandle`]: a job's id, status, typed result ([`JobHandle::wait`])
 //!   and cancellation.
 //! - [`Worker`]: runs a handler on a queue's jobs with concurrency,
@@ -75,6 +76,6 @@ pub use client::{Client, EventStream};
 pub use error::{BoxError, Error, Result};
 pub use job::{DeadPage, EventFilter, Job, JobId};
 pub use options::{ClientOptions, EnqueueOptions, RetryPolicy};
-pub use queue::{JobHandle, LeaseOptions, Leased, TypedQueue};
+pub use queue::{CallOutcome, JobHandle, LeaseOptions, Leased, TypedQueue};
 pub use queue_proto::{ErrorCode, Event, JobState, QueueStats};
 pub use worker::{Failure, ShutdownHandle, Worker, WorkerReport};

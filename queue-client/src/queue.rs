@@ -225,6 +225,41 @@ where
         handle.wait_until(started, deadline).await
     }
 
+    /// [`TypedQueue::call`] for callers that want to keep the job when the
+    /// wait ends first: a time-out is not an error here but
+    /// [`CallOutcome::Pending`] with the job's handle.
+    ///
+    /// ```no_run
+    /// # async fn run(client: queue_client::Client) -> queue_client::Result<()> {
+    /// use std::time::Duration;
+    /// use queue_client::{CallOutcome, EnqueueOptions};
+    ///
+    /// let reports = client.queue::<String>("reports");
+    /// let outcome = reports
+    ///     .try_call::<String>(&"q3".into(), EnqueueOptions::new(), Duration::from_secs(2))
+    ///     .await?;
+    /// match outcome {
+    ///     CallOutcome::Done(url) => println!("ready: {url}"),
+    ///     CallOutcome::Pending(job) => println!("still working; poll {}", job.id()),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TypedQueue::call`], except [`Error::JobTimedOut`].
+    pub async fn try_call<R: DeserializeOwned>(
+        &self,
+        payload: &T,
+        options: EnqueueOptions,
+        timeout: Duration,
+    ) -> Result<CallOutcome<R, T>> {
+        match self.call_with(payload, options, timeout).await {
+            Ok(result) => Ok(CallOutcome::Done(result)),
+            Err(Error::JobTimedOut { id, .. }) => Ok(CallOutcome::Pending(self.job(id))),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A handle on job `id` of this queue.
     pub fn job(&self, id: impl Into<JobId>) -> JobHandle<T> {
         JobHandle::new(self.client.clone(), id.into(), false)
@@ -322,6 +357,16 @@ where
     pub async fn purge_dead(&self) -> Result<u64> {
         self.client.purge_dead(&self.name).await
     }
+}
+
+/// What [`TypedQueue::try_call`] ends with: the result, or the handle of a
+/// job that has not finished yet (it keeps its place and will still run).
+#[derive(Debug)]
+pub enum CallOutcome<R, T> {
+    /// The job completed with this result.
+    Done(R),
+    /// The wait ended first; here is the job.
+    Pending(JobHandle<T>),
 }
 
 /// A handle on one job: its id, and calls to look at, wait for or cancel it.

@@ -59,10 +59,7 @@ async fn dead_letters_page_requeue_and_purge(h: Harness) {
     let jobs = client.queue::<Email>("mail");
     let payloads: Vec<Email> = (0..5).map(email).collect();
     let handles = jobs.enqueue_batch(&payloads).await.unwrap();
-    let leased = jobs
-        .lease(&LeaseOptions::new().max_jobs(5))
-        .await
-        .unwrap();
+    let leased = jobs.lease(&LeaseOptions::new().max_jobs(5)).await.unwrap();
     for job in leased {
         let n = job.payload().n;
         let state = job
@@ -127,7 +124,10 @@ async fn events_follow_a_job_through_its_states(h: Harness) {
         .await
         .unwrap();
     let other = watched.enqueue(&2).await.unwrap();
-    let mut leased = watched.lease(&LeaseOptions::new().max_jobs(1)).await.unwrap();
+    let mut leased = watched
+        .lease(&LeaseOptions::new().max_jobs(1))
+        .await
+        .unwrap();
     leased.pop().unwrap().complete(&()).await.unwrap();
 
     let next = async |stream: &mut queue_client::EventStream| {

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::Duration;
 
-use queue_client::blocking::Worker;
+use queue_client::blocking::{CallOutcome, Worker};
 use queue_client::{EnqueueOptions, Error, EventFilter, Failure, Job, JobState};
 
 use crate::both_blocking;
@@ -38,8 +38,18 @@ fn the_blocking_client_enqueues_waits_and_cancels(h: Harness) {
     assert!(matches!(second.cancel(), Err(Error::Conflict { .. })));
     assert!(matches!(
         first.wait::<()>(Duration::from_millis(20)),
-        Err(Error::JobTimedOut { state: JobState::Ready, .. })
+        Err(Error::JobTimedOut {
+            state: JobState::Ready,
+            ..
+        })
     ));
+    match emails
+        .try_call::<String>(&email(6), EnqueueOptions::new(), Duration::from_millis(20))
+        .unwrap()
+    {
+        CallOutcome::Pending(job) => assert_eq!(job.status().unwrap(), JobState::Ready),
+        CallOutcome::Done(result) => panic!("nothing runs jobs here, got {result}"),
+    }
     let mut leased = emails
         .lease(&queue_client::LeaseOptions::new().max_jobs(1))
         .unwrap();
@@ -91,7 +101,12 @@ fn the_blocking_worker_honours_concurrency_and_survives_panics(h: Harness) {
     assert_eq!((report.completed, report.failed), (8, 1));
     let retried = handles[4].get().unwrap();
     assert_eq!(retried.attempts, 2);
-    assert!(retried.last_error.unwrap().contains("closure panicked on purpose"));
+    assert!(
+        retried
+            .last_error
+            .unwrap()
+            .contains("closure panicked on purpose")
+    );
 }
 
 fn the_blocking_worker_releases_a_stuck_closure_at_shutdown(h: Harness) {
@@ -126,15 +141,17 @@ fn the_blocking_call_and_event_iterator(h: Harness) {
     let mut events = client.events(EventFilter::new().queue("double")).unwrap();
     let worker = Worker::new(client.clone(), "double").poll_wait(Duration::from_millis(100));
     let stop = worker.shutdown_handle();
-    let thread = std::thread::spawn(move || {
-        worker.run(|job: Job<i32>| Ok::<_, Failure>(job.payload * 2))
-    });
+    let thread =
+        std::thread::spawn(move || worker.run(|job: Job<i32>| Ok::<_, Failure>(job.payload * 2)));
     let double = client.queue::<i32>("double");
     assert_eq!(double.call::<i32>(&21, PATIENCE).unwrap(), 42);
     let states: Vec<JobState> = (0..3)
         .map(|_| events.next().unwrap().unwrap().state)
         .collect();
-    assert_eq!(states, [JobState::Ready, JobState::Leased, JobState::Completed]);
+    assert_eq!(
+        states,
+        [JobState::Ready, JobState::Leased, JobState::Completed]
+    );
     stop.shutdown();
     assert_eq!(thread.join().unwrap().unwrap().completed, 1);
 }
@@ -147,7 +164,8 @@ async fn blocking_calls_inside_a_runtime_are_refused_not_panics() {
         let queue = client.queue::<u32>("q");
         assert!(matches!(queue.enqueue(&1), Err(Error::BlockingInRuntime)));
         assert!(matches!(client.stats("q"), Err(Error::BlockingInRuntime)));
-        let report = Worker::new(client.clone(), "q").run(|job: Job<u32>| Ok::<_, Failure>(job.payload));
+        let report =
+            Worker::new(client.clone(), "q").run(|job: Job<u32>| Ok::<_, Failure>(job.payload));
         assert!(matches!(report, Err(Error::BlockingInRuntime)));
         // Nothing was enqueued; dropping the client here does not panic.
         assert_eq!(h.core.stats("q").unwrap().ready, 0);

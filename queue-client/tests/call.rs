@@ -2,14 +2,22 @@
 
 use std::time::Duration;
 
-use queue_client::{Client, Error, Failure, Job, JobState, LeaseOptions, Worker, WorkerReport};
+use queue_client::{
+    CallOutcome, Client, EnqueueOptions, Error, Failure, Job, JobState, LeaseOptions, Worker,
+    WorkerReport,
+};
 use tokio::task::JoinHandle;
 
 use crate::both;
 use crate::common::{Harness, PATIENCE};
 
 /// A worker on "add" that sums pairs and refuses negative numbers for good.
-fn adder(client: Client) -> (queue_client::ShutdownHandle, JoinHandle<queue_client::Result<WorkerReport>>) {
+fn adder(
+    client: Client,
+) -> (
+    queue_client::ShutdownHandle,
+    JoinHandle<queue_client::Result<WorkerReport>>,
+) {
     let worker = Worker::new(client, "add")
         .concurrency(2)
         .poll_wait(Duration::from_millis(200));
@@ -75,12 +83,30 @@ async fn call_times_out_and_the_job_runs_on(h: Harness) {
     };
     // The job was not affected: a worker started later still runs it.
     let handle = add.job(id);
+    // try_call hands the handle back instead of an error.
+    let pending = match add
+        .try_call::<i64>(&(2, 2), EnqueueOptions::new(), Duration::from_millis(50))
+        .await
+        .unwrap()
+    {
+        CallOutcome::Pending(job) => job,
+        CallOutcome::Done(sum) => panic!("no worker runs yet, got {sum}"),
+    };
     assert_eq!(handle.status().await.unwrap(), JobState::Ready);
     let (stop, running) = adder(client.clone());
     assert_eq!(handle.wait::<i64>(PATIENCE).await.unwrap(), 2);
+    assert_eq!(pending.wait::<i64>(PATIENCE).await.unwrap(), 4);
+    match add
+        .try_call::<i64>(&(3, 3), EnqueueOptions::new(), PATIENCE)
+        .await
+        .unwrap()
+    {
+        CallOutcome::Done(sum) => assert_eq!(sum, 6),
+        CallOutcome::Pending(job) => panic!("{} did not finish", job.id()),
+    }
     stop.shutdown();
     running.await.unwrap().unwrap();
-    assert_eq!(add.stats().await.unwrap().completed, 1);
+    assert_eq!(add.stats().await.unwrap().completed, 3);
 }
 
 async fn call_reports_a_cancelled_job(h: Harness) {

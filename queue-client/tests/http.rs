@@ -42,7 +42,13 @@ async fn the_bearer_token_is_sent_and_a_wrong_one_is_unauthorized() {
 
 #[test]
 fn urls_that_cannot_work_are_refused_up_front() {
-    for url in ["https://example.com", "localhost:7878", "http://h/?q=1", "", "ftp://h"] {
+    for url in [
+        "https://example.com",
+        "localhost:7878",
+        "http://h/?q=1",
+        "",
+        "ftp://h",
+    ] {
         assert!(
             matches!(Client::connect(url), Err(Error::InvalidUrl { .. })),
             "{url:?}"
@@ -100,9 +106,20 @@ async fn a_retried_enqueue_whose_response_was_lost_creates_one_job() {
     let client =
         Client::connect_with(&proxy.url, ClientOptions::new().retry(quick_retries())).unwrap();
     let handle = client.queue::<u32>("q").enqueue(&7).await.unwrap();
-    assert_eq!(proxy.swallowed.load(Ordering::SeqCst), 1, "a response was lost");
-    assert_eq!(proxy.connections.load(Ordering::SeqCst), 2, "and the enqueue retried");
-    assert!(!handle.replayed(), "our own retry is not the caller's replay");
+    assert_eq!(
+        proxy.swallowed.load(Ordering::SeqCst),
+        1,
+        "a response was lost"
+    );
+    assert_eq!(
+        proxy.connections.load(Ordering::SeqCst),
+        2,
+        "and the enqueue retried"
+    );
+    assert!(
+        !handle.replayed(),
+        "our own retry is not the caller's replay"
+    );
     assert_eq!(h.core.stats("q").unwrap().ready, 1, "exactly one job");
     assert_eq!(handle.get().await.unwrap().payload, 7);
 }
@@ -122,5 +139,9 @@ async fn retried_batches_and_keyed_enqueues_create_each_job_once() {
     assert_eq!(proxy.swallowed.load(Ordering::SeqCst), 2);
     assert_eq!(handles.len(), 5);
     assert_eq!(keyed.get().await.unwrap().payload, 6);
-    assert_eq!(h.core.stats("q").unwrap().ready, 6, "five plus one, no duplicates");
+    assert_eq!(
+        h.core.stats("q").unwrap().ready,
+        6,
+        "five plus one, no duplicates"
+    );
 }

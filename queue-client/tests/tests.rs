@@ -13,6 +13,10 @@
 //! - `http`: what only HTTP has: auth, bad URLs, unreachable and silent
 //!   servers, and retry safety when a response is lost.
 
+// Scenarios are plain functions run by the `both!` macros' tests; like
+// test functions, they report a failure by panicking.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 mod admin;

@@ -57,7 +57,10 @@ async fn options_reach_the_job(h: Harness) {
         .await
         .unwrap();
     let later = emails
-        .enqueue_with(&email(3), EnqueueOptions::new().delay(Duration::from_secs(3600)))
+        .enqueue_with(
+            &email(3),
+            EnqueueOptions::new().delay(Duration::from_secs(3600)),
+        )
         .await
         .unwrap();
     let at = std::time::SystemTime::now() + Duration::from_secs(7200);
@@ -110,7 +113,10 @@ async fn batches_are_in_order_and_all_or_nothing(h: Harness) {
         (&payloads[1], EnqueueOptions::new().max_attempts(0)),
     ];
     let refused = emails.enqueue_batch_with(bad).await.unwrap_err();
-    assert!(matches!(refused, Error::InvalidRequest { .. }), "{refused:?}");
+    assert!(
+        matches!(refused, Error::InvalidRequest { .. }),
+        "{refused:?}"
+    );
     assert_eq!(emails.stats().await.unwrap().ready, 5);
 }
 
@@ -164,10 +170,7 @@ async fn cancel_once_then_conflict(h: Harness) {
     let kept = emails.enqueue(&email(2)).await.unwrap();
     handle.cancel().await.unwrap();
     assert_eq!(handle.status().await.unwrap(), JobState::Cancelled);
-    assert!(matches!(
-        handle.cancel().await,
-        Err(Error::Conflict { .. })
-    ));
+    assert!(matches!(handle.cancel().await, Err(Error::Conflict { .. })));
     assert!(matches!(
         handle.wait::<()>(PATIENCE).await,
         Err(Error::JobCancelled { .. })
@@ -179,7 +182,10 @@ async fn bad_input_is_refused_before_anything_changes(h: Harness) {
     let client = h.client();
     for name in ["", "a/lease", "no spaces", &"x".repeat(129)] {
         let error = client.queue::<u32>(name).enqueue(&1).await.unwrap_err();
-        assert!(matches!(error, Error::InvalidRequest { .. }), "{name:?}: {error:?}");
+        assert!(
+            matches!(error, Error::InvalidRequest { .. }),
+            "{name:?}: {error:?}"
+        );
     }
     let numbers = client.queue::<u32>("numbers");
     let error = numbers
@@ -226,7 +232,10 @@ async fn manual_leases_complete_fail_and_release(h: Harness) {
     let first = leased.pop().unwrap();
 
     let before = second.job().lease_expires_at.unwrap();
-    second.heartbeat(Some(Duration::from_secs(600))).await.unwrap();
+    second
+        .heartbeat(Some(Duration::from_secs(600)))
+        .await
+        .unwrap();
     assert!(second.job().lease_expires_at.unwrap() > before);
 
     first.complete(&"done").await.unwrap();

@@ -62,7 +62,13 @@ async fn concurrency_is_honoured(h: Harness) {
     let report = task.await.unwrap().unwrap();
     assert_eq!(most.load(Ordering::SeqCst), CONCURRENCY);
     assert_eq!(report.completed, 20);
-    assert_eq!(report, WorkerReport { completed: 20, ..WorkerReport::default() });
+    assert_eq!(
+        report,
+        WorkerReport {
+            completed: 20,
+            ..WorkerReport::default()
+        }
+    );
 }
 
 async fn heartbeats_keep_a_job_longer_than_one_lease(h: Harness) {
@@ -90,10 +96,23 @@ async fn heartbeats_keep_a_job_longer_than_one_lease(h: Harness) {
 async fn errors_and_panics_are_retried_then_dead_lettered(h: Harness) {
     let client = h.client();
     let jobs = client.queue::<String>("flaky");
-    let retry_now = || EnqueueOptions::new().max_attempts(3).backoff(Duration::ZERO);
-    let doomed = jobs.enqueue_with(&"doomed".into(), retry_now()).await.unwrap();
-    let recovers = jobs.enqueue_with(&"recovers".into(), retry_now()).await.unwrap();
-    let hopeless = jobs.enqueue_with(&"hopeless".into(), retry_now()).await.unwrap();
+    let retry_now = || {
+        EnqueueOptions::new()
+            .max_attempts(3)
+            .backoff(Duration::ZERO)
+    };
+    let doomed = jobs
+        .enqueue_with(&"doomed".into(), retry_now())
+        .await
+        .unwrap();
+    let recovers = jobs
+        .enqueue_with(&"recovers".into(), retry_now())
+        .await
+        .unwrap();
+    let hopeless = jobs
+        .enqueue_with(&"hopeless".into(), retry_now())
+        .await
+        .unwrap();
 
     let worker = quick(Worker::new(client.clone(), "flaky")).concurrency(2);
     let stop = worker.shutdown_handle();
@@ -126,7 +145,11 @@ async fn errors_and_panics_are_retried_then_dead_lettered(h: Harness) {
         other => panic!("expected JobFailed, got {other:?}"),
     }
     match hopeless.wait::<String>(PATIENCE).await {
-        Err(Error::JobFailed { attempts, last_error, .. }) => {
+        Err(Error::JobFailed {
+            attempts,
+            last_error,
+            ..
+        }) => {
             assert_eq!((attempts, last_error.as_str()), (1, "no such mailbox"));
         }
         other => panic!("expected JobFailed, got {other:?}"),
@@ -166,7 +189,11 @@ async fn an_undecodable_payload_goes_straight_to_the_dead_letters(h: Harness) {
         }))
     };
     match handle.wait::<u32>(PATIENCE).await {
-        Err(Error::JobFailed { attempts, last_error, .. }) => {
+        Err(Error::JobFailed {
+            attempts,
+            last_error,
+            ..
+        }) => {
             assert_eq!(attempts, 1, "no retry can decode it");
             assert!(last_error.contains("payload"), "{last_error}");
         }
@@ -207,7 +234,10 @@ async fn graceful_shutdown_loses_nothing(h: Harness) {
     assert_eq!(stats.completed, report.completed);
     assert!(report.completed >= 10, "{report:?}");
     assert_eq!(stats.ready, u64::from(JOBS) - report.completed);
-    assert_eq!((report.failed, report.lease_lost, report.unreported), (0, 0, 0));
+    assert_eq!(
+        (report.failed, report.lease_lost, report.unreported),
+        (0, 0, 0)
+    );
     for handle in &handles {
         let job = handle.get().await.unwrap();
         if job.state == JobState::Ready {
@@ -218,7 +248,8 @@ async fn graceful_shutdown_loses_nothing(h: Harness) {
     // A second worker finishes the rest: every job completed exactly once.
     let worker = quick(Worker::new(client.clone(), "batch")).concurrency(3);
     let stop = worker.shutdown_handle();
-    let task = tokio::spawn(worker.run(|job: Job<u32>| async move { Ok::<_, Failure>(job.payload) }));
+    let task =
+        tokio::spawn(worker.run(|job: Job<u32>| async move { Ok::<_, Failure>(job.payload) }));
     for (handle, n) in handles.iter().zip(&payloads) {
         assert_eq!(handle.wait::<u32>(PATIENCE).await.unwrap(), *n);
         assert_eq!(handle.get().await.unwrap().attempts, 1);
@@ -232,8 +263,8 @@ async fn handlers_past_the_shutdown_limit_have_their_jobs_released(h: Harness) {
     let client = h.client();
     let handle = client.queue::<u32>("stuck").enqueue(&1).await.unwrap();
     let started = Arc::new(Notify::new());
-    let worker = quick(Worker::new(client.clone(), "stuck"))
-        .shutdown_timeout(Duration::from_millis(100));
+    let worker =
+        quick(Worker::new(client.clone(), "stuck")).shutdown_timeout(Duration::from_millis(100));
     let stop = worker.shutdown_handle();
     let task = {
         let started = started.clone();
@@ -295,7 +326,10 @@ async fn a_stale_worker_does_not_complete_a_job_leased_again(h: Harness) {
     assert_eq!((report.completed, report.lease_lost), (0, 1));
     assert_eq!(handle.status().await.unwrap(), JobState::Leased);
     second.complete(&"fresh result").await.unwrap();
-    assert_eq!(handle.wait::<String>(PATIENCE).await.unwrap(), "fresh result");
+    assert_eq!(
+        handle.wait::<String>(PATIENCE).await.unwrap(),
+        "fresh result"
+    );
 }
 
 async fn a_cancelled_job_tells_its_handler_and_is_not_completed(h: Harness) {
