@@ -649,9 +649,7 @@ impl<T> Leased<T> {
     }
 }
 
-/// Completes a leased job, retrying transient failures. A retry refused with
-/// `lease_lost` means an earlier try may have landed: if the job is
-/// `completed` now, that try did it.
+/// Completes a leased job (see [`fenced`] for retries).
 pub(crate) async fn settle_complete(
     client: &Client,
     id: &str,
@@ -662,21 +660,14 @@ pub(crate) async fn settle_complete(
         lease_id: lease_id.to_owned(),
         result,
     };
-    let mut retried = false;
-    let outcome = client
-        .retrying(|attempt| {
-            retried = attempt > 0;
-            client.transport().complete(id, &request)
-        })
-        .await;
-    after_retries(client, id, outcome, retried, |state| {
-        state == JobState::Completed
-    })
-    .await
-    .map(|_| ())
+    let call = || client.transport().complete(id, &request);
+    fenced(client, id, call, |state| state == JobState::Completed)
+        .await
+        .map(|_| ())
 }
 
-/// Fails a leased job (see [`settle_complete`] for retries).
+/// Fails a leased job (see [`fenced`] for retries); returns the state it
+/// went to.
 pub(crate) async fn settle_fail(
     client: &Client,
     id: &str,
@@ -689,47 +680,42 @@ pub(crate) async fn settle_fail(
         retry_in_ms: failure.retry_delay().map(millis),
         retryable: failure.is_retryable(),
     };
-    let mut retried = false;
-    let outcome = client
-        .retrying(|attempt| {
-            retried = attempt > 0;
-            client.transport().fail(id, &request)
-        })
-        .await;
-    after_retries(client, id, outcome, retried, |state| {
-        state != JobState::Leased
-    })
-    .await
+    let call = || client.transport().fail(id, &request);
+    fenced(client, id, call, |state| state != JobState::Leased).await
 }
 
-/// Releases a leased job (see [`settle_complete`] for retries).
+/// Releases a leased job (see [`fenced`] for retries).
 pub(crate) async fn settle_release(client: &Client, id: &str, lease_id: &str) -> Result<()> {
     let request = ReleaseRequest {
         lease_id: lease_id.to_owned(),
     };
+    let call = || client.transport().release(id, &request);
+    fenced(client, id, call, |state| state == JobState::Ready)
+        .await
+        .map(|_| ())
+}
+
+/// Runs a call fenced by a lease, retrying transient failures, and returns
+/// the state it left the job in. A retry refused with `lease_lost` means an
+/// earlier try may have landed (its answer was lost): when the job is in a
+/// state that try would have left it in, that is success.
+async fn fenced<F, Fut>(
+    client: &Client,
+    id: &str,
+    call: F,
+    landed: impl Fn(JobState) -> bool,
+) -> Result<JobState>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<queue_proto::Job>>,
+{
     let mut retried = false;
     let outcome = client
         .retrying(|attempt| {
             retried = attempt > 0;
-            client.transport().release(id, &request)
+            call()
         })
         .await;
-    after_retries(client, id, outcome, retried, |state| {
-        state == JobState::Ready
-    })
-    .await
-    .map(|_| ())
-}
-
-/// The state a fenced call left the job in. `lease_lost` on a retry is
-/// success when the job is in a state the first try would have left it in.
-async fn after_retries(
-    client: &Client,
-    id: &str,
-    outcome: Result<queue_proto::Job>,
-    retried: bool,
-    landed: impl Fn(JobState) -> bool,
-) -> Result<JobState> {
     match outcome {
         Ok(job) => Ok(job.state),
         Err(Error::LeaseLost { message }) if retried => {

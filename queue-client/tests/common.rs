@@ -163,6 +163,14 @@ pub struct LossyProxy {
 
 impl LossyProxy {
     pub async fn start(server: &str, drop_first: usize) -> LossyProxy {
+        let dropped: Vec<usize> = (0..drop_first).collect();
+        LossyProxy::start_dropping(server, &dropped).await
+    }
+
+    /// A proxy that loses the answers on the connections numbered in
+    /// `dropped` (0-based, in accept order).
+    pub async fn start_dropping(server: &str, dropped: &[usize]) -> LossyProxy {
+        let dropped = dropped.to_vec();
         let target = server.trim_start_matches("http://").to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -176,8 +184,9 @@ impl LossyProxy {
                     continue;
                 };
                 let lost = Arc::clone(&lost);
+                let dropped = dropped.clone();
                 tokio::spawn(async move {
-                    if n < drop_first {
+                    if dropped.contains(&n) {
                         swallow(client, upstream, &lost).await;
                     } else {
                         forward(client, upstream).await;

@@ -145,3 +145,28 @@ async fn retried_batches_and_keyed_enqueues_create_each_job_once() {
         "five plus one, no duplicates"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_whose_answer_was_lost_is_retried_and_reported_done() {
+    let h = Harness::new(Kind::Http);
+    let direct = h.client();
+    let handle = direct.queue::<u32>("q").enqueue(&1).await.unwrap();
+    // Leased through a proxy that loses the second connection's answer:
+    // the lease goes through, the complete lands but its answer is lost.
+    let proxy = LossyProxy::start_dropping(h.url.as_ref().unwrap(), &[1]).await;
+    let options = ClientOptions::new()
+        .retry(quick_retries())
+        .pool_max_idle_per_host(0);
+    let via_proxy = Client::connect_with(&proxy.url, options).unwrap();
+    let mut leased = via_proxy
+        .queue::<u32>("q")
+        .lease(&queue_client::LeaseOptions::new())
+        .await
+        .unwrap();
+    leased.pop().unwrap().complete(&"done").await.unwrap();
+    assert_eq!(proxy.swallowed.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        handle.wait::<String>(Duration::from_secs(5)).await.unwrap(),
+        "done"
+    );
+}
