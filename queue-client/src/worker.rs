@@ -171,6 +171,8 @@ pub struct WorkerReport {
 /// [`shutdown_timeout`](Worker::shutdown_timeout), and releases the jobs of
 /// those that do not (an async handler is dropped at its next `.await`).
 /// Released jobs are `ready` again at once, their attempt not counted.
+/// Dropping the future of `run` instead abandons running jobs: their leases
+/// expire and they run again, each expiry counting as a failed attempt.
 ///
 /// ```no_run
 /// use queue_client::{Client, Failure, Job, Worker};
