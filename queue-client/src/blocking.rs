@@ -9,7 +9,10 @@
 //! **Inside an async runtime** (a `#[tokio::main]` program, a task) these
 //! calls would block a thread the runtime needs; they return
 //! [`Error::BlockingInRuntime`] instead of blocking or panicking. Use the
-//! async [`crate::Client`] there.
+//! async [`crate::Client`] there. The check sees any thread that has a tokio
+//! runtime context, which includes `tokio::task::spawn_blocking` closures:
+//! there, call `tokio::runtime::Handle::current().block_on(...)` on the
+//! async client ([`Client::as_async`]) instead.
 //!
 //! ```no_run
 //! use queue_client::blocking::{Client, Worker};
