@@ -147,7 +147,9 @@ impl Client {
     }
 
     /// Checks that the server answers (`GET /healthz`). Always `Ok` for an
-    /// embedded queue.
+    /// embedded queue. It needs no token, so it does not check one: any
+    /// other call (e.g. [`Client::queues`]) answers
+    /// [`Error::Unauthorized`](crate::Error::Unauthorized) for a wrong one.
     ///
     /// # Errors
     /// [`Error::Transport`](crate::Error::Transport) or [`Error::Timeout`](crate::Error::Timeout) when the server does not

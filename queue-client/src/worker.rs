@@ -192,7 +192,12 @@ pub struct WorkerReport {
 ///             }
 ///             Ok(format!("sent to {}", job.payload.to))
 ///         },
-///         async { tokio::signal::ctrl_c().await.ok(); },
+///         async {
+///             // Without a signal handler, never stop rather than stop at once.
+///             if tokio::signal::ctrl_c().await.is_err() {
+///                 std::future::pending::<()>().await;
+///             }
+///         },
 ///     )
 ///     .await?;
 /// println!("{} emails sent", report.completed);
