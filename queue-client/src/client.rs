@@ -72,7 +72,7 @@ impl Client {
     /// [`Error::InvalidUrl`](crate::Error::InvalidUrl) for a bad URL; [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a
     /// token that is not visible ASCII.
     pub fn connect_with(url: &str, options: ClientOptions) -> Result<Client> {
-        let transport = Transport::Http(Http::new(url, &options)?);
+        let transport = Transport::Http(Box::new(Http::new(url, &options)?));
         Ok(Client::with_transport(transport, options.retry))
     }
 

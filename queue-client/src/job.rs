@@ -210,7 +210,7 @@ impl EventFilter {
 /// The terminal outcome of a job read from the wire, as the SDK reports it:
 /// `Ok` with the typed result for `completed`, the matching error otherwise.
 pub(crate) fn outcome<R: DeserializeOwned>(
-    job: queue_proto::Job,
+    job: crate::transport::Brief,
     waited: std::time::Duration,
 ) -> Result<R> {
     let id = JobId(job.id);

@@ -2,6 +2,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +30,10 @@ pub struct ClientOptions {
     /// Time limit for a response, on top of any server-side wait the call
     /// asks for (long-polls add their `wait`). Default 30 s.
     pub request_timeout: Duration,
-    /// Idle keep-alive connections kept per server. Default 32.
+    /// Idle keep-alive connections kept per server. Default 1024 (the
+    /// server's default connection cap): a worker or a pool of producers
+    /// with C calls in flight keeps its C connections instead of closing
+    /// and reopening those above the limit after every burst.
     pub pool_max_idle_per_host: usize,
     /// How long an idle connection is kept. Default 90 s.
     pub pool_idle_timeout: Duration,
@@ -44,7 +48,7 @@ impl Default for ClientOptions {
             token: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
-            pool_max_idle_per_host: 32,
+            pool_max_idle_per_host: 1024,
             pool_idle_timeout: Duration::from_secs(90),
             retry: RetryPolicy::default(),
         }
@@ -234,24 +238,24 @@ pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A fresh idempotency key: `qc-` and 128 bits from the process's random
-/// hasher keys, the clock and a counter, so keys differ across processes,
-/// restarts and calls.
+/// A fresh idempotency key: `qc-`, 64 random bits drawn once per process
+/// (from the std hasher's random keys, the clock and the pid), and a
+/// counter. Keys differ across processes and restarts by the prefix, and
+/// within a process by the counter; making one is a format, not a hash.
 pub(crate) fn generate_key() -> String {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let word = |salt: u64| {
+    let prefix = *PREFIX.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(salt);
-        hasher.write_u64(count);
         hasher.write_u128(nanos);
         hasher.write_u32(std::process::id());
         hasher.finish()
-    };
-    format!("qc-{:016x}{:016x}", word(1), word(2))
+    });
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("qc-{prefix:016x}{count:016x}")
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::client::Marker;
 use crate::job::{DeadPage, outcome};
 use crate::options::millis;
+use crate::transport::{Brief, JobView};
 use crate::{Client, EnqueueOptions, Error, Failure, Job, JobId, Result};
 
 /// The longest single server-side wait; longer waits are chained.
@@ -110,7 +111,7 @@ where
     /// out-of-range options.
     pub async fn enqueue_with(&self, payload: &T, options: EnqueueOptions) -> Result<JobHandle<T>> {
         let (request, generated) = options.into_request(to_raw(payload, "payload")?);
-        let (job, replayed) = self
+        let (job, replayed): (Brief, bool) = self
             .client
             .retrying(|_| self.client.transport().enqueue(&self.name, &request, None))
             .await?;
@@ -157,7 +158,7 @@ where
             .await?;
         Ok(jobs
             .into_iter()
-            .map(|job| JobHandle::new(self.client.clone(), JobId::from(job.id), false))
+            .map(|job: Brief| JobHandle::new(self.client.clone(), JobId::from(job.id), false))
             .collect())
     }
 
@@ -209,7 +210,7 @@ where
         let started = Instant::now();
         let deadline = started + timeout;
         let (request, _) = options.into_request(to_raw(payload, "payload")?);
-        let (job, _) = self
+        let (job, _): (Brief, bool) = self
             .client
             .retrying(|_| {
                 let wait = remaining(deadline).min(MAX_WAIT);
@@ -428,7 +429,7 @@ where
     /// # Errors
     /// [`Error::NotFound`] if the job is unknown (or removed by retention).
     pub async fn status(&self) -> Result<JobState> {
-        Ok(self.fetch(Duration::ZERO).await?.state)
+        Ok(self.fetch::<Brief>(Duration::ZERO).await?.state)
     }
 
     /// The whole job, payload decoded.
@@ -436,10 +437,10 @@ where
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Decode`] when the payload is not a `T`.
     pub async fn get(&self) -> Result<Job<T>> {
-        Job::from_wire(self.fetch(Duration::ZERO).await?)
+        Job::from_wire(self.fetch::<queue_proto::Job>(Duration::ZERO).await?)
     }
 
-    async fn fetch(&self, wait: Duration) -> Result<queue_proto::Job> {
+    async fn fetch<V: JobView>(&self, wait: Duration) -> Result<V> {
         let wait = (!wait.is_zero()).then_some(wait);
         self.client
             .retrying(|_| self.client.transport().get(self.id.as_str(), wait))
@@ -466,7 +467,7 @@ where
     ) -> Result<R> {
         loop {
             let wait = remaining(deadline).min(MAX_WAIT);
-            let job = self.fetch(wait.max(Duration::from_millis(1))).await?;
+            let job: Brief = self.fetch(wait.max(Duration::from_millis(1))).await?;
             if job.state.is_terminal() || remaining(deadline).is_zero() {
                 return outcome(job, started.elapsed());
             }
@@ -481,7 +482,7 @@ where
     /// [`Error::Conflict`] when the job is already finished;
     /// [`Error::NotFound`].
     pub async fn cancel(&self) -> Result<()> {
-        self.client.transport().cancel(self.id.as_str()).await?;
+        let _: Brief = self.client.transport().cancel(self.id.as_str()).await?;
         Ok(())
     }
 }
@@ -707,7 +708,7 @@ async fn fenced<F, Fut>(
 ) -> Result<JobState>
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Result<queue_proto::Job>>,
+    Fut: Future<Output = Result<Brief>>,
 {
     let mut retried = false;
     let outcome = client
@@ -719,7 +720,7 @@ where
     match outcome {
         Ok(job) => Ok(job.state),
         Err(Error::LeaseLost { message }) if retried => {
-            match client.transport().get(id, None).await {
+            match client.transport().get::<Brief>(id, None).await {
                 Ok(job) if landed(job.state) => Ok(job.state),
                 _ => Err(Error::LeaseLost { message }),
             }

@@ -3,14 +3,14 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use queue_proto::limits::{MAX_LEASE_JOBS, MAX_WAIT_MS};
 use queue_proto::{HeartbeatRequest, JobState, LeaseRequest, RawValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::options::millis;
@@ -171,8 +171,10 @@ pub struct WorkerReport {
 /// [`shutdown_timeout`](Worker::shutdown_timeout), and releases the jobs of
 /// those that do not (an async handler is dropped at its next `.await`).
 /// Released jobs are `ready` again at once, their attempt not counted.
-/// Dropping the future of `run` instead abandons running jobs: their leases
-/// expire and they run again, each expiry counting as a failed attempt.
+/// Dropping the future of `run` instead stops leasing at once (a lease in
+/// flight is abandoned: its jobs wait for their lease to expire, which
+/// counts as a failed attempt), while jobs already running finish and are
+/// settled in the background.
 ///
 /// ```no_run
 /// use queue_client::{Client, Failure, Job, Worker};
@@ -366,13 +368,45 @@ enum Outcome {
     Unreported,
 }
 
+/// The most lease requests one worker keeps in flight. One is not enough:
+/// slots freed while a lease is on the wire would wait a whole round trip.
+/// One per slot would keep many idle long-polls open on the server.
+const MAX_POLLERS: usize = 8;
+
+/// The largest concurrency a worker accepts.
+const MAX_CONCURRENCY: usize = 10_000;
+
 struct Context<T> {
     config: WorkerConfig,
     spawn: Spawn<T>,
     heartbeat: Duration,
+    /// One per job being leased or run: the concurrency limit. A job's task
+    /// gives its permit back only once the job is settled and counted.
+    permits: Arc<Semaphore>,
+    /// Raised by the caller's shutdown or a fatal lease error: lease no more.
+    stop: watch::Sender<bool>,
+    /// Raised when the shutdown limit passes: release the jobs still running.
+    abort: watch::Sender<bool>,
+    report: Mutex<WorkerReport>,
+    fatal: Mutex<Option<Error>>,
 }
 
-/// The engine shared by the async and the blocking worker.
+impl<T> Context<T> {
+    fn record(&self, outcome: Outcome) {
+        let mut report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            Outcome::Completed => report.completed += 1,
+            Outcome::Failed => report.failed += 1,
+            Outcome::Released => report.released += 1,
+            Outcome::LeaseLost => report.lease_lost += 1,
+            Outcome::Unreported => report.unreported += 1,
+        }
+    }
+}
+
+/// The engine shared by the async and the blocking worker: a few lease
+/// pollers share the concurrency permits, and each leased job runs in a task
+/// of its own.
 pub(crate) async fn drive<T>(
     config: WorkerConfig,
     spawn: Spawn<T>,
@@ -381,8 +415,11 @@ pub(crate) async fn drive<T>(
 where
     T: DeserializeOwned + Send + 'static,
 {
-    if config.concurrency == 0 {
-        return Err(Error::invalid("worker concurrency must be at least 1"));
+    if !(1..=MAX_CONCURRENCY).contains(&config.concurrency) {
+        return Err(Error::invalid(format!(
+            "worker concurrency must be in 1..={MAX_CONCURRENCY}, got {}",
+            config.concurrency
+        )));
     }
     if millis(config.poll_wait) > MAX_WAIT_MS {
         return Err(Error::invalid(format!(
@@ -393,34 +430,74 @@ where
         .heartbeat
         .unwrap_or(config.lease / 3)
         .max(Duration::from_millis(1));
+    let concurrency = config.concurrency;
+    let shutdown_timeout = config.shutdown_timeout;
     let context = Arc::new(Context {
         config,
         spawn,
         heartbeat,
+        permits: Arc::new(Semaphore::new(concurrency)),
+        stop: watch::channel(false).0,
+        abort: watch::channel(false).0,
+        report: Mutex::new(WorkerReport::default()),
+        fatal: Mutex::new(None),
     });
+    let mut pollers = JoinSet::new();
+    for _ in 0..concurrency.min(MAX_POLLERS) {
+        pollers.spawn(poll(Arc::clone(&context)));
+    }
+    let mut asked = shutdown.subscribe();
+    let mut stopped = context.stop.subscribe();
+    tokio::select! {
+        _ = asked.wait_for(|stop| *stop) => {
+            context.stop.send_replace(true);
+        }
+        _ = stopped.wait_for(|stop| *stop) => {}
+    }
+    // Each poller finishes its lease in flight and gives back what it got.
+    while pollers.join_next().await.is_some() {}
+    // Holding every permit means every job is settled and counted.
+    let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+    let permits = &context.permits;
+    if tokio::time::timeout(shutdown_timeout, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        context.abort.send_replace(true);
+        let _all_settled = permits.acquire_many(all).await;
+    }
+    let fatal = context
+        .fatal
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(*context.report.lock().unwrap_or_else(PoisonError::into_inner)),
+    }
+}
+
+/// One lease poller: waits for free slots, leases that many jobs (waiting up
+/// to `poll_wait` on the server) and starts them.
+async fn poll<T>(context: Arc<Context<T>>)
+where
+    T: DeserializeOwned + Send + 'static,
+{
     let config = &context.config;
-    let permits = Arc::new(Semaphore::new(config.concurrency));
-    let mut stop = shutdown.subscribe();
-    let (abort, aborted) = watch::channel(false);
-    let mut tasks: JoinSet<Outcome> = JoinSet::new();
-    let mut report = WorkerReport::default();
-    let mut fatal = None;
+    let mut stop = context.stop.subscribe();
     let mut errors_in_row = 0u32;
     loop {
-        while let Some(done) = tasks.try_join_next() {
-            count(&mut report, done);
-        }
         let first = tokio::select! {
             biased;
-            _ = stop.wait_for(|stop| *stop) => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
+            _ = stop.wait_for(|stop| *stop) => return,
+            permit = Arc::clone(&context.permits).acquire_owned() => match permit {
                 Ok(permit) => permit,
-                Err(_) => break,
+                Err(_) => return,
             },
         };
         let mut held = vec![first];
         while held.len() < MAX_LEASE_JOBS as usize {
-            match Arc::clone(&permits).try_acquire_owned() {
+            match Arc::clone(&context.permits).try_acquire_owned() {
                 Ok(permit) => held.push(permit),
                 Err(_) => break,
             }
@@ -433,34 +510,21 @@ where
         };
         // Never cancelled midway: a lease whose answer is dropped would hold
         // its jobs, unseen, until the lease expires.
-        match config
-            .client
-            .transport()
-            .lease(&config.queue, &request)
-            .await
-        {
+        match config.client.transport().lease(&config.queue, &request).await {
             Ok(jobs) => {
                 errors_in_row = 0;
+                let stopping = *stop.borrow();
                 for job in jobs {
-                    match (shutdown.is_shutdown(), held.pop()) {
-                        (false, Some(permit)) => {
-                            tasks.spawn(run_job(
-                                Arc::clone(&context),
-                                job,
-                                permit,
-                                aborted.clone(),
-                            ));
+                    match held.pop() {
+                        Some(permit) if !stopping => {
+                            let context = Arc::clone(&context);
+                            tokio::spawn(async move {
+                                let outcome = run_job(&context, job).await;
+                                context.record(outcome);
+                                drop(permit);
+                            });
                         }
-                        _ => {
-                            let lease_id = job.lease_id.unwrap_or_default();
-                            match settle_release(&config.client, &job.id, &lease_id).await {
-                                Ok(()) => report.released += 1,
-                                Err(e) => {
-                                    tracing::warn!(job = %job.id, error = %e, "could not release an unstarted job");
-                                    report.unreported += 1;
-                                }
-                            }
-                        }
+                        _ => context.record(give_back(&config.client, job).await),
                     }
                 }
             }
@@ -472,58 +536,43 @@ where
                 tracing::warn!(queue = %config.queue, error = %e, ?pause, "lease failed; retrying");
                 drop(held);
                 tokio::select! {
-                    _ = stop.wait_for(|stop| *stop) => break,
+                    _ = stop.wait_for(|stop| *stop) => return,
                     () = tokio::time::sleep(pause) => {}
                 }
             }
             Err(e) => {
                 tracing::error!(queue = %config.queue, error = %e, "lease refused; the worker stops");
-                fatal = Some(e);
-                break;
+                context
+                    .fatal
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(e);
+                context.stop.send_replace(true);
+                return;
             }
         }
     }
-    let finish = async {
-        while let Some(done) = tasks.join_next().await {
-            count(&mut report, done);
-        }
-    };
-    if tokio::time::timeout(config.shutdown_timeout, finish)
-        .await
-        .is_err()
-    {
-        abort.send_replace(true);
-        while let Some(done) = tasks.join_next().await {
-            count(&mut report, done);
-        }
-    }
-    match fatal {
-        Some(e) => Err(e),
-        None => Ok(report),
-    }
 }
 
-fn count(report: &mut WorkerReport, done: std::result::Result<Outcome, tokio::task::JoinError>) {
-    match done {
-        Ok(Outcome::Completed) => report.completed += 1,
-        Ok(Outcome::Failed) => report.failed += 1,
-        Ok(Outcome::Released) => report.released += 1,
-        Ok(Outcome::LeaseLost) => report.lease_lost += 1,
-        Ok(Outcome::Unreported) | Err(_) => report.unreported += 1,
+/// Releases a job leased but not started (the worker is stopping).
+async fn give_back(client: &Client, job: queue_proto::Job) -> Outcome {
+    let lease_id = job.lease_id.unwrap_or_default();
+    match settle_release(client, &job.id, &lease_id).await {
+        Ok(()) => Outcome::Released,
+        Err(e) => {
+            tracing::warn!(job = %job.id, error = %e, "could not release an unstarted job");
+            Outcome::Unreported
+        }
     }
 }
 
 /// Runs one job: decode, handler, heartbeats, then settle.
-async fn run_job<T>(
-    context: Arc<Context<T>>,
-    job: queue_proto::Job,
-    _permit: OwnedSemaphorePermit,
-    mut abort: watch::Receiver<bool>,
-) -> Outcome
+async fn run_job<T>(context: &Context<T>, job: queue_proto::Job) -> Outcome
 where
     T: DeserializeOwned + Send + 'static,
 {
     let client = &context.config.client;
+    let mut abort = context.abort.subscribe();
     let id = job.id.clone();
     let lease_id = job.lease_id.clone().unwrap_or_default();
     let job = match Job::<T>::from_wire(job) {

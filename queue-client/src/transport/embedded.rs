@@ -11,7 +11,7 @@ use queue_proto::{
 };
 use tokio::sync::mpsc;
 
-use super::{EVENT_BUFFER, EventReceiver};
+use super::{EVENT_BUFFER, EventReceiver, JobView};
 use crate::options::millis;
 use crate::{Error, EventFilter, Result};
 
@@ -98,12 +98,12 @@ impl Embedded {
         }
     }
 
-    pub(crate) async fn enqueue(
+    pub(crate) async fn enqueue<V: JobView>(
         &self,
         queue: &str,
         request: &EnqueueRequest,
         wait: Option<Duration>,
-    ) -> Result<(Job, bool)> {
+    ) -> Result<(V, bool)> {
         let wait = wait.unwrap_or_default();
         check_wait(wait)?;
         let enqueued = self
@@ -115,21 +115,21 @@ impl Embedded {
         if !wait.is_zero() && !job.state.is_terminal() {
             job = self.queue.wait_terminal(job.id, wait).await.map_err(map)?;
         }
-        Ok((job.to_wire(None), enqueued.replayed))
+        Ok((V::of(&job), enqueued.replayed))
     }
 
-    pub(crate) async fn enqueue_batch(
+    pub(crate) async fn enqueue_batch<V: JobView>(
         &self,
         queue: &str,
         request: &BatchRequest,
-    ) -> Result<Vec<Job>> {
+    ) -> Result<Vec<V>> {
         let jobs = request.jobs.iter().cloned().map(NewJob::from).collect();
         let enqueued = self
             .queue
             .enqueue_batch_async(queue, jobs)
             .await
             .map_err(map)?;
-        Ok(enqueued.iter().map(|e| e.job.to_wire(None)).collect())
+        Ok(enqueued.iter().map(|e| V::of(&e.job)).collect())
     }
 
     pub(crate) async fn lease(&self, queue: &str, request: &LeaseRequest) -> Result<Vec<Job>> {
@@ -159,7 +159,7 @@ impl Embedded {
         Ok(job.to_wire(None))
     }
 
-    pub(crate) async fn complete(&self, id: &str, request: &CompleteRequest) -> Result<Job> {
+    pub(crate) async fn complete<V: JobView>(&self, id: &str, request: &CompleteRequest) -> Result<V> {
         let id = job_id(id)?;
         let lease = self.lease_id(id, &request.lease_id).await?;
         let result = request
@@ -171,10 +171,10 @@ impl Embedded {
             .complete_async(id, lease, result)
             .await
             .map_err(map)?;
-        Ok(job.to_wire(None))
+        Ok(V::of(&job))
     }
 
-    pub(crate) async fn fail(&self, id: &str, request: &FailRequest) -> Result<Job> {
+    pub(crate) async fn fail<V: JobView>(&self, id: &str, request: &FailRequest) -> Result<V> {
         let id = job_id(id)?;
         let lease = self.lease_id(id, &request.lease_id).await?;
         let failure = Failure::from(request.clone());
@@ -183,17 +183,17 @@ impl Embedded {
             .fail_async(id, lease, &failure)
             .await
             .map_err(map)?;
-        Ok(job.to_wire(None))
+        Ok(V::of(&job))
     }
 
-    pub(crate) async fn release(&self, id: &str, request: &ReleaseRequest) -> Result<Job> {
+    pub(crate) async fn release<V: JobView>(&self, id: &str, request: &ReleaseRequest) -> Result<V> {
         let id = job_id(id)?;
         let lease = self.lease_id(id, &request.lease_id).await?;
         let job = self.queue.release_async(id, lease).await.map_err(map)?;
-        Ok(job.to_wire(None))
+        Ok(V::of(&job))
     }
 
-    pub(crate) async fn get(&self, id: &str, wait: Option<Duration>) -> Result<Job> {
+    pub(crate) async fn get<V: JobView>(&self, id: &str, wait: Option<Duration>) -> Result<V> {
         let id = job_id(id)?;
         let wait = wait.unwrap_or_default();
         check_wait(wait)?;
@@ -202,13 +202,13 @@ impl Embedded {
         } else {
             self.queue.wait_terminal(id, wait).await.map_err(map)?
         };
-        Ok(job.to_wire(None))
+        Ok(V::of(&job))
     }
 
-    pub(crate) async fn cancel(&self, id: &str) -> Result<Job> {
+    pub(crate) async fn cancel<V: JobView>(&self, id: &str) -> Result<V> {
         let id = job_id(id)?;
         let job = self.queue.cancel_async(id).await.map_err(map)?;
-        Ok(job.to_wire(None))
+        Ok(V::of(&job))
     }
 
     pub(crate) async fn stats(&self, queue: &str) -> Result<QueueStats> {

@@ -3,14 +3,11 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client as Pool;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use queue_proto::{
-    BatchRequest, BatchResponse, CompleteRequest, DeadPage, DeletedResponse, EnqueueRequest,
+    BatchRequest, CompleteRequest, DeadPage, DeletedResponse, EnqueueRequest,
     ErrorBody, ErrorCode, FailRequest, HeartbeatRequest, Job, LeaseRequest, LeaseResponse,
     QueueList, QueueStats, ReleaseRequest, RequeueRequest, RequeuedResponse,
 };
@@ -18,18 +15,28 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use super::{EVENT_BUFFER, EventReceiver};
+use super::pool::Pool;
+use super::{EVENT_BUFFER, EventReceiver, JobView};
 use crate::options::millis;
 use crate::{ClientOptions, Error, EventFilter, Result};
 
 const AGENT: &str = concat!("queue-client/", env!("CARGO_PKG_VERSION"));
 
 pub(crate) struct Http {
-    pool: Pool<HttpConnector, Full<Bytes>>,
-    /// `http://authority[/prefix]`, without a trailing slash.
-    base: String,
+    pool: Pool,
+    /// The `Host` header: the URL's authority.
+    host: HeaderValue,
+    /// The URL's path, without a trailing slash: prefixed to every route.
+    prefix: String,
     auth: Option<HeaderValue>,
     request_timeout: Duration,
+}
+
+/// A batch reply, read as the views the caller asked for.
+#[derive(serde::Deserialize)]
+#[serde(bound = "V: JobView")]
+struct Jobs<V> {
+    jobs: Vec<V>,
 }
 
 /// A successful response: its status, whether it was an idempotent replay,
@@ -62,7 +69,10 @@ impl Http {
         if uri.query().is_some() {
             return Err(bad("the URL must not have a query"));
         }
-        let base = format!("http://{authority}{}", uri.path().trim_end_matches('/'));
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| bad("the host is not a valid header value"))?;
+        let address = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
         let auth = match &options.token {
             Some(token) => Some(
                 HeaderValue::from_str(&format!("Bearer {token}"))
@@ -70,17 +80,16 @@ impl Http {
             ),
             None => None,
         };
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(options.connect_timeout));
-        connector.set_nodelay(true);
-        let pool = Pool::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(options.pool_idle_timeout)
-            .pool_max_idle_per_host(options.pool_max_idle_per_host)
-            .build(connector);
+        let pool = Pool::new(
+            address,
+            options.connect_timeout,
+            options.pool_max_idle_per_host,
+            options.pool_idle_timeout,
+        );
         Ok(Http {
             pool,
-            base,
+            host,
+            prefix,
             auth,
             request_timeout: options.request_timeout,
         })
@@ -94,7 +103,8 @@ impl Http {
     ) -> Result<Request<Full<Bytes>>> {
         let mut builder = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
+            .uri(format!("{}{path}", self.prefix))
+            .header(HOST, self.host.clone())
             .header(USER_AGENT, AGENT);
         if let Some(auth) = &self.auth {
             builder = builder.header(AUTHORIZATION, auth.clone());
@@ -127,11 +137,7 @@ impl Http {
         let request = self.request(method, path, body)?;
         let limit = self.request_timeout.saturating_add(wait);
         let exchange = async {
-            let response = self
-                .pool
-                .request(request)
-                .await
-                .map_err(|e| Error::Transport(Box::new(e)))?;
+            let (connection, response) = self.pool.send(request).await?;
             let status = response.status();
             let replayed = response
                 .headers()
@@ -143,6 +149,7 @@ impl Http {
                 .await
                 .map_err(|e| Error::Transport(Box::new(e)))?
                 .to_bytes();
+            self.pool.put(connection);
             if !status.is_success() {
                 return Err(error_from(status, &bytes));
             }
@@ -155,28 +162,28 @@ impl Http {
             .map_err(|_| Error::Timeout { after: limit })?
     }
 
-    pub(crate) async fn enqueue(
+    pub(crate) async fn enqueue<V: JobView>(
         &self,
         queue: &str,
         request: &EnqueueRequest,
         wait: Option<Duration>,
-    ) -> Result<(Job, bool)> {
+    ) -> Result<(V, bool)> {
         let wait = wait.unwrap_or_default();
         let mut path = format!("/v1/queues/{queue}/jobs");
         if !wait.is_zero() {
             path.push_str(&format!("?wait_ms={}", millis(wait)));
         }
-        let reply: Reply<Job> = self.call(Method::POST, &path, Some(request), wait).await?;
+        let reply: Reply<V> = self.call(Method::POST, &path, Some(request), wait).await?;
         Ok((reply.body, reply.replayed))
     }
 
-    pub(crate) async fn enqueue_batch(
+    pub(crate) async fn enqueue_batch<V: JobView>(
         &self,
         queue: &str,
         request: &BatchRequest,
-    ) -> Result<Vec<Job>> {
+    ) -> Result<Vec<V>> {
         let path = format!("/v1/queues/{queue}/jobs/batch");
-        let reply: Reply<BatchResponse> = self
+        let reply: Reply<Jobs<V>> = self
             .call(Method::POST, &path, Some(request), Duration::ZERO)
             .await?;
         Ok(reply.body.jobs)
@@ -190,7 +197,7 @@ impl Http {
         Ok(reply.body.jobs)
     }
 
-    async fn on_job(&self, id: &str, action: &str, body: &impl Serialize) -> Result<Job> {
+    async fn on_job<V: JobView>(&self, id: &str, action: &str, body: &impl Serialize) -> Result<V> {
         let path = format!("/v1/jobs/{}/{action}", encode(id));
         Ok(self
             .call(Method::POST, &path, Some(body), Duration::ZERO)
@@ -202,19 +209,19 @@ impl Http {
         self.on_job(id, "heartbeat", request).await
     }
 
-    pub(crate) async fn complete(&self, id: &str, request: &CompleteRequest) -> Result<Job> {
+    pub(crate) async fn complete<V: JobView>(&self, id: &str, request: &CompleteRequest) -> Result<V> {
         self.on_job(id, "complete", request).await
     }
 
-    pub(crate) async fn fail(&self, id: &str, request: &FailRequest) -> Result<Job> {
+    pub(crate) async fn fail<V: JobView>(&self, id: &str, request: &FailRequest) -> Result<V> {
         self.on_job(id, "fail", request).await
     }
 
-    pub(crate) async fn release(&self, id: &str, request: &ReleaseRequest) -> Result<Job> {
+    pub(crate) async fn release<V: JobView>(&self, id: &str, request: &ReleaseRequest) -> Result<V> {
         self.on_job(id, "release", request).await
     }
 
-    pub(crate) async fn get(&self, id: &str, wait: Option<Duration>) -> Result<Job> {
+    pub(crate) async fn get<V: JobView>(&self, id: &str, wait: Option<Duration>) -> Result<V> {
         let wait = wait.unwrap_or_default();
         let mut path = format!("/v1/jobs/{}", encode(id));
         if !wait.is_zero() {
@@ -223,7 +230,7 @@ impl Http {
         Ok(self.call(Method::GET, &path, None::<&()>, wait).await?.body)
     }
 
-    pub(crate) async fn cancel(&self, id: &str) -> Result<Job> {
+    pub(crate) async fn cancel<V: JobView>(&self, id: &str) -> Result<V> {
         let path = format!("/v1/jobs/{}", encode(id));
         Ok(self
             .call(Method::DELETE, &path, None::<&()>, Duration::ZERO)
@@ -311,10 +318,9 @@ impl Http {
         }
         let request = self.request(Method::GET, &path, None)?;
         let limit = self.request_timeout;
-        let response = tokio::time::timeout(limit, self.pool.request(request))
+        let (connection, response) = tokio::time::timeout(limit, self.pool.send(request))
             .await
-            .map_err(|_| Error::Timeout { after: limit })?
-            .map_err(|e| Error::Transport(Box::new(e)))?;
+            .map_err(|_| Error::Timeout { after: limit })??;
         let status = response.status();
         if !status.is_success() {
             let bytes = tokio::time::timeout(limit, response.into_body().collect())
@@ -327,6 +333,8 @@ impl Http {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let mut body = response.into_body();
         tokio::spawn(async move {
+            // The stream has the connection to itself until it ends.
+            let _connection = connection;
             let mut parser = SseParser::default();
             loop {
                 let frame = tokio::select! {

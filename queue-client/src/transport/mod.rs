@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use queue_proto::{
     BatchRequest, CompleteRequest, DeadPage, EnqueueRequest, FailRequest, HeartbeatRequest, Job,
-    LeaseRequest, QueueStats, ReleaseRequest, RequeueRequest, validate_queue_name,
+    JobState, LeaseRequest, QueueStats, RawValue, ReleaseRequest, RequeueRequest,
+    validate_queue_name,
 };
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::{Error, EventFilter, Result};
@@ -18,6 +21,7 @@ use crate::{Error, EventFilter, Result};
 #[cfg(feature = "embedded")]
 mod embedded;
 mod http;
+mod pool;
 
 #[cfg(feature = "embedded")]
 pub(crate) use embedded::Embedded;
@@ -29,8 +33,49 @@ pub(crate) type EventReceiver = mpsc::Receiver<Result<queue_proto::Event>>;
 /// Events buffered between the reading task and the stream's consumer.
 pub(crate) const EVENT_BUFFER: usize = 256;
 
+/// What a call reads of a job: the whole job object, or a [`Brief`]. Over
+/// HTTP a reply parsed into a `Brief` skips the payload and the rest.
+pub(crate) trait JobView: DeserializeOwned + Send + 'static {
+    /// The view of an engine record (embedded transport).
+    #[cfg(feature = "embedded")]
+    fn of(job: &queue_core::Job) -> Self;
+}
+
+impl JobView for Job {
+    #[cfg(feature = "embedded")]
+    fn of(job: &queue_core::Job) -> Self {
+        job.to_wire(None)
+    }
+}
+
+/// The fields of a job that enqueues, waits and settlements look at.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Brief {
+    pub(crate) id: String,
+    pub(crate) state: JobState,
+    pub(crate) attempts: u32,
+    #[serde(default)]
+    pub(crate) result: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub(crate) last_error: Option<String>,
+}
+
+impl JobView for Brief {
+    #[cfg(feature = "embedded")]
+    fn of(job: &queue_core::Job) -> Self {
+        let wire = job.to_wire(None);
+        Brief {
+            id: wire.id,
+            state: wire.state,
+            attempts: wire.attempts,
+            result: wire.result,
+            last_error: wire.last_error,
+        }
+    }
+}
+
 pub(crate) enum Transport {
-    Http(Http),
+    Http(Box<Http>),
     #[cfg(feature = "embedded")]
     Embedded(Embedded),
 }
@@ -56,21 +101,21 @@ impl Transport {
     /// Enqueues one job; with `wait`, holds the answer until the job is
     /// terminal or the wait passes. Returns the job and whether the server
     /// replayed an earlier enqueue with the same idempotency key.
-    pub(crate) async fn enqueue(
+    pub(crate) async fn enqueue<V: JobView>(
         &self,
         queue: &str,
         request: &EnqueueRequest,
         wait: Option<Duration>,
-    ) -> Result<(Job, bool)> {
+    ) -> Result<(V, bool)> {
         check_queue(queue)?;
         dispatch!(self, t => t.enqueue(queue, request, wait).await)
     }
 
-    pub(crate) async fn enqueue_batch(
+    pub(crate) async fn enqueue_batch<V: JobView>(
         &self,
         queue: &str,
         request: &BatchRequest,
-    ) -> Result<Vec<Job>> {
+    ) -> Result<Vec<V>> {
         check_queue(queue)?;
         dispatch!(self, t => t.enqueue_batch(queue, request).await)
     }
@@ -84,25 +129,25 @@ impl Transport {
         dispatch!(self, t => t.heartbeat(id, request).await)
     }
 
-    pub(crate) async fn complete(&self, id: &str, request: &CompleteRequest) -> Result<Job> {
+    pub(crate) async fn complete<V: JobView>(&self, id: &str, request: &CompleteRequest) -> Result<V> {
         dispatch!(self, t => t.complete(id, request).await)
     }
 
-    pub(crate) async fn fail(&self, id: &str, request: &FailRequest) -> Result<Job> {
+    pub(crate) async fn fail<V: JobView>(&self, id: &str, request: &FailRequest) -> Result<V> {
         dispatch!(self, t => t.fail(id, request).await)
     }
 
-    pub(crate) async fn release(&self, id: &str, request: &ReleaseRequest) -> Result<Job> {
+    pub(crate) async fn release<V: JobView>(&self, id: &str, request: &ReleaseRequest) -> Result<V> {
         dispatch!(self, t => t.release(id, request).await)
     }
 
     /// Reads a job; with `wait`, holds the answer until it is terminal or the
     /// wait passes.
-    pub(crate) async fn get(&self, id: &str, wait: Option<Duration>) -> Result<Job> {
+    pub(crate) async fn get<V: JobView>(&self, id: &str, wait: Option<Duration>) -> Result<V> {
         dispatch!(self, t => t.get(id, wait).await)
     }
 
-    pub(crate) async fn cancel(&self, id: &str) -> Result<Job> {
+    pub(crate) async fn cancel<V: JobView>(&self, id: &str) -> Result<V> {
         dispatch!(self, t => t.cancel(id).await)
     }
 
