@@ -7,7 +7,9 @@
 //! - `http` drives the real `queue-server`, started in-process on loopback,
 //!   over C keep-alive HTTP/1.1 connections;
 //! - `compare` runs both back to back and prints one table;
-//! - `peers` compares ours with beanstalkd and Redis + BullMQ.
+//! - `peers` compares ours with beanstalkd and Redis + BullMQ;
+//! - `sdk` compares the typed client SDK (`queue-client`, async and
+//!   blocking, producers and workers) with the raw HTTP load generator.
 //!
 //! All of them reuse [`stats`] for latency summaries and [`report`] for the
 //! table.
@@ -17,6 +19,8 @@
 //!     [--payload-bytes 200] [--max-seconds S] [--dir PATH]
 //! cargo run --release -p bench -- http [same options]
 //! cargo run --release -p bench -- compare [same options]
+//! cargo run --release -p bench -- sdk [--jobs N] [--concurrency 1,8,64] \
+//!     [--payload-bytes 200] [--max-seconds S] [--dir PATH] [--smoke]
 //! ```
 //!
 //! See `BENCHMARKS.md` at the repository root for what each phase measures.
@@ -29,6 +33,7 @@ mod fsync;
 mod http;
 mod peers;
 mod report;
+mod sdk;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +61,10 @@ enum Mode {
     /// Ours (embedded and HTTP) against beanstalkd and Redis + BullMQ, same
     /// workload, same run (`--smoke`: ours only, tiny N, for CI).
     Peers(peers::PeersArgs),
+    /// The client SDK (async and blocking producers, async and blocking
+    /// workers) against raw HTTP on the same durable server; SDK / raw
+    /// throughput against the 0.85 target (`--smoke`: tiny N, for CI).
+    Sdk(sdk::SdkArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,5 +74,6 @@ fn main() -> anyhow::Result<()> {
         Mode::Http(args) => http::run(&args),
         Mode::Compare(args) => compare::run(&args),
         Mode::Peers(args) => peers::run(&args),
+        Mode::Sdk(args) => sdk::run(&args),
     }
 }

@@ -396,10 +396,13 @@ fn run_target(
 }
 
 /// What one phase did.
-struct Phase {
-    samples: Vec<Duration>,
-    elapsed: Duration,
-    timed_out: bool,
+pub(crate) struct Phase {
+    /// One latency sample per operation done.
+    pub(crate) samples: Vec<Duration>,
+    /// Wall time from the start until the last caller stopped.
+    pub(crate) elapsed: Duration,
+    /// Whether the time limit stopped a caller.
+    pub(crate) timed_out: bool,
 }
 
 /// C OS threads sharing `op` (the embedded system).
@@ -466,21 +469,22 @@ fn check_ours(
 
 /// Which wire protocol a connection speaks.
 #[derive(Debug, Clone, Copy)]
-enum Protocol {
+pub(crate) enum Protocol {
     Http,
     Beanstalkd,
 }
 
 /// One client connection of a network system.
-enum Conn {
+pub(crate) enum Conn {
     Http(Box<Connection>),
     Beanstalkd(BufReader<TcpStream>),
 }
 
-type OpFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>;
+pub(crate) type OpFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>;
 
 /// C connections on one single-threaded runtime, one task each.
-fn connections<F>(
+pub(crate) fn connections<F>(
     c: usize,
     jobs: usize,
     limit: Duration,
@@ -562,7 +566,8 @@ struct LeasedJob {
 }
 
 impl Conn {
-    async fn http_enqueue(&mut self, body: &[u8]) -> anyhow::Result<()> {
+    /// One `POST /v1/queues/peers/jobs` with `body`; `202` expected.
+    pub(crate) async fn http_enqueue(&mut self, body: &[u8]) -> anyhow::Result<()> {
         let Conn::Http(conn) = self else {
             bail!("not an HTTP connection")
         };
@@ -570,7 +575,8 @@ impl Conn {
         conn.send(&req).await?.expect(202, "enqueue")
     }
 
-    async fn http_drain_one(&mut self) -> anyhow::Result<()> {
+    /// One lease of one job on `peers` and its complete.
+    pub(crate) async fn http_drain_one(&mut self) -> anyhow::Result<()> {
         let Conn::Http(conn) = self else {
             bail!("not an HTTP connection")
         };

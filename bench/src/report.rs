@@ -66,10 +66,10 @@ pub fn table(rows: &[Row]) -> String {
     let header = [
         "mode", "phase", "C", "jobs", "seconds", "jobs/s", "p50", "p99",
     ];
-    let cells: Vec<[String; 8]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            [
+            vec![
                 row.mode.clone(),
                 row.phase.to_owned(),
                 row.concurrency.to_string(),
@@ -81,31 +81,46 @@ pub fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
+    // Text columns left-aligned, numbers right-aligned.
+    let right = [false, false, true, true, true, true, true, true];
+    let mut out = markdown(&header, &right, &cells);
+    if rows.iter().any(|row| row.timed_out) {
+        out.push_str(TIMED_OUT_NOTE);
+    }
+    out
+}
+
+/// The footnote of a table with a run stopped by the time limit.
+pub const TIMED_OUT_NOTE: &str =
+    "\n\\* stopped by the time limit before reaching the requested count.\n";
+
+/// A markdown table with aligned columns: `header`, then `rows` (each as
+/// many cells as the header); columns with `right` set are right-aligned.
+pub fn markdown(header: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
+    let is_right = |i: usize| right.get(i).copied().unwrap_or(false);
     // At least 3 wide, so that the markdown rule fits.
-    let mut widths = header.map(|h| h.chars().count().max(3));
-    for row in &cells {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count().max(3)).collect();
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    // Text columns left-aligned, numbers right-aligned.
-    let right = [false, false, true, true, true, true, true, true];
     let mut out = String::new();
     let mut line = |cells: &[String]| {
         out.push('|');
-        for ((cell, width), right) in cells.iter().zip(widths).zip(right) {
-            let pad = width - cell.chars().count();
-            let (l, r) = if right { (pad, 0) } else { (0, pad) };
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            let pad = width.saturating_sub(cell.chars().count());
+            let (l, r) = if is_right(i) { (pad, 0) } else { (0, pad) };
             let _ = write!(out, " {}{cell}{} |", " ".repeat(l), " ".repeat(r));
         }
         out.push('\n');
     };
-    line(&header.map(str::to_owned));
+    line(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
     let rule: Vec<String> = widths
         .iter()
-        .zip(right)
-        .map(|(w, right)| {
-            if right {
+        .enumerate()
+        .map(|(i, w)| {
+            if is_right(i) {
                 format!("{}:", "-".repeat(w - 1))
             } else {
                 "-".repeat(*w)
@@ -113,11 +128,8 @@ pub fn table(rows: &[Row]) -> String {
         })
         .collect();
     line(&rule);
-    for row in &cells {
+    for row in rows {
         line(row);
-    }
-    if rows.iter().any(|row| row.timed_out) {
-        out.push_str("\n\\* stopped by the time limit before reaching the requested count.\n");
     }
     out
 }

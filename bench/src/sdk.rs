@@ -1,0 +1,1088 @@
+//! `bench sdk`: what the typed client SDK (`queue-client`) costs over the
+//! raw HTTP load generator, on the same server and workload.
+//!
+//! For each concurrency C and each client, a fresh durable server
+//! ([`Server`], `Durability::Sync`, fresh data directory, 127.0.0.1) runs two
+//! phases on the queue `peers`:
+//!
+//! 1. **enqueue**: N jobs with a `--payload-bytes` JSON payload, one at a
+//!    time per caller, claimed from a shared [`Claims`] counter;
+//! 2. **drain**: the N jobs are leased and completed.
+//!
+//! The clients:
+//!
+//! - **raw http**: the loops of `bench peers` ([`peers::connections`]): C
+//!   keep-alive connections on one single-threaded runtime; drain = lease
+//!   (`max_jobs` 1) + complete per job.
+//! - **sdk async**: one [`queue_client::Client`] shared by C tokio tasks
+//!   calling [`TypedQueue::enqueue`](queue_client::TypedQueue::enqueue), on a
+//!   single-threaded runtime (as the raw client); drain = a
+//!   [`queue_client::Worker`] with concurrency C whose handler returns
+//!   `Ok(())` at once.
+//! - **sdk blocking**: one [`queue_client::blocking::Client`] shared by C OS
+//!   threads calling `enqueue`; drain = a
+//!   [`queue_client::blocking::Worker`] with concurrency C and a trivial
+//!   closure.
+//!
+//! Before the clock starts, the raw client connects its C connections and
+//! the SDK clients make C concurrent `GET /healthz` calls so that their pools
+//! hold open connections (at most the pool's idle limit). A worker phase
+//! ends when `GET /v1/queues/peers`, polled every [`POLL`] by the main thread,
+//! shows all N jobs completed; then its [`ShutdownHandle`] stops the worker.
+//! The raw drain runs under the same poller (so the server serves the same
+//! extra requests) but ends when its own loops end.
+//!
+//! After every phase the counts are checked exactly (`ready` = N after the
+//! enqueue, `completed` = N and nothing else after the drain; a worker's
+//! [`WorkerReport`] must agree), and any mismatch fails the run.
+//!
+//! Each row also shows the client's CPU time per job: the threads of the
+//! client (the load generator's thread; for the blocking client, its caller
+//! threads and the SDK's own runtime threads), from
+//! `/proc/.../schedstat`. On a shared 2-core machine that is steadier than
+//! throughput and says where an SDK overhead comes from. And the TCP
+//! connections accepted during the phase (`/proc/net/snmp`): C is expected;
+//! more means the client's pool closes and reopens connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail, ensure};
+use queue_client::{Failure, Job, QueueStats, ShutdownHandle, WorkerReport};
+use queue_core::Durability;
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+
+use crate::claims::Claims;
+use crate::client::{Connection, request};
+use crate::core::json_payload;
+use crate::http::{Server, thread_cpu_time};
+use crate::peers::{self, Conn, Protocol};
+use crate::report;
+use crate::stats::{Latency, Summary};
+
+/// The queue every phase uses: the one the raw loops of `bench peers` use.
+const QUEUE: &str = "peers";
+/// The throughput target: SDK at least this share of raw HTTP.
+pub const TARGET: f64 = 0.85;
+/// How often the main thread asks the server whether a drain is done.
+const POLL: Duration = Duration::from_millis(5);
+/// How long a worker's lease request waits for a job; it also bounds how
+/// long its shutdown waits for that request.
+const POLL_WAIT: Duration = Duration::from_millis(500);
+/// How long past the time limit a phase may take to finish what is in
+/// flight (and a worker to shut down) before it is declared stalled.
+const STALL_GRACE: Duration = Duration::from_secs(30);
+/// Lease length of every drain (raw: the `peers` loop's 60 s).
+const LEASE: Duration = Duration::from_secs(60);
+/// Name prefix of the bench's client threads (the blocking SDK's own
+/// runtime threads are named `queue-client`).
+const CLIENT_THREAD: &str = "sdk-client";
+
+/// Options of `bench sdk`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SdkArgs {
+    /// Jobs per run (enqueued, then drained).
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: usize,
+    /// Concurrent callers (enqueue) and worker concurrency (drain),
+    /// comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub concurrency: Vec<usize>,
+    /// Size of each job's JSON payload in bytes.
+    #[arg(long, default_value_t = 200)]
+    pub payload_bytes: usize,
+    /// Time limit of each phase, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub max_seconds: u64,
+    /// Directory under which the data directories are made; default the
+    /// system temporary directory.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// 300 jobs, C = 1 and 8, no target verdicts: a quick check that the
+    /// harness works (CI runs it).
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+/// The payload type of the SDK runs: serializes to the same JSON as the raw
+/// client's body (`{"pad":"xxx…"}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pad {
+    #[serde(default)]
+    pad: String,
+}
+
+/// Who talks to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Raw,
+    Async,
+    Blocking,
+}
+
+impl Client {
+    const ALL: [Client; 3] = [Client::Raw, Client::Async, Client::Blocking];
+
+    fn label(self) -> &'static str {
+        match self {
+            Client::Raw => "raw http",
+            Client::Async => "sdk async",
+            Client::Blocking => "sdk blocking",
+        }
+    }
+}
+
+/// One phase of one client at one concurrency.
+#[derive(Debug, Clone)]
+struct SdkRow {
+    phase: &'static str,
+    client: Client,
+    concurrency: usize,
+    target: usize,
+    /// Jobs done (acknowledged enqueues; completed jobs).
+    jobs: usize,
+    elapsed: Duration,
+    /// Per-call latency; `None` for a worker, whose calls are its own.
+    latency: Option<Summary>,
+    timed_out: bool,
+    /// CPU time of the client's threads during the phase.
+    client_cpu: Option<Duration>,
+    /// TCP connections the host accepted during the phase.
+    connections: Option<u64>,
+}
+
+impl SdkRow {
+    fn rate(&self) -> f64 {
+        crate::fsync::per_second(self.jobs, self.elapsed)
+    }
+
+    fn cpu_per_job(&self) -> Option<Duration> {
+        let jobs = u32::try_from(self.jobs).ok().filter(|j| *j > 0)?;
+        self.client_cpu.map(|cpu| cpu / jobs)
+    }
+
+    fn line(&self) -> String {
+        let latency = match &self.latency {
+            Some(s) => format!(", p50 {}, p99 {}", Latency(s.p50), Latency(s.p99)),
+            None => String::new(),
+        };
+        let cpu = match self.cpu_per_job() {
+            Some(cpu) => format!(", client CPU {}/job", Latency(cpu)),
+            None => String::new(),
+        };
+        let connections = match self.connections {
+            Some(n) => format!(", connections accepted: {n}"),
+            None => String::new(),
+        };
+        format!(
+            "{} {} C={}: {} jobs in {:.2} s = {:.0} jobs/s{latency}{cpu}{connections}{}",
+            self.client.label(),
+            self.phase,
+            self.concurrency,
+            self.jobs,
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            if self.timed_out {
+                format!(" (stopped by the time limit, {} asked for)", self.target)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// What a measured phase yields before it becomes a row.
+struct Measured {
+    jobs: usize,
+    elapsed: Duration,
+    samples: Option<Vec<Duration>>,
+    timed_out: bool,
+    client_cpu: Option<Duration>,
+    /// Set by [`run_client`].
+    connections: Option<u64>,
+}
+
+/// What every phase of one run needs.
+#[derive(Debug, Clone)]
+struct Spec {
+    addr: SocketAddr,
+    url: String,
+    /// Jobs to enqueue; in the drain, the jobs the enqueue put in.
+    jobs: usize,
+    c: usize,
+    limit: Duration,
+    /// The raw enqueue body, `{"payload":<payload>}`.
+    body: Vec<u8>,
+    pad: Pad,
+}
+
+/// Runs the SDK benchmark and prints the table.
+///
+/// # Errors
+/// A server fails to start or stop, a call fails, a count does not match.
+pub fn run(args: &SdkArgs) -> anyhow::Result<()> {
+    let (jobs, concurrency) = if args.smoke {
+        (300, vec![1, 8])
+    } else {
+        (args.jobs, args.concurrency.clone())
+    };
+    ensure!(jobs > 0, "--jobs must be at least 1");
+    ensure!(
+        !concurrency.is_empty() && concurrency.iter().all(|c| *c > 0),
+        "--concurrency needs values of at least 1"
+    );
+    let parent = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir(),
+    };
+    let limit = Duration::from_secs(args.max_seconds.max(1));
+    let payload = json_payload(args.payload_bytes);
+    let pad: Pad = serde_json::from_slice(&payload).context("the payload is not a Pad")?;
+    let body = {
+        let mut body = br#"{"payload":"#.to_vec();
+        body.extend_from_slice(&payload);
+        body.push(b'}');
+        body
+    };
+
+    let mut rows = Vec::new();
+    for &c in &concurrency {
+        for client in Client::ALL {
+            eprintln!("{} C={c} ...", client.label());
+            let server = Server::start(&parent, Durability::Sync)
+                .with_context(|| format!("starting the server for {} C={c}", client.label()))?;
+            let spec = Spec {
+                addr: server.addr,
+                url: format!("http://{}", server.addr),
+                jobs,
+                c,
+                limit,
+                body: body.clone(),
+                pad: pad.clone(),
+            };
+            let outcome = run_client(client, &spec);
+            // Stop the server whether or not the phases succeeded; their
+            // error comes first.
+            let stopped = server.stop();
+            let (enqueue, drain) =
+                outcome.with_context(|| format!("{} at C={c}", client.label()))?;
+            stopped.with_context(|| format!("stopping the server of {} C={c}", client.label()))?;
+            for (phase, measured) in [("enqueue", enqueue), ("drain", drain)] {
+                let row = SdkRow {
+                    phase,
+                    client,
+                    concurrency: c,
+                    target: jobs,
+                    jobs: measured.jobs,
+                    elapsed: measured.elapsed,
+                    latency: measured.samples.map(Summary::of),
+                    timed_out: measured.timed_out,
+                    client_cpu: measured.client_cpu,
+                    connections: measured.connections,
+                };
+                eprintln!("  {}", row.line());
+                rows.push(row);
+            }
+        }
+    }
+
+    println!();
+    println!(
+        "SDK overhead: N = {jobs} jobs of {} bytes per run, durable server (fsync before ack) \
+         in-process on 127.0.0.1, fresh per client and C; enqueue = C callers put N jobs one at \
+         a time; drain = lease + complete of the N jobs (raw: C connections, lease of 1 job; \
+         SDK: a Worker of concurrency C). Time limit {} s per phase.",
+        args.payload_bytes,
+        limit.as_secs()
+    );
+    println!();
+    print!("{}", table(&rows, !args.smoke));
+    println!();
+    println!(
+        "p50/p99: per call (a worker's calls are its own: none). client CPU/job: CPU time of the \
+         client's threads over jobs done. conns: TCP connections accepted during the phase (C \
+         expected, plus the poller's and the check's in a drain; more means the client \
+         reconnects)."
+    );
+    println!();
+    if !args.smoke {
+        for line in verdicts(&rows) {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+/// Both phases of one client on the server of `spec`, with the TCP
+/// connections accepted during each (the drain's include the poller's and
+/// the check's).
+fn run_client(client: Client, spec: &Spec) -> anyhow::Result<(Measured, Measured)> {
+    let opens = accepted_connections();
+    let mut enqueue = match client {
+        Client::Raw => raw_enqueue(spec),
+        Client::Async => async_enqueue(spec),
+        Client::Blocking => blocking_enqueue(spec),
+    }
+    .context("enqueue")?;
+    enqueue.connections = since(opens, accepted_connections());
+    check_enqueued(spec.addr, &enqueue).context("enqueue")?;
+    // The drain takes what is there: N, unless the time limit cut the
+    // enqueue short.
+    let spec = &Spec {
+        jobs: enqueue.jobs,
+        ..spec.clone()
+    };
+    let opens = accepted_connections();
+    let mut drain = match client {
+        Client::Raw => raw_drain(spec),
+        Client::Async => async_drain(spec),
+        Client::Blocking => blocking_drain(spec),
+    }
+    .context("drain")?;
+    drain.connections = since(opens, accepted_connections());
+    Ok((enqueue, drain))
+}
+
+fn since(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    Some(after?.saturating_sub(before?))
+}
+
+/// TCP connections this host has accepted so far (Linux:
+/// `PassiveOpens` in `/proc/net/snmp`). Host-wide, but during a run
+/// nothing else here accepts loopback connections at any rate that shows.
+fn accepted_connections() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut tcp = text.lines().filter(|line| line.starts_with("Tcp:"));
+    let (names, values) = (tcp.next()?, tcp.next()?);
+    let at = names
+        .split_whitespace()
+        .position(|name| name == "PassiveOpens")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// The raw enqueue: the `peers` loop, on a thread of its own whose CPU time
+/// is the client's.
+fn raw_enqueue(spec: &Spec) -> anyhow::Result<Measured> {
+    let (addr, jobs, c, limit, body) =
+        (spec.addr, spec.jobs, spec.c, spec.limit, spec.body.clone());
+    let worker = spawn_client(format!("{CLIENT_THREAD}-raw"), move || {
+        let cpu = thread_cpu_time();
+        let phase = peers::connections(c, jobs, limit, addr, Protocol::Http, move |conn| {
+            let body = body.clone();
+            Box::pin(async move { conn.http_enqueue(&body).await })
+        })?;
+        Ok(measured(phase, cpu_since(cpu)))
+    })?;
+    worker.wait(Instant::now() + limit + STALL_GRACE)
+}
+
+/// The raw drain: the `peers` loop, under the same completion poller as
+/// the workers; its time is its own.
+fn raw_drain(spec: &Spec) -> anyhow::Result<Measured> {
+    let (addr, jobs, c, limit) = (spec.addr, spec.jobs, spec.c, spec.limit);
+    let worker = spawn_client(format!("{CLIENT_THREAD}-raw"), move || {
+        let cpu = thread_cpu_time();
+        let phase = peers::connections(c, jobs, limit, addr, Protocol::Http, |conn: &mut Conn| {
+            Box::pin(async move { conn.http_drain_one().await })
+        })?;
+        Ok(measured(phase, cpu_since(cpu)))
+    })?;
+    let started = Instant::now();
+    let deadline = started + limit;
+    watch_drain(spec.addr, spec.jobs, deadline, || worker.finished())?;
+    let drained = worker.wait(deadline + STALL_GRACE)?;
+    check_drained(spec.addr, spec.jobs, drained.jobs, drained.timed_out)?;
+    Ok(drained)
+}
+
+fn measured(phase: peers::Phase, client_cpu: Option<Duration>) -> Measured {
+    Measured {
+        jobs: phase.samples.len(),
+        elapsed: phase.elapsed,
+        samples: Some(phase.samples),
+        timed_out: phase.timed_out,
+        client_cpu,
+        connections: None,
+    }
+}
+
+/// A single-threaded runtime, as the raw load generator has.
+fn current_thread() -> anyhow::Result<Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the client runtime")
+}
+
+/// C concurrent `GET /healthz`, so that the pool holds open connections
+/// before the clock starts.
+async fn warm_up(client: &queue_client::Client, c: usize) -> anyhow::Result<()> {
+    let mut calls = JoinSet::new();
+    for _ in 0..c {
+        let client = client.clone();
+        calls.spawn(async move { client.health().await });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.context("a warm-up call panicked")?
+            .context("warming up the connection pool")?;
+    }
+    Ok(())
+}
+
+/// The async SDK enqueue: C tasks on one single-threaded runtime share one
+/// client.
+fn async_enqueue(spec: &Spec) -> anyhow::Result<Measured> {
+    let (url, jobs, c, limit, pad) = (
+        spec.url.clone(),
+        spec.jobs,
+        spec.c,
+        spec.limit,
+        spec.pad.clone(),
+    );
+    let worker = spawn_client(format!("{CLIENT_THREAD}-async"), move || {
+        let runtime = current_thread()?;
+        runtime.block_on(async move {
+            let client = queue_client::Client::connect(&url)?;
+            warm_up(&client, c).await?;
+            let queue = client.queue::<Pad>(QUEUE);
+            let pad = Arc::new(pad);
+            let claims = Arc::new(Claims::new(jobs));
+            let cpu = thread_cpu_time();
+            let started = Instant::now();
+            let deadline = started + limit;
+            let give_up = tokio::time::Instant::from_std(deadline + STALL_GRACE);
+            let mut tasks = JoinSet::new();
+            for _ in 0..c {
+                let (queue, pad, claims) = (queue.clone(), Arc::clone(&pad), Arc::clone(&claims));
+                tasks.spawn(async move {
+                    let mut samples = Vec::with_capacity(jobs / c + 1);
+                    while claims.claim(deadline) {
+                        let t = Instant::now();
+                        if let Err(e) = queue.enqueue(&pad).await {
+                            claims.stop();
+                            return Err(anyhow!(e).context("enqueue"));
+                        }
+                        samples.push(t.elapsed());
+                    }
+                    Ok(samples)
+                });
+            }
+            let mut samples = Vec::with_capacity(jobs);
+            let mut failure = None;
+            loop {
+                match tokio::time::timeout_at(give_up, tasks.join_next()).await {
+                    Err(_) => bail!(
+                        "stalled: a call was still unanswered {} s after the time limit",
+                        STALL_GRACE.as_secs()
+                    ),
+                    Ok(None) => break,
+                    Ok(Some(Ok(Ok(done)))) => samples.extend(done),
+                    Ok(Some(Ok(Err(e)))) => failure = failure.or(Some(e)),
+                    Ok(Some(Err(e))) => {
+                        failure = failure.or(Some(anyhow!("a caller task failed: {e}")));
+                    }
+                }
+            }
+            let elapsed = started.elapsed();
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            Ok(Measured {
+                jobs: samples.len(),
+                elapsed,
+                samples: Some(samples),
+                timed_out: claims.timed_out(),
+                client_cpu: cpu_since(cpu),
+                connections: None,
+            })
+        })
+    })?;
+    worker.wait(Instant::now() + limit + 2 * STALL_GRACE)
+}
+
+/// The async SDK drain: a [`queue_client::Worker`] of concurrency C on a
+/// single-threaded runtime, until the server counts N completed jobs.
+fn async_drain(spec: &Spec) -> anyhow::Result<Measured> {
+    let (url, c) = (spec.url.clone(), spec.c);
+    let (ready_tx, ready_rx) = mpsc::channel::<(ShutdownHandle, Instant)>();
+    let worker = spawn_client(format!("{CLIENT_THREAD}-async"), move || {
+        let runtime = current_thread()?;
+        runtime.block_on(async move {
+            let client = queue_client::Client::connect(&url)?;
+            warm_up(&client, c).await?;
+            let worker = queue_client::Worker::new(client, QUEUE)
+                .concurrency(c)
+                .lease(LEASE)
+                .poll_wait(POLL_WAIT);
+            let cpu = thread_cpu_time();
+            ready_tx
+                .send((worker.shutdown_handle(), Instant::now()))
+                .map_err(|_| anyhow!("the poller is gone"))?;
+            let report = worker
+                .run(|job: Job<Pad>| async move {
+                    drop(job);
+                    Ok::<(), Failure>(())
+                })
+                .await?;
+            Ok((report, cpu_since(cpu)))
+        })
+    })?;
+    drain_with_worker(spec, &ready_rx, worker)
+}
+
+/// The blocking SDK enqueue: C OS threads share one blocking client.
+fn blocking_enqueue(spec: &Spec) -> anyhow::Result<Measured> {
+    let (jobs, c, limit) = (spec.jobs, spec.c, spec.limit);
+    let client = queue_client::blocking::Client::connect(&spec.url)?;
+    let queue = client.queue::<Pad>(QUEUE);
+    let pad = Arc::new(spec.pad.clone());
+    let claims = Arc::new(Claims::new(jobs));
+    // Every caller warms the pool up and waits for the others; the clock
+    // starts at the second barrier.
+    let warm = Arc::new(Barrier::new(c + 1));
+    let start = Arc::new(Barrier::new(c + 1));
+    let mut callers = Vec::with_capacity(c);
+    for i in 0..c {
+        let (client, queue, pad, claims, warm, start) = (
+            client.clone(),
+            queue.clone(),
+            Arc::clone(&pad),
+            Arc::clone(&claims),
+            Arc::clone(&warm),
+            Arc::clone(&start),
+        );
+        callers.push(spawn_client(format!("{CLIENT_THREAD}-{i}"), move || {
+            let health = client.health();
+            warm.wait();
+            start.wait();
+            health.context("warming up the connection pool")?;
+            let deadline_at = Instant::now() + limit;
+            let cpu = thread_cpu_time();
+            let mut samples = Vec::with_capacity(jobs / c + 1);
+            while claims.claim(deadline_at) {
+                let t = Instant::now();
+                if let Err(e) = queue.enqueue(&pad) {
+                    claims.stop();
+                    return Err(anyhow!(e).context("enqueue"));
+                }
+                samples.push(t.elapsed());
+            }
+            Ok((samples, cpu_since(cpu)))
+        })?);
+    }
+    warm.wait();
+    let runtime_cpu = threads_cpu("queue-client");
+    start.wait();
+    let started = Instant::now();
+    let give_up = started + limit + STALL_GRACE;
+    let mut samples = Vec::with_capacity(jobs);
+    let mut cpu = Some(Duration::ZERO);
+    let mut failure = None;
+    for caller in callers {
+        match caller.wait(give_up) {
+            Ok((done, used)) => {
+                samples.extend(done);
+                cpu = cpu.zip(used).map(|(a, b)| a + b);
+            }
+            Err(e) => {
+                claims.stop();
+                failure = failure.or(Some(e));
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let runtime_cpu = runtime_cpu.and_then(|before| cpu_of_threads_since("queue-client", &before));
+    drop(client);
+    Ok(Measured {
+        jobs: samples.len(),
+        elapsed,
+        samples: Some(samples),
+        timed_out: claims.timed_out(),
+        client_cpu: cpu.zip(runtime_cpu).map(|(a, b)| a + b),
+        connections: None,
+    })
+}
+
+/// The blocking SDK drain: a [`queue_client::blocking::Worker`] of
+/// concurrency C on a thread of its own, until the server counts N
+/// completed jobs.
+fn blocking_drain(spec: &Spec) -> anyhow::Result<Measured> {
+    let c = spec.c;
+    let client = queue_client::blocking::Client::connect(&spec.url)?;
+    // Warm the pool up from C threads at once.
+    let start = Arc::new(Barrier::new(c));
+    let mut warmers = Vec::with_capacity(c);
+    for i in 0..c {
+        let (client, start) = (client.clone(), Arc::clone(&start));
+        warmers.push(spawn_client(format!("{CLIENT_THREAD}-{i}"), move || {
+            start.wait();
+            client.health().context("warming up the connection pool")
+        })?);
+    }
+    let warm_deadline = Instant::now() + STALL_GRACE;
+    for warmer in warmers {
+        warmer.wait(warm_deadline)?;
+    }
+    let runtime_cpu = threads_cpu("queue-client");
+    let (ready_tx, ready_rx) = mpsc::channel::<(ShutdownHandle, Instant)>();
+    let worker = queue_client::blocking::Worker::new(client.clone(), QUEUE)
+        .concurrency(c)
+        .lease(LEASE)
+        .poll_wait(POLL_WAIT);
+    let running = spawn_client(format!("{CLIENT_THREAD}-worker"), move || {
+        let cpu = thread_cpu_time();
+        ready_tx
+            .send((worker.shutdown_handle(), Instant::now()))
+            .map_err(|_| anyhow!("the poller is gone"))?;
+        let report = worker.run(|job: Job<Pad>| {
+            drop(job);
+            Ok::<(), Failure>(())
+        })?;
+        Ok((report, cpu_since(cpu)))
+    })?;
+    let mut drained = drain_with_worker(spec, &ready_rx, running)?;
+    let runtime_cpu = runtime_cpu.and_then(|before| cpu_of_threads_since("queue-client", &before));
+    drained.client_cpu = drained.client_cpu.zip(runtime_cpu).map(|(a, b)| a + b);
+    drop(client);
+    Ok(drained)
+}
+
+/// The common end of a worker drain: waits for the worker to start, polls
+/// the server until N jobs are completed (or the time limit), shuts the
+/// worker down, and checks its report against the server's counts.
+fn drain_with_worker(
+    spec: &Spec,
+    ready: &mpsc::Receiver<(ShutdownHandle, Instant)>,
+    worker: ClientThread<(WorkerReport, Option<Duration>)>,
+) -> anyhow::Result<Measured> {
+    let (stop, started) = match ready.recv_timeout(STALL_GRACE) {
+        Ok(ready) => ready,
+        Err(_) => {
+            // The worker thread failed before starting (or hangs): its
+            // error, if it has one, says why.
+            return match worker.wait(Instant::now() + Duration::from_secs(1)) {
+                Ok(_) => Err(anyhow!("the worker returned before it started")),
+                Err(e) => Err(e.context("the worker did not start")),
+            };
+        }
+    };
+    let deadline = started + spec.limit;
+    let watched = watch_drain(spec.addr, spec.jobs, deadline, || worker.finished());
+    let finished = Instant::now();
+    stop.shutdown();
+    let watched = watched?;
+    // The shutdown waits for the lease in flight and the running handlers.
+    let (report, cpu) = worker.wait(Instant::now() + POLL_WAIT + STALL_GRACE)?;
+    let timed_out = !watched.all_done;
+    ensure!(
+        report.failed == 0 && report.lease_lost == 0 && report.unreported == 0,
+        "the worker did not complete every job it leased: {report:?}"
+    );
+    ensure!(
+        timed_out || report.released == 0,
+        "the worker released jobs although all were done: {report:?}"
+    );
+    let completed = usize::try_from(report.completed)?;
+    check_drained(spec.addr, spec.jobs, completed, timed_out)?;
+    Ok(Measured {
+        jobs: completed,
+        elapsed: if timed_out {
+            finished - started
+        } else {
+            watched.at - started
+        },
+        samples: None,
+        timed_out,
+        client_cpu: cpu,
+        connections: None,
+    })
+}
+
+/// What the completion poller saw.
+struct Watched {
+    /// Whether the server counted all N jobs completed.
+    all_done: bool,
+    /// When it first did (or when the poller gave up).
+    at: Instant,
+}
+
+/// Polls `GET /v1/queues/peers` every [`POLL`] until it shows `jobs`
+/// completed, until `deadline`, or until `finished` says the client is done
+/// (it then checks once more).
+fn watch_drain(
+    addr: SocketAddr,
+    jobs: usize,
+    deadline: Instant,
+    finished: impl Fn() -> bool,
+) -> anyhow::Result<Watched> {
+    let runtime = current_thread()?;
+    let jobs = jobs as u64;
+    runtime.block_on(async {
+        let mut connection = Connection::connect(addr).await?;
+        loop {
+            let client_done = finished();
+            let stats = tokio::time::timeout(STALL_GRACE, stats(&mut connection))
+                .await
+                .map_err(|_| anyhow!("the server did not answer GET /v1/queues/{QUEUE}"))??;
+            let now = Instant::now();
+            if stats.completed >= jobs {
+                return Ok(Watched {
+                    all_done: true,
+                    at: now,
+                });
+            }
+            if client_done || now >= deadline {
+                return Ok(Watched {
+                    all_done: false,
+                    at: now,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    })
+}
+
+/// The counts of the queue, over a raw connection.
+async fn stats(connection: &mut Connection) -> anyhow::Result<QueueStats> {
+    let get = request(
+        "GET",
+        &format!("/v1/queues/{QUEUE}"),
+        connection.host(),
+        b"",
+    );
+    let response = connection.send(&get).await?;
+    response.expect(200, "queue stats")?;
+    serde_json::from_slice(response.body).context("parsing the queue stats")
+}
+
+fn stats_of(addr: SocketAddr) -> anyhow::Result<QueueStats> {
+    current_thread()?.block_on(async {
+        let mut connection = Connection::connect(addr).await?;
+        tokio::time::timeout(STALL_GRACE, stats(&mut connection))
+            .await
+            .map_err(|_| anyhow!("the server did not answer GET /v1/queues/{QUEUE}"))?
+    })
+}
+
+/// After an enqueue: exactly the acknowledged jobs are `ready`, nothing
+/// else; all N unless the time limit stopped the phase.
+fn check_enqueued(addr: SocketAddr, enqueue: &Measured) -> anyhow::Result<()> {
+    let stats = stats_of(addr)?;
+    let done = enqueue.jobs as u64;
+    ensure!(
+        stats.ready == done
+            && stats.scheduled + stats.leased + stats.completed + stats.dead + stats.cancelled == 0,
+        "{done} enqueues were acknowledged but the server counts {stats:?}"
+    );
+    Ok(())
+}
+
+/// After a drain: `completed` jobs are completed, the rest of the N still
+/// `ready`, nothing leased, dead or cancelled; all N unless timed out.
+fn check_drained(
+    addr: SocketAddr,
+    jobs: usize,
+    completed: usize,
+    timed_out: bool,
+) -> anyhow::Result<()> {
+    let stats = stats_of(addr)?;
+    ensure!(
+        timed_out || completed == jobs,
+        "the drain completed {completed} of {jobs} jobs without running into the time limit"
+    );
+    ensure!(
+        stats.completed == completed as u64
+            && stats.ready + stats.completed == jobs as u64
+            && stats.scheduled + stats.leased + stats.dead + stats.cancelled == 0,
+        "{completed} jobs of {jobs} were completed but the server counts {stats:?}"
+    );
+    Ok(())
+}
+
+/// A client thread and the channel its outcome comes back on, so that the
+/// wait for it has a deadline.
+struct ClientThread<T> {
+    outcome: mpsc::Receiver<anyhow::Result<T>>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+fn spawn_client<T, F>(name: String, work: F) -> anyhow::Result<ClientThread<T>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> anyhow::Result<T> + Send + 'static,
+{
+    let (tx, outcome) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
+        .with_context(|| format!("starting thread {name}"))?;
+    Ok(ClientThread { outcome, handle })
+}
+
+impl<T> ClientThread<T> {
+    /// Whether the thread has ended.
+    fn finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Its outcome, waiting at most until `deadline`.
+    fn wait(self, deadline: Instant) -> anyhow::Result<T> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.outcome.recv_timeout(left) {
+            Ok(outcome) => {
+                let _ = self.handle.join();
+                outcome
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(anyhow!(
+                "stalled: the client was still running {} s after the time limit",
+                STALL_GRACE.as_secs()
+            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(anyhow!("the client thread panicked")),
+        }
+    }
+}
+
+/// CPU time of the calling thread since `before`.
+fn cpu_since(before: Option<Duration>) -> Option<Duration> {
+    Some(thread_cpu_time()?.saturating_sub(before?))
+}
+
+/// CPU time so far of each thread of this process whose name starts with
+/// `prefix`, by thread id (Linux: `/proc/self/task/*/schedstat`).
+fn threads_cpu(prefix: &str) -> Option<HashMap<u64, Duration>> {
+    let mut out = HashMap::new();
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let Ok(entry) = entry else { continue };
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let path = entry.path();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        if !name.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(path.join("schedstat")) else {
+            continue;
+        };
+        if let Some(nanos) = text.split_whitespace().next().and_then(|n| n.parse().ok()) {
+            out.insert(tid, Duration::from_nanos(nanos));
+        }
+    }
+    Some(out)
+}
+
+/// CPU time used since `before` by the threads named `prefix…` (threads
+/// started since count from zero).
+fn cpu_of_threads_since(prefix: &str, before: &HashMap<u64, Duration>) -> Option<Duration> {
+    let now = threads_cpu(prefix)?;
+    Some(
+        now.iter()
+            .map(|(tid, cpu)| cpu.saturating_sub(before.get(tid).copied().unwrap_or_default()))
+            .sum(),
+    )
+}
+
+/// The table: phase, client, C, jobs, seconds, jobs/s, p50, p99, client
+/// CPU per job, connections accepted, SDK / raw throughput and, with
+/// `verdicts`, the verdict against [`TARGET`].
+fn table(rows: &[SdkRow], verdicts: bool) -> String {
+    let target = format!("target ≥ {TARGET}");
+    let mut header = vec![
+        "phase",
+        "client",
+        "C",
+        "jobs",
+        "seconds",
+        "jobs/s",
+        "p50",
+        "p99",
+        "client CPU/job",
+        "conns",
+        "SDK / raw",
+    ];
+    if verdicts {
+        header.push(&target);
+    }
+    let mut cells = Vec::with_capacity(rows.len());
+    for row in rows {
+        let latency = |pick: fn(&Summary) -> Duration| {
+            row.latency
+                .as_ref()
+                .map_or_else(|| "–".to_owned(), |s| Latency(pick(s)).to_string())
+        };
+        let ratio = ratio(rows, row);
+        let mut line = vec![
+            row.phase.to_owned(),
+            row.client.label().to_owned(),
+            row.concurrency.to_string(),
+            format!("{}{}", row.jobs, if row.timed_out { "*" } else { "" }),
+            format!("{:.2}", row.elapsed.as_secs_f64()),
+            format!("{:.0}", row.rate()),
+            latency(|s| s.p50),
+            latency(|s| s.p99),
+            row.cpu_per_job()
+                .map_or_else(|| "–".to_owned(), |cpu| Latency(cpu).to_string()),
+            row.connections
+                .map_or_else(|| "–".to_owned(), |n| n.to_string()),
+            ratio.map_or_else(|| "–".to_owned(), |x| format!("{x:.2}")),
+        ];
+        if verdicts {
+            line.push(match ratio {
+                Some(x) if x >= TARGET => "meets".to_owned(),
+                Some(_) => "**below**".to_owned(),
+                None => "–".to_owned(),
+            });
+        }
+        cells.push(line);
+    }
+    let right = [
+        false, false, true, true, true, true, true, true, true, true, true, false,
+    ];
+    let mut out = report::markdown(&header, &right, &cells);
+    if rows.iter().any(|row| row.timed_out) {
+        out.push_str(report::TIMED_OUT_NOTE);
+    }
+    out
+}
+
+/// `row`'s throughput over the raw client's in the same phase and C
+/// (`None` for the raw rows themselves).
+fn ratio(rows: &[SdkRow], row: &SdkRow) -> Option<f64> {
+    if row.client == Client::Raw {
+        return None;
+    }
+    let raw = rows.iter().find(|r| {
+        r.client == Client::Raw && r.phase == row.phase && r.concurrency == row.concurrency
+    })?;
+    let base = raw.rate();
+    (base > 0.0).then(|| row.rate() / base)
+}
+
+/// One line per SDK row below the target, and the overall verdict.
+fn verdicts(rows: &[SdkRow]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut worst: Option<(f64, &SdkRow)> = None;
+    for row in rows {
+        if let Some(x) = ratio(rows, row) {
+            if worst.is_none_or(|(w, _)| x < w) {
+                worst = Some((x, row));
+            }
+            if x < TARGET {
+                lines.push(format!(
+                    "{} {}@{}: {x:.2}× raw http ({:.0} / {:.0} jobs/s) (target ≥ {TARGET}: BELOW target)",
+                    row.client.label(),
+                    row.phase,
+                    row.concurrency,
+                    row.rate(),
+                    row.rate() / x
+                ));
+            }
+        }
+    }
+    if let Some((x, row)) = worst {
+        lines.push(format!(
+            "worst SDK / raw: {x:.2}× ({} {}@{}); target ≥ {TARGET} everywhere: {}",
+            row.client.label(),
+            row.phase,
+            row.concurrency,
+            if x >= TARGET {
+                "meets target"
+            } else {
+                "BELOW target"
+            }
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(client: Client, phase: &'static str, jobs: usize, seconds: u64) -> SdkRow {
+        SdkRow {
+            phase,
+            client,
+            concurrency: 8,
+            target: jobs,
+            jobs,
+            elapsed: Duration::from_secs(seconds),
+            latency: None,
+            timed_out: false,
+            client_cpu: Some(Duration::from_millis(jobs as u64)),
+            connections: Some(8),
+        }
+    }
+
+    #[test]
+    fn the_pad_serializes_as_the_raw_payload() {
+        let payload = json_payload(200);
+        let pad: Pad = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(serde_json::to_vec(&pad).unwrap(), payload);
+    }
+
+    #[test]
+    fn ratios_and_verdicts_compare_with_raw_in_the_same_phase() {
+        let rows = vec![
+            row(Client::Raw, "enqueue", 1000, 1),
+            row(Client::Async, "enqueue", 900, 1),
+            row(Client::Blocking, "enqueue", 800, 1),
+            row(Client::Raw, "drain", 1000, 2),
+            row(Client::Async, "drain", 1000, 2),
+        ];
+        assert_eq!(ratio(&rows, &rows[0]), None);
+        assert_eq!(ratio(&rows, &rows[2]), Some(0.8));
+        assert_eq!(ratio(&rows, &rows[4]), Some(1.0));
+        let lines = verdicts(&rows);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("sdk blocking enqueue@8: 0.80×"));
+        assert!(lines[1].contains("BELOW target"));
+        let text = table(&rows, true);
+        assert!(text.contains("**below**") && text.contains("meets"));
+        assert!(
+            text.lines().nth(2).unwrap().contains(" 1.00 ms |"),
+            "{text}"
+        );
+        assert!(!table(&rows, false).contains("target"));
+    }
+
+    #[test]
+    fn a_smoke_sized_run_counts_every_job() {
+        let parent = tempfile::tempdir().unwrap();
+        let payload = json_payload(50);
+        let mut body = br#"{"payload":"#.to_vec();
+        body.extend_from_slice(&payload);
+        body.push(b'}');
+        for client in Client::ALL {
+            let server = Server::start(parent.path(), Durability::Periodic(100)).unwrap();
+            let spec = Spec {
+                addr: server.addr,
+                url: format!("http://{}", server.addr),
+                jobs: 40,
+                c: 3,
+                limit: Duration::from_secs(30),
+                body: body.clone(),
+                pad: serde_json::from_slice(&payload).unwrap(),
+            };
+            let (enqueue, drain) = run_client(client, &spec).unwrap();
+            server.stop().unwrap();
+            assert_eq!((enqueue.jobs, drain.jobs), (40, 40), "{client:?}");
+            assert!(!enqueue.timed_out && !drain.timed_out);
+            assert_eq!(enqueue.samples.map(|s| s.len()), Some(40));
+            assert_eq!(drain.samples.is_some(), client == Client::Raw);
+        }
+    }
+}
