@@ -31,23 +31,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use queue_client::{Client, ClientOptions, Failure, Job, Worker};
-use serde::{Deserialize, Serialize};
+use queue_client::{Client, Failure, Job, Worker};
+use support::{Rendered, Thumbnail};
 use tokio::time::Instant;
 
-/// The payload of a `thumbnails` job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Thumbnail {
-    image: String,
-    width: u32,
-}
-
-/// The handler's result, stored with the completed job.
-#[derive(Debug, Serialize, Deserialize)]
-struct Rendered {
-    path: String,
-    bytes: u64,
-}
+mod support;
 
 /// The command line: `[URL] [--max-jobs N] [--idle-secs S] [--seed]`.
 struct Args {
@@ -124,11 +112,7 @@ async fn render(job: &Job<Thumbnail>) -> Result<Rendered, Failure> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn StdError>> {
     let args = parse_args()?;
-    let mut options = ClientOptions::new();
-    if let Ok(token) = std::env::var("QUEUE_TOKEN") {
-        options = options.token(token);
-    }
-    let client = Client::connect_with(&args.url, options)?;
+    let client = Client::connect_with(&args.url, support::options())?;
     client.health().await?;
     let thumbnails = client.queue::<Thumbnail>("thumbnails");
 

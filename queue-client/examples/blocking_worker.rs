@@ -21,8 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use queue_client::blocking::{Client, Worker};
-use queue_client::{ClientOptions, Error, Failure, Job};
+use queue_client::{Error, Failure, Job};
 use serde::{Deserialize, Serialize};
+
+mod support;
 
 /// The result of a `word-count` job.
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,15 +54,8 @@ fn count_words(job: &Job<String>) -> Result<WordCount, Failure> {
 }
 
 fn main() -> Result<(), Box<dyn StdError>> {
-    let url = std::env::args()
-        .nth(1)
-        .or_else(|| std::env::var("QUEUE_URL").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:7878".to_owned());
-    let mut options = ClientOptions::new();
-    if let Ok(token) = std::env::var("QUEUE_TOKEN") {
-        options = options.token(token);
-    }
-    let client = Client::connect_with(&url, options)?;
+    let url = support::server_url();
+    let client = Client::connect_with(&url, support::options())?;
     client.health()?;
     println!("connected to {url}");
 

@@ -22,22 +22,10 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use queue_client::{Client, ClientOptions, EnqueueOptions, Error, JobHandle, TypedQueue};
-use serde::{Deserialize, Serialize};
+use queue_client::{Client, EnqueueOptions, Error, JobHandle, TypedQueue};
+use support::{Rendered, Thumbnail};
 
-/// The payload of a `thumbnails` job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Thumbnail {
-    image: String,
-    width: u32,
-}
-
-/// What a worker returns for a `thumbnails` job.
-#[derive(Debug, Serialize, Deserialize)]
-struct Rendered {
-    path: String,
-    bytes: u64,
-}
+mod support;
 
 /// How long each wait for a result may take.
 const WAIT: Duration = Duration::from_secs(3);
@@ -51,15 +39,8 @@ fn thumbnail(image: &str, width: u32) -> Thumbnail {
 
 /// The server URL and client options from the command line and environment.
 fn connect() -> Result<(Client, String), Box<dyn StdError>> {
-    let url = std::env::args()
-        .nth(1)
-        .or_else(|| std::env::var("QUEUE_URL").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:7878".to_owned());
-    let mut options = ClientOptions::new();
-    if let Ok(token) = std::env::var("QUEUE_TOKEN") {
-        options = options.token(token);
-    }
-    Ok((Client::connect_with(&url, options)?, url))
+    let url = support::server_url();
+    Ok((Client::connect_with(&url, support::options())?, url))
 }
 
 #[tokio::main]

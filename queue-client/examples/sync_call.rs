@@ -24,8 +24,10 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use queue_client::{Client, ClientOptions, EnqueueOptions, Error, Failure, Job, Worker};
+use queue_client::{Client, EnqueueOptions, Error, Failure, Job, Worker};
 use serde::{Deserialize, Serialize};
+
+mod support;
 
 /// The payload of a `squares` job. (`{"n": 7}`, as the README's curl
 /// example enqueues, decodes too.)
@@ -50,15 +52,8 @@ async fn square(job: Job<Square>) -> Result<i64, Failure> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn StdError>> {
-    let url = std::env::args()
-        .nth(1)
-        .or_else(|| std::env::var("QUEUE_URL").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:7878".to_owned());
-    let mut options = ClientOptions::new();
-    if let Ok(token) = std::env::var("QUEUE_TOKEN") {
-        options = options.token(token);
-    }
-    let client = Client::connect_with(&url, options)?;
+    let url = support::server_url();
+    let client = Client::connect_with(&url, support::options())?;
     client.health().await?;
     println!("connected to {url}");
 
