@@ -37,6 +37,15 @@ impl Harness {
     }
 
     pub fn with_config(kind: Kind, config: ServerConfig) -> Harness {
+        Harness::build(kind, config, "127.0.0.1:0")
+    }
+
+    /// A server on a given address (e.g. one a client already points at).
+    pub fn http_at(addr: &str) -> Harness {
+        Harness::build(Kind::Http, ServerConfig::default(), addr)
+    }
+
+    fn build(kind: Kind, config: ServerConfig, addr: &str) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let core = Queue::open_with(Config::new(dir.path())).expect("open queue");
         let (url, server) = match kind {
@@ -49,7 +58,7 @@ impl Harness {
                     .expect("server runtime");
                 // Bound here (std) and adopted inside the runtime, so that a
                 // harness can be built from async tests too.
-                let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                let listener = std::net::TcpListener::bind(addr).expect("bind");
                 listener.set_nonblocking(true).expect("nonblocking");
                 let addr = listener.local_addr().expect("addr");
                 let app = App::new(core.clone(), config);

@@ -170,3 +170,30 @@ async fn a_completion_whose_answer_was_lost_is_retried_and_reported_done() {
         "done"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_before_its_server_waits_for_it_and_then_works() {
+    let addr = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap()
+    };
+    let client = Client::connect(&format!("http://{addr}")).unwrap();
+    let worker =
+        queue_client::Worker::new(client.clone(), "late").poll_wait(Duration::from_millis(100));
+    let stop = worker.shutdown_handle();
+    let task = tokio::spawn(worker.run(|job: queue_client::Job<u32>| async move {
+        Ok::<_, queue_client::Failure>(job.payload + 1)
+    }));
+    // The worker's first leases are refused connections: it retries.
+    let error = client.stats("late").await.unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+
+    let h = Harness::http_at(&addr.to_string());
+    let handle = h.client().queue::<u32>("late").enqueue(&41).await.unwrap();
+    assert_eq!(
+        handle.wait::<u32>(crate::common::PATIENCE).await.unwrap(),
+        42
+    );
+    stop.shutdown();
+    assert_eq!(task.await.unwrap().unwrap().completed, 1);
+}
