@@ -473,7 +473,10 @@ where
         .take();
     match fatal {
         Some(e) => Err(e),
-        None => Ok(*context.report.lock().unwrap_or_else(PoisonError::into_inner)),
+        None => Ok(*context
+            .report
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)),
     }
 }
 
@@ -510,7 +513,12 @@ where
         };
         // Never cancelled midway: a lease whose answer is dropped would hold
         // its jobs, unseen, until the lease expires.
-        match config.client.transport().lease(&config.queue, &request).await {
+        match config
+            .client
+            .transport()
+            .lease(&config.queue, &request)
+            .await
+        {
             Ok(jobs) => {
                 errors_in_row = 0;
                 let stopping = *stop.borrow();

@@ -159,7 +159,11 @@ impl Embedded {
         Ok(job.to_wire(None))
     }
 
-    pub(crate) async fn complete<V: JobView>(&self, id: &str, request: &CompleteRequest) -> Result<V> {
+    pub(crate) async fn complete<V: JobView>(
+        &self,
+        id: &str,
+        request: &CompleteRequest,
+    ) -> Result<V> {
         let id = job_id(id)?;
         let lease = self.lease_id(id, &request.lease_id).await?;
         let result = request
@@ -186,7 +190,11 @@ impl Embedded {
         Ok(V::of(&job))
     }
 
-    pub(crate) async fn release<V: JobView>(&self, id: &str, request: &ReleaseRequest) -> Result<V> {
+    pub(crate) async fn release<V: JobView>(
+        &self,
+        id: &str,
+        request: &ReleaseRequest,
+    ) -> Result<V> {
         let id = job_id(id)?;
         let lease = self.lease_id(id, &request.lease_id).await?;
         let job = self.queue.release_async(id, lease).await.map_err(map)?;

@@ -7,9 +7,9 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use queue_proto::{
-    BatchRequest, CompleteRequest, DeadPage, DeletedResponse, EnqueueRequest,
-    ErrorBody, ErrorCode, FailRequest, HeartbeatRequest, Job, LeaseRequest, LeaseResponse,
-    QueueList, QueueStats, ReleaseRequest, RequeueRequest, RequeuedResponse,
+    BatchRequest, CompleteRequest, DeadPage, DeletedResponse, EnqueueRequest, ErrorBody, ErrorCode,
+    FailRequest, HeartbeatRequest, Job, LeaseRequest, LeaseResponse, QueueList, QueueStats,
+    ReleaseRequest, RequeueRequest, RequeuedResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -72,7 +72,11 @@ impl Http {
         let prefix = uri.path().trim_end_matches('/').to_owned();
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| bad("the host is not a valid header value"))?;
-        let address = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+        let address = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
         let auth = match &options.token {
             Some(token) => Some(
                 HeaderValue::from_str(&format!("Bearer {token}"))
@@ -209,7 +213,11 @@ impl Http {
         self.on_job(id, "heartbeat", request).await
     }
 
-    pub(crate) async fn complete<V: JobView>(&self, id: &str, request: &CompleteRequest) -> Result<V> {
+    pub(crate) async fn complete<V: JobView>(
+        &self,
+        id: &str,
+        request: &CompleteRequest,
+    ) -> Result<V> {
         self.on_job(id, "complete", request).await
     }
 
@@ -217,7 +225,11 @@ impl Http {
         self.on_job(id, "fail", request).await
     }
 
-    pub(crate) async fn release<V: JobView>(&self, id: &str, request: &ReleaseRequest) -> Result<V> {
+    pub(crate) async fn release<V: JobView>(
+        &self,
+        id: &str,
+        request: &ReleaseRequest,
+    ) -> Result<V> {
         self.on_job(id, "release", request).await
     }
 

@@ -129,7 +129,11 @@ impl Transport {
         dispatch!(self, t => t.heartbeat(id, request).await)
     }
 
-    pub(crate) async fn complete<V: JobView>(&self, id: &str, request: &CompleteRequest) -> Result<V> {
+    pub(crate) async fn complete<V: JobView>(
+        &self,
+        id: &str,
+        request: &CompleteRequest,
+    ) -> Result<V> {
         dispatch!(self, t => t.complete(id, request).await)
     }
 
@@ -137,7 +141,11 @@ impl Transport {
         dispatch!(self, t => t.fail(id, request).await)
     }
 
-    pub(crate) async fn release<V: JobView>(&self, id: &str, request: &ReleaseRequest) -> Result<V> {
+    pub(crate) async fn release<V: JobView>(
+        &self,
+        id: &str,
+        request: &ReleaseRequest,
+    ) -> Result<V> {
         dispatch!(self, t => t.release(id, request).await)
     }
 
