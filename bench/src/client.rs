@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 client for the load generator: one persistent
-//! keep-alive connection, one request at a time.
+//! keep-alive connection, one request at a time; [`Connection`] on tokio,
+//! [`BlockingConnection`] on a `std` socket for one OS thread.
 //!
 //! A request is written in one `write_all` (head and body in one buffer,
 //! with `Content-Length`); the response is read into a buffer that is reused
@@ -13,7 +14,9 @@
 //! they are unit-tested with responses split at every byte.
 
 use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -150,10 +153,40 @@ impl ResponseBuffer {
         self.head = None;
     }
 
-    /// Appends bytes as if read from the connection.
-    #[cfg(test)]
+    /// Appends bytes read from the connection.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Starts the next response ([`Self::start`]), which must not have
+    /// begun to arrive before its request was sent.
+    ///
+    /// # Errors
+    /// Bytes no request asked for are waiting.
+    fn begin(&mut self) -> anyhow::Result<()> {
+        self.start();
+        ensure!(
+            !self.has_partial(),
+            "the server sent bytes no request asked for"
+        );
+        Ok(())
+    }
+
+    /// The complete response `head` (from [`Self::complete`]) of a
+    /// keep-alive connection.
+    ///
+    /// # Errors
+    /// The server said it will close the connection.
+    fn keep_alive_response(&self, head: &Head) -> anyhow::Result<Response<'_>> {
+        ensure!(
+            !head.close,
+            "the server asked to close the connection (status {}); keep-alive is required",
+            head.status
+        );
+        Ok(Response {
+            status: head.status,
+            body: self.body(head),
+        })
     }
 
     /// The vector to read into (append only).
@@ -307,11 +340,7 @@ impl Connection {
     /// I/O errors, a malformed response, the server closing the connection
     /// (before or after the response: this client only does keep-alive).
     pub async fn send(&mut self, request: &[u8]) -> anyhow::Result<Response<'_>> {
-        self.responses.start();
-        ensure!(
-            !self.responses.has_partial(),
-            "the server sent bytes no request asked for"
-        );
+        self.responses.begin()?;
         self.stream
             .write_all(request)
             .await
@@ -330,15 +359,79 @@ impl Connection {
                 "the server closed the connection before the whole response arrived"
             );
         };
-        ensure!(
-            !head.close,
-            "the server asked to close the connection (status {}); keep-alive is required",
-            head.status
-        );
-        Ok(Response {
-            status: head.status,
-            body: self.responses.body(&head),
+        self.responses.keep_alive_response(&head)
+    }
+}
+
+/// Bytes a [`BlockingConnection`] reads at most per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One keep-alive connection on a `std` socket, for a load generator that
+/// gives each connection an OS thread of its own: the same framing as
+/// [`Connection`], with blocking reads and writes.
+#[derive(Debug)]
+pub struct BlockingConnection {
+    stream: std::net::TcpStream,
+    responses: ResponseBuffer,
+    /// What each `read` fills before its bytes go to `responses`: allocated
+    /// and zeroed once, so that a read costs a copy of the bytes read only.
+    scratch: Box<[u8]>,
+    host: String,
+}
+
+impl BlockingConnection {
+    /// Connects to `addr` with Nagle's algorithm off; `timeout` bounds the
+    /// connect and each read and write, so that a server that stops
+    /// answering fails the call instead of blocking its thread for ever.
+    ///
+    /// # Errors
+    /// The connection fails or times out.
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> anyhow::Result<BlockingConnection> {
+        let stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(BlockingConnection {
+            stream,
+            responses: ResponseBuffer::new(),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            host: addr.to_string(),
         })
+    }
+
+    /// The `Host` header value for requests on this connection.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Sends one complete request (see [`write_request`]) and reads its
+    /// response.
+    ///
+    /// # Errors
+    /// As [`Connection::send`]; also a read or write that takes longer than
+    /// the connection's timeout.
+    pub fn send(&mut self, request: &[u8]) -> anyhow::Result<Response<'_>> {
+        self.responses.begin()?;
+        self.stream
+            .write_all(request)
+            .context("writing the request")?;
+        let head = loop {
+            if let Some(head) = self.responses.complete()? {
+                break head;
+            }
+            let read = match self.stream.read(&mut self.scratch) {
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(anyhow::Error::new(e).context("reading the response")),
+            };
+            ensure!(
+                read > 0,
+                "the server closed the connection before the whole response arrived"
+            );
+            self.responses.extend(&self.scratch[..read]);
+        };
+        self.responses.keep_alive_response(&head)
     }
 }
 
@@ -537,6 +630,75 @@ mod tests {
                 assert!(response.expect(200, "get").is_err());
             }
         });
+        server.join().unwrap();
+    }
+
+    /// Reads one request without a body (up to its blank line).
+    fn read_request(socket: &mut std::net::TcpStream) {
+        use std::io::Read;
+        let mut request = Vec::new();
+        let mut byte = [0u8; 1];
+        while !request.ends_with(b"\r\n\r\n") {
+            socket.read_exact(&mut byte).unwrap();
+            request.push(byte[0]);
+        }
+    }
+
+    /// The blocking connection over a real socket: responses split across
+    /// reads, then a response that asks to close, a response cut short by
+    /// the server closing, and a server that does not answer.
+    #[test]
+    fn a_blocking_connection_reads_responses_and_refuses_what_it_cannot_keep() {
+        use std::io::Write;
+        use std::time::Duration;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            socket.set_nodelay(true).unwrap();
+            for _ in 0..3 {
+                read_request(&mut socket);
+                for piece in RESPONSE.chunks(9) {
+                    socket.write_all(piece).unwrap();
+                    socket.flush().unwrap();
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            read_request(&mut socket);
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+            let (mut socket, _) = listener.accept().unwrap();
+            read_request(&mut socket);
+            socket.write_all(&RESPONSE[..RESPONSE.len() - 3]).unwrap();
+            drop(socket);
+            // Accepted but never answered: the client's read times out.
+            let (mut socket, _) = listener.accept().unwrap();
+            read_request(&mut socket);
+            std::thread::sleep(Duration::from_millis(600));
+        });
+        let timeout = Duration::from_millis(300);
+        let mut connection = BlockingConnection::connect(addr, timeout).unwrap();
+        assert_eq!(connection.host(), addr.to_string());
+        let get = request("GET", "/x", connection.host(), b"");
+        for _ in 0..3 {
+            let response = connection.send(&get).unwrap();
+            assert_eq!(response.status, 202);
+            assert_eq!(response.body, body_of(RESPONSE));
+        }
+        let closing = connection.send(&get).unwrap_err();
+        assert!(format!("{closing:#}").contains("keep-alive"), "{closing:#}");
+        let mut cut = BlockingConnection::connect(addr, timeout).unwrap();
+        let short = cut.send(&get).unwrap_err();
+        assert!(format!("{short:#}").contains("closed"), "{short:#}");
+        let mut silent = BlockingConnection::connect(addr, timeout).unwrap();
+        let started = std::time::Instant::now();
+        let stalled = silent.send(&get).unwrap_err();
+        assert!(
+            format!("{stalled:#}").contains("reading the response"),
+            "{stalled:#}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
         server.join().unwrap();
     }
 }

@@ -9,7 +9,8 @@
 //! - `compare` runs both back to back and prints one table;
 //! - `peers` compares ours with beanstalkd and Redis + BullMQ;
 //! - `sdk` compares the typed client SDK (`queue-client`, async and
-//!   blocking, producers and workers) with the raw HTTP load generator.
+//!   blocking, producers and workers) with raw HTTP load generators (one
+//!   event loop, and one OS thread per connection).
 //!
 //! All of them reuse [`stats`] for latency summaries and [`report`] for the
 //! table.

@@ -37,7 +37,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::claims::Claims;
-use crate::client::{Connection, request};
+use crate::client::{BlockingConnection, Connection, Response, request};
 use crate::core::json_payload;
 use crate::fsync;
 use crate::http::Server;
@@ -565,13 +565,52 @@ struct LeasedJob {
     lease_id: String,
 }
 
+/// The raw enqueue request: `POST /v1/queues/peers/jobs` with `body`.
+fn enqueue_request(host: &str, body: &[u8]) -> Vec<u8> {
+    request("POST", "/v1/queues/peers/jobs", host, body)
+}
+
+/// The raw lease request: at most one job of `peers`, leased for 60 s, no
+/// waiting (the drain only leases jobs it knows are ready).
+fn lease_one_request(host: &str) -> Vec<u8> {
+    request(
+        "POST",
+        "/v1/queues/peers/lease",
+        host,
+        br#"{"max_jobs":1,"lease_ms":60000}"#,
+    )
+}
+
+/// The job of a lease response (`200` expected); an empty lease is an error:
+/// a drain claims exactly as many leases as there are ready jobs.
+fn leased_one(response: Response<'_>) -> anyhow::Result<LeasedJob> {
+    response.expect(200, "lease")?;
+    let leased: LeasedJobs = serde_json::from_slice(response.body).context("lease response")?;
+    leased
+        .jobs
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no job to lease"))
+}
+
+/// The raw complete request of a leased job.
+fn complete_request(host: &str, job: &LeasedJob) -> Vec<u8> {
+    let body = format!(r#"{{"lease_id":"{}"}}"#, job.lease_id);
+    request(
+        "POST",
+        &format!("/v1/jobs/{}/complete", job.id),
+        host,
+        body.as_bytes(),
+    )
+}
+
 impl Conn {
     /// One `POST /v1/queues/peers/jobs` with `body`; `202` expected.
     pub(crate) async fn http_enqueue(&mut self, body: &[u8]) -> anyhow::Result<()> {
         let Conn::Http(conn) = self else {
             bail!("not an HTTP connection")
         };
-        let req = request("POST", "/v1/queues/peers/jobs", conn.host(), body);
+        let req = enqueue_request(conn.host(), body);
         conn.send(&req).await?.expect(202, "enqueue")
     }
 
@@ -580,28 +619,9 @@ impl Conn {
         let Conn::Http(conn) = self else {
             bail!("not an HTTP connection")
         };
-        let req = request(
-            "POST",
-            "/v1/queues/peers/lease",
-            conn.host(),
-            br#"{"max_jobs":1,"lease_ms":60000}"#,
-        );
-        let leased: LeasedJobs = {
-            let response = conn.send(&req).await?;
-            response.expect(200, "lease")?;
-            serde_json::from_slice(response.body).context("lease response")?
-        };
-        let job = leased
-            .jobs
-            .first()
-            .ok_or_else(|| anyhow!("no job to lease"))?;
-        let body = format!(r#"{{"lease_id":"{}"}}"#, job.lease_id);
-        let req = request(
-            "POST",
-            &format!("/v1/jobs/{}/complete", job.id),
-            conn.host(),
-            body.as_bytes(),
-        );
+        let req = lease_one_request(conn.host());
+        let job = leased_one(conn.send(&req).await?)?;
+        let req = complete_request(conn.host(), &job);
         conn.send(&req).await?.expect(200, "complete")
     }
 
@@ -647,6 +667,25 @@ impl Conn {
         ensure!(line == "DELETED", "delete answered {line:?}");
         Ok(())
     }
+}
+
+/// [`Conn::http_enqueue`] on a blocking connection: the same request and
+/// check.
+pub(crate) fn http_enqueue_blocking(
+    conn: &mut BlockingConnection,
+    body: &[u8],
+) -> anyhow::Result<()> {
+    let req = enqueue_request(conn.host(), body);
+    conn.send(&req)?.expect(202, "enqueue")
+}
+
+/// [`Conn::http_drain_one`] on a blocking connection: the same lease of one
+/// job, the same complete, the same checks.
+pub(crate) fn http_drain_one_blocking(conn: &mut BlockingConnection) -> anyhow::Result<()> {
+    let req = lease_one_request(conn.host());
+    let job = leased_one(conn.send(&req)?)?;
+    let req = complete_request(conn.host(), &job);
+    conn.send(&req)?.expect(200, "complete")
 }
 
 async fn read_line(stream: &mut BufReader<TcpStream>) -> anyhow::Result<String> {

@@ -1,5 +1,6 @@
-//! `bench sdk`: what the typed client SDK (`queue-client`) costs over the
-//! raw HTTP load generator, on the same server and workload.
+//! `bench sdk`: what the typed client SDK (`queue-client`) costs over raw
+//! HTTP load generators of the same threading model, on the same server and
+//! workload.
 //!
 //! For each concurrency C and each client, a fresh durable server
 //! ([`Server`], `Durability::Sync`, fresh data directory, 127.0.0.1) runs two
@@ -9,11 +10,16 @@
 //!    time per caller, claimed from a shared [`Claims`] counter;
 //! 2. **drain**: the N jobs are leased and completed.
 //!
-//! The clients:
+//! The clients, in this order at each C:
 //!
 //! - **raw http**: the loops of `bench peers` ([`peers::connections`]): C
 //!   keep-alive connections on one single-threaded runtime; drain = lease
 //!   (`max_jobs` 1) + complete per job.
+//! - **raw blocking**: the same requests, checks and claims as raw http
+//!   ([`peers::http_enqueue_blocking`], [`peers::http_drain_one_blocking`]),
+//!   but from C OS threads, each with its own keep-alive
+//!   [`BlockingConnection`] (a `std` socket, the framing of
+//!   [`crate::client`]).
 //! - **sdk async**: one [`queue_client::Client`] shared by C tokio tasks
 //!   calling [`TypedQueue::enqueue`](queue_client::TypedQueue::enqueue), on a
 //!   single-threaded runtime (as the raw client); drain = a
@@ -24,23 +30,33 @@
 //!   [`queue_client::blocking::Worker`] with concurrency C and a trivial
 //!   closure.
 //!
-//! Before the clock starts, the raw client connects its C connections and
+//! Each SDK client is compared with the raw client of the same threading
+//! model (its *baseline*): sdk async with raw http, sdk blocking with raw
+//! blocking. C OS threads cost more CPU than one event loop whatever library
+//! they call (at C = 64 on a 2-core machine, far more), so sdk blocking over
+//! raw http would measure the threading model, not the SDK. That ratio is
+//! still printed under the table, for information, with raw blocking over
+//! raw http (the cost of the threads alone).
+//!
+//! Before the clock starts, the raw clients connect their C connections and
 //! the SDK clients make C concurrent `GET /healthz` calls so that their pools
 //! hold open connections (at most the pool's idle limit). A worker phase
 //! ends when `GET /v1/queues/peers`, polled every [`POLL`] by the main thread,
 //! shows all N jobs completed; then its [`ShutdownHandle`] stops the worker.
-//! The raw drain runs under the same poller (so the server serves the same
-//! extra requests) but ends when its own loops end.
+//! The raw drains run under the same poller (so the server serves the same
+//! extra requests) but end when their own loops end: after N lease +
+//! complete pairs claimed from a shared [`Claims`] of N (an empty lease is
+//! an error, since exactly N jobs are ready).
 //!
 //! After every phase the counts are checked exactly (`ready` = N after the
 //! enqueue, `completed` = N and nothing else after the drain; a worker's
 //! [`WorkerReport`] must agree), and any mismatch fails the run.
 //!
 //! Each row also shows the client's CPU time per job: the threads of the
-//! client (the load generator's thread; for the blocking client, its caller
-//! threads and the SDK's own runtime threads), from
-//! `/proc/.../schedstat`. On a shared 2-core machine that is steadier than
-//! throughput and says where an SDK overhead comes from. And the TCP
+//! client (the load generator's thread; for raw blocking, its C threads; for
+//! the blocking SDK, its caller threads and the SDK's own runtime threads),
+//! from `/proc/.../schedstat`. On a shared 2-core machine that is steadier
+//! than throughput and says where an SDK overhead comes from. And the TCP
 //! connections accepted during the phase (`/proc/net/snmp`): C is expected;
 //! more means the client's pool closes and reopens connections.
 
@@ -48,7 +64,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
@@ -59,7 +75,7 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
 use crate::claims::Claims;
-use crate::client::{Connection, request};
+use crate::client::{BlockingConnection, Connection, request};
 use crate::core::json_payload;
 use crate::http::{Server, thread_cpu_time};
 use crate::peers::{self, Conn, Protocol};
@@ -121,19 +137,39 @@ struct Pad {
 /// Who talks to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Client {
+    /// C connections on one single-threaded event loop.
     Raw,
+    /// C OS threads, one blocking connection each.
+    RawBlocking,
     Async,
     Blocking,
 }
 
 impl Client {
-    const ALL: [Client; 3] = [Client::Raw, Client::Async, Client::Blocking];
+    /// The order of the runs at each C.
+    const ALL: [Client; 4] = [
+        Client::Raw,
+        Client::RawBlocking,
+        Client::Async,
+        Client::Blocking,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Client::Raw => "raw http",
+            Client::RawBlocking => "raw blocking",
             Client::Async => "sdk async",
             Client::Blocking => "sdk blocking",
+        }
+    }
+
+    /// The raw client with the same threading model, which an SDK client is
+    /// measured against; `None` for the raw clients.
+    fn baseline(self) -> Option<Client> {
+        match self {
+            Client::Async => Some(Client::Raw),
+            Client::Blocking => Some(Client::RawBlocking),
+            Client::Raw | Client::RawBlocking => None,
         }
     }
 }
@@ -198,6 +234,7 @@ impl SdkRow {
 }
 
 /// What a measured phase yields before it becomes a row.
+#[derive(Debug)]
 struct Measured {
     jobs: usize,
     elapsed: Duration,
@@ -297,7 +334,8 @@ pub fn run(args: &SdkArgs) -> anyhow::Result<()> {
         "SDK overhead: N = {jobs} jobs of {} bytes per run, durable server (fsync before ack) \
          in-process on 127.0.0.1, fresh per client and C; enqueue = C callers put N jobs one at \
          a time; drain = lease + complete of the N jobs (raw: C connections, lease of 1 job; \
-         SDK: a Worker of concurrency C). Time limit {} s per phase.",
+         SDK: a Worker of concurrency C). raw http = C connections on one event loop; raw \
+         blocking = C OS threads, one connection each. Time limit {} s per phase.",
         args.payload_bytes,
         limit.as_secs()
     );
@@ -308,11 +346,16 @@ pub fn run(args: &SdkArgs) -> anyhow::Result<()> {
         "p50/p99: per call (a worker's calls are its own: none). client CPU/job: CPU time of the \
          client's threads over jobs done. conns: TCP connections accepted during the phase (C \
          expected, plus the poller's and the check's in a drain; more means the client \
-         reconnects)."
+         reconnects). SDK / baseline: the row's throughput over that of the raw client with the \
+         same threading model, same phase and C: sdk async over raw http (one event loop), sdk \
+         blocking over raw blocking (C OS threads)."
     );
     println!();
     if !args.smoke {
         for line in verdicts(&rows) {
+            println!("{line}");
+        }
+        for line in against_event_loop(&rows) {
             println!("{line}");
         }
     }
@@ -326,6 +369,7 @@ fn run_client(client: Client, spec: &Spec) -> anyhow::Result<(Measured, Measured
     let opens = accepted_connections();
     let mut enqueue = match client {
         Client::Raw => raw_enqueue(spec),
+        Client::RawBlocking => raw_blocking_enqueue(spec),
         Client::Async => async_enqueue(spec),
         Client::Blocking => blocking_enqueue(spec),
     }
@@ -341,6 +385,7 @@ fn run_client(client: Client, spec: &Spec) -> anyhow::Result<(Measured, Measured
     let opens = accepted_connections();
     let mut drain = match client {
         Client::Raw => raw_drain(spec),
+        Client::RawBlocking => raw_blocking_drain(spec),
         Client::Async => async_drain(spec),
         Client::Blocking => blocking_drain(spec),
     }
@@ -399,6 +444,178 @@ fn raw_drain(spec: &Spec) -> anyhow::Result<Measured> {
     let drained = worker.wait(deadline + STALL_GRACE)?;
     check_drained(spec.addr, spec.jobs, drained.jobs, drained.timed_out)?;
     Ok(drained)
+}
+
+/// The raw blocking enqueue: C OS threads, each with its own keep-alive
+/// connection, put the jobs with the raw client's request.
+fn raw_blocking_enqueue(spec: &Spec) -> anyhow::Result<Measured> {
+    let (addr, body) = (spec.addr, spec.body.clone());
+    start_callers(
+        "raw-",
+        spec,
+        move |_| BlockingConnection::connect(addr, STALL_GRACE),
+        move |conn| peers::http_enqueue_blocking(conn, &body),
+        || (),
+    )?
+    .finish()
+}
+
+/// The raw blocking drain: C OS threads, each with its own keep-alive
+/// connection, lease one job and complete it, N times between them (as the
+/// raw drain), under the same completion poller; its time is its own.
+fn raw_blocking_drain(spec: &Spec) -> anyhow::Result<Measured> {
+    let addr = spec.addr;
+    let callers = start_callers(
+        "raw-",
+        spec,
+        move |_| BlockingConnection::connect(addr, STALL_GRACE),
+        peers::http_drain_one_blocking,
+        || (),
+    )?;
+    watch_drain(spec.addr, spec.jobs, callers.deadline, || {
+        callers.finished()
+    })?;
+    let drained = callers.finish()?;
+    check_drained(spec.addr, spec.jobs, drained.jobs, drained.timed_out)?;
+    Ok(drained)
+}
+
+/// What a caller thread of [`start_callers`] hands back: its latency
+/// samples, its CPU time in the loop, and when its loop ended.
+type CallerOutcome = (Vec<Duration>, Option<Duration>, Instant);
+
+/// C OS threads calling one operation each until the shared claims run out;
+/// see [`start_callers`].
+struct Callers {
+    threads: Vec<ClientThread<CallerOutcome>>,
+    claims: Arc<Claims>,
+    started: Instant,
+    /// The claims' deadline: `started` + the time limit.
+    deadline: Instant,
+}
+
+/// Starts C OS threads named `{CLIENT_THREAD}-{tag}{i}`. Each makes its
+/// state with `setup` (a connection, a warm-up call) before the clock
+/// starts; once all have, `before_clock` runs on this thread, the clock
+/// starts, and each thread calls `op` once per claim from a shared
+/// [`Claims`] of `spec.jobs` with one deadline, timing each call and its
+/// own CPU time in the loop.
+fn start_callers<S, Setup, Op>(
+    tag: &str,
+    spec: &Spec,
+    setup: Setup,
+    op: Op,
+    before_clock: impl FnOnce(),
+) -> anyhow::Result<Callers>
+where
+    S: 'static,
+    Setup: Fn(usize) -> anyhow::Result<S> + Send + Sync + 'static,
+    Op: Fn(&mut S) -> anyhow::Result<()> + Send + Sync + 'static,
+{
+    let (jobs, c) = (spec.jobs, spec.c);
+    let (setup, op) = (Arc::new(setup), Arc::new(op));
+    let claims = Arc::new(Claims::new(jobs));
+    let clock = Arc::new(OnceLock::<Instant>::new());
+    // Every caller sets up and waits for the others; the clock starts at
+    // the second barrier.
+    let ready = Arc::new(Barrier::new(c + 1));
+    let start = Arc::new(Barrier::new(c + 1));
+    let mut threads = Vec::with_capacity(c);
+    for i in 0..c {
+        let (setup, op, claims, clock, ready, start) = (
+            Arc::clone(&setup),
+            Arc::clone(&op),
+            Arc::clone(&claims),
+            Arc::clone(&clock),
+            Arc::clone(&ready),
+            Arc::clone(&start),
+        );
+        threads.push(spawn_client(
+            format!("{CLIENT_THREAD}-{tag}{i}"),
+            move || {
+                let state = setup(i);
+                ready.wait();
+                start.wait();
+                let mut state = match state {
+                    Ok(state) => state,
+                    Err(e) => {
+                        claims.stop();
+                        return Err(e.context(format!("setting up caller {i}")));
+                    }
+                };
+                let deadline = clock
+                    .get()
+                    .copied()
+                    .ok_or_else(|| anyhow!("the clock did not start"))?;
+                let cpu = thread_cpu_time();
+                let mut samples = Vec::with_capacity(jobs / c + 1);
+                while claims.claim(deadline) {
+                    let t = Instant::now();
+                    if let Err(e) = op(&mut state) {
+                        claims.stop();
+                        return Err(e);
+                    }
+                    samples.push(t.elapsed());
+                }
+                Ok((samples, cpu_since(cpu), Instant::now()))
+            },
+        )?);
+    }
+    ready.wait();
+    before_clock();
+    let started = Instant::now();
+    let deadline = started + spec.limit;
+    // Set before the barrier that releases the callers.
+    let _ = clock.set(deadline);
+    start.wait();
+    Ok(Callers {
+        threads,
+        claims,
+        started,
+        deadline,
+    })
+}
+
+impl Callers {
+    /// Whether every caller has ended.
+    fn finished(&self) -> bool {
+        self.threads.iter().all(ClientThread::finished)
+    }
+
+    /// Waits for every caller (until [`STALL_GRACE`] past the deadline) and
+    /// sums them up: elapsed until the last loop ended, CPU time of all the
+    /// loops. Any caller's failure fails the phase.
+    fn finish(self) -> anyhow::Result<Measured> {
+        let give_up = self.deadline + STALL_GRACE;
+        let mut samples = Vec::new();
+        let mut cpu = Some(Duration::ZERO);
+        let mut ended = self.started;
+        let mut failure = None;
+        for caller in self.threads {
+            match caller.wait(give_up) {
+                Ok((done, used, at)) => {
+                    samples.extend(done);
+                    cpu = cpu.zip(used).map(|(a, b)| a + b);
+                    ended = ended.max(at);
+                }
+                Err(e) => {
+                    self.claims.stop();
+                    failure = failure.or(Some(e));
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(Measured {
+            jobs: samples.len(),
+            elapsed: ended - self.started,
+            samples: Some(samples),
+            timed_out: self.claims.timed_out(),
+            client_cpu: cpu,
+            connections: None,
+        })
+    }
 }
 
 fn measured(phase: peers::Phase, client_cpu: Option<Duration>) -> Measured {
@@ -538,78 +755,30 @@ fn async_drain(spec: &Spec) -> anyhow::Result<Measured> {
 
 /// The blocking SDK enqueue: C OS threads share one blocking client.
 fn blocking_enqueue(spec: &Spec) -> anyhow::Result<Measured> {
-    let (jobs, c, limit) = (spec.jobs, spec.c, spec.limit);
     let client = queue_client::blocking::Client::connect(&spec.url)?;
     let queue = client.queue::<Pad>(QUEUE);
-    let pad = Arc::new(spec.pad.clone());
-    let claims = Arc::new(Claims::new(jobs));
-    // Every caller warms the pool up and waits for the others; the clock
-    // starts at the second barrier.
-    let warm = Arc::new(Barrier::new(c + 1));
-    let start = Arc::new(Barrier::new(c + 1));
-    let mut callers = Vec::with_capacity(c);
-    for i in 0..c {
-        let (client, queue, pad, claims, warm, start) = (
-            client.clone(),
-            queue.clone(),
-            Arc::clone(&pad),
-            Arc::clone(&claims),
-            Arc::clone(&warm),
-            Arc::clone(&start),
-        );
-        callers.push(spawn_client(format!("{CLIENT_THREAD}-{i}"), move || {
-            let health = client.health();
-            warm.wait();
-            start.wait();
-            health.context("warming up the connection pool")?;
-            let deadline_at = Instant::now() + limit;
-            let cpu = thread_cpu_time();
-            let mut samples = Vec::with_capacity(jobs / c + 1);
-            while claims.claim(deadline_at) {
-                let t = Instant::now();
-                if let Err(e) = queue.enqueue(&pad) {
-                    claims.stop();
-                    return Err(anyhow!(e).context("enqueue"));
-                }
-                samples.push(t.elapsed());
-            }
-            Ok((samples, cpu_since(cpu)))
-        })?);
-    }
-    warm.wait();
-    let runtime_cpu = threads_cpu("queue-client");
-    start.wait();
-    let started = Instant::now();
-    let give_up = started + limit + STALL_GRACE;
-    let mut samples = Vec::with_capacity(jobs);
-    let mut cpu = Some(Duration::ZERO);
-    let mut failure = None;
-    for caller in callers {
-        match caller.wait(give_up) {
-            Ok((done, used)) => {
-                samples.extend(done);
-                cpu = cpu.zip(used).map(|(a, b)| a + b);
-            }
-            Err(e) => {
-                claims.stop();
-                failure = failure.or(Some(e));
-            }
-        }
-    }
-    let elapsed = started.elapsed();
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    let pad = spec.pad.clone();
+    let warm = client.clone();
+    // The SDK's runtime threads count from when every caller has warmed the
+    // pool up.
+    let mut runtime_cpu = None;
+    let callers = start_callers(
+        "",
+        spec,
+        move |_| warm.health().context("warming up the connection pool"),
+        move |_: &mut ()| {
+            queue
+                .enqueue(&pad)
+                .map(drop)
+                .map_err(|e| anyhow!(e).context("enqueue"))
+        },
+        || runtime_cpu = threads_cpu("queue-client"),
+    )?;
+    let mut measured = callers.finish()?;
     let runtime_cpu = runtime_cpu.and_then(|before| cpu_of_threads_since("queue-client", &before));
+    measured.client_cpu = measured.client_cpu.zip(runtime_cpu).map(|(a, b)| a + b);
     drop(client);
-    Ok(Measured {
-        jobs: samples.len(),
-        elapsed,
-        samples: Some(samples),
-        timed_out: claims.timed_out(),
-        client_cpu: cpu.zip(runtime_cpu).map(|(a, b)| a + b),
-        connections: None,
-    })
+    Ok(measured)
 }
 
 /// The blocking SDK drain: a [`queue_client::blocking::Worker`] of
@@ -896,8 +1065,9 @@ fn cpu_of_threads_since(prefix: &str, before: &HashMap<u64, Duration>) -> Option
 }
 
 /// The table: phase, client, C, jobs, seconds, jobs/s, p50, p99, client
-/// CPU per job, connections accepted, SDK / raw throughput and, with
-/// `verdicts`, the verdict against [`TARGET`].
+/// CPU per job, connections accepted, the baseline of an SDK row, its
+/// throughput over that baseline's and, with `verdicts`, the verdict
+/// against [`TARGET`].
 fn table(rows: &[SdkRow], verdicts: bool) -> String {
     let target = format!("target ≥ {TARGET}");
     let mut header = vec![
@@ -911,7 +1081,8 @@ fn table(rows: &[SdkRow], verdicts: bool) -> String {
         "p99",
         "client CPU/job",
         "conns",
-        "SDK / raw",
+        "baseline",
+        "SDK / baseline",
     ];
     if verdicts {
         header.push(&target);
@@ -937,6 +1108,9 @@ fn table(rows: &[SdkRow], verdicts: bool) -> String {
                 .map_or_else(|| "–".to_owned(), |cpu| Latency(cpu).to_string()),
             row.connections
                 .map_or_else(|| "–".to_owned(), |n| n.to_string()),
+            row.client
+                .baseline()
+                .map_or_else(|| "–".to_owned(), |base| base.label().to_owned()),
             ratio.map_or_else(|| "–".to_owned(), |x| format!("{x:.2}")),
         ];
         if verdicts {
@@ -949,7 +1123,7 @@ fn table(rows: &[SdkRow], verdicts: bool) -> String {
         cells.push(line);
     }
     let right = [
-        false, false, true, true, true, true, true, true, true, true, true, false,
+        false, false, true, true, true, true, true, true, true, true, false, true, false,
     ];
     let mut out = report::markdown(&header, &right, &cells);
     if rows.iter().any(|row| row.timed_out) {
@@ -958,17 +1132,19 @@ fn table(rows: &[SdkRow], verdicts: bool) -> String {
     out
 }
 
-/// `row`'s throughput over the raw client's in the same phase and C
-/// (`None` for the raw rows themselves).
-fn ratio(rows: &[SdkRow], row: &SdkRow) -> Option<f64> {
-    if row.client == Client::Raw {
-        return None;
-    }
-    let raw = rows.iter().find(|r| {
-        r.client == Client::Raw && r.phase == row.phase && r.concurrency == row.concurrency
-    })?;
-    let base = raw.rate();
+/// `row`'s throughput over `base`'s in the same phase and C, if both ran.
+fn ratio_to(rows: &[SdkRow], row: &SdkRow, base: Client) -> Option<f64> {
+    let base = rows
+        .iter()
+        .find(|r| r.client == base && r.phase == row.phase && r.concurrency == row.concurrency)?;
+    let base = base.rate();
     (base > 0.0).then(|| row.rate() / base)
+}
+
+/// An SDK row's throughput over its [baseline](Client::baseline)'s in the
+/// same phase and C (`None` for the raw rows themselves).
+fn ratio(rows: &[SdkRow], row: &SdkRow) -> Option<f64> {
+    ratio_to(rows, row, row.client.baseline()?)
 }
 
 /// One line per SDK row below the target, and the overall verdict.
@@ -976,34 +1152,70 @@ fn verdicts(rows: &[SdkRow]) -> Vec<String> {
     let mut lines = Vec::new();
     let mut worst: Option<(f64, &SdkRow)> = None;
     for row in rows {
-        if let Some(x) = ratio(rows, row) {
-            if worst.is_none_or(|(w, _)| x < w) {
-                worst = Some((x, row));
-            }
-            if x < TARGET {
-                lines.push(format!(
-                    "{} {}@{}: {x:.2}× raw http ({:.0} / {:.0} jobs/s) (target ≥ {TARGET}: BELOW target)",
-                    row.client.label(),
-                    row.phase,
-                    row.concurrency,
-                    row.rate(),
-                    row.rate() / x
-                ));
-            }
+        let (Some(x), Some(base)) = (ratio(rows, row), row.client.baseline()) else {
+            continue;
+        };
+        if worst.is_none_or(|(w, _)| x < w) {
+            worst = Some((x, row));
+        }
+        if x < TARGET {
+            lines.push(format!(
+                "{} {}@{}: {x:.2}× {} ({:.0} / {:.0} jobs/s) (target ≥ {TARGET}: BELOW target)",
+                row.client.label(),
+                row.phase,
+                row.concurrency,
+                base.label(),
+                row.rate(),
+                row.rate() / x
+            ));
         }
     }
     if let Some((x, row)) = worst {
         lines.push(format!(
-            "worst SDK / raw: {x:.2}× ({} {}@{}); target ≥ {TARGET} everywhere: {}",
+            "worst SDK / baseline: {x:.2}× ({} {}@{} / {}); target ≥ {TARGET} everywhere: {}",
             row.client.label(),
             row.phase,
             row.concurrency,
+            row.client.baseline().map_or("?", Client::label),
             if x >= TARGET {
                 "meets target"
             } else {
                 "BELOW target"
             }
         ));
+    }
+    lines
+}
+
+/// For information, no verdict: the blocking clients against the event
+/// loop (`raw http`), which is a different threading model. One line for
+/// the SDK, one for the raw blocking client (the cost of the threads
+/// alone); each is empty when nothing to compare ran.
+fn against_event_loop(rows: &[SdkRow]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (client, why) in [
+        (
+            Client::Blocking,
+            "the SDK's overhead plus the cost of C OS threads",
+        ),
+        (Client::RawBlocking, "the cost of C OS threads alone"),
+    ] {
+        let ratios: Vec<String> = rows
+            .iter()
+            .filter(|row| row.client == client)
+            .filter_map(|row| {
+                let x = ratio_to(rows, row, Client::Raw)?;
+                Some(format!("{}@{} {x:.2}×", row.phase, row.concurrency))
+            })
+            .collect();
+        if !ratios.is_empty() {
+            lines.push(format!(
+                "for information (no target): {} / {}: {} ({why})",
+                client.label(),
+                Client::Raw.label(),
+                ratios.join(", ")
+            ));
+        }
     }
     lines
 }
@@ -1035,28 +1247,95 @@ mod tests {
     }
 
     #[test]
-    fn ratios_and_verdicts_compare_with_raw_in_the_same_phase() {
+    fn each_sdk_client_is_compared_with_the_raw_client_of_its_threading_model() {
         let rows = vec![
             row(Client::Raw, "enqueue", 1000, 1),
+            row(Client::RawBlocking, "enqueue", 500, 1),
             row(Client::Async, "enqueue", 900, 1),
-            row(Client::Blocking, "enqueue", 800, 1),
+            row(Client::Blocking, "enqueue", 400, 1),
             row(Client::Raw, "drain", 1000, 2),
+            row(Client::RawBlocking, "drain", 1000, 2),
             row(Client::Async, "drain", 1000, 2),
+            row(Client::Blocking, "drain", 900, 2),
         ];
         assert_eq!(ratio(&rows, &rows[0]), None);
-        assert_eq!(ratio(&rows, &rows[2]), Some(0.8));
-        assert_eq!(ratio(&rows, &rows[4]), Some(1.0));
+        assert_eq!(ratio(&rows, &rows[1]), None);
+        assert_eq!(ratio(&rows, &rows[2]), Some(0.9));
+        // Blocking over raw blocking, not over raw http.
+        assert_eq!(ratio(&rows, &rows[3]), Some(0.8));
+        assert_eq!(ratio(&rows, &rows[6]), Some(1.0));
+        assert_eq!(ratio(&rows, &rows[7]), Some(0.9));
         let lines = verdicts(&rows);
         assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(lines[0].contains("sdk blocking enqueue@8: 0.80×"));
-        assert!(lines[1].contains("BELOW target"));
+        assert!(
+            lines[0].contains("sdk blocking enqueue@8: 0.80× raw blocking (400 / 500 jobs/s)"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].contains("0.80× (sdk blocking enqueue@8 / raw blocking)")
+                && lines[1].contains("BELOW target"),
+            "{lines:?}"
+        );
+        let info = against_event_loop(&rows);
+        assert_eq!(
+            info,
+            [
+                "for information (no target): sdk blocking / raw http: enqueue@8 0.40×, \
+                 drain@8 0.90× (the SDK's overhead plus the cost of C OS threads)",
+                "for information (no target): raw blocking / raw http: enqueue@8 0.50×, \
+                 drain@8 1.00× (the cost of C OS threads alone)",
+            ]
+        );
         let text = table(&rows, true);
         assert!(text.contains("**below**") && text.contains("meets"));
+        let cells = |line: usize| -> Vec<String> {
+            text.lines()
+                .nth(line)
+                .unwrap()
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect()
+        };
+        assert_eq!(cells(0)[11..13], ["baseline", "SDK / baseline"], "{text}");
+        assert_eq!(cells(2)[11..13], ["–", "–"], "{text}");
+        assert_eq!(cells(4)[11..14], ["raw http", "0.90", "meets"], "{text}");
+        assert_eq!(
+            cells(5)[11..14],
+            ["raw blocking", "0.80", "**below**"],
+            "{text}"
+        );
         assert!(
             text.lines().nth(2).unwrap().contains(" 1.00 ms |"),
             "{text}"
         );
         assert!(!table(&rows, false).contains("target"));
+        // Without its baseline, an SDK row has no ratio.
+        assert_eq!(ratio(&rows[2..4], &rows[3]), None);
+    }
+
+    #[test]
+    fn a_raw_blocking_caller_that_cannot_connect_fails_the_phase() {
+        // A port nothing listens on any more.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let spec = Spec {
+            addr,
+            url: format!("http://{addr}"),
+            jobs: 10,
+            c: 3,
+            limit: Duration::from_secs(5),
+            body: b"{}".to_vec(),
+            pad: Pad { pad: String::new() },
+        };
+        let started = Instant::now();
+        let error = raw_blocking_enqueue(&spec).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("setting up caller"),
+            "{error:#}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
@@ -1082,7 +1361,10 @@ mod tests {
             assert_eq!((enqueue.jobs, drain.jobs), (40, 40), "{client:?}");
             assert!(!enqueue.timed_out && !drain.timed_out);
             assert_eq!(enqueue.samples.map(|s| s.len()), Some(40));
-            assert_eq!(drain.samples.is_some(), client == Client::Raw);
+            assert_eq!(
+                drain.samples.is_some(),
+                matches!(client, Client::Raw | Client::RawBlocking)
+            );
         }
     }
 }
