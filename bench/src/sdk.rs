@@ -64,6 +64,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -411,15 +412,44 @@ fn accepted_connections() -> Option<u64> {
     values.split_whitespace().nth(at)?.parse().ok()
 }
 
+/// Raw enqueue bodies that carry a fresh idempotency key each, as every
+/// enqueue of the SDK does, so that raw and SDK put the same work on the
+/// server and their difference is the client's.
+#[derive(Clone)]
+struct KeyedBodies {
+    /// `{"payload":…` without its closing brace.
+    open: Arc<Vec<u8>>,
+    next: Arc<AtomicU64>,
+}
+
+impl KeyedBodies {
+    fn new(body: &[u8]) -> KeyedBodies {
+        let open = body.strip_suffix(b"}").unwrap_or(body).to_vec();
+        KeyedBodies {
+            open: Arc::new(open),
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The next body, keyed like the SDK's keys (`qc-` and 32 hex digits).
+    fn next(&self) -> Vec<u8> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut body = Vec::with_capacity(self.open.len() + 64);
+        body.extend_from_slice(&self.open);
+        body.extend_from_slice(format!(r#","idempotency_key":"qc-raw{n:029x}"}}"#).as_bytes());
+        body
+    }
+}
+
 /// The raw enqueue: the `peers` loop, on a thread of its own whose CPU time
 /// is the client's.
 fn raw_enqueue(spec: &Spec) -> anyhow::Result<Measured> {
-    let (addr, jobs, c, limit, body) =
-        (spec.addr, spec.jobs, spec.c, spec.limit, spec.body.clone());
+    let (addr, jobs, c, limit) = (spec.addr, spec.jobs, spec.c, spec.limit);
+    let keyed = KeyedBodies::new(&spec.body);
     let worker = spawn_client(format!("{CLIENT_THREAD}-raw"), move || {
         let cpu = thread_cpu_time();
         let phase = peers::connections(c, jobs, limit, addr, Protocol::Http, move |conn| {
-            let body = body.clone();
+            let body = keyed.next();
             Box::pin(async move { conn.http_enqueue(&body).await })
         })?;
         Ok(measured(phase, cpu_since(cpu)))
@@ -449,12 +479,12 @@ fn raw_drain(spec: &Spec) -> anyhow::Result<Measured> {
 /// The raw blocking enqueue: C OS threads, each with its own keep-alive
 /// connection, put the jobs with the raw client's request.
 fn raw_blocking_enqueue(spec: &Spec) -> anyhow::Result<Measured> {
-    let (addr, body) = (spec.addr, spec.body.clone());
+    let (addr, keyed) = (spec.addr, KeyedBodies::new(&spec.body));
     start_callers(
         "raw-",
         spec,
         move |_| BlockingConnection::connect(addr, STALL_GRACE),
-        move |conn| peers::http_enqueue_blocking(conn, &body),
+        move |conn| peers::http_enqueue_blocking(conn, &keyed.next()),
         || (),
     )?
     .finish()

@@ -1,15 +1,17 @@
 //! The same API without `async`: for programs that do not run a tokio
 //! runtime (or do not want to).
 //!
-//! [`Client`] owns a tokio runtime and runs the async client on it, so every
-//! call here has the async one's behaviour, retries and errors. The caller
-//! needs no runtime of its own, and may call from any number of threads at
-//! once. The runtime has no threads of its own (tokio's current-thread
-//! flavour): a call does its socket work on the calling thread, so a call
-//! costs no hand-off between threads; while several threads call at once,
-//! one of them drives the shared connections for all. A blocking
-//! [`Worker`] runs its closures on the runtime's blocking pool and drives
-//! heartbeats from the thread that called `run`.
+//! Every call here runs the async client to completion, so it has the async
+//! one's behaviour, retries and errors. The caller needs no runtime of its
+//! own, and may call from any number of threads at once: each thread that
+//! uses a [`Client`] gets, on first use, its own async client (with its own
+//! keep-alive connections) on a runtime without threads of its own (tokio's
+//! current-thread flavour). A call therefore does its socket work on the
+//! calling thread, as a hand-written blocking HTTP client would, with no
+//! hand-off between threads. Those per-thread resources go when the thread
+//! ends, or at that thread's next call once every clone of the client is
+//! dropped. A blocking [`Worker`] runs its closures on its runtime's
+//! blocking pool and sends heartbeats from the thread that called `run`.
 //!
 //! **Inside an async runtime** (a `#[tokio::main]` program, a task) these
 //! calls would block a thread the runtime needs; they return
@@ -17,7 +19,7 @@
 //! async [`crate::Client`] there. The check sees any thread that has a tokio
 //! runtime context, which includes `tokio::task::spawn_blocking` closures:
 //! there, call `tokio::runtime::Handle::current().block_on(...)` on the
-//! async client ([`Client::as_async`]) instead.
+//! async client ([`Client::to_async`]) instead.
 //!
 //! ```no_run
 //! use queue_client::blocking::{Client, Worker};
@@ -43,8 +45,10 @@
 //! # Ok(()) }
 //! ```
 
+use std::cell::RefCell;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use queue_proto::{JobState, QueueStats};
@@ -52,13 +56,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::Runtime;
 
+use crate::queue::heartbeat_lease;
 use crate::worker::{Spawn, drive, encode_result};
 use crate::{
     ClientOptions, DeadPage, EnqueueOptions, Error, EventFilter, Failure, Job, JobId, LeaseOptions,
     Result, ShutdownHandle, WorkerReport,
 };
 
-/// Owns the runtime; shuts it down without waiting for handlers still
+/// Owns a runtime; shuts it down without waiting for handlers still
 /// running on its blocking pool (a worker already gave their jobs back).
 struct Engine {
     runtime: Option<Runtime>,
@@ -72,14 +77,18 @@ impl Drop for Engine {
     }
 }
 
+/// A current-thread runtime: whichever thread waits on it drives it.
 #[derive(Clone)]
 struct Rt(Arc<Engine>);
 
+impl std::fmt::Debug for Rt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Runtime")
+    }
+}
+
 impl Rt {
     fn new() -> Result<Rt> {
-        // Current-thread: the caller's own thread drives the I/O of its
-        // call. A multi-thread runtime measured 2x the client CPU per call
-        // (every wake-up crossed threads) and 0.8x the throughput at C = 1.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .thread_name("queue-client")
             .enable_all()
@@ -90,12 +99,10 @@ impl Rt {
         })))
     }
 
-    /// Runs `future` to completion on the client's runtime, or refuses when
-    /// called from inside a runtime.
-    fn run<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Error::BlockingInRuntime);
-        }
+    /// Runs `future` to completion, or refuses when called from inside a
+    /// runtime.
+    fn block_on<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {
+        refuse_inside_a_runtime()?;
         match &self.0.runtime {
             Some(runtime) => runtime.block_on(future),
             None => Err(Error::BlockingInRuntime),
@@ -103,27 +110,95 @@ impl Rt {
     }
 }
 
+fn refuse_inside_a_runtime() -> Result<()> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Err(Error::BlockingInRuntime),
+        Err(_) => Ok(()),
+    }
+}
+
+/// What every clone of one blocking client shares: how to make the async
+/// client each thread gets.
+struct Shared {
+    id: u64,
+    make: Box<dyn Fn() -> crate::Client + Send + Sync>,
+}
+
+/// One thread's runtime and async client for one blocking client.
+struct Local {
+    owner: Weak<Shared>,
+    id: u64,
+    rt: Rt,
+    client: crate::Client,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Vec<Local>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Shared {
+    fn new(make: impl Fn() -> crate::Client + Send + Sync + 'static) -> Arc<Shared> {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        Arc::new(Shared {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            make: Box::new(make),
+        })
+    }
+
+    /// This thread's runtime and async client, made on first use. Entries
+    /// of clients that are gone are dropped on the way.
+    fn local(self: &Arc<Shared>) -> Result<(Rt, crate::Client)> {
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            local.retain(|entry| entry.owner.strong_count() > 0);
+            if let Some(entry) = local.iter().find(|entry| entry.id == self.id) {
+                return Ok((entry.rt.clone(), entry.client.clone()));
+            }
+            let entry = Local {
+                owner: Arc::downgrade(self),
+                id: self.id,
+                rt: Rt::new()?,
+                client: (self.make)(),
+            };
+            let found = (entry.rt.clone(), entry.client.clone());
+            local.push(entry);
+            Ok(found)
+        })
+    }
+
+    /// Runs `call` with this thread's async client, to completion.
+    fn run<T, F, Fut>(self: &Arc<Shared>, call: F) -> Result<T>
+    where
+        F: FnOnce(crate::Client) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        refuse_inside_a_runtime()?;
+        let (rt, client) = self.local()?;
+        rt.block_on(call(client))
+    }
+}
+
 /// The blocking client: [`crate::Client`]'s API, each call returning when
 /// done. Cheap to clone; share it between threads.
 #[derive(Clone)]
 pub struct Client {
-    client: crate::Client,
-    rt: Rt,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("blocking::Client")
-            .field("client", &self.client)
+            .field("id", &self.shared.id)
             .finish()
     }
 }
 
 impl Client {
     /// A client for the server at `url`; see [`crate::Client::connect`].
+    /// Nothing is opened until a thread makes its first call.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`]; [`Error::Runtime`] if the runtime cannot start.
+    /// [`Error::InvalidUrl`].
     pub fn connect(url: &str) -> Result<Client> {
         Client::connect_with(url, ClientOptions::default())
     }
@@ -134,9 +209,11 @@ impl Client {
     /// # Errors
     /// As [`Client::connect`], plus [`Error::InvalidRequest`] for a bad token.
     pub fn connect_with(url: &str, options: ClientOptions) -> Result<Client> {
-        let rt = Rt::new()?;
-        let client = crate::Client::connect_with(url, options)?;
-        Ok(Client { client, rt })
+        // Checked once here; each thread gets a copy with its own pool.
+        let template = crate::Client::connect_with(url, options)?;
+        Ok(Client {
+            shared: Shared::new(move || template.fresh()),
+        })
     }
 
     /// A client on a queue in this process; see [`crate::Client::embedded`].
@@ -152,34 +229,32 @@ impl Client {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Runtime`] if the runtime cannot start.
+    /// None today; the `Result` keeps the constructors alike.
     #[cfg(feature = "embedded")]
     pub fn embedded(queue: queue_core::Queue) -> Result<Client> {
         Ok(Client {
-            client: crate::Client::embedded(queue),
-            rt: Rt::new()?,
+            shared: Shared::new(move || crate::Client::embedded(queue.clone())),
         })
     }
 
-    /// The async client underneath, for code that has a runtime.
-    pub fn as_async(&self) -> &crate::Client {
-        &self.client
+    /// A new async client to the same server (or embedded queue), with
+    /// connections of its own, for code that has a runtime.
+    pub fn to_async(&self) -> crate::Client {
+        (self.shared.make)()
     }
 
     /// The queue `name` with payloads `T`; see [`crate::Client::queue`].
     pub fn queue<T: Serialize + DeserializeOwned>(&self, name: impl Into<String>) -> TypedQueue<T> {
         TypedQueue {
-            queue: self.client.queue(name),
-            rt: self.rt.clone(),
+            shared: Arc::clone(&self.shared),
+            name: name.into(),
+            _payload: crate::client::Marker::default(),
         }
     }
 
     /// A handle on an existing job.
     pub fn job<T: Serialize + DeserializeOwned>(&self, id: impl Into<JobId>) -> JobHandle<T> {
-        JobHandle {
-            handle: self.client.job(id),
-            rt: self.rt.clone(),
-        }
+        JobHandle::new(Arc::clone(&self.shared), id.into(), false)
     }
 
     /// See [`crate::Client::health`].
@@ -187,7 +262,7 @@ impl Client {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn health(&self) -> Result<()> {
-        self.rt.run(self.client.health())
+        self.shared.run(|c| async move { c.health().await })
     }
 
     /// See [`crate::Client::stats`].
@@ -195,7 +270,7 @@ impl Client {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn stats(&self, queue: &str) -> Result<QueueStats> {
-        self.rt.run(self.client.stats(queue))
+        self.shared.run(|c| async move { c.stats(queue).await })
     }
 
     /// See [`crate::Client::queues`].
@@ -203,7 +278,7 @@ impl Client {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn queues(&self) -> Result<Vec<QueueStats>> {
-        self.rt.run(self.client.queues())
+        self.shared.run(|c| async move { c.queues().await })
     }
 
     /// See [`crate::Client::pause`].
@@ -211,7 +286,7 @@ impl Client {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn pause(&self, queue: &str) -> Result<QueueStats> {
-        self.rt.run(self.client.pause(queue))
+        self.shared.run(|c| async move { c.pause(queue).await })
     }
 
     /// See [`crate::Client::resume`].
@@ -219,7 +294,7 @@ impl Client {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn resume(&self, queue: &str) -> Result<QueueStats> {
-        self.rt.run(self.client.resume(queue))
+        self.shared.run(|c| async move { c.resume(queue).await })
     }
 
     /// See [`crate::Client::dead_letters`].
@@ -232,7 +307,8 @@ impl Client {
         after: Option<&JobId>,
         limit: u32,
     ) -> Result<DeadPage<serde_json::Value>> {
-        self.rt.run(self.client.dead_letters(queue, after, limit))
+        self.shared
+            .run(|c| async move { c.dead_letters(queue, after, limit).await })
     }
 
     /// See [`crate::Client::requeue_dead`].
@@ -240,7 +316,8 @@ impl Client {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn requeue_dead(&self, queue: &str, ids: Option<&[JobId]>) -> Result<u64> {
-        self.rt.run(self.client.requeue_dead(queue, ids))
+        self.shared
+            .run(|c| async move { c.requeue_dead(queue, ids).await })
     }
 
     /// See [`crate::Client::purge_dead`].
@@ -248,20 +325,21 @@ impl Client {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn purge_dead(&self, queue: &str) -> Result<u64> {
-        self.rt.run(self.client.purge_dead(queue))
+        self.shared
+            .run(|c| async move { c.purge_dead(queue).await })
     }
 
     /// Subscribes to state changes; the iterator blocks for each event. See
-    /// [`crate::Client::events`].
+    /// [`crate::Client::events`]. The stream is read by the calling thread's
+    /// runtime, which the iterator drives from whichever thread uses it.
     ///
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn events(&self, filter: EventFilter) -> Result<Events> {
-        let stream = self.rt.run(self.client.events(filter))?;
-        Ok(Events {
-            stream,
-            rt: self.rt.clone(),
-        })
+        refuse_inside_a_runtime()?;
+        let (rt, client) = self.shared.local()?;
+        let stream = rt.block_on(async move { client.events(filter).await })?;
+        Ok(Events { stream, rt })
     }
 }
 
@@ -278,7 +356,7 @@ impl Iterator for Events {
 
     fn next(&mut self) -> Option<Self::Item> {
         let stream = &mut self.stream;
-        match self.rt.run(async { Ok(stream.next().await) }) {
+        match self.rt.block_on(async { Ok(stream.next().await) }) {
             Ok(item) => item,
             Err(e) => Some(Err(e)),
         }
@@ -287,30 +365,55 @@ impl Iterator for Events {
 
 /// A typed queue; see [`crate::TypedQueue`].
 pub struct TypedQueue<T> {
-    queue: crate::TypedQueue<T>,
-    rt: Rt,
+    shared: Arc<Shared>,
+    name: String,
+    _payload: crate::client::Marker<T>,
 }
 
 impl<T> Clone for TypedQueue<T> {
     fn clone(&self) -> Self {
         TypedQueue {
-            queue: self.queue.clone(),
-            rt: self.rt.clone(),
+            shared: Arc::clone(&self.shared),
+            name: self.name.clone(),
+            _payload: crate::client::Marker::default(),
         }
     }
 }
 
+impl<T> std::fmt::Debug for TypedQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("blocking::TypedQueue")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
-    fn handle(&self, handle: crate::JobHandle<T>) -> JobHandle<T> {
-        JobHandle {
-            handle,
-            rt: self.rt.clone(),
-        }
+    /// Runs `call` on this thread's async queue.
+    fn run<R, F, Fut>(&self, call: F) -> Result<R>
+    where
+        F: FnOnce(crate::TypedQueue<T>) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        let name = self.name.clone();
+        self.shared.run(|c| call(c.queue::<T>(name)))
+    }
+
+    fn handle(&self, handle: &crate::JobHandle<T>) -> JobHandle<T> {
+        JobHandle::new(
+            Arc::clone(&self.shared),
+            handle.id().clone(),
+            handle.replayed(),
+        )
+    }
+
+    fn handles(&self, handles: &[crate::JobHandle<T>]) -> Vec<JobHandle<T>> {
+        handles.iter().map(|h| self.handle(h)).collect()
     }
 
     /// The queue's name.
     pub fn name(&self) -> &str {
-        self.queue.name()
+        &self.name
     }
 
     /// See [`crate::TypedQueue::enqueue`].
@@ -318,9 +421,8 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn enqueue(&self, payload: &T) -> Result<JobHandle<T>> {
-        self.rt
-            .run(self.queue.enqueue(payload))
-            .map(|h| self.handle(h))
+        let handle = self.run(|q| async move { q.enqueue(payload).await })?;
+        Ok(self.handle(&handle))
     }
 
     /// See [`crate::TypedQueue::enqueue_with`].
@@ -328,9 +430,8 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn enqueue_with(&self, payload: &T, options: EnqueueOptions) -> Result<JobHandle<T>> {
-        self.rt
-            .run(self.queue.enqueue_with(payload, options))
-            .map(|h| self.handle(h))
+        let handle = self.run(|q| async move { q.enqueue_with(payload, options).await })?;
+        Ok(self.handle(&handle))
     }
 
     /// See [`crate::TypedQueue::enqueue_batch`].
@@ -342,8 +443,8 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
         I: IntoIterator<Item = &'a T>,
         T: 'a,
     {
-        let handles = self.rt.run(self.queue.enqueue_batch(payloads))?;
-        Ok(handles.into_iter().map(|h| self.handle(h)).collect())
+        let handles = self.run(|q| async move { q.enqueue_batch(payloads).await })?;
+        Ok(self.handles(&handles))
     }
 
     /// See [`crate::TypedQueue::enqueue_batch_with`].
@@ -355,8 +456,8 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
         I: IntoIterator<Item = (&'a T, EnqueueOptions)>,
         T: 'a,
     {
-        let handles = self.rt.run(self.queue.enqueue_batch_with(items))?;
-        Ok(handles.into_iter().map(|h| self.handle(h)).collect())
+        let handles = self.run(|q| async move { q.enqueue_batch_with(items).await })?;
+        Ok(self.handles(&handles))
     }
 
     /// The synchronous style; see [`crate::TypedQueue::call`].
@@ -365,7 +466,7 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     /// As there ([`Error::JobTimedOut`], [`Error::JobFailed`],
     /// [`Error::JobCancelled`], …), plus [`Error::BlockingInRuntime`].
     pub fn call<R: DeserializeOwned>(&self, payload: &T, timeout: Duration) -> Result<R> {
-        self.rt.run(self.queue.call(payload, timeout))
+        self.run(|q| async move { q.call(payload, timeout).await })
     }
 
     /// See [`crate::TypedQueue::call_with`].
@@ -378,7 +479,7 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
         options: EnqueueOptions,
         timeout: Duration,
     ) -> Result<R> {
-        self.rt.run(self.queue.call_with(payload, options, timeout))
+        self.run(|q| async move { q.call_with(payload, options, timeout).await })
     }
 
     /// See [`crate::TypedQueue::try_call`]: a time-out hands back the job's
@@ -392,18 +493,16 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
         options: EnqueueOptions,
         timeout: Duration,
     ) -> Result<CallOutcome<R, T>> {
-        let outcome = self
-            .rt
-            .run(self.queue.try_call(payload, options, timeout))?;
+        let outcome = self.run(|q| async move { q.try_call(payload, options, timeout).await })?;
         Ok(match outcome {
             crate::CallOutcome::Done(result) => CallOutcome::Done(result),
-            crate::CallOutcome::Pending(handle) => CallOutcome::Pending(self.handle(handle)),
+            crate::CallOutcome::Pending(handle) => CallOutcome::Pending(self.handle(&handle)),
         })
     }
 
     /// A handle on job `id`.
     pub fn job(&self, id: impl Into<JobId>) -> JobHandle<T> {
-        self.handle(self.queue.job(id))
+        JobHandle::new(Arc::clone(&self.shared), id.into(), false)
     }
 
     /// See [`crate::TypedQueue::lease`].
@@ -411,12 +510,16 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn lease(&self, options: &LeaseOptions) -> Result<Vec<Leased<T>>> {
-        let leased = self.rt.run(self.queue.lease(options))?;
+        let leased = self.run(|q| async move { q.lease(options).await })?;
         Ok(leased
             .into_iter()
-            .map(|leased| Leased {
-                leased,
-                rt: self.rt.clone(),
+            .map(|leased| {
+                let (job, lease_id) = leased.into_parts();
+                Leased {
+                    shared: Arc::clone(&self.shared),
+                    job,
+                    lease_id,
+                }
             })
             .collect())
     }
@@ -426,7 +529,7 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn stats(&self) -> Result<QueueStats> {
-        self.rt.run(self.queue.stats())
+        self.run(|q| async move { q.stats().await })
     }
 
     /// See [`crate::TypedQueue::pause`].
@@ -434,7 +537,7 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn pause(&self) -> Result<QueueStats> {
-        self.rt.run(self.queue.pause())
+        self.run(|q| async move { q.pause().await })
     }
 
     /// See [`crate::TypedQueue::resume`].
@@ -442,7 +545,7 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn resume(&self) -> Result<QueueStats> {
-        self.rt.run(self.queue.resume())
+        self.run(|q| async move { q.resume().await })
     }
 
     /// See [`crate::TypedQueue::dead_letters`].
@@ -450,7 +553,7 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn dead_letters(&self, after: Option<&JobId>, limit: u32) -> Result<DeadPage<T>> {
-        self.rt.run(self.queue.dead_letters(after, limit))
+        self.run(|q| async move { q.dead_letters(after, limit).await })
     }
 
     /// See [`crate::TypedQueue::requeue_dead`].
@@ -458,7 +561,7 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn requeue_dead(&self, ids: Option<&[JobId]>) -> Result<u64> {
-        self.rt.run(self.queue.requeue_dead(ids))
+        self.run(|q| async move { q.requeue_dead(ids).await })
     }
 
     /// See [`crate::TypedQueue::purge_dead`].
@@ -466,7 +569,7 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn purge_dead(&self) -> Result<u64> {
-        self.rt.run(self.queue.purge_dead())
+        self.run(|q| async move { q.purge_dead().await })
     }
 }
 
@@ -481,34 +584,60 @@ pub enum CallOutcome<R, T> {
 
 /// A handle on one job; see [`crate::JobHandle`].
 pub struct JobHandle<T> {
-    handle: crate::JobHandle<T>,
-    rt: Rt,
+    shared: Arc<Shared>,
+    id: JobId,
+    replayed: bool,
+    _payload: crate::client::Marker<T>,
 }
 
 impl<T> Clone for JobHandle<T> {
     fn clone(&self) -> Self {
         JobHandle {
-            handle: self.handle.clone(),
-            rt: self.rt.clone(),
+            shared: Arc::clone(&self.shared),
+            id: self.id.clone(),
+            replayed: self.replayed,
+            _payload: crate::client::Marker::default(),
         }
     }
 }
 
 impl<T> std::fmt::Debug for JobHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.handle.fmt(f)
+        f.debug_struct("blocking::JobHandle")
+            .field("id", &self.id)
+            .field("replayed", &self.replayed)
+            .finish()
     }
 }
 
 impl<T: Serialize + DeserializeOwned> JobHandle<T> {
+    fn new(shared: Arc<Shared>, id: JobId, replayed: bool) -> Self {
+        JobHandle {
+            shared,
+            id,
+            replayed,
+            _payload: crate::client::Marker::default(),
+        }
+    }
+
+    /// Runs `call` on this thread's async handle of the job.
+    fn run<R, F, Fut>(&self, call: F) -> Result<R>
+    where
+        F: FnOnce(crate::JobHandle<T>) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        let id = self.id.clone();
+        self.shared.run(|c| call(c.job::<T>(id)))
+    }
+
     /// The job's id.
     pub fn id(&self) -> &JobId {
-        self.handle.id()
+        &self.id
     }
 
     /// See [`crate::JobHandle::replayed`].
     pub fn replayed(&self) -> bool {
-        self.handle.replayed()
+        self.replayed
     }
 
     /// See [`crate::JobHandle::status`].
@@ -516,7 +645,7 @@ impl<T: Serialize + DeserializeOwned> JobHandle<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn status(&self) -> Result<JobState> {
-        self.rt.run(self.handle.status())
+        self.run(|h| async move { h.status().await })
     }
 
     /// See [`crate::JobHandle::get`].
@@ -524,7 +653,7 @@ impl<T: Serialize + DeserializeOwned> JobHandle<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn get(&self) -> Result<Job<T>> {
-        self.rt.run(self.handle.get())
+        self.run(|h| async move { h.get().await })
     }
 
     /// See [`crate::JobHandle::wait`].
@@ -532,7 +661,7 @@ impl<T: Serialize + DeserializeOwned> JobHandle<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn wait<R: DeserializeOwned>(&self, timeout: Duration) -> Result<R> {
-        self.rt.run(self.handle.wait(timeout))
+        self.run(|h| async move { h.wait(timeout).await })
     }
 
     /// See [`crate::JobHandle::cancel`].
@@ -540,32 +669,40 @@ impl<T: Serialize + DeserializeOwned> JobHandle<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn cancel(&self) -> Result<()> {
-        self.rt.run(self.handle.cancel())
+        self.run(|h| async move { h.cancel().await })
     }
 }
 
 /// A manually leased job; see [`crate::Leased`].
-#[derive(Debug)]
 pub struct Leased<T> {
-    leased: crate::Leased<T>,
-    rt: Rt,
+    shared: Arc<Shared>,
+    job: Job<T>,
+    lease_id: String,
 }
 
-impl std::fmt::Debug for Rt {
+impl<T: std::fmt::Debug> std::fmt::Debug for Leased<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Runtime")
+        f.debug_struct("blocking::Leased")
+            .field("job", &self.job)
+            .field("lease_id", &self.lease_id)
+            .finish()
     }
 }
 
 impl<T> Leased<T> {
     /// The job.
     pub fn job(&self) -> &Job<T> {
-        self.leased.job()
+        &self.job
     }
 
     /// The payload.
     pub fn payload(&self) -> &T {
-        self.leased.payload()
+        &self.job.payload
+    }
+
+    /// The lease's fencing token.
+    pub fn lease_id(&self) -> &str {
+        &self.lease_id
     }
 
     /// See [`crate::Leased::heartbeat`].
@@ -573,7 +710,9 @@ impl<T> Leased<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn heartbeat(&mut self, length: Option<Duration>) -> Result<()> {
-        self.rt.run(self.leased.heartbeat(length))
+        let (job, lease_id) = (&mut self.job, &self.lease_id);
+        self.shared
+            .run(|c| async move { heartbeat_lease(&c, job, lease_id, length).await })
     }
 
     /// See [`crate::Leased::complete`].
@@ -581,7 +720,16 @@ impl<T> Leased<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn complete<R: Serialize + ?Sized>(self, result: &R) -> Result<()> {
-        self.rt.run(self.leased.complete(result))
+        let Leased {
+            shared,
+            job,
+            lease_id,
+        } = self;
+        shared.run(|c| async move {
+            crate::Leased::from_parts(c, job, lease_id)
+                .complete(result)
+                .await
+        })
     }
 
     /// See [`crate::Leased::fail`].
@@ -589,7 +737,17 @@ impl<T> Leased<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn fail(self, failure: impl Into<Failure>) -> Result<JobState> {
-        self.rt.run(self.leased.fail(failure))
+        let Leased {
+            shared,
+            job,
+            lease_id,
+        } = self;
+        let failure = failure.into();
+        shared.run(|c| async move {
+            crate::Leased::from_parts(c, job, lease_id)
+                .fail(failure)
+                .await
+        })
     }
 
     /// See [`crate::Leased::release`].
@@ -597,27 +755,39 @@ impl<T> Leased<T> {
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn release(self) -> Result<()> {
-        self.rt.run(self.leased.release())
+        let Leased {
+            shared,
+            job,
+            lease_id,
+        } = self;
+        shared.run(|c| async move { crate::Leased::from_parts(c, job, lease_id).release().await })
     }
 }
 
 /// The worker runtime for plain closures; see [`crate::Worker`] for what it
-/// does. Each job runs on a thread of the client's blocking pool; heartbeats
-/// go on meanwhile. A closure that panics counts as a failed attempt.
-/// A closure still running after the shutdown timeout cannot be stopped: its
-/// job is released and its result discarded.
+/// does. Each job runs on a thread of the runtime's blocking pool; heartbeats
+/// go on meanwhile, sent by the thread that called [`Worker::run`]. A closure
+/// that panics counts as a failed attempt. A closure still running after the
+/// shutdown timeout cannot be stopped: its job is released and its result
+/// discarded.
 #[derive(Debug)]
 pub struct Worker {
     worker: crate::Worker,
-    rt: Rt,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("id", &self.id).finish()
+    }
 }
 
 impl Worker {
     /// A worker on `queue`; see [`crate::Worker::new`] for the defaults.
     pub fn new(client: Client, queue: impl Into<String>) -> Self {
         Worker {
-            worker: crate::Worker::new(client.client, queue),
-            rt: client.rt,
+            worker: crate::Worker::new(client.to_async(), queue),
+            shared: client.shared,
         }
     }
 
@@ -659,7 +829,7 @@ impl Worker {
     fn map(self, f: impl FnOnce(crate::Worker) -> crate::Worker) -> Self {
         Worker {
             worker: f(self.worker),
-            rt: self.rt,
+            shared: self.shared,
         }
     }
 
@@ -683,7 +853,10 @@ impl Worker {
                 Err(e) => Err(e.into()),
             })
         });
-        let (config, shutdown) = self.worker.into_parts();
-        self.rt.run(drive(config, spawn, shutdown))
+        let worker = self.worker;
+        self.shared.run(|client| async move {
+            let (config, shutdown) = worker.into_parts(client);
+            drive(config, spawn, shutdown).await
+        })
     }
 }

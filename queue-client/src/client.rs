@@ -98,6 +98,17 @@ impl Client {
         Client::with_transport(transport, RetryPolicy::none())
     }
 
+    /// The same client with connections of its own: connections belong to
+    /// the runtime that opened them, so each runtime needs its own.
+    pub(crate) fn fresh(&self) -> Client {
+        let transport = match &self.inner.transport {
+            Transport::Http(http) => Transport::Http(Box::new(http.fresh())),
+            #[cfg(feature = "embedded")]
+            Transport::Embedded(embedded) => Transport::Embedded(embedded.clone()),
+        };
+        Client::with_transport(transport, self.inner.retry)
+    }
+
     fn with_transport(transport: Transport, retry: RetryPolicy) -> Client {
         Client {
             inner: Arc::new(Inner { transport, retry }),

@@ -572,6 +572,18 @@ pub struct Leased<T> {
 }
 
 impl<T> Leased<T> {
+    pub(crate) fn from_parts(client: Client, job: Job<T>, lease_id: String) -> Self {
+        Leased {
+            client,
+            job,
+            lease_id,
+        }
+    }
+
+    pub(crate) fn into_parts(self) -> (Job<T>, String) {
+        (self.job, self.lease_id)
+    }
+
     /// The job (`leased`, `attempts` counting this lease).
     pub fn job(&self) -> &Job<T> {
         &self.job
@@ -594,18 +606,7 @@ impl<T> Leased<T> {
     /// [`Error::LeaseLost`] when the lease expired or the job was cancelled:
     /// stop working on it.
     pub async fn heartbeat(&mut self, length: Option<Duration>) -> Result<()> {
-        let request = HeartbeatRequest {
-            lease_id: self.lease_id.clone(),
-            lease_ms: length.map(millis),
-        };
-        let job = self
-            .client
-            .transport()
-            .heartbeat(self.job.id.as_str(), &request)
-            .await?;
-        self.job.lease_expires_at = job.lease_expires_at;
-        self.job.updated_at = job.updated_at;
-        Ok(())
+        heartbeat_lease(&self.client, &mut self.job, &self.lease_id, length).await
     }
 
     /// Completes the job with `result`. Durable on return; the job is never
@@ -648,6 +649,27 @@ impl<T> Leased<T> {
     pub async fn release(self) -> Result<()> {
         settle_release(&self.client, self.job.id.as_str(), &self.lease_id).await
     }
+}
+
+/// Extends a lease (see [`Leased::heartbeat`]) and notes its new deadline on
+/// `job`.
+pub(crate) async fn heartbeat_lease<T>(
+    client: &Client,
+    job: &mut Job<T>,
+    lease_id: &str,
+    length: Option<Duration>,
+) -> Result<()> {
+    let request = HeartbeatRequest {
+        lease_id: lease_id.to_owned(),
+        lease_ms: length.map(millis),
+    };
+    let reply = client
+        .transport()
+        .heartbeat(job.id.as_str(), &request)
+        .await?;
+    job.lease_expires_at = reply.lease_expires_at;
+    job.updated_at = reply.updated_at;
+    Ok(())
 }
 
 /// Completes a leased job (see [`fenced`] for retries).

@@ -340,8 +340,12 @@ impl Worker {
         report
     }
 
-    pub(crate) fn into_parts(self) -> (WorkerConfig, ShutdownHandle) {
-        (self.config, self.shutdown)
+    /// The worker's settings, run through `client` instead of the one it
+    /// was made with (the blocking worker uses its thread's client).
+    pub(crate) fn into_parts(self, client: Client) -> (WorkerConfig, ShutdownHandle) {
+        let mut config = self.config;
+        config.client = client;
+        (config, self.shutdown)
     }
 }
 

@@ -12,6 +12,7 @@ use crate::common::{Harness, Kind, PATIENCE};
 use crate::typed::{Email, email};
 
 both_blocking!(
+    blocking_handles_and_streams_work_from_any_thread,
     the_blocking_client_enqueues_waits_and_cancels,
     the_blocking_worker_honours_concurrency_and_survives_panics,
     the_blocking_worker_releases_a_stuck_closure_at_shutdown,
@@ -171,4 +172,36 @@ async fn blocking_calls_inside_a_runtime_are_refused_not_panics() {
         assert_eq!(h.core.stats("q").unwrap().ready, 0);
         drop(client);
     }
+}
+
+fn blocking_handles_and_streams_work_from_any_thread(h: Harness) {
+    let client = h.blocking();
+    // Made on threads that then end: each thread had its own connections.
+    let (handle, leased, mut events) = std::thread::spawn({
+        let client = client.clone();
+        move || {
+            let events = client.events(EventFilter::new().queue("moves")).unwrap();
+            let queue = client.queue::<u32>("moves");
+            let handle = queue.enqueue(&7).unwrap();
+            let leased = queue
+                .lease(&queue_client::LeaseOptions::new())
+                .unwrap()
+                .pop()
+                .unwrap();
+            (handle, leased, events)
+        }
+    })
+    .join()
+    .unwrap();
+    // Used here, on this thread's own client.
+    assert_eq!(handle.status().unwrap(), JobState::Leased);
+    leased.complete(&8).unwrap();
+    assert_eq!(handle.wait::<u32>(PATIENCE).unwrap(), 8);
+    let states: Vec<JobState> = (0..3)
+        .map(|_| events.next().unwrap().unwrap().state)
+        .collect();
+    assert_eq!(
+        states,
+        [JobState::Ready, JobState::Leased, JobState::Completed]
+    );
 }

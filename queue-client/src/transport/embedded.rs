@@ -15,6 +15,7 @@ use super::{EVENT_BUFFER, EventReceiver, JobView};
 use crate::options::millis;
 use crate::{Error, EventFilter, Result};
 
+#[derive(Clone)]
 pub(crate) struct Embedded {
     queue: Queue,
 }

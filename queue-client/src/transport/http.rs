@@ -99,6 +99,17 @@ impl Http {
         })
     }
 
+    /// The same transport with a pool of its own (for another runtime).
+    pub(crate) fn fresh(&self) -> Http {
+        Http {
+            pool: self.pool.fresh(),
+            host: self.host.clone(),
+            prefix: self.prefix.clone(),
+            auth: self.auth.clone(),
+            request_timeout: self.request_timeout,
+        }
+    }
+
     fn request(
         &self,
         method: Method,

@@ -53,6 +53,16 @@ impl Pool {
         }
     }
 
+    /// An empty pool with the same settings.
+    pub(crate) fn fresh(&self) -> Pool {
+        Pool::new(
+            self.address.clone(),
+            self.connect_timeout,
+            self.max_idle,
+            self.idle_timeout,
+        )
+    }
+
     /// Sends `request` on an idle connection, or a new one. A request that a
     /// stale idle connection (closed by the server meanwhile) could not take
     /// is sent again on another: it was never written, so that is safe.
