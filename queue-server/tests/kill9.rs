@@ -18,14 +18,14 @@ use crate::common::Client;
 
 /// Starts the binary on `dir` at a free port and waits for its ready line.
 fn spawn_server(dir: &Path) -> (Child, SocketAddr) {
+    spawn_server_at(dir, "127.0.0.1:0")
+}
+
+/// Starts the binary on `dir` listening on `listen` and waits for its ready
+/// line; returns it and the address it reports.
+pub fn spawn_server_at(dir: &Path, listen: &str) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_queue-server"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--data-dir",
-        ])
+        .args(["--listen", listen, "--log-format", "json", "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -227,7 +227,7 @@ async fn acknowledged_writes_survive_sigkill_of_the_binary() {
 
 /// Sends SIGTERM through the `kill` command (the workspace forbids unsafe
 /// code, so no libc call).
-fn send_sigterm(pid: u32) -> i32 {
+pub fn send_sigterm(pid: u32) -> i32 {
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()

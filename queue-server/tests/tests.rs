@@ -11,6 +11,9 @@
 //! - `kill9`: the built binary SIGKILLed while clients enqueue and
 //!   complete; after a restart every acknowledged write is there.
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
+//! - `sdk_kill9`: producers on the client SDK keep going through a SIGKILL
+//!   and restart of the binary; every enqueue they were told succeeded is
+//!   there exactly once (retries with the SDK's idempotency keys).
 
 mod api;
 mod binary;
@@ -19,3 +22,4 @@ mod concurrency;
 mod events;
 mod kill9;
 mod openapi;
+mod sdk_kill9;
