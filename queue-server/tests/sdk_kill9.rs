@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use queue_client::{Client, ClientOptions, JobId, RetryPolicy};
@@ -53,7 +53,7 @@ async fn producer(client: Client, tag: u32, progress: Arc<Progress>) {
                 progress
                     .acked
                     .lock()
-                    .unwrap()
+                    .unwrap_or_else(PoisonError::into_inner)
                     .insert((tag, n), handle.id().clone());
             }
             Err(_) => {
