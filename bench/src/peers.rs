@@ -44,13 +44,14 @@ use crate::http::Server;
 use crate::report::{self, Row};
 use crate::stats::Summary;
 
-/// Options of `bench peers`.
+/// The workload options `bench peers` and `bench sdk` share.
 #[derive(Debug, Clone, clap::Args)]
-pub struct PeersArgs {
+pub struct Workload {
     /// Jobs per run (enqueued, then drained).
     #[arg(long, default_value_t = 20_000)]
     pub jobs: usize,
-    /// Concurrent clients (enqueue) and workers (drain), comma-separated.
+    /// Concurrent callers (enqueue) and workers, or worker concurrency
+    /// (drain), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     pub concurrency: Vec<usize>,
     /// Size of each job's JSON payload in bytes.
@@ -63,6 +64,14 @@ pub struct PeersArgs {
     /// system temporary directory.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+/// Options of `bench peers`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeersArgs {
+    /// The workload.
+    #[command(flatten)]
+    pub workload: Workload,
     /// Systems to run, comma-separated (default all).
     #[arg(long, value_delimiter = ',', value_enum)]
     pub systems: Vec<SystemArg>,
@@ -121,7 +130,7 @@ pub fn run(args: &PeersArgs) -> anyhow::Result<()> {
     let (jobs, concurrency) = if args.smoke {
         (300, vec![1, 8])
     } else {
-        (args.jobs, args.concurrency.clone())
+        (args.workload.jobs, args.workload.concurrency.clone())
     };
     ensure!(jobs > 0, "--jobs must be at least 1");
     ensure!(
@@ -169,12 +178,12 @@ pub fn run(args: &PeersArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let parent = match &args.dir {
+    let parent = match &args.workload.dir {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir(),
     };
-    let limit = Duration::from_secs(args.max_seconds.max(1));
-    let payload = json_payload(args.payload_bytes);
+    let limit = Duration::from_secs(args.workload.max_seconds.max(1));
+    let payload = json_payload(args.workload.payload_bytes);
     let probe = fsync::measure(&parent, 5000, Duration::from_secs(2))?;
 
     let mut rows = Vec::new();
@@ -194,7 +203,7 @@ pub fn run(args: &PeersArgs) -> anyhow::Result<()> {
     println!(
         "Peers: N = {jobs} jobs of {} bytes per run; phase enqueue = C clients put N jobs; \
          phase drain = C workers take and finish the N jobs one at a time. Time limit {} s per phase.",
-        args.payload_bytes,
+        args.workload.payload_bytes,
         limit.as_secs()
     );
     println!();

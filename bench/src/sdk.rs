@@ -62,7 +62,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, OnceLock};
@@ -104,23 +103,9 @@ const CLIENT_THREAD: &str = "sdk-client";
 /// Options of `bench sdk`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SdkArgs {
-    /// Jobs per run (enqueued, then drained).
-    #[arg(long, default_value_t = 20_000)]
-    pub jobs: usize,
-    /// Concurrent callers (enqueue) and worker concurrency (drain),
-    /// comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
-    pub concurrency: Vec<usize>,
-    /// Size of each job's JSON payload in bytes.
-    #[arg(long, default_value_t = 200)]
-    pub payload_bytes: usize,
-    /// Time limit of each phase, in seconds.
-    #[arg(long, default_value_t = 60)]
-    pub max_seconds: u64,
-    /// Directory under which the data directories are made; default the
-    /// system temporary directory.
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
+    /// The workload (as `bench peers`).
+    #[command(flatten)]
+    pub workload: peers::Workload,
     /// 300 jobs, C = 1 and 8, no target verdicts: a quick check that the
     /// harness works (CI runs it).
     #[arg(long)]
@@ -268,19 +253,19 @@ pub fn run(args: &SdkArgs) -> anyhow::Result<()> {
     let (jobs, concurrency) = if args.smoke {
         (300, vec![1, 8])
     } else {
-        (args.jobs, args.concurrency.clone())
+        (args.workload.jobs, args.workload.concurrency.clone())
     };
     ensure!(jobs > 0, "--jobs must be at least 1");
     ensure!(
         !concurrency.is_empty() && concurrency.iter().all(|c| *c > 0),
         "--concurrency needs values of at least 1"
     );
-    let parent = match &args.dir {
+    let parent = match &args.workload.dir {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir(),
     };
-    let limit = Duration::from_secs(args.max_seconds.max(1));
-    let payload = json_payload(args.payload_bytes);
+    let limit = Duration::from_secs(args.workload.max_seconds.max(1));
+    let payload = json_payload(args.workload.payload_bytes);
     let pad: Pad = serde_json::from_slice(&payload).context("the payload is not a Pad")?;
     let body = {
         let mut body = br#"{"payload":"#.to_vec();
@@ -337,7 +322,7 @@ pub fn run(args: &SdkArgs) -> anyhow::Result<()> {
          a time; drain = lease + complete of the N jobs (raw: C connections, lease of 1 job; \
          SDK: a Worker of concurrency C). raw http = C connections on one event loop; raw \
          blocking = C OS threads, one connection each. Time limit {} s per phase.",
-        args.payload_bytes,
+        args.workload.payload_bytes,
         limit.as_secs()
     );
     println!();
