@@ -21,7 +21,7 @@ use queue_proto::{EnqueueRequest, RawValue};
 ///     .pool_max_idle_per_host(16);
 /// assert_eq!(options.request_timeout, Duration::from_secs(10));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Sent as `Authorization: Bearer <token>` on every request.
     pub token: Option<String>,
@@ -40,6 +40,20 @@ pub struct ClientOptions {
     /// Retries of calls that are safe to repeat (enqueues, reads, pause,
     /// resume) after a transient failure.
     pub retry: RetryPolicy,
+}
+
+/// The token is shown as `"<redacted>"`, so options can be logged.
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("retry", &self.retry)
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {
@@ -261,6 +275,15 @@ pub(crate) fn generate_key() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let shown = format!("{:?}", ClientOptions::new().token("s3cret"));
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn generated_keys_differ() {

@@ -78,10 +78,12 @@ impl Http {
             authority.port_u16().unwrap_or(80)
         );
         let auth = match &options.token {
-            Some(token) => Some(
-                HeaderValue::from_str(&format!("Bearer {token}"))
-                    .map_err(|_| Error::invalid("the token must be visible ASCII"))?,
-            ),
+            Some(token) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| Error::invalid("the token must be visible ASCII"))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
             None => None,
         };
         let pool = Pool::new(
