@@ -28,6 +28,7 @@ pub struct Harness {
     /// `http://127.0.0.1:port` when there is a server.
     pub url: Option<String>,
     server: Option<(Runtime, oneshot::Sender<()>)>,
+    stopped: Option<Runtime>,
     _dir: tempfile::TempDir,
 }
 
@@ -77,7 +78,17 @@ impl Harness {
             core,
             url,
             server,
+            stopped: None,
             _dir: dir,
+        }
+    }
+
+    /// Asks the server to shut down gracefully (it ends event streams and
+    /// long-polls); its runtime stays up until the harness is dropped.
+    pub fn shut_down_server(&mut self) {
+        if let Some((runtime, stop)) = self.server.take() {
+            let _ = stop.send(());
+            self.stopped = Some(runtime);
         }
     }
 
@@ -106,6 +117,9 @@ impl Drop for Harness {
     fn drop(&mut self) {
         if let Some((runtime, stop)) = self.server.take() {
             let _ = stop.send(());
+            runtime.shutdown_background();
+        }
+        if let Some(runtime) = self.stopped.take() {
             runtime.shutdown_background();
         }
     }
