@@ -66,6 +66,55 @@ pub struct Workload {
     pub dir: Option<PathBuf>,
 }
 
+/// A [`Workload`] checked and resolved for one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Jobs per run.
+    pub jobs: usize,
+    /// The concurrencies to run.
+    pub concurrency: Vec<usize>,
+    /// Where the data directories go.
+    pub parent: PathBuf,
+    /// Time limit of each phase.
+    pub limit: Duration,
+    /// Each job's JSON payload.
+    pub payload: Vec<u8>,
+}
+
+impl Workload {
+    /// The run these options ask for; `smoke` means 300 jobs at C = 1 and 8.
+    ///
+    /// # Errors
+    /// No jobs, or a concurrency of 0.
+    pub fn plan(&self, smoke: bool) -> anyhow::Result<Plan> {
+        let (jobs, concurrency) = if smoke {
+            (300, vec![1, 8])
+        } else {
+            (self.jobs, self.concurrency.clone())
+        };
+        ensure!(jobs > 0, "--jobs must be at least 1");
+        ensure!(
+            !concurrency.is_empty() && concurrency.iter().all(|c| *c > 0),
+            "--concurrency needs values of at least 1"
+        );
+        Ok(Plan {
+            jobs,
+            concurrency,
+            parent: self.dir.clone().unwrap_or_else(std::env::temp_dir),
+            limit: Duration::from_secs(self.max_seconds.max(1)),
+            payload: json_payload(self.payload_bytes),
+        })
+    }
+}
+
+/// The raw enqueue body for `payload`: `{"payload":<payload>}`.
+pub(crate) fn enqueue_body(payload: &[u8]) -> Vec<u8> {
+    let mut body = br#"{"payload":"#.to_vec();
+    body.extend_from_slice(payload);
+    body.push(b'}');
+    body
+}
+
 /// Options of `bench peers`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PeersArgs {
@@ -127,16 +176,13 @@ impl Target {
 /// # Errors
 /// A system fails to start, a request fails, a check fails.
 pub fn run(args: &PeersArgs) -> anyhow::Result<()> {
-    let (jobs, concurrency) = if args.smoke {
-        (300, vec![1, 8])
-    } else {
-        (args.workload.jobs, args.workload.concurrency.clone())
-    };
-    ensure!(jobs > 0, "--jobs must be at least 1");
-    ensure!(
-        !concurrency.is_empty() && concurrency.iter().all(|c| *c > 0),
-        "--concurrency needs values of at least 1"
-    );
+    let Plan {
+        jobs,
+        concurrency,
+        parent,
+        limit,
+        payload,
+    } = args.workload.plan(args.smoke)?;
     let families: Vec<SystemArg> = if args.smoke {
         vec![SystemArg::Embedded, SystemArg::Http]
     } else if args.systems.is_empty() {
@@ -178,12 +224,6 @@ pub fn run(args: &PeersArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let parent = match &args.workload.dir {
-        Some(dir) => dir.clone(),
-        None => std::env::temp_dir(),
-    };
-    let limit = Duration::from_secs(args.workload.max_seconds.max(1));
-    let payload = json_payload(args.workload.payload_bytes);
     let probe = fsync::measure(&parent, 5000, Duration::from_secs(2))?;
 
     let mut rows = Vec::new();
@@ -322,12 +362,7 @@ fn run_target(
         Target::Http(durability) => {
             let server = Server::start(parent, durability)?;
             let addr = server.addr;
-            let enqueue_body = {
-                let mut body = br#"{"payload":"#.to_vec();
-                body.extend_from_slice(payload);
-                body.push(b'}');
-                body
-            };
+            let enqueue_body = enqueue_body(payload);
             let result = (|| {
                 let enqueue = connections(c, jobs, limit, addr, Protocol::Http, move |conn| {
                     let body = enqueue_body.clone();

@@ -76,7 +76,6 @@ use tokio::task::JoinSet;
 
 use crate::claims::Claims;
 use crate::client::{BlockingConnection, Connection, request};
-use crate::core::json_payload;
 use crate::http::{Server, thread_cpu_time};
 use crate::peers::{self, Conn, Protocol};
 use crate::report;
@@ -250,29 +249,15 @@ struct Spec {
 /// # Errors
 /// A server fails to start or stop, a call fails, a count does not match.
 pub fn run(args: &SdkArgs) -> anyhow::Result<()> {
-    let (jobs, concurrency) = if args.smoke {
-        (300, vec![1, 8])
-    } else {
-        (args.workload.jobs, args.workload.concurrency.clone())
-    };
-    ensure!(jobs > 0, "--jobs must be at least 1");
-    ensure!(
-        !concurrency.is_empty() && concurrency.iter().all(|c| *c > 0),
-        "--concurrency needs values of at least 1"
-    );
-    let parent = match &args.workload.dir {
-        Some(dir) => dir.clone(),
-        None => std::env::temp_dir(),
-    };
-    let limit = Duration::from_secs(args.workload.max_seconds.max(1));
-    let payload = json_payload(args.workload.payload_bytes);
+    let peers::Plan {
+        jobs,
+        concurrency,
+        parent,
+        limit,
+        payload,
+    } = args.workload.plan(args.smoke)?;
     let pad: Pad = serde_json::from_slice(&payload).context("the payload is not a Pad")?;
-    let body = {
-        let mut body = br#"{"payload":"#.to_vec();
-        body.extend_from_slice(&payload);
-        body.push(b'}');
-        body
-    };
+    let body = peers::enqueue_body(&payload);
 
     let mut rows = Vec::new();
     for &c in &concurrency {
@@ -1238,6 +1223,7 @@ fn against_event_loop(rows: &[SdkRow]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::json_payload;
 
     fn row(client: Client, phase: &'static str, jobs: usize, seconds: u64) -> SdkRow {
         SdkRow {
