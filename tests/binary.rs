@@ -3,7 +3,7 @@
 use std::process::Command;
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_queue-server"))
+    let output = Command::new(env!("CARGO_BIN_EXE_queue-server-under-test"))
         .args(args)
         .env_remove("QUEUE_TOKEN")
         .output()

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::common::Client;
+use crate::raw_http::Client;
 
 /// Starts the binary on `dir` at a free port and waits for its ready line.
 fn spawn_server(dir: &Path) -> (Child, SocketAddr) {
@@ -24,7 +24,7 @@ fn spawn_server(dir: &Path) -> (Child, SocketAddr) {
 /// Starts the binary on `dir` listening on `listen` and waits for its ready
 /// line; returns it and the address it reports.
 pub fn spawn_server_at(dir: &Path, listen: &str) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_queue-server"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_queue-server-under-test"))
         .args(["--listen", listen, "--log-format", "json", "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "info")

@@ -1,0 +1,42 @@
+//! Cross-crate integration tests, one binary: the client SDK against a real
+//! server (started on 127.0.0.1:0 by the test) and against the embedded
+//! transport, and the built `queue-server` binary (as
+//! `queue-server-under-test`, see Cargo.toml) run as a child process and
+//! killed with SIGKILL. SDK scenarios run on both transports unless the
+//! scenario is about HTTP itself.
+//!
+//! - `common`: the two-transport harness, a lossy proxy, a silent server.
+//! - `raw_http`: a small keep-alive HTTP client that speaks the API's JSON
+//!   without the SDK.
+//! - `typed`: typed queues, enqueue options, batches, handles, waits, cancel.
+//! - `call`: the synchronous style and its three outcomes.
+//! - `worker`: the async worker: concurrency, heartbeats, failures and
+//!   panics, dead letters, graceful shutdown, stale leases.
+//! - `blocking`: the blocking client and worker, and the refusal to block
+//!   inside a runtime.
+//! - `admin`: stats, queues, pause/resume, dead letters, events.
+//! - `http`: what only HTTP has: auth, bad URLs, unreachable and silent
+//!   servers, and retry safety when a response is lost.
+//! - `binary`: the binary's flags, `--help`, exit codes.
+//! - `kill9`: the built binary SIGKILLed while clients enqueue and
+//!   complete; after a restart every acknowledged write is there.
+//! - `sdk_kill9`: producers on the client SDK keep going through a SIGKILL
+//!   and restart of the binary; every enqueue they were told succeeded is
+//!   there exactly once (retries with the SDK's idempotency keys).
+
+// Scenarios are plain functions run by the `both!` macros' tests; like
+// test functions, they report a failure by panicking.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod raw_http;
+
+mod admin;
+mod binary;
+mod blocking;
+mod call;
+mod http;
+mod kill9;
+mod sdk_kill9;
+mod typed;
+mod worker;
