@@ -1,50 +1,11 @@
-//! Jobs as the SDK hands them out: typed payloads, opaque ids.
-
-use std::fmt;
-use std::str::FromStr;
+//! Jobs as the SDK hands them out (typed payloads), dead-letter pages and
+//! event filters.
 
 use queue_proto::{JobState, RawValue};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::{Error, Result};
-
-/// A job's id: an opaque string chosen by the server, never reused.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct JobId(String);
-
-impl JobId {
-    /// The id as sent on the wire.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<String> for JobId {
-    fn from(id: String) -> Self {
-        JobId(id)
-    }
-}
-
-impl From<&str> for JobId {
-    fn from(id: &str) -> Self {
-        JobId(id.to_owned())
-    }
-}
-
-impl FromStr for JobId {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(JobId(s.to_owned()))
-    }
-}
+use crate::{Error, JobId, Result};
 
 /// A job with its payload decoded as `T`: the job object of the contract.
 ///
@@ -146,7 +107,7 @@ impl<T> Job<T> {
     /// A wire job with an already decoded payload.
     pub(crate) fn with_payload(job: queue_proto::Job, payload: T) -> Job<T> {
         Job {
-            id: JobId(job.id),
+            id: JobId::from(job.id),
             queue: job.queue,
             state: job.state,
             payload,
@@ -204,27 +165,5 @@ impl EventFilter {
     pub fn job(mut self, id: impl Into<JobId>) -> Self {
         self.job = Some(id.into());
         self
-    }
-}
-
-/// The terminal outcome of a job read from the wire, as the SDK reports it:
-/// `Ok` with the typed result for `completed`, the matching error otherwise.
-pub(crate) fn outcome<R: DeserializeOwned>(
-    job: crate::transport::Brief,
-    waited: std::time::Duration,
-) -> Result<R> {
-    let id = JobId(job.id);
-    match job.state {
-        JobState::Completed => {
-            let raw = job.result.as_deref().map_or("null", RawValue::get);
-            serde_json::from_str(raw).map_err(|e| Error::decode(format!("result of job {id}"), e))
-        }
-        JobState::Dead => Err(Error::JobFailed {
-            id,
-            attempts: job.attempts,
-            last_error: job.last_error.unwrap_or_default(),
-        }),
-        JobState::Cancelled => Err(Error::JobCancelled { id }),
-        state => Err(Error::JobTimedOut { id, state, waited }),
     }
 }

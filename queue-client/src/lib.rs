@@ -64,6 +64,7 @@
 
 mod client;
 mod error;
+mod id;
 mod job;
 mod options;
 mod queue;
@@ -74,7 +75,8 @@ pub mod blocking;
 
 pub use client::{Client, EventStream};
 pub use error::{BoxError, Error, Result};
-pub use job::{DeadPage, EventFilter, Job, JobId};
+pub use id::JobId;
+pub use job::{DeadPage, EventFilter, Job};
 pub use options::{ClientOptions, EnqueueOptions, RetryPolicy};
 pub use queue::{CallOutcome, JobHandle, LeaseOptions, Leased, TypedQueue};
 pub use queue_proto::{ErrorCode, Event, JobState, QueueStats};

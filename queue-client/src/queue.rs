@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::client::Marker;
-use crate::job::{DeadPage, outcome};
+use crate::job::DeadPage;
 use crate::options::millis;
 use crate::transport::{Brief, JobView};
 use crate::{Client, EnqueueOptions, Error, Failure, Job, JobId, Result};
@@ -648,6 +648,25 @@ impl<T> Leased<T> {
     /// [`Error::LeaseLost`] when the lease is no longer held.
     pub async fn release(self) -> Result<()> {
         settle_release(&self.client, self.job.id.as_str(), &self.lease_id).await
+    }
+}
+
+/// The terminal outcome of a job read from the wire, as the SDK reports it:
+/// `Ok` with the typed result for `completed`, the matching error otherwise.
+fn outcome<R: DeserializeOwned>(job: Brief, waited: Duration) -> Result<R> {
+    let id = JobId::from(job.id);
+    match job.state {
+        JobState::Completed => {
+            let raw = job.result.as_deref().map_or("null", RawValue::get);
+            serde_json::from_str(raw).map_err(|e| Error::decode(format!("result of job {id}"), e))
+        }
+        JobState::Dead => Err(Error::JobFailed {
+            id,
+            attempts: job.attempts,
+            last_error: job.last_error.unwrap_or_default(),
+        }),
+        JobState::Cancelled => Err(Error::JobCancelled { id }),
+        state => Err(Error::JobTimedOut { id, state, waited }),
     }
 }
 
