@@ -56,7 +56,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::Runtime;
 
-use crate::queue::heartbeat_lease;
+use crate::lease::heartbeat_lease;
 use crate::worker::{Spawn, drive, encode_result};
 use crate::{
     ClientOptions, DeadPage, EnqueueOptions, Error, EventFilter, Failure, Job, JobId, LeaseOptions,
@@ -248,7 +248,7 @@ impl Client {
         TypedQueue {
             shared: Arc::clone(&self.shared),
             name: name.into(),
-            _payload: crate::client::Marker::default(),
+            _payload: crate::queue::Marker::default(),
         }
     }
 
@@ -367,7 +367,7 @@ impl Iterator for Events {
 pub struct TypedQueue<T> {
     shared: Arc<Shared>,
     name: String,
-    _payload: crate::client::Marker<T>,
+    _payload: crate::queue::Marker<T>,
 }
 
 impl<T> Clone for TypedQueue<T> {
@@ -375,7 +375,7 @@ impl<T> Clone for TypedQueue<T> {
         TypedQueue {
             shared: Arc::clone(&self.shared),
             name: self.name.clone(),
-            _payload: crate::client::Marker::default(),
+            _payload: crate::queue::Marker::default(),
         }
     }
 }
@@ -587,7 +587,7 @@ pub struct JobHandle<T> {
     shared: Arc<Shared>,
     id: JobId,
     replayed: bool,
-    _payload: crate::client::Marker<T>,
+    _payload: crate::queue::Marker<T>,
 }
 
 impl<T> Clone for JobHandle<T> {
@@ -596,7 +596,7 @@ impl<T> Clone for JobHandle<T> {
             shared: Arc::clone(&self.shared),
             id: self.id.clone(),
             replayed: self.replayed,
-            _payload: crate::client::Marker::default(),
+            _payload: crate::queue::Marker::default(),
         }
     }
 }
@@ -616,7 +616,7 @@ impl<T: Serialize + DeserializeOwned> JobHandle<T> {
             shared,
             id,
             replayed,
-            _payload: crate::client::Marker::default(),
+            _payload: crate::queue::Marker::default(),
         }
     }
 

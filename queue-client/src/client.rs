@@ -1,17 +1,14 @@
 //! The async client: connection, admin calls and event streams.
 
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use queue_proto::{QueueStats, RequeueRequest};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::job::DeadPage;
-use crate::queue::{JobHandle, TypedQueue};
 use crate::transport::{EventReceiver, Http, Transport};
 use crate::{ClientOptions, EventFilter, Job, JobId, Result, RetryPolicy};
 
@@ -140,23 +137,6 @@ impl Client {
         }
     }
 
-    /// The queue `name`, with payloads of type `T`. No call is made; a bad
-    /// name is reported by the first call on the queue.
-    pub fn queue<T>(&self, name: impl Into<String>) -> TypedQueue<T>
-    where
-        T: Serialize + DeserializeOwned,
-    {
-        TypedQueue::new(self.clone(), name.into())
-    }
-
-    /// A handle on an existing job, by id, with payloads of type `T`.
-    pub fn job<T>(&self, id: impl Into<JobId>) -> JobHandle<T>
-    where
-        T: Serialize + DeserializeOwned,
-    {
-        JobHandle::new(self.clone(), id.into(), false)
-    }
-
     /// Checks that the server answers (`GET /healthz`). Always `Ok` for an
     /// embedded queue. It needs no token, so it does not check one: any
     /// other call (e.g. [`Client::queues`]) answers
@@ -206,7 +186,8 @@ impl Client {
 
     /// One page of `queue`'s dead letters, oldest first: at most `limit`
     /// (1..=1000) jobs after the job `after`. Payloads are shown as JSON
-    /// values; [`TypedQueue::dead_letters`] decodes them.
+    /// values; [`TypedQueue::dead_letters`](crate::TypedQueue::dead_letters)
+    /// decodes them.
     ///
     /// # Errors
     /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad name, limit or `after`.
@@ -311,7 +292,3 @@ impl tokio_stream::Stream for EventStream {
         self.receiver.poll_recv(cx)
     }
 }
-
-/// Keeps `T` in a type without owning one, and without making the type
-/// depend on `T`'s auto traits.
-pub(crate) type Marker<T> = PhantomData<fn() -> T>;

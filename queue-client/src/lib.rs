@@ -62,10 +62,25 @@
 //! # Ok(()) }
 //! ```
 
+// Each module uses only modules listed below it, so there is no cycle:
+//
+// - `blocking`: the blocking API, wrapping everything below.
+// - `worker`: the worker runtime.
+// - `queue`: typed queues, job handles, leased jobs, and `Client::queue` and
+//   `Client::job`, which make them.
+// - `lease`: the calls fenced by a lease (heartbeat, complete, fail,
+//   release), shared by `queue`, `worker` and `blocking`.
+// - `client`: the handle (transport, retries), admin calls, event streams.
+// - `transport`: HTTP or embedded, wire types in and out.
+// - `job`: jobs, dead-letter pages, event filters.
+// - `error`: the error type (its variants name job ids).
+// - `failure`, `options`, `id`: plain values that use nothing here.
 mod client;
 mod error;
+mod failure;
 mod id;
 mod job;
+mod lease;
 mod options;
 mod queue;
 mod transport;
@@ -75,9 +90,10 @@ pub mod blocking;
 
 pub use client::{Client, EventStream};
 pub use error::{BoxError, Error, Result};
+pub use failure::Failure;
 pub use id::JobId;
 pub use job::{DeadPage, EventFilter, Job};
 pub use options::{ClientOptions, EnqueueOptions, RetryPolicy};
 pub use queue::{CallOutcome, JobHandle, LeaseOptions, Leased, TypedQueue};
 pub use queue_proto::{ErrorCode, Event, JobState, QueueStats};
-pub use worker::{Failure, ShutdownHandle, Worker, WorkerReport};
+pub use worker::{ShutdownHandle, Worker, WorkerReport};

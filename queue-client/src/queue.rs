@@ -1,24 +1,44 @@
 //! Typed queues, job handles and manually leased jobs.
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use queue_proto::limits::MAX_WAIT_MS;
-use queue_proto::{
-    BatchRequest, CompleteRequest, FailRequest, HeartbeatRequest, JobState, LeaseRequest,
-    QueueStats, RawValue, ReleaseRequest,
-};
+use queue_proto::{BatchRequest, JobState, LeaseRequest, QueueStats, RawValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use crate::client::Marker;
 use crate::job::DeadPage;
+use crate::lease::{heartbeat_lease, settle_complete, settle_fail, settle_release};
 use crate::options::millis;
 use crate::transport::{Brief, JobView};
 use crate::{Client, EnqueueOptions, Error, Failure, Job, JobId, Result};
 
 /// The longest single server-side wait; longer waits are chained.
 const MAX_WAIT: Duration = Duration::from_millis(MAX_WAIT_MS);
+
+// The client's calls that make typed queues and job handles are defined
+// here, beside those types, so that this module depends on `client` and not
+// the other way round.
+impl Client {
+    /// The queue `name`, with payloads of type `T`. No call is made; a bad
+    /// name is reported by the first call on the queue.
+    pub fn queue<T>(&self, name: impl Into<String>) -> TypedQueue<T>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        TypedQueue::new(self.clone(), name.into())
+    }
+
+    /// A handle on an existing job, by id, with payloads of type `T`.
+    pub fn job<T>(&self, id: impl Into<JobId>) -> JobHandle<T>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        JobHandle::new(self.clone(), id.into(), false)
+    }
+}
 
 /// A named queue whose payloads are `T`, from [`Client::queue`].
 ///
@@ -670,102 +690,6 @@ fn outcome<R: DeserializeOwned>(job: Brief, waited: Duration) -> Result<R> {
     }
 }
 
-/// Extends a lease (see [`Leased::heartbeat`]) and notes its new deadline on
-/// `job`.
-pub(crate) async fn heartbeat_lease<T>(
-    client: &Client,
-    job: &mut Job<T>,
-    lease_id: &str,
-    length: Option<Duration>,
-) -> Result<()> {
-    let request = HeartbeatRequest {
-        lease_id: lease_id.to_owned(),
-        lease_ms: length.map(millis),
-    };
-    let reply = client
-        .transport()
-        .heartbeat(job.id.as_str(), &request)
-        .await?;
-    job.lease_expires_at = reply.lease_expires_at;
-    job.updated_at = reply.updated_at;
-    Ok(())
-}
-
-/// Completes a leased job (see [`fenced`] for retries).
-pub(crate) async fn settle_complete(
-    client: &Client,
-    id: &str,
-    lease_id: &str,
-    result: Option<Box<RawValue>>,
-) -> Result<()> {
-    let request = CompleteRequest {
-        lease_id: lease_id.to_owned(),
-        result,
-    };
-    let call = || client.transport().complete(id, &request);
-    fenced(client, id, call, |state| state == JobState::Completed)
-        .await
-        .map(|_| ())
-}
-
-/// Fails a leased job (see [`fenced`] for retries); returns the state it
-/// went to.
-pub(crate) async fn settle_fail(
-    client: &Client,
-    id: &str,
-    lease_id: &str,
-    failure: &Failure,
-) -> Result<JobState> {
-    let request = FailRequest {
-        lease_id: lease_id.to_owned(),
-        error: failure.message().to_owned(),
-        retry_in_ms: failure.retry_delay().map(millis),
-        retryable: failure.is_retryable(),
-    };
-    let call = || client.transport().fail(id, &request);
-    fenced(client, id, call, |state| state != JobState::Leased).await
-}
-
-/// Releases a leased job (see [`fenced`] for retries).
-pub(crate) async fn settle_release(client: &Client, id: &str, lease_id: &str) -> Result<()> {
-    let request = ReleaseRequest {
-        lease_id: lease_id.to_owned(),
-    };
-    let call = || client.transport().release(id, &request);
-    fenced(client, id, call, |state| state == JobState::Ready)
-        .await
-        .map(|_| ())
-}
-
-/// Runs a call fenced by a lease, retrying transient failures, and returns
-/// the state it left the job in. A retry refused with `lease_lost` means an
-/// earlier try may have landed (its answer was lost): when the job is in a
-/// state that try would have left it in, that is success.
-async fn fenced<F, Fut>(
-    client: &Client,
-    id: &str,
-    call: F,
-    landed: impl Fn(JobState) -> bool,
-) -> Result<JobState>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<Brief>>,
-{
-    let mut retried = false;
-    let outcome = client
-        .retrying(|attempt| {
-            retried = attempt > 0;
-            call()
-        })
-        .await;
-    match outcome {
-        Ok(job) => Ok(job.state),
-        Err(Error::LeaseLost { message }) if retried => {
-            match client.transport().get::<Brief>(id, None).await {
-                Ok(job) if landed(job.state) => Ok(job.state),
-                _ => Err(Error::LeaseLost { message }),
-            }
-        }
-        Err(e) => Err(e),
-    }
-}
+/// Keeps `T` in a type without owning one, and without making the type
+/// depend on `T`'s auto traits.
+pub(crate) type Marker<T> = PhantomData<fn() -> T>;
