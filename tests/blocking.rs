@@ -169,7 +169,7 @@ async fn blocking_calls_inside_a_runtime_are_refused_not_panics() {
             Worker::new(client.clone(), "q").run(|job: Job<u32>| Ok::<_, Failure>(job.payload));
         assert!(matches!(report, Err(Error::BlockingInRuntime)));
         // Nothing was enqueued; dropping the client here does not panic.
-        assert_eq!(h.core.stats("q").unwrap().ready, 0);
+        assert_eq!(h.core.stats("q").await.unwrap().ready, 0);
         drop(client);
     }
 }

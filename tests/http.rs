@@ -35,7 +35,7 @@ async fn the_bearer_token_is_sent_and_a_wrong_one_is_unauthorized() {
     }
     let client = Client::connect_with(&url, ClientOptions::new().token("s3cret")).unwrap();
     client.queue::<u32>("q").enqueue(&1).await.unwrap();
-    assert_eq!(h.core.stats("q").unwrap().ready, 1);
+    assert_eq!(h.core.stats("q").await.unwrap().ready, 1);
     let error = Client::connect_with(&url, ClientOptions::new().token("bad\ntoken")).unwrap_err();
     assert!(matches!(error, Error::InvalidRequest { .. }), "{error:?}");
 }
@@ -96,7 +96,7 @@ async fn a_lost_response_without_retries_still_took_effect() {
     let error = client.queue::<u32>("q").enqueue(&1).await.unwrap_err();
     assert!(matches!(error, Error::Transport(_)), "{error:?}");
     assert_eq!(proxy.swallowed.load(Ordering::SeqCst), 1);
-    assert_eq!(h.core.stats("q").unwrap().ready, 1);
+    assert_eq!(h.core.stats("q").await.unwrap().ready, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +120,7 @@ async fn a_retried_enqueue_whose_response_was_lost_creates_one_job() {
         !handle.replayed(),
         "our own retry is not the caller's replay"
     );
-    assert_eq!(h.core.stats("q").unwrap().ready, 1, "exactly one job");
+    assert_eq!(h.core.stats("q").await.unwrap().ready, 1, "exactly one job");
     assert_eq!(handle.get().await.unwrap().payload, 7);
 }
 
@@ -140,7 +140,7 @@ async fn retried_batches_and_keyed_enqueues_create_each_job_once() {
     assert_eq!(handles.len(), 5);
     assert_eq!(keyed.get().await.unwrap().payload, 6);
     assert_eq!(
-        h.core.stats("q").unwrap().ready,
+        h.core.stats("q").await.unwrap().ready,
         6,
         "five plus one, no duplicates"
     );

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use clap::ValueEnum;
-use queue_core::{Config, Durability, LeaseOptions, NewJob, Queue};
+use queue_core::blocking::Queue;
+use queue_core::{Config, Durability, LeaseOptions, NewJob};
 
 use crate::claims::Claims;
 use crate::fsync::{self, FsyncReport};

@@ -31,7 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
-use queue_core::{Config, Durability, LeaseOptions, NewJob, Queue};
+use queue_core::blocking::Queue;
+use queue_core::{Config, Durability, LeaseOptions, NewJob};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

@@ -41,6 +41,20 @@ impl Default for Retention {
     }
 }
 
+/// Where the jobs are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Storage {
+    /// The embedded store in a local data directory (the default): one
+    /// process at a time opens it.
+    Embedded {
+        /// The data directory (created if missing).
+        path: PathBuf,
+        /// Bytes of page cache; default 64 MiB.
+        cache_capacity: u64,
+    },
+}
+
 /// How to open a [`Queue`](crate::Queue).
 ///
 /// ```no_run
@@ -53,20 +67,20 @@ impl Default for Retention {
 /// ```
 #[derive(Clone)]
 pub struct Config {
-    /// The data directory (created if missing).
-    pub path: PathBuf,
+    /// Where the jobs are stored; [`Config::new`] picks the embedded store.
+    pub storage: Storage,
     /// When writes are durable; default [`Durability::Sync`].
     pub durability: Durability,
     /// Retention of finished jobs.
     pub retention: Retention,
-    /// sled's page cache size in bytes; default 64 MiB.
-    pub cache_capacity: u64,
     /// Largest payload or result in bytes; default 1 MiB, at most 1.5 MiB
-    /// (so that a record always stays in sled's fsynced log).
+    /// (so that a record always stays in the embedded store's fsynced log).
     pub max_payload: usize,
-    /// Capacity of the event channel behind [`Queue::subscribe`](crate::Queue::subscribe);
-    /// a subscriber further behind than this skips ahead. Default 4096.
-    pub event_capacity: usize,
+    /// How long events stay in the durable event log; default 24 hours.
+    pub event_retention: Duration,
+    /// How many events the log keeps at most (the oldest go first);
+    /// default 1,000,000.
+    pub max_events: u64,
     /// The clock; default the system clock.
     pub clock: Arc<dyn Clock>,
     /// Seed of the back-off jitter; default derived from the clock.
@@ -78,15 +92,18 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults, with the data directory at `path`.
+    /// The defaults, with the embedded store's data directory at `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Config {
-            path: path.into(),
+            storage: Storage::Embedded {
+                path: path.into(),
+                cache_capacity: 64 * 1024 * 1024,
+            },
             durability: Durability::Sync,
             retention: Retention::default(),
-            cache_capacity: 64 * 1024 * 1024,
             max_payload: DEFAULT_MAX_PAYLOAD,
-            event_capacity: 4096,
+            event_retention: Duration::from_secs(24 * 3600),
+            max_events: 1_000_000,
             clock: Arc::new(SystemClock),
             seed: None,
             background_timers: true,
@@ -105,9 +122,10 @@ impl Config {
         self
     }
 
-    /// Sets [`Config::cache_capacity`].
+    /// Sets the embedded store's page cache size.
     pub fn cache_capacity(mut self, bytes: u64) -> Self {
-        self.cache_capacity = bytes;
+        let Storage::Embedded { cache_capacity, .. } = &mut self.storage;
+        *cache_capacity = bytes;
         self
     }
 
@@ -117,9 +135,15 @@ impl Config {
         self
     }
 
-    /// Sets [`Config::event_capacity`].
-    pub fn event_capacity(mut self, events: usize) -> Self {
-        self.event_capacity = events;
+    /// Sets [`Config::event_retention`].
+    pub fn event_retention(mut self, retention: Duration) -> Self {
+        self.event_retention = retention;
+        self
+    }
+
+    /// Sets [`Config::max_events`].
+    pub fn max_events(mut self, events: u64) -> Self {
+        self.max_events = events;
         self
     }
 
@@ -145,12 +169,12 @@ impl Config {
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
-            .field("path", &self.path)
+            .field("storage", &self.storage)
             .field("durability", &self.durability)
             .field("retention", &self.retention)
-            .field("cache_capacity", &self.cache_capacity)
             .field("max_payload", &self.max_payload)
-            .field("event_capacity", &self.event_capacity)
+            .field("event_retention", &self.event_retention)
+            .field("max_events", &self.max_events)
             .field("seed", &self.seed)
             .field("background_timers", &self.background_timers)
             .finish_non_exhaustive()

@@ -54,14 +54,46 @@ pub enum Error {
     /// The queue handle is shutting down.
     #[error("the queue is shutting down")]
     Closed,
-    /// The storage engine failed; the operation may not have taken effect and
-    /// was not acknowledged as durable.
+    /// The storage failed; the operation may not have taken effect and was
+    /// not acknowledged as durable.
     #[error("storage error")]
-    Storage(#[from] sled::Error),
-    /// A stored record could not be decoded: the data directory is damaged or
-    /// was written by an incompatible version.
+    Storage(#[source] StorageError),
+    /// A stored record could not be decoded: the data is damaged or was
+    /// written by a newer, incompatible release.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// An internal invariant was broken: a bug, reported rather than
+    /// hidden. Nothing was acknowledged that did not happen.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A failure of the storage underneath, whatever the backend.
+#[derive(Debug)]
+pub struct StorageError(Box<dyn std::error::Error + Send + Sync>);
+
+impl StorageError {
+    /// A storage failure described by `message`.
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        StorageError(message.into().into())
+    }
+
+    /// A storage failure caused by `source`.
+    pub(crate) fn from_source(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StorageError(Box::new(source))
+    }
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// `Result` with [`Error`].

@@ -370,9 +370,12 @@ impl Transition {
     }
 }
 
-/// A state change, as delivered by [`Queue::subscribe`](crate::Queue::subscribe).
+/// A state change, an entry of the durable event log, as delivered by
+/// [`Queue::subscribe`](crate::Queue::subscribe).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// The event's durable id: increasing in commit order, never reused.
+    pub event_id: u64,
     /// The job.
     pub id: JobId,
     /// Its queue.
@@ -385,20 +388,6 @@ pub struct Event {
     pub at: u64,
     /// What caused it.
     pub transition: Transition,
-}
-
-impl Event {
-    /// The event announcing `job`'s current state, caused by `transition`.
-    pub fn of(job: &Job, transition: Transition) -> Event {
-        Event {
-            id: job.id,
-            queue: job.queue.clone(),
-            state: job.state,
-            attempts: job.attempts,
-            at: job.updated_at,
-            transition,
-        }
-    }
 }
 
 /// One page of dead letters, oldest first.

@@ -1,21 +1,32 @@
-//! A durable job queue on [sled], embeddable in-process.
+//! A durable job queue, embeddable in-process.
 //!
-//! [`Queue`] is the whole engine: open it on a data directory, and it keeps
+//! [`Queue`] is the whole engine: open it on a data directory and it keeps
 //! named queues of jobs with priorities, delays, leases with deadlines and
 //! heartbeats, fencing of stale workers, retries with exponential back-off,
-//! dead letters, idempotency keys, cancellation, pausing, statistics, results
-//! and retention. The HTTP server (`queue-server`) and the SDK's embedded
-//! transport are thin layers over it.
+//! dead letters, idempotency keys, cancellation, pausing, statistics,
+//! results, retention and a durable event log. The HTTP server
+//! (`queue-server`) and the SDK's embedded transport are thin layers over it,
+//! sharing the wire-level behaviour of [`service`].
 //!
-//! - [`Queue`]: the handle; every operation is a method on it.
-//! - [`Config`], [`Durability`], [`Retention`]: how it is opened.
+//! - [`Queue`]: the async handle; every operation is a method on it.
+//!   [`blocking::Queue`]: the same operations, same names, for callers
+//!   without a runtime.
+//! - [`Config`], [`Storage`], [`Durability`], [`Retention`]: how it is opened.
 //! - [`NewJob`], [`LeaseOptions`], [`Failure`]: what callers pass in;
 //!   [`Job`], [`Enqueued`], [`Leased`], [`DeadPage`], [`QueueStats`]: what
 //!   comes back.
-//! - [`Subscription`] of [`Event`]s: every state change, for event streams.
+//! - [`Subscription`] of [`Event`]s: the durable event log, every state
+//!   change with an id increasing in commit order, resumable
+//!   ([`Queue::subscribe_after`]).
 //! - [`Clock`], [`SystemClock`], [`ManualClock`]: time, injectable so that
 //!   tests move it instead of sleeping.
 //! - [`Error`]: the one error type.
+//!
+//! Inside (see ARCHITECTURE.md at the repository root): the pure transition
+//! rules (`rules/`, one module per transition, each returning the new record
+//! and the effects that commit with it), the engine (decide, commit,
+//! announce), the backend seam (`backend/`, with the embedded store on sled
+//! as its implementation) and the timer thread.
 //!
 //! # The job state machine
 //!
@@ -30,9 +41,9 @@
 //! ```
 //!
 //! Every transition is decided by a pure rule from the stored record and
-//! committed atomically with every index entry and count it implies (one
-//! write-ahead record per batch of concurrent operations), so a job is always
-//! in exactly one state whatever the crash point.
+//! committed atomically with every index entry, count and event it implies
+//! (one write-ahead record per batch of concurrent operations), so a job is
+//! always in exactly one state whatever the crash point.
 //!
 //! # Guarantees
 //!
@@ -43,7 +54,10 @@
 //!   job out again; the stale holder's heartbeat, complete, fail or release
 //!   gets [`Error::LeaseLost`] and changes nothing.
 //! - **Nothing lives only in memory.** Deadlines (promotion, lease expiry,
-//!   retention) are stored; after a restart the timer picks them up.
+//!   retention) and events are stored; after a restart the timer picks the
+//!   deadlines up and subscribers resume from the log.
+//! - **Stored formats evolve.** Every record carries its format version; a
+//!   data directory written by an earlier release opens and is upgraded.
 //!
 //! # Example
 //!
@@ -51,49 +65,67 @@
 //! use queue_core::{Failure, LeaseOptions, NewJob, Queue};
 //! use queue_proto::JobState;
 //!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! let queue = Queue::open(dir.path())?;
 //!
-//! let sent = queue.enqueue("emails", NewJob::new(br#"{"to":"ada@example.com"}"#.to_vec()))?;
+//! let sent = queue
+//!     .enqueue("emails", NewJob::new(br#"{"to":"ada@example.com"}"#.to_vec()))
+//!     .await?;
 //! assert!(!sent.replayed);
 //!
-//! let mut leased = queue.lease("emails", &LeaseOptions::default())?;
+//! let mut leased = queue.lease("emails", &LeaseOptions::default()).await?;
 //! let job = leased.pop().expect("one job is ready");
 //! assert_eq!(job.job.attempts, 1);
 //!
-//! let done = queue.complete(job.job.id, job.lease_id, Some(br#"{"ok":true}"#.to_vec()))?;
+//! let done = queue
+//!     .complete(job.job.id, job.lease_id, Some(br#"{"ok":true}"#.to_vec()))
+//!     .await?;
 //! assert_eq!(done.state, JobState::Completed);
 //!
 //! // The lease is spent: a second completion is refused.
 //! assert!(matches!(
-//!     queue.fail(job.job.id, job.lease_id, &Failure::new("late")),
+//!     queue.fail(job.job.id, job.lease_id, &Failure::new("late")).await,
 //!     Err(queue_core::Error::LeaseLost { .. })
 //! ));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok(()) }
 //! ```
 
+mod backend;
+pub mod blocking;
 mod clock;
 mod config;
 mod counters;
+mod counts;
+mod engine;
 mod error;
+mod events;
+mod executor;
 mod job;
 mod queue;
 mod rules;
+pub mod service;
+mod settings;
 mod signal;
-mod storage;
-mod subscription;
 mod timers;
+mod verification;
 mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, Durability, Retention};
+pub use config::{Config, Durability, Retention, Storage};
 pub use counters::{Counters, RUN_TIME_BOUNDS_MS};
-pub use error::{Error, Result};
+pub use error::{Error, Result, StorageError};
+pub use events::{RecvError, Subscription};
 pub use job::{
     DeadPage, Enqueued, Event, Failure, Job, JobId, Lease, LeaseId, LeaseOptions, Leased, NewJob,
     Transition,
 };
-pub use queue::{DueReport, Queue};
+pub use queue::Queue;
 pub use queue_proto::{JobState, QueueStats};
-pub use storage::{MAX_PAYLOAD_LIMIT, Verification};
-pub use subscription::{RecvError, Subscription};
+pub use timers::DueReport;
+pub use verification::Verification;
+
+/// Largest payload (and result) a [`Config`] may allow: a record holds both
+/// and must stay inside the embedded store's fsynced log.
+pub const MAX_PAYLOAD_LIMIT: usize = backend::sled::MAX_PAYLOAD_LIMIT;

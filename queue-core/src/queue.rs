@@ -1,104 +1,54 @@
+//! [`Queue`]: the async handle, one method per operation.
+
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use queue_proto::limits::{MAX_BATCH, MAX_LEASE_JOBS};
-use queue_proto::{JobState, QueueStats, validate_queue_name};
-use tokio::sync::broadcast;
+use queue_proto::QueueStats;
 
-use crate::counters::AtomicCounters;
-use crate::rules::{self, Jitter, Refusal};
-use crate::signal::Signals;
-use crate::storage::{Change, MAX_PAYLOAD_LIMIT, Store, TimerKind};
-use crate::timers::{self, TimerWake};
+use crate::backend::sled::SledBackend;
+use crate::backend::{Backend, Mode};
+use crate::engine::{Engine, check_queue};
+use crate::events::Subscription;
+use crate::timers::{self, DueReport};
 use crate::{
-    Clock, Config, DeadPage, Enqueued, Error, Event, Failure, Job, JobId, LeaseId, LeaseOptions,
-    Leased, NewJob, Result, Subscription, Verification,
+    Config, Counters, DeadPage, Enqueued, Error, Failure, Job, JobId, LeaseId, LeaseOptions,
+    Leased, NewJob, Result, Storage, Verification, executor, rules,
 };
-use crate::{Counters, Transition};
 
-/// Timer entries handled per batch.
-const TIMER_BATCH: usize = 256;
-/// Dead letters requeued or purged per batch.
-const DEAD_BATCH: usize = 512;
-
-/// A durable job queue stored in one data directory.
+/// A durable job queue: the async API.
 ///
 /// Cheap to clone (clones share one handle) and safe to share across threads
 /// and tasks. The background threads stop, and a last flush runs, when the
-/// last clone is dropped.
+/// last clone is dropped. [`blocking::Queue`](crate::blocking::Queue) has
+/// the same operations for callers without a runtime.
 ///
-/// Every method that changes state returns after the change is on disk under
-/// [`Durability::Sync`](crate::Durability::Sync) (the default); concurrent callers share flushes. Under
-/// [`Durability::Periodic`](crate::Durability::Periodic) it returns once the change is applied.
+/// Every method that changes state resolves after the change is on disk
+/// under [`Durability::Sync`](crate::Durability::Sync) (the default);
+/// concurrent callers share flushes. Under
+/// [`Durability::Periodic`](crate::Durability::Periodic) it resolves once
+/// the change is applied. The futures need no particular runtime, except
+/// [`Queue::lease_wait`] and [`Queue::wait_terminal`], which use tokio's
+/// timer.
 #[derive(Clone)]
 pub struct Queue {
     handle: Arc<Handle>,
 }
 
 struct Handle {
-    shared: Arc<Shared>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    engine: Arc<Engine>,
+    timer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.shared.timer.stop();
-        self.shared.store.stop_committer();
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for thread in threads {
+        self.engine.timer.stop();
+        let timer = self.timer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = timer {
             let _ = thread.join();
         }
-        if let Err(e) = self.shared.store.flush() {
-            tracing::error!(error = %e, "final flush failed");
-        }
+        self.engine.backend.close();
     }
-}
-
-/// What [`Queue::run_due`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DueReport {
-    /// Scheduled jobs that became ready.
-    pub promoted: u64,
-    /// Leases that expired.
-    pub expired: u64,
-    /// Finished jobs removed after their retention.
-    pub removed: u64,
-    /// The earliest deadline still stored (unix ms), if any.
-    pub next_due: Option<u64>,
-}
-
-/// A change that is applied (and, under [`Durability::Sync`](crate::Durability::Sync), durable),
-/// with what to announce.
-struct Pending<T> {
-    value: T,
-    announcements: Vec<Announcement>,
-}
-
-/// One applied change, to count and (if the state changed) to publish.
-struct Announcement {
-    event: Event,
-    state_changed: bool,
-    run_ms: Option<u64>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) store: Store,
-    config: Config,
-    rng: Mutex<u64>,
-    queue_signals: Signals<String>,
-    job_signals: Signals<JobId>,
-    events: broadcast::Sender<Event>,
-    counters: AtomicCounters,
-    pub(crate) timer: TimerWake,
-}
-
-fn check_queue(queue: &str) -> Result<()> {
-    validate_queue_name(queue).map_err(|e| Error::invalid("queue", e.to_string()))
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Queue {
@@ -106,96 +56,79 @@ impl Queue {
     /// [`Config`].
     ///
     /// # Errors
-    /// [`Error::Storage`] if sled cannot open the directory (for example
+    /// [`Error::Storage`] if the directory cannot be opened (for example
     /// because another process has it open; a handle of this process dropped
     /// a moment ago is waited for, up to five seconds), [`Error::Corrupt`] if
-    /// it holds data of an incompatible format.
+    /// it holds data of a newer format.
     pub fn open(path: impl Into<std::path::PathBuf>) -> Result<Queue> {
         Queue::open_with(Config::new(path))
     }
 
-    /// Opens (or creates) the queue described by `config`.
+    /// Opens (or creates) the queue described by `config`. Opening blocks
+    /// while the store recovers.
     ///
-    /// Nothing needs recovering: every deadline is stored, so leases that
-    /// expired while the process was down expire, and due scheduled jobs are
-    /// promoted, as soon as the timer runs.
+    /// Nothing needs recovering by hand: every deadline is stored, so leases
+    /// that expired while the process was down expire, and due scheduled
+    /// jobs are promoted, as soon as the timer runs. A data directory written
+    /// by an earlier release is upgraded in place.
     ///
     /// # Errors
-    /// As [`Queue::open`]; [`Error::InvalidArgument`] for a zero
-    /// `event_capacity`.
+    /// As [`Queue::open`]; [`Error::InvalidArgument`] for a `max_payload`
+    /// over the limit or a zero `max_events`.
     pub fn open_with(config: Config) -> Result<Queue> {
-        if config.event_capacity == 0 {
-            return Err(Error::invalid("event_capacity", "must be at least 1"));
+        if config.max_events == 0 {
+            return Err(Error::invalid("max_events", "must be at least 1"));
         }
-        if config.max_payload > MAX_PAYLOAD_LIMIT {
-            return Err(Error::invalid(
-                "max_payload",
-                format!(
-                    "{} exceeds the limit of {MAX_PAYLOAD_LIMIT} bytes",
-                    config.max_payload
-                ),
-            ));
-        }
-        let store = Store::open(&config)?;
-        let seed = config.seed.unwrap_or_else(|| config.clock.now_ms());
-        let (events, _) = broadcast::channel(config.event_capacity);
+        let backend: Arc<dyn Backend> = match &config.storage {
+            Storage::Embedded { .. } => Arc::new(SledBackend::open(&config)?),
+        };
         let background = config.background_timers;
-        let shared = Arc::new(Shared {
-            store,
-            config,
-            rng: Mutex::new(seed),
-            queue_signals: Signals::new(),
-            job_signals: Signals::new(),
-            events,
-            counters: AtomicCounters::default(),
-            timer: TimerWake::new(),
-        });
-        let mut threads = Vec::new();
-        let committer = Arc::clone(&shared);
-        threads.push(
-            std::thread::Builder::new()
-                .name("queue-core-commit".into())
-                .spawn(move || committer.store.run_committer())
-                .map_err(|e| Error::Storage(sled::Error::Io(e)))?,
-        );
-        if background {
-            threads.push(
-                std::thread::Builder::new()
-                    .name("queue-core-timer".into())
-                    .spawn(timers::start(&shared))
-                    .map_err(|e| Error::Storage(sled::Error::Io(e)))?,
-            );
-        }
+        let engine = Arc::new(Engine::new(backend, config));
+        let timer = if background {
+            let pass = Arc::clone(&engine);
+            let thread = timers::spawn(&engine.timer, engine.clock(), move || {
+                executor::block_on(pass.run_due(Mode::Blocking))
+            });
+            match thread {
+                Ok(thread) => Some(thread),
+                Err(e) => {
+                    engine.backend.close();
+                    return Err(Error::Storage(crate::error::StorageError::from_source(e)));
+                }
+            }
+        } else {
+            None
+        };
         Ok(Queue {
             handle: Arc::new(Handle {
-                shared,
-                threads: Mutex::new(threads),
+                engine,
+                timer: Mutex::new(timer),
             }),
         })
     }
 
-    fn shared(&self) -> &Shared {
-        &self.handle.shared
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.handle.engine
     }
 
     /// Enqueues one job on `queue`.
     ///
-    /// Durable on return. With an idempotency key that matches a job still
-    /// stored in the same queue, nothing is created and the stored job comes
-    /// back with `replayed = true`.
+    /// Durable on return. With an idempotency key that a job still stored in
+    /// the same queue holds, nothing is created and the stored job comes back
+    /// with `replayed = true`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad queue name or out-of-range
     /// options, [`Error::TooLarge`] for an oversized payload (nothing is
     /// stored in either case); [`Error::Storage`].
-    pub fn enqueue(&self, queue: &str, job: NewJob) -> Result<Enqueued> {
-        let pending = blocking(
-            self.shared()
-                .enqueue(Via::Blocking, queue, vec![job], false),
-        )?;
-        let mut jobs = self.shared().settle(pending)?;
-        jobs.pop()
-            .ok_or_else(|| Error::Corrupt("enqueue produced no job".into()))
+    pub async fn enqueue(&self, queue: &str, job: NewJob) -> Result<Enqueued> {
+        let mut enqueued = self
+            .engine()
+            .enqueue(Mode::Async, queue, vec![job], false)
+            .await?;
+        enqueued
+            .pop()
+            .ok_or_else(|| Error::Internal("enqueue produced no job".into()))
     }
 
     /// Enqueues 1..=1000 jobs on `queue`, all or nothing, in one atomic step
@@ -206,37 +139,8 @@ impl Queue {
     /// # Errors
     /// As [`Queue::enqueue`]; a bad item refuses the whole batch, and the
     /// message names its index.
-    pub fn enqueue_batch(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
-        let pending = blocking(self.shared().enqueue(Via::Blocking, queue, jobs, true))?;
-        self.shared().settle(pending)
-    }
-
-    /// [`Queue::enqueue`] for async callers: awaits the commit without
-    /// blocking the runtime.
-    ///
-    /// # Errors
-    /// As [`Queue::enqueue`].
-    pub async fn enqueue_async(&self, queue: &str, job: NewJob) -> Result<Enqueued> {
-        let pending = self
-            .shared()
-            .enqueue(Via::Async, queue, vec![job], false)
-            .await?;
-        let mut jobs = self.shared().settle(pending)?;
-        jobs.pop()
-            .ok_or_else(|| Error::Corrupt("enqueue produced no job".into()))
-    }
-
-    /// [`Queue::enqueue_batch`] for async callers.
-    ///
-    /// # Errors
-    /// As [`Queue::enqueue_batch`].
-    pub async fn enqueue_batch_async(
-        &self,
-        queue: &str,
-        jobs: Vec<NewJob>,
-    ) -> Result<Vec<Enqueued>> {
-        let pending = self.shared().enqueue(Via::Async, queue, jobs, true).await?;
-        self.shared().settle(pending)
+    pub async fn enqueue_batch(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        self.engine().enqueue(Mode::Async, queue, jobs, true).await
     }
 
     /// Leases up to `opts.max_jobs` ready jobs of `queue`: highest priority
@@ -250,24 +154,8 @@ impl Queue {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad name or options; [`Error::Storage`].
-    pub fn lease(&self, queue: &str, opts: &LeaseOptions) -> Result<Vec<Leased>> {
-        blocking(self.lease_via(Via::Blocking, queue, opts))
-    }
-
-    /// [`Queue::lease`] for async callers: awaits the commit without
-    /// blocking the runtime.
-    ///
-    /// # Errors
-    /// As [`Queue::lease`].
-    pub async fn lease_async(&self, queue: &str, opts: &LeaseOptions) -> Result<Vec<Leased>> {
-        self.lease_via(Via::Async, queue, opts).await
-    }
-
-    async fn lease_via(&self, via: Via, queue: &str, opts: &LeaseOptions) -> Result<Vec<Leased>> {
-        check_queue(queue)?;
-        rules::lease::validate(opts)?;
-        let pending = self.shared().lease(via, queue, opts).await?;
-        self.shared().settle(pending)
+    pub async fn lease(&self, queue: &str, opts: &LeaseOptions) -> Result<Vec<Leased>> {
+        self.engine().lease(Mode::Async, queue, opts).await
     }
 
     /// Like [`Queue::lease`], but when no job is ready waits up to `timeout`
@@ -288,9 +176,9 @@ impl Queue {
         check_queue(queue)?;
         rules::lease::validate(opts)?;
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut registration = self.shared().queue_signals.register(queue.to_owned());
+        let mut registration = self.engine().queue_signals.register(queue.to_owned());
         loop {
-            let leased = self.lease_async(queue, opts).await?;
+            let leased = self.lease(queue, opts).await?;
             if !leased.is_empty() {
                 return Ok(leased);
             }
@@ -298,32 +186,6 @@ impl Queue {
                 .await
                 .is_err()
             {
-                return Ok(Vec::new());
-            }
-        }
-    }
-
-    /// The blocking form of [`Queue::lease_wait`]: parks the calling thread
-    /// until a job is ready or `timeout` passes.
-    ///
-    /// # Errors
-    /// As [`Queue::lease`].
-    pub fn lease_blocking(
-        &self,
-        queue: &str,
-        opts: &LeaseOptions,
-        timeout: Duration,
-    ) -> Result<Vec<Leased>> {
-        check_queue(queue)?;
-        rules::lease::validate(opts)?;
-        let deadline = Instant::now() + timeout;
-        let mut registration = self.shared().queue_signals.register(queue.to_owned());
-        loop {
-            let leased = self.lease(queue, opts)?;
-            if !leased.is_empty() {
-                return Ok(leased);
-            }
-            if !registration.wait_until(deadline) {
                 return Ok(Vec::new());
             }
         }
@@ -337,37 +199,9 @@ impl Queue {
     /// reassigned, cancelled, finished): this is how a worker learns its job
     /// was cancelled. [`Error::NotFound`], [`Error::InvalidArgument`] for an
     /// out-of-range `lease_ms`, [`Error::Storage`].
-    pub fn heartbeat(&self, id: JobId, lease: LeaseId, lease_ms: Option<u64>) -> Result<Job> {
-        blocking(self.heartbeat_via(Via::Blocking, id, lease, lease_ms))
-    }
-
-    /// [`Queue::heartbeat`] for async callers.
-    ///
-    /// # Errors
-    /// As [`Queue::heartbeat`].
-    pub async fn heartbeat_async(
-        &self,
-        id: JobId,
-        lease: LeaseId,
-        lease_ms: Option<u64>,
-    ) -> Result<Job> {
-        self.heartbeat_via(Via::Async, id, lease, lease_ms).await
-    }
-
-    async fn heartbeat_via(
-        &self,
-        via: Via,
-        id: JobId,
-        lease: LeaseId,
-        lease_ms: Option<u64>,
-    ) -> Result<Job> {
-        if let Some(ms) = lease_ms {
-            rules::lease::validate_lease_ms(ms)?;
-        }
-        self.shared()
-            .transition(via, id, Transition::Heartbeat, |job, now| {
-                rules::heartbeat::heartbeat(job, lease, lease_ms, now)
-            })
+    pub async fn heartbeat(&self, id: JobId, lease: LeaseId, lease_ms: Option<u64>) -> Result<Job> {
+        self.engine()
+            .heartbeat(Mode::Async, id, lease, lease_ms)
             .await
     }
 
@@ -377,43 +211,13 @@ impl Queue {
     /// # Errors
     /// [`Error::LeaseLost`] (nothing changes), [`Error::NotFound`],
     /// [`Error::TooLarge`] for an oversized result, [`Error::Storage`].
-    pub fn complete(&self, id: JobId, lease: LeaseId, result: Option<Vec<u8>>) -> Result<Job> {
-        blocking(self.complete_via(Via::Blocking, id, lease, result))
-    }
-
-    /// [`Queue::complete`] for async callers.
-    ///
-    /// # Errors
-    /// As [`Queue::complete`].
-    pub async fn complete_async(
+    pub async fn complete(
         &self,
         id: JobId,
         lease: LeaseId,
         result: Option<Vec<u8>>,
     ) -> Result<Job> {
-        self.complete_via(Via::Async, id, lease, result).await
-    }
-
-    async fn complete_via(
-        &self,
-        via: Via,
-        id: JobId,
-        lease: LeaseId,
-        result: Option<Vec<u8>>,
-    ) -> Result<Job> {
-        let limit = self.shared().config.max_payload;
-        if let Some(size) = result.as_ref().map(Vec::len).filter(|size| *size > limit) {
-            return Err(Error::TooLarge {
-                what: "result",
-                size,
-                limit,
-            });
-        }
-        self.shared()
-            .transition(via, id, Transition::Complete, |job, now| {
-                rules::complete::complete(job, lease, result.clone(), now)
-            })
-            .await
+        self.engine().complete(Mode::Async, id, lease, result).await
     }
 
     /// Reports a failed attempt of job `id` held under `lease`. The job is
@@ -426,32 +230,8 @@ impl Queue {
     /// [`Error::LeaseLost`] (nothing changes), [`Error::NotFound`],
     /// [`Error::InvalidArgument`] for an out-of-range retry delay,
     /// [`Error::Storage`].
-    pub fn fail(&self, id: JobId, lease: LeaseId, failure: &Failure) -> Result<Job> {
-        blocking(self.fail_via(Via::Blocking, id, lease, failure))
-    }
-
-    /// [`Queue::fail`] for async callers.
-    ///
-    /// # Errors
-    /// As [`Queue::fail`].
-    pub async fn fail_async(&self, id: JobId, lease: LeaseId, failure: &Failure) -> Result<Job> {
-        self.fail_via(Via::Async, id, lease, failure).await
-    }
-
-    async fn fail_via(
-        &self,
-        via: Via,
-        id: JobId,
-        lease: LeaseId,
-        failure: &Failure,
-    ) -> Result<Job> {
-        rules::fail::validate(failure)?;
-        let jitter = self.shared().jitter();
-        self.shared()
-            .transition(via, id, Transition::Fail, |job, now| {
-                rules::fail::fail(job, lease, failure, jitter, now)
-            })
-            .await
+    pub async fn fail(&self, id: JobId, lease: LeaseId, failure: &Failure) -> Result<Job> {
+        self.engine().fail(Mode::Async, id, lease, failure).await
     }
 
     /// Gives job `id` back: it is `ready` at once, in its old place, and the
@@ -461,24 +241,8 @@ impl Queue {
     /// # Errors
     /// [`Error::LeaseLost`] (nothing changes), [`Error::NotFound`],
     /// [`Error::Storage`].
-    pub fn release(&self, id: JobId, lease: LeaseId) -> Result<Job> {
-        blocking(self.release_via(Via::Blocking, id, lease))
-    }
-
-    /// [`Queue::release`] for async callers.
-    ///
-    /// # Errors
-    /// As [`Queue::release`].
-    pub async fn release_async(&self, id: JobId, lease: LeaseId) -> Result<Job> {
-        self.release_via(Via::Async, id, lease).await
-    }
-
-    async fn release_via(&self, via: Via, id: JobId, lease: LeaseId) -> Result<Job> {
-        self.shared()
-            .transition(via, id, Transition::Release, |job, now| {
-                rules::release::release(job, lease, now)
-            })
-            .await
+    pub async fn release(&self, id: JobId, lease: LeaseId) -> Result<Job> {
+        self.engine().release(Mode::Async, id, lease).await
     }
 
     /// Cancels job `id` (`scheduled`, `ready` or `leased`); a held lease is
@@ -488,31 +252,16 @@ impl Queue {
     /// # Errors
     /// [`Error::Conflict`] if the job is already terminal,
     /// [`Error::NotFound`], [`Error::Storage`].
-    pub fn cancel(&self, id: JobId) -> Result<Job> {
-        blocking(self.shared().transition(
-            Via::Blocking,
-            id,
-            Transition::Cancel,
-            rules::cancel::cancel,
-        ))
-    }
-
-    /// [`Queue::cancel`] for async callers.
-    ///
-    /// # Errors
-    /// As [`Queue::cancel`].
-    pub async fn cancel_async(&self, id: JobId) -> Result<Job> {
-        self.shared()
-            .transition(Via::Async, id, Transition::Cancel, rules::cancel::cancel)
-            .await
+    pub async fn cancel(&self, id: JobId) -> Result<Job> {
+        self.engine().cancel(Mode::Async, id).await
     }
 
     /// The job `id`, or `None` if no such job is stored.
     ///
     /// # Errors
     /// [`Error::Storage`], [`Error::Corrupt`].
-    pub fn get(&self, id: JobId) -> Result<Option<Job>> {
-        Ok(self.shared().store.load(id)?.map(|(_, job)| job))
+    pub async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        self.engine().get(id).await
     }
 
     /// Waits up to `timeout` for job `id` to reach a terminal state
@@ -523,11 +272,10 @@ impl Queue {
     /// # Errors
     /// [`Error::NotFound`] if no such job is stored; [`Error::Storage`].
     pub async fn wait_terminal(&self, id: JobId, timeout: Duration) -> Result<Job> {
-        let shared = self.shared();
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut registration = shared.job_signals.register(id);
+        let mut registration = self.engine().job_signals.register(id);
         loop {
-            let job = self.get(id)?.ok_or(Error::NotFound { id })?;
+            let job = self.get(id).await?.ok_or(Error::NotFound { id })?;
             if job.state.is_terminal() {
                 return Ok(job);
             }
@@ -535,23 +283,7 @@ impl Queue {
                 .await
                 .is_err()
             {
-                return self.get(id)?.ok_or(Error::NotFound { id });
-            }
-        }
-    }
-
-    /// The blocking form of [`Queue::wait_terminal`].
-    ///
-    /// # Errors
-    /// As [`Queue::wait_terminal`].
-    pub fn wait_terminal_blocking(&self, id: JobId, timeout: Duration) -> Result<Job> {
-        let shared = self.shared();
-        let deadline = Instant::now() + timeout;
-        let mut registration = shared.job_signals.register(id);
-        loop {
-            let job = self.get(id)?.ok_or(Error::NotFound { id })?;
-            if job.state.is_terminal() || !registration.wait_until(deadline) {
-                return Ok(job);
+                return self.get(id).await?.ok_or(Error::NotFound { id });
             }
         }
     }
@@ -561,32 +293,25 @@ impl Queue {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad name; [`Error::Storage`].
-    pub fn stats(&self, queue: &str) -> Result<QueueStats> {
-        check_queue(queue)?;
-        self.shared().stats(queue)
+    pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        self.engine().stats(queue).await
     }
 
-    /// [`Queue::stats`] of every queue that has stored jobs or is paused,
-    /// by name.
+    /// [`Queue::stats`] of every queue that has stored jobs or settings, by
+    /// name.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn queues(&self) -> Result<Vec<QueueStats>> {
-        let shared = self.shared();
-        shared
-            .store
-            .queue_names()?
-            .iter()
-            .map(|name| shared.stats(name))
-            .collect()
+    pub async fn queues(&self) -> Result<Vec<QueueStats>> {
+        self.engine().queues().await
     }
 
     /// Stops leasing from `queue` (enqueues still work). Durable on return.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad name; [`Error::Storage`].
-    pub fn pause(&self, queue: &str) -> Result<QueueStats> {
-        self.set_paused(queue, true)
+    pub async fn pause(&self, queue: &str) -> Result<QueueStats> {
+        self.engine().set_paused(Mode::Async, queue, true).await
     }
 
     /// Resumes leasing from `queue` and wakes its waiting leasers. Durable
@@ -594,28 +319,8 @@ impl Queue {
     ///
     /// # Errors
     /// As [`Queue::pause`].
-    pub fn resume(&self, queue: &str) -> Result<QueueStats> {
-        self.set_paused(queue, false)
-    }
-
-    fn set_paused(&self, queue: &str, paused: bool) -> Result<QueueStats> {
-        check_queue(queue)?;
-        let shared = self.shared();
-        shared
-            .store
-            .transact({
-                let queue = queue.to_owned();
-                move |tx| tx.set_paused(&queue, paused)
-            })?
-            .ok_or_else(|| Error::Corrupt("pause transaction went stale".into()))?;
-        shared.settle(Pending {
-            value: (),
-            announcements: Vec::new(),
-        })?;
-        if !paused {
-            shared.queue_signals.bump(&queue.to_owned());
-        }
-        shared.stats(queue)
+    pub async fn resume(&self, queue: &str) -> Result<QueueStats> {
+        self.engine().set_paused(Mode::Async, queue, false).await
     }
 
     /// A page of the dead letters of `queue`, oldest first: up to `limit`
@@ -623,31 +328,13 @@ impl Queue {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad name or limit; [`Error::Storage`].
-    pub fn dead_letters(
+    pub async fn dead_letters(
         &self,
         queue: &str,
         after: Option<JobId>,
         limit: usize,
     ) -> Result<DeadPage> {
-        check_queue(queue)?;
-        if !(1..=MAX_BATCH).contains(&limit) {
-            return Err(Error::invalid(
-                "limit",
-                format!("{limit} is outside 1..={MAX_BATCH}"),
-            ));
-        }
-        let store = &self.shared().store;
-        let mut ids = store.dead_ids(queue, after, limit + 1)?;
-        let next = (ids.len() > limit).then(|| ids[limit - 1]);
-        ids.truncate(limit);
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            // A job removed between the scan and the load is simply gone.
-            if let Some((_, job)) = store.load(id)? {
-                jobs.push(job);
-            }
-        }
-        Ok(DeadPage { jobs, next })
+        self.engine().dead_letters(queue, after, limit).await
     }
 
     /// Requeues dead jobs of `queue`: those in `ids` (at most 1000; ids that
@@ -658,12 +345,10 @@ impl Queue {
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad name or too many ids;
     /// [`Error::Storage`].
-    pub fn requeue_dead(&self, queue: &str, ids: Option<&[JobId]>) -> Result<u64> {
-        check_queue(queue)?;
-        self.shared()
-            .on_dead(queue, ids, Transition::Requeue, |job, now| {
-                rules::requeue::requeue(job, now).map(Some)
-            })
+    pub async fn requeue_dead(&self, queue: &str, ids: Option<&[JobId]>) -> Result<u64> {
+        self.engine()
+            .on_dead(Mode::Async, queue, ids, rules::requeue::requeue)
+            .await
     }
 
     /// Deletes every dead job of `queue`. Returns how many. Durable on
@@ -671,541 +356,76 @@ impl Queue {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad name; [`Error::Storage`].
-    pub fn purge_dead(&self, queue: &str) -> Result<u64> {
-        check_queue(queue)?;
-        self.shared()
-            .on_dead(queue, None, Transition::Remove, |job, _| {
-                if job.state == JobState::Dead {
-                    Ok(None)
-                } else {
-                    Err(Refusal::Conflict(job.state))
-                }
-            })
+    pub async fn purge_dead(&self, queue: &str) -> Result<u64> {
+        self.engine()
+            .on_dead(Mode::Async, queue, None, |job, _| rules::purge::purge(job))
+            .await
     }
 
-    /// A stream of state changes (enqueue, lease, complete, fail, expiry,
-    /// release, cancel, promotion, requeue), each sent after it is durable.
-    /// A subscriber that falls more than `event_capacity` events behind skips
-    /// ahead and is told how many it missed; it never slows writers.
+    /// The state changes committed from now on (enqueue, lease, complete,
+    /// fail, expiry, release, cancel, promotion, requeue), in commit order.
+    /// They are read from the durable event log, so a subscriber that falls
+    /// behind never slows writers; it reads older events, as long as they
+    /// are retained.
     pub fn subscribe(&self) -> Subscription {
-        Subscription::new(self.shared().events.subscribe())
+        let latest = self.engine().backend.watch_events();
+        let now = *latest.borrow();
+        Subscription::new(Arc::downgrade(&self.engine().backend), latest, now)
+    }
+
+    /// The state changes committed after the event `event_id` (its
+    /// [`Event::event_id`](crate::Event::event_id)), from the durable log:
+    /// resume where a subscriber left off, in this process or after a
+    /// restart. Events no longer retained are reported as one
+    /// [`RecvError::Gap`](crate::RecvError::Gap) first.
+    pub fn subscribe_after(&self, event_id: u64) -> Subscription {
+        let latest = self.engine().backend.watch_events();
+        Subscription::new(Arc::downgrade(&self.engine().backend), latest, event_id)
     }
 
     /// Totals of transitions since this handle was opened (enqueued, leased,
     /// completed, failed, dead, expired, …) and the run-time histogram of
     /// completions, for metrics.
     pub fn counters(&self) -> Counters {
-        self.shared().counters.snapshot()
+        self.engine().counters()
     }
 
     /// Runs the timers now: promotes due scheduled jobs, expires due leases,
-    /// removes jobs past retention. The background thread does this by
-    /// itself; this is for tests that step a manual clock and for tools.
+    /// removes jobs past retention, prunes the event log. The background
+    /// thread does this by itself; this is for tests that step a manual
+    /// clock and for tools.
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn run_due(&self) -> Result<DueReport> {
-        self.shared().run_due()
+    pub async fn run_due(&self) -> Result<DueReport> {
+        self.engine().run_due(Mode::Async).await
     }
 
     /// Flushes everything to disk (useful under [`Durability::Periodic`](crate::Durability::Periodic)).
     ///
     /// # Errors
     /// [`Error::Storage`].
-    pub fn flush(&self) -> Result<()> {
-        self.shared().store.flush()
+    pub async fn flush(&self) -> Result<()> {
+        self.engine().backend.flush().await
     }
 
     /// Checks the whole store: every index entry, timer entry and count is
-    /// recomputed from the job records and compared with what is stored, and
-    /// the record invariants are checked. Reads everything: a tool for tests,
-    /// crash recovery checks and operators, not for hot paths.
+    /// recomputed from the job records and compared with what is stored,
+    /// the record invariants are checked, and the event log must be one
+    /// run of ids. Reads everything: a tool for tests, crash recovery checks
+    /// and operators, not for hot paths.
     ///
     /// # Errors
     /// [`Error::Storage`]; damage is reported in the result, not as an error.
-    pub fn verify(&self) -> Result<Verification> {
-        self.shared().store.verify()
+    pub async fn verify(&self) -> Result<Verification> {
+        self.engine().verify().await
     }
 }
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
-            .field("path", &self.shared().config.path)
+            .field("storage", &self.engine().config.storage)
             .finish_non_exhaustive()
-    }
-}
-
-/// How an operation waits for its batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Via {
-    /// The calling thread waits (and may lead the batch).
-    Blocking,
-    /// The calling task awaits; the committer thread leads.
-    Async,
-}
-
-/// Runs an operation future taken [`Via::Blocking`]: such a future never
-/// suspends (its commit is a blocking call), so one poll completes it.
-fn blocking<T>(operation: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    let mut operation = std::pin::pin!(operation);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match operation.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(outcome) => outcome,
-        std::task::Poll::Pending => Err(Error::Corrupt(
-            "a blocking operation suspended; this is a bug".into(),
-        )),
-    }
-}
-
-impl Shared {
-    /// Commits `f` in the next batch, waiting as `via` says.
-    async fn commit<R, F>(&self, via: Via, f: F) -> Result<Option<R>>
-    where
-        F: Fn(&crate::storage::Tx<'_>) -> crate::storage::TxResult<R> + Send + Sync + 'static,
-        R: Send + 'static,
-    {
-        match via {
-            Via::Blocking => self.store.transact(f),
-            Via::Async => self.store.transact_async(f).await,
-        }
-    }
-
-    pub(crate) fn clock(&self) -> &dyn Clock {
-        self.config.clock.as_ref()
-    }
-
-    fn now(&self) -> u64 {
-        self.config.clock.now_ms()
-    }
-
-    /// The next jitter factor of the seeded generator (splitmix64).
-    fn jitter(&self) -> Jitter {
-        let mut state = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Jitter::from_random(z ^ (z >> 31))
-    }
-
-    /// Packages applied changes: wakes the timer
-    /// for new deadlines and prepares the announcements.
-    fn pending<'c, T>(
-        &self,
-        value: T,
-        transition: Transition,
-        applied: impl IntoIterator<Item = &'c Change>,
-    ) -> Pending<T> {
-        let mut announcements = Vec::new();
-        for change in applied {
-            let old = change.old_job();
-            let Some(job) = change.new_job().or(old) else {
-                continue;
-            };
-            let new_state = change.new_job().map(|job| job.state);
-            match (new_state, job.lease_expires_at()) {
-                (Some(JobState::Scheduled), _) => self.timer.deadline_added(job.run_at),
-                (Some(JobState::Leased), Some(at)) => self.timer.deadline_added(at),
-                _ => {}
-            }
-            let run_ms = match (transition, old.and_then(|old| old.lease.as_ref())) {
-                (Transition::Complete, Some(lease)) => {
-                    Some(job.updated_at.saturating_sub(lease.leased_at))
-                }
-                _ => None,
-            };
-            announcements.push(Announcement {
-                event: Event::of(job, transition),
-                state_changed: new_state.is_some() && old.map(|old| old.state) != new_state,
-                run_ms,
-            });
-        }
-        Pending {
-            value,
-            announcements,
-        }
-    }
-
-    /// Announces `pending` (its changes are already durable: the store's
-    /// batch is flushed before it returns under `Sync`).
-    fn settle<T>(&self, pending: Pending<T>) -> Result<T> {
-        self.publish(pending.announcements);
-        Ok(pending.value)
-    }
-
-    fn publish(&self, announcements: Vec<Announcement>) {
-        for Announcement {
-            event,
-            state_changed,
-            run_ms,
-        } in announcements
-        {
-            let new_state = state_changed.then_some(event.state);
-            self.counters.record(event.transition, new_state, run_ms);
-            if !state_changed {
-                continue;
-            }
-            tracing::debug!(job = %event.id, queue = %event.queue, state = %event.state,
-                attempts = event.attempts, transition = event.transition.as_str(),
-                "job state changed");
-            if event.state == JobState::Ready {
-                self.queue_signals.bump(&event.queue);
-            }
-            if event.state.is_terminal() {
-                self.job_signals.bump(&event.id);
-            }
-            // No subscriber is not an error.
-            let _ = self.events.send(event);
-        }
-    }
-
-    async fn enqueue(
-        &self,
-        via: Via,
-        queue: &str,
-        specs: Vec<NewJob>,
-        batch: bool,
-    ) -> Result<Pending<Vec<Enqueued>>> {
-        check_queue(queue)?;
-        if batch && !(1..=MAX_BATCH).contains(&specs.len()) {
-            return Err(Error::invalid(
-                "jobs",
-                format!("a batch holds 1..={MAX_BATCH} jobs, got {}", specs.len()),
-            ));
-        }
-        let now = self.now();
-        for (i, spec) in specs.iter().enumerate() {
-            rules::enqueue::validate(spec, now, self.config.max_payload).map_err(|e| match e {
-                Error::InvalidArgument { field, message } if batch => Error::InvalidArgument {
-                    field,
-                    message: format!("jobs[{i}]: {message}"),
-                },
-                other => other,
-            })?;
-        }
-        let mut changes = Vec::with_capacity(specs.len());
-        for spec in &specs {
-            let id = JobId::from_u64(self.store.generate_id()?);
-            let job = rules::enqueue::new_job(id, queue, spec, now);
-            changes.push(Change::new(None, None, Some(job))?);
-        }
-        let changes = Arc::new(changes);
-        let keys: Vec<Option<String>> = specs.into_iter().map(|s| s.idempotency_key).collect();
-        let in_tx = Arc::clone(&changes);
-        let name = queue.to_owned();
-        let replays = self
-            .commit(via, move |tx| {
-                let (changes, queue) = (&in_tx, &name);
-                let mut replays = Vec::with_capacity(changes.len());
-                for (change, key) in changes.iter().zip(&keys) {
-                    if let Some(key) = key {
-                        if let Some(existing) = tx.idempotent(queue, key)? {
-                            let stored = tx.load(existing)?.map(|(_, job)| job);
-                            // An item replaying an earlier item of this batch
-                            // reads that item's record, written just above.
-                            replays.push(Some(stored.ok_or_else(|| {
-                                crate::storage::TxError::Abort(
-                                    crate::storage::Abort::Failed(Error::Corrupt(format!(
-                                        "idempotency key of queue {queue} points at missing job {existing}"
-                                    ))),
-                                )
-                            })?));
-                            continue;
-                        }
-                    }
-                    tx.apply_or_abort(change)?;
-                    replays.push(None);
-                }
-                Ok(replays)
-            })
-            .await?
-            .ok_or_else(|| Error::Corrupt("a fresh job id is already in use".into()))?;
-        let applied: Vec<&Change> = changes
-            .iter()
-            .zip(&replays)
-            .filter(|(_, replay)| replay.is_none())
-            .map(|(change, _)| change)
-            .collect();
-        let mut pending = self.pending(Vec::new(), Transition::Enqueue, applied);
-        pending.value = changes
-            .iter()
-            .zip(replays)
-            .map(|(change, replay)| match replay {
-                Some(job) => Ok(Enqueued {
-                    job,
-                    replayed: true,
-                }),
-                None => change
-                    .new_job()
-                    .cloned()
-                    .map(|job| Enqueued {
-                        job,
-                        replayed: false,
-                    })
-                    .ok_or_else(|| Error::Corrupt("enqueue change without a job".into())),
-            })
-            .collect::<Result<_>>()?;
-        Ok(pending)
-    }
-
-    async fn lease(
-        &self,
-        via: Via,
-        queue: &str,
-        opts: &LeaseOptions,
-    ) -> Result<Pending<Vec<Leased>>> {
-        let want = usize::try_from(opts.max_jobs.min(MAX_LEASE_JOBS)).unwrap_or(1);
-        let now = self.now();
-        let (name, opts) = (queue.to_owned(), opts.clone());
-        // The scan runs inside the batch, where writes are serialized: ready
-        // jobs taken by earlier operations of the batch are skipped, so a
-        // lease never comes back empty while a job it could take is ready.
-        let leased = self
-            .commit(via, move |tx| {
-                let mut taken = Vec::new();
-                if tx.paused(&name)? {
-                    return Ok(taken);
-                }
-                for id in tx.ready_jobs(&name) {
-                    if taken.len() >= want {
-                        break;
-                    }
-                    let Some((bytes, job)) = tx.load(id?)? else {
-                        continue;
-                    };
-                    let lease_id = LeaseId::from_u64(tx.generate_id()?);
-                    let Ok(next) = rules::lease::lease(&job, lease_id, &opts, now) else {
-                        continue;
-                    };
-                    let change = Change::new(Some(bytes), Some(job), Some(next)).map_err(|e| {
-                        crate::storage::TxError::Abort(crate::storage::Abort::Failed(e))
-                    })?;
-                    tx.apply(&change);
-                    taken.push(change);
-                }
-                Ok(taken)
-            })
-            .await?
-            .unwrap_or_default();
-        let mut pending = self.pending(Vec::new(), Transition::Lease, &leased);
-        pending.value = leased
-            .into_iter()
-            .filter_map(Change::into_new_job)
-            .filter_map(|job| {
-                let lease_id = job.lease.as_ref()?.id;
-                Some(Leased { lease_id, job })
-            })
-            .collect();
-        Ok(pending)
-    }
-
-    /// Applies `rule` to the stored job `id` and commits the result if the
-    /// record did not change meanwhile (else decides again).
-    async fn transition(
-        &self,
-        via: Via,
-        id: JobId,
-        transition: Transition,
-        rule: impl Fn(&Job, u64) -> Result<Job, Refusal>,
-    ) -> Result<Job> {
-        loop {
-            let now = self.now();
-            let (bytes, job) = self.store.load(id)?.ok_or(Error::NotFound { id })?;
-            let next =
-                rule(&job, now).map_err(|refusal| refusal.into_error(id, transition.as_str()))?;
-            let change = Arc::new(Change::new(Some(bytes), Some(job), Some(next))?);
-            let in_tx = Arc::clone(&change);
-            if self
-                .commit(via, move |tx| tx.apply_or_abort(&in_tx))
-                .await?
-                .is_none()
-            {
-                continue;
-            }
-            let pending = self.pending((), transition, [&*change]);
-            self.settle(pending)?;
-            return change
-                .new_job()
-                .cloned()
-                .ok_or_else(|| Error::Corrupt("transition without a job".into()));
-        }
-    }
-
-    /// Applies the changes whose records are still current, skipping the
-    /// others; returns how many were applied.
-    fn apply_current(&self, transition: Transition, changes: Vec<Change>) -> Result<usize> {
-        if changes.is_empty() {
-            return Ok(0);
-        }
-        let changes = Arc::new(changes);
-        let in_tx = Arc::clone(&changes);
-        let applied = self
-            .store
-            .transact(move |tx| {
-                let changes = &in_tx;
-                let mut applied = Vec::new();
-                for (i, change) in changes.iter().enumerate() {
-                    if tx.is_current(change)? {
-                        tx.apply(change);
-                        applied.push(i);
-                    }
-                }
-                Ok(applied)
-            })?
-            .unwrap_or_default();
-        let pending = self.pending(
-            applied.len(),
-            transition,
-            applied.iter().map(|i| &changes[*i]),
-        );
-        self.settle(pending)
-    }
-
-    /// Requeue or purge: `rule` maps a dead job to its new record (`None`
-    /// deletes it). Works in batches; each batch is atomic.
-    fn on_dead(
-        &self,
-        queue: &str,
-        ids: Option<&[JobId]>,
-        transition: Transition,
-        rule: impl Fn(&Job, u64) -> Result<Option<Job>, Refusal>,
-    ) -> Result<u64> {
-        let decide = |ids: &[JobId]| -> Result<Vec<Change>> {
-            let now = self.now();
-            let mut changes = Vec::new();
-            for id in ids {
-                let Some((bytes, job)) = self.store.load(*id)? else {
-                    continue;
-                };
-                if job.queue != queue || job.state != JobState::Dead {
-                    continue;
-                }
-                if let Ok(next) = rule(&job, now) {
-                    changes.push(Change::new(Some(bytes), Some(job), next)?);
-                }
-            }
-            Ok(changes)
-        };
-        match ids {
-            Some(ids) => {
-                if ids.len() > MAX_BATCH {
-                    return Err(Error::invalid(
-                        "ids",
-                        format!("at most {MAX_BATCH} ids, got {}", ids.len()),
-                    ));
-                }
-                let changes = decide(ids)?;
-                Ok(self.apply_current(transition, changes)? as u64)
-            }
-            None => {
-                let mut total = 0u64;
-                let mut after = None;
-                loop {
-                    let ids = self.store.dead_ids(queue, after, DEAD_BATCH)?;
-                    let Some(last) = ids.last().copied() else {
-                        break;
-                    };
-                    total += self.apply_current(transition, decide(&ids)?)? as u64;
-                    after = Some(last);
-                }
-                Ok(total)
-            }
-        }
-    }
-
-    fn stats(&self, queue: &str) -> Result<QueueStats> {
-        let counts = self.store.counts(queue)?;
-        let now = self.now();
-        Ok(QueueStats {
-            queue: queue.to_owned(),
-            paused: self.store.is_paused(queue)?,
-            scheduled: counts.get(JobState::Scheduled),
-            ready: counts.get(JobState::Ready),
-            leased: counts.get(JobState::Leased),
-            completed: counts.get(JobState::Completed),
-            dead: counts.get(JobState::Dead),
-            cancelled: counts.get(JobState::Cancelled),
-            oldest_ready_age_ms: self
-                .store
-                .oldest_ready(queue)?
-                .map(|run_at| now.saturating_sub(run_at)),
-        })
-    }
-
-    fn retention_ms(&self, kind: TimerKind) -> u64 {
-        let retention = &self.config.retention;
-        match kind {
-            TimerKind::RetainCompleted => millis(retention.completed),
-            TimerKind::RetainDead => millis(retention.dead),
-            TimerKind::RetainCancelled => millis(retention.cancelled),
-            TimerKind::Promote | TimerKind::Expire => 0,
-        }
-    }
-
-    /// One pass of the timers over everything due at the current time.
-    pub(crate) fn run_due(&self) -> Result<DueReport> {
-        let now = self.now();
-        let mut report = DueReport::default();
-        for kind in TimerKind::ALL {
-            let retention = self.retention_ms(kind);
-            let upto = now.saturating_sub(retention);
-            if retention > now {
-                continue;
-            }
-            // Bounded: a pass handles what is due now; entries that keep
-            // losing races are taken by the next pass.
-            for _ in 0..1024 {
-                let due = self.store.due(kind, upto, TIMER_BATCH)?;
-                let mut changes = Vec::with_capacity(due.len());
-                for (id, lease_id) in &due {
-                    let Some((bytes, job)) = self.store.load(*id)? else {
-                        continue;
-                    };
-                    let next = match kind {
-                        TimerKind::Promote => rules::promote::promote(&job, now).map(Some),
-                        TimerKind::Expire => match lease_id {
-                            Some(lease_id) => {
-                                rules::expire::expire(&job, *lease_id, self.jitter(), now).map(Some)
-                            }
-                            None => continue,
-                        },
-                        _ => match job.finished_at {
-                            Some(at)
-                                if job.state.is_terminal()
-                                    && at.saturating_add(retention) <= now =>
-                            {
-                                Ok(None)
-                            }
-                            _ => continue,
-                        },
-                    };
-                    if let Ok(next) = next {
-                        changes.push(Change::new(Some(bytes), Some(job), next)?);
-                    }
-                }
-                let transition = match kind {
-                    TimerKind::Promote => Transition::Promote,
-                    TimerKind::Expire => Transition::Expire,
-                    _ => Transition::Remove,
-                };
-                let applied = self.apply_current(transition, changes)? as u64;
-                match kind {
-                    TimerKind::Promote => report.promoted += applied,
-                    TimerKind::Expire => report.expired += applied,
-                    _ => report.removed += applied,
-                }
-                if due.len() < TIMER_BATCH || applied == 0 {
-                    break;
-                }
-            }
-        }
-        for kind in TimerKind::ALL {
-            if let Some(at) = self.store.first_timer(kind)? {
-                let due = at.saturating_add(self.retention_ms(kind));
-                report.next_due = Some(report.next_due.map_or(due, |d| d.min(due)));
-            }
-        }
-        Ok(report)
     }
 }

@@ -1,18 +1,42 @@
-//! The background timer: promotes due scheduled jobs, expires due leases and
-//! removes finished jobs past their retention. It sleeps until the earliest
-//! stored deadline or a wake-up; every deadline lives in the `timers` tree,
-//! so a restart loses none.
+//! The background timer: a thread that runs a pass over every due deadline
+//! (promotion, lease expiry, retention, event pruning), then sleeps until
+//! the earliest stored deadline or a wake-up. Whoever stores a deadline
+//! earlier than the one it sleeps towards wakes it ([`TimerWake::deadline_added`]),
+//! and a manual clock wakes it when advanced, so it never polls.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 
-use crate::queue::Shared;
+use crate::{Clock, Result};
+
+/// What one pass of the timers did (see [`Queue::run_due`](crate::Queue::run_due)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DueReport {
+    /// Scheduled jobs that became ready.
+    pub promoted: u64,
+    /// Leases that expired.
+    pub expired: u64,
+    /// Finished jobs removed after their retention.
+    pub removed: u64,
+    /// Events dropped from the log after their retention.
+    pub pruned_events: u64,
+    /// The earliest deadline still stored (unix ms), if any.
+    pub next_due: Option<u64>,
+}
+
+impl DueReport {
+    fn moved_anything(&self) -> bool {
+        self.promoted + self.expired + self.removed + self.pruned_events > 0
+    }
+}
 
 struct WakeState {
     woken: bool,
     stop: bool,
 }
 
+/// How the timer thread is woken and stopped.
 pub(crate) struct TimerWake {
     state: Mutex<WakeState>,
     cv: Condvar,
@@ -33,14 +57,17 @@ impl TimerWake {
         }
     }
 
+    /// Runs a pass now.
     pub(crate) fn wake(&self) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).woken = true;
         self.cv.notify_one();
     }
 
-    /// Wakes the timer if `at` is earlier than what it sleeps towards.
+    /// A deadline at `at` (unix ms, retention included) was stored: wakes
+    /// the timer if it sleeps towards a later one.
     pub(crate) fn deadline_added(&self, at: u64) {
-        if at < self.planned.load(Ordering::SeqCst) || self.planned.load(Ordering::SeqCst) == 0 {
+        let planned = self.planned.load(Ordering::SeqCst);
+        if planned == 0 || at < planned {
             self.wake();
         }
     }
@@ -51,37 +78,41 @@ impl TimerWake {
     }
 }
 
-/// Hooks the timer to manual clock advances and returns the thread body.
-pub(crate) fn start(shared: &Arc<Shared>) -> impl FnOnce() + Send + 'static {
-    let weak: Weak<Shared> = Arc::downgrade(shared);
-    shared.clock().on_advance(Box::new(move || {
-        if let Some(shared) = weak.upgrade() {
-            shared.timer.wake();
+/// Starts the timer thread: `pass` runs every due deadline and reports the
+/// next one. Manual clock advances wake it.
+pub(crate) fn spawn(
+    wake: &Arc<TimerWake>,
+    clock: Arc<dyn Clock>,
+    mut pass: impl FnMut() -> Result<DueReport> + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    let weak = Arc::downgrade(wake);
+    clock.on_advance(Box::new(move || {
+        if let Some(wake) = weak.upgrade() {
+            wake.wake();
         }
     }));
-    let shared = Arc::clone(shared);
-    move || run(&shared)
+    let wake = Arc::clone(wake);
+    std::thread::Builder::new()
+        .name("queue-core-timer".into())
+        .spawn(move || run(&wake, clock.as_ref(), &mut pass))
 }
 
-fn run(shared: &Shared) {
-    let wake = &shared.timer;
+fn run(wake: &TimerWake, clock: &dyn Clock, pass: &mut dyn FnMut() -> Result<DueReport>) {
     loop {
         wake.planned.store(0, Ordering::SeqCst);
-        let next = match shared.run_due() {
+        let next = match pass() {
             // Something due that the pass could not move (it would have
             // moved it if it could): look again in a second, not in a spin.
             Ok(report)
-                if report.promoted + report.expired + report.removed == 0
-                    && report
-                        .next_due
-                        .is_some_and(|at| at <= shared.clock().now_ms()) =>
+                if !report.moved_anything()
+                    && report.next_due.is_some_and(|at| at <= clock.now_ms()) =>
             {
-                Some(shared.clock().now_ms().saturating_add(1000))
+                Some(clock.now_ms().saturating_add(1000))
             }
             Ok(report) => report.next_due,
             Err(e) => {
                 tracing::error!(error = %e, "timer run failed; retrying in one second");
-                Some(shared.clock().now_ms().saturating_add(1000))
+                Some(clock.now_ms().saturating_add(1000))
             }
         };
         wake.planned
@@ -95,7 +126,7 @@ fn run(shared: &Shared) {
                 state.woken = false;
                 break;
             }
-            match next.and_then(|at| shared.clock().sleep_hint(at)) {
+            match next.and_then(|at| clock.sleep_hint(at)) {
                 Some(wait) if wait.is_zero() => break,
                 Some(wait) => {
                     let (guard, timeout) = wake

@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use queue_core::{Config, Durability, Job, LeaseOptions, Leased, ManualClock, NewJob, Queue};
+use queue_core::blocking::Queue;
+use queue_core::{Config, Durability, Job, LeaseOptions, Leased, ManualClock, NewJob};
 
 /// 2026-11-25T00:00:00Z, a fixed start for manual clocks.
 pub const T0: u64 = 1_795_564_800_000;

@@ -18,8 +18,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use queue_core::blocking::Queue;
 use queue_core::{
-    Clock, Config, Failure, JobId, JobState, LeaseOptions, ManualClock, NewJob, Queue, SystemClock,
+    Clock, Config, Failure, JobId, JobState, LeaseOptions, ManualClock, NewJob, SystemClock,
 };
 
 use crate::common::assert_consistent;

@@ -29,14 +29,31 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, RngSeed, TestCaseError, TestRunner};
+use queue_core::blocking::{Queue, Subscription};
 use queue_core::{
     Config, Counters, DueReport, Error, Event, Failure, Job, JobId, JobState, Lease, LeaseId,
-    LeaseOptions, ManualClock, NewJob, Queue, QueueStats, RUN_TIME_BOUNDS_MS, Retention,
-    Subscription, Transition,
+    LeaseOptions, ManualClock, NewJob, QueueStats, RUN_TIME_BOUNDS_MS, Retention, Transition,
 };
 use queue_proto::limits::{MAX_BACKOFF_MS, MAX_DELAY_MS, MAX_IDEMPOTENCY_KEY_LEN};
 
 use crate::common::{self, T0};
+
+/// Events outlive every run of the model (pruning has tests of its own).
+const EVENT_RETENTION_MS: u64 = 100 * 365 * 24 * 3_600_000;
+const EVENT_RETENTION: Duration = Duration::from_millis(EVENT_RETENTION_MS);
+
+/// The event the model expects for `job`'s new state (unnumbered).
+fn event_of(job: &Job, transition: Transition) -> Event {
+    Event {
+        event_id: 0,
+        id: job.id,
+        queue: job.queue.clone(),
+        state: job.state,
+        attempts: job.attempts,
+        at: job.updated_at,
+        transition,
+    }
+}
 
 /// Two queues, one name a prefix of the other (keys must not bleed across).
 const QUEUES: [&str; 2] = ["mail", "mail.bulk"];
@@ -535,6 +552,9 @@ struct Model {
     paused: [bool; 2],
     /// Events the current step must publish.
     events: Vec<Event>,
+    /// When the first event was published: the oldest the log retains
+    /// (the model's retention of events outlasts every run).
+    first_event_at: Option<u64>,
     /// What `Queue::counters` must report (since the last open).
     counters: Counters,
     /// (queue, key) of removed jobs: free again.
@@ -552,6 +572,7 @@ impl Model {
             lease_ids: HashSet::new(),
             paused: [false; 2],
             events: Vec::new(),
+            first_event_at: None,
             counters: zero_counters(),
             freed_keys: HashSet::new(),
         }
@@ -563,7 +584,8 @@ impl Model {
         let old = self.jobs.insert(job.id, job.clone());
         let changed = old.as_ref().map(|old| old.state) != Some(job.state);
         if changed {
-            self.events.push(Event::of(&job, transition));
+            self.first_event_at.get_or_insert(job.updated_at);
+            self.events.push(event_of(&job, transition));
         }
         let c = &mut self.counters;
         match transition {
@@ -854,22 +876,19 @@ impl Harness {
     /// Opens the store: on a fresh directory as `common::open_manual` does
     /// (with the short retention if the case asks for it).
     fn open(&mut self) {
-        let queue = if self.short_retention {
-            Queue::open_with(self.config()).expect("open queue")
-        } else {
-            common::open_manual(&self.path, &self.clock)
-        };
+        let queue = Queue::open_with(self.config()).expect("open queue");
         self.events = Some(queue.subscribe());
         self.queue = Some(queue);
     }
 
     /// The configuration `open` uses (`common::open_manual`'s, plus the
-    /// retention).
+    /// retention, and events kept longer than any run lasts).
     fn config(&self) -> Config {
         let config = Config::new(&self.path)
             .clock(self.clock.clone())
             .seed(7)
-            .background_timers(false);
+            .background_timers(false)
+            .event_retention(EVENT_RETENTION);
         if self.short_retention {
             config.retention(brief_retention())
         } else {
@@ -883,10 +902,15 @@ impl Harness {
     /// (`Queue::open_with` itself waits out sled's lingering lock of the
     /// handle just dropped.)
     fn reopen(&mut self) -> Result<(), String> {
-        self.events = None;
+        let position = self.events.take().map(|events| events.position());
         self.queue = None;
         let queue = Queue::open_with(self.config()).map_err(|e| format!("reopen failed: {e:?}"))?;
-        self.events = Some(queue.subscribe());
+        // The event log is durable: resume where the last handle's
+        // subscriber stopped.
+        self.events = Some(match position {
+            Some(position) => queue.subscribe_after(position),
+            None => queue.subscribe(),
+        });
         self.queue = Some(queue);
         // Counters count since the handle was opened.
         self.model.counters = zero_counters();
@@ -1210,6 +1234,7 @@ impl Harness {
             .jobs
             .values()
             .filter_map(|job| self.model.deadline(job))
+            .chain(self.model.first_event_at.map(|at| at + EVENT_RETENTION_MS))
             .min();
         same(
             "run_due report",
@@ -1218,6 +1243,7 @@ impl Harness {
                 promoted,
                 expired,
                 removed,
+                pruned_events: 0,
                 next_due,
             },
         )
@@ -1491,10 +1517,17 @@ impl Harness {
         let mut want = std::mem::take(&mut self.model.events);
         let events = self.events.as_mut().expect("subscribed");
         let mut got = Vec::new();
-        while let Some(event) = events
+        let mut last = events.position();
+        while let Some(mut event) = events
             .try_recv()
             .map_err(|e| format!("event stream: {e:?}"))?
         {
+            if event.event_id != last + 1 {
+                return Err(format!("event {} follows {last}", event.event_id));
+            }
+            last = event.event_id;
+            // The model does not number events: compare the rest.
+            event.event_id = 0;
             got.push(event);
         }
         got.sort_by_key(|event| event.id);

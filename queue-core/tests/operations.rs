@@ -6,9 +6,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use queue_core::blocking::Queue;
 use queue_core::{
-    Config, Error, Failure, JobId, JobState, LeaseId, LeaseOptions, ManualClock, NewJob, Queue,
-    RecvError, Retention,
+    Config, Error, Failure, JobId, JobState, LeaseId, LeaseOptions, ManualClock, NewJob, RecvError,
+    Retention,
 };
 
 use crate::common::{
@@ -745,6 +746,55 @@ fn finished_jobs_are_removed_after_their_retention() {
     assert_consistent(&queue);
 }
 
+/// Regression: a terminal transition stored its retention deadline without
+/// waking the timer, so on an idle queue a finished job stayed readable (and
+/// a cancelled job's idempotency key kept replaying) until an unrelated
+/// deadline woke the timer: here the lease deadline, a minute away.
+///
+/// Real time and the real background timer: a manual clock's advance wakes
+/// the timer by itself and would hide the bug. Removal announces nothing,
+/// so the test looks every few milliseconds, for at most ten seconds.
+#[test]
+fn retention_fires_on_an_idle_queue_through_the_background_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = Duration::from_millis(200);
+    let queue = Queue::open_with(
+        Config::new(dir.path())
+            .durability(queue_core::Durability::Periodic(10))
+            .retention(Retention {
+                completed: short,
+                dead: short,
+                cancelled: short,
+            }),
+    )
+    .unwrap();
+    let done = queue
+        .enqueue("q", NewJob::new(payload(1)).idempotency_key("done"))
+        .unwrap()
+        .job;
+    // The lease's own deadline is what the timer sleeps towards.
+    let leased = lease_n(&queue, "q", 1, 60_000).remove(0);
+    let cancelled = queue
+        .enqueue("q", NewJob::new(payload(2)).idempotency_key("cancelled"))
+        .unwrap()
+        .job;
+    queue.complete(done.id, leased.lease_id, None).unwrap();
+    queue.cancel(cancelled.id).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while queue.get(done.id).unwrap().is_some() || queue.get(cancelled.id).unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "finished jobs still stored 10 s after a retention of {short:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let again = queue
+        .enqueue("q", NewJob::new(payload(3)).idempotency_key("cancelled"))
+        .unwrap();
+    assert!(!again.replayed, "the key is free once its job is gone");
+    assert_consistent(&queue);
+}
+
 // ---- waiting -------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -754,6 +804,7 @@ async fn lease_wait_wakes_on_enqueue() {
         let queue = queue.clone();
         tokio::spawn(async move {
             queue
+                .as_async()
                 .lease_wait("q", &LeaseOptions::default(), Duration::from_secs(30))
                 .await
         })
@@ -770,6 +821,7 @@ async fn lease_wait_wakes_on_enqueue() {
 async fn lease_wait_times_out_empty() {
     let (_dir, _clock, queue) = setup();
     let got = queue
+        .as_async()
         .lease_wait("q", &LeaseOptions::default(), Duration::from_millis(20))
         .await
         .unwrap();
@@ -785,11 +837,12 @@ async fn lease_wait_wakes_when_the_timer_promotes_a_job() {
         .enqueue("q", NewJob::new(payload(1)).delay(Duration::from_secs(60)))
         .unwrap()
         .job;
-    let mut events = queue.subscribe();
+    let mut events = queue.as_async().subscribe();
     let waiter = {
         let queue = queue.clone();
         tokio::spawn(async move {
             queue
+                .as_async()
                 .lease_wait("q", &LeaseOptions::default(), Duration::from_secs(30))
                 .await
         })
@@ -810,6 +863,7 @@ async fn lease_wait_wakes_on_resume_and_release() {
         let queue = queue.clone();
         tokio::spawn(async move {
             queue
+                .as_async()
                 .lease_wait("q", &LeaseOptions::default(), Duration::from_secs(30))
                 .await
         })
@@ -821,6 +875,7 @@ async fn lease_wait_wakes_on_resume_and_release() {
         let queue = queue.clone();
         tokio::spawn(async move {
             queue
+                .as_async()
                 .lease_wait("q", &LeaseOptions::default(), Duration::from_secs(30))
                 .await
         })
@@ -836,14 +891,14 @@ fn lease_blocking_wakes_on_enqueue_from_another_thread() {
     let waiter = {
         let queue = queue.clone();
         std::thread::spawn(move || {
-            queue.lease_blocking("q", &LeaseOptions::default(), Duration::from_secs(30))
+            queue.lease_wait("q", &LeaseOptions::default(), Duration::from_secs(30))
         })
     };
     let job = queue.enqueue("q", NewJob::new(payload(1))).unwrap().job;
     let leased = waiter.join().unwrap().unwrap();
     assert_eq!(leased[0].job.id, job.id);
     let empty = queue
-        .lease_blocking("q", &LeaseOptions::default(), Duration::from_millis(10))
+        .lease_wait("q", &LeaseOptions::default(), Duration::from_millis(10))
         .unwrap();
     assert!(empty.is_empty());
 }
@@ -855,7 +910,12 @@ async fn wait_terminal_returns_on_completion_or_timeout() {
     let waiter = {
         let queue = queue.clone();
         let id = jobs[0].id;
-        tokio::spawn(async move { queue.wait_terminal(id, Duration::from_secs(30)).await })
+        tokio::spawn(async move {
+            queue
+                .as_async()
+                .wait_terminal(id, Duration::from_secs(30))
+                .await
+        })
     };
     let l = lease_n(&queue, "q", 2, 60_000);
     queue
@@ -866,18 +926,20 @@ async fn wait_terminal_returns_on_completion_or_timeout() {
     assert_eq!(done.result.as_deref(), Some(&b"42"[..]));
 
     let pending = queue
+        .as_async()
         .wait_terminal(jobs[1].id, Duration::from_millis(10))
         .await
         .unwrap();
     assert_eq!(pending.state, JobState::Leased);
     assert!(matches!(
         queue
+            .as_async()
             .wait_terminal(JobId::from_u64(1 << 62), Duration::from_millis(10))
             .await,
         Err(Error::NotFound { .. })
     ));
     let blocking = queue
-        .wait_terminal_blocking(jobs[0].id, Duration::from_secs(1))
+        .wait_terminal(jobs[0].id, Duration::from_secs(1))
         .unwrap();
     assert_eq!(blocking.state, JobState::Completed);
 }
@@ -894,7 +956,7 @@ fn the_background_timer_expires_leases_on_a_manual_clock() {
     lease_n(&queue, "q", 1, 5_000);
     clock.advance(Duration::from_secs(5));
     let dead = queue
-        .wait_terminal_blocking(job.id, Duration::from_secs(30))
+        .wait_terminal(job.id, Duration::from_secs(30))
         .unwrap();
     assert_eq!(dead.state, JobState::Dead);
     assert_eq!(dead.last_error.as_deref(), Some("lease expired"));
@@ -934,21 +996,94 @@ fn events_follow_each_state_change() {
 }
 
 #[test]
-fn a_slow_subscriber_skips_ahead_and_never_blocks_writers() {
+fn a_slow_subscriber_reads_the_log_and_never_blocks_writers() {
+    let (_dir, _clock, queue) = setup();
+    let mut slow = queue.subscribe();
+    // Far more than the in-memory tail: writers go on regardless.
+    let jobs = enqueue_n(&queue, "q", 5000);
+    for job in &jobs {
+        let event = slow.recv().unwrap();
+        assert_eq!((event.id, event.state), (job.id, JobState::Ready));
+    }
+    assert_eq!(slow.try_recv().unwrap(), None);
+}
+
+#[test]
+fn event_ids_increase_in_commit_order_and_resume_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let (seen, resume_at) = {
+        let queue = open_manual(dir.path(), &clock);
+        let mut events = queue.subscribe();
+        let jobs = enqueue_n(&queue, "q", 3);
+        let leased = lease_n(&queue, "q", 1, 1000).remove(0);
+        queue
+            .complete(leased.job.id, leased.lease_id, None)
+            .unwrap();
+        let mut seen = Vec::new();
+        while let Some(event) = events.try_recv().unwrap() {
+            seen.push(event);
+        }
+        assert_eq!(seen.len(), 5);
+        assert!(seen.windows(2).all(|w| w[1].event_id == w[0].event_id + 1));
+        assert_eq!(seen[4].id, jobs[0].id);
+        (seen, events.position())
+    };
+    let queue = open_manual(dir.path(), &clock);
+    // Resume after the second event: the rest, from disk, then live.
+    let mut resumed = queue.subscribe_after(seen[1].event_id);
+    for expected in &seen[2..] {
+        assert_eq!(&resumed.recv().unwrap(), expected);
+    }
+    let job = enqueue_n(&queue, "q", 1).remove(0);
+    let next = resumed.recv().unwrap();
+    assert_eq!((next.id, next.event_id), (job.id, resume_at + 1));
+}
+
+#[test]
+fn pruned_events_are_reported_as_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let queue = Queue::open_with(
         Config::new(dir.path())
             .clock(clock.clone())
             .background_timers(false)
-            .event_capacity(4),
+            .max_events(4),
     )
     .unwrap();
-    let mut slow = queue.subscribe();
-    let jobs = enqueue_n(&queue, "q", 20);
-    assert!(matches!(slow.try_recv(), Err(RecvError::Lagged(16))));
-    let next = slow.try_recv().unwrap().unwrap();
-    assert_eq!(next.id, jobs[16].id);
+    let mut behind = queue.subscribe();
+    let jobs = enqueue_n(&queue, "q", 10);
+    assert_eq!(queue.run_due().unwrap().pruned_events, 6);
+    assert_eq!(
+        behind.recv(),
+        Err(RecvError::Gap {
+            after: 0,
+            oldest: 7
+        })
+    );
+    let next = behind.recv().unwrap();
+    assert_eq!((next.event_id, next.id), (7, jobs[6].id));
+    // Age prunes too.
+    let queue = {
+        drop(queue);
+        Queue::open_with(
+            Config::new(dir.path())
+                .clock(clock.clone())
+                .background_timers(false)
+                .event_retention(Duration::from_secs(60)),
+        )
+        .unwrap()
+    };
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(queue.run_due().unwrap().pruned_events, 4);
+    assert_eq!(
+        queue.subscribe_after(8).recv(),
+        Err(RecvError::Gap {
+            after: 8,
+            oldest: 11
+        })
+    );
+    assert_consistent(&queue);
 }
 
 // ---- durability and restarts ---------------------------------------------------------
@@ -1131,27 +1266,31 @@ async fn async_operations_share_batches_on_a_single_threaded_runtime() {
             tokio::spawn(async move {
                 let name = format!("q{i}");
                 let job = queue
-                    .enqueue_async(&name, NewJob::new(payload(i)))
+                    .as_async()
+                    .enqueue(&name, NewJob::new(payload(i)))
                     .await
                     .unwrap()
                     .job;
                 let leased = queue
-                    .lease_async(&name, &LeaseOptions::default())
+                    .as_async()
+                    .lease(&name, &LeaseOptions::default())
                     .await
                     .unwrap()
                     .remove(0);
                 assert_eq!(leased.job.id, job.id);
                 queue
-                    .heartbeat_async(job.id, leased.lease_id, None)
+                    .as_async()
+                    .heartbeat(job.id, leased.lease_id, None)
                     .await
                     .unwrap();
                 let done = queue
-                    .complete_async(job.id, leased.lease_id, None)
+                    .as_async()
+                    .complete(job.id, leased.lease_id, None)
                     .await
                     .unwrap();
                 assert_eq!(done.state, JobState::Completed);
                 assert!(matches!(
-                    queue.release_async(job.id, leased.lease_id).await,
+                    queue.as_async().release(job.id, leased.lease_id).await,
                     Err(Error::LeaseLost { .. })
                 ));
                 done.id
@@ -1164,15 +1303,18 @@ async fn async_operations_share_batches_on_a_single_threaded_runtime() {
     }
     assert_eq!(ids.len(), 40);
     let batch = queue
-        .enqueue_batch_async("b", vec![NewJob::new(payload(1)), NewJob::new(payload(2))])
+        .as_async()
+        .enqueue_batch("b", vec![NewJob::new(payload(1)), NewJob::new(payload(2))])
         .await
         .unwrap();
     let leased = queue
-        .lease_async("b", &LeaseOptions::default().max_jobs(2))
+        .as_async()
+        .lease("b", &LeaseOptions::default().max_jobs(2))
         .await
         .unwrap();
     let failed = queue
-        .fail_async(
+        .as_async()
+        .fail(
             leased[0].job.id,
             leased[0].lease_id,
             &Failure::new("x").permanent(),
@@ -1180,10 +1322,10 @@ async fn async_operations_share_batches_on_a_single_threaded_runtime() {
         .await
         .unwrap();
     assert_eq!(failed.state, JobState::Dead);
-    let cancelled = queue.cancel_async(batch[1].job.id).await.unwrap();
+    let cancelled = queue.as_async().cancel(batch[1].job.id).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
     assert!(matches!(
-        queue.cancel_async(batch[1].job.id).await,
+        queue.as_async().cancel(batch[1].job.id).await,
         Err(Error::Conflict { .. })
     ));
     assert_consistent(&queue);

@@ -6,8 +6,11 @@
 //!   with reopens of the database between steps.
 //! - `crash`: a child process killed with SIGKILL at random moments; the parent
 //!   reopens and checks acknowledged work, invariants and draining.
+//! - `upgrade`: a data directory written by the first release opens, is
+//!   upgraded, serves and drains.
 
 mod common;
 mod crash;
 mod model;
 mod operations;
+mod upgrade;

@@ -1,27 +1,27 @@
 //! The application: one `handle` per request, callable without a socket.
+//! Authentication, routing, admission, the request id, the log line and the
+//! request metrics are here; what each route does is in its resource
+//! module under [`crate::routes`], over the shared [`Service`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, LOCATION};
-use http::{HeaderMap, Request, Response, StatusCode};
-use queue_core::{Failure, Job, JobId, LeaseId, LeaseOptions, NewJob, Queue};
-use queue_proto::limits::MAX_WAIT_MS;
-use queue_proto::{
-    BatchRequest, BatchResponse, CompleteRequest, DeletedResponse, EnqueueRequest, ErrorCode,
-    FailRequest, HeartbeatRequest, LeaseRequest, LeaseResponse, QueueList, ReleaseRequest,
-    RequeueRequest, RequeuedResponse,
-};
+use http::header::HeaderValue;
+use http::{HeaderMap, Request, Response};
+use queue_core::Queue;
+use queue_core::service::Service;
+use queue_proto::ErrorCode;
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
-use crate::http::{Body, bounded, error_response, json, parse_json, query, read_body};
-use crate::metrics::{self, HttpMetrics};
-use crate::routes::{Endpoint, RouteError, Routed, route};
-use crate::sse;
+use crate::http::{Body, error_response, parse_json, query, read_body};
+use crate::metrics::HttpMetrics;
+use crate::routes::{self, RouteError, Routed};
 
 /// The server's shared state; cheap to clone.
 #[derive(Clone)]
@@ -30,16 +30,53 @@ pub struct App {
 }
 
 struct Inner {
-    queue: Queue,
+    service: Service,
     config: ServerConfig,
     http: HttpMetrics,
-    shutdown: watch::Sender<bool>,
     in_flight: watch::Sender<usize>,
     request_seq: AtomicU64,
     boot: u64,
 }
 
-type Handled = Result<Response<Body>, ApiError>;
+/// What an endpoint answers.
+pub(crate) type Handled = Result<Response<Body>, ApiError>;
+
+/// One admitted request, as the endpoints see it.
+pub(crate) struct Call<'a> {
+    pub(crate) app: &'a App,
+    pub(crate) routed: &'a Routed,
+    pub(crate) headers: &'a HeaderMap,
+    /// The query string, decoded.
+    pub(crate) params: &'a HashMap<String, String>,
+    /// The body, for endpoints that read one (else empty).
+    pub(crate) body: &'a [u8],
+}
+
+impl Call<'_> {
+    pub(crate) fn service(&self) -> &Service {
+        &self.app.inner.service
+    }
+
+    /// The `{queue}` segment (empty for routes without one).
+    pub(crate) fn queue(&self) -> &str {
+        self.routed.queue.as_deref().unwrap_or("")
+    }
+
+    /// The `{id}` segment (empty for routes without one).
+    pub(crate) fn id(&self) -> &str {
+        self.routed.id.as_deref().unwrap_or("")
+    }
+
+    /// The body as JSON; an empty body reads as `{}` when `empty_is_object`.
+    pub(crate) fn json<T: DeserializeOwned>(&self, empty_is_object: bool) -> Result<T, ApiError> {
+        parse_json(self.body, empty_is_object)
+    }
+
+    /// A numeric query parameter; its range is the service's to check.
+    pub(crate) fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        crate::http::number(self.params, name)
+    }
+}
 
 impl App {
     /// An app serving `queue` with `config`.
@@ -49,10 +86,9 @@ impl App {
             .map_or(0, |d| d.as_nanos() as u64);
         App {
             inner: Arc::new(Inner {
-                queue,
+                service: Service::new(queue),
                 config,
                 http: HttpMetrics::default(),
-                shutdown: watch::Sender::new(false),
                 in_flight: watch::Sender::new(0),
                 request_seq: AtomicU64::new(0),
                 boot,
@@ -62,7 +98,7 @@ impl App {
 
     /// The queue served.
     pub fn queue(&self) -> &Queue {
-        &self.inner.queue
+        self.inner.service.queue()
     }
 
     /// The configuration.
@@ -70,14 +106,18 @@ impl App {
         &self.inner.config
     }
 
+    pub(crate) fn http_metrics(&self) -> &HttpMetrics {
+        &self.inner.http
+    }
+
     /// Ends long-polls (they answer with what they have) and event streams.
     pub fn begin_shutdown(&self) {
-        self.inner.shutdown.send_replace(true);
+        self.inner.service.begin_shutdown();
     }
 
     /// Whether [`App::begin_shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
-        *self.inner.shutdown.borrow()
+        self.inner.service.is_shutting_down()
     }
 
     /// The number of admitted requests being served (past authentication and
@@ -85,11 +125,6 @@ impl App {
     /// it.
     pub fn in_flight(&self) -> watch::Receiver<usize> {
         self.inner.in_flight.subscribe()
-    }
-
-    async fn shutting_down(&self) {
-        let mut rx = self.inner.shutdown.subscribe();
-        let _ = rx.wait_for(|stop| *stop).await;
     }
 
     /// Serves one request: authentication, routing, the endpoint, the
@@ -149,7 +184,7 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
-        let routed = match route(&parts.method, parts.uri.path()) {
+        let routed = match routes::route(&parts.method, parts.uri.path()) {
             Ok(routed) => routed,
             Err(RouteError::NotFound) => {
                 // Unknown routes also need the token, so they reveal nothing.
@@ -170,12 +205,11 @@ impl App {
                 return (pattern, Err(error));
             }
         };
-        if routed.endpoint != Endpoint::Health && !self.authorized(&parts.headers) {
+        let endpoint = routed.endpoint;
+        if !endpoint.is_public() && !self.authorized(&parts.headers) {
             return (routed.pattern, Err(unauthorized()));
         }
-        if self.is_shutting_down()
-            && !matches!(routed.endpoint, Endpoint::Health | Endpoint::Metrics)
-        {
+        if self.is_shutting_down() && !endpoint.serves_during_shutdown() {
             return (
                 routed.pattern,
                 Err(ApiError::new(
@@ -189,355 +223,24 @@ impl App {
         self.inner.in_flight.send_modify(|n| *n += 1);
         let _in_flight = InFlight(&self.inner.in_flight);
         let params = query(parts.uri.query());
-        let label = routed.pattern;
         let max = self.inner.config.max_body;
         let handled = async {
-            let body = match routed.endpoint {
-                Endpoint::Enqueue
-                | Endpoint::EnqueueBatch
-                | Endpoint::Lease
-                | Endpoint::Heartbeat
-                | Endpoint::Complete
-                | Endpoint::Fail
-                | Endpoint::Release
-                | Endpoint::RequeueDead => read_body(&parts.headers, body, max).await?,
-                _ => Bytes::new(),
+            let body = if endpoint.reads_body() {
+                read_body(&parts.headers, body, max).await?
+            } else {
+                Bytes::new()
             };
-            self.endpoint(&routed, &parts.headers, &params, &body).await
+            let call = Call {
+                app: self,
+                routed: &routed,
+                headers: &parts.headers,
+                params: &params,
+                body: &body,
+            };
+            routes::handle(endpoint, &call).await
         }
         .await;
-        (label, handled)
-    }
-
-    async fn endpoint(
-        &self,
-        routed: &Routed,
-        headers: &HeaderMap,
-        params: &std::collections::HashMap<String, String>,
-        body: &[u8],
-    ) -> Handled {
-        let queue_name = || routed.queue.clone().unwrap_or_default();
-        match routed.endpoint {
-            Endpoint::Health => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
-            Endpoint::Metrics => self.metrics().await,
-            Endpoint::Events => {
-                let filter = sse::Filter {
-                    queue: params.get("queue").cloned(),
-                    job: params.get("job").cloned(),
-                };
-                if let Some(queue) = &filter.queue {
-                    queue_proto::validate_queue_name(queue)
-                        .map_err(|e| ApiError::invalid(format!("queue filter: {e}")))?;
-                }
-                if let Some(job) = &filter.job {
-                    job.parse::<JobId>().map_err(|_| {
-                        ApiError::invalid(format!("job filter: {job:?} is not a job id"))
-                    })?;
-                }
-                Ok(sse::stream(
-                    &self.inner.queue,
-                    filter,
-                    self.inner.config.sse_keep_alive,
-                    self.inner.shutdown.subscribe(),
-                ))
-            }
-            Endpoint::Enqueue => self.enqueue(queue_name(), headers, params, body).await,
-            Endpoint::EnqueueBatch => self.enqueue_batch(queue_name(), body).await,
-            Endpoint::Lease => self.lease(queue_name(), body).await,
-            Endpoint::Heartbeat | Endpoint::Complete | Endpoint::Fail | Endpoint::Release => {
-                self.fenced(routed.endpoint, routed.id.as_deref().unwrap_or(""), body)
-                    .await
-            }
-            Endpoint::GetJob => {
-                self.get_job(routed.id.as_deref().unwrap_or(""), params)
-                    .await
-            }
-            Endpoint::CancelJob => {
-                let id = parse_job_id(routed.id.as_deref().unwrap_or(""))?;
-                let job = self.inner.queue.cancel_async(id).await?;
-                Ok(json(StatusCode::OK, &job.to_wire(None)))
-            }
-            Endpoint::ListQueues => {
-                let queues = self.blocking(|q| q.queues()).await?;
-                Ok(json(StatusCode::OK, &QueueList { queues }))
-            }
-            Endpoint::QueueStats => {
-                let name = queue_name();
-                self.stats_response(move |q| q.stats(&name)).await
-            }
-            Endpoint::Pause => {
-                let name = queue_name();
-                self.stats_response(move |q| q.pause(&name)).await
-            }
-            Endpoint::Resume => {
-                let name = queue_name();
-                self.stats_response(move |q| q.resume(&name)).await
-            }
-            Endpoint::ListDead => {
-                let limit = bounded(params, "limit", 100, 1, 1000)?;
-                let after = match params.get("after") {
-                    Some(raw) => Some(raw.parse::<JobId>().map_err(|_| {
-                        ApiError::invalid(format!("after: {raw:?} is not a job id"))
-                    })?),
-                    None => None,
-                };
-                let name = queue_name();
-                let page = self
-                    .blocking(move |q| q.dead_letters(&name, after, limit as usize))
-                    .await?;
-                Ok(json(
-                    StatusCode::OK,
-                    &queue_proto::DeadPage {
-                        jobs: page.jobs.iter().map(|j| j.to_wire(None)).collect(),
-                        next: page.next.map(|id| id.to_string()),
-                    },
-                ))
-            }
-            Endpoint::RequeueDead => {
-                let request: RequeueRequest = parse_json(body, true)?;
-                let ids = match request.ids {
-                    Some(ids) => Some(
-                        ids.iter()
-                            .map(|raw| {
-                                raw.parse::<JobId>().map_err(|_| {
-                                    ApiError::invalid(format!("ids: {raw:?} is not a job id"))
-                                })
-                            })
-                            .collect::<Result<Vec<_>, _>>()?,
-                    ),
-                    None => None,
-                };
-                let name = queue_name();
-                let requeued = self
-                    .blocking(move |q| q.requeue_dead(&name, ids.as_deref()))
-                    .await?;
-                Ok(json(StatusCode::OK, &RequeuedResponse { requeued }))
-            }
-            Endpoint::PurgeDead => {
-                let name = queue_name();
-                let deleted = self.blocking(move |q| q.purge_dead(&name)).await?;
-                Ok(json(StatusCode::OK, &DeletedResponse { deleted }))
-            }
-        }
-    }
-
-    /// Runs a blocking core call (reads, admin calls) on tokio's blocking
-    /// pool. Writes on the hot path use the core's async calls instead,
-    /// which wait for their batch without holding a thread.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        call: impl FnOnce(&Queue) -> queue_core::Result<T> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let queue = self.inner.queue.clone();
-        match tokio::task::spawn_blocking(move || call(&queue)).await {
-            Ok(result) => result.map_err(ApiError::from),
-            Err(e) => Err(ApiError::internal(e)),
-        }
-    }
-
-    async fn stats_response(
-        &self,
-        call: impl FnOnce(&Queue) -> queue_core::Result<queue_core::QueueStats> + Send + 'static,
-    ) -> Handled {
-        let stats = self.blocking(call).await?;
-        Ok(json(StatusCode::OK, &stats))
-    }
-
-    async fn metrics(&self) -> Handled {
-        let queues = self.blocking(|q| q.queues()).await?;
-        let in_flight = *self.inner.in_flight.borrow();
-        let text = metrics::render(
-            &queues,
-            &self.inner.queue.counters(),
-            &self.inner.http,
-            in_flight,
-        );
-        let mut response = Response::new(crate::http::full(text));
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
-        Ok(response)
-    }
-
-    async fn enqueue(
-        &self,
-        queue: String,
-        headers: &HeaderMap,
-        params: &std::collections::HashMap<String, String>,
-        body: &[u8],
-    ) -> Handled {
-        let wait_ms = bounded(params, "wait_ms", 0, 0, MAX_WAIT_MS)?;
-        let mut request: EnqueueRequest = parse_json(body, false)?;
-        let header_key = match headers.get("idempotency-key") {
-            Some(value) => Some(
-                value
-                    .to_str()
-                    .map_err(|_| ApiError::invalid("Idempotency-Key must be visible ASCII"))?
-                    .to_owned(),
-            ),
-            None => None,
-        };
-        let key = match (header_key, request.idempotency_key.clone()) {
-            (Some(h), Some(b)) if h != b => {
-                return Err(ApiError::invalid(
-                    "the Idempotency-Key header and the body's idempotency_key differ",
-                ));
-            }
-            (h, b) => h.or(b),
-        };
-        request.idempotency_key = key;
-        let enqueued = self
-            .inner
-            .queue
-            .enqueue_async(&queue, NewJob::from(request))
-            .await?;
-        let mut job = enqueued.job;
-        if wait_ms > 0 && !job.state.is_terminal() {
-            job = self.wait_terminal(job.id, wait_ms).await?;
-        }
-        let status = if job.state.is_terminal() && wait_ms > 0 || enqueued.replayed {
-            StatusCode::OK
-        } else {
-            StatusCode::ACCEPTED
-        };
-        let mut response = json(status, &job.to_wire(None));
-        if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
-            response.headers_mut().insert(LOCATION, location);
-        }
-        if enqueued.replayed {
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-        }
-        Ok(response)
-    }
-
-    /// Waits for a terminal state, ending early (with the job as it is) on
-    /// shutdown.
-    async fn wait_terminal(&self, id: JobId, wait_ms: u64) -> Result<Job, ApiError> {
-        let wait = self
-            .inner
-            .queue
-            .wait_terminal(id, Duration::from_millis(wait_ms));
-        tokio::select! {
-            result = wait => Ok(result?),
-            () = self.shutting_down() => {
-                let job = self.blocking(move |q| q.get(id)).await?;
-                job.ok_or_else(|| ApiError::not_found(format!("job {id} not found")))
-            }
-        }
-    }
-
-    async fn enqueue_batch(&self, queue: String, body: &[u8]) -> Handled {
-        let request: BatchRequest = parse_json(body, false)?;
-        let jobs: Vec<NewJob> = request.jobs.into_iter().map(NewJob::from).collect();
-        let enqueued = self.inner.queue.enqueue_batch_async(&queue, jobs).await?;
-        Ok(json(
-            StatusCode::ACCEPTED,
-            &BatchResponse {
-                jobs: enqueued.iter().map(|e| e.job.to_wire(None)).collect(),
-            },
-        ))
-    }
-
-    async fn lease(&self, queue: String, body: &[u8]) -> Handled {
-        let request: LeaseRequest = parse_json(body, true)?;
-        let wait_ms = request.wait_ms.unwrap_or(0);
-        if wait_ms > MAX_WAIT_MS {
-            return Err(ApiError::invalid(format!(
-                "wait_ms must be in 0..={MAX_WAIT_MS}, got {wait_ms}"
-            )));
-        }
-        let opts = LeaseOptions::from(request);
-        let leased = if wait_ms == 0 {
-            self.inner.queue.lease_async(&queue, &opts).await?
-        } else {
-            let wait = self
-                .inner
-                .queue
-                .lease_wait(&queue, &opts, Duration::from_millis(wait_ms));
-            tokio::select! {
-                result = wait => result?,
-                () = self.shutting_down() => Vec::new(),
-            }
-        };
-        Ok(json(
-            StatusCode::OK,
-            &LeaseResponse {
-                jobs: leased
-                    .iter()
-                    .map(|l| l.job.to_wire(Some(l.lease_id)))
-                    .collect(),
-            },
-        ))
-    }
-
-    /// Heartbeat, complete, fail and release: the calls fenced by a lease.
-    async fn fenced(&self, endpoint: Endpoint, raw_id: &str, body: &[u8]) -> Handled {
-        let id = parse_job_id(raw_id)?;
-        let queue = &self.inner.queue;
-        // A malformed lease id cannot be the job's lease: lease_lost, or
-        // not_found when there is no such job either.
-        let lease = |raw: &str| raw.parse::<LeaseId>().ok();
-        let lost = || async move {
-            let known = self.blocking(move |q| q.get(id)).await?;
-            Err::<Job, ApiError>(match known {
-                Some(_) => queue_core::Error::LeaseLost { id }.into(),
-                None => queue_core::Error::NotFound { id }.into(),
-            })
-        };
-        let job = match endpoint {
-            Endpoint::Heartbeat => {
-                let r: HeartbeatRequest = parse_json(body, false)?;
-                match lease(&r.lease_id) {
-                    Some(lease) => queue.heartbeat_async(id, lease, r.lease_ms).await?,
-                    None => lost().await?,
-                }
-            }
-            Endpoint::Complete => {
-                let r: CompleteRequest = parse_json(body, false)?;
-                let result = r.result.map(|raw| raw.get().as_bytes().to_vec());
-                match lease(&r.lease_id) {
-                    Some(lease) => queue.complete_async(id, lease, result).await?,
-                    None => lost().await?,
-                }
-            }
-            Endpoint::Fail => {
-                let r: FailRequest = parse_json(body, false)?;
-                let held = lease(&r.lease_id);
-                let failure = Failure::from(r);
-                match held {
-                    Some(lease) => queue.fail_async(id, lease, &failure).await?,
-                    None => lost().await?,
-                }
-            }
-            _ => {
-                let r: ReleaseRequest = parse_json(body, false)?;
-                match lease(&r.lease_id) {
-                    Some(lease) => queue.release_async(id, lease).await?,
-                    None => lost().await?,
-                }
-            }
-        };
-        Ok(json(StatusCode::OK, &job.to_wire(None)))
-    }
-
-    async fn get_job(
-        &self,
-        raw_id: &str,
-        params: &std::collections::HashMap<String, String>,
-    ) -> Handled {
-        let wait_ms = bounded(params, "wait_ms", 0, 0, MAX_WAIT_MS)?;
-        let id = parse_job_id(raw_id)?;
-        let job = if wait_ms > 0 {
-            self.wait_terminal(id, wait_ms).await?
-        } else {
-            self.blocking(move |q| q.get(id))
-                .await?
-                .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?
-        };
-        Ok(json(StatusCode::OK, &job.to_wire(None)))
+        (routed.pattern, handled)
     }
 }
 
@@ -556,12 +259,6 @@ fn unauthorized() -> ApiError {
         ErrorCode::Unauthorized,
         "missing or wrong bearer token (Authorization: Bearer <token>)",
     )
-}
-
-/// A malformed id names no job: 404, like an unknown one.
-fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
-    raw.parse::<JobId>()
-        .map_err(|_| ApiError::not_found(format!("job {raw:?} not found")))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -1,5 +1,8 @@
-//! The one mapping from failures to HTTP statuses and error codes.
+//! Errors answered to clients. The mapping from engine errors to the
+//! contract's codes is the service's ([`ServiceError`]); an error's code
+//! determines its status.
 
+use queue_core::service::ServiceError;
 use queue_proto::ErrorCode;
 
 /// An error answered to a client: a code of the contract and a message.
@@ -40,21 +43,14 @@ impl ApiError {
     }
 }
 
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        ApiError::new(error.code, error.message)
+    }
+}
+
 impl From<queue_core::Error> for ApiError {
     fn from(error: queue_core::Error) -> Self {
-        use queue_core::Error as E;
-        match &error {
-            E::InvalidArgument { .. } => ApiError::invalid(error.to_string()),
-            E::TooLarge { .. } => ApiError::new(ErrorCode::PayloadTooLarge, error.to_string()),
-            E::NotFound { .. } => ApiError::not_found(error.to_string()),
-            E::LeaseLost { .. } => ApiError::new(ErrorCode::LeaseLost, error.to_string()),
-            E::Conflict { .. } => ApiError::new(ErrorCode::Conflict, error.to_string()),
-            E::Closed => ApiError::new(ErrorCode::Unavailable, "the server is shutting down"),
-            E::Storage(e) => {
-                tracing::error!(error = %e, "storage failure");
-                ApiError::new(ErrorCode::Unavailable, "storage is unavailable")
-            }
-            _ => ApiError::internal(error),
-        }
+        ServiceError::from(error).into()
     }
 }

@@ -139,25 +139,18 @@ fn decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A bounded integer query parameter.
+/// A non-negative integer query parameter, if given.
 ///
 /// # Errors
-/// 400 when it is not an integer in `min..=max`.
-pub fn bounded(
-    params: &HashMap<String, String>,
-    name: &str,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ApiError> {
+/// 400 when it is not one.
+pub fn number(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
     match params.get(name) {
-        None => Ok(default),
-        Some(raw) => match raw.parse::<u64>() {
-            Ok(v) if (min..=max).contains(&v) => Ok(v),
-            _ => Err(ApiError::invalid(format!(
-                "{name} must be an integer in {min}..={max}, got {raw:?}"
-            ))),
-        },
+        None => Ok(None),
+        Some(raw) => raw.parse::<u64>().map(Some).map_err(|_| {
+            ApiError::invalid(format!(
+                "{name} must be a non-negative integer, got {raw:?}"
+            ))
+        }),
     }
 }
 
@@ -177,11 +170,11 @@ mod tests {
     }
 
     #[test]
-    fn bounded_parameters() {
-        let q = query(Some("wait_ms=500&bad=x&big=60001"));
-        assert_eq!(bounded(&q, "wait_ms", 0, 0, 60_000).unwrap(), 500);
-        assert_eq!(bounded(&q, "missing", 7, 0, 60_000).unwrap(), 7);
-        assert!(bounded(&q, "bad", 0, 0, 60_000).is_err());
-        assert!(bounded(&q, "big", 0, 0, 60_000).is_err());
+    fn numeric_parameters() {
+        let q = query(Some("wait_ms=500&bad=x&neg=-1"));
+        assert_eq!(number(&q, "wait_ms").unwrap(), Some(500));
+        assert_eq!(number(&q, "missing").unwrap(), None);
+        assert!(number(&q, "bad").is_err());
+        assert!(number(&q, "neg").is_err());
     }
 }

@@ -6,13 +6,18 @@
 //!   metrics), so tests can call it directly.
 //! - [`run`]: the accept loop over a [`tokio::net::TcpListener`], one task
 //!   per connection, a connection cap and graceful shutdown.
-//! - [`routes`]: the route table ([`routes::ROUTES`]); [`ApiError`]: the one
-//!   mapping from failures to status codes.
+//! - [`routes`]: the route table ([`routes::table`]), one module per
+//!   resource owning its routes and handlers.
+//! - [`ApiError`]: an error answered to a client (the mapping from engine
+//!   errors to the contract's codes is `queue_core::service`'s).
 //! - [`cli::Args`]: the binary's flags.
 //!
-//! Blocking store calls run on tokio's blocking pool; long-polls (`lease`
-//! and `GET` with `wait_ms`, enqueue with `wait_ms`) wait on the store's
-//! notifications and hold no thread.
+//! What each route does is written once, in `queue_core::service::Service`,
+//! which the client SDK's embedded transport uses too; this crate adds HTTP
+//! around it: bodies, query strings, headers, SSE, authentication, request
+//! ids, logs and metrics. Long-polls (`lease` and `GET` with `wait_ms`,
+//! enqueue with `wait_ms`) wait on the store's notifications and hold no
+//! thread.
 //!
 //! ```no_run
 //! use queue_server::{App, ServerConfig, run};
@@ -34,7 +39,6 @@ mod http;
 mod metrics;
 pub mod routes;
 mod server;
-mod sse;
 
 pub use app::App;
 pub use config::ServerConfig;

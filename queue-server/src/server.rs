@@ -80,8 +80,5 @@ pub async fn run(
             tracing::warn!("shutdown timeout reached with connections still open");
         }
     }
-    let queue = app.queue().clone();
-    tokio::task::spawn_blocking(move || queue.flush())
-        .await
-        .map_err(|_| queue_core::Error::Closed)?
+    app.queue().flush().await
 }

@@ -36,15 +36,15 @@ pub(crate) const EVENT_BUFFER: usize = 256;
 /// What a call reads of a job: the whole job object, or a [`Brief`]. Over
 /// HTTP a reply parsed into a `Brief` skips the payload and the rest.
 pub(crate) trait JobView: DeserializeOwned + Send + 'static {
-    /// The view of an engine record (embedded transport).
+    /// The view of a whole job object (embedded transport).
     #[cfg(feature = "embedded")]
-    fn of(job: &queue_core::Job) -> Self;
+    fn of(job: Job) -> Self;
 }
 
 impl JobView for Job {
     #[cfg(feature = "embedded")]
-    fn of(job: &queue_core::Job) -> Self {
-        job.to_wire(None)
+    fn of(job: Job) -> Self {
+        job
     }
 }
 
@@ -62,14 +62,13 @@ pub(crate) struct Brief {
 
 impl JobView for Brief {
     #[cfg(feature = "embedded")]
-    fn of(job: &queue_core::Job) -> Self {
-        let wire = job.to_wire(None);
+    fn of(job: Job) -> Self {
         Brief {
-            id: wire.id,
-            state: wire.state,
-            attempts: wire.attempts,
-            result: wire.result,
-            last_error: wire.last_error,
+            id: job.id,
+            state: job.state,
+            attempts: job.attempts,
+            result: job.result,
+            last_error: job.last_error,
         }
     }
 }

@@ -4,8 +4,8 @@ use queue_proto::limits::{
     MAX_ATTEMPTS, MAX_BACKOFF_MS, MAX_DELAY_MS, MAX_IDEMPOTENCY_KEY_LEN, MIN_ATTEMPTS,
 };
 
-use super::waiting_state;
-use crate::{Error, Job, JobId, NewJob, Result};
+use super::{Outcome, waiting_state};
+use crate::{Error, Job, JobId, NewJob, Result, Transition};
 
 /// Checks everything about `spec` that does not depend on stored state.
 pub(crate) fn validate(spec: &NewJob, now: u64, max_payload: usize) -> Result<()> {
@@ -66,6 +66,11 @@ pub(crate) fn validate(spec: &NewJob, now: u64, max_payload: usize) -> Result<()
     Ok(())
 }
 
+/// A new job (`spec` already validated), announced by an event.
+pub(crate) fn enqueue(id: JobId, queue: &str, spec: &NewJob, now: u64) -> Outcome {
+    Outcome::moved(new_job(id, queue, spec, now), Transition::Enqueue)
+}
+
 /// The record of a new job (`spec` already validated).
 pub(crate) fn new_job(id: JobId, queue: &str, spec: &NewJob, now: u64) -> Job {
     let run_at = match (spec.delay_ms, spec.run_at) {
@@ -109,6 +114,17 @@ mod tests {
         assert_eq!((later.state, later.run_at), (JobState::Scheduled, T0 + 5));
         let past = new_job(id, "q", &NewJob::new(vec![]).run_at(T0 - 10), T0);
         assert_eq!((past.state, past.run_at), (JobState::Ready, T0 - 10));
+    }
+
+    #[test]
+    fn a_new_job_is_announced() {
+        let outcome = enqueue(JobId::from_u64(3), "q", &NewJob::new(vec![]), T0);
+        let event = outcome.events().next().expect("an event");
+        assert_eq!(
+            (event.job, event.state),
+            (JobId::from_u64(3), JobState::Ready)
+        );
+        assert_eq!(outcome.transition, Transition::Enqueue);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use queue_proto::JobState;
 use queue_proto::limits::{MAX_DELAY_MS, MAX_ERROR_LEN};
 
-use super::{Jitter, Refusal, backoff_ms, finish, live_lease, waiting_state};
-use crate::{Error, Failure, Job, LeaseId, Result};
+use super::{Jitter, Outcome, Refusal, backoff_ms, finish, live_lease, waiting_state};
+use crate::{Error, Failure, Job, LeaseId, Result, Transition};
 
 /// Checks a failure report.
 pub(crate) fn validate(failure: &Failure) -> Result<()> {
@@ -25,16 +25,17 @@ pub(crate) fn fail(
     failure: &Failure,
     jitter: Jitter,
     now: u64,
-) -> Result<Job, Refusal> {
+) -> Result<Outcome, Refusal> {
     live_lease(job, lease_id, now)?;
-    Ok(after_failed_attempt(
+    let next = after_failed_attempt(
         job,
         &failure.error,
         failure.retry_in_ms,
         failure.retryable,
         jitter,
         now,
-    ))
+    );
+    Ok(Outcome::moved(next, Transition::Fail))
 }
 
 /// The rule shared by `fail` and lease expiry: dead when not retryable or out
@@ -75,19 +76,18 @@ fn truncate(text: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{T0, leased_job};
+    use crate::rules::testing::{T0, leased_job, record};
 
     #[test]
     fn retries_with_backoff_while_attempts_remain() {
         let job = leased_job(1);
-        let failed = fail(
+        let failed = record(fail(
             &job,
             LeaseId::from_u64(1),
             &Failure::new("boom"),
             Jitter::NONE,
             T0 + 10,
-        )
-        .unwrap();
+        ));
         assert_eq!(failed.state, JobState::Scheduled);
         assert_eq!(failed.run_at, T0 + 10 + 1000);
         assert_eq!(failed.last_error.as_deref(), Some("boom"));
@@ -99,13 +99,13 @@ mod tests {
         let job = leased_job(1);
         let lease = LeaseId::from_u64(1);
         let later = Failure::new("x").retry_in(std::time::Duration::from_millis(50));
-        let failed = fail(&job, lease, &later, Jitter::NONE, T0).unwrap();
+        let failed = record(fail(&job, lease, &later, Jitter::NONE, T0));
         assert_eq!(
             (failed.state, failed.run_at),
             (JobState::Scheduled, T0 + 50)
         );
         let now = Failure::new("x").retry_in(std::time::Duration::ZERO);
-        let failed = fail(&job, lease, &now, Jitter::NONE, T0).unwrap();
+        let failed = record(fail(&job, lease, &now, Jitter::NONE, T0));
         assert_eq!((failed.state, failed.run_at), (JobState::Ready, T0));
     }
 
@@ -120,9 +120,9 @@ mod tests {
             Jitter::NONE,
             T0,
         );
-        assert_eq!(permanent.unwrap().state, JobState::Dead);
+        assert_eq!(record(permanent).state, JobState::Dead);
         job.attempts = job.max_attempts;
-        let dead = fail(&job, lease, &Failure::new("x"), Jitter::NONE, T0).unwrap();
+        let dead = record(fail(&job, lease, &Failure::new("x"), Jitter::NONE, T0));
         assert_eq!(dead.state, JobState::Dead);
         assert_eq!(dead.finished_at, Some(T0));
         assert!(dead.lease.is_none());
@@ -142,21 +142,20 @@ mod tests {
             Jitter::NONE,
             T0,
         );
-        assert_eq!(dead.unwrap().state, JobState::Dead);
+        assert_eq!(record(dead).state, JobState::Dead);
     }
 
     #[test]
     fn long_errors_are_truncated_on_a_char_boundary() {
         let job = leased_job(1);
         let text = "é".repeat(MAX_ERROR_LEN);
-        let failed = fail(
+        let failed = record(fail(
             &job,
             LeaseId::from_u64(1),
             &Failure::new(text),
             Jitter::NONE,
             T0,
-        )
-        .unwrap();
+        ));
         let kept = failed.last_error.unwrap();
         assert!(kept.len() <= MAX_ERROR_LEN && kept.len() >= MAX_ERROR_LEN - 1);
     }

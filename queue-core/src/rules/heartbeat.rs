@@ -1,7 +1,7 @@
 //! `heartbeat`: a live lease is extended to now + its length (or a new one).
 
-use super::{Refusal, live_lease};
-use crate::{Job, LeaseId};
+use super::{Outcome, Refusal, live_lease};
+use crate::{Job, LeaseId, Transition};
 
 /// Extends the lease `lease_id` of `job` (`lease_ms` already validated).
 pub(crate) fn heartbeat(
@@ -9,7 +9,7 @@ pub(crate) fn heartbeat(
     lease_id: LeaseId,
     lease_ms: Option<u64>,
     now: u64,
-) -> Result<Job, Refusal> {
+) -> Result<Outcome, Refusal> {
     let lease = live_lease(job, lease_id, now)?;
     let length = lease_ms.unwrap_or(lease.lease_ms);
     let mut next = job.clone();
@@ -18,20 +18,22 @@ pub(crate) fn heartbeat(
         lease.expires_at = now.saturating_add(length);
         lease.lease_ms = length;
     }
-    Ok(next)
+    Ok(Outcome::quiet(next, Transition::Heartbeat))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{T0, leased_job};
+    use crate::rules::testing::{T0, leased_job, record};
 
     #[test]
     fn extends_from_now() {
         let job = leased_job(1);
-        let beat = heartbeat(&job, LeaseId::from_u64(1), None, T0 + 20_000).unwrap();
+        let outcome = heartbeat(&job, LeaseId::from_u64(1), None, T0 + 20_000);
+        assert_eq!(outcome.as_ref().map(|o| o.events().count()), Ok(0));
+        let beat = record(outcome);
         assert_eq!(beat.lease_expires_at(), Some(T0 + 50_000));
-        let beat = heartbeat(&beat, LeaseId::from_u64(1), Some(5), T0 + 21_000).unwrap();
+        let beat = record(heartbeat(&beat, LeaseId::from_u64(1), Some(5), T0 + 21_000));
         assert_eq!(beat.lease_expires_at(), Some(T0 + 21_005));
         assert_eq!(beat.attempts, 1);
     }

@@ -1,15 +1,21 @@
 //! The pure core: every transition of the state machine as a plain function
-//! of `(stored record, input, now) -> new record`, without storage.
+//! of `(stored record, input, now) -> Outcome`, without storage.
 //!
 //! Each module owns one transition: its input, its preconditions and its
 //! decision. Decisions are taken from the stored record handed in (never from
-//! a worker's copy), and the storage layer commits the returned record only if
-//! the stored bytes are still those the decision was taken from.
+//! a worker's copy), and the backend commits the [`Outcome`] only if the
+//! stored record is still the revision the decision was taken from.
+//!
+//! An [`Outcome`] is the record after the transition (or none: the job is
+//! removed) plus the [`Effect`]s that must be committed with it in the same
+//! atomic batch, such as the event it emits. Which stored deadlines a record
+//! implies is decided here too ([`deadline`]), so that every backend keeps
+//! the same timers.
 
 use queue_proto::JobState;
 use queue_proto::limits::MAX_BACKOFF_MS;
 
-use crate::{Error, Job, JobId, Lease, LeaseId};
+use crate::{Error, Job, JobId, Lease, LeaseId, Transition};
 
 pub(crate) mod cancel;
 pub(crate) mod complete;
@@ -19,8 +25,145 @@ pub(crate) mod fail;
 pub(crate) mod heartbeat;
 pub(crate) mod lease;
 pub(crate) mod promote;
+pub(crate) mod purge;
 pub(crate) mod release;
 pub(crate) mod requeue;
+pub(crate) mod retain;
+
+/// What a transition decided: the record after it (`None`: the job is
+/// removed) and the effects that commit with it, all or nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// The operation behind the change (for counters and logs).
+    pub(crate) transition: Transition,
+    /// The new record; `None` deletes the job.
+    pub(crate) job: Option<Job>,
+    /// Everything else the change implies.
+    pub(crate) effects: Vec<Effect>,
+}
+
+/// Something a transition implies besides the new record, committed in the
+/// same atomic batch so that no crash can separate it from its cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// An entry of the durable event log (its id is assigned at commit).
+    Event(EventDraft),
+}
+
+/// An event before the backend gives it its durable id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventDraft {
+    pub(crate) job: JobId,
+    pub(crate) queue: String,
+    pub(crate) state: JobState,
+    pub(crate) attempts: u32,
+    pub(crate) at: u64,
+    pub(crate) transition: Transition,
+}
+
+impl Outcome {
+    /// `job` after a change of state, announced by an event.
+    pub(crate) fn moved(job: Job, transition: Transition) -> Outcome {
+        let event = EventDraft {
+            job: job.id,
+            queue: job.queue.clone(),
+            state: job.state,
+            attempts: job.attempts,
+            at: job.updated_at,
+            transition,
+        };
+        Outcome {
+            transition,
+            job: Some(job),
+            effects: vec![Effect::Event(event)],
+        }
+    }
+
+    /// `job` changed without a change of state (a heartbeat): no event.
+    pub(crate) fn quiet(job: Job, transition: Transition) -> Outcome {
+        Outcome {
+            transition,
+            job: Some(job),
+            effects: Vec::new(),
+        }
+    }
+
+    /// The job is deleted (retention, purge): no event.
+    pub(crate) fn removed(transition: Transition) -> Outcome {
+        Outcome {
+            transition,
+            job: None,
+            effects: Vec::new(),
+        }
+    }
+
+    /// The events among the effects.
+    pub(crate) fn events(&self) -> impl Iterator<Item = &EventDraft> {
+        self.effects.iter().map(|effect| match effect {
+            Effect::Event(event) => event,
+        })
+    }
+}
+
+/// The kinds of stored deadlines. Every backend keeps one entry per
+/// deadline a record implies ([`deadline`]); the timer acts on those due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum TimerKind {
+    /// A scheduled job's `run_at`: promote it.
+    Promote,
+    /// A lease's `expires_at`: expire it (the entry carries the lease id).
+    Expire,
+    /// A completed job's `finished_at`, due after the completed retention.
+    RetainCompleted,
+    /// A dead job's `finished_at`, due after the dead retention.
+    RetainDead,
+    /// A cancelled job's `finished_at`, due after the cancelled retention.
+    RetainCancelled,
+}
+
+impl TimerKind {
+    pub(crate) const ALL: [TimerKind; 5] = [
+        TimerKind::Promote,
+        TimerKind::Expire,
+        TimerKind::RetainCompleted,
+        TimerKind::RetainDead,
+        TimerKind::RetainCancelled,
+    ];
+}
+
+/// One stored deadline: its kind, its time (before any retention offset)
+/// and the lease it is about, for lease expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deadline {
+    pub(crate) kind: TimerKind,
+    pub(crate) at: u64,
+    pub(crate) lease: Option<LeaseId>,
+}
+
+/// The deadline `job` implies, if any: the single definition of what the
+/// timers hold for a record.
+pub(crate) fn deadline(job: &Job) -> Option<Deadline> {
+    let finished = job.finished_at.unwrap_or(job.updated_at);
+    let plain = |kind, at| {
+        Some(Deadline {
+            kind,
+            at,
+            lease: None,
+        })
+    };
+    match job.state {
+        JobState::Ready => None,
+        JobState::Scheduled => plain(TimerKind::Promote, job.run_at),
+        JobState::Leased => job.lease.as_ref().map(|lease| Deadline {
+            kind: TimerKind::Expire,
+            at: lease.expires_at,
+            lease: Some(lease.id),
+        }),
+        JobState::Completed => plain(TimerKind::RetainCompleted, finished),
+        JobState::Dead => plain(TimerKind::RetainDead, finished),
+        JobState::Cancelled => plain(TimerKind::RetainCancelled, finished),
+    }
+}
 
 /// Why a transition did not apply. Nothing changes when a rule refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,13 +253,20 @@ pub(crate) mod testing {
     }
 
     pub(crate) fn leased_job(lease: u64) -> Job {
-        lease::lease(
+        record(lease::lease(
             &ready_job(),
             LeaseId::from_u64(lease),
             &crate::LeaseOptions::default(),
             T0,
-        )
-        .expect("a ready job can be leased")
+        ))
+    }
+
+    /// The record an accepted outcome leaves.
+    pub(crate) fn record(outcome: Result<Outcome, Refusal>) -> Job {
+        outcome
+            .expect("the rule accepts")
+            .job
+            .expect("the job is kept")
     }
 }
 

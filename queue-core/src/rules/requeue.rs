@@ -2,11 +2,11 @@
 
 use queue_proto::JobState;
 
-use super::Refusal;
-use crate::Job;
+use super::{Outcome, Refusal};
+use crate::{Job, Transition};
 
 /// Requeues a dead job.
-pub(crate) fn requeue(job: &Job, now: u64) -> Result<Job, Refusal> {
+pub(crate) fn requeue(job: &Job, now: u64) -> Result<Outcome, Refusal> {
     if job.state != JobState::Dead {
         return Err(Refusal::Conflict(job.state));
     }
@@ -16,13 +16,13 @@ pub(crate) fn requeue(job: &Job, now: u64) -> Result<Job, Refusal> {
     next.run_at = now;
     next.finished_at = None;
     next.updated_at = now;
-    Ok(next)
+    Ok(Outcome::moved(next, Transition::Requeue))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{T0, ready_job};
+    use crate::rules::testing::{T0, ready_job, record};
 
     #[test]
     fn only_dead_jobs_come_back() {
@@ -30,7 +30,7 @@ mod tests {
         dead.state = JobState::Dead;
         dead.attempts = 5;
         dead.finished_at = Some(T0);
-        let back = requeue(&dead, T0 + 1).unwrap();
+        let back = record(requeue(&dead, T0 + 1));
         assert_eq!((back.state, back.attempts), (JobState::Ready, 0));
         assert_eq!((back.run_at, back.finished_at), (T0 + 1, None));
         assert!(requeue(&back, T0 + 2).is_err());

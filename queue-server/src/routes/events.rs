@@ -1,10 +1,10 @@
 //! `GET /v1/events`: Server-Sent Events of state changes.
 //!
-//! Each stream is fed by a task that reads the core's event subscription and
-//! forwards matching events into a small buffer drained by the connection.
-//! Nothing here can slow the queue: the subscription skips ahead when the
-//! task falls behind, and the task drops events (and says how many) when the
-//! client does not keep up.
+//! Each stream is fed by a task that reads the service's event feed (the
+//! durable event log, filtered) and forwards matching events into a small
+//! buffer drained by the connection. Nothing here can slow the queue: the
+//! feed reads the log at its own pace, and the task drops events (and says
+//! how many) when the client does not keep up.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -14,32 +14,45 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use queue_core::{Queue, RecvError};
-use tokio::sync::{mpsc, watch};
+use queue_core::service::{EventFeed, EventQuery, FeedItem};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::{Endpoint as Route, RouteSpec};
+use crate::app::{Call, Handled};
 use crate::http::Body;
 
-/// Which events a stream wants.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    /// Only this queue's.
-    pub queue: Option<String>,
-    /// Only this job's.
-    pub job: Option<String>,
+/// The endpoints of this resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `GET /v1/events`
+    Stream,
 }
+
+/// The routes of this resource.
+pub static ROUTES: &[RouteSpec] = &[RouteSpec {
+    pattern: "/v1/events",
+    methods: &[("GET", Route::Events(Endpoint::Stream))],
+}];
 
 /// Frames buffered per stream before the forwarding task starts dropping.
 const BUFFER: usize = 256;
 
-/// Starts a stream.
-pub fn stream(
-    queue: &Queue,
-    filter: Filter,
-    keep_alive: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) -> Response<Body> {
-    let mut events = queue.subscribe();
+pub(crate) fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
+    match endpoint {
+        Endpoint::Stream => {
+            let feed = call.service().events(EventQuery {
+                queue: call.params.get("queue").cloned(),
+                job: call.params.get("job").cloned(),
+            })?;
+            Ok(stream(feed, call.app.config().sse_keep_alive))
+        }
+    }
+}
+
+/// The SSE response over `feed`; it ends when the feed does (shutdown) or
+/// the client goes away.
+fn stream(mut feed: EventFeed, keep_alive: Duration) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(BUFFER);
     tokio::spawn(async move {
         let send = |text: String| tx.try_send(Ok(Frame::data(Bytes::from(text))));
@@ -51,25 +64,15 @@ pub fn stream(
         let mut dropped = 0u64;
         loop {
             let text = tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => return,
                 () = tx.closed() => return,
                 _ = ticker.tick() => ": keep-alive\n\n".to_owned(),
-                received = events.recv() => match received {
-                    Ok(event) => {
-                        let id = event.id.to_string();
-                        if filter.queue.as_deref().is_some_and(|q| q != event.queue)
-                            || filter.job.as_deref().is_some_and(|j| j != id)
-                        {
-                            continue;
-                        }
-                        let data = event.to_wire();
-                        match serde_json::to_string(&data) {
-                            Ok(json) => format!("event: {}\ndata: {json}\n\n", event.state),
-                            Err(_) => continue,
-                        }
-                    }
-                    Err(RecvError::Lagged(n)) => format!(": skipped {n} events\n\n"),
-                    Err(RecvError::Closed) => return,
+                item = feed.next() => match item {
+                    Some(FeedItem::Event(event)) => match serde_json::to_string(&event) {
+                        Ok(json) => format!("event: {}\ndata: {json}\n\n", event.state),
+                        Err(_) => continue,
+                    },
+                    Some(FeedItem::Skipped(n)) => format!(": skipped {n} events\n\n"),
+                    None => return,
                 },
             };
             let text = if dropped > 0 {

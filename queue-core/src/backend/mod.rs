@@ -1,0 +1,299 @@
+//! The backend seam: storage at the level of whole operations.
+//!
+//! The engine ([`crate::engine`]) decides every transition with a pure rule
+//! and hands the backend whole operations: load a record, commit a set of
+//! changes with a compare-and-swap on the revisions the decisions read, run a
+//! lease round over a queue's ready jobs, list due timers, read pages,
+//! settings and the event log. The backend knows how to store; it never
+//! decides a transition itself. [`sled`] is the embedded implementation and
+//! the only module that names its storage engine.
+//!
+//! # What a backend promises
+//!
+//! - **Atomic commits.** A [`Commit`] is applied all or nothing (or, with
+//!   [`Policy::EachIfCurrent`], each change all or nothing): the new record,
+//!   every index and timer entry it implies (see [`rules::deadline`]), the
+//!   per-state counts, the queue settings and the effects (the events of the
+//!   durable log, with ids assigned in commit order). No reader sees part of
+//!   a commit.
+//! - **Compare-and-swap.** Each [`Change`] names what its decision read
+//!   ([`Expect`]); if the stored record moved on meanwhile, the commit is
+//!   refused as stale and the engine decides again from the new record. A
+//!   new job whose idempotency key another stored job of its queue holds is
+//!   stale too.
+//! - **Durability.** Under [`Durability::Sync`](crate::Durability::Sync) a
+//!   commit's future resolves only after the commit is on disk; concurrent
+//!   commits may share one flush.
+//! - **Leases** take the pure rule as a parameter ([`LeasePlan`]): the
+//!   backend offers ready jobs in lease order (priority, then `run_at`, then
+//!   id) and commits what the round takes, so that concurrent lease calls
+//!   never take the same job and never come back empty while a job they
+//!   could take is ready.
+//! - **Futures that run anywhere.** The blocking API polls these futures on
+//!   a parked thread (no tokio context), and with [`Mode::Blocking`] the
+//!   backend may do its work on that thread. A backend that needs an async
+//!   runtime for its I/O runs it on a runtime of its own.
+//!
+//! # A PostgreSQL backend on this trait
+//!
+//! Records become rows with a `revision` column: [`Backend::commit`] is one
+//! transaction of `UPDATE … WHERE id = $1 AND revision = $2` (zero rows:
+//! stale, roll back), inserts under a unique index on `(queue,
+//! idempotency_key)` (a violation: stale), and inserts into an events table
+//! whose ids come from a counter row locked in the same transaction, so they
+//! increase in commit order. [`Backend::lease`] is `SELECT … WHERE queue = $1
+//! AND state = 'ready' ORDER BY priority DESC, run_at, id FOR UPDATE SKIP
+//! LOCKED`, the round deciding row by row, then the updates, in one
+//! transaction. Due timers are a query on a deadline column, acted on under
+//! the same compare-and-swap, so that several servers act on each deadline
+//! once. [`Backend::watch_events`] is fed by `LISTEN/NOTIFY`.
+
+pub(crate) mod sled;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::watch;
+
+pub(crate) use crate::counts::Counts;
+use crate::rules::lease::LeasePlan;
+use crate::rules::{Deadline, Outcome, TimerKind};
+use crate::settings::{QueueSettings, SettingsUpdate};
+use crate::{Event, Job, JobId, Result, Verification};
+
+/// A boxed future, so that the trait stays object safe.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How the caller of a write waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The polling thread may block (the blocking API): the backend may do
+    /// the work, fsync included, on it.
+    Blocking,
+    /// The caller is an async task: the future must not block its thread.
+    Async,
+}
+
+/// The version of a stored record that a decision read. It increases with
+/// every change of the record; ids are never reused, so a revision names one
+/// state of one job for the life of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Revision(pub(crate) u64);
+
+impl Revision {
+    pub(crate) fn next(self) -> Revision {
+        Revision(self.0.saturating_add(1))
+    }
+}
+
+/// A stored job with its revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Loaded {
+    pub(crate) job: Job,
+    pub(crate) revision: Revision,
+}
+
+/// What a change expects to find stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// No record with this id (a new job).
+    Absent,
+    /// The record at this revision.
+    At(Revision),
+}
+
+/// One record replaced according to a rule's [`Outcome`].
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    /// The job.
+    pub(crate) id: JobId,
+    /// What the decision read.
+    pub(crate) expect: Expect,
+    /// The record it read (`None` for a new job): its entries and counts
+    /// are the ones to replace.
+    pub(crate) old: Option<Job>,
+    /// The decision.
+    pub(crate) outcome: Outcome,
+}
+
+impl Change {
+    /// A change of the record `loaded`.
+    pub(crate) fn of(loaded: Loaded, outcome: Outcome) -> Change {
+        Change {
+            id: loaded.job.id,
+            expect: Expect::At(loaded.revision),
+            old: Some(loaded.job),
+            outcome,
+        }
+    }
+
+    /// A new job.
+    pub(crate) fn insert(id: JobId, outcome: Outcome) -> Change {
+        Change {
+            id,
+            expect: Expect::Absent,
+            old: None,
+            outcome,
+        }
+    }
+
+    /// The record after the change, if any.
+    pub(crate) fn new_job(&self) -> Option<&Job> {
+        self.outcome.job.as_ref()
+    }
+}
+
+/// How a commit treats a change whose expectation does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// The whole commit is stale: nothing is applied.
+    AllOrNothing,
+    /// That change is skipped; the others are applied (timers, bulk
+    /// requeue and purge, where each job stands alone).
+    EachIfCurrent,
+}
+
+/// One atomic write.
+#[derive(Debug, Clone)]
+pub(crate) struct Commit {
+    pub(crate) changes: Vec<Change>,
+    /// Updates of queue settings, each applied to the settings stored at
+    /// the time of the commit (a read-modify-write inside it).
+    pub(crate) settings: Vec<(String, SettingsUpdate)>,
+    pub(crate) policy: Policy,
+}
+
+impl Commit {
+    /// Changes applied all or nothing.
+    pub(crate) fn all(changes: Vec<Change>) -> Commit {
+        Commit {
+            changes,
+            settings: Vec::new(),
+            policy: Policy::AllOrNothing,
+        }
+    }
+
+    /// Changes each applied if still current.
+    pub(crate) fn each(changes: Vec<Change>) -> Commit {
+        Commit {
+            changes,
+            settings: Vec::new(),
+            policy: Policy::EachIfCurrent,
+        }
+    }
+}
+
+/// What a commit (or a lease) applied.
+#[derive(Debug, Default)]
+pub(crate) struct Committed {
+    /// The changes applied, in order.
+    pub(crate) applied: Vec<Change>,
+    /// The events they emitted, with their durable ids, in commit order.
+    pub(crate) events: Vec<Event>,
+}
+
+/// A timer entry that is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Due {
+    pub(crate) id: JobId,
+    pub(crate) deadline: Deadline,
+}
+
+/// A paged listing of job ids, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Page {
+    /// The dead jobs of a queue.
+    Dead { queue: String },
+}
+
+/// The retained part of the event log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct EventBounds {
+    /// The oldest retained event: its id and time.
+    pub(crate) oldest: Option<(u64, u64)>,
+    /// The id of the latest event ever committed (0 before the first).
+    pub(crate) latest: u64,
+}
+
+/// Storage for the engine. See the module docs for the contract.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// A fresh job id, never handed out before in this store.
+    fn next_job_id(&self) -> Result<JobId>;
+
+    /// The stored job `id`.
+    fn load(&self, id: JobId) -> BoxFuture<'_, Result<Option<Loaded>>>;
+
+    /// The stored job of `queue` holding the idempotency key `key`.
+    fn find_idempotent<'a>(
+        &'a self,
+        queue: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Loaded>>>;
+
+    /// Applies `commit` atomically (see [`Policy`]). `None`: an
+    /// all-or-nothing commit found a record not as expected and applied
+    /// nothing.
+    fn commit(&self, commit: Commit, mode: Mode) -> BoxFuture<'_, Result<Option<Committed>>>;
+
+    /// Runs one lease round on `queue`: the round starts from the queue's
+    /// settings, is offered its ready jobs in lease order, each with a fresh
+    /// lease id, and what it takes is committed atomically.
+    fn lease<'a>(
+        &'a self,
+        queue: &'a str,
+        plan: LeasePlan,
+        mode: Mode,
+    ) -> BoxFuture<'a, Result<Committed>>;
+
+    /// Up to `limit` timer entries of `kind` whose time is `<= upto`,
+    /// earliest first.
+    fn due(&self, kind: TimerKind, upto: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Due>>>;
+
+    /// The earliest time of any timer entry of `kind`.
+    fn first_due(&self, kind: TimerKind) -> BoxFuture<'_, Result<Option<u64>>>;
+
+    /// Up to `limit` ids of `page` after `after` (exclusive), oldest first.
+    fn page<'a>(
+        &'a self,
+        page: &'a Page,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<JobId>>>;
+
+    /// The settings of `queue` (defaults when none are stored).
+    fn settings<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<QueueSettings>>;
+
+    /// The counts of `queue`'s stored jobs by state.
+    fn counts<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<Counts>>;
+
+    /// `run_at` of the oldest ready job of `queue`.
+    fn oldest_ready<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<Option<u64>>>;
+
+    /// Every queue with stored jobs or settings, by name.
+    fn queue_names(&self) -> BoxFuture<'_, Result<Vec<String>>>;
+
+    /// Up to `limit` retained events with ids greater than `after`, in order.
+    fn events_after(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>>>;
+
+    /// The oldest retained and the latest committed event.
+    fn event_bounds(&self) -> BoxFuture<'_, Result<EventBounds>>;
+
+    /// The id of the latest committed event, updated once its commit is
+    /// durable: the wake-up of event subscribers.
+    fn watch_events(&self) -> watch::Receiver<u64>;
+
+    /// Removes the oldest events while they are older than `before_at` or
+    /// more than `keep` are retained. Returns how many were removed.
+    fn prune_events(&self, before_at: u64, keep: u64) -> BoxFuture<'_, Result<u64>>;
+
+    /// Makes everything committed so far durable.
+    fn flush(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Recomputes every derived entry and count from the records and
+    /// compares them with what is stored.
+    fn verify(&self) -> BoxFuture<'_, Result<Verification>>;
+
+    /// Stops background work and flushes; called once, when the last
+    /// handle is dropped. Later calls fail with [`Error::Closed`](crate::Error::Closed).
+    fn close(&self);
+}

@@ -1,0 +1,253 @@
+//! Key layouts and the entries derived from records.
+//!
+//! Trees and their keys (big-endian numbers, so range scans come back in
+//! order):
+//!
+//! - `jobs`: job id → job record ([`codec`](super::codec)).
+//! - `index`: entries derived from records, one family per prefix byte:
+//!   `r` ready by (queue, priority desc, run_at, id) for leasing,
+//!   `a` ready by (queue, run_at, id) for the oldest-ready age,
+//!   `d` dead by (queue, id) for the dead-letter list,
+//!   `i` idempotency (queue, key) → id.
+//! - `timers`: (kind, at, id) → lease id or nothing ([`rules::deadline`]).
+//! - `meta`: `c` per-(queue, state) counts, `s` queue settings records,
+//!   `e` the id of the latest event; format 1 stored `p` paused flags.
+//! - `events`: event id → event record.
+//! - `wal`: the write-ahead record of the batch being applied.
+//!
+//! Every entry of `index` and `timers` and every count is a function of the
+//! records ([`entries`]).
+//!
+//! [`rules::deadline`]: crate::rules::deadline
+
+use queue_proto::JobState;
+
+use crate::rules::{TimerKind, deadline};
+use crate::{Error, Job, JobId, Result};
+
+pub(crate) const READY: u8 = b'r';
+pub(crate) const AGE: u8 = b'a';
+pub(crate) const DEAD: u8 = b'd';
+pub(crate) const IDEM: u8 = b'i';
+pub(crate) const COUNT: u8 = b'c';
+pub(crate) const SETTINGS: u8 = b's';
+/// Format 1's paused flag (`p` + queue → empty), migrated to settings.
+pub(crate) const PAUSED_V1: u8 = b'p';
+/// The id of the latest event committed.
+pub(crate) const EVENT_SEQ: &[u8] = b"e";
+
+/// Tree ids in write sets and write-ahead records.
+pub(crate) const JOBS: u8 = 0;
+pub(crate) const INDEX: u8 = 1;
+pub(crate) const TIMERS: u8 = 2;
+pub(crate) const META: u8 = 3;
+pub(crate) const EVENTS: u8 = 4;
+
+pub(crate) fn job_key(id: JobId) -> [u8; 8] {
+    id.as_u64().to_be_bytes()
+}
+
+pub(crate) fn event_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+pub(crate) fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+}
+
+pub(crate) fn id_at_end(key: &[u8]) -> Result<JobId> {
+    key.len()
+        .checked_sub(8)
+        .and_then(|start| u64_at(key, start))
+        .map(JobId::from_u64)
+        .ok_or_else(|| Error::Corrupt(format!("short index key {key:?}")))
+}
+
+/// `family` + queue name + 0 (a byte no queue name contains).
+pub(crate) fn queue_prefix(family: u8, queue: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(queue.len() + 40);
+    key.push(family);
+    key.extend_from_slice(queue.as_bytes());
+    key.push(0);
+    key
+}
+
+/// Higher priorities sort first.
+pub(crate) fn priority_key(priority: i32) -> [u8; 4] {
+    (!((priority as u32) ^ 0x8000_0000)).to_be_bytes()
+}
+
+fn ready_key(job: &Job) -> Vec<u8> {
+    let mut key = queue_prefix(READY, &job.queue);
+    key.extend_from_slice(&priority_key(job.priority));
+    key.extend_from_slice(&job.run_at.to_be_bytes());
+    key.extend_from_slice(&job_key(job.id));
+    key
+}
+
+fn age_key(job: &Job) -> Vec<u8> {
+    let mut key = queue_prefix(AGE, &job.queue);
+    key.extend_from_slice(&job.run_at.to_be_bytes());
+    key.extend_from_slice(&job_key(job.id));
+    key
+}
+
+pub(crate) fn dead_key(queue: &str, id: JobId) -> Vec<u8> {
+    let mut key = queue_prefix(DEAD, queue);
+    key.extend_from_slice(&job_key(id));
+    key
+}
+
+pub(crate) fn idem_key(queue: &str, idempotency_key: &str) -> Vec<u8> {
+    let mut key = queue_prefix(IDEM, queue);
+    key.extend_from_slice(idempotency_key.as_bytes());
+    key
+}
+
+/// The first byte of a `timers` key. Stored: never renumber.
+pub(crate) fn timer_byte(kind: TimerKind) -> u8 {
+    match kind {
+        TimerKind::Promote => 0,
+        TimerKind::Expire => 1,
+        TimerKind::RetainCompleted => 2,
+        TimerKind::RetainDead => 3,
+        TimerKind::RetainCancelled => 4,
+    }
+}
+
+pub(crate) fn timer_key(kind: TimerKind, at: u64, id: JobId) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = timer_byte(kind);
+    key[1..9].copy_from_slice(&at.to_be_bytes());
+    key[9..].copy_from_slice(&job_key(id));
+    key
+}
+
+/// The byte of a state in count keys. Stored: never renumber.
+pub(crate) fn state_byte(state: JobState) -> u8 {
+    match state {
+        JobState::Scheduled => 0,
+        JobState::Ready => 1,
+        JobState::Leased => 2,
+        JobState::Completed => 3,
+        JobState::Dead => 4,
+        JobState::Cancelled => 5,
+    }
+}
+
+pub(crate) fn count_key(queue: &str, state: JobState) -> Vec<u8> {
+    let mut key = queue_prefix(COUNT, queue);
+    key.push(state_byte(state));
+    key
+}
+
+pub(crate) fn settings_key(queue: &str) -> Vec<u8> {
+    let mut key = vec![SETTINGS];
+    key.extend_from_slice(queue.as_bytes());
+    key
+}
+
+pub(crate) fn decode_u64(bytes: &[u8]) -> Result<u64> {
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::Corrupt(format!("bad counter value {bytes:?}")))
+}
+
+/// Which tree an [`Entry`] lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Family {
+    Index,
+    Timers,
+}
+
+impl Family {
+    pub(crate) fn tree(self) -> u8 {
+        match self {
+            Family::Index => INDEX,
+            Family::Timers => TIMERS,
+        }
+    }
+}
+
+/// One index or timer entry implied by a record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Entry {
+    pub(crate) family: Family,
+    pub(crate) key: Vec<u8>,
+    pub(crate) value: Vec<u8>,
+}
+
+/// Every index and timer entry `job` implies. This function is the single
+/// definition of what the secondary trees hold; the timer entries follow
+/// [`rules::deadline`](crate::rules::deadline).
+pub(crate) fn entries(job: &Job) -> Vec<Entry> {
+    let index = |key: Vec<u8>, value: Vec<u8>| Entry {
+        family: Family::Index,
+        key,
+        value,
+    };
+    let mut out = Vec::with_capacity(3);
+    if let Some(key) = &job.idempotency_key {
+        out.push(index(idem_key(&job.queue, key), job_key(job.id).to_vec()));
+    }
+    match job.state {
+        JobState::Ready => {
+            out.push(index(ready_key(job), Vec::new()));
+            out.push(index(age_key(job), Vec::new()));
+        }
+        JobState::Dead => out.push(index(dead_key(&job.queue, job.id), Vec::new())),
+        JobState::Scheduled | JobState::Leased | JobState::Completed | JobState::Cancelled => {}
+    }
+    if let Some(deadline) = deadline(job) {
+        out.push(Entry {
+            family: Family::Timers,
+            key: timer_key(deadline.kind, deadline.at, job.id).to_vec(),
+            value: deadline
+                .lease
+                .map(|lease| lease.as_u64().to_be_bytes().to_vec())
+                .unwrap_or_default(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::{leased_job, ready_job};
+
+    #[test]
+    fn priority_keys_sort_high_first() {
+        let order = [i32::MAX, 10, 1, 0, -1, -10, i32::MIN];
+        let keys: Vec<_> = order.iter().map(|p| priority_key(*p)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn entries_follow_the_state() {
+        let ready = ready_job();
+        assert_eq!(entries(&ready).len(), 2);
+        let leased = leased_job(1);
+        let e = entries(&leased);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].family, Family::Timers);
+        assert_eq!(e[0].value, 1u64.to_be_bytes().to_vec());
+        let mut keyed = ready_job();
+        keyed.idempotency_key = Some("k".into());
+        assert_eq!(entries(&keyed).len(), 3);
+    }
+
+    #[test]
+    fn stored_numbering_is_stable() {
+        let bytes: Vec<u8> = TimerKind::ALL.iter().map(|k| timer_byte(*k)).collect();
+        assert_eq!(bytes, [0, 1, 2, 3, 4]);
+        let states: Vec<u8> = JobState::ALL.iter().map(|s| state_byte(*s)).collect();
+        assert_eq!(states, [0, 1, 2, 3, 4, 5]);
+    }
+}

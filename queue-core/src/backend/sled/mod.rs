@@ -1,0 +1,730 @@
+//! The embedded backend on sled, the only module that names it.
+//!
+//! Layout: [`keys`] (trees, keys and the entries derived from records),
+//! [`codec`] (versioned records), [`batch`] (group commit through a
+//! write-ahead record), [`verify`] (the consistency check).
+//!
+//! Durability: sled's `flush` only calls `sync_file_range`, which neither
+//! flushes the device cache nor the file size, and sled never syncs its
+//! blob files. Every flush here is therefore followed by an `fdatasync` of
+//! sled's log, and segments of 16 MiB with a 1.5 MiB payload cap keep every
+//! record inside the log.
+
+mod batch;
+mod codec;
+mod keys;
+mod verify;
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use sled::Tree;
+use tokio::sync::watch;
+
+use self::batch::{Batcher, Prepared, Tail, TxError, Writes};
+use self::keys::{
+    AGE, COUNT, DEAD, EVENT_SEQ, EVENTS, INDEX, JOBS, META, PAUSED_V1, SETTINGS, dead_key,
+    event_key, id_at_end, idem_key, job_key, queue_prefix, settings_key, timer_key, u64_at,
+};
+use super::{
+    Backend, BoxFuture, Change, Commit, Committed, Counts, Due, EventBounds, Loaded, Mode, Page,
+    Policy,
+};
+use crate::error::StorageError;
+use crate::rules::lease::{LeasePlan, Offer};
+use crate::rules::{Deadline, TimerKind};
+use crate::settings::QueueSettings;
+use crate::{Config, Durability, Error, Event, JobId, LeaseId, Result, Storage, Verification};
+
+/// sled log segment size. sled writes values larger than a quarter segment
+/// to separate blob files that it never fsyncs; at 16 MiB every record the
+/// payload limit allows stays inside the log.
+const SEGMENT_SIZE: usize = 16 * 1024 * 1024;
+
+/// Largest payload (and result) a [`Config`] may allow: a record holds both
+/// plus small fields and must stay below sled's blob threshold.
+pub(crate) const MAX_PAYLOAD_LIMIT: usize = 3 * 1024 * 1024 / 2;
+
+/// The layout version of the trees, kept under [`FORMAT_KEY`] in sled's
+/// default tree. Format 1 (the first release) kept paused flags instead of
+/// settings records and had no event log; it is upgraded at open.
+const FORMAT_VERSION: u8 = 2;
+const FORMAT_KEY: &[u8] = b"format";
+
+pub(crate) fn storage(e: sled::Error) -> Error {
+    Error::Storage(StorageError::from_source(e))
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::Storage(StorageError::from_source(e))
+}
+
+/// The sled database, its trees and the batch machinery.
+pub(crate) struct Store {
+    db: sled::Db,
+    /// Write-ahead records of batches being applied (empty when idle).
+    wal: Tree,
+    wal_seq: AtomicU64,
+    /// Set when a batch could not be applied: the trees may be half-written
+    /// until a reopen replays the write-ahead log, so nothing else is done.
+    poisoned: AtomicBool,
+    /// sled's log file, for the fsync that sled's own flush leaves out.
+    log: File,
+    /// Whether a batch is flushed before its callers return.
+    sync: bool,
+    batcher: Batcher,
+    /// The id of the latest event committed.
+    event_seq: AtomicU64,
+    /// The latest events, for subscribers that keep up.
+    tail: Tail,
+    /// Wakes event subscribers with the latest event id.
+    latest: watch::Sender<u64>,
+    jobs: Tree,
+    index: Tree,
+    timers: Tree,
+    meta: Tree,
+    events: Tree,
+}
+
+impl Store {
+    fn open(path: &std::path::Path, cache_capacity: u64, durability: Durability) -> Result<Store> {
+        let flush_every_ms = match durability {
+            // Flushes are explicit; sled's own periodic flush stays on as a
+            // backstop for the rare write that no caller waits for.
+            Durability::Sync => Some(1000),
+            Durability::Periodic(ms) => Some(ms.max(1)),
+        };
+        let sled_config = sled::Config::new()
+            .path(path)
+            .segment_size(SEGMENT_SIZE)
+            .cache_capacity(cache_capacity)
+            .flush_every_ms(flush_every_ms);
+        let db = open_waiting_for_lock(&sled_config)?;
+        let format = match db.get(FORMAT_KEY).map_err(storage)? {
+            None => {
+                db.insert(FORMAT_KEY, &[FORMAT_VERSION]).map_err(storage)?;
+                FORMAT_VERSION
+            }
+            Some(v) if matches!(v.as_ref(), [1] | [FORMAT_VERSION]) => v[0],
+            Some(v) => {
+                return Err(Error::Corrupt(format!(
+                    "data directory has format {v:?}; this build reads formats 1 to \
+                     {FORMAT_VERSION} (was it written by a newer release?)"
+                )));
+            }
+        };
+        // The fdatasync target, and one sync of the directory so that the
+        // files themselves are durable.
+        let log = File::open(path.join("db")).map_err(io)?;
+        File::open(path)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io)?;
+        let open_tree = |name: &str| db.open_tree(name).map_err(storage);
+        let store = Store {
+            wal: open_tree("wal")?,
+            wal_seq: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            log,
+            sync: durability == Durability::Sync,
+            batcher: Batcher::default(),
+            event_seq: AtomicU64::new(0),
+            tail: Mutex::new(VecDeque::new()),
+            latest: watch::Sender::new(0),
+            jobs: open_tree("jobs")?,
+            index: open_tree("index")?,
+            timers: open_tree("timers")?,
+            meta: open_tree("meta")?,
+            events: open_tree("events")?,
+            db,
+        };
+        store.replay_wal()?;
+        if format == 1 {
+            store.upgrade_from_format_1()?;
+        }
+        let seq = match store.meta.get(EVENT_SEQ).map_err(storage)? {
+            Some(bytes) => keys::decode_u64(&bytes)?,
+            None => 0,
+        };
+        store.event_seq.store(seq, Ordering::Release);
+        store.latest.send_replace(seq);
+        Ok(store)
+    }
+
+    /// Format 1 → 2: paused flags become settings records (format 1 had no
+    /// other settings and no event log). One atomic batch, then the format
+    /// key; a crash in between redoes the (idempotent) batch.
+    fn upgrade_from_format_1(&self) -> Result<()> {
+        let mut writes = Writes::new();
+        for key in self.meta.scan_prefix([PAUSED_V1]).keys() {
+            let key = key.map_err(storage)?;
+            let queue = std::str::from_utf8(&key[1..])
+                .map_err(|_| Error::Corrupt(format!("bad paused key {key:?}")))?;
+            let settings = QueueSettings { paused: true };
+            writes.insert((META, key.to_vec()), None);
+            writes.insert(
+                (META, settings_key(queue)),
+                Some(codec::encode_settings(&settings)?),
+            );
+        }
+        if !writes.is_empty() {
+            self.commit_writes(&writes)?;
+        }
+        self.db
+            .insert(FORMAT_KEY, &[FORMAT_VERSION])
+            .map_err(storage)?;
+        self.flush_now()?;
+        tracing::info!(
+            paused = writes.len() / 2,
+            "upgraded the data directory to format 2"
+        );
+        Ok(())
+    }
+
+    fn tree(&self, id: u8) -> &Tree {
+        match id {
+            JOBS => &self.jobs,
+            INDEX => &self.index,
+            keys::TIMERS => &self.timers,
+            EVENTS => &self.events,
+            _ => &self.meta,
+        }
+    }
+
+    /// Makes everything written so far durable: sled's flush writes its
+    /// buffers, the fdatasync pushes them (and the file size) through the
+    /// device cache.
+    fn flush_now(&self) -> Result<()> {
+        self.db.flush().map_err(storage)?;
+        self.log.sync_data().map_err(io)?;
+        Ok(())
+    }
+
+    fn load(&self, id: JobId) -> Result<Option<Loaded>> {
+        match self.jobs.get(job_key(id)).map_err(storage)? {
+            Some(bytes) => {
+                let (job, revision) = codec::decode_job(&bytes)?;
+                Ok(Some(Loaded { job, revision }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn find_idempotent(&self, queue: &str, key: &str) -> Result<Option<Loaded>> {
+        match self.index.get(idem_key(queue, key)).map_err(storage)? {
+            Some(value) => {
+                let id = u64_at(&value, 0).map(JobId::from_u64).ok_or_else(|| {
+                    Error::Corrupt(format!("bad idempotency entry in queue {queue}"))
+                })?;
+                // A key always points at a stored job: both are written by
+                // one batch and removed by one batch.
+                self.load(id)?.map(Some).ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "idempotency key of queue {queue} points at missing job {id}"
+                    ))
+                })
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn due(&self, kind: TimerKind, upto: u64, limit: usize) -> Result<Vec<Due>> {
+        let start = timer_key(kind, 0, JobId::from_u64(0));
+        let end = timer_key(kind, upto, JobId::from_u64(u64::MAX));
+        self.timers
+            .range(start..=end)
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item.map_err(storage)?;
+                let at = u64_at(&key, 1).ok_or_else(|| Error::Corrupt("short timer key".into()))?;
+                Ok(Due {
+                    id: id_at_end(&key)?,
+                    deadline: Deadline {
+                        kind,
+                        at,
+                        lease: u64_at(&value, 0).map(LeaseId::from_u64),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    fn first_due(&self, kind: TimerKind) -> Result<Option<u64>> {
+        let start = timer_key(kind, 0, JobId::from_u64(0));
+        let end = timer_key(kind, u64::MAX, JobId::from_u64(u64::MAX));
+        match self.timers.range(start..=end).keys().next() {
+            Some(key) => Ok(u64_at(&key.map_err(storage)?, 1)),
+            None => Ok(None),
+        }
+    }
+
+    fn page(&self, page: &Page, after: Option<JobId>, limit: usize) -> Result<Vec<JobId>> {
+        let (prefix, start) = match page {
+            Page::Dead { queue } => {
+                let prefix = queue_prefix(DEAD, queue);
+                let start = match after {
+                    Some(id) => {
+                        let mut key = dead_key(queue, id);
+                        key.push(0);
+                        key
+                    }
+                    None => prefix.clone(),
+                };
+                (prefix, start)
+            }
+        };
+        self.index
+            .range(start..)
+            .keys()
+            .take_while(|key| key.as_ref().map_or(true, |k| k.starts_with(&prefix)))
+            .take(limit)
+            .map(|key| id_at_end(&key.map_err(storage)?))
+            .collect()
+    }
+
+    fn settings(&self, queue: &str) -> Result<QueueSettings> {
+        match self.meta.get(settings_key(queue)).map_err(storage)? {
+            Some(bytes) => codec::decode_settings(&bytes),
+            None => Ok(QueueSettings::default()),
+        }
+    }
+
+    fn counts(&self, queue: &str) -> Result<Counts> {
+        let mut counts = Counts::default();
+        let prefix = queue_prefix(COUNT, queue);
+        for item in self.meta.scan_prefix(&prefix) {
+            let (key, value) = item.map_err(storage)?;
+            let state = key.get(prefix.len()).and_then(|byte| {
+                queue_proto::JobState::ALL
+                    .into_iter()
+                    .find(|s| keys::state_byte(*s) == *byte)
+            });
+            if let Some(state) = state {
+                *counts.slot(state) = keys::decode_u64(&value)?;
+            }
+        }
+        Ok(counts)
+    }
+
+    fn oldest_ready(&self, queue: &str) -> Result<Option<u64>> {
+        let prefix = queue_prefix(AGE, queue);
+        match self.index.scan_prefix(&prefix).keys().next() {
+            Some(key) => {
+                let key = key.map_err(storage)?;
+                u64_at(&key, prefix.len())
+                    .map(Some)
+                    .ok_or_else(|| Error::Corrupt("short age key".into()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn queue_names(&self) -> Result<Vec<String>> {
+        let mut names = std::collections::BTreeSet::new();
+        for key in self.meta.scan_prefix([COUNT]).keys() {
+            let key = key.map_err(storage)?;
+            if let Some(end) = key.iter().position(|b| *b == 0) {
+                names.insert(String::from_utf8_lossy(&key[1..end]).into_owned());
+            }
+        }
+        for key in self.meta.scan_prefix([SETTINGS]).keys() {
+            let key = key.map_err(storage)?;
+            names.insert(String::from_utf8_lossy(&key[1..]).into_owned());
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        {
+            // The tail holds contiguous ids: when it starts at or before the
+            // first event wanted, it holds all of them.
+            let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(first) = tail.front().map(|e| e.event_id) {
+                if first <= after.saturating_add(1) {
+                    let skip =
+                        usize::try_from(after.saturating_add(1) - first).unwrap_or(usize::MAX);
+                    return Ok(tail.iter().skip(skip).take(limit).cloned().collect());
+                }
+            }
+        }
+        self.events
+            .range(event_key(after.saturating_add(1))..)
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item.map_err(storage)?;
+                let id = u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
+                codec::decode_event(id, &value)
+            })
+            .collect()
+    }
+
+    fn event_bounds(&self) -> Result<EventBounds> {
+        let oldest = match self.events.first().map_err(storage)? {
+            Some((key, value)) => {
+                let id = u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
+                Some((id, codec::decode_event(id, &value)?.at))
+            }
+            None => None,
+        };
+        Ok(EventBounds {
+            oldest,
+            latest: self.event_seq.load(Ordering::Acquire),
+        })
+    }
+
+    /// Removes the oldest events, in order, so that a crash leaves the log
+    /// a contiguous run (sled recovers a prefix of its writes).
+    fn prune_events(&self, before_at: u64, keep: u64) -> Result<u64> {
+        let latest = self.event_seq.load(Ordering::Acquire);
+        let mut removed = 0;
+        let mut last_removed = None;
+        for item in self.events.iter() {
+            let (key, value) = item.map_err(storage)?;
+            let id = u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
+            let retained = latest.saturating_sub(id) + 1;
+            if retained <= keep && codec::decode_event(id, &value)?.at >= before_at {
+                break;
+            }
+            self.events.remove(key).map_err(storage)?;
+            removed += 1;
+            last_removed = Some(id);
+        }
+        if let Some(last) = last_removed {
+            let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+            while tail.front().is_some_and(|e| e.event_id <= last) {
+                tail.pop_front();
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Opens sled, waiting up to five seconds for its file lock: sled 0.34
+/// releases the lock from a background thread some time after the last
+/// handle is dropped (spacejam/sled#1234), so a reopen in the same process
+/// may find it still held. A directory held by another process still fails,
+/// after that wait.
+fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.map_err(storage),
+        }
+    }
+}
+
+/// The embedded backend: a [`Store`] and the committer thread that leads
+/// batches for async callers.
+pub(crate) struct SledBackend {
+    store: Arc<Store>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SledBackend {
+    /// Opens (or creates) the store `config` describes.
+    pub(crate) fn open(config: &Config) -> Result<SledBackend> {
+        if config.max_payload > MAX_PAYLOAD_LIMIT {
+            return Err(Error::invalid(
+                "max_payload",
+                format!(
+                    "{} exceeds the limit of {MAX_PAYLOAD_LIMIT} bytes",
+                    config.max_payload
+                ),
+            ));
+        }
+        let Storage::Embedded {
+            path,
+            cache_capacity,
+        } = &config.storage;
+        let store = Arc::new(Store::open(path, *cache_capacity, config.durability)?);
+        let committer = Arc::clone(&store);
+        let thread = std::thread::Builder::new()
+            .name("queue-core-commit".into())
+            .spawn(move || committer.run_committer())
+            .map_err(io)?;
+        Ok(SledBackend {
+            store,
+            committer: Mutex::new(Some(thread)),
+        })
+    }
+
+    async fn run<R, F>(&self, mode: Mode, f: F) -> batch::OpOutcome<R>
+    where
+        F: Fn(&batch::Tx<'_>) -> batch::TxResult<R> + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        match mode {
+            Mode::Blocking => self.store.transact(f),
+            Mode::Async => self.store.transact_async(f).await,
+        }
+    }
+}
+
+/// A future already resolved: sled's reads are synchronous.
+fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl Backend for SledBackend {
+    fn next_job_id(&self) -> Result<JobId> {
+        self.store
+            .db
+            .generate_id()
+            .map(JobId::from_u64)
+            .map_err(storage)
+    }
+
+    fn load(&self, id: JobId) -> BoxFuture<'_, Result<Option<Loaded>>> {
+        ready(self.store.load(id))
+    }
+
+    fn find_idempotent<'a>(
+        &'a self,
+        queue: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Loaded>>> {
+        ready(self.store.find_idempotent(queue, key))
+    }
+
+    fn commit(&self, commit: Commit, mode: Mode) -> BoxFuture<'_, Result<Option<Committed>>> {
+        Box::pin(async move {
+            let prepared = commit
+                .changes
+                .iter()
+                .map(Prepared::new)
+                .collect::<Result<Vec<_>>>()?;
+            let settings = commit.settings.clone();
+            let policy = commit.policy;
+            let outcome = self
+                .run(mode, move |tx| {
+                    let mut applied = Vec::with_capacity(prepared.len());
+                    for (i, prepared) in prepared.iter().enumerate() {
+                        if tx.is_current(prepared)? {
+                            tx.apply(prepared);
+                            applied.push(i);
+                        } else if policy == Policy::AllOrNothing {
+                            return Err(TxError::Stale);
+                        }
+                    }
+                    for (queue, update) in &settings {
+                        let stored = tx.settings(queue)?;
+                        tx.set_settings(queue, &update.apply(&stored))?;
+                    }
+                    Ok(applied)
+                })
+                .await?;
+            let Some((applied, events)) = outcome else {
+                return Ok(None);
+            };
+            let mut changes: Vec<Option<Change>> = commit.changes.into_iter().map(Some).collect();
+            let applied = applied
+                .into_iter()
+                .filter_map(|i| changes.get_mut(i).and_then(Option::take))
+                .collect();
+            Ok(Some(Committed { applied, events }))
+        })
+    }
+
+    fn lease<'a>(
+        &'a self,
+        queue: &'a str,
+        plan: LeasePlan,
+        mode: Mode,
+    ) -> BoxFuture<'a, Result<Committed>> {
+        let queue = queue.to_owned();
+        Box::pin(async move {
+            // The scan runs inside the batch, where writes are serialized:
+            // ready jobs taken by earlier operations of the batch are
+            // skipped, so a lease never comes back empty while a job it
+            // could take is ready.
+            let outcome = self
+                .run(mode, move |tx| {
+                    let mut round = plan.round(&tx.settings(&queue)?);
+                    let mut taken = Vec::new();
+                    for id in tx.ready_jobs(&queue) {
+                        if !round.wants_more() {
+                            break;
+                        }
+                        let Some((job, revision)) = tx.load(id?)? else {
+                            continue;
+                        };
+                        let lease_id = LeaseId::from_u64(tx.generate_id()?);
+                        if let Offer::Take(outcome) = round.offer(&job, lease_id) {
+                            let change = Change::of(Loaded { job, revision }, *outcome);
+                            tx.apply(&Prepared::new(&change)?);
+                            taken.push(change);
+                        }
+                    }
+                    Ok(taken)
+                })
+                .await?;
+            let (applied, events) =
+                outcome.ok_or_else(|| Error::Internal("a lease round went stale".into()))?;
+            Ok(Committed { applied, events })
+        })
+    }
+
+    fn due(&self, kind: TimerKind, upto: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Due>>> {
+        ready(self.store.due(kind, upto, limit))
+    }
+
+    fn first_due(&self, kind: TimerKind) -> BoxFuture<'_, Result<Option<u64>>> {
+        ready(self.store.first_due(kind))
+    }
+
+    fn page<'a>(
+        &'a self,
+        page: &'a Page,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<JobId>>> {
+        ready(self.store.page(page, after, limit))
+    }
+
+    fn settings<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<QueueSettings>> {
+        ready(self.store.settings(queue))
+    }
+
+    fn counts<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<Counts>> {
+        ready(self.store.counts(queue))
+    }
+
+    fn oldest_ready<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        ready(self.store.oldest_ready(queue))
+    }
+
+    fn queue_names(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        ready(self.store.queue_names())
+    }
+
+    fn events_after(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>>> {
+        ready(self.store.events_after(after, limit))
+    }
+
+    fn event_bounds(&self) -> BoxFuture<'_, Result<EventBounds>> {
+        ready(self.store.event_bounds())
+    }
+
+    fn watch_events(&self) -> watch::Receiver<u64> {
+        self.store.latest.subscribe()
+    }
+
+    fn prune_events(&self, before_at: u64, keep: u64) -> BoxFuture<'_, Result<u64>> {
+        ready(self.store.prune_events(before_at, keep))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<()>> {
+        ready(self.store.flush_now())
+    }
+
+    fn verify(&self) -> BoxFuture<'_, Result<Verification>> {
+        ready(verify::verify(&self.store))
+    }
+
+    fn close(&self) {
+        self.store.stop_committer();
+        let thread = self
+            .committer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+        if let Err(e) = self.store.flush_now() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::{leased_job, ready_job};
+
+    fn writes_of(job: &crate::Job) -> Writes {
+        let mut writes = Writes::new();
+        writes.insert(
+            (JOBS, job_key(job.id).to_vec()),
+            Some(codec::encode_job(job, super::super::Revision(1)).unwrap()),
+        );
+        for entry in keys::entries(job) {
+            writes.insert((entry.family.tree(), entry.key), Some(entry.value));
+        }
+        writes.insert(
+            (META, keys::count_key(&job.queue, job.state)),
+            Some(1u64.to_be_bytes().to_vec()),
+        );
+        writes
+    }
+
+    #[test]
+    fn reopening_replays_a_complete_write_ahead_record_and_drops_a_torn_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = ready_job();
+        let mut torn = leased_job(9);
+        torn.id = JobId::from_u64(99);
+        let encode = |writes: &Writes| {
+            codec::encode_writes(
+                writes
+                    .iter()
+                    .map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref())),
+            )
+            .unwrap()
+        };
+        {
+            let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+            // As if the process died after writing the records but before
+            // applying them: one complete record, one missing its last piece.
+            store
+                .wal
+                .insert(batch::wal_key(1, 0, 1), encode(&writes_of(&job)))
+                .unwrap();
+            store
+                .wal
+                .insert(batch::wal_key(2, 0, 2), encode(&writes_of(&torn)))
+                .unwrap();
+            store.flush_now().unwrap();
+            assert!(store.load(job.id).unwrap().is_none());
+        }
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        assert_eq!(
+            store.load(job.id).unwrap().map(|l| l.job),
+            Some(job.clone())
+        );
+        assert!(store.load(torn.id).unwrap().is_none());
+        assert_eq!(store.wal.len(), 0);
+        let report = verify::verify(&store).unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        assert_eq!(report.jobs, 1);
+    }
+
+    #[test]
+    fn a_data_directory_of_a_newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::Config::new()
+                .path(dir.path())
+                .segment_size(SEGMENT_SIZE)
+                .open()
+                .unwrap();
+            db.insert(FORMAT_KEY, &[9]).unwrap();
+            db.flush().unwrap();
+        }
+        let error = Store::open(dir.path(), 1 << 20, Durability::Sync)
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(&error, Error::Corrupt(m) if m.contains("format [9]")),
+            "{error}"
+        );
+    }
+}

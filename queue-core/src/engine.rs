@@ -1,0 +1,598 @@
+//! The engine: every operation as decide (a pure rule on the stored record)
+//! then commit (the backend, with a compare-and-swap on what the decision
+//! read), then announce (counters, wake-ups of waiters and of the timer).
+//!
+//! Operations are async and take a [`Mode`]: the async API awaits the
+//! backend, the blocking API drives the same futures on its own thread and
+//! lets the backend work on it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use queue_proto::limits::MAX_BATCH;
+use queue_proto::{JobState, QueueStats, validate_queue_name};
+
+use crate::backend::{Backend, Change, Commit, Committed, Mode, Page};
+use crate::counters::AtomicCounters;
+use crate::rules::lease::LeasePlan;
+use crate::rules::{self, Jitter, Outcome, Refusal, TimerKind};
+use crate::settings::SettingsUpdate;
+use crate::signal::Signals;
+use crate::timers::{DueReport, TimerWake};
+use crate::{
+    Clock, Config, Counters, DeadPage, Enqueued, Error, Failure, Job, JobId, LeaseId, LeaseOptions,
+    Leased, NewJob, Result, Transition, Verification,
+};
+
+/// Timer entries handled per commit.
+const TIMER_BATCH: usize = 256;
+/// Dead letters requeued or purged per commit.
+const DEAD_BATCH: usize = 512;
+
+pub(crate) fn check_queue(queue: &str) -> Result<()> {
+    validate_queue_name(queue).map_err(|e| Error::invalid("queue", e.to_string()))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(crate) struct Engine {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) config: Config,
+    rng: Mutex<u64>,
+    pub(crate) queue_signals: Signals<String>,
+    pub(crate) job_signals: Signals<JobId>,
+    counters: AtomicCounters,
+    pub(crate) timer: Arc<TimerWake>,
+    /// Events committed since the timer last pruned the log.
+    events_since_prune: AtomicU64,
+}
+
+impl Engine {
+    pub(crate) fn new(backend: Arc<dyn Backend>, config: Config) -> Engine {
+        let seed = config.seed.unwrap_or_else(|| config.clock.now_ms());
+        Engine {
+            backend,
+            config,
+            rng: Mutex::new(seed),
+            queue_signals: Signals::new(),
+            job_signals: Signals::new(),
+            counters: AtomicCounters::default(),
+            timer: Arc::new(TimerWake::new()),
+            events_since_prune: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.config.clock)
+    }
+
+    fn now(&self) -> u64 {
+        self.config.clock.now_ms()
+    }
+
+    /// The next jitter factor of the seeded generator (splitmix64).
+    fn jitter(&self) -> Jitter {
+        let mut state = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Jitter::from_random(z ^ (z >> 31))
+    }
+
+    pub(crate) fn counters(&self) -> Counters {
+        self.counters.snapshot()
+    }
+
+    // ---- writes --------------------------------------------------------------
+
+    /// Enqueues `specs` (one, or a batch all or nothing).
+    pub(crate) async fn enqueue(
+        &self,
+        mode: Mode,
+        queue: &str,
+        specs: Vec<NewJob>,
+        batch: bool,
+    ) -> Result<Vec<Enqueued>> {
+        check_queue(queue)?;
+        if batch && !(1..=MAX_BATCH).contains(&specs.len()) {
+            return Err(Error::invalid(
+                "jobs",
+                format!("a batch holds 1..={MAX_BATCH} jobs, got {}", specs.len()),
+            ));
+        }
+        let now = self.now();
+        for (i, spec) in specs.iter().enumerate() {
+            rules::enqueue::validate(spec, now, self.config.max_payload).map_err(|e| match e {
+                Error::InvalidArgument { field, message } if batch => Error::InvalidArgument {
+                    field,
+                    message: format!("jobs[{i}]: {message}"),
+                },
+                other => other,
+            })?;
+        }
+        loop {
+            let now = self.now();
+            // Each item is a replay of a stored job, a replay of an earlier
+            // item of this call, or a new job.
+            enum Slot {
+                Stored(Box<Job>),
+                New(usize),
+            }
+            let mut slots = Vec::with_capacity(specs.len());
+            let mut changes = Vec::with_capacity(specs.len());
+            let mut claimed: HashMap<&str, usize> = HashMap::new();
+            for spec in &specs {
+                if let Some(key) = spec.idempotency_key.as_deref() {
+                    if let Some(&change) = claimed.get(key) {
+                        slots.push(Slot::New(change));
+                        continue;
+                    }
+                    if let Some(stored) = self.backend.find_idempotent(queue, key).await? {
+                        slots.push(Slot::Stored(Box::new(stored.job)));
+                        continue;
+                    }
+                    claimed.insert(key, changes.len());
+                }
+                let id = self.backend.next_job_id()?;
+                let outcome = rules::enqueue::enqueue(id, queue, spec, now);
+                slots.push(Slot::New(changes.len()));
+                changes.push(Change::insert(id, outcome));
+            }
+            let created = changes.len();
+            let committed = if changes.is_empty() {
+                Committed::default()
+            } else {
+                // Stale: a concurrent enqueue took one of the keys; decide
+                // again (it is now a replay).
+                match self.backend.commit(Commit::all(changes), mode).await? {
+                    Some(committed) => committed,
+                    None => continue,
+                }
+            };
+            if committed.applied.len() != created {
+                return Err(Error::Internal(
+                    "an all-or-nothing commit applied part of an enqueue".into(),
+                ));
+            }
+            self.announce(&committed);
+            let mut first_use = vec![true; created];
+            return slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Slot::Stored(job) => Ok(Enqueued {
+                        job: *job,
+                        replayed: true,
+                    }),
+                    Slot::New(i) => {
+                        let replayed = !std::mem::replace(&mut first_use[i], false);
+                        committed.applied[i]
+                            .new_job()
+                            .cloned()
+                            .map(|job| Enqueued { job, replayed })
+                            .ok_or_else(|| Error::Internal("an enqueue without a job".into()))
+                    }
+                })
+                .collect();
+        }
+    }
+
+    /// Leases up to `opts.max_jobs` ready jobs of `queue`.
+    pub(crate) async fn lease(
+        &self,
+        mode: Mode,
+        queue: &str,
+        opts: &LeaseOptions,
+    ) -> Result<Vec<Leased>> {
+        check_queue(queue)?;
+        rules::lease::validate(opts)?;
+        let plan = LeasePlan {
+            opts: opts.clone(),
+            now: self.now(),
+        };
+        let committed = self.backend.lease(queue, plan, mode).await?;
+        self.announce(&committed);
+        Ok(committed
+            .applied
+            .into_iter()
+            .filter_map(|change| {
+                let job = change.outcome.job?;
+                let lease_id = job.lease.as_ref()?.id;
+                Some(Leased { lease_id, job })
+            })
+            .collect())
+    }
+
+    /// Applies `rule` to the stored job `id` and commits its outcome if the
+    /// record did not change meanwhile (else decides again).
+    pub(crate) async fn transition(
+        &self,
+        mode: Mode,
+        id: JobId,
+        transition: Transition,
+        rule: impl Fn(&Job, u64) -> Result<Outcome, Refusal>,
+    ) -> Result<Job> {
+        loop {
+            let now = self.now();
+            let loaded = self.backend.load(id).await?.ok_or(Error::NotFound { id })?;
+            let outcome = rule(&loaded.job, now)
+                .map_err(|refusal| refusal.into_error(id, transition.as_str()))?;
+            let change = Change::of(loaded, outcome);
+            let Some(committed) = self.backend.commit(Commit::all(vec![change]), mode).await?
+            else {
+                continue;
+            };
+            self.announce(&committed);
+            return committed
+                .applied
+                .into_iter()
+                .next()
+                .and_then(|change| change.outcome.job)
+                .ok_or_else(|| Error::Internal("a transition without a job".into()));
+        }
+    }
+
+    pub(crate) async fn heartbeat(
+        &self,
+        mode: Mode,
+        id: JobId,
+        lease: LeaseId,
+        lease_ms: Option<u64>,
+    ) -> Result<Job> {
+        if let Some(ms) = lease_ms {
+            rules::lease::validate_lease_ms(ms)?;
+        }
+        self.transition(mode, id, Transition::Heartbeat, |job, now| {
+            rules::heartbeat::heartbeat(job, lease, lease_ms, now)
+        })
+        .await
+    }
+
+    pub(crate) async fn complete(
+        &self,
+        mode: Mode,
+        id: JobId,
+        lease: LeaseId,
+        result: Option<Vec<u8>>,
+    ) -> Result<Job> {
+        let limit = self.config.max_payload;
+        if let Some(size) = result.as_ref().map(Vec::len).filter(|size| *size > limit) {
+            return Err(Error::TooLarge {
+                what: "result",
+                size,
+                limit,
+            });
+        }
+        self.transition(mode, id, Transition::Complete, |job, now| {
+            rules::complete::complete(job, lease, result.clone(), now)
+        })
+        .await
+    }
+
+    pub(crate) async fn fail(
+        &self,
+        mode: Mode,
+        id: JobId,
+        lease: LeaseId,
+        failure: &Failure,
+    ) -> Result<Job> {
+        rules::fail::validate(failure)?;
+        let jitter = self.jitter();
+        self.transition(mode, id, Transition::Fail, |job, now| {
+            rules::fail::fail(job, lease, failure, jitter, now)
+        })
+        .await
+    }
+
+    pub(crate) async fn release(&self, mode: Mode, id: JobId, lease: LeaseId) -> Result<Job> {
+        self.transition(mode, id, Transition::Release, |job, now| {
+            rules::release::release(job, lease, now)
+        })
+        .await
+    }
+
+    pub(crate) async fn cancel(&self, mode: Mode, id: JobId) -> Result<Job> {
+        self.transition(mode, id, Transition::Cancel, rules::cancel::cancel)
+            .await
+    }
+
+    /// Requeue or purge the dead jobs `ids` of `queue` (all of them with
+    /// `None`), each by `rule`; jobs that are not dead jobs of the queue are
+    /// skipped. Works in commits of at most [`DEAD_BATCH`] jobs.
+    pub(crate) async fn on_dead(
+        &self,
+        mode: Mode,
+        queue: &str,
+        ids: Option<&[JobId]>,
+        rule: impl Fn(&Job, u64) -> Result<Outcome, Refusal>,
+    ) -> Result<u64> {
+        check_queue(queue)?;
+        if let Some(ids) = ids {
+            if ids.len() > MAX_BATCH {
+                return Err(Error::invalid(
+                    "ids",
+                    format!("at most {MAX_BATCH} ids, got {}", ids.len()),
+                ));
+            }
+            return self.each_dead(mode, queue, ids, &rule).await;
+        }
+        let page = Page::Dead {
+            queue: queue.to_owned(),
+        };
+        let mut total = 0;
+        let mut after = None;
+        loop {
+            let ids = self.backend.page(&page, after, DEAD_BATCH).await?;
+            let Some(last) = ids.last().copied() else {
+                return Ok(total);
+            };
+            total += self.each_dead(mode, queue, &ids, &rule).await?;
+            after = Some(last);
+        }
+    }
+
+    async fn each_dead(
+        &self,
+        mode: Mode,
+        queue: &str,
+        ids: &[JobId],
+        rule: &impl Fn(&Job, u64) -> Result<Outcome, Refusal>,
+    ) -> Result<u64> {
+        let now = self.now();
+        let mut changes = Vec::new();
+        for id in ids {
+            let Some(loaded) = self.backend.load(*id).await? else {
+                continue;
+            };
+            if loaded.job.queue != queue || loaded.job.state != JobState::Dead {
+                continue;
+            }
+            if let Ok(outcome) = rule(&loaded.job, now) {
+                changes.push(Change::of(loaded, outcome));
+            }
+        }
+        self.commit_each(mode, changes).await
+    }
+
+    /// Commits each change that is still current; returns how many were.
+    async fn commit_each(&self, mode: Mode, changes: Vec<Change>) -> Result<u64> {
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let committed = self
+            .backend
+            .commit(Commit::each(changes), mode)
+            .await?
+            .unwrap_or_default();
+        self.announce(&committed);
+        Ok(committed.applied.len() as u64)
+    }
+
+    /// Sets or clears the paused flag of `queue`.
+    pub(crate) async fn set_paused(
+        &self,
+        mode: Mode,
+        queue: &str,
+        paused: bool,
+    ) -> Result<QueueStats> {
+        check_queue(queue)?;
+        let update = SettingsUpdate {
+            paused: Some(paused),
+        };
+        let commit = Commit {
+            changes: Vec::new(),
+            settings: vec![(queue.to_owned(), update)],
+            policy: crate::backend::Policy::AllOrNothing,
+        };
+        self.backend
+            .commit(commit, mode)
+            .await?
+            .ok_or_else(|| Error::Internal("a settings commit went stale".into()))?;
+        if !paused {
+            self.queue_signals.bump(&queue.to_owned());
+        }
+        self.stats(queue).await
+    }
+
+    // ---- reads ------------------------------------------------------------------
+
+    pub(crate) async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        Ok(self.backend.load(id).await?.map(|loaded| loaded.job))
+    }
+
+    pub(crate) async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        check_queue(queue)?;
+        let counts = self.backend.counts(queue).await?;
+        let settings = self.backend.settings(queue).await?;
+        let oldest = self.backend.oldest_ready(queue).await?;
+        let now = self.now();
+        Ok(QueueStats {
+            queue: queue.to_owned(),
+            paused: settings.paused,
+            scheduled: counts.get(JobState::Scheduled),
+            ready: counts.get(JobState::Ready),
+            leased: counts.get(JobState::Leased),
+            completed: counts.get(JobState::Completed),
+            dead: counts.get(JobState::Dead),
+            cancelled: counts.get(JobState::Cancelled),
+            oldest_ready_age_ms: oldest.map(|run_at| now.saturating_sub(run_at)),
+        })
+    }
+
+    pub(crate) async fn queues(&self) -> Result<Vec<QueueStats>> {
+        let mut all = Vec::new();
+        for name in self.backend.queue_names().await? {
+            all.push(self.stats(&name).await?);
+        }
+        Ok(all)
+    }
+
+    pub(crate) async fn dead_letters(
+        &self,
+        queue: &str,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<DeadPage> {
+        check_queue(queue)?;
+        if !(1..=MAX_BATCH).contains(&limit) {
+            return Err(Error::invalid(
+                "limit",
+                format!("{limit} is outside 1..={MAX_BATCH}"),
+            ));
+        }
+        let page = Page::Dead {
+            queue: queue.to_owned(),
+        };
+        let mut ids = self.backend.page(&page, after, limit + 1).await?;
+        let next = (ids.len() > limit).then(|| ids[limit - 1]);
+        ids.truncate(limit);
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A job removed between the page and the load is simply gone.
+            if let Some(loaded) = self.backend.load(id).await? {
+                jobs.push(loaded.job);
+            }
+        }
+        Ok(DeadPage { jobs, next })
+    }
+
+    pub(crate) async fn verify(&self) -> Result<Verification> {
+        self.backend.verify().await
+    }
+
+    // ---- timers ---------------------------------------------------------------------
+
+    fn retention_ms(&self, kind: TimerKind) -> u64 {
+        let retention = &self.config.retention;
+        match kind {
+            TimerKind::RetainCompleted => millis(retention.completed),
+            TimerKind::RetainDead => millis(retention.dead),
+            TimerKind::RetainCancelled => millis(retention.cancelled),
+            TimerKind::Promote | TimerKind::Expire => 0,
+        }
+    }
+
+    /// One pass of the timers over everything due now, and the pruning of
+    /// the event log.
+    pub(crate) async fn run_due(&self, mode: Mode) -> Result<DueReport> {
+        let now = self.now();
+        let mut report = DueReport::default();
+        for kind in TimerKind::ALL {
+            let retention = self.retention_ms(kind);
+            if retention > now {
+                continue;
+            }
+            let upto = now - retention;
+            // Bounded: a pass handles what is due now; entries that keep
+            // losing races are taken by the next pass.
+            for _ in 0..1024 {
+                let due = self.backend.due(kind, upto, TIMER_BATCH).await?;
+                let mut changes = Vec::with_capacity(due.len());
+                for entry in &due {
+                    let Some(loaded) = self.backend.load(entry.id).await? else {
+                        continue;
+                    };
+                    let outcome = match kind {
+                        TimerKind::Promote => rules::promote::promote(&loaded.job, now),
+                        TimerKind::Expire => match entry.deadline.lease {
+                            Some(lease) => {
+                                rules::expire::expire(&loaded.job, lease, self.jitter(), now)
+                            }
+                            None => Err(Refusal::LeaseLost),
+                        },
+                        TimerKind::RetainCompleted
+                        | TimerKind::RetainDead
+                        | TimerKind::RetainCancelled => {
+                            rules::retain::retain(&loaded.job, retention, now)
+                        }
+                    };
+                    if let Ok(outcome) = outcome {
+                        changes.push(Change::of(loaded, outcome));
+                    }
+                }
+                let applied = self.commit_each(mode, changes).await?;
+                match kind {
+                    TimerKind::Promote => report.promoted += applied,
+                    TimerKind::Expire => report.expired += applied,
+                    TimerKind::RetainCompleted
+                    | TimerKind::RetainDead
+                    | TimerKind::RetainCancelled => report.removed += applied,
+                }
+                if due.len() < TIMER_BATCH || applied == 0 {
+                    break;
+                }
+            }
+        }
+        self.events_since_prune.store(0, Ordering::Relaxed);
+        let before = now.saturating_sub(millis(self.config.event_retention));
+        report.pruned_events = self
+            .backend
+            .prune_events(before, self.config.max_events)
+            .await?;
+        for kind in TimerKind::ALL {
+            if let Some(at) = self.backend.first_due(kind).await? {
+                let due = at.saturating_add(self.retention_ms(kind));
+                report.next_due = Some(report.next_due.map_or(due, |d| d.min(due)));
+            }
+        }
+        if let Some((_, at)) = self.backend.event_bounds().await?.oldest {
+            let due = at.saturating_add(millis(self.config.event_retention));
+            report.next_due = Some(report.next_due.map_or(due, |d| d.min(due)));
+        }
+        Ok(report)
+    }
+
+    // ---- announcing -------------------------------------------------------------------
+
+    /// After a durable commit: counts the transitions, wakes the waiters
+    /// they concern, and wakes the timer for any deadline earlier than the
+    /// one it sleeps towards (retention included).
+    fn announce(&self, committed: &Committed) {
+        for change in &committed.applied {
+            let old = change.old.as_ref();
+            let new = change.new_job();
+            let new_state = new.map(|job| job.state);
+            let changed = new_state.is_some() && old.map(|job| job.state) != new_state;
+            let transition = change.outcome.transition;
+            let run_ms = match (transition, old.and_then(|job| job.lease.as_ref()), new) {
+                (Transition::Complete, Some(lease), Some(job)) => {
+                    Some(job.updated_at.saturating_sub(lease.leased_at))
+                }
+                _ => None,
+            };
+            self.counters
+                .record(transition, changed.then_some(new_state).flatten(), run_ms);
+            let Some(job) = new else {
+                continue;
+            };
+            if let Some(deadline) = rules::deadline(job) {
+                self.timer
+                    .deadline_added(deadline.at.saturating_add(self.retention_ms(deadline.kind)));
+            }
+            if !changed {
+                continue;
+            }
+            tracing::debug!(job = %job.id, queue = %job.queue, state = %job.state,
+                attempts = job.attempts, transition = transition.as_str(),
+                "job state changed");
+            if job.state == JobState::Ready {
+                self.queue_signals.bump(&job.queue);
+            }
+            if job.state.is_terminal() {
+                self.job_signals.bump(&job.id);
+            }
+        }
+        let events = committed.events.len() as u64;
+        if events > 0 {
+            let every = (self.config.max_events / 8).max(1);
+            if self.events_since_prune.fetch_add(events, Ordering::Relaxed) + events >= every {
+                self.events_since_prune.store(0, Ordering::Relaxed);
+                self.timer.wake();
+            }
+        }
+    }
+}

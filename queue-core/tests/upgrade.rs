@@ -1,0 +1,144 @@
+//! A data directory written by the first release (queue-core 0.1.0, format
+//! 1, job records of version 1, an interrupted batch in its write-ahead
+//! log) opens under this one, is upgraded, serves and drains.
+//!
+//! The directory is `fixtures/v1/data`: sled's files as that release left
+//! them, except that the log file `db` is stored without its trailing zero
+//! bytes (`db.head`, padded back to `db.len` bytes here).
+
+use std::path::Path;
+use std::time::Duration;
+
+use queue_core::blocking::Queue;
+use queue_core::{Config, JobId, JobState, LeaseId, LeaseOptions, ManualClock, NewJob};
+
+use crate::common::{T0, assert_consistent};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1/data");
+
+/// The job of the interrupted batch, applied when the directory is opened.
+const WAL_JOB: JobId = JobId::from_u64(0x1e_8480);
+
+fn restore(into: &Path) {
+    let from = Path::new(FIXTURE);
+    std::fs::create_dir_all(into.join("blobs")).expect("restore the fixture");
+    for entry in std::fs::read_dir(from).expect("restore the fixture") {
+        let entry = entry.expect("restore the fixture");
+        let name = entry.file_name().into_string().expect("restore the fixture");
+        if name == "conf" || name.starts_with("snap.") {
+            std::fs::copy(entry.path(), into.join(&name)).expect("restore the fixture");
+        }
+    }
+    let mut db = std::fs::read(from.join("db.head")).expect("restore the fixture");
+    let len: usize = std::fs::read_to_string(from.join("db.len"))
+        .expect("restore the fixture")
+        .trim()
+        .parse()
+        .expect("restore the fixture");
+    db.resize(len, 0);
+    std::fs::write(into.join("db"), db).expect("restore the fixture");
+}
+
+fn open(dir: &Path, clock: &ManualClock) -> Queue {
+    Queue::open_with(
+        Config::new(dir)
+            .clock(clock.clone())
+            .seed(3)
+            .background_timers(false),
+    )
+    .expect("the first release's directory opens")
+}
+
+#[test]
+fn a_first_release_directory_opens_serves_and_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    restore(dir.path());
+    let clock = ManualClock::new(T0 + 1_000);
+    let queue = open(dir.path(), &clock);
+    assert_consistent(&queue);
+
+    // Everything that release stored, and the batch its crash interrupted.
+    let emails = queue.stats("emails").unwrap();
+    assert_eq!(
+        (emails.scheduled, emails.ready, emails.leased),
+        (2, 3, 1),
+        "{emails:?}"
+    );
+    assert_eq!((emails.completed, emails.dead, emails.cancelled), (1, 1, 1));
+    assert!(!emails.paused);
+    let reports = queue.stats("reports").unwrap();
+    assert!(
+        reports.paused,
+        "format 1's paused flag survives the upgrade"
+    );
+    assert_eq!(reports.ready, 1);
+    let replayed = queue.get(WAL_JOB).unwrap().expect("the interrupted batch");
+    assert_eq!((replayed.state, replayed.priority), (JobState::Ready, -5));
+    let done = queue.get(JobId::from_u64(3)).unwrap().unwrap();
+    assert_eq!(done.result.as_deref(), Some(&br#"{"sent":true}"#[..]));
+
+    // Idempotency keys written then still replay.
+    let again = queue
+        .enqueue(
+            "emails",
+            NewJob::new(b"{}".to_vec()).idempotency_key("welcome-ada"),
+        )
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.job.id, JobId::from_u64(0));
+
+    // The lease held then is still the job's lease.
+    let held = queue
+        .complete(
+            JobId::from_u64(5),
+            LeaseId::from_u64(9),
+            Some(b"1".to_vec()),
+        )
+        .unwrap();
+    assert_eq!(held.state, JobState::Completed);
+
+    let mut events = queue.subscribe();
+    let drain = |queue: &Queue, name: &str| -> Vec<JobId> {
+        let leased = queue
+            .lease(name, &LeaseOptions::default().max_jobs(100))
+            .unwrap();
+        for l in &leased {
+            queue.complete(l.job.id, l.lease_id, None).unwrap();
+        }
+        leased.into_iter().map(|l| l.job.id).collect()
+    };
+    // Lease order across old and new records: priority, then run_at, then id.
+    assert_eq!(
+        drain(&queue, "emails"),
+        [JobId::from_u64(1), JobId::from_u64(0), WAL_JOB]
+    );
+    assert_eq!(queue.requeue_dead("emails", None).unwrap(), 1);
+    assert_eq!(drain(&queue, "emails"), [JobId::from_u64(4)]);
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(queue.run_due().unwrap().promoted, 2);
+    assert_eq!(drain(&queue, "emails").len(), 2);
+    queue.resume("reports").unwrap();
+    assert_eq!(drain(&queue, "reports"), [JobId::from_u64(12)]);
+
+    let emails = queue.stats("emails").unwrap();
+    assert_eq!((emails.completed, emails.cancelled), (8, 1), "{emails:?}");
+    assert_eq!(
+        emails.ready + emails.scheduled + emails.leased + emails.dead,
+        0
+    );
+    let next = events.try_recv().unwrap().expect("new events are logged");
+    assert_eq!((next.event_id, next.id), (2, JobId::from_u64(1)));
+    let first = queue.subscribe_after(0).try_recv().unwrap().unwrap();
+    assert_eq!(
+        (first.event_id, first.id, first.state),
+        (1, JobId::from_u64(5), JobState::Completed)
+    );
+    assert_consistent(&queue);
+
+    // Upgraded once: it opens again as this release's own format.
+    drop(queue);
+    let queue = open(dir.path(), &clock);
+    assert!(!queue.stats("reports").unwrap().paused);
+    assert_eq!(queue.stats("reports").unwrap().completed, 1);
+    assert_consistent(&queue);
+}

@@ -1,0 +1,147 @@
+//! Jobs: enqueue (one or a batch) into a queue, and a job's own calls —
+//! read (with a long-poll), cancel, and the lease-fenced heartbeat,
+//! complete, fail and release.
+
+use http::StatusCode;
+use http::header::{HeaderValue, LOCATION};
+use queue_proto::{
+    BatchRequest, CompleteRequest, EnqueueRequest, FailRequest, HeartbeatRequest, ReleaseRequest,
+};
+
+use super::{Endpoint as Route, RouteSpec};
+use crate::app::{Call, Handled};
+use crate::error::ApiError;
+use crate::http::json;
+
+/// The endpoints of this resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `POST /v1/queues/{queue}/jobs`
+    Enqueue,
+    /// `POST /v1/queues/{queue}/jobs/batch`
+    EnqueueBatch,
+    /// `GET /v1/jobs/{id}`
+    Get,
+    /// `DELETE /v1/jobs/{id}`
+    Cancel,
+    /// `POST /v1/jobs/{id}/heartbeat`
+    Heartbeat,
+    /// `POST /v1/jobs/{id}/complete`
+    Complete,
+    /// `POST /v1/jobs/{id}/fail`
+    Fail,
+    /// `POST /v1/jobs/{id}/release`
+    Release,
+}
+
+impl Endpoint {
+    pub(crate) fn reads_body(self) -> bool {
+        match self {
+            Endpoint::Get | Endpoint::Cancel => false,
+            Endpoint::Enqueue
+            | Endpoint::EnqueueBatch
+            | Endpoint::Heartbeat
+            | Endpoint::Complete
+            | Endpoint::Fail
+            | Endpoint::Release => true,
+        }
+    }
+}
+
+/// The routes of this resource.
+pub static ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        pattern: "/v1/queues/{queue}/jobs",
+        methods: &[("POST", Route::Jobs(Endpoint::Enqueue))],
+    },
+    RouteSpec {
+        pattern: "/v1/queues/{queue}/jobs/batch",
+        methods: &[("POST", Route::Jobs(Endpoint::EnqueueBatch))],
+    },
+    RouteSpec {
+        pattern: "/v1/jobs/{id}",
+        methods: &[
+            ("GET", Route::Jobs(Endpoint::Get)),
+            ("DELETE", Route::Jobs(Endpoint::Cancel)),
+        ],
+    },
+    RouteSpec {
+        pattern: "/v1/jobs/{id}/heartbeat",
+        methods: &[("POST", Route::Jobs(Endpoint::Heartbeat))],
+    },
+    RouteSpec {
+        pattern: "/v1/jobs/{id}/complete",
+        methods: &[("POST", Route::Jobs(Endpoint::Complete))],
+    },
+    RouteSpec {
+        pattern: "/v1/jobs/{id}/fail",
+        methods: &[("POST", Route::Jobs(Endpoint::Fail))],
+    },
+    RouteSpec {
+        pattern: "/v1/jobs/{id}/release",
+        methods: &[("POST", Route::Jobs(Endpoint::Release))],
+    },
+];
+
+pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
+    let service = call.service();
+    let job = match endpoint {
+        Endpoint::Enqueue => return enqueue(call).await,
+        Endpoint::EnqueueBatch => {
+            let request: BatchRequest = call.json(false)?;
+            let reply = service.enqueue_batch(call.queue(), request).await?;
+            return Ok(json(StatusCode::ACCEPTED, &reply));
+        }
+        Endpoint::Get => {
+            let wait_ms = call.number("wait_ms")?.unwrap_or(0);
+            service.get(call.id(), wait_ms).await?
+        }
+        Endpoint::Cancel => service.cancel(call.id()).await?,
+        Endpoint::Heartbeat => {
+            let request: HeartbeatRequest = call.json(false)?;
+            service.heartbeat(call.id(), request).await?
+        }
+        Endpoint::Complete => {
+            let request: CompleteRequest = call.json(false)?;
+            service.complete(call.id(), request).await?
+        }
+        Endpoint::Fail => {
+            let request: FailRequest = call.json(false)?;
+            service.fail(call.id(), request).await?
+        }
+        Endpoint::Release => {
+            let request: ReleaseRequest = call.json(false)?;
+            service.release(call.id(), request).await?
+        }
+    };
+    Ok(json(StatusCode::OK, &job))
+}
+
+async fn enqueue(call: &Call<'_>) -> Handled {
+    let wait_ms = call.number("wait_ms")?.unwrap_or(0);
+    let request: EnqueueRequest = call.json(false)?;
+    let header_key = match call.headers.get("idempotency-key") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key must be visible ASCII"))?
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let reply = call
+        .service()
+        .enqueue(call.queue(), request, header_key, wait_ms)
+        .await?;
+    let status = StatusCode::from_u16(reply.status()).unwrap_or(StatusCode::ACCEPTED);
+    let mut response = json(status, &reply.job);
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", reply.job.id)) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    if reply.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}

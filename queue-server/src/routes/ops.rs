@@ -1,0 +1,52 @@
+//! Operations: `/healthz` and `/metrics`.
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::{Endpoint as Route, RouteSpec};
+use crate::app::{Call, Handled};
+use crate::http::{full, json};
+use crate::metrics;
+
+/// The endpoints of this resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `GET /healthz` (no token needed)
+    Health,
+    /// `GET /metrics`
+    Metrics,
+}
+
+/// The routes of this resource.
+pub static ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        pattern: "/healthz",
+        methods: &[("GET", Route::Ops(Endpoint::Health))],
+    },
+    RouteSpec {
+        pattern: "/metrics",
+        methods: &[("GET", Route::Ops(Endpoint::Metrics))],
+    },
+];
+
+pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
+    match endpoint {
+        Endpoint::Health => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        Endpoint::Metrics => {
+            let queues = call.service().queues().await?.queues;
+            let app = call.app;
+            let text = metrics::render(
+                &queues,
+                &app.queue().counters(),
+                app.http_metrics(),
+                *app.in_flight().borrow(),
+            );
+            let mut response = Response::new(full(text));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(response)
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Queues: the list with stats, one queue's stats, pause and resume, and
+//! leasing its jobs (with a long-poll).
+
+use http::StatusCode;
+use queue_proto::LeaseRequest;
+
+use super::{Endpoint as Route, RouteSpec};
+use crate::app::{Call, Handled};
+use crate::http::json;
+
+/// The endpoints of this resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `GET /v1/queues`
+    List,
+    /// `GET /v1/queues/{queue}`
+    Stats,
+    /// `POST /v1/queues/{queue}/pause`
+    Pause,
+    /// `POST /v1/queues/{queue}/resume`
+    Resume,
+    /// `POST /v1/queues/{queue}/lease`
+    Lease,
+}
+
+impl Endpoint {
+    pub(crate) fn reads_body(self) -> bool {
+        match self {
+            Endpoint::Lease => true,
+            Endpoint::List | Endpoint::Stats | Endpoint::Pause | Endpoint::Resume => false,
+        }
+    }
+}
+
+/// The routes of this resource.
+pub static ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        pattern: "/v1/queues",
+        methods: &[("GET", Route::Queues(Endpoint::List))],
+    },
+    RouteSpec {
+        pattern: "/v1/queues/{queue}",
+        methods: &[("GET", Route::Queues(Endpoint::Stats))],
+    },
+    RouteSpec {
+        pattern: "/v1/queues/{queue}/lease",
+        methods: &[("POST", Route::Queues(Endpoint::Lease))],
+    },
+    RouteSpec {
+        pattern: "/v1/queues/{queue}/pause",
+        methods: &[("POST", Route::Queues(Endpoint::Pause))],
+    },
+    RouteSpec {
+        pattern: "/v1/queues/{queue}/resume",
+        methods: &[("POST", Route::Queues(Endpoint::Resume))],
+    },
+];
+
+pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
+    let service = call.service();
+    match endpoint {
+        Endpoint::List => Ok(json(StatusCode::OK, &service.queues().await?)),
+        Endpoint::Stats => Ok(json(StatusCode::OK, &service.stats(call.queue()).await?)),
+        Endpoint::Pause | Endpoint::Resume => {
+            let paused = endpoint == Endpoint::Pause;
+            let stats = service.set_paused(call.queue(), paused).await?;
+            Ok(json(StatusCode::OK, &stats))
+        }
+        Endpoint::Lease => {
+            let request: LeaseRequest = call.json(true)?;
+            Ok(json(
+                StatusCode::OK,
+                &service.lease(call.queue(), request).await?,
+            ))
+        }
+    }
+}
