@@ -686,7 +686,9 @@ fn outcome<R: DeserializeOwned>(job: Brief, waited: Duration) -> Result<R> {
             last_error: job.last_error.unwrap_or_default(),
         }),
         JobState::Cancelled => Err(Error::JobCancelled { id }),
-        state => Err(Error::JobTimedOut { id, state, waited }),
+        state @ (JobState::Scheduled | JobState::Ready | JobState::Leased) => {
+            Err(Error::JobTimedOut { id, state, waited })
+        }
     }
 }
 

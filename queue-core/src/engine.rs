@@ -160,20 +160,36 @@ impl Engine {
                 ));
             }
             self.announce(&committed);
-            let mut first_use = vec![true; created];
+            // Each new job goes to its last slot by move, to earlier ones
+            // (replays of it within this call) as a copy.
+            let mut last_use = vec![usize::MAX; created];
+            for (at, slot) in slots.iter().enumerate() {
+                if let Slot::New(i) = slot {
+                    last_use[*i] = at;
+                }
+            }
+            let mut created_jobs: Vec<Option<Job>> = committed
+                .applied
+                .into_iter()
+                .map(|change| change.outcome.job)
+                .collect();
+            let mut seen = vec![false; created];
             return slots
                 .into_iter()
-                .map(|slot| match slot {
+                .enumerate()
+                .map(|(at, slot)| match slot {
                     Slot::Stored(job) => Ok(Enqueued {
                         job: *job,
                         replayed: true,
                     }),
                     Slot::New(i) => {
-                        let replayed = !std::mem::replace(&mut first_use[i], false);
-                        committed.applied[i]
-                            .new_job()
-                            .cloned()
-                            .map(|job| Enqueued { job, replayed })
+                        let replayed = std::mem::replace(&mut seen[i], true);
+                        let job = if last_use[i] == at {
+                            created_jobs[i].take()
+                        } else {
+                            created_jobs[i].clone()
+                        };
+                        job.map(|job| Enqueued { job, replayed })
                             .ok_or_else(|| Error::Internal("an enqueue without a job".into()))
                     }
                 })
@@ -531,7 +547,7 @@ impl Engine {
         let before = now.saturating_sub(millis(self.config.event_retention));
         report.pruned_events = self
             .backend
-            .prune_events(before, self.config.max_events)
+            .prune_events(before, self.config.max_events, mode)
             .await?;
         for kind in TimerKind::ALL {
             if let Some(at) = self.backend.first_due(kind).await? {
@@ -586,7 +602,7 @@ impl Engine {
                 self.job_signals.bump(&job.id);
             }
         }
-        let events = committed.events.len() as u64;
+        let events = committed.events;
         if events > 0 {
             let every = (self.config.max_events / 8).max(1);
             if self.events_since_prune.fetch_add(events, Ordering::Relaxed) + events >= every {

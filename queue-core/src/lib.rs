@@ -128,4 +128,4 @@ pub use verification::Verification;
 
 /// Largest payload (and result) a [`Config`] may allow: a record holds both
 /// and must stay inside the embedded store's fsynced log.
-pub const MAX_PAYLOAD_LIMIT: usize = backend::sled::MAX_PAYLOAD_LIMIT;
+pub const MAX_PAYLOAD_LIMIT: usize = 3 * 1024 * 1024 / 2;

@@ -6,14 +6,13 @@ use std::time::Duration;
 
 use queue_proto::QueueStats;
 
-use crate::backend::sled::SledBackend;
-use crate::backend::{Backend, Mode};
+use crate::backend::{self, Mode};
 use crate::engine::{Engine, check_queue};
 use crate::events::Subscription;
 use crate::timers::{self, DueReport};
 use crate::{
     Config, Counters, DeadPage, Enqueued, Error, Failure, Job, JobId, LeaseId, LeaseOptions,
-    Leased, NewJob, Result, Storage, Verification, executor, rules,
+    Leased, NewJob, Result, Verification, executor, rules,
 };
 
 /// A durable job queue: the async API.
@@ -79,9 +78,7 @@ impl Queue {
         if config.max_events == 0 {
             return Err(Error::invalid("max_events", "must be at least 1"));
         }
-        let backend: Arc<dyn Backend> = match &config.storage {
-            Storage::Embedded { .. } => Arc::new(SledBackend::open(&config)?),
-        };
+        let backend = backend::open(&config)?;
         let background = config.background_timers;
         let engine = Arc::new(Engine::new(backend, config));
         let timer = if background {

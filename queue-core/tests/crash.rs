@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use queue_core::blocking::Queue;
 use queue_core::{
     Clock, Config, Failure, JobId, JobState, LeaseOptions, ManualClock, NewJob, SystemClock,
+    Transition,
 };
 
 use crate::common::assert_consistent;
@@ -214,6 +215,26 @@ fn check_after_crash(dir: &Path, acked: &Acked) {
             "acknowledged failure of {id} at attempt {attempts} lost: {job:?}"
         );
         assert!(job.last_error.is_some(), "failure text of {id} lost");
+    }
+    // Each acknowledged change's event was committed with it.
+    let mut log = queue.subscribe_after(0);
+    let mut enqueued = std::collections::HashSet::new();
+    let mut completed = std::collections::HashSet::new();
+    while let Some(event) = log.try_recv().expect("read the event log") {
+        match event.transition {
+            Transition::Enqueue => enqueued.insert(event.id),
+            Transition::Complete => completed.insert(event.id),
+            _ => false,
+        };
+    }
+    for id in acked.enqueued.keys() {
+        assert!(enqueued.contains(id), "event of the enqueue of {id} lost");
+    }
+    for id in &acked.completed {
+        assert!(
+            completed.contains(id),
+            "event of the completion of {id} lost"
+        );
     }
 }
 

@@ -24,7 +24,10 @@ fn restore(into: &Path) {
     std::fs::create_dir_all(into.join("blobs")).expect("restore the fixture");
     for entry in std::fs::read_dir(from).expect("restore the fixture") {
         let entry = entry.expect("restore the fixture");
-        let name = entry.file_name().into_string().expect("restore the fixture");
+        let name = entry
+            .file_name()
+            .into_string()
+            .expect("restore the fixture");
         if name == "conf" || name.starts_with("snap.") {
             std::fs::copy(entry.path(), into.join(&name)).expect("restore the fixture");
         }

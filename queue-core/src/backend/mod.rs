@@ -61,6 +61,15 @@ use crate::rules::{Deadline, Outcome, TimerKind};
 use crate::settings::{QueueSettings, SettingsUpdate};
 use crate::{Event, Job, JobId, Result, Verification};
 
+/// Opens the backend `config` names.
+pub(crate) fn open(config: &crate::Config) -> Result<std::sync::Arc<dyn Backend>> {
+    match &config.storage {
+        crate::Storage::Embedded { .. } => {
+            Ok(std::sync::Arc::new(sled::SledBackend::open(config)?))
+        }
+    }
+}
+
 /// A boxed future, so that the trait stays object safe.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -188,8 +197,8 @@ impl Commit {
 pub(crate) struct Committed {
     /// The changes applied, in order.
     pub(crate) applied: Vec<Change>,
-    /// The events they emitted, with their durable ids, in commit order.
-    pub(crate) events: Vec<Event>,
+    /// How many events they emitted (logged with their durable ids).
+    pub(crate) events: u64,
 }
 
 /// A timer entry that is due.
@@ -283,8 +292,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn watch_events(&self) -> watch::Receiver<u64>;
 
     /// Removes the oldest events while they are older than `before_at` or
-    /// more than `keep` are retained. Returns how many were removed.
-    fn prune_events(&self, before_at: u64, keep: u64) -> BoxFuture<'_, Result<u64>>;
+    /// more than `keep` are retained, atomically and oldest first. Returns
+    /// how many were removed.
+    fn prune_events(&self, before_at: u64, keep: u64, mode: Mode) -> BoxFuture<'_, Result<u64>>;
 
     /// Makes everything committed so far durable.
     fn flush(&self) -> BoxFuture<'_, Result<()>>;

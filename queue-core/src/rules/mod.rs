@@ -61,6 +61,19 @@ pub(crate) struct EventDraft {
     pub(crate) transition: Transition,
 }
 
+impl From<&crate::Event> for EventDraft {
+    fn from(event: &crate::Event) -> Self {
+        EventDraft {
+            job: event.id,
+            queue: event.queue.clone(),
+            state: event.state,
+            attempts: event.attempts,
+            at: event.at,
+            transition: event.transition,
+        }
+    }
+}
+
 impl Outcome {
     /// `job` after a change of state, announced by an event.
     pub(crate) fn moved(job: Job, transition: Transition) -> Outcome {

@@ -167,23 +167,33 @@ struct Captures {
 }
 
 fn match_pattern(pattern: &str, segments: &[&str]) -> Option<Captures> {
-    let parts: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
-    let mut captures = Captures::default();
-    for (i, part) in parts.iter().enumerate() {
-        if *part == "{*rest}" && i + 1 == parts.len() {
+    let mut parts = pattern.trim_start_matches('/').split('/').peekable();
+    let (mut queue, mut id) = (None, None);
+    let mut i = 0;
+    while let Some(part) = parts.next() {
+        if part == "{*rest}" && parts.peek().is_none() {
             // At least the slash before the rest: `/ui/` matches, `/ui` not.
-            captures.rest = Some(segments.get(i..)?.join("/"));
-            return (i < segments.len()).then_some(captures);
+            let rest = segments.get(i..).filter(|rest| !rest.is_empty())?;
+            return Some(Captures {
+                queue: queue.map(str::to_owned),
+                id: id.map(str::to_owned),
+                rest: Some(rest.join("/")),
+            });
         }
-        let segment = segments.get(i)?;
-        match *part {
-            "{queue}" if !segment.is_empty() => captures.queue = Some((*segment).to_owned()),
-            "{id}" if !segment.is_empty() => captures.id = Some((*segment).to_owned()),
-            literal if literal == *segment => {}
+        let segment = *segments.get(i)?;
+        match part {
+            "{queue}" if !segment.is_empty() => queue = Some(segment),
+            "{id}" if !segment.is_empty() => id = Some(segment),
+            literal if literal == segment => {}
             _ => return None,
         }
+        i += 1;
     }
-    (parts.len() == segments.len()).then_some(captures)
+    (i == segments.len()).then(|| Captures {
+        queue: queue.map(str::to_owned),
+        id: id.map(str::to_owned),
+        rest: None,
+    })
 }
 
 #[cfg(test)]

@@ -10,11 +10,16 @@
 //! A batch is made atomic by a write-ahead record rather than a sled
 //! transaction: sled serializes transactions and forces log writes for
 //! each, which capped durable throughput at a third of what this design
-//! reaches (see BENCHMARKS.md). The record is one sled insert per MiB
-//! (pieces are only complete together); it is flushed and fdatasynced
-//! before the trees are written; a reopen replays a record that a crash
-//! interrupted. sled recovers a prefix of its log, so the trees are never
-//! ahead of their record.
+//! reaches (see BENCHMARKS.md). The record is one sled insert (into the
+//! batch's slot, or in pieces of a MiB for large batches); it is flushed
+//! and fdatasynced before the trees are written; a reopen replays the
+//! records after the checkpoint. sled recovers a prefix of its log, so the
+//! trees are never ahead of their record.
+//!
+//! The event log rides on the same records: a batch's events are in its
+//! slot, and every so often a batch gathers them into one chunk of the
+//! `events` tree (see [`codec`] for why this costs less than a write per
+//! batch).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -23,16 +28,15 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use sled::IVec;
 
-use super::codec::{self, decode_job, encode_event, job_revision};
+use super::codec::{self, decode_job, job_revision};
 use super::keys::{
-    self, EVENT_SEQ, EVENTS, INDEX, JOBS, META, count_key, decode_u64, event_key, id_at_end,
-    idem_key, job_key, queue_prefix, settings_key,
+    self, EVENTS, INDEX, JOBS, META, count_key, decode_u64, event_key, id_at_end, idem_key,
+    job_key, queue_prefix, settings_key,
 };
 use super::{Store, storage};
 use queue_proto::JobState;
 
 use crate::backend::{Change, Expect, Revision};
-use crate::rules::EventDraft;
 use crate::settings::QueueSettings;
 use crate::{Error, Event, Job, JobId, Result};
 
@@ -75,7 +79,9 @@ pub(crate) struct Prepared {
     bytes: Option<Vec<u8>>,
     remove: Vec<keys::Entry>,
     insert: Vec<keys::Entry>,
-    events: Vec<EventDraft>,
+    /// The change's events, encoded (their ids are given at commit).
+    events: Vec<u8>,
+    event_count: u64,
 }
 
 impl Prepared {
@@ -115,6 +121,12 @@ impl Prepared {
             _ => None,
         };
         let place = |job: &Job| (job.queue.clone(), job.state);
+        let mut events = Vec::new();
+        let mut event_count = 0;
+        for event in change.outcome.events() {
+            codec::encode_item(event, &mut events)?;
+            event_count += 1;
+        }
         Ok(Prepared {
             id: change.id,
             expect: change.expect,
@@ -124,7 +136,8 @@ impl Prepared {
             bytes,
             remove,
             insert,
-            events: change.outcome.events().cloned().collect(),
+            events,
+            event_count,
         })
     }
 }
@@ -136,10 +149,48 @@ pub(crate) struct Tx<'a> {
     batch: &'a Writes,
     own: RefCell<Writes>,
     deltas: RefCell<BTreeMap<Vec<u8>, i64>>,
-    events: RefCell<Vec<EventDraft>>,
+    /// Encoded events of this operation, and how many.
+    events: RefCell<(Vec<u8>, u64)>,
+    seal: std::cell::Cell<bool>,
 }
 
 impl Tx<'_> {
+    /// Asks the batch to write the events gathered so far as a chunk.
+    pub(crate) fn seal_events(&self) {
+        self.seal.set(true);
+    }
+
+    /// Removes the events up to `cut` from the chunks of the log: whole
+    /// chunks, and the older part of the one that straddles it. Returns
+    /// how many events went.
+    pub(crate) fn prune_chunks(&self, cut: u64) -> TxResult<u64> {
+        let mut removed = 0;
+        for item in self.store.events.iter() {
+            let (key, value) = item?;
+            let first =
+                keys::u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
+            if first > cut {
+                break;
+            }
+            let events = codec::decode_chunk(first, &value)?;
+            let all = events.len() as u64;
+            self.put(EVENTS, &key, None);
+            let kept: Vec<Event> = events.into_iter().filter(|e| e.event_id > cut).collect();
+            removed += all - kept.len() as u64;
+            if let Some(next) = kept.first() {
+                self.put(
+                    EVENTS,
+                    &event_key(next.event_id),
+                    Some(&codec::encode_chunk(&kept)?),
+                );
+                break;
+            }
+        }
+        let latest = self.store.event_seq.load(Ordering::Acquire);
+        self.put(META, keys::EVENT_SEQ, Some(&latest.to_be_bytes()));
+        Ok(removed)
+    }
+
     fn get(&self, tree: u8, key: &[u8]) -> TxResult<Option<IVec>> {
         let k = (tree, key.to_vec());
         if let Some(v) = self.own.borrow().get(&k) {
@@ -190,9 +241,9 @@ impl Tx<'_> {
                 *deltas.entry(count_key(queue, *state)).or_default() += 1;
             }
         }
-        self.events
-            .borrow_mut()
-            .extend(prepared.events.iter().cloned());
+        let mut events = self.events.borrow_mut();
+        events.0.extend_from_slice(&prepared.events);
+        events.1 += prepared.event_count;
     }
 
     /// The stored record of `id` with its revision, as this operation sees it.
@@ -308,8 +359,13 @@ impl Batcher {
 /// A batch being run: its writes and the events its operations emitted.
 pub(crate) struct Running {
     writes: Writes,
-    events: Vec<Event>,
+    /// The batch's events, encoded, the first with id `first`.
+    items: Vec<u8>,
+    first: u64,
+    /// The id of the batch's last event (of the previous batch's if none).
     next_event: u64,
+    /// An operation asked for the gathered events to go into a chunk now.
+    seal: bool,
 }
 
 /// One caller's operation waiting in a batch.
@@ -324,9 +380,9 @@ trait PendingOp: Send + Sync {
     fn finish(&self);
 }
 
-/// What an operation returns: its value and the events it emitted, with
-/// their ids; `None` if it gave up as stale.
-pub(crate) type OpOutcome<R> = Result<Option<(R, Vec<Event>)>>;
+/// What an operation returns: its value and how many events it emitted;
+/// `None` if it gave up as stale.
+pub(crate) type OpOutcome<R> = Result<Option<(R, u64)>>;
 
 struct Op<F, R> {
     f: F,
@@ -371,16 +427,20 @@ where
                 batch: &batch.writes,
                 own: RefCell::new(Writes::new()),
                 deltas: RefCell::new(BTreeMap::new()),
-                events: RefCell::new(Vec::new()),
+                events: RefCell::new((Vec::new(), 0)),
+                seal: std::cell::Cell::new(false),
             };
             let outcome = (self.f)(&tx).and_then(|value| tx.write_counts().map(|()| value));
-            (outcome, tx.own.into_inner(), tx.events.into_inner())
+            let seal = tx.seal.get();
+            (outcome, tx.own.into_inner(), (tx.events.into_inner(), seal))
         };
+        let (drafts, seal) = drafts;
         match outcome {
-            Ok(value) => match batch.add(own, drafts) {
-                Ok(events) => self.record(Ok(Some((value, events)))),
-                Err(e) => self.record(Err(e)),
-            },
+            Ok(value) => {
+                batch.seal |= seal;
+                let events = batch.add(own, drafts);
+                self.record(Ok(Some((value, events))));
+            }
             Err(TxError::Stale) => self.record(Ok(None)),
             Err(TxError::Failed(e)) => self.record(Err(e)),
         }
@@ -403,35 +463,16 @@ where
 }
 
 impl Running {
-    /// Merges an operation's writes and gives its events their ids.
-    fn add(&mut self, own: Writes, drafts: Vec<EventDraft>) -> Result<Vec<Event>> {
+    /// Merges an operation's writes and events; returns how many events.
+    fn add(&mut self, own: Writes, (items, count): (Vec<u8>, u64)) -> u64 {
         self.writes.extend(own);
-        let mut events = Vec::with_capacity(drafts.len());
-        for draft in drafts {
-            self.next_event += 1;
-            let event = Event {
-                event_id: self.next_event,
-                id: draft.job,
-                queue: draft.queue,
-                state: draft.state,
-                attempts: draft.attempts,
-                at: draft.at,
-                transition: draft.transition,
-            };
-            self.writes.insert(
-                (EVENTS, event_key(event.event_id).to_vec()),
-                Some(encode_event(&event)?),
-            );
-            events.push(event);
-        }
-        if !events.is_empty() {
-            self.writes.insert(
-                (META, EVENT_SEQ.to_vec()),
-                Some(self.next_event.to_be_bytes().to_vec()),
-            );
-        }
-        self.events.extend(events.iter().cloned());
-        Ok(events)
+        self.items.extend_from_slice(&items);
+        self.next_event += count;
+        count
+    }
+
+    fn count(&self) -> u64 {
+        self.next_event + 1 - self.first
     }
 }
 
@@ -559,17 +600,20 @@ impl Store {
             }
             return;
         }
+        let latest = self.event_seq.load(Ordering::Acquire);
         let mut running = Running {
             writes: Writes::new(),
-            events: Vec::new(),
-            next_event: self.event_seq.load(Ordering::Acquire),
+            items: Vec::new(),
+            first: latest + 1,
+            next_event: latest,
+            seal: false,
         };
         for op in batch {
             op.run(self, &mut running);
         }
         let mut committed = Ok(());
-        if !running.writes.is_empty() {
-            committed = self.commit_writes(&running.writes);
+        if !running.writes.is_empty() || running.seal {
+            committed = self.commit_batch(&mut running);
             if committed.is_err() {
                 // The record may be stored and replayed at the next open, or
                 // the trees half-written: stop until then.
@@ -577,7 +621,7 @@ impl Store {
             }
         }
         match committed {
-            Ok(()) => self.publish(running.next_event, running.events),
+            Ok(()) => self.publish(running),
             Err(e) => {
                 tracing::error!(error = %e, "commit failed");
                 for op in batch {
@@ -590,19 +634,93 @@ impl Store {
         }
     }
 
-    /// Writes a batch so that a crash leaves all of it or none of it: the
+    /// Commits a batch so that a crash leaves all of it or none of it: the
     /// write-ahead record first, then (under `Sync`) the flush, then the
-    /// trees, then the record is removed. sled recovers a prefix of its log,
-    /// so the trees are never ahead of the record; and since the trees are
-    /// written only after the flush, readers never see a change that a crash
-    /// could still take back.
-    pub(crate) fn commit_writes(&self, writes: &Writes) -> Result<()> {
-        let record = codec::encode_writes(
-            writes
-                .iter()
-                .map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref())),
-        )?;
-        let seq = self.wal_seq.fetch_add(1, Ordering::Relaxed);
+    /// trees. sled recovers a prefix of its log, so the trees are never
+    /// ahead of the record; and since the trees are written only after the
+    /// flush, readers never see a change that a crash could still take back.
+    ///
+    /// The record goes to the batch's slot, with the batch's events (see
+    /// [`codec`]). Once enough events are gathered, or their oldest slot is
+    /// about to be reused, or an operation asks, the batch also writes them
+    /// as one chunk of the `events` tree, and the checkpoint.
+    fn commit_batch(&self, running: &mut Running) -> Result<()> {
+        let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = gathered.next;
+        let count = gathered.count + running.count();
+        let mut sealed = count >= CHUNK_EVENTS
+            || seq.saturating_sub(gathered.checkpoint) >= SLOTS - 1
+            || running.seal;
+        if sealed {
+            Self::add_checkpoint(&gathered, running, seq);
+        }
+        let mut record = encode(&running.writes)?;
+        if record.len() <= SLOT_RECORD_MAX {
+            let items: &[u8] = if sealed { &[] } else { &running.items };
+            self.wal
+                .insert(
+                    keys::slot_key(seq % SLOTS),
+                    codec::encode_slot(seq, running.first, items, &record)?,
+                )
+                .map_err(storage)?;
+            if self.sync {
+                self.flush_now()?;
+            }
+            self.apply(&running.writes)?;
+        } else {
+            // Too large for a slot: the record is stored in pieces (removed
+            // once applied), with a checkpoint, since no slot holds this
+            // batch.
+            if !sealed {
+                Self::add_checkpoint(&gathered, running, seq);
+                sealed = true;
+                record = encode(&running.writes)?;
+            }
+            self.commit_pieces(&running.writes, &record, seq)?;
+        }
+        gathered.next = seq + 1;
+        if sealed {
+            gathered.items.clear();
+            gathered.count = 0;
+            gathered.checkpoint = seq;
+            self.chunked.store(running.next_event, Ordering::Release);
+        } else if running.count() > 0 {
+            if gathered.count == 0 {
+                gathered.first = running.first;
+            }
+            gathered.items.extend_from_slice(&running.items);
+            gathered.count += running.count();
+        }
+        Ok(())
+    }
+
+    /// Adds to the batch `seq`'s writes the chunk of the gathered and its
+    /// own events, if any, and the checkpoint `seq`. The checkpoint is
+    /// written last of all (its tree sorts last), so a checkpoint on disk
+    /// means the chunk is too.
+    fn add_checkpoint(gathered: &Gathered, running: &mut Running, seq: u64) {
+        let first = if gathered.count > 0 {
+            gathered.first
+        } else {
+            running.first
+        };
+        if gathered.count + running.count() > 0 {
+            running.writes.insert(
+                (EVENTS, event_key(first).to_vec()),
+                Some(codec::chunk_value(&[&gathered.items, &running.items])),
+            );
+        }
+        running.writes.insert(
+            (keys::WAL, keys::CHECKPOINT.to_vec()),
+            Some(seq.to_be_bytes().to_vec()),
+        );
+    }
+
+    /// Writes `writes` (encoded as `record`) as batch `seq`, the record
+    /// stored in pieces under fresh keys of the `wal` tree and removed once
+    /// applied: for records too large for a slot, and for the format
+    /// upgrade.
+    pub(crate) fn commit_pieces(&self, writes: &Writes, record: &[u8], seq: u64) -> Result<()> {
         let pieces: Vec<&[u8]> = record.chunks(WAL_CHUNK).collect();
         let parts = u32::try_from(pieces.len())
             .map_err(|_| Error::Internal("write-ahead record too large".into()))?;
@@ -613,6 +731,15 @@ impl Store {
         if self.sync {
             self.flush_now()?;
         }
+        self.apply(writes)?;
+        for key in &keys {
+            self.wal.remove(key).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a batch's writes to the trees, in (tree, key) order.
+    pub(crate) fn apply(&self, writes: &Writes) -> Result<()> {
         for ((tree, key), value) in writes {
             match value {
                 Some(value) => self.tree(*tree).insert(key.as_slice(), value.as_slice()),
@@ -620,85 +747,212 @@ impl Store {
             }
             .map_err(storage)?;
         }
-        for key in &keys {
-            self.wal.remove(key).map_err(storage)?;
-        }
         Ok(())
     }
 
-    /// Finishes batches that a crash interrupted: a complete write-ahead
-    /// record is applied again (its writes are absolute, so this is
-    /// idempotent); an incomplete one was never applied and is dropped.
-    pub(crate) fn replay_wal(&self) -> Result<()> {
-        let mut records: BTreeMap<u64, (u32, Vec<(IVec, IVec)>)> = BTreeMap::new();
+    /// Finishes what a crash interrupted: every slot after the checkpoint
+    /// and every complete record in pieces is applied again, in batch
+    /// order (their writes are absolute: records already applied rewrite
+    /// what later records rewrite in turn, so the result is the state after
+    /// the last); an incomplete record in pieces was never applied and is
+    /// dropped. Returns the events of the replayed slots and the last batch
+    /// sequence number seen.
+    pub(crate) fn replay_wal(&self) -> Result<(Vec<Event>, u64)> {
+        let checkpoint = match self.wal.get(keys::CHECKPOINT).map_err(storage)? {
+            Some(bytes) => keys::decode_u64(&bytes)?,
+            None => 0,
+        };
+        let mut last = checkpoint;
+        let mut records: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut events = Vec::new();
+        let mut pieces: BTreeMap<u64, (u32, Vec<(IVec, IVec)>)> = BTreeMap::new();
         for item in self.wal.iter() {
             let (key, value) = item.map_err(storage)?;
-            let field = |at: usize| {
-                key.get(at..at + 4)
-                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                    .map(u32::from_be_bytes)
-            };
-            let (Some(seq), Some(_part), Some(parts)) =
-                (keys::u64_at(&key, 0), field(8), field(12))
-            else {
-                return Err(Error::Corrupt(format!("bad write-ahead key {key:?}")));
-            };
-            let entry = records.entry(seq).or_insert((parts, Vec::new()));
-            entry.1.push((key, value));
+            match key.len() {
+                8 => {
+                    let slot = codec::decode_slot(&value)?;
+                    if slot.seq > checkpoint {
+                        last = last.max(slot.seq);
+                        events.extend(slot.events);
+                        records.insert(slot.seq, slot.record);
+                    }
+                }
+                16 => {
+                    let parts = key
+                        .get(12..16)
+                        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                        .map(u32::from_be_bytes);
+                    let (Some(seq), Some(parts)) = (keys::u64_at(&key, 0), parts) else {
+                        return Err(Error::Corrupt(format!("bad write-ahead key {key:?}")));
+                    };
+                    let entry = pieces.entry(seq).or_insert((parts, Vec::new()));
+                    entry.1.push((key, value));
+                }
+                _ if key.as_ref() == keys::CHECKPOINT => {}
+                _ => return Err(Error::Corrupt(format!("bad write-ahead key {key:?}"))),
+            }
         }
-        if records.is_empty() {
-            return Ok(());
-        }
-        for (seq, (parts, pieces)) in records {
+        for (seq, (parts, pieces)) in pieces {
             if pieces.len() == parts as usize {
                 let mut bytes = Vec::new();
                 for (_, value) in &pieces {
                     bytes.extend_from_slice(value);
                 }
-                let writes = codec::decode_writes(&bytes)?;
-                tracing::warn!(seq, writes = writes.len(), "replaying an interrupted batch");
-                for (tree, key, value) in writes {
-                    match value {
-                        Some(value) => self.tree(tree).insert(key, value),
-                        None => self.tree(tree).remove(key),
-                    }
-                    .map_err(storage)?;
-                }
+                last = last.max(seq);
+                records.insert(seq, bytes);
             } else {
                 tracing::warn!(seq, "dropping an incomplete write-ahead record");
-            }
-            for (key, _) in pieces {
-                self.wal.remove(key).map_err(storage)?;
+                for (key, _) in pieces {
+                    self.wal.remove(key).map_err(storage)?;
+                }
             }
         }
-        self.flush_now()
+        if !records.is_empty() {
+            tracing::info!(batches = records.len(), "replaying the write-ahead log");
+        }
+        for (_, record) in records {
+            self.apply_decoded(codec::decode_writes(&record)?)?;
+        }
+        // Records in pieces are applied now: they go.
+        let leftovers: Vec<IVec> = self
+            .wal
+            .iter()
+            .keys()
+            .filter_map(|key| key.ok().filter(|key| key.len() == 16))
+            .collect();
+        for key in leftovers {
+            self.wal.remove(key).map_err(storage)?;
+        }
+        self.flush_now()?;
+        Ok((events, last))
+    }
+
+    fn apply_decoded(&self, writes: Vec<codec::WalWrite>) -> Result<()> {
+        for (tree, key, value) in writes {
+            match value {
+                Some(value) => self.tree(tree).insert(key, value),
+                None => self.tree(tree).remove(key),
+            }
+            .map_err(storage)?;
+        }
+        Ok(())
     }
 
     /// Announces a durable batch's events: the in-memory tail and the
     /// subscribers' wake-up.
-    fn publish(&self, latest: u64, events: Vec<Event>) {
-        if events.is_empty() {
+    fn publish(&self, running: Running) {
+        if running.count() == 0 {
             return;
         }
+        let latest = running.next_event;
         self.event_seq.store(latest, Ordering::Release);
-        {
-            let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-            for event in events {
-                if tail.len() == TAIL {
-                    tail.pop_front();
-                }
-                tail.push_back(event);
-            }
-        }
+        self.tail.lock().unwrap_or_else(|p| p.into_inner()).push(
+            running.first,
+            running.count(),
+            running.items,
+        );
         self.latest.send_replace(latest);
     }
 }
 
-/// Events kept in memory for subscribers that keep up.
-pub(crate) const TAIL: usize = 4096;
+/// Events kept in memory for subscribers that keep up (more than every
+/// event not yet in a chunk: fewer than [`CHUNK_EVENTS`]).
+pub(crate) const TAIL: u64 = 4096;
 
-/// The recent events, oldest first.
-pub(crate) type Tail = Mutex<VecDeque<Event>>;
+/// Slots of the write-ahead log, used in turn. A slot holds its record
+/// until it is reused, so this bounds the log's size too.
+pub(crate) const SLOTS: u64 = 64;
+
+/// The largest record kept in a slot. sled rewrites a page whole, so the
+/// slots' page must stay small; larger batches (many jobs, or large
+/// payloads) write their record in pieces, removed once applied.
+pub(crate) const SLOT_RECORD_MAX: usize = 2048;
+
+/// Events gathered in slots before a batch writes them as one chunk.
+pub(crate) const CHUNK_EVENTS: u64 = 64;
+
+/// The events committed but not yet in a chunk (each is in the slot of its
+/// batch), and the batch sequence. Only the batch leader (and the open)
+/// touches it.
+#[derive(Default)]
+pub(crate) struct Gathered {
+    /// The first gathered event's id, their count and their encodings.
+    pub(crate) first: u64,
+    pub(crate) count: u64,
+    pub(crate) items: Vec<u8>,
+    /// The last batch whose slot (and earlier ones) need no replaying.
+    pub(crate) checkpoint: u64,
+    /// The sequence number of the next batch: its slot is `next % SLOTS`.
+    pub(crate) next: u64,
+}
+
+fn encode(writes: &Writes) -> Result<Vec<u8>> {
+    codec::encode_writes(
+        writes
+            .iter()
+            .map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref())),
+    )
+}
+
+/// The recent events, oldest first, as committed: batches of encoded
+/// events, decoded when read.
+#[derive(Default)]
+pub(crate) struct Tail {
+    batches: VecDeque<(u64, u64, Vec<u8>)>,
+    events: u64,
+}
+
+impl Tail {
+    fn push(&mut self, first: u64, count: u64, items: Vec<u8>) {
+        self.batches.push_back((first, count, items));
+        self.events += count;
+        while self.events > TAIL {
+            match self.batches.pop_front() {
+                Some((_, count, _)) => self.events -= count,
+                None => break,
+            }
+        }
+    }
+
+    /// The id of the oldest event held.
+    pub(crate) fn first(&self) -> Option<u64> {
+        self.batches.front().map(|(first, _, _)| *first)
+    }
+
+    /// Up to `limit` events with ids from `from` on, if the tail holds
+    /// `from`.
+    pub(crate) fn read(&self, from: u64, limit: usize) -> Result<Option<Vec<Event>>> {
+        if self.first().is_none_or(|first| first > from) {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for (first, count, items) in &self.batches {
+            if first + count <= from {
+                continue;
+            }
+            for event in codec::decode_items(*first, items)? {
+                if out.len() >= limit {
+                    return Ok(Some(out));
+                }
+                if event.event_id >= from {
+                    out.push(event);
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Drops the events up to `cut` (pruned).
+    pub(crate) fn trim(&mut self, cut: u64) {
+        while let Some((first, count, _)) = self.batches.front() {
+            if first + count - 1 > cut {
+                break;
+            }
+            self.events -= count;
+            self.batches.pop_front();
+        }
+    }
+}
 
 /// Largest piece of a write-ahead record, well below sled's blob threshold.
 const WAL_CHUNK: usize = 1024 * 1024;

@@ -10,9 +10,23 @@
 //! | job | 1 | `1`, bincode of [`JobV1`] (revision 0) |
 //! | job | 2 | `2`, revision (u64 big-endian), bincode of [`JobV1`] |
 //! | settings | 1 | `1`, bincode of [`SettingsV1`] |
-//! | event | 1 | `1`, bincode of [`EventV1`] (the id is the key) |
+//! | event chunk | 1 | `c`, `1`, bincode of `[`[`EventV1`]`]`: consecutive events, the first one's id is the key |
 //! | write-ahead | 1 | `1`, bincode of `[(tree, key, value?)]`, trees 0..=3 |
-//! | write-ahead | 2 | `2`, the same, trees 0..=4 |
+//! | write-ahead | 2 | `2`, the same, trees 0..=5 (5: the `wal` tree, for the checkpoint) |
+//! | slot | 1 | `s`, batch sequence (u64), events length (u32), the batch's events (first id and chunk, or nothing), its write-ahead record |
+//!
+//! Slots are the write-ahead log of ordinary batches: [`SLOTS`] keys of the
+//! `wal` tree used in turn (overwriting a key costs sled far less than
+//! growing a tree or removing a key). A batch's record stays in its slot
+//! after it is applied, and so do its events, until a later batch writes
+//! the events gathered so far as one chunk of the `events` tree together
+//! with a checkpoint: the sequence number up to which no slot needs
+//! replaying. A reopen replays, in order, every slot after the checkpoint
+//! (records already applied rewrite the values they wrote, which later
+//! records then rewrite in turn: the result is the state after the last),
+//! and gathers their events into a chunk.
+//!
+//! [`SLOTS`]: super::batch::SLOTS
 //!
 //! Job record version 2 adds the revision in front of the body, where a
 //! commit's compare-and-swap reads it without decoding the body; the body
@@ -29,6 +43,7 @@ use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::backend::Revision;
+use crate::rules::EventDraft;
 use crate::settings::QueueSettings;
 use crate::{Error, Event, Job, JobId, Lease, LeaseId, Result, Transition};
 
@@ -353,13 +368,19 @@ fn transition_code(transition: Transition) -> u8 {
     }
 }
 
-pub(crate) fn encode_event(event: &Event) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(48 + event.queue.len());
-    out.push(EVENT_VERSION);
+/// The tag of an event chunk in the `events` tree.
+pub(crate) const CHUNK: u8 = b'c';
+/// The tag of a slot record.
+const SLOT: u8 = b's';
+
+/// Appends the encoding of one event (its id is implied by its place) to
+/// `out`. Events are encoded once, when their change is prepared, and the
+/// bytes travel from there to the slot, the chunk and the in-memory tail.
+pub(crate) fn encode_item(event: &EventDraft, out: &mut Vec<u8>) -> Result<()> {
     encode_into(
-        &mut out,
+        out,
         &EventV1Ref {
-            job: event.id.as_u64(),
+            job: event.job.as_u64(),
             queue: &event.queue,
             state: event.state,
             attempts: event.attempts,
@@ -367,32 +388,140 @@ pub(crate) fn encode_event(event: &Event) -> Result<Vec<u8>> {
             transition: transition_code(event.transition),
         },
         "an event",
-    )?;
+    )
+}
+
+/// Decodes consecutive encoded events, the first with id `first`.
+pub(crate) fn decode_items(first: u64, mut bytes: &[u8]) -> Result<Vec<Event>> {
+    let mut events = Vec::new();
+    let mut event_id = first;
+    while !bytes.is_empty() {
+        let (v, used): (EventV1, usize) =
+            bincode::serde::decode_from_slice(bytes, config()).map_err(|e| corrupt("event", e))?;
+        bytes = &bytes[used..];
+        let transition = TRANSITIONS
+            .get(usize::from(v.transition))
+            .copied()
+            .ok_or_else(|| {
+                Error::Corrupt(format!("event {event_id}: transition {}", v.transition))
+            })?;
+        events.push(Event {
+            event_id,
+            id: JobId::from_u64(v.job),
+            queue: v.queue,
+            state: v.state,
+            attempts: v.attempts,
+            at: v.at,
+            transition,
+        });
+        event_id += 1;
+    }
+    Ok(events)
+}
+
+/// A chunk record holding the encoded events `items`.
+pub(crate) fn chunk_value(items: &[&[u8]]) -> Vec<u8> {
+    let len = items.iter().map(|i| i.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(2 + len);
+    out.push(CHUNK);
+    out.push(EVENT_VERSION);
+    for part in items {
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// A chunk record of `events` (consecutive ids).
+pub(crate) fn encode_chunk(events: &[Event]) -> Result<Vec<u8>> {
+    let mut items = Vec::with_capacity(48 * events.len());
+    for event in events {
+        encode_item(&EventDraft::from(event), &mut items)?;
+    }
+    Ok(chunk_value(&[&items]))
+}
+
+/// A chunk of the `events` tree stored under `first_id`.
+pub(crate) fn decode_chunk(first_id: u64, bytes: &[u8]) -> Result<Vec<Event>> {
+    let events = match bytes {
+        [CHUNK, 1, items @ ..] => decode_items(first_id, items)?,
+        [CHUNK, v, ..] => return Err(unknown_version("event chunk", *v, EVENT_VERSION)),
+        [tag, ..] => {
+            return Err(Error::Corrupt(format!(
+                "event log entry {first_id} has tag {tag}"
+            )));
+        }
+        [] => {
+            return Err(Error::Corrupt(format!(
+                "event log entry {first_id} is empty"
+            )));
+        }
+    };
+    if events.is_empty() {
+        return Err(Error::Corrupt(format!(
+            "event chunk {first_id} has no event"
+        )));
+    }
+    Ok(events)
+}
+
+/// A slot of the write-ahead log: a batch's sequence number, its events
+/// (none if they went into a chunk with it) and its write-ahead record.
+pub(crate) struct Slot {
+    pub(crate) seq: u64,
+    pub(crate) events: Vec<Event>,
+    pub(crate) record: Vec<u8>,
+}
+
+/// The slot of batch `seq`: its encoded events (`items`, the first with id
+/// `first`; empty for none) and its write-ahead record.
+pub(crate) fn encode_slot(seq: u64, first: u64, items: &[u8], record: &[u8]) -> Result<Vec<u8>> {
+    let events_len = if items.is_empty() { 0 } else { 8 + items.len() };
+    let len = u32::try_from(events_len)
+        .map_err(|_| Error::Internal("events over 4 GiB in one batch".into()))?;
+    let mut out = Vec::with_capacity(13 + events_len + record.len());
+    out.push(SLOT);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
+    if !items.is_empty() {
+        out.extend_from_slice(&first.to_be_bytes());
+        out.extend_from_slice(items);
+    }
+    out.extend_from_slice(record);
     Ok(out)
 }
 
-pub(crate) fn decode_event(event_id: u64, bytes: &[u8]) -> Result<Event> {
+pub(crate) fn decode_slot(bytes: &[u8]) -> Result<Slot> {
+    let short = || Error::Corrupt("short write-ahead slot".into());
     match bytes.split_first() {
-        Some((1, body)) => {
-            let v: EventV1 = decode_all(body, "event record")?;
-            let transition = TRANSITIONS
-                .get(usize::from(v.transition))
-                .copied()
-                .ok_or_else(|| {
-                    Error::Corrupt(format!("event {event_id}: transition {}", v.transition))
-                })?;
-            Ok(Event {
-                event_id,
-                id: JobId::from_u64(v.job),
-                queue: v.queue,
-                state: v.state,
-                attempts: v.attempts,
-                at: v.at,
-                transition,
+        Some((&SLOT, rest)) => {
+            let seq = rest
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(short)?;
+            let len = rest
+                .get(8..12)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(short)?;
+            let end = 12usize.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+            let events = rest.get(12..end).ok_or_else(short)?;
+            let events = match events.split_at_checked(8) {
+                _ if events.is_empty() => Vec::new(),
+                Some((first, items)) => {
+                    let first = <[u8; 8]>::try_from(first).map_err(|_| short())?;
+                    decode_items(u64::from_be_bytes(first), items)?
+                }
+                None => return Err(short()),
+            };
+            Ok(Slot {
+                seq,
+                events,
+                record: rest[end..].to_vec(),
             })
         }
-        Some((v, _)) => Err(unknown_version("event record", *v, EVENT_VERSION)),
-        None => Err(Error::Corrupt(format!("event {event_id}: empty record"))),
+        Some((tag, _)) => Err(Error::Corrupt(format!("write-ahead slot with tag {tag}"))),
+        None => Err(Error::Corrupt("empty write-ahead slot".into())),
     }
 }
 
@@ -417,7 +546,7 @@ pub(crate) fn encode_writes<'a>(
 pub(crate) fn decode_writes(bytes: &[u8]) -> Result<Vec<WalWrite>> {
     let (trees, body) = match bytes.split_first() {
         Some((1, body)) => (4, body),
-        Some((2, body)) => (5, body),
+        Some((2, body)) => (6, body),
         Some((v, _)) => return Err(unknown_version("write-ahead record", *v, WAL_VERSION)),
         None => return Err(Error::Corrupt("empty write-ahead record".into())),
     };
@@ -488,19 +617,35 @@ mod tests {
             paused
         );
         assert!(decode_settings(&[2, 0]).is_err());
-        let event = Event {
-            event_id: 77,
+        let event = |event_id, transition| Event {
+            event_id,
             id: JobId::from_u64(5),
             queue: "q".into(),
             state: JobState::Dead,
             attempts: 3,
             at: 9,
-            transition: Transition::Expire,
+            transition,
         };
+        let chunk = vec![event(77, Transition::Expire), event(78, Transition::Fail)];
         assert_eq!(
-            decode_event(77, &encode_event(&event).unwrap()).unwrap(),
-            event
+            decode_chunk(77, &encode_chunk(&chunk).unwrap()).unwrap(),
+            chunk
         );
+        assert!(decode_chunk(1, b"x").is_err());
+        assert!(decode_chunk(1, &[CHUNK, 1, 0]).is_err(), "an empty chunk");
+        let mut items = Vec::new();
+        for e in &chunk {
+            encode_item(&EventDraft::from(e), &mut items).unwrap();
+        }
+        let slot = decode_slot(&encode_slot(9, 77, &items, b"record").unwrap()).unwrap();
+        assert_eq!(
+            (slot.seq, slot.events, slot.record),
+            (9, chunk.clone(), b"record".to_vec())
+        );
+        let slot = decode_slot(&encode_slot(10, 0, &[], b"r").unwrap()).unwrap();
+        assert!(slot.events.is_empty() && slot.record == b"r" && slot.seq == 10);
+        assert!(decode_slot(&[b's', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9, 1]).is_err());
+        assert!(decode_slot(b"").is_err());
         for t in TRANSITIONS {
             assert_eq!(TRANSITIONS[usize::from(transition_code(t))], t);
         }
@@ -518,6 +663,8 @@ mod tests {
         let mut v1 = record.clone();
         v1[0] = 1;
         assert!(decode_writes(&v1).is_err());
+        let six = encode_writes([(6u8, &b"k"[..], None)].into_iter()).unwrap();
+        assert!(decode_writes(&six).is_err());
     }
 }
 

@@ -11,9 +11,12 @@
 //!   `i` idempotency (queue, key) → id.
 //! - `timers`: (kind, at, id) → lease id or nothing ([`rules::deadline`]).
 //! - `meta`: `c` per-(queue, state) counts, `s` queue settings records,
-//!   `e` the id of the latest event; format 1 stored `p` paused flags.
-//! - `events`: event id → event record.
-//! - `wal`: the write-ahead record of the batch being applied.
+//!   `e` the latest event id when the log was last pruned; format 1 stored
+//!   `p` paused flags.
+//! - `events`: first event id → a chunk of consecutive events.
+//! - `wal`: the write-ahead log: slots used in turn (8-byte keys), the
+//!   pieces of a record too large for a slot (16-byte keys: sequence,
+//!   piece, pieces), removed once applied, and the checkpoint.
 //!
 //! Every entry of `index` and `timers` and every count is a function of the
 //! records ([`entries`]).
@@ -33,7 +36,8 @@ pub(crate) const COUNT: u8 = b'c';
 pub(crate) const SETTINGS: u8 = b's';
 /// Format 1's paused flag (`p` + queue → empty), migrated to settings.
 pub(crate) const PAUSED_V1: u8 = b'p';
-/// The id of the latest event committed.
+/// The latest event id when the log was last pruned: the log's own end
+/// says it otherwise.
 pub(crate) const EVENT_SEQ: &[u8] = b"e";
 
 /// Tree ids in write sets and write-ahead records.
@@ -42,9 +46,21 @@ pub(crate) const INDEX: u8 = 1;
 pub(crate) const TIMERS: u8 = 2;
 pub(crate) const META: u8 = 3;
 pub(crate) const EVENTS: u8 = 4;
+/// The `wal` tree, written by batches only for the checkpoint.
+pub(crate) const WAL: u8 = 5;
+
+/// The key of the checkpoint in the `wal` tree: the batch sequence number
+/// up to which no slot needs replaying.
+pub(crate) const CHECKPOINT: &[u8] = b"checkpoint";
 
 pub(crate) fn job_key(id: JobId) -> [u8; 8] {
     id.as_u64().to_be_bytes()
+}
+
+/// A slot of the write-ahead log (8 bytes; pieces of large records have
+/// 16-byte keys).
+pub(crate) fn slot_key(slot: u64) -> [u8; 8] {
+    slot.to_be_bytes()
 }
 
 pub(crate) fn event_key(id: u64) -> [u8; 8] {

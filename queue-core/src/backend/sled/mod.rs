@@ -2,7 +2,8 @@
 //!
 //! Layout: [`keys`] (trees, keys and the entries derived from records),
 //! [`codec`] (versioned records), [`batch`] (group commit through a
-//! write-ahead record), [`verify`] (the consistency check).
+//! write-ahead log that also holds the newest events), [`verify`] (the
+//! consistency check).
 //!
 //! Durability: sled's `flush` only calls `sync_file_range`, which neither
 //! flushes the device cache nor the file size, and sled never syncs its
@@ -15,7 +16,6 @@ mod codec;
 mod keys;
 mod verify;
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use sled::Tree;
 use tokio::sync::watch;
 
-use self::batch::{Batcher, Prepared, Tail, TxError, Writes};
+use self::batch::{Batcher, Gathered, Prepared, Tail, TxError, Writes};
 use self::keys::{
     AGE, COUNT, DEAD, EVENT_SEQ, EVENTS, INDEX, JOBS, META, PAUSED_V1, SETTINGS, dead_key,
     event_key, id_at_end, idem_key, job_key, queue_prefix, settings_key, timer_key, u64_at,
@@ -45,8 +45,10 @@ use crate::{Config, Durability, Error, Event, JobId, LeaseId, Result, Storage, V
 const SEGMENT_SIZE: usize = 16 * 1024 * 1024;
 
 /// Largest payload (and result) a [`Config`] may allow: a record holds both
-/// plus small fields and must stay below sled's blob threshold.
-pub(crate) const MAX_PAYLOAD_LIMIT: usize = 3 * 1024 * 1024 / 2;
+/// plus small fields and must stay below sled's blob threshold (a quarter
+/// of [`SEGMENT_SIZE`]).
+const MAX_PAYLOAD_LIMIT: usize = crate::MAX_PAYLOAD_LIMIT;
+const _: () = assert!(2 * MAX_PAYLOAD_LIMIT + 64 * 1024 < SEGMENT_SIZE / 4);
 
 /// The layout version of the trees, kept under [`FORMAT_KEY`] in sled's
 /// default tree. Format 1 (the first release) kept paused flags instead of
@@ -65,9 +67,8 @@ fn io(e: std::io::Error) -> Error {
 /// The sled database, its trees and the batch machinery.
 pub(crate) struct Store {
     db: sled::Db,
-    /// Write-ahead records of batches being applied (empty when idle).
+    /// The write-ahead log: slots, pieces of large records, the checkpoint.
     wal: Tree,
-    wal_seq: AtomicU64,
     /// Set when a batch could not be applied: the trees may be half-written
     /// until a reopen replays the write-ahead log, so nothing else is done.
     poisoned: AtomicBool,
@@ -78,8 +79,12 @@ pub(crate) struct Store {
     batcher: Batcher,
     /// The id of the latest event committed.
     event_seq: AtomicU64,
+    /// Events committed but not yet in a chunk of the `events` tree.
+    gathered: Mutex<Gathered>,
+    /// The id of the last event in a chunk.
+    chunked: AtomicU64,
     /// The latest events, for subscribers that keep up.
-    tail: Tail,
+    tail: Mutex<Tail>,
     /// Wakes event subscribers with the latest event id.
     latest: watch::Sender<u64>,
     jobs: Tree,
@@ -125,13 +130,14 @@ impl Store {
         let open_tree = |name: &str| db.open_tree(name).map_err(storage);
         let store = Store {
             wal: open_tree("wal")?,
-            wal_seq: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             log,
             sync: durability == Durability::Sync,
             batcher: Batcher::default(),
             event_seq: AtomicU64::new(0),
-            tail: Mutex::new(VecDeque::new()),
+            gathered: Mutex::new(Gathered::default()),
+            chunked: AtomicU64::new(0),
+            tail: Mutex::new(Tail::default()),
             latest: watch::Sender::new(0),
             jobs: open_tree("jobs")?,
             index: open_tree("index")?,
@@ -140,16 +146,11 @@ impl Store {
             events: open_tree("events")?,
             db,
         };
-        store.replay_wal()?;
+        let (slot_events, last_batch) = store.replay_wal()?;
+        store.recover_events(slot_events, last_batch)?;
         if format == 1 {
             store.upgrade_from_format_1()?;
         }
-        let seq = match store.meta.get(EVENT_SEQ).map_err(storage)? {
-            Some(bytes) => keys::decode_u64(&bytes)?,
-            None => 0,
-        };
-        store.event_seq.store(seq, Ordering::Release);
-        store.latest.send_replace(seq);
         Ok(store)
     }
 
@@ -170,7 +171,14 @@ impl Store {
             );
         }
         if !writes.is_empty() {
-            self.commit_writes(&writes)?;
+            let record = codec::encode_writes(
+                writes
+                    .iter()
+                    .map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref())),
+            )?;
+            let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+            self.commit_pieces(&writes, &record, gathered.next)?;
+            gathered.next += 1;
         }
         self.db
             .insert(FORMAT_KEY, &[FORMAT_VERSION])
@@ -183,12 +191,69 @@ impl Store {
         Ok(())
     }
 
+    /// After a restart: the events still waiting in the write-ahead slots
+    /// (newer than the last chunk, or than what pruning removed) go into a
+    /// chunk of their own, then the checkpoint moves past every slot seen,
+    /// so that the log is whole again and no slot needs replaying.
+    fn recover_events(&self, mut slot_events: Vec<Event>, last_batch: u64) -> Result<()> {
+        let pruned_upto = match self.meta.get(EVENT_SEQ).map_err(storage)? {
+            Some(bytes) => keys::decode_u64(&bytes)?,
+            None => 0,
+        };
+        let chunked = match self.events.last().map_err(storage)? {
+            Some((key, value)) => last_event(&key, &value)?.0,
+            None => 0,
+        }
+        .max(pruned_upto);
+        slot_events.retain(|event| event.event_id > chunked);
+        slot_events.sort_by_key(|event| event.event_id);
+        slot_events.dedup_by_key(|event| event.event_id);
+        let mut latest = chunked;
+        if let Some(first) = slot_events.first() {
+            let contiguous = slot_events
+                .iter()
+                .zip(first.event_id..)
+                .all(|(event, id)| event.event_id == id);
+            if first.event_id != chunked + 1 || !contiguous {
+                tracing::error!(
+                    after = chunked,
+                    first = first.event_id,
+                    "the event log has a gap"
+                );
+            }
+            if let Some(last) = slot_events.last() {
+                latest = last.event_id;
+            }
+            self.events
+                .insert(
+                    event_key(first.event_id),
+                    codec::encode_chunk(&slot_events)?,
+                )
+                .map_err(storage)?;
+        }
+        // After the chunk: a checkpoint on disk means the chunk is too.
+        self.wal
+            .insert(keys::CHECKPOINT, &last_batch.to_be_bytes())
+            .map_err(storage)?;
+        self.flush_now()?;
+        {
+            let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+            gathered.checkpoint = last_batch;
+            gathered.next = last_batch + 1;
+        }
+        self.event_seq.store(latest, Ordering::Release);
+        self.chunked.store(latest, Ordering::Release);
+        self.latest.send_replace(latest);
+        Ok(())
+    }
+
     fn tree(&self, id: u8) -> &Tree {
         match id {
             JOBS => &self.jobs,
             INDEX => &self.index,
             keys::TIMERS => &self.timers,
             EVENTS => &self.events,
+            keys::WAL => &self.wal,
             _ => &self.meta,
         }
     }
@@ -337,36 +402,61 @@ impl Store {
     }
 
     fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let wanted = after.saturating_add(1);
+        // The tail holds contiguous ids: when it starts at or before the
+        // first event wanted, it holds all of them.
+        if let Some(events) = self
+            .tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(wanted, limit)?
         {
-            // The tail holds contiguous ids: when it starts at or before the
-            // first event wanted, it holds all of them.
-            let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(first) = tail.front().map(|e| e.event_id) {
-                if first <= after.saturating_add(1) {
-                    let skip =
-                        usize::try_from(after.saturating_add(1) - first).unwrap_or(usize::MAX);
-                    return Ok(tail.iter().skip(skip).take(limit).cloned().collect());
+            return Ok(events);
+        }
+        // The chunk holding `wanted` starts at or before it.
+        let start = match self
+            .events
+            .range(..=event_key(wanted))
+            .next_back()
+            .transpose()
+            .map_err(storage)?
+        {
+            Some((key, _)) => key,
+            None => event_key(wanted).to_vec().into(),
+        };
+        let latest = self.event_seq.load(Ordering::Acquire);
+        let mut out = Vec::new();
+        for item in self.events.range(start..) {
+            let (key, value) = item.map_err(storage)?;
+            let first = u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
+            for event in codec::decode_chunk(first, &value)? {
+                if event.event_id > latest || out.len() >= limit {
+                    return Ok(out);
+                }
+                if event.event_id >= wanted {
+                    out.push(event);
                 }
             }
         }
-        self.events
-            .range(event_key(after.saturating_add(1))..)
-            .take(limit)
-            .map(|item| {
-                let (key, value) = item.map_err(storage)?;
-                let id = u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
-                codec::decode_event(id, &value)
-            })
-            .collect()
+        Ok(out)
     }
 
     fn event_bounds(&self) -> Result<EventBounds> {
         let oldest = match self.events.first().map_err(storage)? {
             Some((key, value)) => {
-                let id = u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
-                Some((id, codec::decode_event(id, &value)?.at))
+                let first =
+                    u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
+                codec::decode_chunk(first, &value)?
+                    .first()
+                    .map(|e| (e.event_id, e.at))
             }
-            None => None,
+            // Nothing chunked yet: the oldest is among the gathered events.
+            None => {
+                let gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+                codec::decode_items(gathered.first, &gathered.items)?
+                    .first()
+                    .map(|e| (e.event_id, e.at))
+            }
         };
         Ok(EventBounds {
             oldest,
@@ -374,31 +464,64 @@ impl Store {
         })
     }
 
-    /// Removes the oldest events, in order, so that a crash leaves the log
-    /// a contiguous run (sled recovers a prefix of its writes).
-    fn prune_events(&self, before_at: u64, keep: u64) -> Result<u64> {
+    /// The id of the newest event that pruning removes: every event
+    /// older than `before_at` from the start of the log, and every event
+    /// beyond the `keep` newest. `None` when nothing goes.
+    fn prune_cut(&self, before_at: u64, keep: u64) -> Result<Option<u64>> {
         let latest = self.event_seq.load(Ordering::Acquire);
-        let mut removed = 0;
-        let mut last_removed = None;
+        let mut cut = latest.saturating_sub(keep);
+        let mut oldest = None;
+        let mut young = false;
         for item in self.events.iter() {
             let (key, value) = item.map_err(storage)?;
-            let id = u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
-            let retained = latest.saturating_sub(id) + 1;
-            if retained <= keep && codec::decode_event(id, &value)?.at >= before_at {
+            let first = u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
+            for event in codec::decode_chunk(first, &value)? {
+                oldest.get_or_insert(event.event_id);
+                if event.at >= before_at {
+                    young = true;
+                    break;
+                }
+                cut = cut.max(event.event_id);
+            }
+            if young {
                 break;
             }
-            self.events.remove(key).map_err(storage)?;
-            removed += 1;
-            last_removed = Some(id);
         }
-        if let Some(last) = last_removed {
-            let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-            while tail.front().is_some_and(|e| e.event_id <= last) {
-                tail.pop_front();
+        if !young {
+            let gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+            for event in codec::decode_items(gathered.first, &gathered.items)? {
+                oldest.get_or_insert(event.event_id);
+                if event.at >= before_at {
+                    break;
+                }
+                cut = cut.max(event.event_id);
             }
         }
-        Ok(removed)
+        Ok(oldest.filter(|oldest| *oldest <= cut).map(|_| cut))
     }
+
+    /// Whether events up to `cut` are still gathered, not in a chunk.
+    fn gathered_upto(&self, cut: u64) -> bool {
+        let gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+        gathered.count > 0 && gathered.first <= cut
+    }
+
+    /// Trims the in-memory tail after pruning up to `cut`.
+    fn trim_tail(&self, cut: u64) {
+        self.tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .trim(cut);
+    }
+}
+
+/// The id and time of the last event of the chunk stored at `key`.
+fn last_event(key: &[u8], value: &[u8]) -> Result<(u64, u64)> {
+    let first = u64_at(key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
+    codec::decode_chunk(first, value)?
+        .last()
+        .map(|e| (e.event_id, e.at))
+        .ok_or_else(|| Error::Corrupt(format!("event chunk {first} is empty")))
 }
 
 /// Opens sled, waiting up to five seconds for its file lock: sled 0.34
@@ -524,12 +647,18 @@ impl Backend for SledBackend {
             let Some((applied, events)) = outcome else {
                 return Ok(None);
             };
-            let mut changes: Vec<Option<Change>> = commit.changes.into_iter().map(Some).collect();
-            let applied = applied
-                .into_iter()
-                .filter_map(|i| changes.get_mut(i).and_then(Option::take))
-                .collect();
-            Ok(Some(Committed { applied, events }))
+            let mut changes = commit.changes;
+            if applied.len() < changes.len() {
+                let mut index = 0;
+                changes.retain(|_| {
+                    index += 1;
+                    applied.binary_search(&(index - 1)).is_ok()
+                });
+            }
+            Ok(Some(Committed {
+                applied: changes,
+                events,
+            }))
         })
     }
 
@@ -548,7 +677,7 @@ impl Backend for SledBackend {
             let outcome = self
                 .run(mode, move |tx| {
                     let mut round = plan.round(&tx.settings(&queue)?);
-                    let mut taken = Vec::new();
+                    let mut taken = Vec::with_capacity(plan.opts.max_jobs.min(64) as usize);
                     for id in tx.ready_jobs(&queue) {
                         if !round.wants_more() {
                             break;
@@ -617,8 +746,27 @@ impl Backend for SledBackend {
         self.store.latest.subscribe()
     }
 
-    fn prune_events(&self, before_at: u64, keep: u64) -> BoxFuture<'_, Result<u64>> {
-        ready(self.store.prune_events(before_at, keep))
+    fn prune_events(&self, before_at: u64, keep: u64, mode: Mode) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let Some(cut) = self.store.prune_cut(before_at, keep)? else {
+                return Ok(0);
+            };
+            if self.store.gathered_upto(cut) {
+                // Those events go into a chunk first (a batch of their own).
+                self.run(mode, |tx| {
+                    tx.seal_events();
+                    Ok(())
+                })
+                .await?;
+            }
+            // Removing whole chunks and cutting the one that straddles `cut`
+            // is one atomic batch; the latest id is noted in it, so that ids
+            // go on increasing after a restart even if every event went.
+            let outcome = self.run(mode, move |tx| tx.prune_chunks(cut)).await?;
+            let (removed, _) = outcome.unwrap_or_default();
+            self.store.trim_tail(cut);
+            Ok(removed)
+        })
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
@@ -701,10 +849,78 @@ mod tests {
             Some(job.clone())
         );
         assert!(store.load(torn.id).unwrap().is_none());
-        assert_eq!(store.wal.len(), 0);
+        assert!(
+            store.wal.iter().keys().all(|key| key.unwrap().len() != 16),
+            "no record in pieces is left"
+        );
         let report = verify::verify(&store).unwrap();
         assert!(report.is_ok(), "{:?}", report.problems);
         assert_eq!(report.jobs, 1);
+    }
+
+    #[test]
+    fn reopening_replays_the_slots_after_the_checkpoint_and_chunks_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let applied = ready_job();
+        let mut pending = ready_job();
+        pending.id = JobId::from_u64(8);
+        pending.queue = "r".into();
+        let event = |event_id, job: &crate::Job| Event {
+            event_id,
+            id: job.id,
+            queue: job.queue.clone(),
+            state: job.state,
+            attempts: 0,
+            at: job.updated_at,
+            transition: crate::Transition::Enqueue,
+        };
+        let (first, second) = (event(1, &applied), event(2, &pending));
+        let encode = |writes: &Writes| {
+            codec::encode_writes(
+                writes
+                    .iter()
+                    .map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref())),
+            )
+            .unwrap()
+        };
+        {
+            let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+            // As if the process died with batch 5 applied and batch 6 only
+            // recorded, both with their events still in their slots; the
+            // slot of batch 1 is before the checkpoint (4) and stays as is.
+            store
+                .wal
+                .insert(keys::CHECKPOINT, &4u64.to_be_bytes())
+                .unwrap();
+            let item = |event: &Event| {
+                let mut items = Vec::new();
+                codec::encode_item(&crate::rules::EventDraft::from(event), &mut items).unwrap();
+                items
+            };
+            let stale = codec::encode_slot(1, 0, &[], &encode(&writes_of(&pending))).unwrap();
+            store.wal.insert(keys::slot_key(1), stale).unwrap();
+            let writes = writes_of(&applied);
+            store.apply(&writes).unwrap();
+            let applied_slot = codec::encode_slot(5, 1, &item(&first), &encode(&writes)).unwrap();
+            store.wal.insert(keys::slot_key(5), applied_slot).unwrap();
+            let pending_slot =
+                codec::encode_slot(6, 2, &item(&second), &encode(&writes_of(&pending))).unwrap();
+            store.wal.insert(keys::slot_key(6), pending_slot).unwrap();
+            store.flush_now().unwrap();
+            assert!(store.load(pending.id).unwrap().is_none());
+        }
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        assert_eq!(
+            store.load(pending.id).unwrap().map(|l| l.job),
+            Some(pending)
+        );
+        assert_eq!(store.events_after(0, 10).unwrap(), vec![first, second]);
+        assert_eq!(store.event_seq.load(Ordering::Acquire), 2);
+        let gathered = store.gathered.lock().unwrap();
+        assert_eq!((gathered.checkpoint, gathered.next), (6, 7));
+        drop(gathered);
+        let report = verify::verify(&store).unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
     }
 
     #[test]

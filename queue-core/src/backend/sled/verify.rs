@@ -76,27 +76,58 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
             "stored counts {stored_counts:?} differ from the records' {counts:?}"
         ));
     }
-    // The event log is a contiguous run of ids ending at the latest.
+    // The event log is a contiguous run of ids ending at the latest, in
+    // chunks, with no write-ahead record left unapplied.
     let mut previous: Option<u64> = None;
     for item in store.events.iter() {
         let (key, value) = item.map_err(storage)?;
-        let Some(id) = super::keys::u64_at(&key, 0) else {
+        let Some(first) = super::keys::u64_at(&key, 0) else {
             problems.push(format!("event key {key:?} is short"));
             continue;
         };
-        if let Err(e) = codec::decode_event(id, &value) {
-            problems.push(format!("event {id}: {e}"));
+        match codec::decode_chunk(first, &value) {
+            Ok(events) => {
+                if previous.is_some_and(|p| p + 1 != first) {
+                    problems.push(format!("event log skips from {previous:?} to {first}"));
+                }
+                previous = events.last().map(|e| e.event_id);
+            }
+            Err(e) => problems.push(format!("events at {first}: {e}")),
         }
-        if previous.is_some_and(|p| p + 1 != id) {
-            problems.push(format!("event log skips from {previous:?} to {id}"));
-        }
-        previous = Some(id);
     }
+    // The events not yet in a chunk follow the last one, up to the latest.
     let latest = store.event_seq.load(std::sync::atomic::Ordering::Acquire);
-    if previous.is_some_and(|p| p != latest) {
+    let gathered: Vec<u64> = {
+        let gathered = store.gathered.lock().unwrap_or_else(|p| p.into_inner());
+        match codec::decode_items(gathered.first, &gathered.items) {
+            Ok(events) => events.iter().map(|e| e.event_id).collect(),
+            Err(e) => {
+                problems.push(format!("gathered events: {e}"));
+                Vec::new()
+            }
+        }
+    };
+    let expected_first =
+        previous.map_or(gathered.first().copied().unwrap_or(latest + 1), |p| p + 1);
+    let whole = gathered
+        .iter()
+        .zip(expected_first..)
+        .all(|(id, expected)| *id == expected);
+    let end = gathered.last().copied().or(previous);
+    if !whole || end.is_some_and(|end| end != latest) {
         problems.push(format!(
-            "event log ends at {previous:?}, the latest event is {latest}"
+            "event log ends at {previous:?} with {} gathered events, the latest event is {latest}",
+            gathered.len()
         ));
+    }
+    for item in store.wal.iter() {
+        let (key, value) = item.map_err(storage)?;
+        match (key.len(), codec::decode_slot(&value)) {
+            (8, Ok(_)) => {}
+            (8, Err(e)) => problems.push(format!("write-ahead slot {key:?}: {e}")),
+            _ if key.as_ref() == super::keys::CHECKPOINT => {}
+            _ => problems.push(format!("write-ahead record {key:?} left between batches")),
+        }
     }
     Ok(Verification {
         jobs: by_state.iter().sum(),
