@@ -3,7 +3,6 @@
 //! request metrics are here; what each route does is in its resource
 //! module under [`crate::routes`], over the shared [`Service`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -14,14 +13,14 @@ use http::{HeaderMap, Request, Response};
 use queue_core::Queue;
 use queue_core::service::Service;
 use queue_proto::ErrorCode;
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use crate::call::{Call, Handled, Shared};
 use crate::config::ServerConfig;
 use crate::error::ApiError;
-use crate::http::{Body, error_response, parse_json, query, read_body};
+use crate::http::{Body, error_response, query, read_body};
 use crate::metrics::HttpMetrics;
-use crate::routes::{self, RouteError, Routed};
+use crate::routes::{self, RouteError};
 
 /// The server's shared state; cheap to clone.
 #[derive(Clone)]
@@ -30,52 +29,9 @@ pub struct App {
 }
 
 struct Inner {
-    service: Service,
-    config: ServerConfig,
-    http: HttpMetrics,
-    in_flight: watch::Sender<usize>,
+    shared: Shared,
     request_seq: AtomicU64,
     boot: u64,
-}
-
-/// What an endpoint answers.
-pub(crate) type Handled = Result<Response<Body>, ApiError>;
-
-/// One admitted request, as the endpoints see it.
-pub(crate) struct Call<'a> {
-    pub(crate) app: &'a App,
-    pub(crate) routed: &'a Routed,
-    pub(crate) headers: &'a HeaderMap,
-    /// The query string, decoded.
-    pub(crate) params: &'a HashMap<String, String>,
-    /// The body, for endpoints that read one (else empty).
-    pub(crate) body: &'a [u8],
-}
-
-impl Call<'_> {
-    pub(crate) fn service(&self) -> &Service {
-        &self.app.inner.service
-    }
-
-    /// The `{queue}` segment (empty for routes without one).
-    pub(crate) fn queue(&self) -> &str {
-        self.routed.queue.as_deref().unwrap_or("")
-    }
-
-    /// The `{id}` segment (empty for routes without one).
-    pub(crate) fn id(&self) -> &str {
-        self.routed.id.as_deref().unwrap_or("")
-    }
-
-    /// The body as JSON; an empty body reads as `{}` when `empty_is_object`.
-    pub(crate) fn json<T: DeserializeOwned>(&self, empty_is_object: bool) -> Result<T, ApiError> {
-        parse_json(self.body, empty_is_object)
-    }
-
-    /// A numeric query parameter; its range is the service's to check.
-    pub(crate) fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
-        crate::http::number(self.params, name)
-    }
 }
 
 impl App {
@@ -86,10 +42,12 @@ impl App {
             .map_or(0, |d| d.as_nanos() as u64);
         App {
             inner: Arc::new(Inner {
-                service: Service::new(queue),
-                config,
-                http: HttpMetrics::default(),
-                in_flight: watch::Sender::new(0),
+                shared: Shared {
+                    service: Service::new(queue),
+                    config,
+                    http: HttpMetrics::default(),
+                    in_flight: watch::Sender::new(0),
+                },
                 request_seq: AtomicU64::new(0),
                 boot,
             }),
@@ -98,33 +56,29 @@ impl App {
 
     /// The queue served.
     pub fn queue(&self) -> &Queue {
-        self.inner.service.queue()
+        self.inner.shared.service.queue()
     }
 
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {
-        &self.inner.config
-    }
-
-    pub(crate) fn http_metrics(&self) -> &HttpMetrics {
-        &self.inner.http
+        &self.inner.shared.config
     }
 
     /// Ends long-polls (they answer with what they have) and event streams.
     pub fn begin_shutdown(&self) {
-        self.inner.service.begin_shutdown();
+        self.inner.shared.service.begin_shutdown();
     }
 
     /// Whether [`App::begin_shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
-        self.inner.service.is_shutting_down()
+        self.inner.shared.service.is_shutting_down()
     }
 
     /// The number of admitted requests being served (past authentication and
     /// the shutdown check), as a watch: tests wait on it, `/metrics` reports
     /// it.
     pub fn in_flight(&self) -> watch::Receiver<usize> {
-        self.inner.in_flight.subscribe()
+        self.inner.shared.in_flight.subscribe()
     }
 
     /// Serves one request: authentication, routing, the endpoint, the
@@ -144,7 +98,10 @@ impl App {
             response.headers_mut().insert("x-request-id", value);
         }
         let status = response.status().as_u16();
-        self.inner.http.record(label, method.as_str(), status);
+        self.inner
+            .shared
+            .http
+            .record(label, method.as_str(), status);
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         if status >= 500 {
             tracing::error!(%method, route = label, %path, status, duration_ms, request_id, "request");
@@ -167,7 +124,7 @@ impl App {
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.inner.config.token else {
+        let Some(token) = &self.inner.shared.config.token else {
             return true;
         };
         let given = headers
@@ -220,10 +177,11 @@ impl App {
         }
         // Admitted: from here on the request is served to the end, and a
         // long-poll answers with what it has when shutdown begins.
-        self.inner.in_flight.send_modify(|n| *n += 1);
-        let _in_flight = InFlight(&self.inner.in_flight);
+        let shared = &self.inner.shared;
+        shared.in_flight.send_modify(|n| *n += 1);
+        let _in_flight = InFlight(&shared.in_flight);
         let params = query(parts.uri.query());
-        let max = self.inner.config.max_body;
+        let max = shared.config.max_body;
         let handled = async {
             let body = if endpoint.reads_body() {
                 read_body(&parts.headers, body, max).await?
@@ -231,8 +189,8 @@ impl App {
                 Bytes::new()
             };
             let call = Call {
-                app: self,
-                routed: &routed,
+                shared,
+                captures: &routed.captures,
                 headers: &parts.headers,
                 params: &params,
                 body: &body,

@@ -32,6 +32,7 @@
 //! ```
 
 mod app;
+mod call;
 pub mod cli;
 mod config;
 mod error;

@@ -292,7 +292,7 @@ fn route_differences(documented: &BTreeMap<String, PathItem>) -> Vec<String> {
         let methods: Vec<String> = spec
             .methods
             .iter()
-            .map(|(m, _)| m.to_ascii_lowercase())
+            .map(|m| m.to_ascii_lowercase())
             .collect();
         let Some(item) = documented.get(spec.pattern) else {
             problems.push(format!(

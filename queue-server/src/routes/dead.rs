@@ -3,8 +3,8 @@
 use http::StatusCode;
 use queue_proto::RequeueRequest;
 
-use super::{Endpoint as Route, RouteSpec};
-use crate::app::{Call, Handled};
+use super::spec::RouteSpec;
+use crate::call::{Call, Handled};
 use crate::http::json;
 
 /// The endpoints of this resource.
@@ -28,17 +28,14 @@ impl Endpoint {
 }
 
 /// The routes of this resource.
-pub static ROUTES: &[RouteSpec] = &[
+pub static ROUTES: &[RouteSpec<Endpoint>] = &[
     RouteSpec {
         pattern: "/v1/queues/{queue}/dead",
-        methods: &[
-            ("GET", Route::Dead(Endpoint::List)),
-            ("DELETE", Route::Dead(Endpoint::Purge)),
-        ],
+        methods: &[("GET", Endpoint::List), ("DELETE", Endpoint::Purge)],
     },
     RouteSpec {
         pattern: "/v1/queues/{queue}/dead/requeue",
-        methods: &[("POST", Route::Dead(Endpoint::Requeue))],
+        methods: &[("POST", Endpoint::Requeue)],
     },
 ];
 

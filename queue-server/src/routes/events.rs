@@ -18,8 +18,8 @@ use queue_core::service::{EventFeed, EventQuery, FeedItem};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{Endpoint as Route, RouteSpec};
-use crate::app::{Call, Handled};
+use super::spec::RouteSpec;
+use crate::call::{Call, Handled};
 use crate::http::Body;
 
 /// The endpoints of this resource.
@@ -30,9 +30,9 @@ pub enum Endpoint {
 }
 
 /// The routes of this resource.
-pub static ROUTES: &[RouteSpec] = &[RouteSpec {
+pub static ROUTES: &[RouteSpec<Endpoint>] = &[RouteSpec {
     pattern: "/v1/events",
-    methods: &[("GET", Route::Events(Endpoint::Stream))],
+    methods: &[("GET", Endpoint::Stream)],
 }];
 
 /// Frames buffered per stream before the forwarding task starts dropping.
@@ -45,7 +45,7 @@ pub(crate) fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
                 queue: call.params.get("queue").cloned(),
                 job: call.params.get("job").cloned(),
             })?;
-            Ok(stream(feed, call.app.config().sse_keep_alive))
+            Ok(stream(feed, call.shared.config.sse_keep_alive))
         }
     }
 }

@@ -8,8 +8,8 @@ use queue_proto::{
     BatchRequest, CompleteRequest, EnqueueRequest, FailRequest, HeartbeatRequest, ReleaseRequest,
 };
 
-use super::{Endpoint as Route, RouteSpec};
-use crate::app::{Call, Handled};
+use super::spec::RouteSpec;
+use crate::call::{Call, Handled};
 use crate::error::ApiError;
 use crate::http::json;
 
@@ -49,37 +49,34 @@ impl Endpoint {
 }
 
 /// The routes of this resource.
-pub static ROUTES: &[RouteSpec] = &[
+pub static ROUTES: &[RouteSpec<Endpoint>] = &[
     RouteSpec {
         pattern: "/v1/queues/{queue}/jobs",
-        methods: &[("POST", Route::Jobs(Endpoint::Enqueue))],
+        methods: &[("POST", Endpoint::Enqueue)],
     },
     RouteSpec {
         pattern: "/v1/queues/{queue}/jobs/batch",
-        methods: &[("POST", Route::Jobs(Endpoint::EnqueueBatch))],
+        methods: &[("POST", Endpoint::EnqueueBatch)],
     },
     RouteSpec {
         pattern: "/v1/jobs/{id}",
-        methods: &[
-            ("GET", Route::Jobs(Endpoint::Get)),
-            ("DELETE", Route::Jobs(Endpoint::Cancel)),
-        ],
+        methods: &[("GET", Endpoint::Get), ("DELETE", Endpoint::Cancel)],
     },
     RouteSpec {
         pattern: "/v1/jobs/{id}/heartbeat",
-        methods: &[("POST", Route::Jobs(Endpoint::Heartbeat))],
+        methods: &[("POST", Endpoint::Heartbeat)],
     },
     RouteSpec {
         pattern: "/v1/jobs/{id}/complete",
-        methods: &[("POST", Route::Jobs(Endpoint::Complete))],
+        methods: &[("POST", Endpoint::Complete)],
     },
     RouteSpec {
         pattern: "/v1/jobs/{id}/fail",
-        methods: &[("POST", Route::Jobs(Endpoint::Fail))],
+        methods: &[("POST", Endpoint::Fail)],
     },
     RouteSpec {
         pattern: "/v1/jobs/{id}/release",
-        methods: &[("POST", Route::Jobs(Endpoint::Release))],
+        methods: &[("POST", Endpoint::Release)],
     },
 ];
 

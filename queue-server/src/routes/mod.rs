@@ -1,22 +1,21 @@
 //! The route table. Each resource module owns its routes, its endpoints and
-//! their handlers ([`jobs`], [`queues`], [`dead`], [`events`], [`ops`]);
-//! this module merges their tables and matches requests against them,
-//! without a socket, so that tests (and the OpenAPI check) can use it.
-//!
-//! A pattern is a path of literal segments and captures: `{queue}` and
-//! `{id}` capture one non-empty segment, and a last `{*rest}` captures the
-//! remainder of the path (possibly empty), so that a resource can serve a
-//! whole prefix.
+//! their handlers ([`jobs`], [`queues`], [`dead`], [`events`], [`ops`]) in a
+//! table of its own ([`RouteSpec`]); this module tries the tables in turn
+//! and matches requests without a socket, so that tests (and the OpenAPI
+//! check) can use it. Patterns are described in [`spec`].
 
 pub mod dead;
 pub mod events;
 pub mod jobs;
 pub mod ops;
 pub mod queues;
+pub mod spec;
 
 use http::Method;
 
-use crate::app::{Call, Handled};
+pub use self::spec::{Captures, RouteSpec};
+use self::spec::{Match, find};
+use crate::call::{Call, Handled};
 
 /// What a request asks for, once routed: a resource and its endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,24 +65,30 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
     }
 }
 
-/// One path pattern and the methods it answers.
-#[derive(Debug)]
-pub struct RouteSpec {
-    /// The path with `{queue}` / `{id}` / `{*rest}` placeholders, as in the
-    /// OpenAPI file.
+/// One route of the merged table: its pattern and methods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The pattern, as in the OpenAPI file.
     pub pattern: &'static str,
-    /// Method name and endpoint.
-    pub methods: &'static [(&'static str, Endpoint)],
+    /// The methods it answers.
+    pub methods: Vec<&'static str>,
 }
 
-/// Every route of the server: the resources' tables, merged.
-pub fn table() -> impl Iterator<Item = &'static RouteSpec> {
-    ops::ROUTES
-        .iter()
-        .chain(events::ROUTES)
-        .chain(queues::ROUTES)
-        .chain(jobs::ROUTES)
-        .chain(dead::ROUTES)
+fn info<E>(specs: &'static [RouteSpec<E>]) -> impl Iterator<Item = RouteInfo> {
+    specs.iter().map(|spec| RouteInfo {
+        pattern: spec.pattern,
+        methods: spec.methods.iter().map(|(m, _)| *m).collect(),
+    })
+}
+
+/// Every route of the server: the resources' tables, merged in the order
+/// they are tried.
+pub fn table() -> impl Iterator<Item = RouteInfo> {
+    info(ops::ROUTES)
+        .chain(info(events::ROUTES))
+        .chain(info(queues::ROUTES))
+        .chain(info(jobs::ROUTES))
+        .chain(info(dead::ROUTES))
 }
 
 /// A routed request.
@@ -93,12 +98,8 @@ pub struct Routed {
     pub endpoint: Endpoint,
     /// The matched pattern (a low-cardinality label for logs and metrics).
     pub pattern: &'static str,
-    /// The `{queue}` segment, if the pattern has one.
-    pub queue: Option<String>,
-    /// The `{id}` segment, if the pattern has one.
-    pub id: Option<String>,
-    /// The path under a `{*rest}` pattern, if the pattern has one.
-    pub rest: Option<String>,
+    /// The captured segments.
+    pub captures: Captures,
 }
 
 /// Why a request matched no endpoint.
@@ -120,80 +121,43 @@ pub enum RouteError {
 /// # Errors
 /// [`RouteError`] when nothing matches.
 pub fn route(method: &Method, path: &str) -> Result<Routed, RouteError> {
-    route_in(table(), method, path)
-}
-
-/// [`route`] over the routes of `specs`, in order.
-///
-/// # Errors
-/// [`RouteError`] when nothing matches.
-pub fn route_in<'a>(
-    specs: impl IntoIterator<Item = &'a RouteSpec>,
-    method: &Method,
-    path: &str,
-) -> Result<Routed, RouteError> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    for spec in specs {
-        let Some(captures) = match_pattern(spec.pattern, &segments) else {
-            continue;
-        };
-        return match spec.methods.iter().find(|(m, _)| *m == method.as_str()) {
-            Some((_, endpoint)) => Ok(Routed {
-                endpoint: *endpoint,
-                pattern: spec.pattern,
-                queue: captures.queue,
-                id: captures.id,
-                rest: captures.rest,
-            }),
-            None => Err(RouteError::MethodNotAllowed {
-                pattern: spec.pattern,
-                allow: spec
-                    .methods
-                    .iter()
-                    .map(|(m, _)| *m)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-        };
-    }
-    Err(RouteError::NotFound)
-}
-
-#[derive(Default)]
-struct Captures {
-    queue: Option<String>,
-    id: Option<String>,
-    rest: Option<String>,
-}
-
-fn match_pattern(pattern: &str, segments: &[&str]) -> Option<Captures> {
-    let mut parts = pattern.trim_start_matches('/').split('/').peekable();
-    let (mut queue, mut id) = (None, None);
-    let mut i = 0;
-    while let Some(part) = parts.next() {
-        if part == "{*rest}" && parts.peek().is_none() {
-            // At least the slash before the rest: `/ui/` matches, `/ui` not.
-            let rest = segments.get(i..).filter(|rest| !rest.is_empty())?;
-            return Some(Captures {
-                queue: queue.map(str::to_owned),
-                id: id.map(str::to_owned),
-                rest: Some(rest.join("/")),
-            });
+    let found = |m: Match<Endpoint>| -> Option<Result<Routed, RouteError>> {
+        match m {
+            Match::Found(endpoint, pattern, captures) => Some(Ok(Routed {
+                endpoint,
+                pattern,
+                captures,
+            })),
+            Match::WrongMethod(pattern, allow) => {
+                Some(Err(RouteError::MethodNotAllowed { pattern, allow }))
+            }
+            Match::None => None,
         }
-        let segment = *segments.get(i)?;
-        match part {
-            "{queue}" if !segment.is_empty() => queue = Some(segment),
-            "{id}" if !segment.is_empty() => id = Some(segment),
-            literal if literal == segment => {}
-            _ => return None,
+    };
+    fn wrap<E: Copy>(m: Match<E>, into: fn(E) -> Endpoint) -> Match<Endpoint> {
+        match m {
+            Match::Found(e, pattern, captures) => Match::Found(into(e), pattern, captures),
+            Match::WrongMethod(pattern, allow) => Match::WrongMethod(pattern, allow),
+            Match::None => Match::None,
         }
-        i += 1;
     }
-    (i == segments.len()).then(|| Captures {
-        queue: queue.map(str::to_owned),
-        id: id.map(str::to_owned),
-        rest: None,
-    })
+    found(wrap(find(ops::ROUTES, method, &segments), Endpoint::Ops))
+        .or_else(|| {
+            found(wrap(
+                find(events::ROUTES, method, &segments),
+                Endpoint::Events,
+            ))
+        })
+        .or_else(|| {
+            found(wrap(
+                find(queues::ROUTES, method, &segments),
+                Endpoint::Queues,
+            ))
+        })
+        .or_else(|| found(wrap(find(jobs::ROUTES, method, &segments), Endpoint::Jobs)))
+        .or_else(|| found(wrap(find(dead::ROUTES, method, &segments), Endpoint::Dead)))
+        .unwrap_or(Err(RouteError::NotFound))
 }
 
 #[cfg(test)]
@@ -204,12 +168,12 @@ mod tests {
     fn routes_capture_their_parameters() {
         let r = route(&Method::POST, "/v1/queues/emails/jobs").unwrap();
         assert_eq!(r.endpoint, Endpoint::Jobs(jobs::Endpoint::Enqueue));
-        assert_eq!(r.queue.as_deref(), Some("emails"));
+        assert_eq!(r.captures.queue.as_deref(), Some("emails"));
         let r = route(&Method::POST, "/v1/queues/emails/jobs/batch").unwrap();
         assert_eq!(r.endpoint, Endpoint::Jobs(jobs::Endpoint::EnqueueBatch));
         let r = route(&Method::DELETE, "/v1/jobs/00000000000000ab").unwrap();
         assert_eq!(r.endpoint, Endpoint::Jobs(jobs::Endpoint::Cancel));
-        assert_eq!(r.id.as_deref(), Some("00000000000000ab"));
+        assert_eq!(r.captures.id.as_deref(), Some("00000000000000ab"));
         let r = route(&Method::POST, "/v1/queues/q/dead/requeue").unwrap();
         assert_eq!(r.endpoint, Endpoint::Dead(dead::Endpoint::Requeue));
     }
@@ -240,31 +204,31 @@ mod tests {
 
     #[test]
     fn a_rest_capture_serves_a_whole_prefix() {
-        static FILES: &[RouteSpec] = &[RouteSpec {
+        static FILES: &[RouteSpec<u8>] = &[RouteSpec {
             pattern: "/ui/{*rest}",
-            methods: &[("GET", Endpoint::Ops(ops::Endpoint::Health))],
+            methods: &[("GET", 7)],
         }];
+        let get = |path: &str| {
+            let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            match find(FILES, &Method::GET, &segments) {
+                Match::Found(7, _, captures) => captures.rest,
+                _ => None,
+            }
+        };
         for (path, rest) in [
             ("/ui/", ""),
             ("/ui/index.html", "index.html"),
             ("/ui/assets/app.js", "assets/app.js"),
         ] {
-            let r = route_in(FILES, &Method::GET, path).unwrap();
-            assert_eq!(r.rest.as_deref(), Some(rest), "{path}");
+            assert_eq!(get(path).as_deref(), Some(rest), "{path}");
         }
-        assert_eq!(
-            route_in(FILES, &Method::GET, "/ui"),
-            Err(RouteError::NotFound)
-        );
-        assert_eq!(
-            route_in(FILES, &Method::GET, "/other/x"),
-            Err(RouteError::NotFound)
-        );
+        assert_eq!(get("/ui"), None);
+        assert_eq!(get("/other/x"), None);
     }
 
     #[test]
     fn every_pattern_is_listed_once() {
-        let mut patterns: Vec<_> = table().map(|spec| spec.pattern).collect();
+        let mut patterns: Vec<_> = table().map(|route| route.pattern).collect();
         let all = patterns.len();
         patterns.sort_unstable();
         patterns.dedup();

@@ -3,8 +3,8 @@
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 
-use super::{Endpoint as Route, RouteSpec};
-use crate::app::{Call, Handled};
+use super::spec::RouteSpec;
+use crate::call::{Call, Handled};
 use crate::http::{full, json};
 use crate::metrics;
 
@@ -18,14 +18,14 @@ pub enum Endpoint {
 }
 
 /// The routes of this resource.
-pub static ROUTES: &[RouteSpec] = &[
+pub static ROUTES: &[RouteSpec<Endpoint>] = &[
     RouteSpec {
         pattern: "/healthz",
-        methods: &[("GET", Route::Ops(Endpoint::Health))],
+        methods: &[("GET", Endpoint::Health)],
     },
     RouteSpec {
         pattern: "/metrics",
-        methods: &[("GET", Route::Ops(Endpoint::Metrics))],
+        methods: &[("GET", Endpoint::Metrics)],
     },
 ];
 
@@ -34,12 +34,12 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
         Endpoint::Health => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         Endpoint::Metrics => {
             let queues = call.service().queues().await?.queues;
-            let app = call.app;
+            let shared = call.shared;
             let text = metrics::render(
                 &queues,
-                &app.queue().counters(),
-                app.http_metrics(),
-                *app.in_flight().borrow(),
+                &shared.service.queue().counters(),
+                &shared.http,
+                *shared.in_flight.borrow(),
             );
             let mut response = Response::new(full(text));
             response.headers_mut().insert(

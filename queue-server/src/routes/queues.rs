@@ -4,8 +4,8 @@
 use http::StatusCode;
 use queue_proto::LeaseRequest;
 
-use super::{Endpoint as Route, RouteSpec};
-use crate::app::{Call, Handled};
+use super::spec::RouteSpec;
+use crate::call::{Call, Handled};
 use crate::http::json;
 
 /// The endpoints of this resource.
@@ -33,26 +33,26 @@ impl Endpoint {
 }
 
 /// The routes of this resource.
-pub static ROUTES: &[RouteSpec] = &[
+pub static ROUTES: &[RouteSpec<Endpoint>] = &[
     RouteSpec {
         pattern: "/v1/queues",
-        methods: &[("GET", Route::Queues(Endpoint::List))],
+        methods: &[("GET", Endpoint::List)],
     },
     RouteSpec {
         pattern: "/v1/queues/{queue}",
-        methods: &[("GET", Route::Queues(Endpoint::Stats))],
+        methods: &[("GET", Endpoint::Stats)],
     },
     RouteSpec {
         pattern: "/v1/queues/{queue}/lease",
-        methods: &[("POST", Route::Queues(Endpoint::Lease))],
+        methods: &[("POST", Endpoint::Lease)],
     },
     RouteSpec {
         pattern: "/v1/queues/{queue}/pause",
-        methods: &[("POST", Route::Queues(Endpoint::Pause))],
+        methods: &[("POST", Endpoint::Pause)],
     },
     RouteSpec {
         pattern: "/v1/queues/{queue}/resume",
-        methods: &[("POST", Route::Queues(Endpoint::Resume))],
+        methods: &[("POST", Endpoint::Resume)],
     },
 ];
 

@@ -1,0 +1,63 @@
+//! What an endpoint sees of a request, and of the server: [`Call`].
+
+use std::collections::HashMap;
+
+use http::{HeaderMap, Response};
+use queue_core::service::Service;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::http::{Body, parse_json};
+use crate::metrics::HttpMetrics;
+
+/// The server's state the endpoints use.
+pub(crate) struct Shared {
+    pub(crate) service: Service,
+    pub(crate) config: ServerConfig,
+    pub(crate) http: HttpMetrics,
+    /// Admitted requests being served.
+    pub(crate) in_flight: watch::Sender<usize>,
+}
+
+/// What an endpoint answers.
+pub(crate) type Handled = Result<Response<Body>, ApiError>;
+
+/// One admitted request, as the endpoints see it.
+pub(crate) struct Call<'a> {
+    pub(crate) shared: &'a Shared,
+    /// The captured path segments.
+    pub(crate) captures: &'a crate::routes::spec::Captures,
+    pub(crate) headers: &'a HeaderMap,
+    /// The query string, decoded.
+    pub(crate) params: &'a HashMap<String, String>,
+    /// The body, for endpoints that read one (else empty).
+    pub(crate) body: &'a [u8],
+}
+
+impl Call<'_> {
+    pub(crate) fn service(&self) -> &Service {
+        &self.shared.service
+    }
+
+    /// The `{queue}` segment (empty for routes without one).
+    pub(crate) fn queue(&self) -> &str {
+        self.captures.queue.as_deref().unwrap_or("")
+    }
+
+    /// The `{id}` segment (empty for routes without one).
+    pub(crate) fn id(&self) -> &str {
+        self.captures.id.as_deref().unwrap_or("")
+    }
+
+    /// The body as JSON; an empty body reads as `{}` when `empty_is_object`.
+    pub(crate) fn json<T: DeserializeOwned>(&self, empty_is_object: bool) -> Result<T, ApiError> {
+        parse_json(self.body, empty_is_object)
+    }
+
+    /// A numeric query parameter; its range is the service's to check.
+    pub(crate) fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        crate::http::number(self.params, name)
+    }
+}
