@@ -886,7 +886,8 @@ pub(crate) struct Gathered {
     pub(crate) next: u64,
 }
 
-fn encode(writes: &Writes) -> Result<Vec<u8>> {
+/// A batch's writes as a write-ahead record.
+pub(crate) fn encode(writes: &Writes) -> Result<Vec<u8>> {
     codec::encode_writes(
         writes
             .iter()

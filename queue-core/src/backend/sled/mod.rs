@@ -171,11 +171,7 @@ impl Store {
             );
         }
         if !writes.is_empty() {
-            let record = codec::encode_writes(
-                writes
-                    .iter()
-                    .map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref())),
-            )?;
+            let record = batch::encode(&writes)?;
             let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
             self.commit_pieces(&writes, &record, gathered.next)?;
             gathered.next += 1;
@@ -820,14 +816,7 @@ mod tests {
         let job = ready_job();
         let mut torn = leased_job(9);
         torn.id = JobId::from_u64(99);
-        let encode = |writes: &Writes| {
-            codec::encode_writes(
-                writes
-                    .iter()
-                    .map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref())),
-            )
-            .unwrap()
-        };
+        let encode = |writes: &Writes| batch::encode(writes).unwrap();
         {
             let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
             // As if the process died after writing the records but before
@@ -875,14 +864,7 @@ mod tests {
             transition: crate::Transition::Enqueue,
         };
         let (first, second) = (event(1, &applied), event(2, &pending));
-        let encode = |writes: &Writes| {
-            codec::encode_writes(
-                writes
-                    .iter()
-                    .map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref())),
-            )
-            .unwrap()
-        };
+        let encode = |writes: &Writes| batch::encode(writes).unwrap();
         {
             let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
             // As if the process died with batch 5 applied and batch 6 only
