@@ -136,6 +136,8 @@ async fn events_follow_a_job_through_its_states(h: Harness) {
             .expect("an event in time")
             .expect("the stream is open")
             .expect("an event, not an error")
+            .into_event()
+            .expect("an event, not a gap")
     };
     let mut seen = Vec::new();
     for _ in 0..4 {

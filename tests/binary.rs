@@ -32,6 +32,14 @@ fn help_explains_every_flag() {
         "--log-format",
         "--max-connections",
         "--shutdown-timeout",
+        "--event-retention",
+        "--event-max",
+        "--webhook-secret",
+        "--callback-timeout",
+        "--callback-concurrency",
+        "--callback-hosts",
+        "QUEUE_WEBHOOK_SECRET",
+        "[default: 24h]",
         "QUEUE_DATA_DIR",
         "[default: ./queue-data]",
         "[default: 127.0.0.1:7878]",
@@ -48,6 +56,9 @@ fn bad_flags_exit_2_with_a_clear_message() {
         (&["--retain-dead", "7"][..], "unit"),
         (&["--max-body", "10"][..], "--max-body"),
         (&["--no-such-flag"][..], "--no-such-flag"),
+        (&["--callback-hosts", "some"][..], "--callback-hosts"),
+        (&["--event-max", "0"][..], "--event-max"),
+        (&["--event-retention", "forever"][..], "--event-retention"),
     ] {
         let (code, _, stderr) = run(args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
@@ -67,4 +78,25 @@ fn an_unusable_data_dir_is_a_clear_error() {
     ]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("opening the data directory"), "{stderr}");
+}
+
+#[test]
+fn a_malformed_webhook_secret_is_a_clear_error_that_does_not_echo_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (code, _, stderr) = run(&[
+        "--data-dir",
+        dir.path().to_str().expect("utf-8 path"),
+        "--listen",
+        "127.0.0.1:0",
+        "--webhook-secret",
+        "whsec_c2hvcnQ=",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("webhook secret"), "{stderr}");
+    assert!(stderr.contains("24 to 64 bytes"), "{stderr}");
+    assert!(!stderr.contains("c2hvcnQ="), "{stderr}");
+    assert!(
+        !dir.path().join("webhook-secret").exists(),
+        "a given secret is never replaced by a generated one"
+    );
 }

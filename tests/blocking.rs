@@ -147,7 +147,7 @@ fn the_blocking_call_and_event_iterator(h: Harness) {
     let double = client.queue::<i32>("double");
     assert_eq!(double.call::<i32>(&21, PATIENCE).unwrap(), 42);
     let states: Vec<JobState> = (0..3)
-        .map(|_| events.next().unwrap().unwrap().state)
+        .map(|_| events.next().unwrap().unwrap().into_event().unwrap().state)
         .collect();
     assert_eq!(
         states,
@@ -198,7 +198,7 @@ fn blocking_handles_and_streams_work_from_any_thread(h: Harness) {
     leased.complete(&8).unwrap();
     assert_eq!(handle.wait::<u32>(PATIENCE).unwrap(), 8);
     let states: Vec<JobState> = (0..3)
-        .map(|_| events.next().unwrap().unwrap().state)
+        .map(|_| events.next().unwrap().unwrap().into_event().unwrap().state)
         .collect();
     assert_eq!(
         states,

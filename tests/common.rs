@@ -83,15 +83,6 @@ impl Harness {
         }
     }
 
-    /// Asks the server to shut down gracefully (it ends event streams and
-    /// long-polls); its runtime stays up until the harness is dropped.
-    pub fn shut_down_server(&mut self) {
-        if let Some((runtime, stop)) = self.server.take() {
-            let _ = stop.send(());
-            self.stopped = Some(runtime);
-        }
-    }
-
     /// An async client on this queue.
     pub fn client(&self) -> Client {
         self.client_with(ClientOptions::new())

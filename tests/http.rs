@@ -197,21 +197,3 @@ async fn a_worker_started_before_its_server_waits_for_it_and_then_works() {
     stop.shutdown();
     assert_eq!(task.await.unwrap().unwrap().completed, 1);
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_stream_ends_when_the_server_shuts_down() {
-    let mut h = Harness::new(Kind::Http);
-    let client = h.client();
-    let mut events = client
-        .events(queue_client::EventFilter::new())
-        .await
-        .unwrap();
-    client.queue::<u32>("q").enqueue(&1).await.unwrap();
-    let first = events.next().await.unwrap().unwrap();
-    assert_eq!(first.queue, "q");
-    h.shut_down_server();
-    let end = tokio::time::timeout(crate::common::PATIENCE, events.next())
-        .await
-        .expect("the stream ends with the server");
-    assert!(end.is_none(), "{end:?}");
-}

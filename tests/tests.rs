@@ -20,6 +20,10 @@
 //! - `binary`: the binary's flags, `--help`, exit codes.
 //! - `kill9`: the built binary SIGKILLed while clients enqueue and
 //!   complete; after a restart every acknowledged write is there.
+//! - `callback_kill9`: the binary SIGKILLed with callbacks owed (one under
+//!   way, one just acknowledged): after a restart both arrive, signed with
+//!   the secret it generated and stored; the job's log lines carry its
+//!   correlation id.
 //! - `sdk_kill9`: producers on the client SDK keep going through a SIGKILL
 //!   and restart of the binary; every enqueue they were told succeeded is
 //!   there exactly once (retries with the SDK's idempotency keys).
@@ -35,6 +39,7 @@ mod admin;
 mod binary;
 mod blocking;
 mod call;
+mod callback_kill9;
 mod http;
 mod kill9;
 mod sdk_kill9;

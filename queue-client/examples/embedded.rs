@@ -16,7 +16,7 @@ use std::error::Error as StdError;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use queue_client::{Client, Error, EventFilter, Failure, Job, Worker};
+use queue_client::{Client, Error, EventFilter, Failure, Job, StreamItem, Worker};
 use serde::{Deserialize, Serialize};
 
 /// The payload of a `greetings` job.
@@ -49,12 +49,15 @@ async fn main() -> Result<(), Box<dyn StdError>> {
     // Every state change of the queue, printed as it happens.
     let mut events = client.events(EventFilter::new().queue("greetings")).await?;
     let printer = tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(event) => println!(
-                    "  event: job {} is {} (attempts {})",
-                    event.id, event.state, event.attempts
+        while let Some(item) = events.next().await {
+            match item {
+                Ok(StreamItem::Event(event)) => println!(
+                    "  event {}: job {} is {} (attempts {})",
+                    event.event_id, event.id, event.state, event.attempts
                 ),
+                Ok(StreamItem::Gap(gap)) => {
+                    println!("  events up to {} are no longer kept", gap.oldest)
+                }
                 Err(e) => println!("  event stream: {e}"),
             }
         }

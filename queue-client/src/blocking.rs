@@ -56,11 +56,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::Runtime;
 
+use crate::job::encode_progress;
 use crate::lease::heartbeat_lease;
 use crate::worker::{Spawn, drive, encode_result};
 use crate::{
-    ClientOptions, DeadPage, EnqueueOptions, Error, EventFilter, Failure, Job, JobId, LeaseOptions,
-    Result, ShutdownHandle, WorkerReport,
+    ClientOptions, DeadPage, EnqueueOptions, Error, EventFilter, EventStream, Failure, Job, JobId,
+    LeaseOptions, Result, ShutdownHandle, StreamItem, WorkerReport,
 };
 
 /// Owns a runtime; shuts it down without waiting for handlers still
@@ -329,37 +330,106 @@ impl Client {
             .run(|c| async move { c.purge_dead(queue).await })
     }
 
-    /// Subscribes to state changes; the iterator blocks for each event. See
-    /// [`crate::Client::events`]. The stream is read by the calling thread's
-    /// runtime, which the iterator drives from whichever thread uses it.
+    /// Subscribes to the queue's events; see [`crate::Client::events`]: the
+    /// same resuming stream (reconnects after drops, no duplicates, gaps as
+    /// [`StreamItem::Gap`]), as a blocking iterator. The stream is read by
+    /// the runtime of the thread that opened it, which the iterator drives
+    /// from whichever thread uses it.
+    ///
+    /// ```no_run
+    /// use queue_client::{EventFilter, StreamItem};
+    ///
+    /// # fn run(client: queue_client::blocking::Client) -> queue_client::Result<()> {
+    /// for item in client.events(EventFilter::new().queue("emails"))? {
+    ///     if let StreamItem::Event(event) = item? {
+    ///         println!("{} is now {}", event.id, event.state);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn events(&self, filter: EventFilter) -> Result<Events> {
-        refuse_inside_a_runtime()?;
-        let (rt, client) = self.shared.local()?;
-        let stream = rt.block_on(async move { client.events(filter).await })?;
-        Ok(Events { stream, rt })
+        self.shared
+            .events(|client| async move { client.events(filter).await })
     }
 }
 
-/// A blocking iterator of state changes, from [`Client::events`]. It ends
-/// when the stream ends; called inside an async runtime it yields one
+impl Shared {
+    /// Opens an event stream on this thread's runtime.
+    fn events<F, Fut>(self: &Arc<Shared>, open: F) -> Result<Events>
+    where
+        F: FnOnce(crate::Client) -> Fut,
+        Fut: Future<Output = Result<EventStream>>,
+    {
+        refuse_inside_a_runtime()?;
+        let (rt, client) = self.local()?;
+        let stream = rt.block_on(open(client))?;
+        Ok(Events {
+            stream,
+            rt,
+            refused: false,
+        })
+    }
+}
+
+/// A blocking iterator over an event stream, from [`Client::events`] or
+/// [`JobHandle::events`]; see [`crate::EventStream`]. It ends when the
+/// stream does. Called inside an async runtime it yields one
 /// [`Error::BlockingInRuntime`] and ends.
 pub struct Events {
-    stream: crate::EventStream,
+    stream: EventStream,
     rt: Rt,
+    refused: bool,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("blocking::Events")
+            .field("last_event_id", &self.stream.last_event_id())
+            .finish()
+    }
+}
+
+impl Events {
+    /// [`Iterator::next`] that waits at most `limit`: an
+    /// [`Error::Timeout`] item when nothing came in time (the stream goes
+    /// on; call again).
+    pub fn next_timeout(&mut self, limit: Duration) -> Option<Result<StreamItem>> {
+        let stream = &mut self.stream;
+        let waited = self.rt.block_on(async {
+            tokio::time::timeout(limit, stream.next())
+                .await
+                .map_err(|_| Error::Timeout { after: limit })
+        });
+        self.settle(waited)
+    }
+
+    /// See [`crate::EventStream::last_event_id`].
+    pub fn last_event_id(&self) -> Option<u64> {
+        self.stream.last_event_id()
+    }
+
+    fn settle(&mut self, waited: Result<Option<Result<StreamItem>>>) -> Option<Result<StreamItem>> {
+        match waited {
+            Ok(item) => item,
+            Err(Error::BlockingInRuntime) if self.refused => None,
+            Err(e) => {
+                self.refused = matches!(e, Error::BlockingInRuntime);
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 impl Iterator for Events {
-    type Item = Result<queue_proto::Event>;
+    type Item = Result<StreamItem>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let stream = &mut self.stream;
-        match self.rt.block_on(async { Ok(stream.next().await) }) {
-            Ok(item) => item,
-            Err(e) => Some(Err(e)),
-        }
+        let waited = self.rt.block_on(async { Ok(stream.next().await) });
+        self.settle(waited)
     }
 }
 
@@ -671,6 +741,17 @@ impl<T: Serialize + DeserializeOwned> JobHandle<T> {
     pub fn cancel(&self) -> Result<()> {
         self.run(|h| async move { h.cancel().await })
     }
+
+    /// The job's events until it finishes, as a blocking iterator; see
+    /// [`crate::JobHandle::events`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn events(&self) -> Result<Events> {
+        let id = self.id.clone();
+        self.shared
+            .events(|c| async move { c.job::<T>(id).events().await })
+    }
 }
 
 /// A manually leased job; see [`crate::Leased`].
@@ -712,7 +793,18 @@ impl<T> Leased<T> {
     pub fn heartbeat(&mut self, length: Option<Duration>) -> Result<()> {
         let (job, lease_id) = (&mut self.job, &self.lease_id);
         self.shared
-            .run(|c| async move { heartbeat_lease(&c, job, lease_id, length).await })
+            .run(|c| async move { heartbeat_lease(&c, job, lease_id, length, None).await })
+    }
+
+    /// See [`crate::Leased::progress`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn progress<P: Serialize + ?Sized>(&mut self, value: &P) -> Result<()> {
+        let progress = encode_progress(value)?;
+        let (job, lease_id) = (&mut self.job, &self.lease_id);
+        self.shared
+            .run(|c| async move { heartbeat_lease(&c, job, lease_id, None, Some(progress)).await })
     }
 
     /// See [`crate::Leased::complete`].
@@ -846,11 +938,14 @@ impl Worker {
         F: Fn(Job<T>) -> std::result::Result<R, E> + Send + Sync + 'static,
     {
         let handler = Arc::new(handler);
-        let spawn: Spawn<T> = Arc::new(move |job| {
+        let spawn: Spawn<T> = Arc::new(move |job, span| {
             let handler = Arc::clone(&handler);
-            tokio::task::spawn_blocking(move || match handler(job) {
-                Ok(result) => encode_result(&result),
-                Err(e) => Err(e.into()),
+            tokio::task::spawn_blocking(move || {
+                let _entered = span.enter();
+                match handler(job) {
+                    Ok(result) => encode_result(&result),
+                    Err(e) => Err(e.into()),
+                }
             })
         });
         let worker = self.worker;

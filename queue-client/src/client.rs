@@ -1,16 +1,14 @@
-//! The async client: connection, admin calls and event streams.
+//! The async client: connection and admin calls.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use queue_proto::{QueueStats, RequeueRequest};
 use serde::de::DeserializeOwned;
 
 use crate::job::DeadPage;
-use crate::transport::{EventReceiver, Http, Transport};
-use crate::{ClientOptions, EventFilter, Job, JobId, Result, RetryPolicy};
+use crate::transport::{Http, Transport};
+use crate::{ClientOptions, Job, JobId, Result, RetryPolicy};
 
 /// A handle on a queue server, or on an embedded queue: cheap to clone,
 /// `Send + Sync`, and shareable by any number of tasks.
@@ -241,54 +239,5 @@ impl Client {
     /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad name; transport errors.
     pub async fn purge_dead(&self, queue: &str) -> Result<u64> {
         self.transport().purge_dead(queue).await
-    }
-
-    /// Subscribes to state changes (over Server-Sent Events, or the embedded
-    /// queue's own feed): one [`Event`](queue_proto::Event) per change,
-    /// sent after the change is durable. A subscriber that falls behind gets
-    /// an [`Error::EventsMissed`](crate::Error::EventsMissed) item and then carries on.
-    ///
-    /// ```no_run
-    /// # async fn run(client: queue_client::Client) -> queue_client::Result<()> {
-    /// use queue_client::EventFilter;
-    ///
-    /// let mut events = client.events(EventFilter::new().queue("emails")).await?;
-    /// while let Some(event) = events.next().await {
-    ///     let event = event?;
-    ///     println!("{} is now {}", event.id, event.state);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad queue filter; transport errors.
-    pub async fn events(&self, filter: EventFilter) -> Result<EventStream> {
-        let receiver = self.transport().events(&filter).await?;
-        Ok(EventStream { receiver })
-    }
-}
-
-/// A live feed of state changes, from [`Client::events`]. It implements
-/// [`Stream`](tokio_stream::Stream) and has an inherent
-/// [`next`](EventStream::next). It ends when the server closes the stream
-/// (shutdown) or the connection fails (after one [`Error::Transport`](crate::Error::Transport) item).
-/// Dropping it closes the subscription.
-#[derive(Debug)]
-pub struct EventStream {
-    receiver: EventReceiver,
-}
-
-impl EventStream {
-    /// The next event; `None` when the stream has ended.
-    pub async fn next(&mut self) -> Option<Result<queue_proto::Event>> {
-        self.receiver.recv().await
-    }
-}
-
-impl tokio_stream::Stream for EventStream {
-    type Item = Result<queue_proto::Event>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.receiver.poll_recv(cx)
     }
 }

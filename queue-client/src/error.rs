@@ -158,12 +158,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A missed stretch of the event stream: the subscriber fell behind and
-    /// `missed` events were skipped. The stream goes on after this item.
-    #[error("{missed} events were skipped (the subscriber fell behind)")]
-    EventsMissed {
-        /// How many events were skipped.
-        missed: u64,
+    /// An event of an [`EventStream`](crate::EventStream) was larger than
+    /// the client accepts (`limit` bytes): it was skipped, and the stream
+    /// goes on after it. Only a server that does not keep the contract's
+    /// limits sends one.
+    #[error("an event{} of the stream was over {limit} bytes and was skipped", .event_id.map(|id| format!(" (id {id})")).unwrap_or_default())]
+    EventTooLarge {
+        /// The skipped event's id, when it came before the limit was reached.
+        event_id: Option<u64>,
+        /// The most bytes one event may take.
+        limit: usize,
     },
     /// A method of [`blocking`](crate::blocking) was called from inside an
     /// async runtime, where blocking the thread would stall other tasks (or

@@ -12,39 +12,58 @@ use crate::options::millis;
 use crate::transport::Brief;
 use crate::{Client, Error, Failure, Job, Result};
 
-/// Extends a lease (see [`Leased::heartbeat`](crate::Leased::heartbeat))
-/// and notes its new deadline on `job`.
+/// Extends a lease (see [`Leased::heartbeat`](crate::Leased::heartbeat)),
+/// reporting `progress` if given, and notes the job's new deadline and
+/// progress on `job`.
 pub(crate) async fn heartbeat_lease<T>(
     client: &Client,
     job: &mut Job<T>,
     lease_id: &str,
     length: Option<Duration>,
+    progress: Option<Box<RawValue>>,
 ) -> Result<()> {
     let request = HeartbeatRequest {
         lease_id: lease_id.to_owned(),
         lease_ms: length.map(millis),
+        progress,
     };
     let reply = client
         .transport()
-        .heartbeat(job.id.as_str(), &request)
+        .heartbeat(job.id.as_str(), &request, job.correlation_id.as_deref())
         .await?;
     job.lease_expires_at = reply.lease_expires_at;
     job.updated_at = reply.updated_at;
+    if request.progress.is_some() {
+        job.set_progress(reply.progress);
+    }
     Ok(())
+}
+
+/// The job a settlement is about: its id, its lease, and its correlation id
+/// (sent as `X-Request-Id`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Held<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) lease_id: &'a str,
+    pub(crate) correlation_id: Option<&'a str>,
 }
 
 /// Completes a leased job (see [`fenced`] for retries).
 pub(crate) async fn settle_complete(
     client: &Client,
-    id: &str,
-    lease_id: &str,
+    held: Held<'_>,
     result: Option<Box<RawValue>>,
 ) -> Result<()> {
+    let Held {
+        id,
+        lease_id,
+        correlation_id,
+    } = held;
     let request = CompleteRequest {
         lease_id: lease_id.to_owned(),
         result,
     };
-    let call = || client.transport().complete(id, &request);
+    let call = || client.transport().complete(id, &request, correlation_id);
     fenced(client, id, call, |state| state == JobState::Completed)
         .await
         .map(|_| ())
@@ -54,26 +73,35 @@ pub(crate) async fn settle_complete(
 /// went to.
 pub(crate) async fn settle_fail(
     client: &Client,
-    id: &str,
-    lease_id: &str,
+    held: Held<'_>,
     failure: &Failure,
 ) -> Result<JobState> {
+    let Held {
+        id,
+        lease_id,
+        correlation_id,
+    } = held;
     let request = FailRequest {
         lease_id: lease_id.to_owned(),
         error: failure.message().to_owned(),
         retry_in_ms: failure.retry_delay().map(millis),
         retryable: failure.is_retryable(),
     };
-    let call = || client.transport().fail(id, &request);
+    let call = || client.transport().fail(id, &request, correlation_id);
     fenced(client, id, call, |state| state != JobState::Leased).await
 }
 
 /// Releases a leased job (see [`fenced`] for retries).
-pub(crate) async fn settle_release(client: &Client, id: &str, lease_id: &str) -> Result<()> {
+pub(crate) async fn settle_release(client: &Client, held: Held<'_>) -> Result<()> {
+    let Held {
+        id,
+        lease_id,
+        correlation_id,
+    } = held;
     let request = ReleaseRequest {
         lease_id: lease_id.to_owned(),
     };
-    let call = || client.transport().release(id, &request);
+    let call = || client.transport().release(id, &request, correlation_id);
     fenced(client, id, call, |state| state == JobState::Ready)
         .await
         .map(|_| ())

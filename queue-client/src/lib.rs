@@ -9,13 +9,18 @@
 //!   [`EnqueueOptions`], or a batch) and get [`JobHandle`]s; the synchronous
 //!   style [`TypedQueue::call`] (or [`TypedQueue::try_call`], which hands
 //!   back the job when the wait ends first); manual leasing with [`Leased`] jobs.
-//! - [`JobHandle`]: a job's id, status, typed result ([`JobHandle::wait`])
-//!   and cancellation.
+//! - [`JobHandle`]: a job's id, status, typed result ([`JobHandle::wait`]),
+//!   its events ([`JobHandle::events`]) and cancellation.
 //! - [`Worker`]: runs a handler on a queue's jobs with concurrency,
-//!   heartbeats, retries ([`Failure`]) and graceful shutdown
-//!   ([`ShutdownHandle`]), reporting a [`WorkerReport`].
+//!   heartbeats, progress reports ([`Job::progress`]), retries
+//!   ([`Failure`]) and graceful shutdown ([`ShutdownHandle`]), reporting a
+//!   [`WorkerReport`].
 //! - Admin calls on [`Client`]: stats, queues, pause/resume, dead letters
-//!   ([`DeadPage`]), and an [`EventStream`] of state changes.
+//!   ([`DeadPage`]).
+//! - [`Client::events`]: an [`EventStream`] of [`StreamItem`]s (state
+//!   changes, progress, gaps) chosen by an [`EventFilter`], which resumes
+//!   by itself after a dropped connection.
+//! - [`webhooks`]: checking the signature of a job's callback.
 //! - [`blocking`]: all of the above without `async`, for programs without a
 //!   runtime.
 //! - [`Error`]: one error type; its variants map the server's error codes
@@ -61,6 +66,74 @@
 //! assert_eq!(report.completed, 1);
 //! # Ok(()) }
 //! ```
+//!
+//! # Pushed results
+//!
+//! Instead of polling a job ([`JobHandle::wait`]), a caller can have its
+//! outcome pushed, three ways:
+//!
+//! - **One job's events**: [`JobHandle::events`] streams the job's current
+//!   state, then each change and progress report, and ends after its
+//!   terminal event (with its result or last error in it).
+//! - **Many jobs' events**: [`Client::events`] with an [`EventFilter`]
+//!   (queues, a job, event types, a start id) streams every matching
+//!   event as it is committed. Each event has a durable id
+//!   ([`Event::event_id`]); the stream remembers the last one and, when
+//!   its connection drops, reconnects after a back-off with
+//!   `Last-Event-ID`, so nothing is seen twice or missed. Events the
+//!   server no longer keeps are reported as a [`StreamItem::Gap`], a value
+//!   and not an error: re-read the state that matters and go on.
+//!   [`EventStream::last_event_id`] lets a later stream (another process,
+//!   after a restart) start where this one stopped ([`EventFilter::after`]).
+//! - **Callbacks**: a job enqueued with [`EnqueueOptions::callback_url`]
+//!   is POSTed to that URL when it finishes, signed as Standard Webhooks
+//!   says; the receiver checks it with [`webhooks::verify`].
+//!
+//! Each job also carries what ties it to its origin: a correlation id
+//! ([`EnqueueOptions::correlation_id`], else the enqueue request's
+//! `X-Request-Id`) and string headers ([`EnqueueOptions::header`], a W3C
+//! `traceparent` among them). Both reach the worker's handler
+//! ([`Job::correlation_id`], [`Job::headers`]), the correlation id is in
+//! every event and callback of the job, and the worker sends it back as
+//! `X-Request-Id` and records it on the handler's `tracing` span.
+//!
+//! ```
+//! use std::time::Duration;
+//! use queue_client::{Client, EnqueueOptions, Failure, Job, StreamItem, Worker};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let client = Client::embedded(queue_core::Queue::open(dir.path())?);
+//! let job = client
+//!     .queue::<u32>("reports")
+//!     .enqueue_with(&21, EnqueueOptions::new().correlation_id("order-17"))
+//!     .await?;
+//! let mut events = job.events().await?;
+//!
+//! let worker = Worker::new(client.clone(), "reports").poll_wait(Duration::from_millis(100));
+//! let stop = worker.shutdown_handle();
+//! let running = tokio::spawn(worker.run(|job: Job<u32>| async move {
+//!     assert_eq!(job.correlation_id.as_deref(), Some("order-17"));
+//!     job.progress(&50)?;
+//!     Ok::<_, Failure>(job.payload * 2)
+//! }));
+//!
+//! let mut seen = Vec::new();
+//! while let Some(item) = tokio::time::timeout(Duration::from_secs(10), events.next()).await? {
+//!     if let StreamItem::Event(event) = item? {
+//!         seen.push(event.kind().as_str());
+//!         if let Some(result) = event.result {
+//!             assert_eq!(result.get(), "42");
+//!         }
+//!     }
+//! }
+//! // The job's state when the stream started, then what happened to it.
+//! assert_eq!(seen, ["ready", "leased", "progress", "completed"]);
+//! stop.shutdown();
+//! running.await??;
+//! # Ok(()) }
+//! ```
 
 // Each module uses only modules listed below it, so there is no cycle:
 //
@@ -70,13 +143,18 @@
 //   `Client::job`, which make them.
 // - `lease`: the calls fenced by a lease (heartbeat, complete, fail,
 //   release), shared by `queue`, `worker` and `blocking`.
-// - `client`: the handle (transport, retries), admin calls, event streams.
-// - `transport`: HTTP or embedded, wire types in and out.
-// - `job`: jobs, dead-letter pages, event filters.
+// - `events`: event streams that reconnect and resume, and
+//   `Client::events`.
+// - `client`: the handle (transport, retries), admin calls.
+// - `transport`: HTTP (with its SSE parser) or embedded, wire types in and
+//   out.
+// - `job`: jobs, dead-letter pages, event filters, stream items.
 // - `error`: the error type (its variants name job ids).
 // - `failure`, `options`, `id`: plain values that use nothing here.
+// - `webhooks`: re-exports of the wire crate's signature checks.
 mod client;
 mod error;
+mod events;
 mod failure;
 mod id;
 mod job;
@@ -87,13 +165,17 @@ mod transport;
 mod worker;
 
 pub mod blocking;
+pub mod webhooks;
 
-pub use client::{Client, EventStream};
+pub use client::Client;
 pub use error::{BoxError, Error, Result};
+pub use events::EventStream;
 pub use failure::Failure;
 pub use id::JobId;
-pub use job::{DeadPage, EventFilter, Job};
+pub use job::{DeadPage, EventFilter, Job, StreamItem};
 pub use options::{ClientOptions, EnqueueOptions, RetryPolicy};
 pub use queue::{CallOutcome, JobHandle, LeaseOptions, Leased, TypedQueue};
-pub use queue_proto::{ErrorCode, Event, JobState, QueueStats};
+pub use queue_proto::{
+    CallbackInfo, CallbackState, ErrorCode, Event, EventType, Gap, JobState, QueueStats,
+};
 pub use worker::{ShutdownHandle, Worker, WorkerReport};

@@ -1,5 +1,6 @@
 //! What callers configure: the connection, retries and each enqueue.
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
@@ -158,8 +159,9 @@ impl RetryPolicy {
     }
 }
 
-/// How to enqueue one job: priority, when it may run, retries and its
-/// idempotency key.
+/// How to enqueue one job: priority, when it may run, retries, its
+/// idempotency key, and what ties it to its origin (correlation id,
+/// headers) and where its outcome goes (callback URL).
 ///
 /// ```
 /// use std::time::Duration;
@@ -170,7 +172,10 @@ impl RetryPolicy {
 ///     .delay(Duration::from_secs(60))
 ///     .max_attempts(3)
 ///     .backoff(Duration::from_secs(2))
-///     .idempotency_key("welcome-42");
+///     .idempotency_key("welcome-42")
+///     .correlation_id("signup-7f3a")
+///     .header("tenant", "acme")
+///     .callback_url("https://example.com/hooks/jobs");
 /// # let _ = options;
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -181,6 +186,9 @@ pub struct EnqueueOptions {
     max_attempts: Option<u32>,
     backoff_ms: Option<u64>,
     idempotency_key: Option<String>,
+    correlation_id: Option<String>,
+    headers: BTreeMap<String, String>,
+    callback_url: Option<String>,
 }
 
 impl EnqueueOptions {
@@ -230,6 +238,35 @@ impl EnqueueOptions {
         self
     }
 
+    /// The job's correlation id (1..=128 visible ASCII characters): it is
+    /// carried in every event and callback of the job, logged with its
+    /// state changes, and sent by a [`Worker`](crate::Worker) as
+    /// `X-Request-Id` on its calls about the job. Without one, the server
+    /// uses the enqueue request's `X-Request-Id`.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Adds a string header to the job's metadata (at most 32; keys
+    /// `^[A-Za-z0-9_.-]{1,64}$`, values at most 1,024 bytes), handed to the
+    /// worker with the job ([`Job::headers`](crate::Job::headers)). A
+    /// `traceparent` here continues a W3C trace into the worker. A key
+    /// given twice keeps the later value.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(key.into(), value.into());
+        self
+    }
+
+    /// An absolute `http(s)` URL (at most 2,048 bytes) the server POSTs the
+    /// job to when it is `completed`, `dead` or `cancelled`, signed as
+    /// Standard Webhooks says; see [`webhooks`](crate::webhooks) for the
+    /// receiving end.
+    pub fn callback_url(mut self, url: impl Into<String>) -> Self {
+        self.callback_url = Some(url.into());
+        self
+    }
+
     /// The request body, with a generated key when the caller gave none.
     /// Returns whether the key was generated.
     pub(crate) fn into_request(self, payload: Box<RawValue>) -> (EnqueueRequest, bool) {
@@ -242,6 +279,9 @@ impl EnqueueOptions {
             max_attempts: self.max_attempts,
             backoff_ms: self.backoff_ms,
             idempotency_key: Some(self.idempotency_key.unwrap_or_else(generate_key)),
+            correlation_id: self.correlation_id,
+            headers: (!self.headers.is_empty()).then_some(self.headers),
+            callback_url: self.callback_url,
         };
         (request, generated)
     }
@@ -314,5 +354,26 @@ mod tests {
         assert_eq!((request.delay_ms, request.run_at), (Some(7), None));
         let (request, generated) = EnqueueOptions::new().into_request(payload());
         assert!(generated && request.idempotency_key.is_some());
+        assert!(request.correlation_id.is_none() && request.headers.is_none());
+    }
+
+    #[test]
+    fn correlation_headers_and_callback_go_into_the_body() {
+        let payload = serde_json::value::to_raw_value(&1).unwrap();
+        let (request, _) = EnqueueOptions::new()
+            .correlation_id("c-1")
+            .header("a", "1")
+            .header("b", "2")
+            .header("a", "3")
+            .callback_url("http://127.0.0.1:9/hook")
+            .into_request(payload);
+        assert_eq!(request.correlation_id.as_deref(), Some("c-1"));
+        let headers = request.headers.unwrap();
+        assert_eq!(headers.len(), 2);
+        assert_eq!(headers["a"], "3");
+        assert_eq!(
+            request.callback_url.as_deref(),
+            Some("http://127.0.0.1:9/hook")
+        );
     }
 }

@@ -10,10 +10,11 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::job::DeadPage;
-use crate::lease::{heartbeat_lease, settle_complete, settle_fail, settle_release};
+use crate::job::encode_progress;
+use crate::lease::{Held, heartbeat_lease, settle_complete, settle_fail, settle_release};
 use crate::options::millis;
-use crate::transport::{Brief, JobView};
-use crate::{Client, EnqueueOptions, Error, Failure, Job, JobId, Result};
+use crate::transport::{Brief, EventSource, JobView};
+use crate::{Client, EnqueueOptions, Error, EventStream, Failure, Job, JobId, Result};
 
 /// The longest single server-side wait; longer waits are chained.
 const MAX_WAIT: Duration = Duration::from_millis(MAX_WAIT_MS);
@@ -311,6 +312,7 @@ where
         for mut job in jobs {
             let lease_id = job.lease_id.take().unwrap_or_default();
             let id = job.id.clone();
+            let correlation_id = job.correlation_id.clone();
             match Job::<T>::from_wire(job) {
                 Ok(job) => leased.push(Leased {
                     client: self.client.clone(),
@@ -319,9 +321,12 @@ where
                 }),
                 Err(e) => {
                     let failure = Failure::permanent(e.to_string());
-                    if let Err(fail_error) =
-                        settle_fail(&self.client, &id, &lease_id, &failure).await
-                    {
+                    let held = Held {
+                        id: &id,
+                        lease_id: &lease_id,
+                        correlation_id: correlation_id.as_deref(),
+                    };
+                    if let Err(fail_error) = settle_fail(&self.client, held, &failure).await {
                         tracing::warn!(job = %id, error = %fail_error, "could not fail an undecodable job");
                     }
                 }
@@ -505,6 +510,45 @@ where
         let _: Brief = self.client.transport().cancel(self.id.as_str()).await?;
         Ok(())
     }
+
+    /// The job's events as they happen, pushed by the server: first its
+    /// current state (an event with its latest event id), then each state
+    /// change and progress report, ending after its terminal event
+    /// (`completed`, `dead` or `cancelled`). For a job already finished
+    /// that is one event.
+    ///
+    /// Like [`Client::events`], the stream reconnects by itself when the
+    /// connection drops, resuming after the last event it passed on. If the
+    /// job's events were pruned meanwhile it yields the
+    /// [`Gap`](crate::StreamItem::Gap), re-reads the job's current state
+    /// (its next item), and carries on from there, so it still ends with
+    /// the job.
+    ///
+    /// ```no_run
+    /// # async fn run(client: queue_client::Client) -> queue_client::Result<()> {
+    /// use queue_client::{EventType, StreamItem};
+    ///
+    /// let job = client.queue::<String>("reports").enqueue(&"q3".into()).await?;
+    /// let mut events = job.events().await?;
+    /// while let Some(item) = events.next().await {
+    ///     match item? {
+    ///         StreamItem::Event(event) if event.kind() == EventType::Progress => {
+    ///             println!("progress: {}", event.progress.as_deref().map_or("", |p| p.get()));
+    ///         }
+    ///         StreamItem::Event(event) => println!("now {}", event.state),
+    ///         StreamItem::Gap(_) => println!("some events were missed"),
+    ///     }
+    /// }
+    /// // The job has finished.
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown job; transport errors when the
+    /// first connection cannot be made.
+    pub async fn events(&self) -> Result<EventStream> {
+        EventStream::open(&self.client, EventSource::Job(self.id.clone()), None).await
+    }
 }
 
 /// How [`TypedQueue::lease`] leases.
@@ -626,7 +670,35 @@ impl<T> Leased<T> {
     /// [`Error::LeaseLost`] when the lease expired or the job was cancelled:
     /// stop working on it.
     pub async fn heartbeat(&mut self, length: Option<Duration>) -> Result<()> {
-        heartbeat_lease(&self.client, &mut self.job, &self.lease_id, length).await
+        heartbeat_lease(&self.client, &mut self.job, &self.lease_id, length, None).await
+    }
+
+    /// Reports the job's progress (any JSON, at most 64 KiB): a heartbeat
+    /// that also stores `value` on the job and emits a `progress` event
+    /// (the lease is extended by its own length). Durable on return.
+    ///
+    /// # Errors
+    /// As [`Leased::heartbeat`]; [`Error::Encode`] when `value` does not
+    /// serialize; [`Error::PayloadTooLarge`] over 64 KiB.
+    pub async fn progress<P: Serialize + ?Sized>(&mut self, value: &P) -> Result<()> {
+        let progress = encode_progress(value)?;
+        heartbeat_lease(
+            &self.client,
+            &mut self.job,
+            &self.lease_id,
+            None,
+            Some(progress),
+        )
+        .await
+    }
+
+    /// The job this lease fences, as the settling calls name it.
+    fn held(&self) -> Held<'_> {
+        Held {
+            id: self.job.id.as_str(),
+            lease_id: &self.lease_id,
+            correlation_id: self.job.correlation_id.as_deref(),
+        }
     }
 
     /// Completes the job with `result`. Durable on return; the job is never
@@ -637,13 +709,7 @@ impl<T> Leased<T> {
     /// not recorded); [`Error::Encode`]; [`Error::PayloadTooLarge`].
     pub async fn complete<R: Serialize + ?Sized>(self, result: &R) -> Result<()> {
         let result = to_raw(result, "result")?;
-        settle_complete(
-            &self.client,
-            self.job.id.as_str(),
-            &self.lease_id,
-            Some(result),
-        )
-        .await
+        settle_complete(&self.client, self.held(), Some(result)).await
     }
 
     /// Reports a failed attempt: the job is retried after `failure`'s delay
@@ -653,13 +719,7 @@ impl<T> Leased<T> {
     /// # Errors
     /// [`Error::LeaseLost`] when the lease is no longer held.
     pub async fn fail(self, failure: impl Into<Failure>) -> Result<JobState> {
-        settle_fail(
-            &self.client,
-            self.job.id.as_str(),
-            &self.lease_id,
-            &failure.into(),
-        )
-        .await
+        settle_fail(&self.client, self.held(), &failure.into()).await
     }
 
     /// Gives the job back: `ready` at once, its attempt not counted.
@@ -667,7 +727,7 @@ impl<T> Leased<T> {
     /// # Errors
     /// [`Error::LeaseLost`] when the lease is no longer held.
     pub async fn release(self) -> Result<()> {
-        settle_release(&self.client, self.job.id.as_str(), &self.lease_id).await
+        settle_release(&self.client, self.held()).await
     }
 }
 

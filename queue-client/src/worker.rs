@@ -11,8 +11,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tracing::{Instrument, Span};
 
-use crate::lease::{settle_complete, settle_fail, settle_release};
+use crate::job::{ProgressSlot, WorkerLink};
+use crate::lease::{Held, settle_complete, settle_fail, settle_release};
 use crate::options::millis;
 use crate::{Client, Error, Failure, Job, Result};
 
@@ -74,6 +76,15 @@ pub struct WorkerReport {
 /// [`Failure`]. A handler that panics counts as a failed attempt; the worker
 /// carries on. Leasing long-polls the server, so an idle worker costs one
 /// request per [`poll_wait`](Worker::poll_wait).
+///
+/// The handler gets the job's [`correlation_id`](Job::correlation_id) and
+/// [`headers`](Job::headers), and may report progress with
+/// [`Job::progress`]. It runs inside a `tracing` span named `job` with the
+/// fields `job_id`, `queue`, `attempt` and `correlation_id`, so its log
+/// lines (and the worker's own about the job) carry them. Every call the
+/// worker makes about the job (heartbeat, complete, fail, release) sends
+/// the correlation id as `X-Request-Id`, so the server's log lines of the
+/// job's whole life share it.
 ///
 /// Shutdown ([`ShutdownHandle::shutdown`] or the signal given to
 /// [`run_until`](Worker::run_until)): the worker stops leasing, waits for
@@ -232,14 +243,17 @@ impl Worker {
         S: Future + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let spawn: Spawn<T> = Arc::new(move |job| {
+        let spawn: Spawn<T> = Arc::new(move |job, span| {
             let handler = Arc::clone(&handler);
-            tokio::spawn(async move {
-                match handler(job).await {
-                    Ok(result) => encode_result(&result),
-                    Err(e) => Err(e.into()),
+            tokio::spawn(
+                async move {
+                    match handler(job).await {
+                        Ok(result) => encode_result(&result),
+                        Err(e) => Err(e.into()),
+                    }
                 }
-            })
+                .instrument(span),
+            )
         });
         let shutdown = self.shutdown.clone();
         let watcher = tokio::spawn(async move {
@@ -260,11 +274,23 @@ impl Worker {
     }
 }
 
-/// How the engine starts a handler on a job: a task (async handlers) or a
-/// blocking-pool thread (closures); either way a panic surfaces as a
-/// `JoinError`.
-pub(crate) type Spawn<T> =
-    Arc<dyn Fn(Job<T>) -> JoinHandle<std::result::Result<Box<RawValue>, Failure>> + Send + Sync>;
+/// How the engine starts a handler on a job, inside the job's span: a task
+/// (async handlers) or a blocking-pool thread (closures); either way a
+/// panic surfaces as a `JoinError`.
+pub(crate) type Spawn<T> = Arc<
+    dyn Fn(Job<T>, Span) -> JoinHandle<std::result::Result<Box<RawValue>, Failure>> + Send + Sync,
+>;
+
+/// The span a job's handler runs in.
+fn job_span(job: &queue_proto::Job) -> Span {
+    tracing::info_span!(
+        "job",
+        job_id = %job.id,
+        queue = %job.queue,
+        attempt = job.attempts,
+        correlation_id = job.correlation_id.as_deref(),
+    )
+}
 
 pub(crate) fn encode_result<R: Serialize>(
     result: &R,
@@ -441,11 +467,15 @@ where
                     match held.pop() {
                         Some(permit) if !stopping => {
                             let context = Arc::clone(&context);
-                            tokio::spawn(async move {
-                                let outcome = run_job(&context, job).await;
-                                context.record(outcome);
-                                drop(permit);
-                            });
+                            let span = job_span(&job);
+                            tokio::spawn(
+                                async move {
+                                    let outcome = run_job(&context, job, Span::current()).await;
+                                    context.record(outcome);
+                                    drop(permit);
+                                }
+                                .instrument(span),
+                            );
                         }
                         _ => context.record(give_back(&config.client, job).await),
                     }
@@ -480,7 +510,12 @@ where
 /// Releases a job leased but not started (the worker is stopping).
 async fn give_back(client: &Client, job: queue_proto::Job) -> Outcome {
     let lease_id = job.lease_id.unwrap_or_default();
-    match settle_release(client, &job.id, &lease_id).await {
+    let held = Held {
+        id: &job.id,
+        lease_id: &lease_id,
+        correlation_id: job.correlation_id.as_deref(),
+    };
+    match settle_release(client, held).await {
         Ok(()) => Outcome::Released,
         Err(e) => {
             tracing::warn!(job = %job.id, error = %e, "could not release an unstarted job");
@@ -489,8 +524,9 @@ async fn give_back(client: &Client, job: queue_proto::Job) -> Outcome {
     }
 }
 
-/// Runs one job: decode, handler, heartbeats, then settle.
-async fn run_job<T>(context: &Context<T>, job: queue_proto::Job) -> Outcome
+/// Runs one job: decode, handler (in `span`), heartbeats and progress
+/// reports, then settle.
+async fn run_job<T>(context: &Context<T>, job: queue_proto::Job, span: Span) -> Outcome
 where
     T: DeserializeOwned + Send + 'static,
 {
@@ -498,15 +534,26 @@ where
     let mut abort = context.abort.subscribe();
     let id = job.id.clone();
     let lease_id = job.lease_id.clone().unwrap_or_default();
+    let correlation_id = job.correlation_id.clone();
+    let held = Held {
+        id: &id,
+        lease_id: &lease_id,
+        correlation_id: correlation_id.as_deref(),
+    };
     let job = match Job::<T>::from_wire(job) {
         Ok(job) => job,
         Err(e) => {
             let failure = Failure::permanent(e.to_string());
-            return report_failure(client, &id, &lease_id, &failure).await;
+            return report_failure(client, held, &failure).await;
         }
     };
     let (lost_sender, lost) = watch::channel(false);
-    let mut handler = (context.spawn)(job.with_lease_watch(lost));
+    let progress = Arc::new(ProgressSlot::default());
+    let link = WorkerLink {
+        lease_lost: lost,
+        progress: Arc::clone(&progress),
+    };
+    let mut handler = (context.spawn)(job.with_worker(link), span);
     let mut ticker = tokio::time::interval_at(
         tokio::time::Instant::now() + context.heartbeat,
         context.heartbeat,
@@ -514,20 +561,13 @@ where
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lease_lost = false;
     let joined = loop {
-        tokio::select! {
+        let report = tokio::select! {
             joined = &mut handler => break joined,
-            _ = ticker.tick(), if !lease_lost => {
-                let request = HeartbeatRequest { lease_id: lease_id.clone(), lease_ms: None };
-                match client.transport().heartbeat(&id, &request).await {
-                    Ok(_) => {}
-                    Err(Error::LeaseLost { .. } | Error::NotFound { .. }) => {
-                        tracing::info!(job = %id, "lease lost (cancelled or expired); its result will not be recorded");
-                        lease_lost = true;
-                        lost_sender.send_replace(true);
-                    }
-                    Err(e) => tracing::warn!(job = %id, error = %e, "heartbeat failed; trying again at the next one"),
-                }
-            }
+            _ = ticker.tick(), if !lease_lost => None,
+            () = progress.reported.notified(), if !lease_lost => match progress.take() {
+                Some(report) => Some(report),
+                None => continue,
+            },
             true = raised(&mut abort) => {
                 // Past the shutdown limit. An async handler is dropped at its
                 // next await; a blocking one cannot be stopped and runs on,
@@ -536,33 +576,45 @@ where
                 if lease_lost {
                     return Outcome::LeaseLost;
                 }
-                return match settle_release(client, &id, &lease_id).await {
+                return match settle_release(client, held).await {
                     Ok(()) => Outcome::Released,
                     Err(Error::LeaseLost { .. }) => Outcome::LeaseLost,
                     Err(e) => {
-                        tracing::warn!(job = %id, error = %e, "could not release a job at shutdown");
+                        tracing::warn!(error = %e, "could not release a job at shutdown");
                         Outcome::Unreported
                     }
                 };
             }
+        };
+        lease_lost = !heartbeat(client, held, report).await;
+        if lease_lost {
+            lost_sender.send_replace(true);
         }
+        ticker.reset();
     };
+    // Progress reported just before the handler returned goes out before
+    // the outcome, so that its event comes first.
+    if !lease_lost {
+        if let Some(report) = progress.take() {
+            lease_lost = !heartbeat(client, held, Some(report)).await;
+        }
+    }
     if lease_lost {
         return Outcome::LeaseLost;
     }
     match joined {
-        Ok(Ok(result)) => match settle_complete(client, &id, &lease_id, Some(result)).await {
+        Ok(Ok(result)) => match settle_complete(client, held, Some(result)).await {
             Ok(()) => Outcome::Completed,
             Err(Error::LeaseLost { .. }) => {
-                tracing::info!(job = %id, "lease lost before completing; the result is not recorded");
+                tracing::info!("lease lost before completing; the result is not recorded");
                 Outcome::LeaseLost
             }
             Err(e) => {
-                tracing::warn!(job = %id, error = %e, "could not complete the job; it will run again");
+                tracing::warn!(error = %e, "could not complete the job; it will run again");
                 Outcome::Unreported
             }
         },
-        Ok(Err(failure)) => report_failure(client, &id, &lease_id, &failure).await,
+        Ok(Err(failure)) => report_failure(client, held, &failure).await,
         Err(join_error) => {
             let message = if join_error.is_panic() {
                 format!(
@@ -572,24 +624,54 @@ where
             } else {
                 "handler was cancelled".to_owned()
             };
-            report_failure(client, &id, &lease_id, &Failure::new(message)).await
+            report_failure(client, held, &Failure::new(message)).await
         }
     }
 }
 
-async fn report_failure(client: &Client, id: &str, lease_id: &str, failure: &Failure) -> Outcome {
-    match settle_fail(client, id, lease_id, failure).await {
+/// Sends one heartbeat, with `progress` if given. Returns whether the lease
+/// is still held: a failure that is not about the lease is logged and left
+/// to the next heartbeat.
+async fn heartbeat(client: &Client, held: Held<'_>, progress: Option<Box<RawValue>>) -> bool {
+    let request = HeartbeatRequest {
+        lease_id: held.lease_id.to_owned(),
+        lease_ms: None,
+        progress,
+    };
+    match client
+        .transport()
+        .heartbeat(held.id, &request, held.correlation_id)
+        .await
+    {
+        Ok(_) => true,
+        Err(Error::LeaseLost { .. } | Error::NotFound { .. }) => {
+            tracing::info!("lease lost (cancelled or expired); its result will not be recorded");
+            false
+        }
+        Err(e) => {
+            if request.progress.is_some() {
+                tracing::warn!(error = %e, "could not report progress; the next report may");
+            } else {
+                tracing::warn!(error = %e, "heartbeat failed; trying again at the next one");
+            }
+            true
+        }
+    }
+}
+
+async fn report_failure(client: &Client, held: Held<'_>, failure: &Failure) -> Outcome {
+    match settle_fail(client, held, failure).await {
         Ok(state) => {
             if state == JobState::Dead {
-                tracing::warn!(job = %id, error = %failure, "job failed for good (dead letter)");
+                tracing::warn!(error = %failure, "job failed for good (dead letter)");
             } else {
-                tracing::info!(job = %id, error = %failure, "job failed; it will be retried");
+                tracing::info!(error = %failure, "job failed; it will be retried");
             }
             Outcome::Failed
         }
         Err(Error::LeaseLost { .. }) => Outcome::LeaseLost,
         Err(e) => {
-            tracing::warn!(job = %id, error = %e, "could not report a failure; the lease will expire");
+            tracing::warn!(error = %e, "could not report a failure; the lease will expire");
             Outcome::Unreported
         }
     }

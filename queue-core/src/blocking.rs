@@ -138,7 +138,25 @@ impl Queue {
         block_on(
             self.inner
                 .engine()
-                .heartbeat(Mode::Blocking, id, lease, lease_ms),
+                .heartbeat(Mode::Blocking, id, lease, lease_ms, None),
+        )
+    }
+
+    /// [`crate::Queue::report_progress`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::report_progress`].
+    pub fn report_progress(
+        &self,
+        id: JobId,
+        lease: LeaseId,
+        progress: &[u8],
+        lease_ms: Option<u64>,
+    ) -> Result<Job> {
+        block_on(
+            self.inner
+                .engine()
+                .heartbeat(Mode::Blocking, id, lease, lease_ms, Some(progress)),
         )
     }
 

@@ -51,7 +51,7 @@ impl AtomicCounters {
             Transition::Requeue => add(&self.requeued),
             Transition::Promote => add(&self.promoted),
             Transition::Remove => add(&self.removed),
-            Transition::Heartbeat => {}
+            Transition::Heartbeat | Transition::Progress | Transition::Callback => {}
         }
         if new_state == Some(JobState::Dead) && transition != Transition::Remove {
             add(&self.dead);

@@ -49,6 +49,9 @@ pub(crate) struct Engine {
     pub(crate) timer: Arc<TimerWake>,
     /// Events committed since the timer last pruned the log.
     events_since_prune: AtomicU64,
+    /// Told when a callback attempt may have become due (one was stored,
+    /// or a manual clock moved).
+    pub(crate) callbacks_due: Arc<tokio::sync::Notify>,
 }
 
 impl Engine {
@@ -63,6 +66,7 @@ impl Engine {
             counters: AtomicCounters::default(),
             timer: Arc::new(TimerWake::new()),
             events_since_prune: AtomicU64::new(0),
+            callbacks_due: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -159,7 +163,7 @@ impl Engine {
                     "an all-or-nothing commit applied part of an enqueue".into(),
                 ));
             }
-            self.announce(&committed);
+            let committed = self.announce(committed);
             // Each new job goes to its last slot by move, to earlier ones
             // (replays of it within this call) as a copy.
             let mut last_use = vec![usize::MAX; created];
@@ -211,7 +215,7 @@ impl Engine {
             now: self.now(),
         };
         let committed = self.backend.lease(queue, plan, mode).await?;
-        self.announce(&committed);
+        let committed = self.announce(committed);
         Ok(committed
             .applied
             .into_iter()
@@ -242,7 +246,7 @@ impl Engine {
             else {
                 continue;
             };
-            self.announce(&committed);
+            let committed = self.announce(committed);
             return committed
                 .applied
                 .into_iter()
@@ -258,14 +262,120 @@ impl Engine {
         id: JobId,
         lease: LeaseId,
         lease_ms: Option<u64>,
+        progress: Option<&[u8]>,
     ) -> Result<Job> {
         if let Some(ms) = lease_ms {
             rules::lease::validate_lease_ms(ms)?;
         }
+        if let Some(progress) = progress {
+            rules::heartbeat::validate_progress(progress)?;
+        }
         self.transition(mode, id, Transition::Heartbeat, |job, now| {
-            rules::heartbeat::heartbeat(job, lease, lease_ms, now)
+            rules::heartbeat::heartbeat(job, lease, lease_ms, progress, now)
         })
         .await
+    }
+
+    // ---- callbacks ------------------------------------------------------------
+
+    /// Claims up to `limit` due callback attempts (see
+    /// [`rules::callback::claim`]); each is given up as lost after
+    /// `lost_after_ms` unless settled.
+    pub(crate) async fn claim_callbacks(
+        &self,
+        mode: Mode,
+        limit: usize,
+        lost_after_ms: u64,
+    ) -> Result<Vec<Job>> {
+        let now = self.now();
+        let due = self.backend.due(TimerKind::Callback, now, limit).await?;
+        let mut changes = Vec::with_capacity(due.len());
+        for entry in due {
+            let Some(loaded) = self.backend.load(entry.id).await? else {
+                continue;
+            };
+            if let Ok(outcome) = rules::callback::claim(&loaded.job, now, lost_after_ms) {
+                changes.push(Change::of(loaded, outcome));
+            }
+        }
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let committed = self
+            .backend
+            .commit(Commit::each(changes), mode)
+            .await?
+            .unwrap_or_default();
+        let committed = self.announce(committed);
+        Ok(committed
+            .applied
+            .into_iter()
+            .filter_map(|change| change.outcome.job)
+            .collect())
+    }
+
+    /// Makes every callback attempt left under way by an earlier
+    /// dispatcher due now (see [`rules::callback::recover`]). Returns how
+    /// many.
+    pub(crate) async fn recover_callbacks(&self, mode: Mode) -> Result<usize> {
+        let page = Page::Callbacks {
+            status: crate::CallbackStatus::Pending,
+        };
+        let mut after = None;
+        let mut recovered = 0;
+        loop {
+            let ids = self.backend.page(&page, after, MAX_BATCH).await?;
+            let Some(last) = ids.last().copied() else {
+                return Ok(recovered);
+            };
+            let now = self.now();
+            let mut changes = Vec::new();
+            for id in &ids {
+                let Some(loaded) = self.backend.load(*id).await? else {
+                    continue;
+                };
+                if let Ok(outcome) = rules::callback::recover(&loaded.job, now) {
+                    changes.push(Change::of(loaded, outcome));
+                }
+            }
+            if !changes.is_empty() {
+                let committed = self
+                    .backend
+                    .commit(Commit::each(changes), mode)
+                    .await?
+                    .unwrap_or_default();
+                recovered += committed.applied.len();
+                self.announce(committed);
+            }
+            after = Some(last);
+        }
+    }
+
+    /// Settles attempt `attempt` of delivery `delivery` of job `id`.
+    pub(crate) async fn settle_callback(
+        &self,
+        mode: Mode,
+        id: JobId,
+        delivery: u32,
+        attempt: u32,
+        result: &rules::callback::DeliveryResult,
+    ) -> Result<Job> {
+        let jitter = self.jitter();
+        self.transition(mode, id, Transition::Callback, |job, now| {
+            rules::callback::settle(job, delivery, attempt, result, jitter, now)
+        })
+        .await
+    }
+
+    /// Starts a new delivery of job `id`'s callback.
+    pub(crate) async fn retry_callback(&self, mode: Mode, id: JobId) -> Result<Job> {
+        self.transition(mode, id, Transition::Callback, rules::callback::retry)
+            .await
+    }
+
+    /// When the earliest callback attempt is due.
+    pub(crate) async fn next_callback_due(&self) -> Result<Option<u64>> {
+        self.backend.first_due(TimerKind::Callback).await
     }
 
     pub(crate) async fn complete(
@@ -384,8 +494,7 @@ impl Engine {
             .commit(Commit::each(changes), mode)
             .await?
             .unwrap_or_default();
-        self.announce(&committed);
-        Ok(committed.applied.len() as u64)
+        Ok(self.announce(committed).applied.len() as u64)
     }
 
     /// Sets or clears the paused flag of `queue`.
@@ -454,16 +563,26 @@ impl Engine {
         limit: usize,
     ) -> Result<DeadPage> {
         check_queue(queue)?;
+        let page = Page::Dead {
+            queue: queue.to_owned(),
+        };
+        self.page(&page, after, limit).await
+    }
+
+    /// The jobs of `page` after `after`, oldest first.
+    pub(crate) async fn page(
+        &self,
+        page: &Page,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<DeadPage> {
         if !(1..=MAX_BATCH).contains(&limit) {
             return Err(Error::invalid(
                 "limit",
                 format!("{limit} is outside 1..={MAX_BATCH}"),
             ));
         }
-        let page = Page::Dead {
-            queue: queue.to_owned(),
-        };
-        let mut ids = self.backend.page(&page, after, limit + 1).await?;
+        let mut ids = self.backend.page(page, after, limit + 1).await?;
         let next = (ids.len() > limit).then(|| ids[limit - 1]);
         ids.truncate(limit);
         let mut jobs = Vec::with_capacity(ids.len());
@@ -488,7 +607,7 @@ impl Engine {
             TimerKind::RetainCompleted => millis(retention.completed),
             TimerKind::RetainDead => millis(retention.dead),
             TimerKind::RetainCancelled => millis(retention.cancelled),
-            TimerKind::Promote | TimerKind::Expire => 0,
+            TimerKind::Promote | TimerKind::Expire | TimerKind::Callback => 0,
         }
     }
 
@@ -498,6 +617,10 @@ impl Engine {
         let now = self.now();
         let mut report = DueReport::default();
         for kind in TimerKind::ALL {
+            // Callback attempts are the dispatcher's to make.
+            if kind == TimerKind::Callback {
+                continue;
+            }
             let retention = self.retention_ms(kind);
             if retention > now {
                 continue;
@@ -525,6 +648,7 @@ impl Engine {
                         | TimerKind::RetainCancelled => {
                             rules::retain::retain(&loaded.job, retention, now)
                         }
+                        TimerKind::Callback => continue,
                     };
                     if let Ok(outcome) = outcome {
                         changes.push(Change::of(loaded, outcome));
@@ -537,6 +661,7 @@ impl Engine {
                     TimerKind::RetainCompleted
                     | TimerKind::RetainDead
                     | TimerKind::RetainCancelled => report.removed += applied,
+                    TimerKind::Callback => {}
                 }
                 if due.len() < TIMER_BATCH || applied == 0 {
                     break;
@@ -550,6 +675,9 @@ impl Engine {
             .prune_events(before, self.config.max_events, mode)
             .await?;
         for kind in TimerKind::ALL {
+            if kind == TimerKind::Callback {
+                continue;
+            }
             if let Some(at) = self.backend.first_due(kind).await? {
                 let due = at.saturating_add(self.retention_ms(kind));
                 report.next_due = Some(report.next_due.map_or(due, |d| d.min(due)));
@@ -567,8 +695,17 @@ impl Engine {
     /// After a durable commit: counts the transitions, wakes the waiters
     /// they concern, and wakes the timer for any deadline earlier than the
     /// one it sleeps towards (retention included).
-    fn announce(&self, committed: &Committed) {
-        for change in &committed.applied {
+    fn announce(&self, mut committed: Committed) -> Committed {
+        let mut next_event = committed.first_event;
+        let mut callbacks = false;
+        for change in &mut committed.applied {
+            let count = change.outcome.events().count() as u64;
+            if count > 0 {
+                next_event += count;
+                if let Some(job) = change.outcome.job.as_mut() {
+                    job.last_event_id = Some(next_event - 1);
+                }
+            }
             let old = change.old.as_ref();
             let new = change.new_job();
             let new_state = new.map(|job| job.state);
@@ -585,22 +722,31 @@ impl Engine {
             let Some(job) = new else {
                 continue;
             };
-            if let Some(deadline) = rules::deadline(job) {
-                self.timer
-                    .deadline_added(deadline.at.saturating_add(self.retention_ms(deadline.kind)));
+            for deadline in rules::deadlines(job) {
+                match deadline.kind {
+                    TimerKind::Callback => callbacks = true,
+                    TimerKind::Promote
+                    | TimerKind::Expire
+                    | TimerKind::RetainCompleted
+                    | TimerKind::RetainDead
+                    | TimerKind::RetainCancelled => self.timer.deadline_added(
+                        deadline.at.saturating_add(self.retention_ms(deadline.kind)),
+                    ),
+                }
             }
             if !changed {
                 continue;
             }
-            tracing::debug!(job = %job.id, queue = %job.queue, state = %job.state,
-                attempts = job.attempts, transition = transition.as_str(),
-                "job state changed");
+            log_change(job, transition);
             if job.state == JobState::Ready {
                 self.queue_signals.bump(&job.queue);
             }
             if job.state.is_terminal() {
                 self.job_signals.bump(&job.id);
             }
+        }
+        if callbacks {
+            self.callbacks_due.notify_one();
         }
         let events = committed.events;
         if events > 0 {
@@ -610,5 +756,23 @@ impl Engine {
                 self.timer.wake();
             }
         }
+        committed
+    }
+}
+
+/// One log line per state change of a job, with its correlation id: at INFO
+/// for terminal states (dead letters among them) and lease expiries, at
+/// DEBUG for the rest.
+fn log_change(job: &Job, transition: Transition) {
+    let correlation_id = job.correlation_id.as_deref().unwrap_or("");
+    if job.state.is_terminal() || transition == Transition::Expire {
+        tracing::info!(job = %job.id, queue = %job.queue, state = %job.state,
+            attempts = job.attempts, transition = transition.as_str(), correlation_id,
+            last_error = job.last_error.as_deref().unwrap_or(""),
+            "job state changed");
+    } else {
+        tracing::debug!(job = %job.id, queue = %job.queue, state = %job.state,
+            attempts = job.attempts, transition = transition.as_str(), correlation_id,
+            "job state changed");
     }
 }

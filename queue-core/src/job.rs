@@ -1,5 +1,6 @@
 //! The job record and the inputs and outputs of the public operations.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -77,7 +78,10 @@ hex_id!(
 /// `lease` is `Some` exactly when `state` is [`JobState::Leased`];
 /// `finished_at` is `Some` exactly when the state is terminal;
 /// `attempts <= max_attempts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Equality compares the job, not where its history stands in the event
+/// log: `last_event_id` is left out.
+#[derive(Debug, Clone, Eq)]
 pub struct Job {
     /// The job's id.
     pub id: JobId,
@@ -111,6 +115,106 @@ pub struct Job {
     pub last_error: Option<String>,
     /// Unix ms at which the job reached its terminal state.
     pub finished_at: Option<u64>,
+    /// Ties the job to the request that caused it.
+    pub correlation_id: Option<String>,
+    /// String metadata (W3C `traceparent` / `tracestate` among them).
+    pub headers: BTreeMap<String, String>,
+    /// The latest progress a worker reported (JSON over HTTP).
+    pub progress: Option<Vec<u8>>,
+    /// Where the outcome is POSTed when the job finishes.
+    pub callback_url: Option<String>,
+    /// The delivery of that callback, once the job finished.
+    pub callback: Option<Callback>,
+    /// The id of the latest event about this job, when known (set by the
+    /// store when it logs the event; a record written by the first release
+    /// has none until its next change).
+    pub last_event_id: Option<u64>,
+}
+
+/// Where a callback delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallbackStatus {
+    /// Attempts go on.
+    Pending,
+    /// A 2xx answer was received.
+    Delivered,
+    /// Given up: `410 Gone`, or out of attempts.
+    Failed,
+}
+
+/// A job's callback delivery: one delivery (one `webhook-id`) with its
+/// attempts. A new delivery (a retry asked for by an operator) starts over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    /// Where it stands.
+    pub status: CallbackStatus,
+    /// Which delivery of the job this is: 1 for the first, then one more for
+    /// each retry asked for. The `webhook-id` is the job id and this.
+    pub delivery: u32,
+    /// Attempts made (or under way) so far.
+    pub attempts: u32,
+    /// The HTTP status of the last answer.
+    pub last_status: Option<u16>,
+    /// What went wrong with the last attempt.
+    pub last_error: Option<String>,
+    /// While pending: when the next attempt is due (during an attempt, when
+    /// it is given up as lost).
+    pub next_attempt_at: Option<u64>,
+    /// When it was delivered.
+    pub delivered_at: Option<u64>,
+    /// An attempt is under way: claimed by a dispatcher, not yet settled.
+    pub in_flight: bool,
+}
+
+impl PartialEq for Job {
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured, so that a new field cannot be forgotten here.
+        let Job {
+            id,
+            queue,
+            state,
+            payload,
+            priority,
+            attempts,
+            max_attempts,
+            backoff_ms,
+            created_at,
+            updated_at,
+            run_at,
+            lease,
+            idempotency_key,
+            result,
+            last_error,
+            finished_at,
+            correlation_id,
+            headers,
+            progress,
+            callback_url,
+            callback,
+            last_event_id: _,
+        } = self;
+        *id == other.id
+            && *queue == other.queue
+            && *state == other.state
+            && *payload == other.payload
+            && *priority == other.priority
+            && *attempts == other.attempts
+            && *max_attempts == other.max_attempts
+            && *backoff_ms == other.backoff_ms
+            && *created_at == other.created_at
+            && *updated_at == other.updated_at
+            && *run_at == other.run_at
+            && *lease == other.lease
+            && *idempotency_key == other.idempotency_key
+            && *result == other.result
+            && *last_error == other.last_error
+            && *finished_at == other.finished_at
+            && *correlation_id == other.correlation_id
+            && *headers == other.headers
+            && *progress == other.progress
+            && *callback_url == other.callback_url
+            && *callback == other.callback
+    }
 }
 
 impl Job {
@@ -121,7 +225,7 @@ impl Job {
 }
 
 /// A lease held on a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     /// Fencing token of this lease.
     pub id: LeaseId,
@@ -165,6 +269,15 @@ pub struct NewJob {
     /// 1..=256 bytes; a second enqueue with the same key in the same queue,
     /// while the first job is stored, returns the first job.
     pub idempotency_key: Option<String>,
+    /// 1..=128 visible ASCII characters tying the job to the request that
+    /// caused it.
+    pub correlation_id: Option<String>,
+    /// At most 32 entries of string metadata (keys `[A-Za-z0-9_.-]{1,64}`,
+    /// values at most 1,024 bytes).
+    pub headers: BTreeMap<String, String>,
+    /// An absolute http(s) URL told of the outcome when the job finishes
+    /// (delivered by the server's callback dispatcher).
+    pub callback_url: Option<String>,
 }
 
 impl NewJob {
@@ -178,6 +291,9 @@ impl NewJob {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff_ms: DEFAULT_BACKOFF_MS,
             idempotency_key: None,
+            correlation_id: None,
+            headers: BTreeMap::new(),
+            callback_url: None,
         }
     }
 
@@ -216,6 +332,24 @@ impl NewJob {
     /// Sets the idempotency key.
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the correlation id.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the callback URL.
+    pub fn callback_url(mut self, url: impl Into<String>) -> Self {
+        self.callback_url = Some(url.into());
         self
     }
 }
@@ -335,6 +469,10 @@ pub enum Transition {
     Lease,
     /// A worker extended its lease.
     Heartbeat,
+    /// A worker reported progress (with a heartbeat).
+    Progress,
+    /// A callback delivery was attempted, settled or restarted.
+    Callback,
     /// A worker completed the job.
     Complete,
     /// A worker reported a failure.
@@ -359,6 +497,8 @@ impl Transition {
             Transition::Promote => "promote",
             Transition::Lease => "lease",
             Transition::Heartbeat => "heartbeat",
+            Transition::Progress => "progress",
+            Transition::Callback => "callback",
             Transition::Complete => "complete",
             Transition::Fail => "fail",
             Transition::Expire => "expire",
@@ -388,6 +528,15 @@ pub struct Event {
     pub at: u64,
     /// What caused it.
     pub transition: Transition,
+    /// The job's correlation id.
+    pub correlation_id: Option<String>,
+    /// The result, on a `completed` event.
+    pub result: Option<Vec<u8>>,
+    /// The latest failure text, on a terminal event.
+    pub last_error: Option<String>,
+    /// The progress reported, on a progress event
+    /// ([`Transition::Progress`]).
+    pub progress: Option<Vec<u8>>,
 }
 
 /// One page of dead letters, oldest first.

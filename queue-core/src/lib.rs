@@ -118,11 +118,12 @@ pub use counters::{Counters, RUN_TIME_BOUNDS_MS};
 pub use error::{Error, Result, StorageError};
 pub use events::{RecvError, Subscription};
 pub use job::{
-    DeadPage, Enqueued, Event, Failure, Job, JobId, Lease, LeaseId, LeaseOptions, Leased, NewJob,
-    Transition,
+    Callback, CallbackStatus, DeadPage, Enqueued, Event, Failure, Job, JobId, Lease, LeaseId,
+    LeaseOptions, Leased, NewJob, Transition,
 };
 pub use queue::Queue;
 pub use queue_proto::{JobState, QueueStats};
+pub use rules::callback::DeliveryResult;
 pub use timers::DueReport;
 pub use verification::Verification;
 

@@ -11,9 +11,13 @@ use crate::engine::{Engine, check_queue};
 use crate::events::Subscription;
 use crate::timers::{self, DueReport};
 use crate::{
-    Config, Counters, DeadPage, Enqueued, Error, Failure, Job, JobId, LeaseId, LeaseOptions,
-    Leased, NewJob, Result, Verification, executor, rules,
+    CallbackStatus, Config, Counters, DeadPage, DeliveryResult, Enqueued, Error, Failure, Job,
+    JobId, LeaseId, LeaseOptions, Leased, NewJob, Result, Verification, executor, rules,
 };
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// A durable job queue: the async API.
 ///
@@ -81,6 +85,13 @@ impl Queue {
         let backend = backend::open(&config)?;
         let background = config.background_timers;
         let engine = Arc::new(Engine::new(backend, config));
+        // A manual clock's advance may make callback attempts due.
+        let callbacks = Arc::downgrade(&engine.callbacks_due);
+        engine.clock().on_advance(Box::new(move || {
+            if let Some(callbacks) = callbacks.upgrade() {
+                callbacks.notify_one();
+            }
+        }));
         let timer = if background {
             let pass = Arc::clone(&engine);
             let thread = timers::spawn(&engine.timer, engine.clock(), move || {
@@ -198,7 +209,25 @@ impl Queue {
     /// out-of-range `lease_ms`, [`Error::Storage`].
     pub async fn heartbeat(&self, id: JobId, lease: LeaseId, lease_ms: Option<u64>) -> Result<Job> {
         self.engine()
-            .heartbeat(Mode::Async, id, lease, lease_ms)
+            .heartbeat(Mode::Async, id, lease, lease_ms, None)
+            .await
+    }
+
+    /// A heartbeat that also stores `progress` (any bytes; JSON over HTTP,
+    /// at most 64 KiB) on job `id` and emits a progress event. Durable on
+    /// return.
+    ///
+    /// # Errors
+    /// As [`Queue::heartbeat`]; [`Error::TooLarge`] for oversized progress.
+    pub async fn report_progress(
+        &self,
+        id: JobId,
+        lease: LeaseId,
+        progress: &[u8],
+        lease_ms: Option<u64>,
+    ) -> Result<Job> {
+        self.engine()
+            .heartbeat(Mode::Async, id, lease, lease_ms, Some(progress))
             .await
     }
 
@@ -356,6 +385,98 @@ impl Queue {
     pub async fn purge_dead(&self, queue: &str) -> Result<u64> {
         self.engine()
             .on_dead(Mode::Async, queue, None, |job, _| rules::purge::purge(job))
+            .await
+    }
+
+    /// The clock the queue reads (the configured one): for helpers that
+    /// wait for the queue's deadlines, such as a callback dispatcher.
+    pub fn clock(&self) -> std::sync::Arc<dyn crate::Clock> {
+        self.engine().clock()
+    }
+
+    /// Claims up to `limit` callback attempts that are due, for a
+    /// dispatcher to make: each returned job's `callback` names the
+    /// delivery and the attempt (its `attempts`). An attempt not settled
+    /// within `lost_after` is given up as lost and claimed again: a crash
+    /// mid-delivery delays it, never loses it. Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub async fn claim_callbacks(&self, limit: usize, lost_after: Duration) -> Result<Vec<Job>> {
+        self.engine()
+            .claim_callbacks(Mode::Async, limit, millis(lost_after))
+            .await
+    }
+
+    /// Makes every callback attempt that an earlier dispatcher claimed and
+    /// never settled (it stopped: a crash, a kill) due now, instead of when
+    /// it would be given up as lost. Call it when a dispatcher starts and
+    /// no other one works on this store. Returns how many. Durable on
+    /// return.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub async fn recover_callbacks(&self) -> Result<usize> {
+        self.engine().recover_callbacks(Mode::Async).await
+    }
+
+    /// Settles attempt `attempt` of delivery `delivery` of job `id` with
+    /// what the receiver answered: delivered, failed for good, or retried
+    /// on the schedule. Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] when that attempt is no longer the delivery's
+    /// current one (it was given up as lost); [`Error::NotFound`],
+    /// [`Error::Storage`].
+    pub async fn settle_callback(
+        &self,
+        id: JobId,
+        delivery: u32,
+        attempt: u32,
+        result: &DeliveryResult,
+    ) -> Result<Job> {
+        self.engine()
+            .settle_callback(Mode::Async, id, delivery, attempt, result)
+            .await
+    }
+
+    /// Starts a new delivery of finished job `id`'s callback, due now.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] if the job has no callback URL or is not
+    /// finished; [`Error::NotFound`], [`Error::Storage`].
+    pub async fn retry_callback(&self, id: JobId) -> Result<Job> {
+        self.engine().retry_callback(Mode::Async, id).await
+    }
+
+    /// When the earliest pending callback attempt is due (unix ms).
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub async fn next_callback_due(&self) -> Result<Option<u64>> {
+        self.engine().next_callback_due().await
+    }
+
+    /// Resolves when a callback attempt may have become due: one was
+    /// stored (a job finished, a delivery was retried) or a manual clock
+    /// moved. A dispatcher waits on it between passes.
+    pub async fn callbacks_changed(&self) {
+        self.engine().callbacks_due.notified().await;
+    }
+
+    /// A page of the jobs whose callback delivery is in `status`, oldest
+    /// first: up to `limit` (1..=1000) after the id `after`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad limit; [`Error::Storage`].
+    pub async fn callbacks(
+        &self,
+        status: CallbackStatus,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<DeadPage> {
+        self.engine()
+            .page(&crate::backend::Page::Callbacks { status }, after, limit)
             .await
     }
 

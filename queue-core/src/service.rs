@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use queue_proto::limits::{MAX_BATCH, MAX_WAIT_MS};
 use queue_proto::{
-    BatchRequest, BatchResponse, CompleteRequest, DeadPage, DeletedResponse, EnqueueRequest,
-    ErrorCode, FailRequest, HeartbeatRequest, LeaseRequest, LeaseResponse, QueueList, QueueStats,
-    ReleaseRequest, RequeueRequest, RequeuedResponse, validate_queue_name,
+    BatchRequest, BatchResponse, CallbackState, CompleteRequest, DeadPage, DeletedResponse,
+    EnqueueRequest, ErrorCode, EventType, FailRequest, Gap, HeartbeatRequest, LeaseRequest,
+    LeaseResponse, QueueList, QueueStats, ReleaseRequest, RequeueRequest, RequeuedResponse,
+    validate_queue_name,
 };
 use tokio::sync::watch;
 
@@ -110,6 +111,110 @@ fn check_queue(queue: &str) -> ServiceResult<()> {
     validate_queue_name(queue).map_err(|e| ServiceError::invalid(e.to_string()))
 }
 
+/// What a request carries for an enqueue besides its body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestContext {
+    /// The `Idempotency-Key` header.
+    pub idempotency_key: Option<String>,
+    /// The request's id (`X-Request-Id`): the job's correlation id unless
+    /// the body names one.
+    pub request_id: Option<String>,
+    /// The W3C `traceparent` header.
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` header.
+    pub tracestate: Option<String>,
+}
+
+/// Where callbacks may be sent. A server that takes jobs from producers it
+/// does not trust should not let them make it POST to its own network
+/// (server-side request forgery): [`CallbackHosts::Public`] refuses URLs
+/// naming loopback, private, link-local and other non-public addresses (at
+/// enqueue for addresses in the URL, at delivery for what a name resolves
+/// to).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CallbackHosts {
+    /// Any host (the default: the server and its producers are trusted).
+    #[default]
+    Any,
+    /// Public addresses only.
+    Public,
+}
+
+impl CallbackHosts {
+    /// Whether a callback may be sent to `url` (an address in it is
+    /// checked; a name is checked when it is resolved, at delivery).
+    ///
+    /// # Errors
+    /// `invalid_request` naming the refused host.
+    pub fn check_url(self, url: &str) -> ServiceResult<()> {
+        if self == CallbackHosts::Any {
+            return Ok(());
+        }
+        let host = url_host(url);
+        let refused = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => !is_public(ip),
+            Err(_) => {
+                let name = host.trim_end_matches('.').to_ascii_lowercase();
+                name == "localhost" || name.ends_with(".localhost")
+            }
+        };
+        if refused {
+            return Err(ServiceError::invalid(format!(
+                "callback_url: {host:?} is not a public address, and this server only sends \
+                 callbacks to public addresses"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether a callback may be sent to `ip` (what the URL's host resolved to).
+    pub fn allows(self, ip: std::net::IpAddr) -> bool {
+        self == CallbackHosts::Any || is_public(ip)
+    }
+}
+
+/// The host of an absolute URL (IPv6 literals without brackets).
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host_port.strip_prefix('[') {
+        Some(literal) => literal.split(']').next().unwrap_or(""),
+        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
+    }
+}
+
+/// Whether `ip` is a public unicast address.
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        std::net::IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(std::net::IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
 /// The answer to an enqueue.
 #[derive(Debug)]
 pub struct EnqueueReply {
@@ -133,45 +238,74 @@ impl EnqueueReply {
     }
 }
 
-/// Which events an event feed delivers.
+/// Which events an event feed delivers, and from where.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventQuery {
-    /// Only this queue's.
-    pub queue: Option<String>,
+    /// Only these queues' (any if empty).
+    pub queues: Vec<String>,
     /// Only this job's.
     pub job: Option<String>,
+    /// Only these types: a state or `progress` (any if empty).
+    pub types: Vec<String>,
+    /// Resume after this event id (`Last-Event-ID` or `after`): the
+    /// retained events after it first, then live.
+    pub after: Option<u64>,
 }
 
 /// What an event feed yields.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FeedItem {
-    /// A state change that matches the feed's filter.
+    /// A state change or progress report that matches the feed's filter.
     Event(queue_proto::Event),
-    /// This many events were skipped (no longer retained).
-    Skipped(u64),
+    /// The events after `after` up to `oldest` are no longer retained:
+    /// whoever relies on every change re-reads the state it cares about.
+    Gap(Gap),
 }
 
-/// A filtered stream of state changes; ends at shutdown or when the queue
-/// closes.
+/// A filtered stream of events; ends at shutdown, when the queue closes,
+/// or (for one job's feed) after the job's terminal event.
 pub struct EventFeed {
     subscription: Subscription,
-    queue: Option<String>,
+    queues: Vec<String>,
     job: Option<JobId>,
+    types: Vec<EventType>,
     shutdown: watch::Receiver<bool>,
+    /// The job's current state, sent first (one job's feed).
+    snapshot: Option<queue_proto::Event>,
+    /// One job's feed ends after its terminal event.
+    until_terminal: bool,
+    /// One job's feed: the queue, to re-read the job after a gap.
+    rereads: Option<Queue>,
+    done: bool,
 }
 
 impl std::fmt::Debug for EventFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventFeed")
-            .field("queue", &self.queue)
+            .field("queues", &self.queues)
             .field("job", &self.job)
+            .field("types", &self.types)
             .finish_non_exhaustive()
     }
 }
 
 impl EventFeed {
+    /// The id of the last event the feed has read (delivered or passed
+    /// over by its filter): a client that resumes after it misses nothing
+    /// this feed would have sent.
+    pub fn position(&self) -> u64 {
+        self.subscription.position()
+    }
+
     /// The next matching item; `None` once the feed has ended.
     pub async fn next(&mut self) -> Option<FeedItem> {
+        if self.done {
+            return None;
+        }
+        if let Some(snapshot) = self.snapshot.take() {
+            self.done = self.until_terminal && snapshot.state.is_terminal();
+            return Some(FeedItem::Event(snapshot));
+        }
         loop {
             let received = tokio::select! {
                 biased;
@@ -180,14 +314,39 @@ impl EventFeed {
             };
             match received {
                 Ok(event) => {
-                    if self.queue.as_deref().is_some_and(|q| q != event.queue)
-                        || self.job.is_some_and(|j| j != event.id)
-                    {
+                    if !self.matches(&event) {
                         continue;
                     }
-                    return Some(FeedItem::Event(event.to_wire()));
+                    let event = event.to_wire();
+                    self.done = self.until_terminal
+                        && event.kind() == EventType::State(event.state)
+                        && event.state.is_terminal();
+                    return Some(FeedItem::Event(event));
                 }
-                Err(gap @ RecvError::Gap { .. }) => return Some(FeedItem::Skipped(gap.missed())),
+                Err(RecvError::Gap { after, oldest }) => {
+                    let Some(queue) = self.rereads.clone() else {
+                        return Some(FeedItem::Gap(Gap { after, oldest }));
+                    };
+                    // One job's feed: what matters is whether the gap hid
+                    // this job's changes. Re-read it.
+                    let job = match self.job {
+                        Some(id) => queue.get(id).await.ok().flatten(),
+                        None => None,
+                    };
+                    let Some(job) = job else {
+                        return Some(FeedItem::Gap(Gap { after, oldest }));
+                    };
+                    let last = job.last_event_id.unwrap_or(0);
+                    if last <= after || last >= oldest {
+                        // Its latest change is before the gap (nothing of
+                        // it was hidden) or after it (still to come).
+                        continue;
+                    }
+                    // Its latest change was pruned: say so, then give its
+                    // state as it is now (the end, if it is finished).
+                    self.snapshot = Some(job.to_wire_event(last));
+                    return Some(FeedItem::Gap(Gap { after, oldest }));
+                }
                 Err(RecvError::Closed) => return None,
                 Err(RecvError::Failed(e)) => {
                     tracing::error!(error = %e, "event feed ended");
@@ -195,6 +354,17 @@ impl EventFeed {
                 }
             }
         }
+    }
+
+    fn matches(&self, event: &crate::Event) -> bool {
+        let kind = if event.transition == crate::Transition::Progress {
+            EventType::Progress
+        } else {
+            EventType::State(event.state)
+        };
+        (self.queues.is_empty() || self.queues.contains(&event.queue))
+            && self.job.is_none_or(|j| j == event.id)
+            && (self.types.is_empty() || self.types.contains(&kind))
     }
 }
 
@@ -215,6 +385,7 @@ pub struct Service {
 struct Inner {
     queue: Queue,
     shutdown: watch::Sender<bool>,
+    callback_hosts: CallbackHosts,
 }
 
 impl std::fmt::Debug for Service {
@@ -228,12 +399,23 @@ impl std::fmt::Debug for Service {
 impl Service {
     /// The contract over `queue`.
     pub fn new(queue: Queue) -> Service {
+        Service::with_callback_hosts(queue, CallbackHosts::Any)
+    }
+
+    /// The contract over `queue`, with callbacks only to `hosts`.
+    pub fn with_callback_hosts(queue: Queue, hosts: CallbackHosts) -> Service {
         Service {
             inner: Arc::new(Inner {
                 queue,
                 shutdown: watch::Sender::new(false),
+                callback_hosts: hosts,
             }),
         }
+    }
+
+    /// Where callbacks may go.
+    pub fn callback_hosts(&self) -> CallbackHosts {
+        self.inner.callback_hosts
     }
 
     /// The queue served.
@@ -251,39 +433,40 @@ impl Service {
         *self.inner.shutdown.borrow()
     }
 
+    /// Resolves when shutdown begins (or the service is gone): for
+    /// connections that outlive their request, such as a WebSocket.
+    pub fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+
     async fn shutting_down(&self) {
         let mut rx = self.inner.shutdown.subscribe();
         let _ = rx.wait_for(|stop| *stop).await;
     }
 
-    /// `POST /v1/queues/{queue}/jobs`. `header_key` is the `Idempotency-Key`
-    /// header; if the body also names a key, the two must agree. With
-    /// `wait_ms`, the answer waits for the job to finish (the synchronous
-    /// style).
+    /// `POST /v1/queues/{queue}/jobs`. `context` is what the request
+    /// carries besides its body (the `Idempotency-Key` header, which must
+    /// agree with the body's key if both are given; its `X-Request-Id`, the
+    /// job's correlation id unless the body names one; its W3C trace
+    /// context, kept in the job's headers unless the body sets those keys).
+    /// With `wait_ms`, the answer waits for the job to finish (the
+    /// synchronous style).
     ///
     /// # Errors
     /// The contract's: `invalid_request`, `payload_too_large`, …
     pub async fn enqueue(
         &self,
         queue: &str,
-        mut request: EnqueueRequest,
-        header_key: Option<String>,
+        request: EnqueueRequest,
+        context: &RequestContext,
         wait_ms: u64,
     ) -> ServiceResult<EnqueueReply> {
         check_wait_ms(wait_ms)?;
-        request.idempotency_key = match (header_key, request.idempotency_key.take()) {
-            (Some(header), Some(body)) if header != body => {
-                return Err(ServiceError::invalid(
-                    "the Idempotency-Key header and the body's idempotency_key differ",
-                ));
-            }
-            (header, body) => header.or(body),
-        };
-        let enqueued = self
-            .inner
-            .queue
-            .enqueue(queue, NewJob::from(request))
-            .await?;
+        let job = self.new_job(request, context, true)?;
+        let enqueued = self.inner.queue.enqueue(queue, job).await?;
         let mut job = enqueued.job;
         if wait_ms > 0 && !job.state.is_terminal() {
             job = self.wait_terminal(job.id, wait_ms).await?;
@@ -295,7 +478,8 @@ impl Service {
         })
     }
 
-    /// `POST /v1/queues/{queue}/jobs/batch`.
+    /// `POST /v1/queues/{queue}/jobs/batch`; `context` as for
+    /// [`Service::enqueue`] (each item names its own idempotency key).
     ///
     /// # Errors
     /// The contract's; one bad item refuses the batch.
@@ -303,12 +487,73 @@ impl Service {
         &self,
         queue: &str,
         request: BatchRequest,
+        context: &RequestContext,
     ) -> ServiceResult<BatchResponse> {
-        let jobs = request.jobs.into_iter().map(NewJob::from).collect();
+        let jobs = request
+            .jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                self.new_job(item, context, false)
+                    .map_err(|e| ServiceError {
+                        message: format!("jobs[{i}]: {}", e.message),
+                        ..e
+                    })
+            })
+            .collect::<ServiceResult<Vec<_>>>()?;
         let enqueued = self.inner.queue.enqueue_batch(queue, jobs).await?;
         Ok(BatchResponse {
             jobs: enqueued.iter().map(|e| e.job.to_wire(None)).collect(),
         })
+    }
+
+    /// An enqueue body and its request's context as a new job.
+    fn new_job(
+        &self,
+        mut request: EnqueueRequest,
+        context: &RequestContext,
+        header_key_applies: bool,
+    ) -> ServiceResult<NewJob> {
+        if header_key_applies {
+            request.idempotency_key = match (
+                context.idempotency_key.clone(),
+                request.idempotency_key.take(),
+            ) {
+                (Some(header), Some(body)) if header != body => {
+                    return Err(ServiceError::invalid(
+                        "the Idempotency-Key header and the body's idempotency_key differ",
+                    ));
+                }
+                (header, body) => header.or(body),
+            };
+        }
+        if request.correlation_id.is_none() {
+            request.correlation_id = context.request_id.clone();
+        }
+        // A malformed trace context is ignored, as W3C Trace Context asks
+        // (it is a request header, not part of the job the caller wrote).
+        if let Some(traceparent) = context.traceparent.as_deref().filter(|t| is_traceparent(t)) {
+            let headers = request.headers.get_or_insert_with(Default::default);
+            let tracestate = context
+                .tracestate
+                .as_deref()
+                .filter(|t| t.len() <= queue_proto::limits::MAX_HEADER_VALUE_LEN);
+            for (key, value) in [
+                ("traceparent", Some(traceparent)),
+                ("tracestate", tracestate),
+            ] {
+                let Some(value) = value else { continue };
+                if headers.len() < queue_proto::limits::MAX_HEADERS || headers.contains_key(key) {
+                    headers
+                        .entry(key.to_owned())
+                        .or_insert_with(|| value.to_owned());
+                }
+            }
+        }
+        if let Some(url) = &request.callback_url {
+            self.inner.callback_hosts.check_url(url)?;
+        }
+        Ok(NewJob::from(request))
     }
 
     /// `POST /v1/queues/{queue}/lease`, waiting up to `wait_ms` for a job
@@ -360,11 +605,15 @@ impl Service {
     ) -> ServiceResult<queue_proto::Job> {
         let id = parse_job_id(id)?;
         let lease = self.lease_id(id, &request.lease_id).await?;
-        let job = self
-            .inner
-            .queue
-            .heartbeat(id, lease, request.lease_ms)
-            .await?;
+        let queue = &self.inner.queue;
+        let job = match &request.progress {
+            Some(progress) => {
+                queue
+                    .report_progress(id, lease, progress.get().as_bytes(), request.lease_ms)
+                    .await?
+            }
+            None => queue.heartbeat(id, lease, request.lease_ms).await?,
+        };
         Ok(job.to_wire(None))
     }
 
@@ -498,24 +747,8 @@ impl Service {
         after: Option<&str>,
         limit: Option<u64>,
     ) -> ServiceResult<DeadPage> {
-        let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-        if !(1..=MAX_BATCH as u64).contains(&limit) {
-            return Err(ServiceError::invalid(format!(
-                "limit must be in 1..={MAX_BATCH}, got {limit}"
-            )));
-        }
-        let after =
-            match after {
-                Some(raw) => Some(raw.parse::<JobId>().map_err(|_| {
-                    ServiceError::invalid(format!("after: {raw:?} is not a job id"))
-                })?),
-                None => None,
-            };
-        let page = self
-            .inner
-            .queue
-            .dead_letters(queue, after, usize::try_from(limit).unwrap_or(MAX_BATCH))
-            .await?;
+        let (after, limit) = page_bounds(after, limit)?;
+        let page = self.inner.queue.dead_letters(queue, after, limit).await?;
         Ok(DeadPage {
             jobs: page.jobs.iter().map(|j| j.to_wire(None)).collect(),
             next: page.next.map(|id| id.to_string()),
@@ -559,14 +792,14 @@ impl Service {
         })
     }
 
-    /// `GET /v1/events?queue&job`: the state changes from now on that match
-    /// the filter.
+    /// `GET /v1/events`: the events that match `query`, from now on or
+    /// after `query.after`.
     ///
     /// # Errors
-    /// `invalid_request` for a queue filter that is no queue name or a job
-    /// filter that is no job id.
+    /// `invalid_request` for a queue filter that is no queue name, a job
+    /// filter that is no job id, or a type that is no state or `progress`.
     pub fn events(&self, query: EventQuery) -> ServiceResult<EventFeed> {
-        if let Some(queue) = &query.queue {
+        for queue in &query.queues {
             check_queue(queue)
                 .map_err(|e| ServiceError::invalid(format!("queue filter: {}", e.message)))?;
         }
@@ -576,18 +809,193 @@ impl Service {
             })?),
             None => None,
         };
+        let types = query
+            .types
+            .iter()
+            .map(|t| t.parse::<EventType>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ServiceError::invalid(format!("type filter: {e}")))?;
+        let queue = &self.inner.queue;
         Ok(EventFeed {
-            subscription: self.inner.queue.subscribe(),
-            queue: query.queue,
+            subscription: match query.after {
+                Some(after) => queue.subscribe_after(after),
+                None => queue.subscribe(),
+            },
+            queues: query.queues,
             job,
+            types,
             shutdown: self.inner.shutdown.subscribe(),
+            snapshot: None,
+            until_terminal: false,
+            rereads: None,
+            done: false,
         })
     }
+
+    /// `GET /v1/jobs/{id}/events`: job `id`'s current state first (an event
+    /// with its latest event id), then its events, ending after its
+    /// terminal event; or, resuming after `after`, its events after that.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown job.
+    pub async fn job_events(&self, id: &str, after: Option<u64>) -> ServiceResult<EventFeed> {
+        let id = parse_job_id(id)?;
+        let queue = &self.inner.queue;
+        // Subscribe first: nothing committed after the job is read is missed.
+        let latest = queue.subscribe();
+        let job = self.load(id).await?;
+        let last = job.last_event_id.unwrap_or(latest.position());
+        let (subscription, snapshot, done) = match after {
+            Some(after) => (
+                queue.subscribe_after(after),
+                None,
+                job.state.is_terminal() && after >= last,
+            ),
+            None => {
+                let snapshot = job.to_wire_event(last);
+                (queue.subscribe_after(last), Some(snapshot), false)
+            }
+        };
+        Ok(EventFeed {
+            subscription,
+            queues: Vec::new(),
+            job: Some(id),
+            types: Vec::new(),
+            shutdown: self.inner.shutdown.subscribe(),
+            snapshot,
+            until_terminal: true,
+            rereads: Some(queue.clone()),
+            done,
+        })
+    }
+
+    /// `POST /v1/jobs/{id}/callback/retry`: a new delivery of a finished
+    /// job's callback, now.
+    ///
+    /// # Errors
+    /// `conflict` if the job has no `callback_url` or is not finished.
+    pub async fn retry_callback(&self, id: &str) -> ServiceResult<queue_proto::Job> {
+        let id = parse_job_id(id)?;
+        // The reasons, in words (the store checks them again atomically).
+        let job = self.load(id).await?;
+        let refusal = if job.callback_url.is_none() {
+            Some(format!("job {id} has no callback_url"))
+        } else if !job.state.is_terminal() {
+            Some(format!(
+                "job {id} is {}: its callback is sent when it finishes",
+                job.state
+            ))
+        } else if job.callback.as_ref().is_some_and(|c| c.in_flight) {
+            Some(format!(
+                "an attempt of job {id}'s callback is under way; retry once it is settled"
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            return Err(ServiceError::new(ErrorCode::Conflict, message));
+        }
+        Ok(self.inner.queue.retry_callback(id).await?.to_wire(None))
+    }
+
+    /// `GET /v1/callbacks?state&limit&after`: the jobs whose callback
+    /// delivery is in `state`, oldest first.
+    ///
+    /// # Errors
+    /// `invalid_request` for a missing or unknown state, a bad limit or
+    /// `after`.
+    pub async fn callbacks(
+        &self,
+        state: Option<&str>,
+        after: Option<&str>,
+        limit: Option<u64>,
+    ) -> ServiceResult<DeadPage> {
+        let state: CallbackState = state
+            .ok_or_else(|| {
+                ServiceError::invalid("state is required: pending, delivered or failed")
+            })?
+            .parse()
+            .map_err(|e| ServiceError::invalid(format!("state: {e}")))?;
+        let (after, limit) = page_bounds(after, limit)?;
+        let page = self
+            .inner
+            .queue
+            .callbacks(state.into(), after, limit)
+            .await?;
+        Ok(DeadPage {
+            jobs: page.jobs.iter().map(|j| j.to_wire(None)).collect(),
+            next: page.next.map(|id| id.to_string()),
+        })
+    }
+}
+
+/// Whether `value` is a W3C `traceparent`: `version-traceid-parentid-flags`
+/// in lowercase hex, the ids not all zero, version `ff` invalid.
+fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    match parts.as_slice() {
+        [version, trace, parent, flags, rest @ ..] => {
+            hex(version, 2)
+                && *version != "ff"
+                && (rest.is_empty() || *version != "00")
+                && hex(trace, 32)
+                && nonzero(trace)
+                && hex(parent, 16)
+                && nonzero(parent)
+                && hex(flags, 2)
+        }
+        _ => false,
+    }
+}
+
+/// A page's `after` and `limit` from the wire.
+fn page_bounds(after: Option<&str>, limit: Option<u64>) -> ServiceResult<(Option<JobId>, usize)> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if !(1..=MAX_BATCH as u64).contains(&limit) {
+        return Err(ServiceError::invalid(format!(
+            "limit must be in 1..={MAX_BATCH}, got {limit}"
+        )));
+    }
+    let after = match after {
+        Some(raw) => Some(
+            raw.parse::<JobId>()
+                .map_err(|_| ServiceError::invalid(format!("after: {raw:?} is not a job id")))?,
+        ),
+        None => None,
+    };
+    Ok((after, usize::try_from(limit).unwrap_or(MAX_BATCH)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_parents_are_checked_as_w3c_says() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(is_traceparent(good));
+        assert!(is_traceparent(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future"
+        ));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert!(!is_traceparent(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn every_engine_error_has_its_code() {

@@ -3,9 +3,11 @@
 //! transport so that both present exactly the same job object.
 
 use queue_proto::limits::{DEFAULT_BACKOFF_MS, DEFAULT_LEASE_MS, DEFAULT_MAX_ATTEMPTS};
-use queue_proto::{EnqueueRequest, FailRequest, LeaseRequest, RawValue};
+use queue_proto::{
+    CallbackInfo, CallbackState, EnqueueRequest, FailRequest, LeaseRequest, RawValue,
+};
 
-use crate::{Event, Failure, Job, LeaseId, LeaseOptions, NewJob};
+use crate::{Callback, CallbackStatus, Event, Failure, Job, LeaseId, LeaseOptions, NewJob};
 
 impl Job {
     /// The job object of the HTTP contract; `lease_id` is set only in lease
@@ -29,7 +31,63 @@ impl Job {
             idempotency_key: self.idempotency_key.clone(),
             result: self.result.as_deref().map(raw_json),
             last_error: self.last_error.clone(),
+            finished_at: self.finished_at,
             lease_id: lease_id.map(|id| id.to_string()),
+            correlation_id: self.correlation_id.clone(),
+            headers: self.headers.clone(),
+            progress: self.progress.as_deref().map(raw_json),
+            callback_url: self.callback_url.clone(),
+            callback: self.callback.as_ref().map(Callback::to_wire),
+        }
+    }
+}
+
+impl Job {
+    /// The job's current state as an event of the stream, with id
+    /// `event_id` (the job's latest): what a job's own stream starts with.
+    pub fn to_wire_event(&self, event_id: u64) -> queue_proto::Event {
+        let terminal = self.state.is_terminal();
+        queue_proto::Event {
+            event_id,
+            id: self.id.to_string(),
+            queue: self.queue.clone(),
+            state: self.state,
+            attempts: self.attempts,
+            at: self.updated_at,
+            correlation_id: self.correlation_id.clone(),
+            result: (self.state == queue_proto::JobState::Completed)
+                .then(|| self.result.as_deref().map(raw_json))
+                .flatten(),
+            last_error: terminal.then(|| self.last_error.clone()).flatten(),
+            progress: None,
+        }
+    }
+}
+
+impl Callback {
+    /// The job object's `callback` field.
+    pub fn to_wire(&self) -> CallbackInfo {
+        CallbackInfo {
+            state: match self.status {
+                CallbackStatus::Pending => CallbackState::Pending,
+                CallbackStatus::Delivered => CallbackState::Delivered,
+                CallbackStatus::Failed => CallbackState::Failed,
+            },
+            attempts: self.attempts,
+            last_status: self.last_status,
+            last_error: self.last_error.clone(),
+            next_attempt_at: self.next_attempt_at,
+            delivered_at: self.delivered_at,
+        }
+    }
+}
+
+impl From<CallbackState> for CallbackStatus {
+    fn from(state: CallbackState) -> Self {
+        match state {
+            CallbackState::Pending => CallbackStatus::Pending,
+            CallbackState::Delivered => CallbackStatus::Delivered,
+            CallbackState::Failed => CallbackStatus::Failed,
         }
     }
 }
@@ -38,11 +96,16 @@ impl Event {
     /// The event as sent on the event stream.
     pub fn to_wire(&self) -> queue_proto::Event {
         queue_proto::Event {
+            event_id: self.event_id,
             id: self.id.to_string(),
             queue: self.queue.clone(),
             state: self.state,
             attempts: self.attempts,
             at: self.at,
+            correlation_id: self.correlation_id.clone(),
+            result: self.result.as_deref().map(raw_json),
+            last_error: self.last_error.clone(),
+            progress: self.progress.as_deref().map(raw_json),
         }
     }
 }
@@ -60,6 +123,9 @@ impl From<EnqueueRequest> for NewJob {
             max_attempts: request.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
             backoff_ms: request.backoff_ms.unwrap_or(DEFAULT_BACKOFF_MS),
             idempotency_key: request.idempotency_key,
+            correlation_id: request.correlation_id,
+            headers: request.headers.unwrap_or_default(),
+            callback_url: request.callback_url,
         }
     }
 }

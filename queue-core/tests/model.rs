@@ -52,6 +52,19 @@ fn event_of(job: &Job, transition: Transition) -> Event {
         attempts: job.attempts,
         at: job.updated_at,
         transition,
+        correlation_id: job.correlation_id.clone(),
+        // Terminal events carry the outcome.
+        result: if job.state == JobState::Completed {
+            job.result.clone()
+        } else {
+            None
+        },
+        last_error: if job.state.is_terminal() {
+            job.last_error.clone()
+        } else {
+            None
+        },
+        progress: None,
     }
 }
 
@@ -987,6 +1000,12 @@ impl Harness {
             result: None,
             last_error: None,
             finished_at: None,
+            correlation_id: new.correlation_id.clone(),
+            headers: new.headers.clone(),
+            progress: None,
+            callback_url: new.callback_url.clone(),
+            callback: None,
+            last_event_id: None,
         }
     }
 

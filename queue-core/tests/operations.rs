@@ -1083,6 +1083,18 @@ fn pruned_events_are_reported_as_a_gap() {
             oldest: 11
         })
     );
+    // An event after everything was pruned is the next one, and readable.
+    let fresh = queue.enqueue("q", NewJob::new(payload(99))).unwrap().job;
+    let mut late = queue.subscribe_after(8);
+    assert_eq!(
+        late.recv(),
+        Err(RecvError::Gap {
+            after: 8,
+            oldest: 11
+        })
+    );
+    let next = late.recv().unwrap();
+    assert_eq!((next.event_id, next.id), (11, fresh.id));
     assert_consistent(&queue);
 }
 

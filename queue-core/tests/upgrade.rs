@@ -1,10 +1,15 @@
-//! A data directory written by the first release (queue-core 0.1.0, format
-//! 1, job records of version 1, an interrupted batch in its write-ahead
-//! log) opens under this one, is upgraded, serves and drains.
+//! Data directories written by earlier releases open under this one, are
+//! upgraded, serve and drain:
 //!
-//! The directory is `fixtures/v1/data`: sled's files as that release left
-//! them, except that the log file `db` is stored without its trailing zero
-//! bytes (`db.head`, padded back to `db.len` bytes here).
+//! - `fixtures/v1/data`: the first release (queue-core 0.1.0, format 1, job
+//!   records of version 1, an interrupted batch in its write-ahead log);
+//! - `fixtures/v2/data`: the engine-seams release (commit 3ce2ca7: format 2,
+//!   job records of version 2, write-ahead slots with events of version 1,
+//!   event chunks of version 1, a checkpoint with two slots after it).
+//!
+//! Each is sled's files as that release left them, except that the log
+//! file `db` is stored without its trailing zero bytes (`db.head`, padded
+//! back to `db.len` bytes here).
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,12 +20,16 @@ use queue_core::{Config, JobId, JobState, LeaseId, LeaseOptions, ManualClock, Ne
 use crate::common::{T0, assert_consistent};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1/data");
+const FIXTURE_V2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v2/data");
 
 /// The job of the interrupted batch, applied when the directory is opened.
 const WAL_JOB: JobId = JobId::from_u64(0x1e_8480);
 
 fn restore(into: &Path) {
-    let from = Path::new(FIXTURE);
+    restore_from(Path::new(FIXTURE), into);
+}
+
+fn restore_from(from: &Path, into: &Path) {
     std::fs::create_dir_all(into.join("blobs")).expect("restore the fixture");
     for entry in std::fs::read_dir(from).expect("restore the fixture") {
         let entry = entry.expect("restore the fixture");
@@ -143,5 +152,123 @@ fn a_first_release_directory_opens_serves_and_drains() {
     let queue = open(dir.path(), &clock);
     assert!(!queue.stats("reports").unwrap().paused);
     assert_eq!(queue.stats("reports").unwrap().completed, 1);
+    assert_consistent(&queue);
+}
+
+#[test]
+fn an_engine_seams_directory_opens_with_its_event_log_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    restore_from(Path::new(FIXTURE_V2), dir.path());
+    let clock = ManualClock::new(T0 + 10_000);
+    let queue = open(dir.path(), &clock);
+    assert_consistent(&queue);
+    let emails = queue.stats("emails").unwrap();
+    assert_eq!(
+        (emails.scheduled, emails.ready, emails.leased),
+        (1, 2, 1),
+        "{emails:?}"
+    );
+    assert_eq!((emails.completed, emails.dead, emails.cancelled), (1, 1, 1));
+    assert_eq!(queue.stats("bulk").unwrap().ready, 70);
+    let reports = queue.stats("reports").unwrap();
+    assert!(
+        reports.paused,
+        "the pause of a slot after the checkpoint is replayed"
+    );
+    assert_eq!(reports.ready, 1);
+
+    // Every event of that release, numbered as it numbered them, in order,
+    // from its chunks and from its slots (the last one replayed at open).
+    let mut log = queue.subscribe_after(0);
+    let mut events = Vec::new();
+    while let Some(event) = log.try_recv().unwrap() {
+        events.push(event);
+    }
+    assert_eq!(
+        events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        (1..=84).collect::<Vec<_>>()
+    );
+    let at = |id: u64| &events[usize::try_from(id - 1).unwrap()];
+    assert_eq!(
+        (at(1).id, at(1).state),
+        (JobId::from_u64(0), JobState::Ready)
+    );
+    assert_eq!(
+        (at(10).id, at(10).state),
+        (JobId::from_u64(3), JobState::Completed)
+    );
+    assert_eq!(
+        (at(11).id, at(11).state),
+        (JobId::from_u64(4), JobState::Dead)
+    );
+    assert_eq!(
+        (at(13).id, at(13).state),
+        (JobId::from_u64(9), JobState::Cancelled)
+    );
+    assert_eq!(at(84).queue, "reports");
+    // Events of that release carry none of the new fields.
+    assert!(
+        events
+            .iter()
+            .all(|e| e.correlation_id.is_none() && e.result.is_none())
+    );
+
+    // Its records: the old fields, and the new ones empty.
+    let done = queue.get(JobId::from_u64(3)).unwrap().unwrap();
+    assert_eq!(done.result.as_deref(), Some(&br#"{"sent":true}"#[..]));
+    let dead = queue.get(JobId::from_u64(4)).unwrap().unwrap();
+    assert_eq!(dead.last_error.as_deref(), Some("mailbox full"));
+    for job in [&done, &dead] {
+        assert_eq!(job.correlation_id, None);
+        assert!(job.headers.is_empty());
+        assert_eq!(
+            (job.callback_url.as_deref(), job.last_event_id),
+            (None, None)
+        );
+    }
+
+    // New changes go on with the next ids, and records learn theirs.
+    let cancelled = queue.cancel(JobId::from_u64(0)).unwrap();
+    assert_eq!(cancelled.last_event_id, Some(85));
+    let fresh = queue
+        .enqueue(
+            "emails",
+            NewJob::new(b"{}".to_vec()).correlation_id("after-upgrade"),
+        )
+        .unwrap()
+        .job;
+    assert_eq!(fresh.last_event_id, Some(86));
+    let lease = queue
+        .get(JobId::from_u64(5))
+        .unwrap()
+        .unwrap()
+        .lease
+        .expect("leased then, leased now");
+    assert_eq!(lease.worker.as_deref(), Some("fixture-worker"));
+    let held = queue
+        .complete(JobId::from_u64(5), lease.id, None)
+        .unwrap_or_else(|e| panic!("the lease held then is still the job's: {e:?}"));
+    assert_eq!(
+        (held.state, held.last_event_id),
+        (JobState::Completed, Some(87))
+    );
+    let next = log.try_recv().unwrap().unwrap();
+    assert_eq!(
+        (next.event_id, next.id, next.state),
+        (85, JobId::from_u64(0), JobState::Cancelled)
+    );
+    assert_consistent(&queue);
+
+    // Reopened: the same log, the new records, this release's format.
+    drop(queue);
+    let queue = open(dir.path(), &clock);
+    let mut again = queue.subscribe_after(84);
+    let ids: Vec<u64> = std::iter::from_fn(|| again.try_recv().unwrap())
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(ids, [85, 86, 87]);
+    let fresh = queue.get(fresh.id).unwrap().unwrap();
+    assert_eq!(fresh.correlation_id.as_deref(), Some("after-upgrade"));
+    assert_eq!(fresh.last_event_id, Some(86));
     assert_consistent(&queue);
 }

@@ -30,13 +30,14 @@ mod state;
 mod wire;
 
 pub mod limits;
+pub mod webhooks;
 
 pub use limits::{QueueNameError, validate_queue_name};
 pub use serde_json::value::RawValue;
 pub use state::{JobState, UnknownState};
 pub use wire::{
-    BatchRequest, BatchResponse, CompleteRequest, CountResponse, DeadPage, DeletedResponse,
-    EnqueueRequest, ErrorBody, ErrorCode, ErrorDetail, Event, FailRequest, HeartbeatRequest, Job,
-    LeaseRequest, LeaseResponse, QueueList, QueueStats, ReleaseRequest, RequeueRequest,
-    RequeuedResponse,
+    BatchRequest, BatchResponse, CallbackEvent, CallbackInfo, CallbackState, CompleteRequest,
+    CountResponse, DeadPage, DeletedResponse, EnqueueRequest, ErrorBody, ErrorCode, ErrorDetail,
+    Event, EventType, FailRequest, Gap, HeartbeatRequest, Job, LeaseRequest, LeaseResponse,
+    QueueList, QueueStats, ReleaseRequest, RequeueRequest, RequeuedResponse, rfc3339_ms,
 };

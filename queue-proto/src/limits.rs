@@ -36,6 +36,18 @@ pub const MAX_ERROR_LEN: usize = 16 * 1024;
 /// Default body limit of the HTTP server, and the default payload limit of the
 /// core, in bytes (1 MiB).
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+/// Longest correlation id, in bytes (visible ASCII).
+pub const MAX_CORRELATION_ID_LEN: usize = 128;
+/// Most entries of a job's `headers`.
+pub const MAX_HEADERS: usize = 32;
+/// Longest header key, in bytes (`[A-Za-z0-9_.-]`).
+pub const MAX_HEADER_KEY_LEN: usize = 64;
+/// Longest header value, in bytes.
+pub const MAX_HEADER_VALUE_LEN: usize = 1024;
+/// Longest callback URL, in bytes.
+pub const MAX_CALLBACK_URL_LEN: usize = 2048;
+/// Largest progress value a heartbeat may store, in bytes.
+pub const MAX_PROGRESS_LEN: usize = 64 * 1024;
 /// Largest delay or absolute `run_at` distance from now, in milliseconds
 /// (about 10 years); it keeps every time computation far from overflow.
 pub const MAX_DELAY_MS: u64 = 10 * 365 * 24 * 3_600_000;

@@ -1,6 +1,8 @@
 //! JSON bodies of the HTTP contract. Field names, optionality and defaults are
-//! those of `shared/API.md`; unknown fields are ignored on input.
+//! those of the contract (`docs/openapi.yaml`); unknown fields are ignored on
+//! input.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -44,9 +46,135 @@ pub struct Job {
     pub result: Option<Box<RawValue>>,
     /// The latest failure text.
     pub last_error: Option<String>,
+    /// When the job reached `completed`, `dead` or `cancelled`.
+    #[serde(default)]
+    pub finished_at: Option<u64>,
     /// The lease id; present only in lease responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_id: Option<String>,
+    /// Ties the job to the request that caused it (the enqueue body's
+    /// `correlation_id`, else that request's `X-Request-Id`).
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// String metadata, W3C `traceparent` / `tracestate` included.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The latest progress a worker reported.
+    #[serde(default)]
+    pub progress: Option<Box<RawValue>>,
+    /// Where the outcome is POSTed when the job finishes.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// The delivery of that callback, once the job finished.
+    #[serde(default)]
+    pub callback: Option<CallbackInfo>,
+}
+
+/// The state of a callback delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackState {
+    /// Not delivered yet; attempts go on.
+    Pending,
+    /// A 2xx answer was received.
+    Delivered,
+    /// Given up: `410 Gone`, or the last attempt failed.
+    Failed,
+}
+
+impl CallbackState {
+    /// Every state.
+    pub const ALL: [CallbackState; 3] = [
+        CallbackState::Pending,
+        CallbackState::Delivered,
+        CallbackState::Failed,
+    ];
+
+    /// The lowercase name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackState::Pending => "pending",
+            CallbackState::Delivered => "delivered",
+            CallbackState::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for CallbackState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CallbackState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not pending, delivered or failed"))
+    }
+}
+
+/// A job's callback delivery (the job object's `callback` field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackInfo {
+    /// Where the delivery stands.
+    pub state: CallbackState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The HTTP status of the last answer, if there was one.
+    pub last_status: Option<u16>,
+    /// What went wrong with the last attempt.
+    pub last_error: Option<String>,
+    /// When the next attempt is due, while pending.
+    pub next_attempt_at: Option<u64>,
+    /// When it was delivered.
+    pub delivered_at: Option<u64>,
+}
+
+/// The body of a callback: what a receiver of `callback_url` gets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallbackEvent {
+    /// `job.completed`, `job.dead` or `job.cancelled`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When the job finished, RFC 3339 in UTC with milliseconds
+    /// (`2026-12-01T10:00:00.000Z`).
+    pub timestamp: String,
+    /// The job, result included.
+    pub data: Job,
+}
+
+impl CallbackEvent {
+    /// The callback `type` of a terminal state (`None` for others).
+    pub fn kind_of(state: crate::JobState) -> Option<&'static str> {
+        match state {
+            crate::JobState::Completed => Some("job.completed"),
+            crate::JobState::Dead => Some("job.dead"),
+            crate::JobState::Cancelled => Some("job.cancelled"),
+            _ => None,
+        }
+    }
+}
+
+/// Unix milliseconds as RFC 3339 in UTC with milliseconds
+/// (`2026-12-01T10:00:00.000Z`).
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, of_day) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = i64::try_from(days).unwrap_or(i64::MAX / 2) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60,
+        unix_ms % 1000
+    )
 }
 
 /// Body of `POST /v1/queues/{queue}/jobs` (and one item of a batch).
@@ -72,6 +200,16 @@ pub struct EnqueueRequest {
     /// 1..=256 bytes; a replay in the same queue returns the existing job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// 1..=128 visible ASCII characters; default: the request's `X-Request-Id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// At most 32 entries, keys `^[A-Za-z0-9_.-]{1,64}$`, values at most
+    /// 1,024 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// An absolute http(s) URL (at most 2,048 bytes) told of the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 /// Body of `POST /v1/queues/{queue}/jobs/batch`.
@@ -120,6 +258,10 @@ pub struct HeartbeatRequest {
     /// New lease length from now; default the lease's own length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ms: Option<u64>,
+    /// Progress to store on the job (any JSON, at most 64 KiB); emits a
+    /// `progress` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Box<RawValue>>,
 }
 
 /// Body of `POST /v1/jobs/{id}/complete`.
@@ -227,19 +369,105 @@ pub struct QueueList {
     pub queues: Vec<QueueStats>,
 }
 
-/// One state change, as sent on the event stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One state change (or progress report), as sent on the event stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
+    /// The event's durable id, increasing in commit order (also the SSE
+    /// `id:` line).
+    #[serde(default)]
+    pub event_id: u64,
     /// The job.
     pub id: String,
     /// Its queue.
     pub queue: String,
-    /// Its new state.
+    /// Its new state (its state when the event reports progress).
     pub state: JobState,
     /// Its attempts after the change.
     pub attempts: u32,
     /// Unix ms of the change.
     pub at: u64,
+    /// The job's correlation id.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// The result, on a `completed` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    /// The latest failure text, on a terminal event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The progress reported, on a `progress` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Box<RawValue>>,
+}
+
+impl Event {
+    /// The event type: the new state, or `progress`.
+    pub fn kind(&self) -> EventType {
+        if self.progress.is_some() {
+            EventType::Progress
+        } else {
+            EventType::State(self.state)
+        }
+    }
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        let raw = |v: &Option<Box<RawValue>>| v.as_ref().map(|r| r.get().to_owned());
+        self.event_id == other.event_id
+            && self.id == other.id
+            && self.queue == other.queue
+            && self.state == other.state
+            && self.attempts == other.attempts
+            && self.at == other.at
+            && self.correlation_id == other.correlation_id
+            && raw(&self.result) == raw(&other.result)
+            && self.last_error == other.last_error
+            && raw(&self.progress) == raw(&other.progress)
+    }
+}
+
+/// What an event is about: a new state, or progress reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// The job entered this state.
+    State(JobState),
+    /// A worker reported progress.
+    Progress,
+}
+
+impl EventType {
+    /// The SSE `event:` name (and the WebSocket message `type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::State(state) => state.as_str(),
+            EventType::Progress => "progress",
+        }
+    }
+}
+
+impl std::str::FromStr for EventType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "progress" {
+            return Ok(EventType::Progress);
+        }
+        s.parse::<JobState>()
+            .map(EventType::State)
+            .map_err(|_| format!("{s:?} is not a state or \"progress\""))
+    }
+}
+
+/// The data of a `gap` event: the events after `after` up to `oldest`
+/// (exclusive) are no longer retained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The last event id the stream had delivered (or was asked to resume
+    /// after).
+    pub after: u64,
+    /// The oldest retained event, delivered next.
+    pub oldest: u64,
 }
 
 /// The error codes of the contract.
@@ -389,6 +617,15 @@ mod tests {
                 serde_json::Value::from(code.as_str())
             );
         }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_764_583_200_000), "2025-12-01T10:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339_ms(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(1_614_265_330_000), "2021-02-25T15:02:10.000Z");
     }
 
     #[test]

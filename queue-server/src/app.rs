@@ -43,10 +43,11 @@ impl App {
         App {
             inner: Arc::new(Inner {
                 shared: Shared {
-                    service: Service::new(queue),
+                    service: Service::with_callback_hosts(queue, config.callbacks.hosts),
                     config,
                     http: HttpMetrics::default(),
                     in_flight: watch::Sender::new(0),
+                    callbacks: Arc::default(),
                 },
                 request_seq: AtomicU64::new(0),
                 boot,
@@ -62,6 +63,11 @@ impl App {
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {
         &self.inner.shared.config
+    }
+
+    /// Callback outcomes so far.
+    pub fn callback_metrics(&self) -> Arc<crate::callbacks::CallbackMetrics> {
+        Arc::clone(&self.inner.shared.callbacks)
     }
 
     /// Ends long-polls (they answer with what they have) and event streams.
@@ -92,7 +98,7 @@ impl App {
         let request_id = self.request_id(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let (label, handled) = self.dispatch(request).await;
+        let (label, handled) = self.dispatch(request, &request_id).await;
         let mut response = handled.unwrap_or_else(|e| error_response(&e));
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", value);
@@ -135,12 +141,12 @@ impl App {
         constant_time_eq(given.as_bytes(), token.as_bytes())
     }
 
-    async fn dispatch<B>(&self, request: Request<B>) -> (&'static str, Handled)
+    async fn dispatch<B>(&self, request: Request<B>, request_id: &str) -> (&'static str, Handled)
     where
         B: hyper::body::Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let routed = match routes::route(&parts.method, parts.uri.path()) {
             Ok(routed) => routed,
             Err(RouteError::NotFound) => {
@@ -194,6 +200,10 @@ impl App {
                 headers: &parts.headers,
                 params: &params,
                 body: &body,
+                request_id,
+                upgrade: std::sync::Mutex::new(
+                    parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+                ),
             };
             routes::handle(endpoint, &call).await
         }

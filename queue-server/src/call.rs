@@ -1,7 +1,5 @@
 //! What an endpoint sees of a request, and of the server: [`Call`].
 
-use std::collections::HashMap;
-
 use http::{HeaderMap, Response};
 use queue_core::service::Service;
 use serde::de::DeserializeOwned;
@@ -9,7 +7,7 @@ use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
-use crate::http::{Body, parse_json};
+use crate::http::{Body, Params, parse_json};
 use crate::metrics::HttpMetrics;
 
 /// The server's state the endpoints use.
@@ -19,6 +17,8 @@ pub(crate) struct Shared {
     pub(crate) http: HttpMetrics,
     /// Admitted requests being served.
     pub(crate) in_flight: watch::Sender<usize>,
+    /// Callback outcomes.
+    pub(crate) callbacks: std::sync::Arc<crate::callbacks::CallbackMetrics>,
 }
 
 /// What an endpoint answers.
@@ -31,9 +31,13 @@ pub(crate) struct Call<'a> {
     pub(crate) captures: &'a crate::routes::spec::Captures,
     pub(crate) headers: &'a HeaderMap,
     /// The query string, decoded.
-    pub(crate) params: &'a HashMap<String, String>,
+    pub(crate) params: &'a Params,
     /// The body, for endpoints that read one (else empty).
     pub(crate) body: &'a [u8],
+    /// The request's id (`X-Request-Id`, given or made).
+    pub(crate) request_id: &'a str,
+    /// The connection's upgrade, for a WebSocket handshake.
+    pub(crate) upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
 }
 
 impl Call<'_> {
@@ -54,6 +58,11 @@ impl Call<'_> {
     /// The body as JSON; an empty body reads as `{}` when `empty_is_object`.
     pub(crate) fn json<T: DeserializeOwned>(&self, empty_is_object: bool) -> Result<T, ApiError> {
         parse_json(self.body, empty_is_object)
+    }
+
+    /// A request header as text, if it is visible ASCII.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// A numeric query parameter; its range is the service's to check.

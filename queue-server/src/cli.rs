@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use queue_core::{Config, Durability, Retention};
 
-use crate::ServerConfig;
+use queue_core::service::CallbackHosts;
+
+use crate::{CallbackConfig, ServerConfig};
 
 /// A durable job queue over HTTP.
 ///
@@ -70,6 +72,56 @@ pub struct Args {
     /// How long shutdown waits for in-flight requests (e.g. 10s).
     #[arg(long, env = "QUEUE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// How long events stay in the durable event log, for streams that
+    /// resume with Last-Event-ID or `after` (e.g. 24h, 7d).
+    #[arg(long, env = "QUEUE_EVENT_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub event_retention: Duration,
+
+    /// How many events the log keeps at most (the oldest go first).
+    #[arg(long, env = "QUEUE_EVENT_MAX", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub event_max: u64,
+
+    /// A callback signing secret, `whsec_` + base64 of 24 to 64 bytes
+    /// (repeatable; the environment variable takes a comma-separated list).
+    /// Each callback carries one signature per secret, so a new secret can
+    /// be added before the old one is removed. Without one, the server
+    /// generates a secret at first start and keeps it in
+    /// <data-dir>/webhook-secret.
+    #[arg(
+        long,
+        env = "QUEUE_WEBHOOK_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub webhook_secret: Vec<String>,
+
+    /// How long one callback attempt may take, connection to answer.
+    #[arg(long, env = "QUEUE_CALLBACK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub callback_timeout: Duration,
+
+    /// Callback attempts under way at once.
+    #[arg(long, env = "QUEUE_CALLBACK_CONCURRENCY", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub callback_concurrency: u64,
+
+    /// Where callbacks may go. `public` refuses loopback, private,
+    /// link-local and other non-public addresses (at enqueue, and at
+    /// delivery for what a name resolves to): use it when producers are
+    /// not trusted, so that they cannot make the server call into its own
+    /// network.
+    #[arg(long, env = "QUEUE_CALLBACK_HOSTS", value_enum, default_value_t = CallbackHostsFlag::Any)]
+    pub callback_hosts: CallbackHostsFlag,
+}
+
+/// `--callback-hosts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CallbackHostsFlag {
+    /// Any address (producers are trusted).
+    Any,
+    /// Public addresses only.
+    Public,
 }
 
 /// `--durability`.
@@ -103,6 +155,8 @@ impl Args {
         };
         let mut config = Config::new(&self.data_dir)
             .durability(durability)
+            .event_retention(self.event_retention)
+            .max_events(self.event_max)
             .retention(Retention {
                 completed: self.retain_completed,
                 dead: self.retain_dead,
@@ -115,13 +169,23 @@ impl Args {
         config
     }
 
-    /// The HTTP layer's configuration.
+    /// The HTTP layer's configuration (the webhook secrets are resolved
+    /// apart, see [`crate::callbacks::secrets::resolve`]).
     pub fn server_config(&self) -> ServerConfig {
         ServerConfig {
             token: self.token.clone().filter(|t| !t.is_empty()),
             max_body: usize::try_from(self.max_body).unwrap_or(usize::MAX),
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             shutdown_timeout: self.shutdown_timeout,
+            callbacks: CallbackConfig {
+                secrets: Vec::new(),
+                timeout: self.callback_timeout,
+                concurrency: usize::try_from(self.callback_concurrency).unwrap_or(10_000),
+                hosts: match self.callback_hosts {
+                    CallbackHostsFlag::Any => CallbackHosts::Any,
+                    CallbackHostsFlag::Public => CallbackHosts::Public,
+                },
+            },
             ..ServerConfig::default()
         }
     }

@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use queue_proto::limits::DEFAULT_MAX_PAYLOAD;
 
+use crate::callbacks::CallbackConfig;
+
 /// How the HTTP layer behaves (the store's own settings are in
 /// [`queue_core::Config`]).
 #[derive(Debug, Clone)]
@@ -19,6 +21,8 @@ pub struct ServerConfig {
     pub sse_keep_alive: Duration,
     /// Time a client has to send its request headers. Default 30 s.
     pub header_read_timeout: Duration,
+    /// How callbacks are delivered.
+    pub callbacks: CallbackConfig,
 }
 
 impl Default for ServerConfig {
@@ -30,6 +34,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             sse_keep_alive: Duration::from_secs(15),
             header_read_timeout: Duration::from_secs(30),
+            callbacks: CallbackConfig::default(),
         }
     }
 }

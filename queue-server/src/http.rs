@@ -1,7 +1,6 @@
 //! Request and response plumbing: bodies with a size limit, query strings,
 //! JSON responses, the error envelope.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 
 use bytes::Bytes;
@@ -103,16 +102,47 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], empty_is_object: bool) -> R
     serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 
-/// The query string as a map (last value wins), percent-decoded.
-pub fn query(raw: Option<&str>) -> HashMap<String, String> {
-    raw.unwrap_or("")
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
+/// A query string's parameters, percent-decoded, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// The last value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The names given, in order (repeated names repeat).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// Every value of `name` (a repeatable parameter), in order.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// The query string's parameters.
+pub fn query(raw: Option<&str>) -> Params {
+    Params(
+        raw.unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode(k), decode(v))
+            })
+            .collect(),
+    )
 }
 
 fn decode(text: &str) -> String {
@@ -143,7 +173,7 @@ fn decode(text: &str) -> String {
 ///
 /// # Errors
 /// 400 when it is not one.
-pub fn number(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+pub fn number(params: &Params, name: &str) -> Result<Option<u64>, ApiError> {
     match params.get(name) {
         None => Ok(None),
         Some(raw) => raw.parse::<u64>().map(Some).map_err(|_| {
@@ -160,11 +190,12 @@ mod tests {
 
     #[test]
     fn query_strings_decode() {
-        let q = query(Some("queue=a.b&job=00ff&x=%41%2x&empty="));
-        assert_eq!(q["queue"], "a.b");
-        assert_eq!(q["x"], "A%2x");
-        assert_eq!(q["empty"], "");
-        assert!(query(None).is_empty());
+        let q = query(Some("queue=a.b&job=00ff&x=%41%2x&empty=&queue=c"));
+        assert_eq!(q.get("queue"), Some("c"));
+        assert_eq!(q.all("queue"), ["a.b", "c"]);
+        assert_eq!(q.get("x"), Some("A%2x"));
+        assert_eq!(q.get("empty"), Some(""));
+        assert_eq!(query(None), Params::default());
         assert_eq!(decode("%"), "%");
         assert_eq!(decode("a%4"), "a%4");
     }

@@ -33,6 +33,7 @@
 
 mod app;
 mod call;
+pub mod callbacks;
 pub mod cli;
 mod config;
 mod error;
@@ -42,6 +43,7 @@ pub mod routes;
 mod server;
 
 pub use app::App;
+pub use callbacks::CallbackConfig;
 pub use config::ServerConfig;
 pub use error::ApiError;
 pub use server::run;

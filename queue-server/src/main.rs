@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use queue_server::callbacks::secrets::Source;
 use queue_server::cli::{Args, LogFormat};
 use queue_server::{App, run};
 use tracing_subscriber::EnvFilter;
@@ -22,6 +23,22 @@ async fn main() -> anyhow::Result<()> {
     let queue = tokio::task::spawn_blocking(move || queue_core::Queue::open_with(queue_config))
         .await?
         .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
+    let mut config = args.server_config();
+    let (secrets, source) =
+        queue_server::callbacks::secrets::resolve(&args.webhook_secret, &args.data_dir)
+            .map_err(|e| anyhow::anyhow!("webhook secret: {e}"))?;
+    match &source {
+        Source::Configured => tracing::info!(secrets = secrets.len(), "webhook secrets configured"),
+        Source::Stored(path) => tracing::info!(
+            path = %path.display(),
+            "callbacks are signed with the webhook secret stored in this file"
+        ),
+        Source::Generated(path) => tracing::info!(
+            path = %path.display(),
+            "generated a webhook secret for signing callbacks; give receivers the secret in this file"
+        ),
+    }
+    config.callbacks.secrets = secrets;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -32,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
         auth = args.token.is_some(),
         "queue-server ready"
     );
-    let app = App::new(queue, args.server_config());
+    let app = App::new(queue, config);
     run(listener, app, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -6,7 +6,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
+use std::sync::atomic::Ordering;
+
 use queue_core::{Counters, QueueStats, RUN_TIME_BOUNDS_MS};
+
+use crate::callbacks::CallbackMetrics;
 
 /// Requests served, by (route pattern, method, status).
 #[derive(Default)]
@@ -44,10 +48,12 @@ pub fn render(
     counters: &Counters,
     http: &HttpMetrics,
     in_flight: usize,
+    callbacks: &CallbackMetrics,
 ) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = render_into(&mut out, queues, counters, http, in_flight);
+    let _ = render_callbacks(&mut out, callbacks);
     out
 }
 
@@ -165,4 +171,36 @@ fn render_into(
     writeln!(out, "# TYPE queue_http_requests_in_flight gauge")?;
     writeln!(out, "queue_http_requests_in_flight {in_flight}")?;
     Ok(())
+}
+
+fn render_callbacks(out: &mut String, callbacks: &CallbackMetrics) -> std::fmt::Result {
+    writeln!(
+        out,
+        "# HELP queue_callback_attempts_total Callback attempts by outcome: delivered (2xx), \
+         retried (will be tried again), failed (410 Gone or attempts used up), stale (settled \
+         after it was given up as lost)."
+    )?;
+    writeln!(out, "# TYPE queue_callback_attempts_total counter")?;
+    for (outcome, n) in [
+        ("delivered", &callbacks.delivered),
+        ("retried", &callbacks.retried),
+        ("failed", &callbacks.failed),
+        ("stale", &callbacks.stale),
+    ] {
+        writeln!(
+            out,
+            "queue_callback_attempts_total{{outcome=\"{outcome}\"}} {}",
+            n.load(Ordering::Relaxed)
+        )?;
+    }
+    writeln!(
+        out,
+        "# HELP queue_callback_attempts_in_flight Callback attempts under way."
+    )?;
+    writeln!(out, "# TYPE queue_callback_attempts_in_flight gauge")?;
+    writeln!(
+        out,
+        "queue_callback_attempts_in_flight {}",
+        callbacks.in_flight.load(Ordering::Relaxed)
+    )
 }

@@ -14,17 +14,35 @@ use serde_json::{Value, json};
 use crate::common::TestServer;
 
 /// An open event stream, read frame by frame.
-struct Stream {
+pub(crate) struct Stream {
     body: Incoming,
     buffer: String,
 }
 
+/// One SSE event: its `id:`, `event:` and parsed `data:`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Sse {
+    pub(crate) id: Option<u64>,
+    pub(crate) name: String,
+    pub(crate) data: Value,
+}
+
 impl Stream {
-    async fn open(server: &TestServer, path: &str) -> Stream {
+    pub(crate) async fn open(server: &TestServer, path: &str) -> Stream {
+        Self::open_with(server, path, &[]).await
+    }
+
+    pub(crate) async fn open_with(
+        server: &TestServer,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Stream {
         let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-        let request = Request::get(format!("http://{}{path}", server.addr))
-            .body(Empty::new())
-            .expect("request");
+        let mut request = Request::get(format!("http://{}{path}", server.addr));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Empty::new()).expect("request");
         let response = client.request(request).await.expect("stream opens");
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
@@ -36,7 +54,7 @@ impl Stream {
 
     /// The next complete message (up to a blank line), or `None` when the
     /// stream ended.
-    async fn next(&mut self) -> Option<String> {
+    pub(crate) async fn next(&mut self) -> Option<String> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let message = self.buffer[..end].to_owned();
@@ -53,23 +71,31 @@ impl Stream {
         }
     }
 
-    /// The next event (skipping comments): its name and data.
-    async fn next_event(&mut self) -> Option<(String, Value)> {
+    /// The next event (skipping comments), whole.
+    pub(crate) async fn next_sse(&mut self) -> Option<Sse> {
         loop {
             let message = self.next().await?;
+            let mut id = None;
             let mut name = None;
             let mut data = None;
             for line in message.lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.parse().expect("a numeric id"));
+                } else if let Some(v) = line.strip_prefix("event: ") {
                     name = Some(v.to_owned());
                 } else if let Some(v) = line.strip_prefix("data: ") {
                     data = serde_json::from_str(v).ok();
                 }
             }
             if let (Some(name), Some(data)) = (name, data) {
-                return Some((name, data));
+                return Some(Sse { id, name, data });
             }
         }
+    }
+
+    /// The next event (skipping comments): its name and data.
+    pub(crate) async fn next_event(&mut self) -> Option<(String, Value)> {
+        self.next_sse().await.map(|e| (e.name, e.data))
     }
 }
 
@@ -78,7 +104,7 @@ async fn events_follow_each_state_change_with_filters() {
     let server = TestServer::start().await;
     let c = &server.client;
     let mut all = Stream::open(&server, "/v1/events").await;
-    assert_eq!(all.next().await.as_deref(), Some(": connected"));
+    assert_eq!(all.next().await.as_deref(), Some(": connected\nid: 0"));
     let mut only_b = Stream::open(&server, "/v1/events?queue=b").await;
     only_b.next().await;
 
@@ -153,7 +179,7 @@ async fn idle_streams_get_keep_alive_comments() {
     })
     .await;
     let mut stream = Stream::open(&server, "/v1/events").await;
-    assert_eq!(stream.next().await.as_deref(), Some(": connected"));
+    assert_eq!(stream.next().await.as_deref(), Some(": connected\nid: 0"));
     assert_eq!(stream.next().await.as_deref(), Some(": keep-alive"));
     server.stop().await;
 }

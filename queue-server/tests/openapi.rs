@@ -1,7 +1,12 @@
 //! `docs/openapi.yaml` against the code, so that the two cannot drift: every
 //! path and method of the router ([`queue_server::routes::ROUTES`]) is
-//! documented and nothing else is, and the document's `ErrorCode` and
-//! `JobState` enums list exactly the wire names of the Rust enums.
+//! documented and nothing else is; the document's enums (`ErrorCode`,
+//! `JobState`, `EventType`, `CallbackState`, the callback `type`) list
+//! exactly the wire names of the Rust enums; and the properties of the
+//! document's object schemas (`Job`, `Event`, `CallbackInfo`, …) are exactly
+//! the keys the `queue_proto` wire types serialize with every optional field
+//! set, and their `required` lists exactly the keys present with every
+//! optional field unset.
 //!
 //! The document is scanned as text (no YAML crate): it is block-style YAML
 //! with 2-space indentation, so under the top-level `paths:` the path keys sit
@@ -12,8 +17,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use queue_proto::{ErrorCode, JobState};
+use queue_proto::{
+    CallbackEvent, CallbackInfo, CallbackState, EnqueueRequest, ErrorCode, Event, EventType, Gap,
+    HeartbeatRequest, Job, JobState, RawValue,
+};
 use queue_server::routes;
+use serde_json::{Value, json};
 
 /// The operation keys of an OpenAPI path item.
 const METHODS: [&str; 8] = [
@@ -242,34 +251,17 @@ fn scan_paths(doc: &str) -> Result<BTreeMap<String, PathItem>, Vec<String>> {
     }
 }
 
-/// The items of the `enum:` of the schema `components.schemas.<schema>`,
-/// in block (`- a`) or flow (`[a, b]`) style.
-fn schema_enum(doc: &str, schema: &str) -> Result<Vec<String>, String> {
-    let lines = lines(doc)?;
-    let mut scope: &[Line<'_>] = &lines;
+/// The entry at `path` (a chain of mapping keys from the top level): the
+/// lines it sits among and its position in them.
+fn locate<'a>(lines: &'a [Line<'a>], path: &[&str]) -> Result<(&'a [Line<'a>], usize), String> {
+    let dotted = path.join(".");
+    let mut scope = lines;
     let mut indent = 0;
-    for name in ["components", "schemas", schema, "enum"] {
-        let at = find_key(scope, indent, name).ok_or_else(|| {
-            format!("{DOCUMENT}: no `components.schemas.{schema}.enum` (missing `{name}:`)")
-        })?;
-        if name == "enum" {
-            let unquote = |item: &str| item.trim().trim_matches(['\'', '"']).to_owned();
-            if let Some((_, flow)) = key_of(scope[at].text).filter(|(_, v)| !v.is_empty()) {
-                let inner = flow
-                    .strip_prefix('[')
-                    .and_then(|f| f.strip_suffix(']'))
-                    .ok_or_else(|| format!("{DOCUMENT}:{}: unreadable enum", scope[at].number))?;
-                return Ok(inner.split(',').map(unquote).collect());
-            }
-            return children(scope, at)
-                .iter()
-                .map(|l| {
-                    l.text
-                        .strip_prefix("- ")
-                        .map(unquote)
-                        .ok_or_else(|| format!("{DOCUMENT}:{}: expected `- item`", l.number))
-                })
-                .collect();
+    for (depth, name) in path.iter().enumerate() {
+        let at = find_key(scope, indent, name)
+            .ok_or_else(|| format!("{DOCUMENT}: no `{dotted}` (missing `{name}:`)"))?;
+        if depth + 1 == path.len() {
+            return Ok((scope, at));
         }
         let nested = children(scope, at);
         indent = nested
@@ -278,7 +270,78 @@ fn schema_enum(doc: &str, schema: &str) -> Result<Vec<String>, String> {
             .ok_or_else(|| format!("{DOCUMENT}:{}: `{name}:` is empty", scope[at].number))?;
         scope = nested;
     }
-    Err(format!("{DOCUMENT}: no `components.schemas.{schema}.enum`"))
+    Err(format!("{DOCUMENT}: an empty path"))
+}
+
+/// The items of the sequence at `path`, in block (`- a`) or flow (`[a, b]`)
+/// style.
+fn list_at(doc: &str, path: &[&str]) -> Result<Vec<String>, String> {
+    let lines = lines(doc)?;
+    let (scope, at) = locate(&lines, path)?;
+    let unquote = |item: &str| item.trim().trim_matches(['\'', '"']).to_owned();
+    if let Some((_, flow)) = key_of(scope[at].text).filter(|(_, v)| !v.is_empty()) {
+        let inner = flow
+            .strip_prefix('[')
+            .and_then(|f| f.strip_suffix(']'))
+            .ok_or_else(|| {
+                format!(
+                    "{DOCUMENT}:{}: unreadable list `{}`",
+                    scope[at].number,
+                    path.join(".")
+                )
+            })?;
+        return Ok(inner
+            .split(',')
+            .map(unquote)
+            .filter(|item| !item.is_empty())
+            .collect());
+    }
+    children(scope, at)
+        .iter()
+        .map(|l| {
+            l.text
+                .strip_prefix("- ")
+                .map(unquote)
+                .ok_or_else(|| format!("{DOCUMENT}:{}: expected `- item`", l.number))
+        })
+        .collect()
+}
+
+/// The keys of the block mapping at `path`, in document order (a key given
+/// twice appears twice).
+fn keys_at(doc: &str, path: &[&str]) -> Result<Vec<String>, String> {
+    let lines = lines(doc)?;
+    let (scope, at) = locate(&lines, path)?;
+    let here = format!("{DOCUMENT}:{}", scope[at].number);
+    if let Some((_, value)) = key_of(scope[at].text).filter(|(_, v)| !v.is_empty()) {
+        return Err(format!(
+            "{here}: `{}` must be a block mapping, found `{value}`",
+            path.join(".")
+        ));
+    }
+    let nested = children(scope, at);
+    let indent = nested
+        .first()
+        .map(|l| l.indent)
+        .ok_or_else(|| format!("{here}: `{}` is empty", path.join(".")))?;
+    nested
+        .iter()
+        .filter(|l| l.indent == indent)
+        .map(|l| {
+            key_of(l.text).map(|(key, _)| key).ok_or_else(|| {
+                format!(
+                    "{DOCUMENT}:{}: expected a key, found `{}`",
+                    l.number, l.text
+                )
+            })
+        })
+        .collect()
+}
+
+/// The items of the `enum:` of the schema `components.schemas.<schema>`,
+/// in block (`- a`) or flow (`[a, b]`) style.
+fn schema_enum(doc: &str, schema: &str) -> Result<Vec<String>, String> {
+    list_at(doc, &["components", "schemas", schema, "enum"])
 }
 
 /// What differs between the router and the document's paths.
@@ -340,17 +403,64 @@ fn enum_differences(doc: &str, schema: &str, expected: &[&str]) -> Vec<String> {
         Ok(values) => values,
         Err(e) => return vec![e],
     };
+    list_differences(&documented, expected, &format!("{schema} enum"))
+}
+
+/// What `documented` (a list of the document named `what`) lacks of
+/// `expected`, has beyond it, or repeats.
+fn list_differences(documented: &[String], expected: &[&str], what: &str) -> Vec<String> {
     let mut problems: Vec<String> = expected
         .iter()
         .filter(|name| !documented.iter().any(|d| d == *name))
-        .map(|name| format!("`{name}` is missing from the {schema} enum"))
+        .map(|name| format!("`{name}` is missing from the {what}"))
         .collect();
     problems.extend(
         documented
             .iter()
             .filter(|d| !expected.contains(&d.as_str()))
-            .map(|d| format!("the {schema} enum lists `{d}`, which the code does not have")),
+            .map(|d| format!("the {what} lists `{d}`, which the code does not have")),
     );
+    let mut seen = BTreeSet::new();
+    problems.extend(
+        documented
+            .iter()
+            .filter(|d| !seen.insert(d.as_str()))
+            .map(|d| format!("the {what} lists `{d}` twice")),
+    );
+    problems
+}
+
+/// The keys of a serialized wire value (which must be a JSON object).
+fn wire_keys(value: &Value) -> Vec<&str> {
+    match value {
+        Value::Object(map) => map.keys().map(String::as_str).collect(),
+        other => panic!("a wire type serialized as {other}, not as an object"),
+    }
+}
+
+/// Differences between the object schema `components.schemas.<schema>` and
+/// a wire type: its `properties` must be the keys of `full` (the value with
+/// every optional field set), its `required` the keys of `minimal` (every
+/// optional field unset: the keys that are always sent).
+fn object_differences(doc: &str, schema: &str, full: &Value, minimal: &Value) -> Vec<String> {
+    let path = ["components", "schemas", schema];
+    let mut problems = Vec::new();
+    match keys_at(doc, &[&path[..], &["properties"]].concat()) {
+        Ok(properties) => problems.extend(list_differences(
+            &properties,
+            &wire_keys(full),
+            &format!("properties of {schema}"),
+        )),
+        Err(e) => problems.push(e),
+    }
+    match list_at(doc, &[&path[..], &["required"]].concat()) {
+        Ok(required) => problems.extend(list_differences(
+            &required,
+            &wire_keys(minimal),
+            &format!("required of {schema} (the fields always sent)"),
+        )),
+        Err(e) => problems.push(e),
+    }
     problems
 }
 
@@ -411,6 +521,236 @@ fn openapi_lists_every_job_state() {
     );
 }
 
+fn raw(value: Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(&value).expect("JSON")
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("a wire type serializes")
+}
+
+/// A job with every optional field set (`full`) or unset. A struct literal
+/// on purpose: a field added to `queue_proto::Job` does not compile here
+/// until it is added, and then the document is checked for it.
+fn wire_job(full: bool) -> Job {
+    let some = |text: &str| full.then(|| text.to_owned());
+    Job {
+        id: "00000000000000a1".into(),
+        queue: "emails".into(),
+        state: JobState::Completed,
+        payload: raw(json!({"to": "ada@example.com"})),
+        priority: 0,
+        attempts: 1,
+        max_attempts: 5,
+        backoff_ms: 1000,
+        created_at: 1_764_000_000_000,
+        updated_at: 1_764_000_002_000,
+        run_at: 1_764_000_000_000,
+        lease_expires_at: full.then_some(1_764_000_030_000),
+        worker: some("worker-1"),
+        idempotency_key: some("welcome-ada"),
+        result: full.then(|| raw(json!({"sent": true}))),
+        last_error: some("timed out"),
+        finished_at: full.then_some(1_764_000_002_000),
+        lease_id: some("00000000000000b2"),
+        correlation_id: some("signup-8f2c"),
+        headers: if full {
+            BTreeMap::from([("tenant".to_owned(), "acme".to_owned())])
+        } else {
+            BTreeMap::new()
+        },
+        progress: full.then(|| raw(json!({"done": 10}))),
+        callback_url: some("https://hooks.example.com/jobs"),
+        callback: full.then(|| wire_callback(true)),
+    }
+}
+
+fn wire_callback(full: bool) -> CallbackInfo {
+    CallbackInfo {
+        state: CallbackState::Delivered,
+        attempts: 1,
+        last_status: full.then_some(200),
+        last_error: full.then(|| "the receiver answered 500".to_owned()),
+        next_attempt_at: full.then_some(1_764_000_007_000),
+        delivered_at: full.then_some(1_764_000_002_150),
+    }
+}
+
+fn wire_event(full: bool) -> Event {
+    Event {
+        event_id: 43,
+        id: "00000000000000a1".into(),
+        queue: "emails".into(),
+        state: JobState::Completed,
+        attempts: 1,
+        at: 1_764_000_002_000,
+        correlation_id: full.then(|| "signup-8f2c".to_owned()),
+        result: full.then(|| raw(json!({"sent": true}))),
+        last_error: full.then(|| "timed out".to_owned()),
+        progress: full.then(|| raw(json!({"done": 10}))),
+    }
+}
+
+fn wire_enqueue(full: bool) -> EnqueueRequest {
+    let some = |text: &str| full.then(|| text.to_owned());
+    EnqueueRequest {
+        payload: raw(json!({"to": "ada@example.com"})),
+        priority: full.then_some(1),
+        delay_ms: full.then_some(5000),
+        run_at: full.then_some(1_764_000_000_000),
+        max_attempts: full.then_some(5),
+        backoff_ms: full.then_some(1000),
+        idempotency_key: some("welcome-ada"),
+        correlation_id: some("signup-8f2c"),
+        headers: full.then(|| BTreeMap::from([("tenant".to_owned(), "acme".to_owned())])),
+        callback_url: some("https://hooks.example.com/jobs"),
+    }
+}
+
+fn wire_heartbeat(full: bool) -> HeartbeatRequest {
+    HeartbeatRequest {
+        lease_id: "00000000000000b2".into(),
+        lease_ms: full.then_some(30_000),
+        progress: full.then(|| raw(json!({"done": 3}))),
+    }
+}
+
+fn wire_callback_event(full: bool) -> CallbackEvent {
+    CallbackEvent {
+        kind: "job.completed".into(),
+        timestamp: queue_proto::rfc3339_ms(1_764_000_002_000),
+        data: wire_job(full),
+    }
+}
+
+#[test]
+fn openapi_job_schema_matches_the_wire_job() {
+    let doc = read_document();
+    let problems = object_differences(
+        &doc,
+        "Job",
+        &to_json(&wire_job(true)),
+        &to_json(&wire_job(false)),
+    );
+    assert!(
+        problems.is_empty(),
+        "{}",
+        report("queue_proto::Job", &problems)
+    );
+}
+
+#[test]
+fn openapi_event_schema_matches_the_wire_event() {
+    let doc = read_document();
+    let problems = object_differences(
+        &doc,
+        "Event",
+        &to_json(&wire_event(true)),
+        &to_json(&wire_event(false)),
+    );
+    assert!(
+        problems.is_empty(),
+        "{}",
+        report("queue_proto::Event", &problems)
+    );
+}
+
+#[test]
+fn openapi_push_schemas_match_the_wire_types() {
+    let doc = read_document();
+    let gap = to_json(&Gap {
+        after: 3,
+        oldest: 10,
+    });
+    let checks = [
+        (
+            "CallbackInfo",
+            to_json(&wire_callback(true)),
+            to_json(&wire_callback(false)),
+        ),
+        (
+            "CallbackEvent",
+            to_json(&wire_callback_event(true)),
+            to_json(&wire_callback_event(false)),
+        ),
+        ("Gap", gap.clone(), gap),
+        (
+            "EnqueueRequest",
+            to_json(&wire_enqueue(true)),
+            to_json(&wire_enqueue(false)),
+        ),
+        (
+            "HeartbeatRequest",
+            to_json(&wire_heartbeat(true)),
+            to_json(&wire_heartbeat(false)),
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (schema, full, minimal) in &checks {
+        problems.extend(object_differences(&doc, schema, full, minimal));
+    }
+    assert!(
+        problems.is_empty(),
+        "{}",
+        report("the queue_proto wire types", &problems)
+    );
+}
+
+#[test]
+fn openapi_lists_every_event_type_and_callback_state() {
+    let doc = read_document();
+    let types: Vec<EventType> = JobState::ALL
+        .into_iter()
+        .map(EventType::State)
+        .chain([EventType::Progress])
+        .collect();
+    // Exhaustive: a new kind of event fails to compile until it is listed.
+    let names: Vec<&str> = types
+        .iter()
+        .map(|t| match t {
+            EventType::State(_) | EventType::Progress => t.as_str(),
+        })
+        .collect();
+    let mut problems = enum_differences(&doc, "EventType", &names);
+    let states: Vec<&str> = CallbackState::ALL.iter().map(|s| s.as_str()).collect();
+    for state in CallbackState::ALL {
+        assert_eq!(to_json(&state), Value::from(state.as_str()));
+    }
+    problems.extend(enum_differences(&doc, "CallbackState", &states));
+    let kinds: Vec<&str> = JobState::ALL
+        .into_iter()
+        .filter_map(CallbackEvent::kind_of)
+        .collect();
+    match list_at(
+        &doc,
+        &[
+            "components",
+            "schemas",
+            "CallbackEvent",
+            "properties",
+            "type",
+            "enum",
+        ],
+    ) {
+        Ok(documented) => {
+            problems.extend(list_differences(
+                &documented,
+                &kinds,
+                "CallbackEvent type enum",
+            ));
+        }
+        Err(e) => problems.push(e),
+    }
+    assert!(
+        problems.is_empty(),
+        "{}",
+        report(
+            "queue_proto::{EventType, CallbackState, CallbackEvent}",
+            &problems
+        )
+    );
+}
+
 /// The scanner itself, on a small document with the traps a real one has.
 #[test]
 fn openapi_scanner_reads_paths_methods_and_enums() {
@@ -445,6 +785,22 @@ components:
       enum:
       - c
       - \"d\"
+    Thing:
+      type: object
+      required: [a, 'b']
+      properties:
+        a:
+          description: |
+            c: not a property, a line of text
+        'b':
+          type: object
+          required:
+            - d
+          properties:
+            d:
+              type: string
+      example:
+        e: 1
 ";
     let problems = scan_paths(doc).expect_err("an uppercase method is refused");
     assert_eq!(problems.len(), 1, "{problems:?}");
@@ -459,6 +815,30 @@ components:
     assert_eq!(schema_enum(doc, "Flow").expect("flow"), ["a", "b"]);
     assert_eq!(schema_enum(doc, "Block").expect("block"), ["c", "d"]);
     assert!(schema_enum(doc, "Missing").is_err());
+    assert!(
+        list_at("a:\n  b: []\n", &["a", "b"])
+            .expect("empty")
+            .is_empty()
+    );
+    let thing = ["components", "schemas", "Thing"];
+    assert_eq!(
+        keys_at(doc, &[&thing[..], &["properties"]].concat()).expect("keys"),
+        ["a", "b"]
+    );
+    assert_eq!(
+        list_at(doc, &[&thing[..], &["required"]].concat()).expect("flow"),
+        ["a", "b"]
+    );
+    let nested = [&thing[..], &["properties", "b", "properties"]].concat();
+    assert_eq!(keys_at(doc, &nested).expect("nested keys"), ["d"]);
+    assert!(keys_at(doc, &[&thing[..], &["required"]].concat()).is_err());
+    assert!(keys_at(doc, &[&thing[..], &["missing"]].concat()).is_err());
+    let full = json!({"a": 1, "b": 2, "c": 3});
+    let minimal = json!({"a": 1});
+    let problems = object_differences(doc, "Thing", &full, &minimal);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("`c` is missing from the properties of Thing"));
+    assert!(problems[1].contains("lists `b`"));
     assert!(scan_paths("openapi: 3.1.0\n").is_err());
     assert!(scan_paths("paths:\n   /odd:\n").is_err());
     assert!(scan_paths("paths:\n  /a:\n    get: {}\n  /a:\n    get: {}\n").is_err());

@@ -9,10 +9,17 @@
 //!   graceful shutdown ending streams and long-polls.
 //! - `concurrency`: many workers over HTTP; every job completed exactly
 //!   once, never leased twice at once.
+//! - `resume`: release 1.1's streams: durable ids, resume after a drop and
+//!   a restart, gaps, type filters, progress, one job's stream, correlation
+//!   ids, WebSocket.
+//! - `callbacks`: signed deliveries to real receivers, retries on the
+//!   manual clock, 410, timeouts, the bound on attempts under way.
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
 
 mod api;
+mod callbacks;
 mod common;
 mod concurrency;
 mod events;
 mod openapi;
+mod resume;

@@ -6,16 +6,15 @@
 use std::time::Duration;
 
 use queue_core::Queue;
-use queue_core::service::{EventQuery, FeedItem, Service, ServiceError};
+use queue_core::service::{EventFeed, EventQuery, FeedItem, RequestContext, Service, ServiceError};
 use queue_proto::{
     BatchRequest, CompleteRequest, DeadPage, EnqueueRequest, FailRequest, HeartbeatRequest, Job,
     LeaseRequest, QueueStats, ReleaseRequest, RequeueRequest,
 };
-use tokio::sync::mpsc;
 
-use super::{EVENT_BUFFER, EventReceiver, JobView};
+use super::{Delivery, EventConnection, EventSource, JobView};
 use crate::options::millis;
-use crate::{Error, EventFilter, Result};
+use crate::{Error, Result, StreamItem};
 
 #[derive(Clone)]
 pub(crate) struct Embedded {
@@ -44,7 +43,7 @@ impl Embedded {
         let wait_ms = wait.map_or(0, millis);
         let reply = self
             .service
-            .enqueue(queue, request.clone(), None, wait_ms)
+            .enqueue(queue, request.clone(), &RequestContext::default(), wait_ms)
             .await
             .map_err(map)?;
         Ok((V::of(reply.job), reply.replayed))
@@ -57,7 +56,7 @@ impl Embedded {
     ) -> Result<Vec<V>> {
         let reply = self
             .service
-            .enqueue_batch(queue, request.clone())
+            .enqueue_batch(queue, request.clone(), &RequestContext::default())
             .await
             .map_err(map)?;
         Ok(reply.jobs.into_iter().map(V::of).collect())
@@ -72,7 +71,12 @@ impl Embedded {
         Ok(reply.jobs)
     }
 
-    pub(crate) async fn heartbeat(&self, id: &str, request: &HeartbeatRequest) -> Result<Job> {
+    pub(crate) async fn heartbeat(
+        &self,
+        id: &str,
+        request: &HeartbeatRequest,
+        _request_id: Option<&str>,
+    ) -> Result<Job> {
         self.service
             .heartbeat(id, request.clone())
             .await
@@ -83,6 +87,7 @@ impl Embedded {
         &self,
         id: &str,
         request: &CompleteRequest,
+        _request_id: Option<&str>,
     ) -> Result<V> {
         self.service
             .complete(id, request.clone())
@@ -91,7 +96,12 @@ impl Embedded {
             .map_err(map)
     }
 
-    pub(crate) async fn fail<V: JobView>(&self, id: &str, request: &FailRequest) -> Result<V> {
+    pub(crate) async fn fail<V: JobView>(
+        &self,
+        id: &str,
+        request: &FailRequest,
+        _request_id: Option<&str>,
+    ) -> Result<V> {
         self.service
             .fail(id, request.clone())
             .await
@@ -103,6 +113,7 @@ impl Embedded {
         &self,
         id: &str,
         request: &ReleaseRequest,
+        _request_id: Option<&str>,
     ) -> Result<V> {
         self.service
             .release(id, request.clone())
@@ -157,34 +168,39 @@ impl Embedded {
         Ok(self.service.purge_dead(queue).await.map_err(map)?.deleted)
     }
 
-    pub(crate) async fn events(&self, filter: &EventFilter) -> Result<EventReceiver> {
-        let mut feed = self
-            .service
-            .events(EventQuery {
-                queue: filter.queue.clone(),
+    /// The service's event feed: what the server streams, from the same
+    /// durable log and with the same filters.
+    pub(crate) async fn open_events(
+        &self,
+        source: &EventSource,
+        after: Option<u64>,
+    ) -> Result<EventConnection> {
+        let feed = match source {
+            EventSource::Filter(filter) => self.service.events(EventQuery {
+                queues: filter.queues.clone(),
                 job: filter.job.as_ref().map(|id| id.as_str().to_owned()),
-            })
-            .map_err(map)?;
-        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-        tokio::spawn(async move {
-            loop {
-                let item = tokio::select! {
-                    () = tx.closed() => return,
-                    item = feed.next() => match item {
-                        Some(FeedItem::Event(event)) => Ok(event),
-                        Some(FeedItem::Skipped(missed)) => Err(Error::EventsMissed { missed }),
-                        None => return,
-                    },
-                };
-                if tx.send(item).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(rx)
+                types: filter.types.iter().map(|t| t.as_str().to_owned()).collect(),
+                after,
+            }),
+            EventSource::Job(id) => self.service.job_events(id.as_str(), after).await,
+        }
+        .map_err(map)?;
+        Ok(EventConnection::Embedded(Box::new(feed)))
     }
 
     pub(crate) async fn health(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// The next item of an in-process feed.
+pub(crate) async fn next_delivery(feed: &mut EventFeed) -> Option<Delivery> {
+    let item = match feed.next().await? {
+        FeedItem::Event(event) => StreamItem::Event(event),
+        FeedItem::Gap(gap) => StreamItem::Gap(gap),
+    };
+    Some(Delivery {
+        id: None,
+        item: Some(Ok(item)),
+    })
 }

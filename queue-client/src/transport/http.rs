@@ -1,26 +1,30 @@
 //! The HTTP transport: the v1 contract over hyper's pooled client.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use queue_proto::{
     BatchRequest, CompleteRequest, DeadPage, DeletedResponse, EnqueueRequest, ErrorBody, ErrorCode,
-    FailRequest, HeartbeatRequest, Job, LeaseRequest, LeaseResponse, QueueList, QueueStats,
+    FailRequest, Gap, HeartbeatRequest, Job, LeaseRequest, LeaseResponse, QueueList, QueueStats,
     ReleaseRequest, RequeueRequest, RequeuedResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
 
-use super::pool::Pool;
-use super::{EVENT_BUFFER, EventReceiver, JobView};
+use super::pool::{Connection, Pool};
+use super::sse::{MAX_EVENT_BYTES, Parsed, SseParser};
+use super::{Delivery, EventConnection, EventSource, JobView};
 use crate::options::millis;
-use crate::{ClientOptions, Error, EventFilter, Result};
+use crate::{ClientOptions, Error, Result, StreamItem};
 
 const AGENT: &str = concat!("queue-client/", env!("CARGO_PKG_VERSION"));
+const REQUEST_ID: &str = "x-request-id";
+const LAST_EVENT_ID: &str = "last-event-id";
 
 pub(crate) struct Http {
     pool: Pool,
@@ -144,6 +148,18 @@ impl Http {
         body: Option<&impl Serialize>,
         wait: Duration,
     ) -> Result<Reply<T>> {
+        self.call_as(method, path, body, wait, None).await
+    }
+
+    /// [`Http::call`] sent with `X-Request-Id: request_id`, when given.
+    async fn call_as<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        wait: Duration,
+        request_id: Option<&str>,
+    ) -> Result<Reply<T>> {
         let body = match body {
             Some(body) => Some(serde_json::to_vec(body).map_err(|source| Error::Encode {
                 what: "request",
@@ -151,7 +167,14 @@ impl Http {
             })?),
             None => None,
         };
-        let request = self.request(method, path, body)?;
+        let mut request = self.request(method, path, body)?;
+        if let Some(id) = request_id {
+            // A correlation id is visible ASCII (the server checked it at
+            // enqueue); one that is not a header value is not sent.
+            if let Ok(value) = HeaderValue::from_str(id) {
+                request.headers_mut().insert(REQUEST_ID, value);
+            }
+        }
         let limit = self.request_timeout.saturating_add(wait);
         let exchange = async {
             let (connection, response) = self.pool.send(request).await?;
@@ -214,36 +237,54 @@ impl Http {
         Ok(reply.body.jobs)
     }
 
-    async fn on_job<V: JobView>(&self, id: &str, action: &str, body: &impl Serialize) -> Result<V> {
+    async fn on_job<V: JobView>(
+        &self,
+        id: &str,
+        action: &str,
+        body: &impl Serialize,
+        request_id: Option<&str>,
+    ) -> Result<V> {
         let path = format!("/v1/jobs/{}/{action}", encode(id));
         Ok(self
-            .call(Method::POST, &path, Some(body), Duration::ZERO)
+            .call_as(Method::POST, &path, Some(body), Duration::ZERO, request_id)
             .await?
             .body)
     }
 
-    pub(crate) async fn heartbeat(&self, id: &str, request: &HeartbeatRequest) -> Result<Job> {
-        self.on_job(id, "heartbeat", request).await
+    pub(crate) async fn heartbeat(
+        &self,
+        id: &str,
+        request: &HeartbeatRequest,
+        request_id: Option<&str>,
+    ) -> Result<Job> {
+        self.on_job(id, "heartbeat", request, request_id).await
     }
 
     pub(crate) async fn complete<V: JobView>(
         &self,
         id: &str,
         request: &CompleteRequest,
+        request_id: Option<&str>,
     ) -> Result<V> {
-        self.on_job(id, "complete", request).await
+        self.on_job(id, "complete", request, request_id).await
     }
 
-    pub(crate) async fn fail<V: JobView>(&self, id: &str, request: &FailRequest) -> Result<V> {
-        self.on_job(id, "fail", request).await
+    pub(crate) async fn fail<V: JobView>(
+        &self,
+        id: &str,
+        request: &FailRequest,
+        request_id: Option<&str>,
+    ) -> Result<V> {
+        self.on_job(id, "fail", request, request_id).await
     }
 
     pub(crate) async fn release<V: JobView>(
         &self,
         id: &str,
         request: &ReleaseRequest,
+        request_id: Option<&str>,
     ) -> Result<V> {
-        self.on_job(id, "release", request).await
+        self.on_job(id, "release", request, request_id).await
     }
 
     pub(crate) async fn get<V: JobView>(&self, id: &str, wait: Option<Duration>) -> Result<V> {
@@ -326,22 +367,41 @@ impl Http {
         Ok(())
     }
 
-    /// Opens `GET /v1/events` and hands its events to a task that parses the
-    /// stream; the task ends when the server closes the stream or the
-    /// receiver is dropped (which closes the connection).
-    pub(crate) async fn events(&self, filter: &EventFilter) -> Result<EventReceiver> {
-        let mut query = Vec::new();
-        if let Some(queue) = &filter.queue {
-            query.push(format!("queue={}", encode(queue)));
+    /// Opens one connection of an event stream: `GET /v1/events` with the
+    /// filter's query, or `GET /v1/jobs/{id}/events`, resuming with
+    /// `Last-Event-ID: after`. Returns once the response has started (a
+    /// refusal is the matching error).
+    pub(crate) async fn open_events(
+        &self,
+        source: &EventSource,
+        after: Option<u64>,
+    ) -> Result<EventConnection> {
+        let path = match source {
+            EventSource::Filter(filter) => {
+                let mut query = Vec::new();
+                for queue in &filter.queues {
+                    query.push(format!("queue={}", encode(queue)));
+                }
+                if let Some(job) = &filter.job {
+                    query.push(format!("job={}", encode(job.as_str())));
+                }
+                for kind in &filter.types {
+                    query.push(format!("type={}", kind.as_str()));
+                }
+                if query.is_empty() {
+                    "/v1/events".to_owned()
+                } else {
+                    format!("/v1/events?{}", query.join("&"))
+                }
+            }
+            EventSource::Job(id) => format!("/v1/jobs/{}/events", encode(id.as_str())),
+        };
+        let mut request = self.request(Method::GET, &path, None)?;
+        let headers = request.headers_mut();
+        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        if let Some(after) = after {
+            headers.insert(LAST_EVENT_ID, HeaderValue::from(after));
         }
-        if let Some(job) = &filter.job {
-            query.push(format!("job={}", encode(job.as_str())));
-        }
-        let mut path = "/v1/events".to_owned();
-        if !query.is_empty() {
-            path = format!("{path}?{}", query.join("&"));
-        }
-        let request = self.request(Method::GET, &path, None)?;
         let limit = self.request_timeout;
         let (connection, response) = tokio::time::timeout(limit, self.pool.send(request))
             .await
@@ -355,36 +415,102 @@ impl Http {
                 .to_bytes();
             return Err(error_from(status, &bytes));
         }
-        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-        let mut body = response.into_body();
-        tokio::spawn(async move {
-            // The stream has the connection to itself until it ends.
-            let _connection = connection;
-            let mut parser = SseParser::default();
-            loop {
-                let frame = tokio::select! {
-                    () = tx.closed() => return,
-                    frame = body.frame() => frame,
-                };
-                let data = match frame {
-                    None => return,
-                    Some(Err(e)) => {
-                        let _ = tx.send(Err(Error::Transport(Box::new(e)))).await;
-                        return;
-                    }
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => data,
-                        Err(_) => continue,
-                    },
-                };
-                for item in parser.push(&data) {
-                    if tx.send(item).await.is_err() {
-                        return;
+        Ok(EventConnection::Http(Box::new(HttpEvents {
+            _connection: connection,
+            body: response.into_body(),
+            parser: SseParser::default(),
+            pending: VecDeque::new(),
+            ended: false,
+        })))
+    }
+}
+
+/// The longest an event stream may stay silent before its connection is
+/// taken for dead and reopened: the server sends a comment every 15 s.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// One SSE response being read.
+pub(crate) struct HttpEvents {
+    /// The stream has the connection to itself until it ends; it is never
+    /// put back in the pool.
+    _connection: Connection,
+    body: Incoming,
+    parser: SseParser,
+    /// Items parsed and not yet handed out.
+    pending: VecDeque<Delivery>,
+    ended: bool,
+}
+
+impl HttpEvents {
+    pub(crate) async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            if let Some(delivery) = self.pending.pop_front() {
+                return Some(delivery);
+            }
+            if self.ended {
+                return None;
+            }
+            let failed = |error: Error| {
+                Some(Delivery {
+                    id: None,
+                    item: Some(Err(error)),
+                })
+            };
+            match tokio::time::timeout(IDLE_LIMIT, self.body.frame()).await {
+                Err(_) => {
+                    self.ended = true;
+                    return failed(Error::Timeout { after: IDLE_LIMIT });
+                }
+                Ok(None) => self.ended = true,
+                Ok(Some(Err(e))) => {
+                    self.ended = true;
+                    return failed(Error::Transport(Box::new(e)));
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        let parsed = self.parser.push(&data);
+                        self.pending.extend(parsed.into_iter().map(delivery));
                     }
                 }
             }
-        });
-        Ok(rx)
+        }
+    }
+}
+
+/// A parsed SSE event as a stream item: `gap` events carry a [`Gap`], the
+/// others an [`Event`](queue_proto::Event).
+fn delivery(parsed: Parsed) -> Delivery {
+    match parsed {
+        Parsed::TooLarge { id } => {
+            let event_id = id.and_then(|id| id.trim().parse().ok());
+            Delivery {
+                id: event_id,
+                item: Some(Err(Error::EventTooLarge {
+                    event_id,
+                    limit: MAX_EVENT_BYTES,
+                })),
+            }
+        }
+        Parsed::Position { id } => Delivery {
+            id: id.trim().parse().ok(),
+            item: None,
+        },
+        Parsed::Frame(frame) => {
+            let id = frame.id.and_then(|id| id.trim().parse().ok());
+            let item = if frame.event == "gap" {
+                serde_json::from_str::<Gap>(&frame.data)
+                    .map(StreamItem::Gap)
+                    .map_err(|e| Error::decode("a gap of the event stream", e))
+            } else {
+                serde_json::from_str(&frame.data)
+                    .map(StreamItem::Event)
+                    .map_err(|e| Error::decode("an event of the stream", e))
+            };
+            Delivery {
+                id,
+                item: Some(item),
+            }
+        }
     }
 }
 
@@ -426,87 +552,56 @@ fn encode(text: &str) -> String {
     out
 }
 
-/// Incremental Server-Sent Events parser: feeds on body chunks, yields the
-/// events (and the server's "skipped/dropped N events" comments) they
-/// complete.
-#[derive(Default)]
-struct SseParser {
-    buffer: BytesMut,
-}
-
-impl SseParser {
-    fn push(&mut self, chunk: &[u8]) -> Vec<Result<queue_proto::Event>> {
-        self.buffer.extend_from_slice(chunk);
-        let mut items = Vec::new();
-        while let Some(end) = find_blank_line(&self.buffer) {
-            let block = self.buffer.split_to(end.0);
-            let _separator = self.buffer.split_to(end.1);
-            let text = String::from_utf8_lossy(&block);
-            let mut data = String::new();
-            for line in text.lines() {
-                if let Some(comment) = line.strip_prefix(':') {
-                    if let Some(missed) = missed_count(comment) {
-                        items.push(Err(Error::EventsMissed { missed }));
-                    }
-                } else if let Some(value) = line.strip_prefix("data:") {
-                    if !data.is_empty() {
-                        data.push('\n');
-                    }
-                    data.push_str(value.strip_prefix(' ').unwrap_or(value));
-                }
-            }
-            if !data.is_empty() {
-                items.push(
-                    serde_json::from_str(&data)
-                        .map_err(|e| Error::decode("an event of the stream", e)),
-                );
-            }
-        }
-        items
-    }
-}
-
-/// The end of the first event block: (block length, separator length).
-fn find_blank_line(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buffer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
-}
-
-/// `N` of the server's `: skipped N events` / `: dropped N events` comments.
-fn missed_count(comment: &str) -> Option<u64> {
-    let mut words = comment.split_whitespace();
-    match (words.next(), words.next(), words.next()) {
-        (Some("skipped" | "dropped"), Some(n), Some("events")) => n.parse().ok(),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sse_events_split_across_chunks_and_comments() {
+    fn sse_events_become_stream_items_with_their_ids() {
         let mut parser = SseParser::default();
-        assert!(
-            parser
-                .push(b": connected\n\nevent: ready\ndata: {\"id\":\"1\",")
-                .is_empty()
+        let parsed = parser.push(
+            b": connected\n\nid: 9\nevent: gap\ndata: {\"after\":3,\"oldest\":10}\n\n\
+              id: 10\nevent: ready\ndata: {\"event_id\":10,\"id\":\"1\",\"queue\":\"q\",\
+              \"state\":\"ready\",\"attempts\":0,\"at\":5}\n\nid: 11\ndata: {\"id\":\n\n",
         );
-        let items = parser.push(
-            b"\"queue\":\"q\",\"state\":\"ready\",\"attempts\":0,\"at\":5}\n\n: keep-alive\n\n: dropped 3 events\n\n",
-        );
-        assert_eq!(items.len(), 2);
-        let event = items[0].as_ref().unwrap();
-        assert_eq!((event.id.as_str(), event.at), ("1", 5));
-        assert!(matches!(items[1], Err(Error::EventsMissed { missed: 3 })));
+        let items: Vec<Delivery> = parsed.into_iter().map(delivery).collect();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0].id, Some(9));
+        assert!(matches!(
+            items[0].item,
+            Some(Ok(StreamItem::Gap(Gap {
+                after: 3,
+                oldest: 10
+            })))
+        ));
+        match &items[1].item {
+            Some(Ok(StreamItem::Event(event))) => {
+                assert_eq!((event.event_id, event.at), (10, 5));
+            }
+            other => panic!("{other:?}"),
+        }
+        // An event that does not decode is an error item that keeps its id.
+        assert_eq!(items[2].id, Some(11));
+        assert!(matches!(items[2].item, Some(Err(Error::Decode { .. }))));
+        // The server's opening `id:` without data is a position.
+        let opening: Vec<Delivery> = SseParser::default()
+            .push(b": connected\nid: 42\n\n")
+            .into_iter()
+            .map(delivery)
+            .collect();
+        assert_eq!(opening.len(), 1);
+        assert_eq!(opening[0].id, Some(42));
+        assert!(opening[0].item.is_none());
+        let too_large = delivery(Parsed::TooLarge {
+            id: Some("12".to_owned()),
+        });
+        assert!(matches!(
+            too_large.item,
+            Some(Err(Error::EventTooLarge {
+                event_id: Some(12),
+                ..
+            }))
+        ));
     }
 
     #[test]

@@ -14,24 +14,70 @@ use queue_proto::{
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
 
-use crate::{Error, EventFilter, Result};
+use crate::{Error, EventFilter, JobId, Result, StreamItem};
 
 #[cfg(feature = "embedded")]
 mod embedded;
 mod http;
 mod pool;
+mod sse;
 
 #[cfg(feature = "embedded")]
 pub(crate) use embedded::Embedded;
 pub(crate) use http::Http;
 
-/// Events as they arrive from either transport.
-pub(crate) type EventReceiver = mpsc::Receiver<Result<queue_proto::Event>>;
+/// What an event stream follows.
+#[derive(Debug, Clone)]
+pub(crate) enum EventSource {
+    /// `GET /v1/events` with these filters (its `after` is where the stream
+    /// first starts; each connection is told its own).
+    Filter(EventFilter),
+    /// `GET /v1/jobs/{id}/events`: one job's events, ending with it.
+    Job(JobId),
+}
 
-/// Events buffered between the reading task and the stream's consumer.
-pub(crate) const EVENT_BUFFER: usize = 256;
+/// One item read from an event connection, with the position the server
+/// gave it (the SSE `id:` line), which an item that failed to decode still
+/// has.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) id: Option<u64>,
+    /// `None` for the connection's starting position (an `id:` with no
+    /// data): where to resume if it drops before its first event.
+    pub(crate) item: Option<Result<StreamItem>>,
+}
+
+/// One connection of an event stream (or, embedded, one feed). It ends
+/// when the server ends the response, the connection fails (a transient
+/// error item, then the end) or the feed ends.
+pub(crate) enum EventConnection {
+    Http(Box<http::HttpEvents>),
+    #[cfg(feature = "embedded")]
+    Embedded(Box<queue_core::service::EventFeed>),
+}
+
+impl EventConnection {
+    /// The next item; `None` once the connection has ended.
+    pub(crate) async fn next(&mut self) -> Option<Delivery> {
+        match self {
+            EventConnection::Http(events) => events.next().await,
+            #[cfg(feature = "embedded")]
+            EventConnection::Embedded(feed) => embedded::next_delivery(feed).await,
+        }
+    }
+
+    /// Whether the end of this connection is worth reconnecting after: a
+    /// network connection may drop at any time; an in-process feed ends
+    /// only when its queue is closed.
+    pub(crate) fn resumable(&self) -> bool {
+        match self {
+            EventConnection::Http(_) => true,
+            #[cfg(feature = "embedded")]
+            EventConnection::Embedded(_) => false,
+        }
+    }
+}
 
 /// What a call reads of a job: the whole job object, or a [`Brief`]. Over
 /// HTTP a reply parsed into a `Brief` skips the payload and the rest.
@@ -124,28 +170,45 @@ impl Transport {
         dispatch!(self, t => t.lease(queue, request).await)
     }
 
-    pub(crate) async fn heartbeat(&self, id: &str, request: &HeartbeatRequest) -> Result<Job> {
-        dispatch!(self, t => t.heartbeat(id, request).await)
+    // The calls a lease holder makes about its job carry the job's
+    // correlation id (`request_id`), sent over HTTP as `X-Request-Id` so
+    // that the server's log lines of the job share one id. In process there
+    // is no request line to put it in.
+
+    pub(crate) async fn heartbeat(
+        &self,
+        id: &str,
+        request: &HeartbeatRequest,
+        request_id: Option<&str>,
+    ) -> Result<Job> {
+        dispatch!(self, t => t.heartbeat(id, request, request_id).await)
     }
 
     pub(crate) async fn complete<V: JobView>(
         &self,
         id: &str,
         request: &CompleteRequest,
+        request_id: Option<&str>,
     ) -> Result<V> {
-        dispatch!(self, t => t.complete(id, request).await)
+        dispatch!(self, t => t.complete(id, request, request_id).await)
     }
 
-    pub(crate) async fn fail<V: JobView>(&self, id: &str, request: &FailRequest) -> Result<V> {
-        dispatch!(self, t => t.fail(id, request).await)
+    pub(crate) async fn fail<V: JobView>(
+        &self,
+        id: &str,
+        request: &FailRequest,
+        request_id: Option<&str>,
+    ) -> Result<V> {
+        dispatch!(self, t => t.fail(id, request, request_id).await)
     }
 
     pub(crate) async fn release<V: JobView>(
         &self,
         id: &str,
         request: &ReleaseRequest,
+        request_id: Option<&str>,
     ) -> Result<V> {
-        dispatch!(self, t => t.release(id, request).await)
+        dispatch!(self, t => t.release(id, request, request_id).await)
     }
 
     /// Reads a job; with `wait`, holds the answer until it is terminal or the
@@ -192,13 +255,19 @@ impl Transport {
         dispatch!(self, t => t.purge_dead(queue).await)
     }
 
-    /// Starts an event subscription; the receiver ends when the server (or
-    /// the embedded queue) closes it.
-    pub(crate) async fn events(&self, filter: &EventFilter) -> Result<EventReceiver> {
-        if let Some(queue) = &filter.queue {
-            check_queue(queue)?;
+    /// Opens one connection of an event stream, resuming after event
+    /// `after` (`None`: from now on, or for a job, from its current state).
+    pub(crate) async fn open_events(
+        &self,
+        source: &EventSource,
+        after: Option<u64>,
+    ) -> Result<EventConnection> {
+        if let EventSource::Filter(filter) = source {
+            for queue in &filter.queues {
+                check_queue(queue)?;
+            }
         }
-        dispatch!(self, t => t.events(filter).await)
+        dispatch!(self, t => t.open_events(source, after).await)
     }
 
     pub(crate) async fn health(&self) -> Result<()> {

@@ -197,8 +197,10 @@ impl Commit {
 pub(crate) struct Committed {
     /// The changes applied, in order.
     pub(crate) applied: Vec<Change>,
-    /// How many events they emitted (logged with their durable ids).
+    /// How many events they emitted, logged with the ids from
+    /// `first_event` on, in the order of `applied`.
     pub(crate) events: u64,
+    pub(crate) first_event: u64,
 }
 
 /// A timer entry that is due.
@@ -213,6 +215,8 @@ pub(crate) struct Due {
 pub(crate) enum Page {
     /// The dead jobs of a queue.
     Dead { queue: String },
+    /// The jobs whose callback delivery is in a state.
+    Callbacks { status: crate::CallbackStatus },
 }
 
 /// The retained part of the event log.

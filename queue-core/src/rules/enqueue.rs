@@ -1,7 +1,8 @@
 //! `enqueue`: a new job, `scheduled` or `ready` depending on its `run_at`.
 
 use queue_proto::limits::{
-    MAX_ATTEMPTS, MAX_BACKOFF_MS, MAX_DELAY_MS, MAX_IDEMPOTENCY_KEY_LEN, MIN_ATTEMPTS,
+    MAX_ATTEMPTS, MAX_BACKOFF_MS, MAX_CALLBACK_URL_LEN, MAX_CORRELATION_ID_LEN, MAX_DELAY_MS,
+    MAX_HEADER_KEY_LEN, MAX_HEADER_VALUE_LEN, MAX_HEADERS, MAX_IDEMPOTENCY_KEY_LEN, MIN_ATTEMPTS,
 };
 
 use super::{Outcome, waiting_state};
@@ -63,6 +64,98 @@ pub(crate) fn validate(spec: &NewJob, now: u64, max_payload: usize) -> Result<()
             ));
         }
     }
+    if let Some(id) = &spec.correlation_id {
+        check_correlation_id(id)?;
+    }
+    check_headers(&spec.headers)?;
+    if let Some(url) = &spec.callback_url {
+        check_callback_url(url)?;
+    }
+    Ok(())
+}
+
+/// A correlation id: 1..=128 visible ASCII characters.
+pub(crate) fn check_correlation_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > MAX_CORRELATION_ID_LEN
+        || !id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(Error::invalid(
+            "correlation_id",
+            format!("must be 1..={MAX_CORRELATION_ID_LEN} visible ASCII characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_headers(headers: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    if headers.len() > MAX_HEADERS {
+        return Err(Error::invalid(
+            "headers",
+            format!("at most {MAX_HEADERS} entries, got {}", headers.len()),
+        ));
+    }
+    for (key, value) in headers {
+        let key_ok = (1..=MAX_HEADER_KEY_LEN).contains(&key.len())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !key_ok {
+            return Err(Error::invalid(
+                "headers",
+                format!(
+                    "key {key:?} is not 1..={MAX_HEADER_KEY_LEN} of A-Z, a-z, 0-9, '_', '.', '-'"
+                ),
+            ));
+        }
+        if value.len() > MAX_HEADER_VALUE_LEN {
+            return Err(Error::invalid(
+                "headers",
+                format!("the value of {key:?} is longer than {MAX_HEADER_VALUE_LEN} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An absolute http(s) URL with a host, at most 2,048 visible ASCII bytes.
+pub(crate) fn check_callback_url(url: &str) -> Result<()> {
+    let bad = |why: &str| Error::invalid("callback_url", format!("{url:?}: {why}"));
+    if url.len() > MAX_CALLBACK_URL_LEN {
+        return Err(bad(&format!("longer than {MAX_CALLBACK_URL_LEN} bytes")));
+    }
+    if !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad("not visible ASCII (percent-encode it)"));
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| bad("not an absolute http:// or https:// URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.strip_prefix('[') {
+        // An IPv6 literal: [::1]:8080
+        Some(literal) => {
+            let (inside, after) = literal
+                .split_once(']')
+                .ok_or_else(|| bad("an unclosed IPv6 literal"))?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or_else(|| bad("bad port"))?),
+            };
+            (inside, port)
+        }
+        None => match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    if port.is_some_and(|port| port.parse::<u16>().is_err()) {
+        return Err(bad("bad port"));
+    }
     Ok(())
 }
 
@@ -95,6 +188,12 @@ pub(crate) fn new_job(id: JobId, queue: &str, spec: &NewJob, now: u64) -> Job {
         result: None,
         last_error: None,
         finished_at: None,
+        correlation_id: spec.correlation_id.clone(),
+        headers: spec.headers.clone(),
+        progress: None,
+        callback_url: spec.callback_url.clone(),
+        callback: None,
+        last_event_id: None,
     }
 }
 
@@ -158,6 +257,46 @@ mod tests {
             );
         }
         assert!(validate(&ok.clone().idempotency_key("k".repeat(256)), T0, 10).is_ok());
+    }
+
+    #[test]
+    fn correlation_headers_and_callbacks_are_checked() {
+        let ok = NewJob::new(vec![])
+            .correlation_id("req-8f2c")
+            .header("traceparent", "00-abc-01")
+            .callback_url("https://example.com:8443/hooks?x=1");
+        assert!(validate(&ok, T0, 10).is_ok());
+        for url in ["http://127.0.0.1:9/x", "https://[::1]:80/", "http://h"] {
+            assert!(check_callback_url(url).is_ok(), "{url}");
+        }
+        for url in [
+            "ftp://example.com/",
+            "/relative",
+            "http://",
+            "http:///path",
+            "http://host:99999/",
+            "http://host name/",
+            "http://hôte/",
+        ] {
+            assert!(check_callback_url(url).is_err(), "{url}");
+        }
+        assert!(check_callback_url(&format!("http://h/{}", "a".repeat(2048))).is_err());
+        for bad in [
+            NewJob::new(vec![]).correlation_id(""),
+            NewJob::new(vec![]).correlation_id("has space"),
+            NewJob::new(vec![]).correlation_id("x".repeat(129)),
+            NewJob::new(vec![]).header("bad key", "v"),
+            NewJob::new(vec![]).header("k", "v".repeat(1025)),
+        ] {
+            assert!(validate(&bad, T0, 10).is_err(), "{bad:?}");
+        }
+        let many = (0..33).fold(NewJob::new(vec![]), |job, n| {
+            job.header(format!("h{n}"), "v")
+        });
+        assert!(validate(&many, T0, 10).is_err());
+        let job = new_job(JobId::from_u64(1), "q", &ok, T0);
+        assert_eq!(job.correlation_id.as_deref(), Some("req-8f2c"));
+        assert_eq!(job.headers["traceparent"], "00-abc-01");
     }
 
     impl NewJob {

@@ -57,7 +57,13 @@ mod tests {
         assert!(expire(&job, LeaseId::from_u64(1), Jitter::NONE, T0 + 29_999).is_err());
         assert!(expire(&job, LeaseId::from_u64(2), Jitter::NONE, T0 + 40_000).is_err());
         // A heartbeat moved the deadline: the old deadline no longer expires it.
-        let beat = record(heartbeat(&job, LeaseId::from_u64(1), None, T0 + 29_000));
+        let beat = record(heartbeat(
+            &job,
+            LeaseId::from_u64(1),
+            None,
+            None,
+            T0 + 29_000,
+        ));
         assert!(expire(&beat, LeaseId::from_u64(1), Jitter::NONE, T0 + 30_000).is_err());
     }
 

@@ -15,8 +15,9 @@
 use queue_proto::JobState;
 use queue_proto::limits::MAX_BACKOFF_MS;
 
-use crate::{Error, Job, JobId, Lease, LeaseId, Transition};
+use crate::{CallbackStatus, Error, Job, JobId, Lease, LeaseId, Transition};
 
+pub mod callback;
 pub(crate) mod cancel;
 pub(crate) mod complete;
 pub(crate) mod enqueue;
@@ -59,6 +60,32 @@ pub(crate) struct EventDraft {
     pub(crate) attempts: u32,
     pub(crate) at: u64,
     pub(crate) transition: Transition,
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) result: Option<Vec<u8>>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) progress: Option<Vec<u8>>,
+}
+
+impl EventDraft {
+    /// The event announcing `job` as it is after `transition`: terminal
+    /// events carry the result and the last error.
+    fn of(job: &Job, transition: Transition) -> EventDraft {
+        let terminal = job.state.is_terminal();
+        EventDraft {
+            job: job.id,
+            queue: job.queue.clone(),
+            state: job.state,
+            attempts: job.attempts,
+            at: job.updated_at,
+            transition,
+            correlation_id: job.correlation_id.clone(),
+            result: (job.state == JobState::Completed)
+                .then(|| job.result.clone())
+                .flatten(),
+            last_error: terminal.then(|| job.last_error.clone()).flatten(),
+            progress: None,
+        }
+    }
 }
 
 impl From<&crate::Event> for EventDraft {
@@ -70,6 +97,10 @@ impl From<&crate::Event> for EventDraft {
             attempts: event.attempts,
             at: event.at,
             transition: event.transition,
+            correlation_id: event.correlation_id.clone(),
+            result: event.result.clone(),
+            last_error: event.last_error.clone(),
+            progress: event.progress.clone(),
         }
     }
 }
@@ -77,16 +108,20 @@ impl From<&crate::Event> for EventDraft {
 impl Outcome {
     /// `job` after a change of state, announced by an event.
     pub(crate) fn moved(job: Job, transition: Transition) -> Outcome {
-        let event = EventDraft {
-            job: job.id,
-            queue: job.queue.clone(),
-            state: job.state,
-            attempts: job.attempts,
-            at: job.updated_at,
-            transition,
-        };
+        let event = EventDraft::of(&job, transition);
         Outcome {
             transition,
+            job: Some(job),
+            effects: vec![Effect::Event(event)],
+        }
+    }
+
+    /// `job` with new progress, announced by a progress event.
+    pub(crate) fn progressed(job: Job) -> Outcome {
+        let mut event = EventDraft::of(&job, Transition::Progress);
+        event.progress = job.progress.clone();
+        Outcome {
+            transition: Transition::Progress,
             job: Some(job),
             effects: vec![Effect::Event(event)],
         }
@@ -132,15 +167,19 @@ pub(crate) enum TimerKind {
     RetainDead,
     /// A cancelled job's `finished_at`, due after the cancelled retention.
     RetainCancelled,
+    /// A pending callback's next attempt (acted on by the server's
+    /// dispatcher, not by the timer).
+    Callback,
 }
 
 impl TimerKind {
-    pub(crate) const ALL: [TimerKind; 5] = [
+    pub(crate) const ALL: [TimerKind; 6] = [
         TimerKind::Promote,
         TimerKind::Expire,
         TimerKind::RetainCompleted,
         TimerKind::RetainDead,
         TimerKind::RetainCancelled,
+        TimerKind::Callback,
     ];
 }
 
@@ -153,9 +192,10 @@ pub(crate) struct Deadline {
     pub(crate) lease: Option<LeaseId>,
 }
 
-/// The deadline `job` implies, if any: the single definition of what the
-/// timers hold for a record.
-pub(crate) fn deadline(job: &Job) -> Option<Deadline> {
+/// The deadlines `job` implies: the single definition of what the timers
+/// hold for a record. A finished job is kept past its retention while its
+/// callback is pending.
+pub(crate) fn deadlines(job: &Job) -> impl Iterator<Item = Deadline> {
     let finished = job.finished_at.unwrap_or(job.updated_at);
     let plain = |kind, at| {
         Some(Deadline {
@@ -164,7 +204,12 @@ pub(crate) fn deadline(job: &Job) -> Option<Deadline> {
             lease: None,
         })
     };
-    match job.state {
+    let pending = job.callback.as_ref().and_then(|callback| {
+        (callback.status == CallbackStatus::Pending)
+            .then_some(callback.next_attempt_at)
+            .flatten()
+    });
+    let state = match job.state {
         JobState::Ready => None,
         JobState::Scheduled => plain(TimerKind::Promote, job.run_at),
         JobState::Leased => job.lease.as_ref().map(|lease| Deadline {
@@ -172,10 +217,14 @@ pub(crate) fn deadline(job: &Job) -> Option<Deadline> {
             at: lease.expires_at,
             lease: Some(lease.id),
         }),
-        JobState::Completed => plain(TimerKind::RetainCompleted, finished),
-        JobState::Dead => plain(TimerKind::RetainDead, finished),
-        JobState::Cancelled => plain(TimerKind::RetainCancelled, finished),
-    }
+        JobState::Completed if pending.is_none() => plain(TimerKind::RetainCompleted, finished),
+        JobState::Dead if pending.is_none() => plain(TimerKind::RetainDead, finished),
+        JobState::Cancelled if pending.is_none() => plain(TimerKind::RetainCancelled, finished),
+        JobState::Completed | JobState::Dead | JobState::Cancelled => None,
+    };
+    state
+        .into_iter()
+        .chain(pending.and_then(|at| plain(TimerKind::Callback, at)))
 }
 
 /// Why a transition did not apply. Nothing changes when a rule refuses.
@@ -227,6 +276,11 @@ impl Jitter {
     pub(crate) fn from_random(random: u64) -> Jitter {
         Jitter(800 + u32::try_from(random % 401).unwrap_or(0))
     }
+
+    /// `ms` with this jitter.
+    pub(crate) fn apply(self, ms: u64) -> u64 {
+        ms.saturating_mul(u64::from(self.0)) / 1000
+    }
 }
 
 /// `base * 2^(attempts-1)` with jitter, capped at one hour.
@@ -245,13 +299,18 @@ pub(crate) fn waiting_state(run_at: u64, now: u64) -> JobState {
     }
 }
 
-/// Moves `job` to a terminal state at `now`.
+/// Moves `job` to a terminal state at `now`; a job with a callback URL
+/// owes a delivery from now on (committed with the transition, so a crash
+/// never loses it).
 pub(crate) fn finish(job: &mut Job, state: JobState, now: u64) {
     debug_assert!(state.is_terminal());
     job.state = state;
     job.lease = None;
     job.finished_at = Some(now);
     job.updated_at = now;
+    if job.callback_url.is_some() {
+        job.callback = Some(callback::fresh(job.callback.as_ref(), now));
+    }
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
     match endpoint {
         Endpoint::List => {
             let limit = call.number("limit")?;
-            let after = call.params.get("after").map(String::as_str);
+            let after = call.params.get("after");
             let page = service.dead_letters(call.queue(), after, limit).await?;
             Ok(json(StatusCode::OK, &page))
         }

@@ -4,6 +4,7 @@
 
 use http::StatusCode;
 use http::header::{HeaderValue, LOCATION};
+use queue_core::service::RequestContext;
 use queue_proto::{
     BatchRequest, CompleteRequest, EnqueueRequest, FailRequest, HeartbeatRequest, ReleaseRequest,
 };
@@ -86,7 +87,9 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
         Endpoint::Enqueue => return enqueue(call).await,
         Endpoint::EnqueueBatch => {
             let request: BatchRequest = call.json(false)?;
-            let reply = service.enqueue_batch(call.queue(), request).await?;
+            let reply = service
+                .enqueue_batch(call.queue(), request, &context(call)?)
+                .await?;
             return Ok(json(StatusCode::ACCEPTED, &reply));
         }
         Endpoint::Get => {
@@ -117,18 +120,9 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
 async fn enqueue(call: &Call<'_>) -> Handled {
     let wait_ms = call.number("wait_ms")?.unwrap_or(0);
     let request: EnqueueRequest = call.json(false)?;
-    let header_key = match call.headers.get("idempotency-key") {
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| ApiError::invalid("Idempotency-Key must be visible ASCII"))?
-                .to_owned(),
-        ),
-        None => None,
-    };
     let reply = call
         .service()
-        .enqueue(call.queue(), request, header_key, wait_ms)
+        .enqueue(call.queue(), request, &context(call)?, wait_ms)
         .await?;
     let status = StatusCode::from_u16(reply.status()).unwrap_or(StatusCode::ACCEPTED);
     let mut response = json(status, &reply.job);
@@ -141,4 +135,25 @@ async fn enqueue(call: &Call<'_>) -> Handled {
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// What an enqueue request carries besides its body: its idempotency key,
+/// its request id (the job's correlation id unless the body names one) and
+/// its W3C trace context.
+fn context(call: &Call<'_>) -> Result<RequestContext, ApiError> {
+    let text = |name: &str, shown: &str| -> Result<Option<String>, ApiError> {
+        match call.headers.get(name) {
+            Some(value) => value
+                .to_str()
+                .map(|v| Some(v.to_owned()))
+                .map_err(|_| ApiError::invalid(format!("{shown} must be visible ASCII"))),
+            None => Ok(None),
+        }
+    };
+    Ok(RequestContext {
+        idempotency_key: text("idempotency-key", "Idempotency-Key")?,
+        request_id: Some(call.request_id.to_owned()),
+        traceparent: text("traceparent", "traceparent")?,
+        tracestate: text("tracestate", "tracestate")?,
+    })
 }

@@ -1,9 +1,11 @@
 //! The route table. Each resource module owns its routes, its endpoints and
-//! their handlers ([`jobs`], [`queues`], [`dead`], [`events`], [`ops`]) in a
+//! their handlers ([`jobs`], [`queues`], [`dead`], [`events`], [`callbacks`],
+//! [`ops`]) in a
 //! table of its own ([`RouteSpec`]); this module tries the tables in turn
 //! and matches requests without a socket, so that tests (and the OpenAPI
 //! check) can use it. Patterns are described in [`spec`].
 
+pub mod callbacks;
 pub mod dead;
 pub mod events;
 pub mod jobs;
@@ -26,8 +28,10 @@ pub enum Endpoint {
     Queues(queues::Endpoint),
     /// A queue's dead letters.
     Dead(dead::Endpoint),
-    /// The event stream.
+    /// The event streams.
     Events(events::Endpoint),
+    /// Callback deliveries.
+    Callbacks(callbacks::Endpoint),
     /// Health and metrics.
     Ops(ops::Endpoint),
 }
@@ -39,7 +43,7 @@ impl Endpoint {
             Endpoint::Jobs(e) => e.reads_body(),
             Endpoint::Queues(e) => e.reads_body(),
             Endpoint::Dead(e) => e.reads_body(),
-            Endpoint::Events(_) | Endpoint::Ops(_) => false,
+            Endpoint::Events(_) | Endpoint::Callbacks(_) | Endpoint::Ops(_) => false,
         }
     }
 
@@ -60,7 +64,8 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
         Endpoint::Jobs(e) => jobs::handle(e, call).await,
         Endpoint::Queues(e) => queues::handle(e, call).await,
         Endpoint::Dead(e) => dead::handle(e, call).await,
-        Endpoint::Events(e) => events::handle(e, call),
+        Endpoint::Events(e) => events::handle(e, call).await,
+        Endpoint::Callbacks(e) => callbacks::handle(e, call).await,
         Endpoint::Ops(e) => ops::handle(e, call).await,
     }
 }
@@ -89,6 +94,7 @@ pub fn table() -> impl Iterator<Item = RouteInfo> {
         .chain(info(queues::ROUTES))
         .chain(info(jobs::ROUTES))
         .chain(info(dead::ROUTES))
+        .chain(info(callbacks::ROUTES))
 }
 
 /// A routed request.
@@ -157,6 +163,12 @@ pub fn route(method: &Method, path: &str) -> Result<Routed, RouteError> {
         })
         .or_else(|| found(wrap(find(jobs::ROUTES, method, &segments), Endpoint::Jobs)))
         .or_else(|| found(wrap(find(dead::ROUTES, method, &segments), Endpoint::Dead)))
+        .or_else(|| {
+            found(wrap(
+                find(callbacks::ROUTES, method, &segments),
+                Endpoint::Callbacks,
+            ))
+        })
         .unwrap_or(Err(RouteError::NotFound))
 }
 

@@ -40,6 +40,7 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
                 &shared.service.queue().counters(),
                 &shared.http,
                 *shared.in_flight.borrow(),
+                &shared.callbacks,
             );
             let mut response = Response::new(full(text));
             response.headers_mut().insert(

@@ -149,8 +149,8 @@ pub(crate) struct Tx<'a> {
     batch: &'a Writes,
     own: RefCell<Writes>,
     deltas: RefCell<BTreeMap<Vec<u8>, i64>>,
-    /// Encoded events of this operation, and how many.
-    events: RefCell<(Vec<u8>, u64)>,
+    /// Encoded events of this operation, and whose.
+    events: RefCell<TxEvents>,
     seal: std::cell::Cell<bool>,
 }
 
@@ -241,9 +241,11 @@ impl Tx<'_> {
                 *deltas.entry(count_key(queue, *state)).or_default() += 1;
             }
         }
-        let mut events = self.events.borrow_mut();
-        events.0.extend_from_slice(&prepared.events);
-        events.1 += prepared.event_count;
+        if prepared.event_count > 0 {
+            let mut events = self.events.borrow_mut();
+            events.items.extend_from_slice(&prepared.events);
+            events.jobs.push((prepared.id, prepared.event_count));
+        }
     }
 
     /// The stored record of `id` with its revision, as this operation sees it.
@@ -380,9 +382,24 @@ trait PendingOp: Send + Sync {
     fn finish(&self);
 }
 
-/// What an operation returns: its value and how many events it emitted;
-/// `None` if it gave up as stale.
-pub(crate) type OpOutcome<R> = Result<Option<(R, u64)>>;
+/// The events of one operation, in the order of its changes.
+#[derive(Default)]
+pub(crate) struct TxEvents {
+    items: Vec<u8>,
+    /// Each job with events, and how many.
+    jobs: Vec<(JobId, u64)>,
+}
+
+/// The events an operation logged: `count` of them, from id `first`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Logged {
+    pub(crate) first: u64,
+    pub(crate) count: u64,
+}
+
+/// What an operation returns: its value and the events it logged; `None`
+/// if it gave up as stale.
+pub(crate) type OpOutcome<R> = Result<Option<(R, Logged)>>;
 
 struct Op<F, R> {
     f: F,
@@ -427,7 +444,7 @@ where
                 batch: &batch.writes,
                 own: RefCell::new(Writes::new()),
                 deltas: RefCell::new(BTreeMap::new()),
-                events: RefCell::new((Vec::new(), 0)),
+                events: RefCell::new(TxEvents::default()),
                 seal: std::cell::Cell::new(false),
             };
             let outcome = (self.f)(&tx).and_then(|value| tx.write_counts().map(|()| value));
@@ -463,12 +480,27 @@ where
 }
 
 impl Running {
-    /// Merges an operation's writes and events; returns how many events.
-    fn add(&mut self, own: Writes, (items, count): (Vec<u8>, u64)) -> u64 {
+    /// Merges an operation's writes and events: the events get their ids,
+    /// and each job record is told the id of its latest event (written into
+    /// the record's header, without encoding it again).
+    fn add(&mut self, mut own: Writes, events: TxEvents) -> Logged {
+        let first = self.next_event + 1;
+        for (job, count) in &events.jobs {
+            self.next_event += count;
+            if let Some(Some(bytes)) = own.get_mut(&(JOBS, job_key(*job).to_vec())) {
+                if bytes.first() == Some(&codec::JOB_VERSION) {
+                    if let Some(slot) = bytes.get_mut(codec::LAST_EVENT_AT) {
+                        slot.copy_from_slice(&self.next_event.to_be_bytes());
+                    }
+                }
+            }
+        }
         self.writes.extend(own);
-        self.items.extend_from_slice(&items);
-        self.next_event += count;
-        count
+        self.items.extend_from_slice(&events.items);
+        Logged {
+            first,
+            count: self.next_event + 1 - first,
+        }
     }
 
     fn count(&self) -> u64 {

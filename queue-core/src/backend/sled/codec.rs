@@ -9,11 +9,14 @@
 //! |---|---|---|
 //! | job | 1 | `1`, bincode of [`JobV1`] (revision 0) |
 //! | job | 2 | `2`, revision (u64 big-endian), bincode of [`JobV1`] |
+//! | job | 3 | `3`, revision, last event id (u64 big-endian, 0: none), bincode of [`JobV1`] then [`JobExtV3`] |
 //! | settings | 1 | `1`, bincode of [`SettingsV1`] |
-//! | event chunk | 1 | `c`, `1`, bincode of `[`[`EventV1`]`]`: consecutive events, the first one's id is the key |
+//! | event chunk | 1 | `c`, `1`, [`EventV1`] after [`EventV1`]: consecutive events, the first one's id is the key |
+//! | event chunk | 2 | `c`, `2`, ([`EventV1`], [`EventExtV2`]) after another |
 //! | write-ahead | 1 | `1`, bincode of `[(tree, key, value?)]`, trees 0..=3 |
 //! | write-ahead | 2 | `2`, the same, trees 0..=5 (5: the `wal` tree, for the checkpoint) |
-//! | slot | 1 | `s`, batch sequence (u64), events length (u32), the batch's events (first id and chunk, or nothing), its write-ahead record |
+//! | slot | 1 | `s`, batch sequence (u64), events length (u32), the batch's events (first id and version 1 items, or nothing), its write-ahead record |
+//! | slot | 2 | `t`, the same with version 2 items |
 //!
 //! Slots are the write-ahead log of ordinary batches: [`SLOTS`] keys of the
 //! `wal` tree used in turn (overwriting a key costs sled far less than
@@ -31,7 +34,10 @@
 //! Job record version 2 adds the revision in front of the body, where a
 //! commit's compare-and-swap reads it without decoding the body; the body
 //! is still version 1's. A version 1 record reads as revision 0 and is
-//! written as version 2 by its next change.
+//! written as the current version by its next change. Version 3 adds, in
+//! the header, the id of the job's latest event (the batch leader writes it
+//! when it numbers the events, without encoding the record again), and
+//! after the body the fields of [`JobExtV3`].
 //!
 //! bincode is positional: a field added to a struct changes the bytes, which
 //! is why a new field means a new version here, decoded alongside the old.
@@ -45,14 +51,18 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::backend::Revision;
 use crate::rules::EventDraft;
 use crate::settings::QueueSettings;
-use crate::{Error, Event, Job, JobId, Lease, LeaseId, Result, Transition};
+use crate::{
+    Callback, CallbackStatus, Error, Event, Job, JobId, Lease, LeaseId, Result, Transition,
+};
 
 /// The job record version this build writes.
-pub(crate) const JOB_VERSION: u8 = 2;
+pub(crate) const JOB_VERSION: u8 = 3;
+/// Where a version 3 record keeps the id of its job's latest event.
+pub(crate) const LAST_EVENT_AT: std::ops::Range<usize> = 9..17;
 /// The write-ahead record version this build writes.
 pub(crate) const WAL_VERSION: u8 = 2;
 const SETTINGS_VERSION: u8 = 1;
-const EVENT_VERSION: u8 = 1;
+const EVENT_VERSION: u8 = 2;
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -238,16 +248,109 @@ impl From<JobV1> for Job {
             result: v.result.map(|b| b.0),
             last_error: v.last_error,
             finished_at: v.finished_at,
+            correlation_id: None,
+            headers: std::collections::BTreeMap::new(),
+            progress: None,
+            callback_url: None,
+            callback: None,
+            last_event_id: None,
         }
+    }
+}
+
+/// What version 3 adds after the version 1 body (frozen).
+#[derive(Deserialize)]
+struct JobExtV3 {
+    correlation_id: Option<String>,
+    headers: std::collections::BTreeMap<String, String>,
+    progress: Option<ByteBuf>,
+    callback_url: Option<String>,
+    callback: Option<CallbackV1>,
+}
+
+/// A callback delivery, version 1 (frozen); `status` is 0 pending, 1
+/// delivered, 2 failed, 3 pending with an attempt under way.
+#[derive(Serialize, Deserialize)]
+struct CallbackV1 {
+    status: u8,
+    delivery: u32,
+    attempts: u32,
+    last_status: Option<u16>,
+    last_error: Option<String>,
+    next_attempt_at: Option<u64>,
+    delivered_at: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct JobExtV3Ref<'a> {
+    correlation_id: Option<&'a str>,
+    headers: &'a std::collections::BTreeMap<String, String>,
+    progress: Option<Bytes<'a>>,
+    callback_url: Option<&'a str>,
+    callback: Option<CallbackV1>,
+}
+
+fn callback_code(callback: &Callback) -> u8 {
+    match callback.status {
+        CallbackStatus::Pending if callback.in_flight => 3,
+        CallbackStatus::Pending => 0,
+        CallbackStatus::Delivered => 1,
+        CallbackStatus::Failed => 2,
+    }
+}
+
+impl From<&Callback> for CallbackV1 {
+    fn from(c: &Callback) -> Self {
+        CallbackV1 {
+            status: callback_code(c),
+            delivery: c.delivery,
+            attempts: c.attempts,
+            last_status: c.last_status,
+            last_error: c.last_error.clone(),
+            next_attempt_at: c.next_attempt_at,
+            delivered_at: c.delivered_at,
+        }
+    }
+}
+
+impl TryFrom<CallbackV1> for Callback {
+    type Error = Error;
+
+    fn try_from(v: CallbackV1) -> Result<Self> {
+        let (status, in_flight) = match v.status {
+            0 => (CallbackStatus::Pending, false),
+            1 => (CallbackStatus::Delivered, false),
+            2 => (CallbackStatus::Failed, false),
+            3 => (CallbackStatus::Pending, true),
+            other => return Err(Error::Corrupt(format!("callback status {other}"))),
+        };
+        Ok(Callback {
+            status,
+            delivery: v.delivery,
+            attempts: v.attempts,
+            last_status: v.last_status,
+            last_error: v.last_error,
+            next_attempt_at: v.next_attempt_at,
+            delivered_at: v.delivered_at,
+            in_flight,
+        })
     }
 }
 
 /// A job record of the current version at `revision`.
 pub(crate) fn encode_job(job: &Job, revision: Revision) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(64 + job.payload.len());
+    let mut out = Vec::with_capacity(96 + job.payload.len());
     out.push(JOB_VERSION);
     out.extend_from_slice(&revision.0.to_be_bytes());
-    encode_into(&mut out, &JobV1Ref::from(job), "a job record")?;
+    out.extend_from_slice(&job.last_event_id.unwrap_or(0).to_be_bytes());
+    let ext = JobExtV3Ref {
+        correlation_id: job.correlation_id.as_deref(),
+        headers: &job.headers,
+        progress: job.progress.as_deref().map(Bytes),
+        callback_url: job.callback_url.as_deref(),
+        callback: job.callback.as_ref().map(CallbackV1::from),
+    };
+    encode_into(&mut out, &(JobV1Ref::from(job), ext), "a job record")?;
     Ok(out)
 }
 
@@ -255,7 +358,7 @@ pub(crate) fn encode_job(job: &Job, revision: Revision) -> Result<Vec<u8>> {
 pub(crate) fn job_revision(bytes: &[u8]) -> Result<Revision> {
     match bytes.first() {
         Some(1) => Ok(Revision(0)),
-        Some(2) => bytes
+        Some(2 | 3) => bytes
             .get(1..9)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(|b| Revision(u64::from_be_bytes(b)))
@@ -268,12 +371,32 @@ pub(crate) fn job_revision(bytes: &[u8]) -> Result<Revision> {
 /// A stored job record of any version, with its revision.
 pub(crate) fn decode_job(bytes: &[u8]) -> Result<(Job, Revision)> {
     let revision = job_revision(bytes)?;
-    let body = match bytes[0] {
-        1 => &bytes[1..],
-        _ => &bytes[9..],
-    };
-    let job: JobV1 = decode_all(body, "job record")?;
-    Ok((Job::from(job), revision))
+    match bytes[0] {
+        1 => Ok((
+            Job::from(decode_all::<JobV1>(&bytes[1..], "job record")?),
+            revision,
+        )),
+        2 => Ok((
+            Job::from(decode_all::<JobV1>(&bytes[9..], "job record")?),
+            revision,
+        )),
+        _ => {
+            let last_event = bytes
+                .get(LAST_EVENT_AT)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| Error::Corrupt("job record shorter than its header".into()))?;
+            let (base, ext): (JobV1, JobExtV3) = decode_all(&bytes[17..], "job record")?;
+            let mut job = Job::from(base);
+            job.correlation_id = ext.correlation_id;
+            job.headers = ext.headers;
+            job.progress = ext.progress.map(|b| b.0);
+            job.callback_url = ext.callback_url;
+            job.callback = ext.callback.map(Callback::try_from).transpose()?;
+            job.last_event_id = (last_event != 0).then_some(last_event);
+            Ok((job, revision))
+        }
+    }
 }
 
 fn unknown_version(what: &str, version: u8, newest: u8) -> Error {
@@ -327,6 +450,23 @@ struct EventV1 {
     transition: u8,
 }
 
+/// What version 2 adds to an event (frozen).
+#[derive(Deserialize)]
+struct EventExtV2 {
+    correlation_id: Option<String>,
+    result: Option<ByteBuf>,
+    last_error: Option<String>,
+    progress: Option<ByteBuf>,
+}
+
+#[derive(Serialize)]
+struct EventExtV2Ref<'a> {
+    correlation_id: Option<&'a str>,
+    result: Option<Bytes<'a>>,
+    last_error: Option<&'a str>,
+    progress: Option<Bytes<'a>>,
+}
+
 #[derive(Serialize)]
 struct EventV1Ref<'a> {
     job: u64,
@@ -338,7 +478,7 @@ struct EventV1Ref<'a> {
 }
 
 /// [`Transition`]s by their stored code (the position in this list).
-const TRANSITIONS: [Transition; 11] = [
+const TRANSITIONS: [Transition; 13] = [
     Transition::Enqueue,
     Transition::Promote,
     Transition::Lease,
@@ -350,6 +490,8 @@ const TRANSITIONS: [Transition; 11] = [
     Transition::Cancel,
     Transition::Requeue,
     Transition::Remove,
+    Transition::Progress,
+    Transition::Callback,
 ];
 
 fn transition_code(transition: Transition) -> u8 {
@@ -365,39 +507,60 @@ fn transition_code(transition: Transition) -> u8 {
         Transition::Cancel => 8,
         Transition::Requeue => 9,
         Transition::Remove => 10,
+        Transition::Progress => 11,
+        Transition::Callback => 12,
     }
 }
 
 /// The tag of an event chunk in the `events` tree.
 pub(crate) const CHUNK: u8 = b'c';
 /// The tag of a slot record.
-const SLOT: u8 = b's';
+const SLOT_V1: u8 = b's';
+/// The tag of a slot record whose events are version 2 items.
+const SLOT: u8 = b't';
 
 /// Appends the encoding of one event (its id is implied by its place) to
 /// `out`. Events are encoded once, when their change is prepared, and the
 /// bytes travel from there to the slot, the chunk and the in-memory tail.
 pub(crate) fn encode_item(event: &EventDraft, out: &mut Vec<u8>) -> Result<()> {
-    encode_into(
-        out,
-        &EventV1Ref {
-            job: event.job.as_u64(),
-            queue: &event.queue,
-            state: event.state,
-            attempts: event.attempts,
-            at: event.at,
-            transition: transition_code(event.transition),
-        },
-        "an event",
-    )
+    let base = EventV1Ref {
+        job: event.job.as_u64(),
+        queue: &event.queue,
+        state: event.state,
+        attempts: event.attempts,
+        at: event.at,
+        transition: transition_code(event.transition),
+    };
+    let ext = EventExtV2Ref {
+        correlation_id: event.correlation_id.as_deref(),
+        result: event.result.as_deref().map(Bytes),
+        last_error: event.last_error.as_deref(),
+        progress: event.progress.as_deref().map(Bytes),
+    };
+    encode_into(out, &(base, ext), "an event")
 }
 
-/// Decodes consecutive encoded events, the first with id `first`.
-pub(crate) fn decode_items(first: u64, mut bytes: &[u8]) -> Result<Vec<Event>> {
+/// Decodes consecutive encoded events of the current item version, the
+/// first with id `first`.
+pub(crate) fn decode_items(first: u64, bytes: &[u8]) -> Result<Vec<Event>> {
+    decode_items_of(EVENT_VERSION, first, bytes)
+}
+
+/// Decodes consecutive encoded events of item version `version`.
+fn decode_items_of(version: u8, first: u64, mut bytes: &[u8]) -> Result<Vec<Event>> {
     let mut events = Vec::new();
     let mut event_id = first;
     while !bytes.is_empty() {
-        let (v, used): (EventV1, usize) =
-            bincode::serde::decode_from_slice(bytes, config()).map_err(|e| corrupt("event", e))?;
+        let (v, ext, used) = if version == 1 {
+            let (v, used): (EventV1, usize) = bincode::serde::decode_from_slice(bytes, config())
+                .map_err(|e| corrupt("event", e))?;
+            (v, None, used)
+        } else {
+            let ((v, ext), used): ((EventV1, EventExtV2), usize) =
+                bincode::serde::decode_from_slice(bytes, config())
+                    .map_err(|e| corrupt("event", e))?;
+            (v, Some(ext), used)
+        };
         bytes = &bytes[used..];
         let transition = TRANSITIONS
             .get(usize::from(v.transition))
@@ -405,6 +568,12 @@ pub(crate) fn decode_items(first: u64, mut bytes: &[u8]) -> Result<Vec<Event>> {
             .ok_or_else(|| {
                 Error::Corrupt(format!("event {event_id}: transition {}", v.transition))
             })?;
+        let ext = ext.unwrap_or(EventExtV2 {
+            correlation_id: None,
+            result: None,
+            last_error: None,
+            progress: None,
+        });
         events.push(Event {
             event_id,
             id: JobId::from_u64(v.job),
@@ -413,6 +582,10 @@ pub(crate) fn decode_items(first: u64, mut bytes: &[u8]) -> Result<Vec<Event>> {
             attempts: v.attempts,
             at: v.at,
             transition,
+            correlation_id: ext.correlation_id,
+            result: ext.result.map(|b| b.0),
+            last_error: ext.last_error,
+            progress: ext.progress.map(|b| b.0),
         });
         event_id += 1;
     }
@@ -443,7 +616,7 @@ pub(crate) fn encode_chunk(events: &[Event]) -> Result<Vec<u8>> {
 /// A chunk of the `events` tree stored under `first_id`.
 pub(crate) fn decode_chunk(first_id: u64, bytes: &[u8]) -> Result<Vec<Event>> {
     let events = match bytes {
-        [CHUNK, 1, items @ ..] => decode_items(first_id, items)?,
+        [CHUNK, version @ (1 | 2), items @ ..] => decode_items_of(*version, first_id, items)?,
         [CHUNK, v, ..] => return Err(unknown_version("event chunk", *v, EVENT_VERSION)),
         [tag, ..] => {
             return Err(Error::Corrupt(format!(
@@ -493,7 +666,9 @@ pub(crate) fn encode_slot(seq: u64, first: u64, items: &[u8], record: &[u8]) -> 
 pub(crate) fn decode_slot(bytes: &[u8]) -> Result<Slot> {
     let short = || Error::Corrupt("short write-ahead slot".into());
     match bytes.split_first() {
-        Some((&SLOT, rest)) => {
+        Some((&(SLOT | SLOT_V1), rest)) => {
+            let tag = bytes[0];
+            let version = if tag == SLOT { EVENT_VERSION } else { 1 };
             let seq = rest
                 .get(..8)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
@@ -510,7 +685,7 @@ pub(crate) fn decode_slot(bytes: &[u8]) -> Result<Slot> {
                 _ if events.is_empty() => Vec::new(),
                 Some((first, items)) => {
                     let first = <[u8; 8]>::try_from(first).map_err(|_| short())?;
-                    decode_items(u64::from_be_bytes(first), items)?
+                    decode_items_of(version, u64::from_be_bytes(first), items)?
                 }
                 None => return Err(short()),
             };
@@ -569,21 +744,56 @@ mod tests {
         let mut job = leased_job(3);
         job.result = Some(vec![1, 2, 3]);
         job.idempotency_key = Some("k".into());
+        job.correlation_id = Some("req-1".into());
+        job.headers
+            .insert("traceparent".into(), "00-ab-cd-01".into());
+        job.progress = Some(b"{\"done\":3}".to_vec());
+        job.callback_url = Some("https://example.com/hook".into());
+        job.callback = Some(Callback {
+            status: CallbackStatus::Pending,
+            delivery: 2,
+            attempts: 4,
+            last_status: Some(503),
+            last_error: Some("busy".into()),
+            next_attempt_at: Some(77),
+            delivered_at: None,
+            in_flight: true,
+        });
+        job.last_event_id = Some(1234);
         let bytes = encode_job(&job, Revision(41)).unwrap();
         assert_eq!(bytes[0], JOB_VERSION);
         assert_eq!(job_revision(&bytes).unwrap(), Revision(41));
-        assert_eq!(decode_job(&bytes).unwrap(), (job, Revision(41)));
+        let (decoded, revision) = decode_job(&bytes).unwrap();
+        assert_eq!((&decoded, revision), (&job, Revision(41)));
+        // Equality leaves the event id out: check it apart.
+        assert_eq!(decoded.last_event_id, Some(1234));
+        for status in [CallbackStatus::Delivered, CallbackStatus::Failed] {
+            let mut other = job.clone();
+            if let Some(c) = other.callback.as_mut() {
+                (c.status, c.in_flight) = (status, false);
+            }
+            let bytes = encode_job(&other, Revision(1)).unwrap();
+            assert_eq!(decode_job(&bytes).unwrap().0, other);
+        }
     }
 
     #[test]
-    fn version_one_bodies_are_what_version_two_carries() {
-        // A version 1 record is the version byte and the same body: strip
-        // the revision and it must decode as version 1.
+    fn older_versions_carry_the_same_first_body() {
+        // Versions 1 and 2 are the version byte (and the revision) and the
+        // body version 3 begins with; a job without the new fields ends
+        // with their five empty markers.
         let job = ready_job();
-        let v2 = encode_job(&job, Revision(5)).unwrap();
+        let v3 = encode_job(&job, Revision(5)).unwrap();
+        let body = &v3[17..v3.len() - 5];
         let mut v1 = vec![1];
-        v1.extend_from_slice(&v2[9..]);
-        assert_eq!(decode_job(&v1).unwrap(), (job, Revision(0)));
+        v1.extend_from_slice(body);
+        assert_eq!(decode_job(&v1).unwrap(), (job.clone(), Revision(0)));
+        let mut v2 = vec![2];
+        v2.extend_from_slice(&5u64.to_be_bytes());
+        v2.extend_from_slice(body);
+        let (decoded, revision) = decode_job(&v2).unwrap();
+        assert_eq!((&decoded, revision), (&job, Revision(5)));
+        assert_eq!(decoded.last_event_id, None);
     }
 
     #[test]
@@ -625,8 +835,17 @@ mod tests {
             attempts: 3,
             at: 9,
             transition,
+            correlation_id: None,
+            result: None,
+            last_error: None,
+            progress: None,
         };
-        let chunk = vec![event(77, Transition::Expire), event(78, Transition::Fail)];
+        let mut full = event(78, Transition::Fail);
+        full.correlation_id = Some("req-1".into());
+        full.result = Some(b"{\"ok\":1}".to_vec());
+        full.last_error = Some("boom".into());
+        full.progress = Some(b"0.5".to_vec());
+        let chunk = vec![event(77, Transition::Expire), full];
         assert_eq!(
             decode_chunk(77, &encode_chunk(&chunk).unwrap()).unwrap(),
             chunk
@@ -668,6 +887,30 @@ mod tests {
     }
 }
 
+/// A fixture's `trees.hex` (lines `tree key value`, hex; `#` comments):
+/// tree name → key → value.
+#[cfg(test)]
+fn fixture_trees(
+    text: &str,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+    let mut trees = std::collections::BTreeMap::<_, std::collections::BTreeMap<_, _>>::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let mut parts = line.split(' ');
+        let (tree, key, value) = (parts.next().unwrap(), parts.next().unwrap(), parts.next());
+        trees
+            .entry(tree.to_owned())
+            .or_default()
+            .insert(unhex(key), unhex(value.unwrap_or("")));
+    }
+    trees
+}
+
 /// The bytes the first release (queue-core 0.1.0, format 1) wrote, from
 /// `tests/fixtures/v1/trees.hex`: every one of them still decodes, and the
 /// derived entries this build computes from its records are the ones it
@@ -679,27 +922,8 @@ mod v1_fixtures {
     use super::*;
     use crate::backend::sled::keys::{self, Family};
 
-    const TREES: &str = include_str!("../../../tests/fixtures/v1/trees.hex");
-
-    fn unhex(text: &str) -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
-    /// tree name → key → value.
     fn trees() -> BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>> {
-        let mut trees: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
-        for line in TREES.lines().filter(|l| !l.starts_with('#')) {
-            let mut parts = line.split(' ');
-            let (tree, key, value) = (parts.next().unwrap(), parts.next().unwrap(), parts.next());
-            trees
-                .entry(tree.to_owned())
-                .or_default()
-                .insert(unhex(key), unhex(value.unwrap_or("")));
-        }
-        trees
+        super::fixture_trees(include_str!("../../../tests/fixtures/v1/trees.hex"))
     }
 
     #[test]
@@ -741,11 +965,13 @@ mod v1_fixtures {
         assert_eq!(retry.backoff_ms, 60_000);
         assert_eq!(by_id(11).state, JobState::Cancelled);
         assert_eq!(by_id(12).payload, vec![0xff, 0x00, 0x01]);
-        // Version 2 writes the same body behind the revision.
+        // The current version writes the same body behind its header, then
+        // the five empty markers of the fields version 1 did not have.
         for job in &jobs {
             let v1 = &trees["jobs"][&keys::job_key(job.id).to_vec()];
-            let v2 = encode_job(job, Revision(3)).unwrap();
-            assert_eq!(&v2[9..], &v1[1..], "job {}", job.id);
+            let v3 = encode_job(job, Revision(3)).unwrap();
+            assert_eq!(&v3[17..v3.len() - 5], &v1[1..], "job {}", job.id);
+            assert_eq!(&v3[v3.len() - 5..], &[0; 5], "job {}", job.id);
         }
     }
 
@@ -794,5 +1020,72 @@ mod v1_fixtures {
         assert_eq!(job.payload, br#"{"replayed":"from the wal"}"#);
         assert_eq!(job.idempotency_key.as_deref(), Some("wal-key"));
         assert!(writes.iter().all(|(tree, _, _)| *tree < 4));
+    }
+}
+
+/// The records of the engine-seams release (commit 3ce2ca7), as its
+/// `queue-core` wrote them: job records of version 2, event chunks and
+/// write-ahead slots with events of version 1, the checkpoint.
+#[cfg(test)]
+mod v2_fixtures {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn trees() -> BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>> {
+        super::fixture_trees(include_str!("../../../tests/fixtures/v2/trees.hex"))
+    }
+
+    #[test]
+    fn every_job_record_is_version_two_and_decodes_with_its_revision() {
+        let trees = trees();
+        assert_eq!(trees["jobs"].len(), 78);
+        for bytes in trees["jobs"].values() {
+            assert_eq!(bytes[0], 2);
+            let (job, revision) = decode_job(bytes).unwrap();
+            assert!(revision.0 >= 1, "{revision:?}");
+            assert_eq!(revision, job_revision(bytes).unwrap());
+            assert_eq!(
+                (job.correlation_id.as_deref(), job.last_event_id),
+                (None, None)
+            );
+            assert!(job.callback.is_none() && job.headers.is_empty());
+            // Written again, it is this release's record of the same job.
+            let again = encode_job(&job, revision).unwrap();
+            assert_eq!(decode_job(&again).unwrap(), (job, revision));
+        }
+    }
+
+    #[test]
+    fn chunks_and_slots_of_version_one_events_decode_in_order() {
+        let trees = trees();
+        let mut ids = Vec::new();
+        for (key, value) in &trees["events"] {
+            let first = u64::from_be_bytes(<[u8; 8]>::try_from(&key[..8]).unwrap());
+            assert_eq!(&value[..2], &[CHUNK, 1]);
+            let events = decode_chunk(first, value).unwrap();
+            assert_eq!(events[0].event_id, first);
+            ids.extend(events.iter().map(|e| e.event_id));
+        }
+        let checkpoint = &trees["wal"][&b"checkpoint".to_vec()];
+        let checkpoint = u64::from_be_bytes(<[u8; 8]>::try_from(&checkpoint[..]).unwrap());
+        assert_eq!(checkpoint, 12);
+        let mut slot_events = Vec::new();
+        for (key, value) in trees["wal"].iter().filter(|(k, _)| k.len() == 8) {
+            assert_eq!(value[0], SLOT_V1, "slot {key:?}");
+            let slot = decode_slot(value).unwrap();
+            assert_eq!(
+                slot.seq,
+                u64::from_be_bytes(<[u8; 8]>::try_from(&key[..]).unwrap())
+            );
+            assert!(!slot.record.is_empty());
+            if slot.seq > checkpoint {
+                slot_events.extend(slot.events.iter().map(|e| e.event_id));
+            }
+        }
+        // The chunked events, then those of the slots after the
+        // checkpoint: one unbroken run of ids from 1.
+        ids.extend(slot_events);
+        assert_eq!(ids, (1..=84).collect::<Vec<u64>>());
     }
 }

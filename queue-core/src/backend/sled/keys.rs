@@ -8,8 +8,9 @@
 //!   `r` ready by (queue, priority desc, run_at, id) for leasing,
 //!   `a` ready by (queue, run_at, id) for the oldest-ready age,
 //!   `d` dead by (queue, id) for the dead-letter list,
-//!   `i` idempotency (queue, key) → id.
-//! - `timers`: (kind, at, id) → lease id or nothing ([`rules::deadline`]).
+//!   `i` idempotency (queue, key) → id,
+//!   `k` callbacks by (state, id), for listing deliveries.
+//! - `timers`: (kind, at, id) → lease id or nothing ([`rules::deadlines`]).
 //! - `meta`: `c` per-(queue, state) counts, `s` queue settings records,
 //!   `e` the latest event id when the log was last pruned; format 1 stored
 //!   `p` paused flags.
@@ -21,17 +22,18 @@
 //! Every entry of `index` and `timers` and every count is a function of the
 //! records ([`entries`]).
 //!
-//! [`rules::deadline`]: crate::rules::deadline
+//! [`rules::deadlines`]: crate::rules::deadlines
 
 use queue_proto::JobState;
 
-use crate::rules::{TimerKind, deadline};
-use crate::{Error, Job, JobId, Result};
+use crate::rules::{TimerKind, deadlines};
+use crate::{CallbackStatus, Error, Job, JobId, Result};
 
 pub(crate) const READY: u8 = b'r';
 pub(crate) const AGE: u8 = b'a';
 pub(crate) const DEAD: u8 = b'd';
 pub(crate) const IDEM: u8 = b'i';
+pub(crate) const CALLBACKS: u8 = b'k';
 pub(crate) const COUNT: u8 = b'c';
 pub(crate) const SETTINGS: u8 = b's';
 /// Format 1's paused flag (`p` + queue → empty), migrated to settings.
@@ -131,7 +133,24 @@ pub(crate) fn timer_byte(kind: TimerKind) -> u8 {
         TimerKind::RetainCompleted => 2,
         TimerKind::RetainDead => 3,
         TimerKind::RetainCancelled => 4,
+        TimerKind::Callback => 5,
     }
+}
+
+/// The byte of a callback state in the `k` index. Stored: never renumber.
+pub(crate) fn callback_byte(status: CallbackStatus) -> u8 {
+    match status {
+        CallbackStatus::Pending => 0,
+        CallbackStatus::Delivered => 1,
+        CallbackStatus::Failed => 2,
+    }
+}
+
+/// The `k` index entry of job `id` whose callback is in `status`.
+pub(crate) fn callback_key(status: CallbackStatus, id: JobId) -> Vec<u8> {
+    let mut key = vec![CALLBACKS, callback_byte(status)];
+    key.extend_from_slice(&job_key(id));
+    key
 }
 
 pub(crate) fn timer_key(kind: TimerKind, at: u64, id: JobId) -> [u8; 17] {
@@ -199,7 +218,7 @@ pub(crate) struct Entry {
 
 /// Every index and timer entry `job` implies. This function is the single
 /// definition of what the secondary trees hold; the timer entries follow
-/// [`rules::deadline`](crate::rules::deadline).
+/// [`rules::deadlines`](crate::rules::deadlines).
 pub(crate) fn entries(job: &Job) -> Vec<Entry> {
     let index = |key: Vec<u8>, value: Vec<u8>| Entry {
         family: Family::Index,
@@ -218,7 +237,10 @@ pub(crate) fn entries(job: &Job) -> Vec<Entry> {
         JobState::Dead => out.push(index(dead_key(&job.queue, job.id), Vec::new())),
         JobState::Scheduled | JobState::Leased | JobState::Completed | JobState::Cancelled => {}
     }
-    if let Some(deadline) = deadline(job) {
+    if let Some(callback) = &job.callback {
+        out.push(index(callback_key(callback.status, job.id), Vec::new()));
+    }
+    for deadline in deadlines(job) {
         out.push(Entry {
             family: Family::Timers,
             key: timer_key(deadline.kind, deadline.at, job.id).to_vec(),
@@ -262,7 +284,7 @@ mod tests {
     #[test]
     fn stored_numbering_is_stable() {
         let bytes: Vec<u8> = TimerKind::ALL.iter().map(|k| timer_byte(*k)).collect();
-        assert_eq!(bytes, [0, 1, 2, 3, 4]);
+        assert_eq!(bytes, [0, 1, 2, 3, 4, 5]);
         let states: Vec<u8> = JobState::ALL.iter().map(|s| state_byte(*s)).collect();
         assert_eq!(states, [0, 1, 2, 3, 4, 5]);
     }

@@ -323,6 +323,18 @@ impl Store {
 
     fn page(&self, page: &Page, after: Option<JobId>, limit: usize) -> Result<Vec<JobId>> {
         let (prefix, start) = match page {
+            Page::Callbacks { status } => {
+                let prefix = vec![keys::CALLBACKS, keys::callback_byte(*status)];
+                let start = match after {
+                    Some(id) => {
+                        let mut key = keys::callback_key(*status, id);
+                        key.push(0);
+                        key
+                    }
+                    None => prefix.clone(),
+                };
+                (prefix, start)
+            }
             Page::Dead { queue } => {
                 let prefix = queue_prefix(DEAD, queue);
                 let start = match after {
@@ -434,7 +446,32 @@ impl Store {
                 }
             }
         }
-        Ok(out)
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        // Nothing chunked from `wanted` on (pruned, or not chunked yet):
+        // the next events are the gathered ones, then the tail's. Whatever
+        // lies between `wanted` and them is gone, which the reader reports
+        // as a gap.
+        {
+            let gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+            if gathered.count > 0 && gathered.first.saturating_add(gathered.count) > wanted {
+                out.extend(
+                    codec::decode_items(gathered.first, &gathered.items)?
+                        .into_iter()
+                        .filter(|e| e.event_id >= wanted && e.event_id <= latest)
+                        .take(limit),
+                );
+                if !out.is_empty() {
+                    return Ok(out);
+                }
+            }
+        }
+        let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        match tail.first() {
+            Some(first) if first > wanted => Ok(tail.read(first, limit)?.unwrap_or_default()),
+            _ => Ok(out),
+        }
     }
 
     fn event_bounds(&self) -> Result<EventBounds> {
@@ -640,7 +677,7 @@ impl Backend for SledBackend {
                     Ok(applied)
                 })
                 .await?;
-            let Some((applied, events)) = outcome else {
+            let Some((applied, logged)) = outcome else {
                 return Ok(None);
             };
             let mut changes = commit.changes;
@@ -653,7 +690,8 @@ impl Backend for SledBackend {
             }
             Ok(Some(Committed {
                 applied: changes,
-                events,
+                events: logged.count,
+                first_event: logged.first,
             }))
         })
     }
@@ -691,9 +729,13 @@ impl Backend for SledBackend {
                     Ok(taken)
                 })
                 .await?;
-            let (applied, events) =
+            let (applied, logged) =
                 outcome.ok_or_else(|| Error::Internal("a lease round went stale".into()))?;
-            Ok(Committed { applied, events })
+            Ok(Committed {
+                applied,
+                events: logged.count,
+                first_event: logged.first,
+            })
         })
     }
 
@@ -862,6 +904,10 @@ mod tests {
             attempts: 0,
             at: job.updated_at,
             transition: crate::Transition::Enqueue,
+            correlation_id: job.correlation_id.clone(),
+            result: None,
+            last_error: None,
+            progress: None,
         };
         let (first, second) = (event(1, &applied), event(2, &pending));
         let encode = |writes: &Writes| batch::encode(writes).unwrap();

@@ -1,0 +1,31 @@
+//! The SDK's pushed results, against a real `queue-server` started in this
+//! process on 127.0.0.1 (and stopped and started again on the same data
+//! directory and port where a scenario needs the connection cut), and
+//! against the embedded transport. Scenarios run on both transports unless
+//! they are about HTTP itself.
+//!
+//! - `common`: the server and two-transport harness, a recording proxy, a
+//!   connection-cutting proxy, and a capture of the worker's `tracing` spans.
+//! - `metadata`: correlation ids, headers and callback URLs from enqueue to
+//!   the worker, its calls (`X-Request-Id`), its span, and the events.
+//! - `progress`: progress reported by handlers and by hand, as events.
+//! - `streams`: `Client::events`: filters, resuming across a server restart
+//!   and across cut connections without duplicates or losses, gaps.
+//! - `job_streams`: `JobHandle::events`: it ends after the terminal event,
+//!   resumes after a cut, and re-reads the job after a gap.
+//! - `blocking`: the same through the blocking client.
+//! - `webhooks`: a callback delivered by the server verifies with
+//!   `webhooks::verify`; a tampered one does not.
+
+// Scenarios are plain functions run by the `both!` macros' tests; like
+// test functions, they report a failure by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod blocking;
+mod job_streams;
+mod metadata;
+mod progress;
+mod streams;
+mod webhooks;
