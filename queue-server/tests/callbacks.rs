@@ -601,7 +601,10 @@ async fn dead_and_cancelled_jobs_are_reported_too() {
     let c = &server.client;
     let url = receiver.url();
     let doomed = c
-        .enqueue("q", json!({"payload": 1, "max_attempts": 1, "callback_url": url}))
+        .enqueue(
+            "q",
+            json!({"payload": 1, "max_attempts": 1, "callback_url": url}),
+        )
         .await;
     let leased = c.lease("q", 1, 60_000).await;
     let dead = c
@@ -614,12 +617,17 @@ async fn dead_and_cancelled_jobs_are_reported_too() {
     let got = receiver.next().await.json();
     assert_eq!(got["type"], "job.dead");
     assert_eq!(got["data"]["last_error"], "no such mailbox");
-    let waiting = c.enqueue("q", json!({"payload": 2, "callback_url": url})).await;
+    let waiting = c
+        .enqueue("q", json!({"payload": 2, "callback_url": url}))
+        .await;
     let id = waiting["id"].as_str().unwrap();
     let cancelled = c.delete(&format!("/v1/jobs/{id}")).await;
     assert_eq!(cancelled.json["callback"]["state"], "pending");
     let got = receiver.next().await.json();
-    assert_eq!((got["type"].as_str(), got["data"]["id"].as_str()), (Some("job.cancelled"), Some(id)));
+    assert_eq!(
+        (got["type"].as_str(), got["data"]["id"].as_str()),
+        (Some("job.cancelled"), Some(id))
+    );
     settled(&server, 2).await;
     let delivered = c.get("/v1/callbacks?state=delivered").await;
     assert_eq!(delivered.json["jobs"].as_array().unwrap().len(), 2);
