@@ -206,6 +206,16 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(parent: &Path, durability: Durability) -> anyhow::Result<Server> {
+        Server::start_with(parent, durability, ServerConfig::default())
+    }
+
+    /// [`Server::start`] with a server configuration of the caller's
+    /// (callbacks, connection cap).
+    pub(crate) fn start_with(
+        parent: &Path,
+        durability: Durability,
+        config: ServerConfig,
+    ) -> anyhow::Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix("bench-http-")
             .tempdir_in(parent)
@@ -221,7 +231,7 @@ impl Server {
             .context("binding 127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = App::new(queue, ServerConfig::default());
+        let app = App::new(queue, config);
         let serving = runtime.spawn(queue_server::run(listener, app, async {
             let _ = stopped.await;
         }));

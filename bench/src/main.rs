@@ -10,7 +10,10 @@
 //! - `peers` compares ours with beanstalkd and Redis + BullMQ;
 //! - `sdk` compares the typed client SDK (`queue-client`, async and
 //!   blocking, producers and workers) with raw HTTP load generators (one
-//!   event loop, and one OS thread per connection).
+//!   event loop, and one OS thread per connection);
+//! - `push` measures callbacks (deliveries per second, completion to
+//!   callback latency) and the SSE event fan-out (1, 100, 1000
+//!   subscribers), next to a baseline enqueue and drain without them.
 //!
 //! All of them reuse [`stats`] for latency summaries and [`report`] for the
 //! table.
@@ -22,6 +25,10 @@
 //! cargo run --release -p bench -- compare [same options]
 //! cargo run --release -p bench -- sdk [--jobs N] [--concurrency 1,8,64] \
 //!     [--payload-bytes 200] [--max-seconds S] [--dir PATH] [--smoke]
+//! cargo run --release -p bench -- push [--jobs 5000] [--fanout-jobs 1000] \
+//!     [--subscribers 1,100,1000] [--connections 8] [--producers 1] \
+//!     [--callback-concurrency 32] [--payload-bytes 200] [--max-seconds S] \
+//!     [--dir PATH] [--smoke]
 //! ```
 //!
 //! See `BENCHMARKS.md` at the repository root for what each phase measures.
@@ -33,6 +40,7 @@ mod core;
 mod fsync;
 mod http;
 mod peers;
+mod push;
 mod report;
 mod sdk;
 mod stats;
@@ -66,6 +74,11 @@ enum Mode {
     /// workers) against raw HTTP on the same durable server; SDK / raw
     /// throughput against the 0.85 target (`--smoke`: tiny N, for CI).
     Sdk(sdk::SdkArgs),
+    /// The push features: callbacks (deliveries/s, complete-to-callback
+    /// latency) and SSE fan-out to 1, 100, 1000 subscribers (events/s,
+    /// enqueue-to-event latency), next to a baseline without them
+    /// (`--smoke`: tiny N, 1 and 10 subscribers, for CI).
+    Push(push::PushArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,5 +89,6 @@ fn main() -> anyhow::Result<()> {
         Mode::Compare(args) => compare::run(&args),
         Mode::Peers(args) => peers::run(&args),
         Mode::Sdk(args) => sdk::run(&args),
+        Mode::Push(args) => push::run(&args),
     }
 }

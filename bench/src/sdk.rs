@@ -1029,7 +1029,7 @@ fn cpu_since(before: Option<Duration>) -> Option<Duration> {
 
 /// CPU time so far of each thread of this process whose name starts with
 /// `prefix`, by thread id (Linux: `/proc/self/task/*/schedstat`).
-fn threads_cpu(prefix: &str) -> Option<HashMap<u64, Duration>> {
+pub(crate) fn threads_cpu(prefix: &str) -> Option<HashMap<u64, Duration>> {
     let mut out = HashMap::new();
     for entry in std::fs::read_dir("/proc/self/task").ok()? {
         let Ok(entry) = entry else { continue };
@@ -1055,7 +1055,10 @@ fn threads_cpu(prefix: &str) -> Option<HashMap<u64, Duration>> {
 
 /// CPU time used since `before` by the threads named `prefix…` (threads
 /// started since count from zero).
-fn cpu_of_threads_since(prefix: &str, before: &HashMap<u64, Duration>) -> Option<Duration> {
+pub(crate) fn cpu_of_threads_since(
+    prefix: &str,
+    before: &HashMap<u64, Duration>,
+) -> Option<Duration> {
     let now = threads_cpu(prefix)?;
     Some(
         now.iter()

@@ -71,8 +71,15 @@ impl Stream {
         }
     }
 
-    /// The next event (skipping comments), whole.
+    /// The next event (skipping comments), whole; within 30 s, however
+    /// many keep-alive comments come meanwhile.
     pub(crate) async fn next_sse(&mut self) -> Option<Sse> {
+        tokio::time::timeout(Duration::from_secs(30), self.next_sse_untimed())
+            .await
+            .expect("an event within 30 s")
+    }
+
+    async fn next_sse_untimed(&mut self) -> Option<Sse> {
         loop {
             let message = self.next().await?;
             let mut id = None;
