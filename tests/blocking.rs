@@ -27,9 +27,13 @@ fn the_blocking_client_enqueues_waits_and_cancels(h: Harness) {
         .enqueue_with(&email(2), EnqueueOptions::new().idempotency_key("k"))
         .unwrap();
     let replay = emails
-        .enqueue_with(&email(3), EnqueueOptions::new().idempotency_key("k"))
+        .enqueue_with(&email(2), EnqueueOptions::new().idempotency_key("k"))
         .unwrap();
     assert_eq!((replay.id(), replay.replayed()), (second.id(), true));
+    assert!(matches!(
+        emails.enqueue_with(&email(3), EnqueueOptions::new().idempotency_key("k")),
+        Err(Error::Conflict { .. })
+    ));
     let batch = emails.enqueue_batch(&[email(4), email(5)]).unwrap();
     assert_eq!(batch.len(), 2);
     assert_eq!(first.get().unwrap().payload, email(1));

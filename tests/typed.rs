@@ -88,10 +88,24 @@ async fn an_idempotency_key_replays_the_first_job(h: Harness) {
     let emails = h.client().queue::<Email>("emails");
     let key = EnqueueOptions::new().idempotency_key("welcome-7");
     let first = emails.enqueue_with(&email(7), key.clone()).await.unwrap();
-    let again = emails.enqueue_with(&email(8), key.clone()).await.unwrap();
+    let again = emails.enqueue_with(&email(7), key.clone()).await.unwrap();
     assert_eq!(first.id(), again.id());
     assert!(!first.replayed() && again.replayed());
     assert_eq!(again.get().await.unwrap().payload, email(7));
+    // The key with another payload or other options: a conflict, nothing
+    // enqueued.
+    for (payload, options) in [
+        (email(8), key.clone()),
+        (email(7), key.clone().priority(5)),
+        (email(7), key.clone().group("tenant-1")),
+    ] {
+        match emails.enqueue_with(&payload, options).await {
+            Err(Error::Conflict { message }) => {
+                assert!(message.contains("welcome-7"), "{message}");
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
     // Keys are per queue.
     let other = h.client().queue::<Email>("other");
     let elsewhere = other.enqueue_with(&email(7), key).await.unwrap();

@@ -60,6 +60,16 @@ pub struct Job<T> {
     pub callback_url: Option<String>,
     /// How that delivery is going, once the job has finished.
     pub callback: Option<CallbackInfo>,
+    /// The job's group ([`EnqueueOptions::group`](crate::EnqueueOptions::group)).
+    pub group: Option<String>,
+    /// The longest one attempt may run, in ms.
+    pub timeout_ms: Option<u64>,
+    /// Unix ms after which the job, if not yet leased, is dead.
+    pub expires_at: Option<u64>,
+    /// Unix ms at which the current or latest attempt was leased.
+    pub started_at: Option<u64>,
+    /// The schedule that enqueued the job.
+    pub schedule: Option<String>,
     result: Option<Box<RawValue>>,
     progress: Option<Box<RawValue>>,
     worker: Option<WorkerLink>,
@@ -267,6 +277,11 @@ impl<T> Job<T> {
             headers: job.headers,
             callback_url: job.callback_url,
             callback: job.callback,
+            group: job.group,
+            timeout_ms: job.timeout_ms,
+            expires_at: job.expires_at,
+            started_at: job.started_at,
+            schedule: job.schedule,
             result: job.result,
             progress: job.progress,
             worker: None,

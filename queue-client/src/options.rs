@@ -175,7 +175,10 @@ impl RetryPolicy {
 ///     .idempotency_key("welcome-42")
 ///     .correlation_id("signup-7f3a")
 ///     .header("tenant", "acme")
-///     .callback_url("https://example.com/hooks/jobs");
+///     .callback_url("https://example.com/hooks/jobs")
+///     .group("tenant-acme")
+///     .timeout(Duration::from_secs(300))
+///     .ttl(Duration::from_secs(3600));
 /// # let _ = options;
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -189,6 +192,10 @@ pub struct EnqueueOptions {
     correlation_id: Option<String>,
     headers: BTreeMap<String, String>,
     callback_url: Option<String>,
+    group: Option<String>,
+    timeout_ms: Option<u64>,
+    ttl_ms: Option<u64>,
+    expires_at: Option<u64>,
 }
 
 impl EnqueueOptions {
@@ -267,6 +274,39 @@ impl EnqueueOptions {
         self
     }
 
+    /// The job's group (1..=128 bytes): with the queue's
+    /// `group_max_leased` limit, at most that many jobs of one group are
+    /// leased at once (with 1, they run one at a time, in order), while
+    /// other groups go on.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// The longest one attempt may run (1 ms ..= 12 h), heartbeats or not:
+    /// the lease ends at the lease's start plus this, and the attempt
+    /// fails with `timed out after <ms> ms`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout_ms = Some(millis(timeout));
+        self
+    }
+
+    /// The job is not worth running if it is not leased within `ttl` of
+    /// the enqueue: it is then `dead` with `expired before it ran`
+    /// (replaces [`expires_at`](Self::expires_at)).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl_ms = Some(millis(ttl));
+        self.expires_at = None;
+        self
+    }
+
+    /// As [`ttl`](Self::ttl), at an absolute time (replaces it).
+    pub fn expires_at(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(at.duration_since(UNIX_EPOCH).map_or(0, millis));
+        self.ttl_ms = None;
+        self
+    }
+
     /// The request body, with a generated key when the caller gave none.
     /// Returns whether the key was generated.
     pub(crate) fn into_request(self, payload: Box<RawValue>) -> (EnqueueRequest, bool) {
@@ -282,6 +322,10 @@ impl EnqueueOptions {
             correlation_id: self.correlation_id,
             headers: (!self.headers.is_empty()).then_some(self.headers),
             callback_url: self.callback_url,
+            group: self.group,
+            timeout_ms: self.timeout_ms,
+            ttl_ms: self.ttl_ms,
+            expires_at: self.expires_at,
         };
         (request, generated)
     }

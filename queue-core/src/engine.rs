@@ -128,19 +128,33 @@ impl Engine {
                 New(usize),
             }
             let mut slots = Vec::with_capacity(specs.len());
-            let mut changes = Vec::with_capacity(specs.len());
-            let mut claimed: HashMap<&str, usize> = HashMap::new();
+            let mut changes: Vec<Change> = Vec::with_capacity(specs.len());
+            let mut claimed: HashMap<&str, (usize, [u8; 16])> = HashMap::new();
             for spec in &specs {
                 if let Some(key) = spec.idempotency_key.as_deref() {
-                    if let Some(&change) = claimed.get(key) {
+                    let digest = spec.request_digest.unwrap_or_else(|| spec.digest());
+                    let conflict = |id| Error::IdempotencyConflict {
+                        queue: queue.to_owned(),
+                        key: key.to_owned(),
+                        id,
+                    };
+                    if let Some(&(change, first)) = claimed.get(key) {
+                        if first != digest {
+                            let id = changes[change].id;
+                            return Err(conflict(id));
+                        }
                         slots.push(Slot::New(change));
                         continue;
                     }
                     if let Some(stored) = self.backend.find_idempotent(queue, key).await? {
+                        // A job stored before digests were kept replays.
+                        if stored.job.request_digest.is_some_and(|d| d != digest) {
+                            return Err(conflict(stored.job.id));
+                        }
                         slots.push(Slot::Stored(Box::new(stored.job)));
                         continue;
                     }
-                    claimed.insert(key, changes.len());
+                    claimed.insert(key, (changes.len(), digest));
                 }
                 let id = self.backend.next_job_id()?;
                 let outcome = rules::enqueue::enqueue(id, queue, spec, now);

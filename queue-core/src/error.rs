@@ -51,6 +51,19 @@ pub enum Error {
         /// The refused operation.
         operation: &'static str,
     },
+    /// An idempotency key was reused with a different request (payload or
+    /// any option): nothing was enqueued. The same request again replays.
+    #[error(
+        "idempotency key {key:?} of queue {queue:?} was first used with a different request (job {id})"
+    )]
+    IdempotencyConflict {
+        /// The queue.
+        queue: String,
+        /// The key.
+        key: String,
+        /// The job the key belongs to.
+        id: JobId,
+    },
     /// The queue handle is shutting down.
     #[error("the queue is shutting down")]
     Closed,

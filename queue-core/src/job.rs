@@ -125,6 +125,22 @@ pub struct Job {
     pub callback_url: Option<String>,
     /// The delivery of that callback, once the job finished.
     pub callback: Option<Callback>,
+    /// Jobs of one group share the queue's `group_max_leased` limit (with
+    /// 1, they run one at a time, in lease order).
+    pub group: Option<String>,
+    /// The longest one attempt may run, in ms: a lease never lasts past
+    /// `started_at + timeout_ms`, heartbeats or not.
+    pub timeout_ms: Option<u64>,
+    /// Unix ms after which a job not yet leased is not worth running: a
+    /// job still `scheduled` or `ready` then becomes `dead`.
+    pub expires_at: Option<u64>,
+    /// Unix ms at which the current or latest attempt was leased.
+    pub started_at: Option<u64>,
+    /// The schedule that enqueued the job.
+    pub schedule: Option<String>,
+    /// A digest of the enqueue request, kept with the idempotency key: the
+    /// same key with a different request is a conflict.
+    pub request_digest: Option<[u8; 16]>,
     /// The id of the latest event about this job, when known (set by the
     /// store when it logs the event; a record written by the first release
     /// has none until its next change).
@@ -191,6 +207,12 @@ impl PartialEq for Job {
             progress,
             callback_url,
             callback,
+            group,
+            timeout_ms,
+            expires_at,
+            started_at,
+            schedule,
+            request_digest,
             last_event_id: _,
         } = self;
         *id == other.id
@@ -214,6 +236,12 @@ impl PartialEq for Job {
             && *progress == other.progress
             && *callback_url == other.callback_url
             && *callback == other.callback
+            && *group == other.group
+            && *timeout_ms == other.timeout_ms
+            && *expires_at == other.expires_at
+            && *started_at == other.started_at
+            && *schedule == other.schedule
+            && *request_digest == other.request_digest
     }
 }
 
@@ -278,6 +306,26 @@ pub struct NewJob {
     /// An absolute http(s) URL told of the outcome when the job finishes
     /// (delivered by the server's callback dispatcher).
     pub callback_url: Option<String>,
+    /// 1..=128 bytes: the job counts against the queue's `group_max_leased`
+    /// with the other jobs of this group.
+    pub group: Option<String>,
+    /// 1..=43,200,000: the longest one attempt may run, in ms, heartbeats
+    /// or not.
+    pub timeout_ms: Option<u64>,
+    /// The job is dead if not leased within this many ms of the enqueue.
+    /// Exclusive with `expires_at`.
+    pub ttl_ms: Option<u64>,
+    /// The job is dead if not leased by this unix ms. Exclusive with
+    /// `ttl_ms`.
+    pub expires_at: Option<u64>,
+    /// The schedule enqueuing the job (the scheduler sets it; leave it
+    /// `None`).
+    pub schedule: Option<String>,
+    /// The digest an idempotent replay is compared with. Leave it `None`:
+    /// it is then [`NewJob::digest`]. A server sets it to the digest of the
+    /// body as the caller wrote it, before it adds what request headers
+    /// imply (a correlation id from `X-Request-Id`, a `traceparent`).
+    pub request_digest: Option<[u8; 16]>,
 }
 
 impl NewJob {
@@ -294,6 +342,12 @@ impl NewJob {
             correlation_id: None,
             headers: BTreeMap::new(),
             callback_url: None,
+            group: None,
+            timeout_ms: None,
+            ttl_ms: None,
+            expires_at: None,
+            schedule: None,
+            request_digest: None,
         }
     }
 
@@ -350,6 +404,96 @@ impl NewJob {
     /// Sets the callback URL.
     pub fn callback_url(mut self, url: impl Into<String>) -> Self {
         self.callback_url = Some(url.into());
+        self
+    }
+
+    /// Sets the group.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Sets the longest one attempt may run, heartbeats or not.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout_ms = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// The job is dead if not leased within `ttl` of the enqueue (replaces
+    /// any `expires_at`).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl_ms = Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        self.expires_at = None;
+        self
+    }
+
+    /// The job is dead if not leased by `unix_ms` (replaces any TTL).
+    pub fn expires_at(mut self, unix_ms: u64) -> Self {
+        self.expires_at = Some(unix_ms);
+        self.ttl_ms = None;
+        self
+    }
+
+    /// The digest stored with an idempotency key (the first 16 bytes of a
+    /// SHA-256 over the payload and every option as given; the schedule,
+    /// which only the scheduler sets, is left out). A second enqueue with
+    /// the key and another digest is refused with
+    /// [`Error::IdempotencyConflict`](crate::Error::IdempotencyConflict).
+    pub fn digest(&self) -> [u8; 16] {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        let mut field = |name: &str, value: &[u8]| {
+            hasher.update((name.len() as u64).to_be_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update((value.len() as u64).to_be_bytes());
+            hasher.update(value);
+        };
+        let opt_u64 = |v: Option<u64>| v.map(u64::to_be_bytes);
+        field("payload", &self.payload);
+        field("priority", &self.priority.to_be_bytes());
+        if let Some(v) = opt_u64(self.delay_ms) {
+            field("delay_ms", &v);
+        }
+        if let Some(v) = opt_u64(self.run_at) {
+            field("run_at", &v);
+        }
+        field("max_attempts", &self.max_attempts.to_be_bytes());
+        field("backoff_ms", &self.backoff_ms.to_be_bytes());
+        if let Some(v) = &self.idempotency_key {
+            field("idempotency_key", v.as_bytes());
+        }
+        if let Some(v) = &self.correlation_id {
+            field("correlation_id", v.as_bytes());
+        }
+        for (key, value) in &self.headers {
+            field("header", key.as_bytes());
+            field("value", value.as_bytes());
+        }
+        if let Some(v) = &self.callback_url {
+            field("callback_url", v.as_bytes());
+        }
+        if let Some(v) = &self.group {
+            field("group", v.as_bytes());
+        }
+        if let Some(v) = opt_u64(self.timeout_ms) {
+            field("timeout_ms", &v);
+        }
+        if let Some(v) = opt_u64(self.ttl_ms) {
+            field("ttl_ms", &v);
+        }
+        if let Some(v) = opt_u64(self.expires_at) {
+            field("expires_at", &v);
+        }
+        let full = hasher.finalize();
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&full[..16]);
+        digest
+    }
+
+    /// Sets the digest of the request as the caller wrote it, before the
+    /// server added what the request's headers imply.
+    pub(crate) fn with_request_digest(mut self, digest: [u8; 16]) -> Self {
+        self.request_digest = Some(digest);
         self
     }
 }

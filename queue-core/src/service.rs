@@ -71,7 +71,9 @@ impl From<Error> for ServiceError {
             }
             Error::NotFound { .. } => ServiceError::not_found(error.to_string()),
             Error::LeaseLost { .. } => ServiceError::new(ErrorCode::LeaseLost, error.to_string()),
-            Error::Conflict { .. } => ServiceError::new(ErrorCode::Conflict, error.to_string()),
+            Error::Conflict { .. } | Error::IdempotencyConflict { .. } => {
+                ServiceError::new(ErrorCode::Conflict, error.to_string())
+            }
             Error::Closed => {
                 ServiceError::new(ErrorCode::Unavailable, "the queue is shutting down")
             }
@@ -527,6 +529,9 @@ impl Service {
                 (header, body) => header.or(body),
             };
         }
+        // The request as the caller wrote it: what an idempotent replay is
+        // compared with (request headers do not count).
+        let digest = NewJob::from(request.clone()).digest();
         if request.correlation_id.is_none() {
             request.correlation_id = context.request_id.clone();
         }
@@ -553,7 +558,7 @@ impl Service {
         if let Some(url) = &request.callback_url {
             self.inner.callback_hosts.check_url(url)?;
         }
-        Ok(NewJob::from(request))
+        Ok(NewJob::from(request).with_request_digest(digest))
     }
 
     /// `POST /v1/queues/{queue}/lease`, waiting up to `wait_ms` for a job

@@ -38,6 +38,11 @@ impl Job {
             progress: self.progress.as_deref().map(raw_json),
             callback_url: self.callback_url.clone(),
             callback: self.callback.as_ref().map(Callback::to_wire),
+            group: self.group.clone(),
+            timeout_ms: self.timeout_ms,
+            expires_at: self.expires_at,
+            started_at: self.started_at,
+            schedule: self.schedule.clone(),
         }
     }
 }
@@ -126,6 +131,12 @@ impl From<EnqueueRequest> for NewJob {
             correlation_id: request.correlation_id,
             headers: request.headers.unwrap_or_default(),
             callback_url: request.callback_url,
+            group: request.group,
+            timeout_ms: request.timeout_ms,
+            ttl_ms: request.ttl_ms,
+            expires_at: request.expires_at,
+            schedule: None,
+            request_digest: None,
         }
     }
 }

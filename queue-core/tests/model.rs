@@ -114,6 +114,8 @@ const MUST_COVER: &[(&str, &str)] = &[
     ("enqueue", "replay within the batch"),
     ("enqueue", "key free again after removal"),
     ("enqueue", "refused"),
+    ("enqueue", "idempotency conflict"),
+    ("batch", "idempotency conflict within the batch"),
     ("batch", "ok"),
     ("batch", "refused"),
     ("lease", "several"),
@@ -439,6 +441,10 @@ enum Refused {
     Conflict(JobId, JobState, &'static str),
     Invalid(&'static str),
     TooLarge(&'static str),
+    /// An idempotency key reused with another request: the stored job's id
+    /// (`None`: a key given twice in one batch, whose first job's id the
+    /// model cannot know).
+    IdempotencyConflict(Option<JobId>),
 }
 
 /// The outcome of a call in comparable form; storage and corruption errors
@@ -455,6 +461,9 @@ fn outcome<T>(got: queue_core::Result<T>) -> Result<Result<T, Refused>, String> 
         }) => Ok(Err(Refused::Conflict(id, state, operation))),
         Err(Error::InvalidArgument { field, .. }) => Ok(Err(Refused::Invalid(field))),
         Err(Error::TooLarge { what, .. }) => Ok(Err(Refused::TooLarge(what))),
+        Err(Error::IdempotencyConflict { id, .. }) => {
+            Ok(Err(Refused::IdempotencyConflict(Some(id))))
+        }
         Err(other) => Err(format!("unexpected error: {other:?}")),
     }
 }
@@ -468,6 +477,7 @@ fn cover_refusal(what: &'static str, want: &Result<Job, Refused>) {
             Err(Refused::LeaseLost(_)) => "lease lost",
             Err(Refused::Conflict(..)) => "conflict",
             Err(Refused::Invalid(_) | Refused::TooLarge(_)) => "refused",
+            Err(Refused::IdempotencyConflict(_)) => "idempotency conflict",
         },
     );
 }
@@ -947,6 +957,12 @@ impl Harness {
             When::At(offset) => job.run_at(now.saturating_add_signed(offset)),
         };
         if let Some(key) = spec.key {
+            // Most keyed items repeat the key's one request exactly (a
+            // replay); the others differ from it (a conflict while a job
+            // holds the key).
+            if spec.priority.rem_euclid(4) != 0 {
+                job = NewJob::new(common::payload(1_000_000 + key as u64));
+            }
             job = job.idempotency_key(KEYS[key]);
         }
         match spec.invalid {
@@ -1005,6 +1021,12 @@ impl Harness {
             progress: None,
             callback_url: new.callback_url.clone(),
             callback: None,
+            group: None,
+            timeout_ms: None,
+            expires_at: None,
+            started_at: None,
+            schedule: None,
+            request_digest: new.idempotency_key.as_ref().map(|_| new.digest()),
             last_event_id: None,
         }
     }
@@ -1030,6 +1052,44 @@ impl Harness {
         if let Some(refusal) = refusal {
             hit(what, "refused");
             return same("refused enqueue", &got.map(|_| ()), &Err(refusal));
+        }
+        // A key held by a stored job or an earlier item with another
+        // request: the whole call is refused, nothing changes.
+        let mut claimed: BTreeMap<&str, [u8; 16]> = BTreeMap::new();
+        let mut conflict = None;
+        for new in &news {
+            let Some(key) = new.idempotency_key.as_deref() else {
+                continue;
+            };
+            let digest = new.digest();
+            if let Some(first) = claimed.get(key) {
+                if *first != digest {
+                    conflict = Some(None);
+                    break;
+                }
+                continue;
+            }
+            if let Some(existing) = self.model.with_key(queue, key) {
+                if existing.request_digest.is_some_and(|d| d != digest) {
+                    conflict = Some(Some(existing.id));
+                    break;
+                }
+            }
+            claimed.insert(key, digest);
+        }
+        if let Some(conflict) = conflict {
+            hit(what, "idempotency conflict");
+            if conflict.is_none() {
+                hit("batch", "idempotency conflict within the batch");
+            }
+            return match (conflict, &got) {
+                (None, Err(Refused::IdempotencyConflict(Some(_)))) => Ok(()),
+                _ => same(
+                    "idempotency conflict",
+                    &got.map(|_| ()),
+                    &Err(Refused::IdempotencyConflict(conflict)),
+                ),
+            };
         }
         hit(what, "ok");
         let first_new = self.model.known.len();

@@ -141,10 +141,51 @@ fn idempotency_keys_replay_within_a_queue_only() {
         .unwrap();
     assert!(!first.replayed);
     let again = queue
-        .enqueue("a", NewJob::new(payload(2)).idempotency_key("order-1"))
+        .enqueue("a", NewJob::new(payload(1)).idempotency_key("order-1"))
         .unwrap();
     assert!(again.replayed);
     assert_eq!(again.job, first.job, "a replay returns the stored job");
+    // The same key with another request is a conflict and changes nothing.
+    let before = queue.verify().unwrap();
+    for different in [
+        NewJob::new(payload(2)).idempotency_key("order-1"),
+        NewJob::new(payload(1))
+            .idempotency_key("order-1")
+            .priority(1),
+        NewJob::new(payload(1))
+            .idempotency_key("order-1")
+            .group("g"),
+        NewJob::new(payload(1))
+            .idempotency_key("order-1")
+            .delay(Duration::from_secs(1)),
+    ] {
+        match queue.enqueue("a", different) {
+            Err(Error::IdempotencyConflict { queue: q, key, id }) => {
+                assert_eq!(
+                    (q.as_str(), key.as_str(), id),
+                    ("a", "order-1", first.job.id)
+                );
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        let batch = queue.enqueue_batch(
+            "a",
+            vec![
+                NewJob::new(payload(7)),
+                NewJob::new(payload(2)).idempotency_key("order-1"),
+            ],
+        );
+        assert!(
+            matches!(batch, Err(Error::IdempotencyConflict { .. })),
+            "{batch:?}"
+        );
+    }
+    assert_eq!(
+        queue.verify().unwrap(),
+        before,
+        "a conflict changes nothing"
+    );
+    assert_eq!(queue.get(first.job.id).unwrap().unwrap(), first.job);
     let other_queue = queue
         .enqueue("b", NewJob::new(payload(3)).idempotency_key("order-1"))
         .unwrap();
@@ -178,7 +219,7 @@ fn idempotency_key_is_free_again_after_retention() {
     assert_eq!(queue.run_due().unwrap().removed, 0);
     assert!(
         queue
-            .enqueue("q", NewJob::new(payload(2)).idempotency_key("k"))
+            .enqueue("q", NewJob::new(payload(1)).idempotency_key("k"))
             .unwrap()
             .replayed
     );
@@ -222,8 +263,8 @@ fn batches_are_all_or_nothing_and_keep_input_order() {
             vec![
                 NewJob::new(payload(10)).idempotency_key("new"),
                 NewJob::new(payload(11)),
-                NewJob::new(payload(12)).idempotency_key("new"),
-                NewJob::new(payload(13)).idempotency_key("old"),
+                NewJob::new(payload(10)).idempotency_key("new"),
+                NewJob::new(payload(9)).idempotency_key("old"),
             ],
         )
         .unwrap();
@@ -231,6 +272,20 @@ fn batches_are_all_or_nothing_and_keep_input_order() {
     assert_eq!(replayed, vec![false, false, true, true]);
     assert_eq!(batch[0].job.payload, payload(10));
     assert_eq!(batch[1].job.payload, payload(11));
+    // Within one batch too, a key given twice must come with one request.
+    let before = queue.verify().unwrap();
+    let conflicting = queue.enqueue_batch(
+        "q",
+        vec![
+            NewJob::new(payload(20)).idempotency_key("twice"),
+            NewJob::new(payload(21)).idempotency_key("twice"),
+        ],
+    );
+    assert!(
+        matches!(conflicting, Err(Error::IdempotencyConflict { .. })),
+        "{conflicting:?}"
+    );
+    assert_eq!(queue.verify().unwrap(), before);
     assert_eq!(batch[2].job.id, batch[0].job.id);
     assert_eq!(batch[3].job.id, stored.id);
     assert_eq!(queue.stats("q").unwrap().ready, 4);

@@ -48,6 +48,10 @@ pub const MAX_HEADER_VALUE_LEN: usize = 1024;
 pub const MAX_CALLBACK_URL_LEN: usize = 2048;
 /// Largest progress value a heartbeat may store, in bytes.
 pub const MAX_PROGRESS_LEN: usize = 64 * 1024;
+/// Longest `group` name, in bytes.
+pub const MAX_GROUP_LEN: usize = 128;
+/// Longest `timeout_ms` of a job: the longest one attempt may run (12 hours).
+pub const MAX_TIMEOUT_MS: u64 = 43_200_000;
 /// Largest delay or absolute `run_at` distance from now, in milliseconds
 /// (about 10 years); it keeps every time computation far from overflow.
 pub const MAX_DELAY_MS: u64 = 10 * 365 * 24 * 3_600_000;

@@ -68,6 +68,21 @@ pub struct Job {
     /// The delivery of that callback, once the job finished.
     #[serde(default)]
     pub callback: Option<CallbackInfo>,
+    /// The job's group (see the queue's `group_max_leased`).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The longest one attempt may run, in ms.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Unix ms after which a job not yet leased is dead.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    /// Unix ms at which the current or latest attempt was leased.
+    #[serde(default)]
+    pub started_at: Option<u64>,
+    /// The schedule that enqueued the job.
+    #[serde(default)]
+    pub schedule: Option<String>,
 }
 
 /// The state of a callback delivery.
@@ -210,6 +225,22 @@ pub struct EnqueueRequest {
     /// An absolute http(s) URL (at most 2,048 bytes) told of the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// Jobs of one group share the queue's `group_max_leased` (1..=128
+    /// bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The longest one attempt may run, heartbeats or not
+    /// (1..=43,200,000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// The job is dead if not leased within this many ms. Exclusive with
+    /// `expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// The job is dead if not leased by this unix ms. Exclusive with
+    /// `ttl_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// Body of `POST /v1/queues/{queue}/jobs/batch`.

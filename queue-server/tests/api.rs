@@ -169,10 +169,20 @@ async fn idempotent_replays_return_the_stored_job() {
     let first = c
         .enqueue("q", json!({"payload": 1, "idempotency_key": "order-7"}))
         .await;
+    // The same request again, with other request headers (a new request
+    // id, a trace context): a replay.
     let replay = c
-        .post(
+        .send(
+            "POST",
             "/v1/queues/q/jobs",
-            json!({"payload": 2, "idempotency_key": "order-7"}),
+            Some(r#"{"payload": 1, "idempotency_key": "order-7"}"#),
+            &[
+                ("X-Request-Id", "retry-2"),
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            ],
         )
         .await;
     assert_eq!(replay.status, 200);
@@ -182,13 +192,48 @@ async fn idempotent_replays_return_the_stored_job() {
         .send(
             "POST",
             "/v1/queues/q/jobs",
-            Some(r#"{"payload": 3}"#),
+            Some(r#"{"payload": 1}"#),
             &[("Idempotency-Key", "order-7")],
         )
         .await;
     assert_eq!(
         (by_header.status, by_header.str("id")),
         (200, first["id"].as_str().unwrap().to_owned())
+    );
+    // The key with a different request: 409, and nothing changes.
+    let counts = |mut stats: Value| {
+        stats["oldest_ready_age_ms"].take();
+        stats
+    };
+    let stats_before = counts(c.get("/v1/queues/q").await.json);
+    for different in [
+        json!({"payload": 2, "idempotency_key": "order-7"}),
+        json!({"payload": 1, "idempotency_key": "order-7", "priority": 3}),
+        json!({"payload": 1, "idempotency_key": "order-7", "ttl_ms": 60000}),
+        json!({"payload": 1, "idempotency_key": "order-7", "correlation_id": "other"}),
+    ] {
+        let conflict = c.post("/v1/queues/q/jobs", different.clone()).await;
+        assert_eq!(conflict.status, 409, "{different}");
+        assert_eq!(conflict.json["error"]["code"], "conflict");
+        assert!(
+            conflict.text.contains("order-7") && conflict.text.contains("different request"),
+            "{}",
+            conflict.text
+        );
+        let batch = c
+            .post(
+                "/v1/queues/q/jobs/batch",
+                json!({"jobs": [{"payload": "new"}, different]}),
+            )
+            .await;
+        assert_eq!(batch.status, 409, "{}", batch.text);
+    }
+    assert_eq!(counts(c.get("/v1/queues/q").await.json), stats_before);
+    assert_eq!(
+        c.get(&format!("/v1/jobs/{}", first["id"].as_str().unwrap()))
+            .await
+            .json,
+        first
     );
     let fresh = c
         .send(
@@ -259,9 +304,9 @@ async fn batches_are_all_or_nothing_in_input_order() {
             "/v1/queues/q/jobs/batch",
             json!({"jobs": [
                 {"payload": "a", "priority": 5},
-                {"payload": "b", "idempotency_key": "old"},
+                {"payload": 0, "idempotency_key": "old"},
                 {"payload": "c", "idempotency_key": "new"},
-                {"payload": "d", "idempotency_key": "new"}
+                {"payload": "c", "idempotency_key": "new"}
             ]}),
         )
         .await;

@@ -562,6 +562,11 @@ fn wire_job(full: bool) -> Job {
         progress: full.then(|| raw(json!({"done": 10}))),
         callback_url: some("https://hooks.example.com/jobs"),
         callback: full.then(|| wire_callback(true)),
+        group: some("tenant-acme"),
+        timeout_ms: full.then_some(300_000),
+        expires_at: full.then_some(1_764_003_600_000),
+        started_at: full.then_some(1_764_000_001_000),
+        schedule: some("nightly-report"),
     }
 }
 
@@ -604,6 +609,10 @@ fn wire_enqueue(full: bool) -> EnqueueRequest {
         correlation_id: some("signup-8f2c"),
         headers: full.then(|| BTreeMap::from([("tenant".to_owned(), "acme".to_owned())])),
         callback_url: some("https://hooks.example.com/jobs"),
+        group: some("tenant-acme"),
+        timeout_ms: full.then_some(300_000),
+        ttl_ms: full.then_some(3_600_000),
+        expires_at: full.then_some(1_764_003_600_000),
     }
 }
 

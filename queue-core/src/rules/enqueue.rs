@@ -2,7 +2,8 @@
 
 use queue_proto::limits::{
     MAX_ATTEMPTS, MAX_BACKOFF_MS, MAX_CALLBACK_URL_LEN, MAX_CORRELATION_ID_LEN, MAX_DELAY_MS,
-    MAX_HEADER_KEY_LEN, MAX_HEADER_VALUE_LEN, MAX_HEADERS, MAX_IDEMPOTENCY_KEY_LEN, MIN_ATTEMPTS,
+    MAX_GROUP_LEN, MAX_HEADER_KEY_LEN, MAX_HEADER_VALUE_LEN, MAX_HEADERS, MAX_IDEMPOTENCY_KEY_LEN,
+    MAX_TIMEOUT_MS, MIN_ATTEMPTS,
 };
 
 use super::{Outcome, waiting_state};
@@ -70,6 +71,43 @@ pub(crate) fn validate(spec: &NewJob, now: u64, max_payload: usize) -> Result<()
     check_headers(&spec.headers)?;
     if let Some(url) = &spec.callback_url {
         check_callback_url(url)?;
+    }
+    if let Some(group) = &spec.group {
+        if group.is_empty() || group.len() > MAX_GROUP_LEN {
+            return Err(Error::invalid(
+                "group",
+                format!("must be 1..={MAX_GROUP_LEN} bytes, got {}", group.len()),
+            ));
+        }
+    }
+    if let Some(timeout) = spec.timeout_ms {
+        if !(1..=MAX_TIMEOUT_MS).contains(&timeout) {
+            return Err(Error::invalid(
+                "timeout_ms",
+                format!("{timeout} is outside 1..={MAX_TIMEOUT_MS}"),
+            ));
+        }
+    }
+    match (spec.ttl_ms, spec.expires_at) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "ttl_ms",
+                "give either ttl_ms or expires_at, not both",
+            ));
+        }
+        (Some(ttl), None) if ttl > MAX_DELAY_MS => {
+            return Err(Error::invalid(
+                "ttl_ms",
+                format!("{ttl} exceeds the limit of {MAX_DELAY_MS}"),
+            ));
+        }
+        (None, Some(at)) if at > now.saturating_add(MAX_DELAY_MS) => {
+            return Err(Error::invalid(
+                "expires_at",
+                format!("{at} is more than {MAX_DELAY_MS} ms in the future"),
+            ));
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -193,6 +231,19 @@ pub(crate) fn new_job(id: JobId, queue: &str, spec: &NewJob, now: u64) -> Job {
         progress: None,
         callback_url: spec.callback_url.clone(),
         callback: None,
+        group: spec.group.clone(),
+        timeout_ms: spec.timeout_ms,
+        expires_at: match (spec.ttl_ms, spec.expires_at) {
+            (Some(ttl), _) => Some(now.saturating_add(ttl)),
+            (None, at) => at,
+        },
+        started_at: None,
+        schedule: spec.schedule.clone(),
+        // Kept only with a key: it is what a replay is compared with.
+        request_digest: spec
+            .idempotency_key
+            .as_ref()
+            .map(|_| spec.request_digest.unwrap_or_else(|| spec.digest())),
         last_event_id: None,
     }
 }

@@ -10,6 +10,7 @@
 //! | job | 1 | `1`, bincode of [`JobV1`] (revision 0) |
 //! | job | 2 | `2`, revision (u64 big-endian), bincode of [`JobV1`] |
 //! | job | 3 | `3`, revision, last event id (u64 big-endian, 0: none), bincode of [`JobV1`] then [`JobExtV3`] |
+//! | job | 4 | `4`, revision, last event id, bincode of [`JobV1`], [`JobExtV3`] then [`JobExtV4`] |
 //! | settings | 1 | `1`, bincode of [`SettingsV1`] |
 //! | event chunk | 1 | `c`, `1`, [`EventV1`] after [`EventV1`]: consecutive events, the first one's id is the key |
 //! | event chunk | 2 | `c`, `2`, ([`EventV1`], [`EventExtV2`]) after another |
@@ -37,7 +38,8 @@
 //! written as the current version by its next change. Version 3 adds, in
 //! the header, the id of the job's latest event (the batch leader writes it
 //! when it numbers the events, without encoding the record again), and
-//! after the body the fields of [`JobExtV3`].
+//! after the body the fields of [`JobExtV3`]. Version 4 appends the fields
+//! of [`JobExtV4`] (group, timeout, expiry, start, schedule, request digest).
 //!
 //! bincode is positional: a field added to a struct changes the bytes, which
 //! is why a new field means a new version here, decoded alongside the old.
@@ -56,7 +58,7 @@ use crate::{
 };
 
 /// The job record version this build writes.
-pub(crate) const JOB_VERSION: u8 = 3;
+pub(crate) const JOB_VERSION: u8 = 4;
 /// Where a version 3 record keeps the id of its job's latest event.
 pub(crate) const LAST_EVENT_AT: std::ops::Range<usize> = 9..17;
 /// The write-ahead record version this build writes.
@@ -253,6 +255,12 @@ impl From<JobV1> for Job {
             progress: None,
             callback_url: None,
             callback: None,
+            group: None,
+            timeout_ms: None,
+            expires_at: None,
+            started_at: None,
+            schedule: None,
+            request_digest: None,
             last_event_id: None,
         }
     }
@@ -279,6 +287,27 @@ struct CallbackV1 {
     last_error: Option<String>,
     next_attempt_at: Option<u64>,
     delivered_at: Option<u64>,
+}
+
+/// What version 4 adds after [`JobExtV3`] (frozen).
+#[derive(Deserialize)]
+struct JobExtV4 {
+    group: Option<String>,
+    timeout_ms: Option<u64>,
+    expires_at: Option<u64>,
+    started_at: Option<u64>,
+    schedule: Option<String>,
+    request_digest: Option<[u8; 16]>,
+}
+
+#[derive(Serialize)]
+struct JobExtV4Ref<'a> {
+    group: Option<&'a str>,
+    timeout_ms: Option<u64>,
+    expires_at: Option<u64>,
+    started_at: Option<u64>,
+    schedule: Option<&'a str>,
+    request_digest: Option<[u8; 16]>,
 }
 
 #[derive(Serialize)]
@@ -350,7 +379,15 @@ pub(crate) fn encode_job(job: &Job, revision: Revision) -> Result<Vec<u8>> {
         callback_url: job.callback_url.as_deref(),
         callback: job.callback.as_ref().map(CallbackV1::from),
     };
-    encode_into(&mut out, &(JobV1Ref::from(job), ext), "a job record")?;
+    let ext4 = JobExtV4Ref {
+        group: job.group.as_deref(),
+        timeout_ms: job.timeout_ms,
+        expires_at: job.expires_at,
+        started_at: job.started_at,
+        schedule: job.schedule.as_deref(),
+        request_digest: job.request_digest,
+    };
+    encode_into(&mut out, &(JobV1Ref::from(job), ext, ext4), "a job record")?;
     Ok(out)
 }
 
@@ -358,7 +395,7 @@ pub(crate) fn encode_job(job: &Job, revision: Revision) -> Result<Vec<u8>> {
 pub(crate) fn job_revision(bytes: &[u8]) -> Result<Revision> {
     match bytes.first() {
         Some(1) => Ok(Revision(0)),
-        Some(2 | 3) => bytes
+        Some(2..=4) => bytes
             .get(1..9)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(|b| Revision(u64::from_be_bytes(b)))
@@ -380,14 +417,29 @@ pub(crate) fn decode_job(bytes: &[u8]) -> Result<(Job, Revision)> {
             Job::from(decode_all::<JobV1>(&bytes[9..], "job record")?),
             revision,
         )),
-        _ => {
+        version => {
             let last_event = bytes
                 .get(LAST_EVENT_AT)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map(u64::from_be_bytes)
                 .ok_or_else(|| Error::Corrupt("job record shorter than its header".into()))?;
-            let (base, ext): (JobV1, JobExtV3) = decode_all(&bytes[17..], "job record")?;
+            let (base, ext, ext4) = if version == 3 {
+                let (base, ext): (JobV1, JobExtV3) = decode_all(&bytes[17..], "job record")?;
+                (base, ext, None)
+            } else {
+                let (base, ext, ext4): (JobV1, JobExtV3, JobExtV4) =
+                    decode_all(&bytes[17..], "job record")?;
+                (base, ext, Some(ext4))
+            };
             let mut job = Job::from(base);
+            if let Some(ext4) = ext4 {
+                job.group = ext4.group;
+                job.timeout_ms = ext4.timeout_ms;
+                job.expires_at = ext4.expires_at;
+                job.started_at = ext4.started_at;
+                job.schedule = ext4.schedule;
+                job.request_digest = ext4.request_digest;
+            }
             job.correlation_id = ext.correlation_id;
             job.headers = ext.headers;
             job.progress = ext.progress.map(|b| b.0);
@@ -759,6 +811,12 @@ mod tests {
             delivered_at: None,
             in_flight: true,
         });
+        job.group = Some("tenant-7".into());
+        job.timeout_ms = Some(60_000);
+        job.expires_at = Some(99_000);
+        job.started_at = Some(88);
+        job.schedule = Some("nightly".into());
+        job.request_digest = Some([7; 16]);
         job.last_event_id = Some(1234);
         let bytes = encode_job(&job, Revision(41)).unwrap();
         assert_eq!(bytes[0], JOB_VERSION);
@@ -780,11 +838,17 @@ mod tests {
     #[test]
     fn older_versions_carry_the_same_first_body() {
         // Versions 1 and 2 are the version byte (and the revision) and the
-        // body version 3 begins with; a job without the new fields ends
-        // with their five empty markers.
+        // body versions 3 and 4 begin with; a job without the fields of
+        // version 3 and 4 ends with their five and six empty markers.
         let job = ready_job();
-        let v3 = encode_job(&job, Revision(5)).unwrap();
-        let body = &v3[17..v3.len() - 5];
+        let v4 = encode_job(&job, Revision(5)).unwrap();
+        assert_eq!(&v4[v4.len() - 11..], &[0; 11]);
+        let body = &v4[17..v4.len() - 11];
+        // Version 3: the same header, the body and version 3's fields.
+        let mut v3 = v4[..v4.len() - 6].to_vec();
+        v3[0] = 3;
+        let (decoded, revision) = decode_job(&v3).unwrap();
+        assert_eq!((&decoded, revision), (&job, Revision(5)));
         let mut v1 = vec![1];
         v1.extend_from_slice(body);
         assert_eq!(decode_job(&v1).unwrap(), (job.clone(), Revision(0)));
@@ -966,12 +1030,13 @@ mod v1_fixtures {
         assert_eq!(by_id(11).state, JobState::Cancelled);
         assert_eq!(by_id(12).payload, vec![0xff, 0x00, 0x01]);
         // The current version writes the same body behind its header, then
-        // the five empty markers of the fields version 1 did not have.
+        // the eleven empty markers of the fields version 1 did not have.
         for job in &jobs {
             let v1 = &trees["jobs"][&keys::job_key(job.id).to_vec()];
-            let v3 = encode_job(job, Revision(3)).unwrap();
-            assert_eq!(&v3[17..v3.len() - 5], &v1[1..], "job {}", job.id);
-            assert_eq!(&v3[v3.len() - 5..], &[0; 5], "job {}", job.id);
+            let current = encode_job(job, Revision(3)).unwrap();
+            let end = current.len() - 11;
+            assert_eq!(&current[17..end], &v1[1..], "job {}", job.id);
+            assert_eq!(&current[end..], &[0; 11], "job {}", job.id);
         }
     }
 
