@@ -68,6 +68,8 @@ pub struct Job<T> {
     pub expires_at: Option<u64>,
     /// Unix ms at which the current or latest attempt was leased.
     pub started_at: Option<u64>,
+    /// Unix ms at which the job reached `completed`, `dead` or `cancelled`.
+    pub finished_at: Option<u64>,
     /// The schedule that enqueued the job.
     pub schedule: Option<String>,
     result: Option<Box<RawValue>>,
@@ -281,6 +283,7 @@ impl<T> Job<T> {
             timeout_ms: job.timeout_ms,
             expires_at: job.expires_at,
             started_at: job.started_at,
+            finished_at: job.finished_at,
             schedule: job.schedule,
             result: job.result,
             progress: job.progress,

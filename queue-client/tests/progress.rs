@@ -15,6 +15,8 @@ both!(
     the_latest_progress_is_sent_before_the_outcome,
     progress_by_hand_is_durable_on_return,
     progress_is_refused_outside_a_worker_and_over_the_limit,
+    progress_extends_the_lease,
+    a_timeout_ends_the_attempt_however_often_the_worker_reports,
 );
 
 async fn a_handler_reports_progress_as_an_event(kind: Kind) {
@@ -192,6 +194,92 @@ async fn progress_is_refused_outside_a_worker_and_over_the_limit(kind: Kind) {
         "refused"
     );
     assert_eq!(handle.get().await.unwrap().last_progress_json(), None);
+    stop.shutdown();
+    running.await.unwrap().unwrap();
+}
+
+/// A handler that only reports progress keeps its job: each report is a
+/// heartbeat. The worker's own heartbeats are an hour apart here, so
+/// without the reports the one-second lease would end mid-run.
+async fn progress_extends_the_lease(kind: Kind) {
+    let h = Harness::new(kind);
+    let client = h.client();
+    let imports = client.queue::<u32>("imports");
+    let handle = imports
+        .enqueue_with(&6, queue_client::EnqueueOptions::new().max_attempts(1))
+        .await
+        .unwrap();
+    let worker = Worker::new(client.clone(), "imports")
+        .lease(Duration::from_secs(1))
+        .heartbeat_interval(Duration::from_secs(3600))
+        .poll_wait(Duration::from_millis(100));
+    let stop = worker.shutdown_handle();
+    let running = tokio::spawn(worker.run(|job: Job<u32>| async move {
+        for step in 1..=job.payload {
+            // The work itself: 300 ms a step, 1.8 s in all.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            job.progress(&json!({"step": step}))?;
+        }
+        Ok::<_, Failure>(job.payload)
+    }));
+    let done = handle.wait::<u32>(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done, 6);
+    let job = handle.get().await.unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Completed, 1));
+    assert_eq!(
+        job.last_progress::<serde_json::Value>().unwrap(),
+        Some(json!({"step": 6}))
+    );
+    stop.shutdown();
+    running.await.unwrap().unwrap();
+}
+
+/// `timeout` bounds an attempt however alive its worker is: the handler
+/// runs on, reporting progress, and still loses the job at the timeout,
+/// which counts the attempt and records why.
+async fn a_timeout_ends_the_attempt_however_often_the_worker_reports(kind: Kind) {
+    let h = Harness::new(kind);
+    let client = h.client();
+    let imports = client.queue::<u32>("imports");
+    let handle = imports
+        .enqueue_with(
+            &1,
+            queue_client::EnqueueOptions::new()
+                .max_attempts(1)
+                .timeout(Duration::from_millis(700)),
+        )
+        .await
+        .unwrap();
+    let worker = Worker::new(client.clone(), "imports")
+        .lease(Duration::from_secs(60))
+        .heartbeat_interval(Duration::from_millis(100))
+        .poll_wait(Duration::from_millis(100));
+    let stop = worker.shutdown_handle();
+    let running = tokio::spawn(worker.run(|job: Job<u32>| async move {
+        // Reports until the worker learns that the lease is gone.
+        let mut step = 0u32;
+        loop {
+            tokio::select! {
+                () = job.lease_lost() => break,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                    step += 1;
+                    job.progress(&json!({"step": step}))?;
+                }
+            }
+        }
+        Ok::<_, Failure>(step)
+    }));
+    let err = handle
+        .wait::<u32>(Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::JobFailed { .. }), "{err:?}");
+    let job = handle.get().await.unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
+    assert_eq!(job.last_error.as_deref(), Some("timed out after 700 ms"));
+    assert_eq!(job.timeout_ms, Some(700));
+    let started = job.started_at.unwrap();
+    assert!(job.finished_at.unwrap() >= started + 700);
     stop.shutdown();
     running.await.unwrap().unwrap();
 }

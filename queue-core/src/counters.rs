@@ -21,6 +21,7 @@ pub(crate) struct AtomicCounters {
     failed: AtomicU64,
     dead: AtomicU64,
     expired: AtomicU64,
+    ttl_expired: AtomicU64,
     released: AtomicU64,
     cancelled: AtomicU64,
     requeued: AtomicU64,
@@ -46,6 +47,7 @@ impl AtomicCounters {
             Transition::Complete => add(&self.completed),
             Transition::Fail => add(&self.failed),
             Transition::Expire => add(&self.expired),
+            Transition::Ttl => add(&self.ttl_expired),
             Transition::Release => add(&self.released),
             Transition::Cancel => add(&self.cancelled),
             Transition::Requeue => add(&self.requeued),
@@ -75,6 +77,7 @@ impl AtomicCounters {
             failed: get(&self.failed),
             dead: get(&self.dead),
             expired: get(&self.expired),
+            ttl_expired: get(&self.ttl_expired),
             released: get(&self.released),
             cancelled: get(&self.cancelled),
             requeued: get(&self.requeued),
@@ -100,8 +103,11 @@ pub struct Counters {
     pub failed: u64,
     /// Jobs that became dead (by failure or expiry).
     pub dead: u64,
-    /// Leases that expired.
+    /// Leases that expired (at their end or at the job's timeout).
     pub expired: u64,
+    /// Jobs given up at their `expires_at` before they ran (counted in
+    /// `dead` too).
+    pub ttl_expired: u64,
     /// Leases given back.
     pub released: u64,
     /// Jobs cancelled.

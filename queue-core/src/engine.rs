@@ -621,7 +621,7 @@ impl Engine {
             TimerKind::RetainCompleted => millis(retention.completed),
             TimerKind::RetainDead => millis(retention.dead),
             TimerKind::RetainCancelled => millis(retention.cancelled),
-            TimerKind::Promote | TimerKind::Expire | TimerKind::Callback => 0,
+            TimerKind::Promote | TimerKind::Expire | TimerKind::Callback | TimerKind::Ttl => 0,
         }
     }
 
@@ -662,6 +662,7 @@ impl Engine {
                         | TimerKind::RetainCancelled => {
                             rules::retain::retain(&loaded.job, retention, now)
                         }
+                        TimerKind::Ttl => rules::ttl::expire_unleased(&loaded.job, now),
                         TimerKind::Callback => continue,
                     };
                     if let Ok(outcome) = outcome {
@@ -672,6 +673,7 @@ impl Engine {
                 match kind {
                     TimerKind::Promote => report.promoted += applied,
                     TimerKind::Expire => report.expired += applied,
+                    TimerKind::Ttl => report.ttl_expired += applied,
                     TimerKind::RetainCompleted
                     | TimerKind::RetainDead
                     | TimerKind::RetainCancelled => report.removed += applied,
@@ -741,6 +743,7 @@ impl Engine {
                     TimerKind::Callback => callbacks = true,
                     TimerKind::Promote
                     | TimerKind::Expire
+                    | TimerKind::Ttl
                     | TimerKind::RetainCompleted
                     | TimerKind::RetainDead
                     | TimerKind::RetainCancelled => self.timer.deadline_added(

@@ -631,6 +631,8 @@ pub enum Transition {
     Requeue,
     /// A finished job was removed (retention or purge).
     Remove,
+    /// A job not leased by its `expires_at` was given up (`dead`).
+    Ttl,
 }
 
 impl Transition {
@@ -650,6 +652,7 @@ impl Transition {
             Transition::Cancel => "cancel",
             Transition::Requeue => "requeue",
             Transition::Remove => "remove",
+            Transition::Ttl => "ttl",
         }
     }
 }

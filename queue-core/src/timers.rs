@@ -15,8 +15,10 @@ use crate::{Clock, Result};
 pub struct DueReport {
     /// Scheduled jobs that became ready.
     pub promoted: u64,
-    /// Leases that expired.
+    /// Leases that expired (their timeout included).
     pub expired: u64,
+    /// Jobs given up at their `expires_at` before they ran.
+    pub ttl_expired: u64,
     /// Finished jobs removed after their retention.
     pub removed: u64,
     /// Events dropped from the log after their retention.
@@ -27,7 +29,7 @@ pub struct DueReport {
 
 impl DueReport {
     fn moved_anything(&self) -> bool {
-        self.promoted + self.expired + self.removed + self.pruned_events > 0
+        self.promoted + self.expired + self.ttl_expired + self.removed + self.pruned_events > 0
     }
 }
 

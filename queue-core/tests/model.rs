@@ -1321,6 +1321,7 @@ impl Harness {
             &DueReport {
                 promoted,
                 expired,
+                ttl_expired: 0,
                 removed,
                 pruned_events: 0,
                 next_due,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use queue_core::blocking::Queue;
 use queue_core::{
     Config, Error, Failure, JobId, JobState, LeaseId, LeaseOptions, ManualClock, NewJob, RecvError,
-    Retention,
+    Retention, Transition,
 };
 
 use crate::common::{
@@ -1396,4 +1396,195 @@ async fn async_operations_share_batches_on_a_single_threaded_runtime() {
         Err(Error::Conflict { .. })
     ));
     assert_consistent(&queue);
+}
+
+// ---- timeouts and time-to-live -----------------------------------------------------------
+
+#[test]
+fn a_worker_that_keeps_heartbeating_still_loses_its_lease_at_the_timeout() {
+    let (_dir, clock, queue) = setup();
+    let job = queue
+        .enqueue(
+            "q",
+            NewJob::new(payload(1))
+                .timeout(Duration::from_secs(45))
+                .max_attempts(2),
+        )
+        .unwrap()
+        .job;
+    assert_eq!(job.timeout_ms, Some(45_000));
+    let held = lease_n(&queue, "q", 1, 30_000).remove(0);
+    assert_eq!(held.job.started_at, Some(T0));
+    assert_eq!(held.job.lease_expires_at(), Some(T0 + 30_000));
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(10));
+        match queue.heartbeat(job.id, held.lease_id, Some(60_000)) {
+            Ok(beat) => assert!(beat.lease_expires_at().unwrap() <= T0 + 45_000),
+            Err(Error::LeaseLost { .. }) => break,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    // 40 s in: the lease ends at the timeout, not later.
+    assert_eq!(
+        queue.get(job.id).unwrap().unwrap().lease_expires_at(),
+        Some(T0 + 45_000)
+    );
+    clock.advance(Duration::from_secs(5));
+    assert!(matches!(
+        queue.heartbeat(job.id, held.lease_id, None),
+        Err(Error::LeaseLost { .. })
+    ));
+    assert_eq!(queue.run_due().unwrap().expired, 1);
+    let failed = queue.get(job.id).unwrap().unwrap();
+    assert_eq!(failed.state, JobState::Scheduled);
+    assert_eq!(failed.attempts, 1, "the attempt is counted");
+    assert_eq!(
+        failed.last_error.as_deref(),
+        Some("timed out after 45000 ms")
+    );
+    // The next attempt has its own timeout, counted from its own start.
+    clock.advance(HOUR);
+    queue.run_due().unwrap();
+    let again = lease_n(&queue, "q", 1, 60_000).remove(0);
+    let started = T0 + 45_000 + HOUR.as_millis() as u64;
+    assert_eq!(again.job.started_at, Some(started));
+    assert_eq!(again.job.lease_expires_at(), Some(started + 45_000));
+    clock.advance(Duration::from_secs(45));
+    queue.run_due().unwrap();
+    let dead = queue.get(job.id).unwrap().unwrap();
+    assert_eq!(
+        (dead.state, dead.attempts, dead.last_error.as_deref()),
+        (JobState::Dead, 2, Some("timed out after 45000 ms"))
+    );
+    assert_consistent(&queue);
+}
+
+#[test]
+fn a_job_not_leased_by_its_expiry_is_dead_and_a_leased_one_runs_on() {
+    let (_dir, clock, queue) = setup();
+    let mut events = queue.subscribe();
+    let late = queue
+        .enqueue("q", NewJob::new(payload(1)).ttl(Duration::from_secs(60)))
+        .unwrap()
+        .job;
+    assert_eq!(late.expires_at, Some(T0 + 60_000));
+    let delayed = queue
+        .enqueue(
+            "q",
+            NewJob::new(payload(2))
+                .delay(Duration::from_secs(120))
+                .expires_at(T0 + 90_000),
+        )
+        .unwrap()
+        .job;
+    let taken = queue
+        .enqueue("busy", NewJob::new(payload(3)).ttl(Duration::from_secs(60)))
+        .unwrap()
+        .job;
+    let held = lease_n(&queue, "busy", 1, 600_000).remove(0);
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(queue.run_due().unwrap().ttl_expired, 0);
+    clock.advance(Duration::from_secs(1));
+    // Past its expiry a job is not leased, even before the timer runs.
+    assert!(lease_n(&queue, "q", 10, 1000).is_empty());
+    let report = queue.run_due().unwrap();
+    assert_eq!(report.ttl_expired, 1);
+    let dead = queue.get(late.id).unwrap().unwrap();
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.last_error.as_deref(), Some("expired before it ran"));
+    assert_eq!(dead.finished_at, Some(T0 + 60_000));
+    assert_eq!(dead.attempts, 0);
+    // The scheduled job dies at its own expiry, before its run_at.
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(queue.run_due().unwrap().ttl_expired, 1);
+    assert_eq!(
+        queue.get(delayed.id).unwrap().unwrap().state,
+        JobState::Dead
+    );
+    // The leased one is not affected and completes.
+    let done = queue.complete(taken.id, held.lease_id, None).unwrap();
+    assert_eq!(done.state, JobState::Completed);
+    let mut dead_events = 0;
+    while let Some(event) = events.try_recv().unwrap() {
+        if event.state == JobState::Dead {
+            assert_eq!(event.transition, Transition::Ttl);
+            assert_eq!(event.last_error.as_deref(), Some("expired before it ran"));
+            dead_events += 1;
+        }
+    }
+    assert_eq!(dead_events, 2);
+    // Requeued by an operator, it runs: the ended expiry is dropped.
+    let back = queue.requeue_dead("q", Some(&[late.id])).unwrap();
+    assert_eq!(back, 1);
+    assert_eq!(lease_n(&queue, "q", 1, 1000).remove(0).job.id, late.id);
+    assert_consistent(&queue);
+}
+
+#[test]
+fn expiries_and_timeouts_are_stored_deadlines_that_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let (expiring, timed) = {
+        let queue = open_manual(dir.path(), &clock);
+        let expiring = queue
+            .enqueue("q", NewJob::new(payload(1)).ttl(Duration::from_secs(10)))
+            .unwrap()
+            .job;
+        let timed = queue
+            .enqueue(
+                "t",
+                NewJob::new(payload(2))
+                    .timeout(Duration::from_secs(5))
+                    .max_attempts(1),
+            )
+            .unwrap()
+            .job;
+        lease_n(&queue, "t", 1, 600_000);
+        (expiring, timed)
+    };
+    clock.advance(Duration::from_secs(10));
+    // Reopened with the background timer: it finds both deadlines passed.
+    let queue = open_manual_with_timer(dir.path(), &clock);
+    let dead = queue
+        .wait_terminal(expiring.id, Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(dead.last_error.as_deref(), Some("expired before it ran"));
+    let dead = queue
+        .wait_terminal(timed.id, Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(
+        (dead.state, dead.last_error.as_deref()),
+        (JobState::Dead, Some("timed out after 5000 ms"))
+    );
+    assert_consistent(&queue);
+}
+
+#[test]
+fn timeout_and_expiry_options_are_checked() {
+    let (_dir, _clock, queue) = setup();
+    let refused = |job: NewJob| match queue.enqueue("q", job) {
+        Err(Error::InvalidArgument { field, .. }) => field,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        refused(NewJob::new(payload(1)).timeout(Duration::ZERO)),
+        "timeout_ms"
+    );
+    assert_eq!(
+        refused(NewJob::new(payload(1)).timeout(Duration::from_millis(43_200_001))),
+        "timeout_ms"
+    );
+    let mut both = NewJob::new(payload(1)).ttl(Duration::from_secs(1));
+    both.expires_at = Some(T0);
+    assert_eq!(refused(both), "ttl_ms");
+    assert_eq!(
+        refused(NewJob::new(payload(1)).expires_at(T0 + 11 * 365 * 24 * 3_600_000)),
+        "expires_at"
+    );
+    assert_eq!(refused(NewJob::new(payload(1)).group("")), "group");
+    assert_eq!(
+        refused(NewJob::new(payload(1)).group("g".repeat(129))),
+        "group"
+    );
+    assert_eq!(queue.verify().unwrap().jobs, 0);
 }

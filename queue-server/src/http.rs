@@ -92,14 +92,28 @@ where
 /// Parses a JSON body; an empty body reads as `{}` when `empty_is_object`.
 ///
 /// # Errors
-/// 400 with serde's explanation.
+/// 400 with serde's explanation, naming the field at fault (`jobs[1].priority:
+/// invalid type: …`) when there is one.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], empty_is_object: bool) -> Result<T, ApiError> {
     let bytes: &[u8] = if empty_is_object && bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         bytes
     };
-    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            ApiError::invalid(format!("invalid JSON body: {inner}"))
+        } else {
+            ApiError::invalid(format!("invalid JSON body: {path}: {inner}"))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+    Ok(parsed)
 }
 
 /// A query string's parameters, percent-decoded, in order.

@@ -115,7 +115,16 @@ fn render_into(
         ("completed", "Jobs completed.", counters.completed),
         ("failed", "Failures reported by workers.", counters.failed),
         ("dead", "Jobs that became dead.", counters.dead),
-        ("expired", "Leases that expired.", counters.expired),
+        (
+            "expired",
+            "Leases that expired (at their end or the job's timeout).",
+            counters.expired,
+        ),
+        (
+            "ttl_expired",
+            "Jobs given up at their expires_at before they ran.",
+            counters.ttl_expired,
+        ),
         ("released", "Leases given back.", counters.released),
         ("cancelled", "Jobs cancelled.", counters.cancelled),
         ("requeued", "Dead jobs requeued.", counters.requeued),

@@ -31,8 +31,9 @@ pub(crate) fn heartbeat(
     let length = lease_ms.unwrap_or(lease.lease_ms);
     let mut next = job.clone();
     next.updated_at = now;
+    let expires_at = super::attempt_deadline(job, now.saturating_add(length));
     if let Some(lease) = next.lease.as_mut() {
-        lease.expires_at = now.saturating_add(length);
+        lease.expires_at = expires_at;
         lease.lease_ms = length;
     }
     Ok(match progress {

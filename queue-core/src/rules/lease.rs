@@ -113,23 +113,27 @@ pub(crate) fn validate_lease_ms(lease_ms: u64) -> Result<()> {
     Ok(())
 }
 
-/// Leases a ready job: `attempts` counts this lease.
+/// Leases a ready job: `attempts` counts this lease, `started_at` is now,
+/// and the lease ends at `now + lease_ms`, or at `now + timeout_ms` if that
+/// comes first. A job past its `expires_at` is not leased (the timer is
+/// about to give it up).
 pub(crate) fn lease(
     job: &Job,
     lease_id: LeaseId,
     opts: &LeaseOptions,
     now: u64,
 ) -> Result<Outcome, Refusal> {
-    if job.state != JobState::Ready {
+    if job.state != JobState::Ready || super::ttl::is_expired(job, now) {
         return Err(Refusal::Conflict(job.state));
     }
     let mut next = job.clone();
     next.state = JobState::Leased;
     next.attempts = job.attempts.saturating_add(1);
     next.updated_at = now;
+    next.started_at = Some(now);
     next.lease = Some(Lease {
         id: lease_id,
-        expires_at: now.saturating_add(opts.lease_ms),
+        expires_at: super::attempt_deadline(&next, now.saturating_add(opts.lease_ms)),
         lease_ms: opts.lease_ms,
         leased_at: now,
         worker: opts.worker.clone(),

@@ -30,6 +30,7 @@ pub(crate) mod purge;
 pub(crate) mod release;
 pub(crate) mod requeue;
 pub(crate) mod retain;
+pub(crate) mod ttl;
 
 /// What a transition decided: the record after it (`None`: the job is
 /// removed) and the effects that commit with it, all or nothing.
@@ -170,16 +171,20 @@ pub(crate) enum TimerKind {
     /// A pending callback's next attempt (acted on by the server's
     /// dispatcher, not by the timer).
     Callback,
+    /// A job's `expires_at` while it is `scheduled` or `ready`: it is dead
+    /// if still not leased.
+    Ttl,
 }
 
 impl TimerKind {
-    pub(crate) const ALL: [TimerKind; 6] = [
+    pub(crate) const ALL: [TimerKind; 7] = [
         TimerKind::Promote,
         TimerKind::Expire,
         TimerKind::RetainCompleted,
         TimerKind::RetainDead,
         TimerKind::RetainCancelled,
         TimerKind::Callback,
+        TimerKind::Ttl,
     ];
 }
 
@@ -222,9 +227,14 @@ pub(crate) fn deadlines(job: &Job) -> impl Iterator<Item = Deadline> {
         JobState::Cancelled if pending.is_none() => plain(TimerKind::RetainCancelled, finished),
         JobState::Completed | JobState::Dead | JobState::Cancelled => None,
     };
+    let ttl = match job.state {
+        JobState::Scheduled | JobState::Ready => job.expires_at,
+        _ => None,
+    };
     state
         .into_iter()
         .chain(pending.and_then(|at| plain(TimerKind::Callback, at)))
+        .chain(ttl.and_then(|at| plain(TimerKind::Ttl, at)))
 }
 
 /// Why a transition did not apply. Nothing changes when a rule refuses.
@@ -260,6 +270,25 @@ pub(crate) fn live_lease(job: &Job, lease_id: LeaseId, now: u64) -> Result<&Leas
             Ok(lease)
         }
         _ => Err(Refusal::LeaseLost),
+    }
+}
+
+/// The end of a lease of `job` that would otherwise end at `wanted`: never
+/// past `started_at + timeout_ms` (heartbeats cannot extend an attempt
+/// beyond its timeout).
+pub(crate) fn attempt_deadline(job: &Job, wanted: u64) -> u64 {
+    match (job.started_at, job.timeout_ms) {
+        (Some(started), Some(timeout)) => wanted.min(started.saturating_add(timeout)),
+        _ => wanted,
+    }
+}
+
+/// Whether a lease of `job` ending at `expires_at` ends at the job's
+/// timeout rather than at its own length.
+pub(crate) fn ends_at_timeout(job: &Job, expires_at: u64) -> bool {
+    match (job.started_at, job.timeout_ms) {
+        (Some(started), Some(timeout)) => expires_at >= started.saturating_add(timeout),
+        _ => false,
     }
 }
 

@@ -530,7 +530,7 @@ struct EventV1Ref<'a> {
 }
 
 /// [`Transition`]s by their stored code (the position in this list).
-const TRANSITIONS: [Transition; 13] = [
+const TRANSITIONS: [Transition; 14] = [
     Transition::Enqueue,
     Transition::Promote,
     Transition::Lease,
@@ -544,6 +544,7 @@ const TRANSITIONS: [Transition; 13] = [
     Transition::Remove,
     Transition::Progress,
     Transition::Callback,
+    Transition::Ttl,
 ];
 
 fn transition_code(transition: Transition) -> u8 {
@@ -561,6 +562,7 @@ fn transition_code(transition: Transition) -> u8 {
         Transition::Remove => 10,
         Transition::Progress => 11,
         Transition::Callback => 12,
+        Transition::Ttl => 13,
     }
 }
 

@@ -134,6 +134,7 @@ pub(crate) fn timer_byte(kind: TimerKind) -> u8 {
         TimerKind::RetainDead => 3,
         TimerKind::RetainCancelled => 4,
         TimerKind::Callback => 5,
+        TimerKind::Ttl => 6,
     }
 }
 
@@ -284,7 +285,7 @@ mod tests {
     #[test]
     fn stored_numbering_is_stable() {
         let bytes: Vec<u8> = TimerKind::ALL.iter().map(|k| timer_byte(*k)).collect();
-        assert_eq!(bytes, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(bytes, [0, 1, 2, 3, 4, 5, 6]);
         let states: Vec<u8> = JobState::ALL.iter().map(|s| state_byte(*s)).collect();
         assert_eq!(states, [0, 1, 2, 3, 4, 5]);
     }
