@@ -1205,6 +1205,7 @@ impl Harness {
             job.state = JobState::Leased;
             job.attempts += 1;
             job.updated_at = now;
+            job.started_at = Some(now);
             job.lease = Some(Lease {
                 id: leased.lease_id,
                 expires_at: now + lease_ms,
