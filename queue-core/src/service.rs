@@ -530,8 +530,12 @@ impl Service {
             };
         }
         // The request as the caller wrote it: what an idempotent replay is
-        // compared with (request headers do not count).
-        let digest = NewJob::from(request.clone()).digest();
+        // compared with (request headers do not count). Only a keyed
+        // request needs it.
+        let digest = request
+            .idempotency_key
+            .is_some()
+            .then(|| NewJob::from(request.clone()).digest());
         if request.correlation_id.is_none() {
             request.correlation_id = context.request_id.clone();
         }
@@ -558,7 +562,11 @@ impl Service {
         if let Some(url) = &request.callback_url {
             self.inner.callback_hosts.check_url(url)?;
         }
-        Ok(NewJob::from(request).with_request_digest(digest))
+        let job = NewJob::from(request);
+        Ok(match digest {
+            Some(digest) => job.with_request_digest(digest),
+            None => job,
+        })
     }
 
     /// `POST /v1/queues/{queue}/lease`, waiting up to `wait_ms` for a job

@@ -100,8 +100,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], empty_is_object: bool) -> R
     } else {
         bytes
     };
+    // The plain parse first; a body that fails is parsed again, tracking
+    // the path, to say which field is at fault.
+    let error = match serde_json::from_slice(bytes) {
+        Ok(parsed) => return Ok(parsed),
+        Err(e) => e,
+    };
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let parsed = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+    let parsed: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path.is_empty() || path == "." {
@@ -110,10 +116,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], empty_is_object: bool) -> R
             ApiError::invalid(format!("invalid JSON body: {path}: {inner}"))
         }
     })?;
+    drop(parsed);
     deserializer
         .end()
         .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
-    Ok(parsed)
+    // Both parses cannot disagree; should they, the first error stands.
+    Err(ApiError::invalid(format!("invalid JSON body: {error}")))
 }
 
 /// A query string's parameters, percent-decoded, in order.
