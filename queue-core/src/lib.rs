@@ -122,7 +122,7 @@ pub use job::{
     LeaseOptions, Leased, NewJob, Transition,
 };
 pub use queue::Queue;
-pub use queue_proto::{JobState, QueueStats};
+pub use queue_proto::{JobState, PatchQueueRequest, QueueLimits, QueueStats, RateLimit};
 pub use rules::callback::DeliveryResult;
 pub use timers::DueReport;
 pub use verification::Verification;

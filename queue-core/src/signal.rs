@@ -49,6 +49,21 @@ impl<K: Hash + Eq + Clone> Signals<K> {
         }
     }
 
+    /// Wakes everyone waiting on any key (a manual clock moved: waits for
+    /// a time, such as a token bucket's refill, may be over).
+    pub(crate) fn bump_all(&self) {
+        let signals: Vec<Arc<Signal>> = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for signal in signals {
+            signal.bump();
+        }
+    }
+
     /// Starts waiting on `key`. Register before checking the condition, so
     /// that a change between the check and the wait is not missed.
     pub(crate) fn register(&self, key: K) -> Registration<'_, K> {
