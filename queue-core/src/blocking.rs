@@ -95,6 +95,16 @@ impl Queue {
         )
     }
 
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &crate::engine::Engine {
+        self.inner.engine()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn engine_queue(&self) -> crate::Queue {
+        self.inner.clone()
+    }
+
     /// [`crate::Queue::lease`].
     ///
     /// # Errors

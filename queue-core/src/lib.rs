@@ -110,6 +110,8 @@ mod settings;
 mod signal;
 mod timers;
 mod verification;
+#[cfg(test)]
+mod wakeups;
 mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
