@@ -291,13 +291,13 @@ fn run_workers(
 fn max_leased_and_group_max_leased_hold_under_many_concurrent_leasers() {
     let dir = tempfile::tempdir().unwrap();
     let queue = open_fast(dir.path());
-    const MAX: u64 = 5;
+    const MAX: u64 = 6;
     const GROUP_MAX: u64 = 2;
     queue
         .update_queue("q", &limits(Some(MAX as u32), None, Some(GROUP_MAX as u32)))
         .unwrap();
     let jobs: Vec<NewJob> = (0..400)
-        .map(|n| match n % 5 {
+        .map(|n| match n % 3 {
             0 => NewJob::new(payload(n)),
             g => grouped(n, &format!("g{g}")),
         })
