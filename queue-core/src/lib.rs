@@ -15,6 +15,10 @@
 //! - [`NewJob`], [`LeaseOptions`], [`Failure`]: what callers pass in;
 //!   [`Job`], [`Enqueued`], [`Leased`], [`DeadPage`], [`QueueStats`]: what
 //!   comes back.
+//! - [`PatchQueueRequest`] ([`Queue::update_queue`]): a queue's paused flag
+//!   and limits ([`QueueLimits`]: `max_leased`, a [`RateLimit`] token
+//!   bucket, `group_max_leased`), held by every lease round and shown in
+//!   [`QueueStats`].
 //! - [`Subscription`] of [`Event`]s: the durable event log, every state
 //!   change with an id increasing in commit order, resumable
 //!   ([`Queue::subscribe_after`]).

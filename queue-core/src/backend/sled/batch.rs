@@ -288,41 +288,53 @@ impl Tx<'_> {
         }
     }
 
-    /// The `r` keys of `queue` in lease order (its ready jobs without a
+    /// The `r` entries of `queue` in lease order (its ready jobs without a
     /// group and the head of each group), as this operation sees them when
     /// the scan starts: the stored index with the writes of the earlier
-    /// operations of the batch and this one's so far. Each key yields the
-    /// job id and its lease order suffix.
+    /// operations of the batch and this one's so far. Each yields the lease
+    /// order suffix, the job id and, for a group's head, the group (the
+    /// entry's value), so that a group at its limit is skipped without
+    /// loading its job.
     pub(crate) fn ready_heads<'s>(
         &'s self,
         queue: &str,
-    ) -> impl Iterator<Item = TxResult<([u8; ORDER_LEN], JobId)>> + 's {
+    ) -> impl Iterator<Item = TxResult<ReadyHead>> + 's {
         let prefix = queue_prefix(keys::READY, queue);
-        let mut overlay: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+        let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         for writes in [self.batch, &*self.own.borrow()] {
             for ((_, key), value) in writes
                 .range((INDEX, prefix.clone())..)
                 .take_while(|((t, k), _)| *t == INDEX && k.starts_with(&prefix))
             {
-                overlay.insert(key.clone(), value.is_some());
+                overlay.insert(key.clone(), value.clone());
             }
         }
-        let added: VecDeque<Vec<u8>> = overlay
+        let added: VecDeque<(Vec<u8>, Vec<u8>)> = overlay
             .iter()
-            .filter(|(_, present)| **present)
-            .map(|(key, _)| key.clone())
+            .filter_map(|(key, value)| value.as_ref().map(|v| (key.clone(), v.clone())))
             .collect();
         let stored = self.store.index.scan_prefix(&prefix);
-        MergedKeys {
+        MergedEntries {
             stored: stored.peekable(),
             overlay,
             added,
         }
-        .map(|key| {
-            let key = key?;
+        .map(|entry| {
+            let (key, value) = entry?;
             let order = <[u8; ORDER_LEN]>::try_from(&key[key.len().saturating_sub(ORDER_LEN)..])
                 .map_err(|_| Error::Corrupt(format!("short ready key {key:?}")))?;
-            Ok((order, id_at_end(&key)?))
+            let group = if value.is_empty() {
+                None
+            } else {
+                Some(String::from_utf8(value).map_err(|_| {
+                    Error::Corrupt(format!("group of ready entry {key:?} is not UTF-8"))
+                })?)
+            };
+            Ok(ReadyHead {
+                order,
+                id: id_at_end(&key)?,
+                group,
+            })
         })
     }
 
@@ -430,7 +442,9 @@ impl Tx<'_> {
                 self.put(INDEX, old, None);
             }
             if let Some(new) = &new {
-                self.put(INDEX, new, Some(&[]));
+                // The head's value is its group: a lease skips a group at
+                // its limit without loading the job.
+                self.put(INDEX, new, Some(group.as_bytes()));
             }
             self.put(META, &pointer, new.as_deref());
         }
@@ -500,18 +514,29 @@ impl Tx<'_> {
     }
 }
 
-/// Keys of a tree's prefix merged with a batch's writes to it: stored keys
-/// the writes do not touch, and the keys the writes add, in order.
-struct MergedKeys {
-    stored: std::iter::Peekable<sled::Iter>,
-    /// Every key of the prefix the writes touch: `true` if present after them.
-    overlay: BTreeMap<Vec<u8>, bool>,
-    /// The keys present after the writes, in order.
-    added: VecDeque<Vec<u8>>,
+/// An `r` entry: a ready job without a group, or the head of a group.
+pub(crate) struct ReadyHead {
+    /// The job's lease order suffix.
+    pub(crate) order: [u8; ORDER_LEN],
+    pub(crate) id: JobId,
+    /// The group, for a group's head.
+    pub(crate) group: Option<String>,
 }
 
-impl Iterator for MergedKeys {
-    type Item = TxResult<Vec<u8>>;
+/// Entries of a tree's prefix merged with a batch's writes to it: stored
+/// entries the writes do not touch, and the entries the writes put, in
+/// key order.
+struct MergedEntries {
+    stored: std::iter::Peekable<sled::Iter>,
+    /// Every key of the prefix the writes touch: its value after them, or
+    /// `None` if removed.
+    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The entries present after the writes, in order.
+    added: VecDeque<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Iterator for MergedEntries {
+    type Item = TxResult<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -523,10 +548,10 @@ impl Iterator for MergedKeys {
                         .and_then(|item| item.err())
                         .map(|e| Err(TxError::from(e)));
                 }
-                Some(Ok((key, _))) => Some(key.to_vec()),
+                Some(Ok((key, value))) => Some((key.to_vec(), value.to_vec())),
                 None => None,
             };
-            if let Some(key) = &stored {
+            if let Some((key, _)) = &stored {
                 if self.overlay.contains_key(key) {
                     // Yielded from `added` if present, skipped if removed.
                     self.stored.next();
@@ -534,10 +559,12 @@ impl Iterator for MergedKeys {
                 }
             }
             return match (stored, self.added.front()) {
-                (Some(key), Some(added)) if *added < key => self.added.pop_front().map(Ok),
-                (Some(key), _) => {
+                (Some((key, _)), Some((added, _))) if *added < key => {
+                    self.added.pop_front().map(Ok)
+                }
+                (Some(entry), _) => {
                     self.stored.next();
-                    Some(Ok(key))
+                    Some(Ok(entry))
                 }
                 (None, _) => self.added.pop_front().map(Ok),
             };

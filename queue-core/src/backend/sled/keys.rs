@@ -6,8 +6,8 @@
 //! - `jobs`: job id → job record ([`codec`](super::codec)).
 //! - `index`: entries derived from records, one family per prefix byte:
 //!   `r` ready by (queue, priority desc, run_at, id) for leasing: the
-//!   ready jobs without a group, and the head (first in lease order) of
-//!   each group's ready jobs,
+//!   ready jobs without a group (value empty), and the head (first in
+//!   lease order) of each group's ready jobs (value: the group),
 //!   `g` ready jobs with a group by (queue, group, priority desc, run_at,
 //!   id): each group's own lease order,
 //!   `a` ready by (queue, run_at, id) for the oldest-ready age,

@@ -730,7 +730,7 @@ impl Backend for SledBackend {
                         BinaryHeap::new();
                     while round.wants_more() {
                         let from_heads = match heads.peek() {
-                            Some(Ok((order, _))) => Some(*order),
+                            Some(Ok(head)) => Some(head.order),
                             Some(Err(_)) => {
                                 return Err(heads
                                     .next()
@@ -740,20 +740,33 @@ impl Backend for SledBackend {
                             None => None,
                         };
                         let from_group = next_of_group.peek().map(|Reverse((order, _))| *order);
-                        let (order, id) = match (from_heads, from_group) {
-                            (Some(h), Some(g)) if g < h => match next_of_group.pop() {
-                                Some(Reverse(candidate)) => candidate,
-                                None => break,
-                            },
-                            (Some(_), _) => match heads.next() {
-                                Some(candidate) => candidate?,
-                                None => break,
-                            },
-                            (None, Some(_)) => match next_of_group.pop() {
-                                Some(Reverse(candidate)) => candidate,
-                                None => break,
-                            },
+                        let take_group = match (from_heads, from_group) {
+                            (Some(h), Some(g)) => g < h,
+                            (Some(_), None) => false,
+                            (None, Some(_)) => true,
                             (None, None) => break,
+                        };
+                        let (order, id) = if take_group {
+                            match next_of_group.pop() {
+                                Some(Reverse(candidate)) => candidate,
+                                None => break,
+                            }
+                        } else {
+                            match heads.next() {
+                                Some(head) => {
+                                    let head = head?;
+                                    // A group at its limit costs this entry
+                                    // only: its job is not even loaded.
+                                    if let Some(group) = &head.group {
+                                        let leased = tx.group_leased(&queue, group)?;
+                                        if !round.group_has_room(group, leased) {
+                                            continue;
+                                        }
+                                    }
+                                    (head.order, head.id)
+                                }
+                                None => break,
+                            }
                         };
                         let Some((job, revision)) = tx.load(id)? else {
                             continue;

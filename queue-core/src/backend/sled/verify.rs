@@ -89,10 +89,14 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
     for ((queue, group), order) in &heads {
         let key = ready_key_of(queue, order);
         expected_index += 1;
-        if store.index.get(&key).map_err(storage)?.is_none() {
-            problems.push(format!(
+        match store.index.get(&key).map_err(storage)? {
+            Some(value) if value.as_ref() == group.as_bytes() => {}
+            Some(_) => problems.push(format!(
+                "the head entry of group {group:?} of queue {queue} names another group"
+            )),
+            None => problems.push(format!(
                 "the head entry of group {group:?} of queue {queue} is missing"
-            ));
+            )),
         }
         pointers.insert(group_head_key(queue, group), key);
     }
