@@ -525,15 +525,17 @@ fn expected_lease(
 }
 
 fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("model step");
     let clock = ManualClock::new(T0);
     let mut queue = Some(open_manual(dir.path(), &clock));
     let mut ids: Vec<JobId> = Vec::new();
     let (mut max_leased, mut group_max) = (None, None);
     for (step, op) in ops.into_iter().enumerate() {
-        let q = queue.as_ref().unwrap();
+        let q = queue.as_ref().expect("model step");
         let load = |ids: &[JobId]| -> Vec<Job> {
-            ids.iter().filter_map(|id| q.get(*id).unwrap()).collect()
+            ids.iter()
+                .filter_map(|id| q.get(*id).expect("model step"))
+                .collect()
         };
         match op {
             Op::Enqueue { group, priority } => {
@@ -541,7 +543,7 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if let Some(g) = group {
                     spec = spec.group(format!("g{g}"));
                 }
-                ids.push(q.enqueue("q", spec).unwrap().job.id);
+                ids.push(q.enqueue("q", spec).expect("model step").job.id);
             }
             Op::Lease { max_jobs } => {
                 let expected = expected_lease(&load(&ids), max_jobs, max_leased, group_max);
@@ -555,11 +557,11 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .collect();
                 if !leased.is_empty() {
                     let job = &leased[pick % leased.len()];
-                    let lease_id = job.lease.as_ref().unwrap().id;
+                    let lease_id = job.lease.as_ref().expect("model step").id;
                     if matches!(op, Op::Complete { .. }) {
-                        q.complete(job.id, lease_id, None).unwrap();
+                        q.complete(job.id, lease_id, None).expect("model step");
                     } else {
-                        q.release(job.id, lease_id).unwrap();
+                        q.release(job.id, lease_id).expect("model step");
                     }
                 }
             }
@@ -567,7 +569,8 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 max_leased: m,
                 group_max_leased: g,
             } => {
-                q.update_queue("q", &limits(m, None, g)).unwrap();
+                q.update_queue("q", &limits(m, None, g))
+                    .expect("model step");
                 (max_leased, group_max) = (m, g);
             }
             Op::Reopen => {
@@ -576,7 +579,11 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
         clock.advance(Duration::from_millis(1));
-        let report = queue.as_ref().unwrap().verify().unwrap();
+        let report = queue
+            .as_ref()
+            .expect("model step")
+            .verify()
+            .expect("model step");
         prop_assert!(report.is_ok(), "step {}: {:?}", step, report.problems);
     }
     Ok(())
