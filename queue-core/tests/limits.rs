@@ -618,3 +618,49 @@ fn a_paused_queue_with_limits_leases_nothing_until_resumed() {
     assert_eq!(stats.limits.max_leased, Some(1), "resume keeps the limits");
     assert_eq!(lease(&queue, "q", 1).len(), 1);
 }
+
+#[test]
+fn every_transition_of_grouped_jobs_keeps_heads_and_group_counts_consistent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let queue = open_manual(dir.path(), &clock);
+    queue
+        .update_queue("q", &limits(None, None, Some(2)))
+        .expect("limits");
+    let jobs: Vec<Job> = (0..6)
+        .map(|n| {
+            let spec = grouped(n, if n % 2 == 0 { "a" } else { "b" }).max_attempts(1);
+            queue.enqueue("q", spec).expect("enqueue").job
+        })
+        .collect();
+    assert_consistent(&queue);
+    let opts = LeaseOptions::default()
+        .max_jobs(10)
+        .lease(Duration::from_millis(1000));
+    let leased = queue.lease("q", &opts).expect("lease");
+    assert_eq!(leased.len(), 4, "two of each group");
+    assert_consistent(&queue);
+    // Cancel a ready job (the rest of group a) and a leased one.
+    queue.cancel(jobs[4].id).expect("cancel ready");
+    queue.cancel(leased[0].job.id).expect("cancel leased");
+    assert_consistent(&queue);
+    // The rest expire (max_attempts 1: dead), freeing their groups.
+    clock.advance(Duration::from_millis(1000));
+    assert_eq!(queue.run_due().expect("run due").expired, 3);
+    assert_consistent(&queue);
+    assert_eq!(queue.stats("q").expect("stats").dead, 3);
+    // Requeued, they are ready again (run_at now) behind group b's waiting
+    // job, which goes first; b's limit of two holds one requeued job back.
+    assert_eq!(queue.requeue_dead("q", None).expect("requeue"), 3);
+    assert_consistent(&queue);
+    let again = queue.lease("q", &opts).expect("lease");
+    assert_eq!(again.len(), 3);
+    assert_eq!(again[0].job.id, jobs[5].id);
+    let groups: Vec<&str> = again
+        .iter()
+        .filter_map(|l| l.job.group.as_deref())
+        .collect();
+    assert_eq!(groups.iter().filter(|g| **g == "a").count(), 1);
+    assert_eq!(groups.iter().filter(|g| **g == "b").count(), 2);
+    assert_consistent(&queue);
+}
