@@ -184,7 +184,11 @@ impl LeaseRound {
             // Refilling is lazy and exact: a round that took nothing need
             // not store the refilled bucket.
             bucket: (self.taken > 0).then_some(left),
-            retry_at: self.short_of_tokens.then(|| left.next_token_at(rate)),
+            // Only when the bucket is out of whole tokens: a round that
+            // had tokens left (it found fewer jobs than it could take)
+            // has nothing to wait for but new jobs.
+            retry_at: (self.short_of_tokens && left.tokens(rate) == 0)
+                .then(|| left.next_token_at(rate)),
         }
     }
 }
@@ -391,6 +395,11 @@ mod tests {
         );
         let mut round = LeaseRound::new(&opts, &after, 0, T0 + 500);
         assert_eq!(take_all(&mut round, &jobs, 0), 1);
+        // Tokens left but no job to spend them on: nothing to wait for
+        // but a new job (a retry time now would make a waiter spin).
+        let mut round = LeaseRound::new(&opts, &settings, 0, T0);
+        assert_eq!(take_all(&mut round, &jobs[..1], 0), 1);
+        assert_eq!(round.finish().retry_at, None);
         // A round the tokens did not bound has no retry time.
         let mut round = LeaseRound::new(&LeaseOptions::default(), &settings, 0, T0);
         assert_eq!(take_all(&mut round, &jobs, 0), 1);
