@@ -159,6 +159,7 @@ mod failure;
 mod id;
 mod job;
 mod lease;
+mod limits;
 mod options;
 mod queue;
 mod transport;
@@ -173,9 +174,11 @@ pub use events::EventStream;
 pub use failure::Failure;
 pub use id::JobId;
 pub use job::{DeadPage, EventFilter, Job, StreamItem};
+pub use limits::Limits;
 pub use options::{ClientOptions, EnqueueOptions, RetryPolicy};
 pub use queue::{CallOutcome, JobHandle, LeaseOptions, Leased, TypedQueue};
 pub use queue_proto::{
-    CallbackInfo, CallbackState, ErrorCode, Event, EventType, Gap, JobState, QueueStats,
+    CallbackInfo, CallbackState, ErrorCode, Event, EventType, Gap, JobState, QueueLimits,
+    QueueStats, RateLimit,
 };
 pub use worker::{ShutdownHandle, Worker, WorkerReport};

@@ -15,6 +15,10 @@
 //! - [`NewJob`], [`LeaseOptions`], [`Failure`]: what callers pass in;
 //!   [`Job`], [`Enqueued`], [`Leased`], [`DeadPage`], [`QueueStats`]: what
 //!   comes back.
+//! - [`PatchQueueRequest`] ([`Queue::update_queue`]): a queue's paused flag
+//!   and limits ([`QueueLimits`]: `max_leased`, a [`RateLimit`] token
+//!   bucket, `group_max_leased`), held by every lease round and shown in
+//!   [`QueueStats`].
 //! - [`Subscription`] of [`Event`]s: the durable event log, every state
 //!   change with an id increasing in commit order, resumable
 //!   ([`Queue::subscribe_after`]).
@@ -110,6 +114,8 @@ mod settings;
 mod signal;
 mod timers;
 mod verification;
+#[cfg(test)]
+mod wakeups;
 mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -122,7 +128,7 @@ pub use job::{
     LeaseOptions, Leased, NewJob, Transition,
 };
 pub use queue::Queue;
-pub use queue_proto::{JobState, QueueStats};
+pub use queue_proto::{JobState, PatchQueueRequest, QueueLimits, QueueStats, RateLimit};
 pub use rules::callback::DeliveryResult;
 pub use timers::DueReport;
 pub use verification::Verification;

@@ -6,11 +6,14 @@
 //!   with reopens of the database between steps.
 //! - `crash`: a child process killed with SIGKILL at random moments; the parent
 //!   reopens and checks acknowledged work, invariants and draining.
+//! - `limits`: queue limits stored and durable, held under concurrent
+//!   leasers, FIFO per group, lease order with groups against a model.
 //! - `upgrade`: a data directory written by the first release opens, is
 //!   upgraded, serves and drains.
 
 mod common;
 mod crash;
+mod limits;
 mod model;
 mod operations;
 mod upgrade;

@@ -56,6 +56,15 @@ pub const MAX_TIMEOUT_MS: u64 = 43_200_000;
 /// (about 10 years); it keeps every time computation far from overflow.
 pub const MAX_DELAY_MS: u64 = 10 * 365 * 24 * 3_600_000;
 
+/// Largest `max_leased` of a queue (PATCH `/v1/queues/{queue}`).
+pub const MAX_MAX_LEASED: u32 = 1_000_000;
+/// Largest `group_max_leased` of a queue.
+pub const MAX_GROUP_MAX_LEASED: u32 = 1_000_000;
+/// Largest `rate_limit.jobs` (the token bucket's capacity).
+pub const MAX_RATE_JOBS: u32 = 1_000_000;
+/// Longest `rate_limit.per_ms` (one day).
+pub const MAX_RATE_PER_MS: u64 = 86_400_000;
+
 /// Why a queue name was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueNameError {

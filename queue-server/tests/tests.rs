@@ -14,6 +14,8 @@
 //!   ids, WebSocket.
 //! - `callbacks`: signed deliveries to real receivers, retries on the
 //!   manual clock, 410, timeouts, the bound on attempts under way.
+//! - `limits`: queue limits: PATCH validation, stats, restarts, many
+//!   workers under max_leased and group_max_leased.
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
 //! - `timeouts`: per-attempt timeouts and job time-to-live on the manual
 //!   clock; the job object's 1.1 fields.
@@ -23,6 +25,7 @@ mod callbacks;
 mod common;
 mod concurrency;
 mod events;
+mod limits;
 mod openapi;
 mod resume;
 mod timeouts;
