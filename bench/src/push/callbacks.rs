@@ -16,7 +16,7 @@ use tokio::runtime::Runtime;
 use super::receiver::{self, Receiver};
 use super::{
     JOB_SAMPLE, Op, Plan, PushRow, SERVER_THREAD, SETTLE_WAIT, STALL_GRACE, ThreadCpu,
-    check_counts, get_json, phase, secret,
+    enqueue_phase, get_json, phase, secret,
 };
 use crate::http::Server;
 use crate::stats::Summary;
@@ -76,19 +76,7 @@ fn callbacks_on(
     );
     let body = Arc::new(plan.enqueue_body(&extra));
     let c = plan.connections;
-    let enqueue = phase(
-        client,
-        server.addr,
-        c,
-        plan.jobs,
-        plan.limit,
-        &Op::Enqueue {
-            queue: queue.clone(),
-            body,
-        },
-    )
-    .context("enqueue")?;
-    check_counts(client, server.addr, &queue, enqueue.acks.len(), 0)?;
+    let enqueue = enqueue_phase(plan, client, server.addr, &queue, body)?;
     let enqueued = enqueue.acks.len();
 
     let receiver_cpu = ThreadCpu::start(receiver::THREAD);

@@ -698,6 +698,32 @@ struct Counts {
     cancelled: u64,
 }
 
+/// The enqueue phase of a part: `plan.jobs` jobs of `body` on `queue` from
+/// `plan.connections` connections, then a check that the queue holds every
+/// acknowledged job, ready.
+fn enqueue_phase(
+    plan: &Plan,
+    client: &Runtime,
+    addr: SocketAddr,
+    queue: &str,
+    body: Arc<Vec<u8>>,
+) -> anyhow::Result<Phase> {
+    let enqueue = phase(
+        client,
+        addr,
+        plan.connections,
+        plan.jobs,
+        plan.limit,
+        &Op::Enqueue {
+            queue: queue.to_owned(),
+            body,
+        },
+    )
+    .context("enqueue")?;
+    check_counts(client, addr, queue, enqueue.acks.len(), 0)?;
+    Ok(enqueue)
+}
+
 /// Checks that `queue` holds exactly `ready` ready and `completed`
 /// completed jobs, and nothing else.
 fn check_counts(
@@ -751,19 +777,7 @@ fn baseline(plan: &Plan, config: &ServerConfig, client: &Runtime) -> anyhow::Res
         let queue = "push-baseline".to_owned();
         let body = Arc::new(plan.enqueue_body(""));
         let c = plan.connections;
-        let enqueue = phase(
-            client,
-            server.addr,
-            c,
-            plan.jobs,
-            plan.limit,
-            &Op::Enqueue {
-                queue: queue.clone(),
-                body,
-            },
-        )
-        .context("enqueue")?;
-        check_counts(client, server.addr, &queue, enqueue.acks.len(), 0)?;
+        let enqueue = enqueue_phase(plan, client, server.addr, &queue, body)?;
         let enqueued = enqueue.acks.len();
         let drain = phase(
             client,
