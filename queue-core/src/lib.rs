@@ -105,6 +105,7 @@ mod executor;
 mod job;
 mod queue;
 mod rules;
+mod schedule;
 pub mod service;
 mod settings;
 mod signal;
@@ -124,6 +125,7 @@ pub use job::{
 pub use queue::Queue;
 pub use queue_proto::{JobState, QueueStats};
 pub use rules::callback::DeliveryResult;
+pub use schedule::{PutSchedule, Schedule};
 pub use timers::DueReport;
 pub use verification::Verification;
 

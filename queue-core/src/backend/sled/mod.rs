@@ -24,14 +24,14 @@ use std::thread::JoinHandle;
 use sled::Tree;
 use tokio::sync::watch;
 
-use self::batch::{Batcher, Gathered, Prepared, Tail, TxError, Writes};
+use self::batch::{Batcher, Gathered, Prepared, PreparedSchedule, Tail, TxError, Writes};
 use self::keys::{
     AGE, COUNT, DEAD, EVENT_SEQ, EVENTS, INDEX, JOBS, META, PAUSED_V1, SETTINGS, dead_key,
     event_key, id_at_end, idem_key, job_key, queue_prefix, settings_key, timer_key, u64_at,
 };
 use super::{
-    Backend, BoxFuture, Change, Commit, Committed, Counts, Due, EventBounds, Loaded, Mode, Page,
-    Policy,
+    Backend, BoxFuture, Change, Commit, Committed, Counts, Due, EventBounds, Loaded,
+    LoadedSchedule, Mode, Page, Policy,
 };
 use crate::error::StorageError;
 use crate::rules::lease::{LeasePlan, Offer};
@@ -357,6 +357,50 @@ impl Store {
             .collect()
     }
 
+    fn load_schedule(&self, name: &str) -> Result<Option<LoadedSchedule>> {
+        match self.meta.get(keys::schedule_key(name)).map_err(storage)? {
+            Some(bytes) => {
+                let (schedule, revision) = codec::decode_schedule(&bytes)?;
+                Ok(Some(LoadedSchedule { schedule, revision }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn schedules(&self) -> Result<Vec<LoadedSchedule>> {
+        self.meta
+            .scan_prefix([keys::SCHEDULE])
+            .values()
+            .map(|bytes| {
+                let (schedule, revision) = codec::decode_schedule(&bytes.map_err(storage)?)?;
+                Ok(LoadedSchedule { schedule, revision })
+            })
+            .collect()
+    }
+
+    fn due_schedules(&self, upto: u64, limit: usize) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for key in self.meta.scan_prefix([keys::SCHEDULE_DUE]).keys() {
+            let key = key.map_err(storage)?;
+            let at =
+                u64_at(&key, 1).ok_or_else(|| Error::Corrupt("short schedule entry".into()))?;
+            if at > upto || out.len() >= limit {
+                break;
+            }
+            let name = std::str::from_utf8(&key[9..])
+                .map_err(|_| Error::Corrupt(format!("bad schedule entry {key:?}")))?;
+            out.push(name.to_owned());
+        }
+        Ok(out)
+    }
+
+    fn first_schedule_due(&self) -> Result<Option<u64>> {
+        match self.meta.scan_prefix([keys::SCHEDULE_DUE]).keys().next() {
+            Some(key) => Ok(u64_at(&key.map_err(storage)?, 1)),
+            None => Ok(None),
+        }
+    }
+
     fn settings(&self, queue: &str) -> Result<QueueSettings> {
         match self.meta.get(settings_key(queue)).map_err(storage)? {
             Some(bytes) => codec::decode_settings(&bytes),
@@ -657,6 +701,11 @@ impl Backend for SledBackend {
                 .iter()
                 .map(Prepared::new)
                 .collect::<Result<Vec<_>>>()?;
+            let schedules = commit
+                .schedules
+                .iter()
+                .map(PreparedSchedule::new)
+                .collect::<Result<Vec<_>>>()?;
             let settings = commit.settings.clone();
             let policy = commit.policy;
             let outcome = self
@@ -669,6 +718,12 @@ impl Backend for SledBackend {
                         } else if policy == Policy::AllOrNothing {
                             return Err(TxError::Stale);
                         }
+                    }
+                    for schedule in &schedules {
+                        if !tx.schedule_is_current(schedule)? {
+                            return Err(TxError::Stale);
+                        }
+                        tx.apply_schedule(schedule);
                     }
                     for (queue, update) in &settings {
                         let stored = tx.settings(queue)?;
@@ -805,6 +860,22 @@ impl Backend for SledBackend {
             self.store.trim_tail(cut);
             Ok(removed)
         })
+    }
+
+    fn load_schedule<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<LoadedSchedule>>> {
+        ready(self.store.load_schedule(name))
+    }
+
+    fn schedules(&self) -> BoxFuture<'_, Result<Vec<LoadedSchedule>>> {
+        ready(self.store.schedules())
+    }
+
+    fn due_schedules(&self, upto: u64, limit: usize) -> BoxFuture<'_, Result<Vec<String>>> {
+        ready(self.store.due_schedules(upto, limit))
+    }
+
+    fn first_schedule_due(&self) -> BoxFuture<'_, Result<Option<u64>>> {
+        ready(self.store.first_schedule_due())
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
