@@ -123,7 +123,7 @@ pub use job::{
     LeaseOptions, Leased, NewJob, Transition,
 };
 pub use queue::Queue;
-pub use queue_proto::{JobState, QueueStats};
+pub use queue_proto::{CatchUp, JobState, QueueStats, ScheduleRequest};
 pub use rules::callback::DeliveryResult;
 pub use schedule::{PutSchedule, Schedule};
 pub use timers::DueReport;

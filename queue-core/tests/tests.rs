@@ -6,6 +6,8 @@
 //!   with reopens of the database between steps.
 //! - `crash`: a child process killed with SIGKILL at random moments; the parent
 //!   reopens and checks acknowledged work, invariants and draining.
+//! - `schedules`: schedules fired through the engine on a manual clock,
+//!   catch-up after downtime under each policy.
 //! - `upgrade`: a data directory written by the first release opens, is
 //!   upgraded, serves and drains.
 
@@ -13,4 +15,5 @@ mod common;
 mod crash;
 mod model;
 mod operations;
+mod schedules;
 mod upgrade;

@@ -259,7 +259,11 @@ pub(crate) fn plan(schedule: &Schedule, timing: &Timing, now: u64) -> Option<Tic
     };
     Some(TickPlan {
         skipped: total.saturating_sub(fire.len() as u64),
-        next_run_at: timing.next_after(now),
+        // A period keeps its grid: the next tick follows the latest due one.
+        next_run_at: match timing {
+            Timing::Every(ms) => latest.checked_add(*ms),
+            Timing::Cron(..) => timing.next_after(now),
+        },
         fire,
     })
 }
@@ -454,5 +458,250 @@ impl CronDateTime for Zoned {
 
     fn cmp_instant(&self, other: &Self) -> Ordering {
         self.0.timestamp().cmp(&other.0.timestamp())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unix ms of a UTC date and time.
+    fn utc(y: i16, mo: i8, d: i8, h: i8, mi: i8, s: i8) -> u64 {
+        let dt = jiff::civil::DateTime::new(y, mo, d, h, mi, s, 0).unwrap();
+        let zoned = dt.to_zoned_datetime(TimeZone::UTC).unwrap();
+        u64::try_from(zoned.timestamp().as_millisecond()).unwrap()
+    }
+
+    fn cron(expr: &str, tz: &str) -> Timing {
+        Timing::parse(Some(expr), None, tz, utc(2026, 1, 1, 0, 0, 0)).unwrap()
+    }
+
+    /// Every tick in `[from, to)`.
+    fn ticks(timing: &Timing, from: u64, to: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut at = from.saturating_sub(1);
+        while let Some(next) = timing.next_after(at).filter(|t| *t < to) {
+            out.push(next);
+            at = next;
+            assert!(out.len() < 10_000);
+        }
+        out
+    }
+
+    fn schedule(timing: (&str, Option<u64>), catch_up: CatchUp, next: u64) -> Schedule {
+        let (cron, every_ms) = timing;
+        Schedule {
+            name: "s".into(),
+            queue: "q".into(),
+            cron: (!cron.is_empty()).then(|| cron.to_owned()),
+            every_ms,
+            timezone: "UTC".into(),
+            job: r#"{"payload":{}}"#.into(),
+            catch_up,
+            paused: false,
+            next_run_at: Some(next),
+            last_run_at: None,
+            last_job_id: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_daily_two_oclock_in_paris_fires_at_three_on_the_spring_forward_night() {
+        // 2026-03-29: Paris goes from 02:00 CET straight to 03:00 CEST.
+        let t = cron("0 2 * * *", "Europe/Paris");
+        let day = ticks(&t, utc(2026, 3, 28, 0, 0, 0), utc(2026, 3, 31, 0, 0, 0));
+        assert_eq!(
+            day,
+            vec![
+                utc(2026, 3, 28, 1, 0, 0), // 02:00 CET
+                utc(2026, 3, 29, 1, 0, 0), // 03:00 CEST, the first instant after the gap
+                utc(2026, 3, 30, 0, 0, 0), // 02:00 CEST
+            ]
+        );
+    }
+
+    #[test]
+    fn a_daily_two_oclock_in_paris_fires_once_on_the_fall_back_night() {
+        // 2026-10-25: Paris goes from 03:00 CEST back to 02:00 CET, so
+        // 02:00..03:00 happens twice; the tick fires at the first 02:00.
+        let t = cron("0 2 * * *", "Europe/Paris");
+        let day = ticks(&t, utc(2026, 10, 24, 0, 0, 0), utc(2026, 10, 27, 0, 0, 0));
+        assert_eq!(
+            day,
+            vec![
+                utc(2026, 10, 24, 0, 0, 0), // 02:00 CEST
+                utc(2026, 10, 25, 0, 0, 0), // 02:00 CEST, the earlier of the two
+                utc(2026, 10, 26, 1, 0, 0), // 02:00 CET
+            ]
+        );
+    }
+
+    #[test]
+    fn an_hourly_pattern_follows_the_wall_clock_through_both_changes() {
+        let t = cron("30 * * * *", "Europe/Paris");
+        // Spring forward: 23 local hours, 02:30 does not exist.
+        let spring = ticks(&t, utc(2026, 3, 28, 23, 0, 0), utc(2026, 3, 29, 22, 0, 0));
+        assert_eq!(spring.len(), 23);
+        assert!(spring.windows(2).all(|w| w[1] - w[0] == 3_600_000));
+        // Fall back: 25 local hours, 02:30 happens twice and fires twice.
+        let fall = ticks(&t, utc(2026, 10, 24, 22, 0, 0), utc(2026, 10, 25, 23, 0, 0));
+        assert_eq!(fall.len(), 25);
+        assert!(fall.contains(&utc(2026, 10, 25, 0, 30, 0)));
+        assert!(fall.contains(&utc(2026, 10, 25, 1, 30, 0)));
+    }
+
+    #[test]
+    fn a_time_zone_moves_the_ticks() {
+        let utc_t = cron("0 9 * * *", "UTC");
+        let ny = cron("0 9 * * *", "America/New_York");
+        let from = utc(2026, 6, 1, 0, 0, 0);
+        assert_eq!(utc_t.next_after(from), Some(utc(2026, 6, 1, 9, 0, 0)));
+        assert_eq!(ny.next_after(from), Some(utc(2026, 6, 1, 13, 0, 0)));
+    }
+
+    #[test]
+    fn aliases_and_the_seconds_field() {
+        let from = utc(2026, 5, 13, 10, 17, 42);
+        let next = |expr: &str| cron(expr, "UTC").next_after(from);
+        assert_eq!(next("@hourly"), Some(utc(2026, 5, 13, 11, 0, 0)));
+        assert_eq!(next("@daily"), Some(utc(2026, 5, 14, 0, 0, 0)));
+        assert_eq!(next("@midnight"), Some(utc(2026, 5, 14, 0, 0, 0)));
+        assert_eq!(next("@weekly"), Some(utc(2026, 5, 17, 0, 0, 0)));
+        assert_eq!(next("@monthly"), Some(utc(2026, 6, 1, 0, 0, 0)));
+        assert_eq!(next("@yearly"), Some(utc(2027, 1, 1, 0, 0, 0)));
+        assert_eq!(next("@annually"), Some(utc(2027, 1, 1, 0, 0, 0)));
+        // Five fields: minutes; six: seconds first.
+        assert_eq!(next("*/5 * * * *"), Some(utc(2026, 5, 13, 10, 20, 0)));
+        assert_eq!(next("*/10 * * * * *"), Some(utc(2026, 5, 13, 10, 17, 50)));
+        assert_eq!(next("15 0 * * * *"), Some(utc(2026, 5, 13, 11, 0, 15)));
+        let every_second = ticks(&cron("* * * * * *", "UTC"), from, from + 5_000);
+        assert_eq!(every_second.len(), 5);
+    }
+
+    #[test]
+    fn every_ms_is_elapsed_time_whatever_the_zone() {
+        let t = Timing::parse(None, Some(90_000), "Europe/Paris", 0).unwrap();
+        let from = utc(2026, 3, 29, 0, 59, 0);
+        let all = ticks(&t, from + 1, from + 10 * 90_000 + 1);
+        assert_eq!(all.len(), 10);
+        assert!(all.windows(2).all(|w| w[1] - w[0] == 90_000));
+    }
+
+    #[test]
+    fn bad_timings_name_their_field() {
+        let field = |cron: Option<&str>, every: Option<u64>, tz: &str| match Timing::parse(
+            cron, every, tz, 0,
+        ) {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(Some("* * * * *"), Some(1000), "UTC"), "cron");
+        assert_eq!(field(None, None, "UTC"), "cron");
+        assert_eq!(field(Some("61 * * * *"), None, "UTC"), "cron");
+        assert_eq!(field(Some("not cron"), None, "UTC"), "cron");
+        assert_eq!(field(Some("* * * * * * *"), None, "UTC"), "cron");
+        assert_eq!(field(Some("0 0 30 2 *"), None, "UTC"), "cron");
+        assert_eq!(field(None, Some(999), "UTC"), "every_ms");
+        assert_eq!(field(None, Some(31_536_000_001), "UTC"), "every_ms");
+        assert_eq!(field(Some("* * * * *"), None, "Mars/Olympus"), "timezone");
+        assert!(Timing::parse(None, Some(31_536_000_000), "UTC", 0).is_ok());
+    }
+
+    #[test]
+    fn a_due_schedule_fires_by_its_catch_up_policy() {
+        let minute = 60_000;
+        let t0 = utc(2026, 1, 1, 0, 0, 0);
+        let every = Timing::Every(minute);
+        // Ten ticks due, the latest at `now` exactly.
+        let now = t0 + 9 * minute;
+        let plan_of = |catch_up| plan(&schedule(("", Some(minute)), catch_up, t0), &every, now);
+        let all = plan_of(CatchUp::All).unwrap();
+        assert_eq!(
+            all.fire,
+            (0..10).map(|i| t0 + i * minute).collect::<Vec<_>>()
+        );
+        assert_eq!((all.next_run_at, all.skipped), (Some(now + minute), 0));
+        let latest = plan_of(CatchUp::Latest).unwrap();
+        assert_eq!((latest.fire, latest.skipped), (vec![now], 9));
+        // The latest tick is on time (0 ms late): `none` fires it.
+        assert_eq!(plan_of(CatchUp::None).unwrap().fire, vec![now]);
+        // More than a minute late, it was missed too (five-minute ticks).
+        let five = Timing::Every(5 * minute);
+        let late = t0 + 9 * 5 * minute + MISSED_AFTER_MS + 1;
+        let s = schedule(("", Some(5 * minute)), CatchUp::None, t0);
+        let none = plan(&s, &five, late).unwrap();
+        assert_eq!((none.fire.len(), none.skipped), (0, 10));
+        assert_eq!(none.next_run_at, Some(t0 + 10 * 5 * minute));
+        let on_time = plan(&s, &five, late - 1).unwrap();
+        assert_eq!(on_time.fire, vec![t0 + 9 * 5 * minute]);
+        // Not due, or paused: nothing.
+        assert!(
+            plan(
+                &schedule(("", Some(minute)), CatchUp::All, now + 1),
+                &every,
+                now
+            )
+            .is_none()
+        );
+        let mut paused = schedule(("", Some(minute)), CatchUp::All, t0);
+        paused.paused = true;
+        assert!(plan(&paused, &every, now).is_none());
+    }
+
+    #[test]
+    fn catching_up_all_fires_at_most_the_latest_thousand() {
+        let t0 = utc(2026, 1, 1, 0, 0, 0);
+        let now = t0 + 5_000 * 1_000;
+        for timing in [Timing::Every(1_000), cron("* * * * * *", "UTC")] {
+            let s = schedule(("", None), CatchUp::All, t0);
+            let p = plan(&s, &timing, now).unwrap();
+            assert_eq!(p.fire.len(), MAX_CATCH_UP_TICKS);
+            assert_eq!(p.fire.first(), Some(&(now - 999_000)));
+            assert_eq!(p.fire.last(), Some(&now));
+            assert_eq!(p.skipped, 4_001);
+            assert_eq!(p.next_run_at, Some(now + 1_000));
+        }
+        // A per-second cron down for a day: the walk jumps to the end.
+        let timing = cron("* * * * * *", "UTC");
+        let later = t0 + 86_400_000;
+        let p = plan(&schedule(("", None), CatchUp::All, t0), &timing, later).unwrap();
+        assert_eq!(p.fire.len(), MAX_CATCH_UP_TICKS);
+        assert_eq!(p.fire.last(), Some(&later));
+        assert!(p.fire.windows(2).all(|w| w[1] - w[0] == 1_000));
+        assert!(p.skipped >= 10_000 - 1_000);
+    }
+
+    #[test]
+    fn replacing_keeps_the_next_tick_unless_the_timing_changed() {
+        let now = utc(2026, 1, 1, 0, 0, 30);
+        let request = |cron: &str| -> ScheduleRequest {
+            serde_json::from_value(serde_json::json!({
+                "queue": "q", "cron": cron, "job": {"payload": 1}
+            }))
+            .unwrap()
+        };
+        let first = request("* * * * *");
+        let t = Timing::parse(first.cron.as_deref(), None, "UTC", now).unwrap();
+        let created = put("s", None, &first, "{}".into(), &t, now);
+        assert_eq!(created.next_run_at, Some(utc(2026, 1, 1, 0, 1, 0)));
+        let later = now + 45_000;
+        let same = put("s", Some(&created), &first, "{}".into(), &t, later);
+        assert_eq!(same.next_run_at, created.next_run_at);
+        assert_eq!(same.created_at, now);
+        let other = request("*/5 * * * *");
+        let t5 = Timing::parse(other.cron.as_deref(), None, "UTC", later).unwrap();
+        let changed = put("s", Some(&created), &other, "{}".into(), &t5, later);
+        assert_eq!(changed.next_run_at, Some(utc(2026, 1, 1, 0, 5, 0)));
+        // Pause drops the next tick; resume takes the first after now.
+        let paused = pause(&changed, later);
+        assert_eq!((paused.paused, paused.next_run_at), (true, None));
+        let resumed = resume(&paused, &t5, utc(2026, 1, 1, 0, 7, 0));
+        assert_eq!(resumed.next_run_at, Some(utc(2026, 1, 1, 0, 10, 0)));
+        // A trigger does not move it.
+        let triggered = triggered(&resumed, JobId::from_u64(9), later + 1);
+        assert_eq!(triggered.next_run_at, resumed.next_run_at);
+        assert_eq!(triggered.last_job_id, Some(JobId::from_u64(9)));
     }
 }
