@@ -17,6 +17,10 @@
 //!   [`WorkerReport`].
 //! - Admin calls on [`Client`]: stats, queues, pause/resume, dead letters
 //!   ([`DeadPage`]).
+//! - Schedules: [`Client::schedule`] builds a periodic job
+//!   ([`ScheduleBuilder`]: a cron expression in a time zone or a fixed
+//!   period, a [`CatchUp`] policy) and stores it; [`Client::schedules`],
+//!   [`Client::get_schedule`], pause, resume, delete and trigger.
 //! - [`Client::events`]: an [`EventStream`] of [`StreamItem`]s (state
 //!   changes, progress, gaps) chosen by an [`EventFilter`], which resumes
 //!   by itself after a dropped connection.
@@ -161,6 +165,7 @@ mod job;
 mod lease;
 mod options;
 mod queue;
+mod schedule;
 mod transport;
 mod worker;
 
@@ -176,6 +181,8 @@ pub use job::{DeadPage, EventFilter, Job, StreamItem};
 pub use options::{ClientOptions, EnqueueOptions, RetryPolicy};
 pub use queue::{CallOutcome, JobHandle, LeaseOptions, Leased, TypedQueue};
 pub use queue_proto::{
-    CallbackInfo, CallbackState, ErrorCode, Event, EventType, Gap, JobState, QueueStats,
+    CallbackInfo, CallbackState, CatchUp, EnqueueRequest, ErrorCode, Event, EventType, Gap,
+    JobState, QueueStats,
 };
+pub use schedule::{Schedule, ScheduleBuilder};
 pub use worker::{ShutdownHandle, Worker, WorkerReport};
