@@ -15,6 +15,8 @@
 //! - `callbacks`: signed deliveries to real receivers, retries on the
 //!   manual clock, 410, timeouts, the bound on attempts under way.
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
+//! - `schedules`: the schedule endpoints, their validation and ticks fired
+//!   on the manual clock.
 //! - `timeouts`: per-attempt timeouts and job time-to-live on the manual
 //!   clock; the job object's 1.1 fields.
 
@@ -25,4 +27,5 @@ mod concurrency;
 mod events;
 mod openapi;
 mod resume;
+mod schedules;
 mod timeouts;
