@@ -70,13 +70,19 @@ async fn put_creates_with_201_then_replaces_with_200() {
     assert_eq!(s["cron"], "0 3 * * *");
     assert!(s["every_ms"].is_null());
     assert_eq!(s["timezone"], "Europe/Paris");
-    assert_eq!(s["job"], json!({"payload": {"report": "sales"}, "max_attempts": 3}));
+    assert_eq!(
+        s["job"],
+        json!({"payload": {"report": "sales"}, "max_attempts": 3})
+    );
     assert_eq!(s["catch_up"], "latest");
     assert_eq!(s["paused"], false);
     // 03:00 in Paris (CET, UTC+1) is 02:00 UTC.
     assert_eq!(s["next_run_at"], T0 + 2 * 3_600_000);
     assert!(s["last_run_at"].is_null() && s["last_job_id"].is_null());
-    assert_eq!((s["created_at"].as_u64(), s["updated_at"].as_u64()), (Some(T0 + 10_000), Some(T0 + 10_000)));
+    assert_eq!(
+        (s["created_at"].as_u64(), s["updated_at"].as_u64()),
+        (Some(T0 + 10_000), Some(T0 + 10_000))
+    );
 
     clock.advance(Duration::from_secs(5));
     let replaced = put(c, "nightly", body).await;
@@ -118,27 +124,82 @@ async fn a_bad_schedule_is_a_400_naming_the_field_and_stores_nothing() {
     let job = json!({"payload": 1});
     let cases = [
         ("s", json!({"queue": "q", "job": job}), "cron"),
-        ("s", json!({"queue": "q", "cron": "* * * * *", "every_ms": 1000, "job": job}), "cron"),
-        ("s", json!({"queue": "q", "cron": "every tuesday", "job": job}), "cron"),
-        ("s", json!({"queue": "q", "cron": "0 0 31 2 *", "job": job}), "never fires"),
-        ("s", json!({"queue": "q", "every_ms": 999, "job": job}), "every_ms"),
-        ("s", json!({"queue": "q", "every_ms": 31_536_000_001u64, "job": job}), "every_ms"),
-        ("s", json!({"queue": "q", "cron": "@daily", "timezone": "Europe/Atlantis", "job": job}), "timezone"),
-        ("s", json!({"queue": "q", "every_ms": 1000, "job": {"payload": 1, "max_attempts": 0}}), "job.max_attempts"),
-        ("s", json!({"queue": "q", "every_ms": 1000, "job": {"payload": 1, "delay_ms": 5}}), "job.delay_ms"),
-        ("s", json!({"queue": "q", "every_ms": 1000, "job": {"payload": 1, "timeout_ms": 0}}), "job.timeout_ms"),
-        ("s", json!({"queue": "q", "every_ms": 1000, "job": {"payload": 1}, "catch_up": "some"}), "catch_up"),
-        ("s", json!({"queue": "q", "every_ms": 1000, "job": {"payload": 1}, "prority": 1}), "prority"),
+        (
+            "s",
+            json!({"queue": "q", "cron": "* * * * *", "every_ms": 1000, "job": job}),
+            "cron",
+        ),
+        (
+            "s",
+            json!({"queue": "q", "cron": "every tuesday", "job": job}),
+            "cron",
+        ),
+        (
+            "s",
+            json!({"queue": "q", "cron": "0 0 31 2 *", "job": job}),
+            "never fires",
+        ),
+        (
+            "s",
+            json!({"queue": "q", "every_ms": 999, "job": job}),
+            "every_ms",
+        ),
+        (
+            "s",
+            json!({"queue": "q", "every_ms": 31_536_000_001u64, "job": job}),
+            "every_ms",
+        ),
+        (
+            "s",
+            json!({"queue": "q", "cron": "@daily", "timezone": "Europe/Atlantis", "job": job}),
+            "timezone",
+        ),
+        (
+            "s",
+            json!({"queue": "q", "every_ms": 1000, "job": {"payload": 1, "max_attempts": 0}}),
+            "job.max_attempts",
+        ),
+        (
+            "s",
+            json!({"queue": "q", "every_ms": 1000, "job": {"payload": 1, "delay_ms": 5}}),
+            "job.delay_ms",
+        ),
+        (
+            "s",
+            json!({"queue": "q", "every_ms": 1000, "job": {"payload": 1, "timeout_ms": 0}}),
+            "job.timeout_ms",
+        ),
+        (
+            "s",
+            json!({"queue": "q", "every_ms": 1000, "job": {"payload": 1}, "catch_up": "some"}),
+            "catch_up",
+        ),
+        (
+            "s",
+            json!({"queue": "q", "every_ms": 1000, "job": {"payload": 1}, "prority": 1}),
+            "prority",
+        ),
         ("s", json!({"queue": "q", "every_ms": 1000}), "job"),
-        ("s", json!({"queue": "no spaces", "every_ms": 1000, "job": job}), "queue"),
-        ("s.*", json!({"queue": "q", "every_ms": 1000, "job": job}), "name"),
+        (
+            "s",
+            json!({"queue": "no spaces", "every_ms": 1000, "job": job}),
+            "queue",
+        ),
+        (
+            "s.*",
+            json!({"queue": "q", "every_ms": 1000, "job": job}),
+            "name",
+        ),
     ];
     for (name, body, field) in cases {
         let reply = put(c, name, body.clone()).await;
         assert_eq!(reply.status, 400, "{body}: {}", reply.text);
         assert_eq!(reply.code(), "invalid_request");
         let message = reply.json["error"]["message"].as_str().unwrap_or("");
-        assert!(message.contains(field), "{body}: {message:?} should name {field}");
+        assert!(
+            message.contains(field),
+            "{body}: {message:?} should name {field}"
+        );
     }
     let list = c.get("/v1/schedules").await;
     assert_eq!(list.json["schedules"], json!([]));
@@ -158,7 +219,11 @@ async fn unknown_schedules_are_404_and_wrong_methods_405() {
         ("GET", "/v1/schedules/bad%20name"),
     ] {
         let reply = c.send(method, path, None, &[]).await;
-        assert_eq!((reply.status, reply.code()), (404, "not_found"), "{method} {path}");
+        assert_eq!(
+            (reply.status, reply.code()),
+            (404, "not_found"),
+            "{method} {path}"
+        );
     }
     let reply = c.send("POST", "/v1/schedules/x", None, &[]).await;
     assert_eq!(reply.status, 405);
@@ -187,7 +252,10 @@ async fn ticks_pause_resume_trigger_and_delete() {
     let jobs = leased.json["jobs"].as_array().unwrap().clone();
     assert_eq!(jobs.len(), 1, "{}", leased.text);
     let tick = T0 + 60_000;
-    assert_eq!(jobs[0]["idempotency_key"], format!("schedule:minutely:{tick}"));
+    assert_eq!(
+        jobs[0]["idempotency_key"],
+        format!("schedule:minutely:{tick}")
+    );
     assert_eq!(jobs[0]["run_at"], tick);
     assert_eq!(jobs[0]["schedule"], "minutely");
     assert_eq!(jobs[0]["priority"], 4);
@@ -199,7 +267,13 @@ async fn ticks_pause_resume_trigger_and_delete() {
 
     let paused = c.post("/v1/schedules/minutely/pause", json!({})).await;
     assert_eq!(paused.status, 200);
-    assert_eq!((paused.json["paused"].clone(), paused.json["next_run_at"].clone()), (json!(true), Value::Null));
+    assert_eq!(
+        (
+            paused.json["paused"].clone(),
+            paused.json["next_run_at"].clone()
+        ),
+        (json!(true), Value::Null)
+    );
     let triggered = c.post("/v1/schedules/minutely/trigger", json!({})).await;
     assert_eq!(triggered.status, 202, "{}", triggered.text);
     assert_eq!(triggered.json["schedule"], "minutely");
@@ -220,6 +294,9 @@ async fn ticks_pause_resume_trigger_and_delete() {
     assert_eq!(deleted.json["name"], "minutely");
     assert_eq!(c.get("/v1/schedules/minutely").await.status, 404);
     // The jobs it enqueued stay.
-    assert_eq!(c.job(triggered.json["id"].as_str().unwrap()).await["state"], "ready");
+    assert_eq!(
+        c.job(triggered.json["id"].as_str().unwrap()).await["state"],
+        "ready"
+    );
     server.stop().await;
 }
