@@ -14,6 +14,8 @@
 //! - `job_streams`: `JobHandle::events`: it ends after the terminal event,
 //!   resumes after a cut, and re-reads the job after a gap.
 //! - `blocking`: the same through the blocking client.
+//! - `schedules`: schedules stored, fired on the manual clock, triggered,
+//!   paused, resumed and deleted, async and blocking.
 //! - `webhooks`: a callback delivered by the server verifies with
 //!   `webhooks::verify`; a tampered one does not.
 
@@ -27,5 +29,6 @@ mod blocking;
 mod job_streams;
 mod metadata;
 mod progress;
+mod schedules;
 mod streams;
 mod webhooks;
