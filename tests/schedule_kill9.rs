@@ -6,7 +6,9 @@
 //!
 //! The kill moments are real time (the child runs on the system clock):
 //! each is a tick's time plus a random offset of up to ±40 ms, so that
-//! kills land just before, during and just after the commit of a tick.
+//! kills land just before, during and just after the commit of a tick;
+//! the server then stays down for up to 2.5 s, so that ticks are missed
+//! and caught up at the restart.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -76,7 +78,10 @@ async fn every_tick_fires_exactly_once_across_sigkills() {
         tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await;
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
-        println!("round {round}: killed {offset:+} ms from tick {grid}");
+        // Down for up to 2.5 periods: the ticks meanwhile are caught up.
+        let down = next_random(&mut random) % 2_500;
+        println!("round {round}: killed {offset:+} ms from tick {grid}, down {down} ms");
+        tokio::time::sleep(Duration::from_millis(down)).await;
         (child, addr) = spawn_server_at(dir.path(), "127.0.0.1:0");
     }
 
