@@ -190,20 +190,20 @@ fn a_trigger_enqueues_now_and_does_not_move_the_next_tick() {
 /// by 3.5 hours (ticks at 1 h, 2 h and 3 h missed, the latest 30 minutes
 /// ago), then reopened: the jobs the reopened store's first timer pass fires.
 fn after_downtime(catch_up: CatchUp) -> (Vec<Job>, queue_core::Schedule) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(T0 + 10_000);
     {
         let queue = open_manual(dir.path(), &clock);
         queue
             .put_schedule("hourly", &cron("0 * * * *", catch_up))
-            .unwrap();
+            .expect("put");
     }
     advance(&clock, 3 * HOUR + 30 * MINUTE);
     let queue = open_manual(dir.path(), &clock);
-    queue.run_due().unwrap();
-    assert_eq!(queue.run_due().unwrap().ticks, 0);
+    queue.run_due().expect("run_due");
+    assert_eq!(queue.run_due().expect("run_due").ticks, 0);
     assert_consistent(&queue);
-    let schedule = queue.schedule("hourly").unwrap().unwrap();
+    let schedule = queue.schedule("hourly").expect("read").expect("stored");
     (take_all(&queue, "reports"), schedule)
 }
 
