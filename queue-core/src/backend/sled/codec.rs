@@ -989,6 +989,57 @@ mod tests {
         }
     }
 
+    fn a_schedule() -> Schedule {
+        Schedule {
+            name: "nightly".into(),
+            queue: "reports".into(),
+            cron: Some("0 2 * * *".into()),
+            every_ms: None,
+            timezone: "Europe/Paris".into(),
+            job: r#"{"payload":{"r":1}}"#.into(),
+            catch_up: CatchUp::All,
+            paused: false,
+            next_run_at: Some(1_796_518_800_000),
+            last_run_at: Some(1_796_432_400_000),
+            last_job_id: Some(JobId::from_u64(42)),
+            created_at: 1_796_000_000_000,
+            updated_at: 1_796_432_400_001,
+        }
+    }
+
+    /// Schedule record version 1, as this release writes it: a later
+    /// release must still read these bytes.
+    const SCHEDULE_V1: &str = "010000000000000007076e696768746c79077265706f7274730109302032202a202a202a000c4575726f70652f5061726973137b227061796c6f6164223a7b2272223a317d7d020001fd806add48a201000001fd800eb743a2010000012afd0028f129a2010000fd810eb743a2010000";
+
+    #[test]
+    fn schedules_round_trip_and_version_one_stays_readable() {
+        let schedule = a_schedule();
+        let bytes = encode_schedule(&schedule, Revision(7)).unwrap();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, SCHEDULE_V1);
+        assert_eq!(schedule_revision(&bytes).unwrap(), Revision(7));
+        assert_eq!(
+            decode_schedule(&bytes).unwrap(),
+            (schedule.clone(), Revision(7))
+        );
+        let mut paused = schedule;
+        paused.paused = true;
+        paused.next_run_at = None;
+        paused.cron = None;
+        paused.every_ms = Some(1_000);
+        paused.catch_up = CatchUp::None;
+        let bytes = encode_schedule(&paused, Revision(1)).unwrap();
+        assert_eq!(decode_schedule(&bytes).unwrap().0, paused);
+        // Damage and unknown versions are refused.
+        let mut unknown = bytes.clone();
+        unknown[0] = 9;
+        assert!(decode_schedule(&unknown).is_err());
+        assert!(decode_schedule(&bytes[..5]).is_err());
+        let mut trailing = bytes;
+        trailing.push(0);
+        assert!(decode_schedule(&trailing).is_err());
+    }
+
     #[test]
     fn settings_events_and_writes_round_trip() {
         let paused = QueueSettings { paused: true };

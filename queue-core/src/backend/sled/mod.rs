@@ -1023,6 +1023,48 @@ mod tests {
     }
 
     #[test]
+    fn verify_checks_the_due_entries_of_schedules() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        let schedule = crate::Schedule {
+            name: "s".into(),
+            queue: "q".into(),
+            cron: None,
+            every_ms: Some(1000),
+            timezone: "UTC".into(),
+            job: r#"{"payload":1}"#.into(),
+            catch_up: queue_proto::CatchUp::All,
+            paused: false,
+            next_run_at: Some(5_000),
+            last_run_at: None,
+            last_job_id: None,
+            created_at: 4_000,
+            updated_at: 4_000,
+        };
+        let record = codec::encode_schedule(&schedule, super::super::Revision(1)).unwrap();
+        store.meta.insert(keys::schedule_key("s"), record).unwrap();
+        let problems = |store: &Store| verify::verify(store).unwrap().problems;
+        assert_eq!(problems(&store).len(), 1, "the due entry is missing");
+        let due = keys::schedule_due_key(&schedule).unwrap();
+        store.meta.insert(&due, &[]).unwrap();
+        assert!(problems(&store).is_empty(), "{:?}", problems(&store));
+        assert_eq!(
+            store.due_schedules(4_999, 10).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(store.due_schedules(5_000, 10).unwrap(), ["s"]);
+        assert_eq!(store.first_schedule_due().unwrap(), Some(5_000));
+        // An entry that no schedule implies (a paused one has none).
+        let mut paused = schedule;
+        paused.paused = true;
+        let record = codec::encode_schedule(&paused, super::super::Revision(2)).unwrap();
+        store.meta.insert(keys::schedule_key("s"), record).unwrap();
+        assert_eq!(problems(&store).len(), 1, "a stray due entry");
+        store.meta.remove(&due).unwrap();
+        assert!(problems(&store).is_empty());
+    }
+
+    #[test]
     fn a_data_directory_of_a_newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
