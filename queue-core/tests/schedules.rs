@@ -398,3 +398,20 @@ fn the_background_timer_fires_a_tick_when_the_clock_reaches_it() {
         Some(format!("schedule:s:{}", T0 + 1_000).as_str())
     );
 }
+
+#[test]
+fn storing_a_schedule_wakes_a_timer_that_sleeps_with_nothing_due() {
+    // The system clock: the timer sleeps until woken (nothing is stored),
+    // so only the wake-up of the PUT can make the tick fire a second later.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open_with(queue_core::Config::new(dir.path())).expect("open");
+    assert_eq!(queue.run_due().expect("run_due").next_due, None);
+    queue
+        .put_schedule("s", &every(1_000, CatchUp::All))
+        .expect("put");
+    let leased = queue
+        .lease_wait("reports", &LeaseOptions::default(), Duration::from_secs(20))
+        .expect("lease");
+    assert_eq!(leased.len(), 1, "the tick fired");
+    assert_eq!(leased[0].job.schedule.as_deref(), Some("s"));
+}
