@@ -400,17 +400,28 @@ fn the_background_timer_fires_a_tick_when_the_clock_reaches_it() {
 }
 
 #[test]
-fn storing_a_schedule_wakes_a_timer_that_sleeps_with_nothing_due() {
-    // The system clock: the timer sleeps until woken (nothing is stored),
-    // so only the wake-up of the PUT can make the tick fire a second later.
+fn storing_a_schedule_wakes_a_timer_that_sleeps_towards_a_later_deadline() {
+    // The system clock. A delayed job, once the timer has promoted it and
+    // it is leased, leaves the timer asleep until its lease expires (30 s);
+    // only the wake-up of the PUT can make the tick fire a second later.
     let dir = tempfile::tempdir().expect("tempdir");
     let queue = Queue::open_with(queue_core::Config::new(dir.path())).expect("open");
-    assert_eq!(queue.run_due().expect("run_due").next_due, None);
+    queue
+        .enqueue(
+            "warm-up",
+            queue_core::NewJob::new(b"{}".to_vec()).delay(Duration::from_millis(200)),
+        )
+        .expect("enqueue");
+    let patience = Duration::from_secs(20);
+    let warm = queue
+        .lease_wait("warm-up", &LeaseOptions::default(), patience)
+        .expect("lease");
+    assert_eq!(warm.len(), 1, "the timer promoted the delayed job");
     queue
         .put_schedule("s", &every(1_000, CatchUp::All))
         .expect("put");
     let leased = queue
-        .lease_wait("reports", &LeaseOptions::default(), Duration::from_secs(20))
+        .lease_wait("reports", &LeaseOptions::default(), patience)
         .expect("lease");
     assert_eq!(leased.len(), 1, "the tick fired");
     assert_eq!(leased[0].job.schedule.as_deref(), Some("s"));
