@@ -15,6 +15,10 @@
 //! - [`NewJob`], [`LeaseOptions`], [`Failure`]: what callers pass in;
 //!   [`Job`], [`Enqueued`], [`Leased`], [`DeadPage`], [`QueueStats`]: what
 //!   comes back.
+//! - [`Schedule`] (stored by [`Queue::put_schedule`] from a
+//!   [`ScheduleRequest`]): periodic jobs, a cron expression in a time zone
+//!   or a fixed period, fired by the timer once per tick ([`PutSchedule`],
+//!   [`CatchUp`]).
 //! - [`Subscription`] of [`Event`]s: the durable event log, every state
 //!   change with an id increasing in commit order, resumable
 //!   ([`Queue::subscribe_after`]).

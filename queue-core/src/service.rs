@@ -8,7 +8,8 @@
 //! What lives here and nowhere else: parsing job ids, lease ids and `after`
 //! cursors; the bounds of `wait_ms` and `limit`; the idempotency key given
 //! twice (header and body); enqueue-then-wait; the malformed-lease-id answer;
-//! dead-letter paging; event filters; the mapping of engine errors to codes;
+//! dead-letter paging; event filters; schedule names in paths (a malformed
+//! one is not found); the mapping of engine errors to codes;
 //! and ending long-polls and event feeds at shutdown.
 
 use std::sync::Arc;
