@@ -353,7 +353,15 @@ impl Engine {
             let Some(plan) = rule::plan(schedule, &timing, now) else {
                 break;
             };
-            let spec = template(schedule)?;
+            // A record that does not read is logged and left as it is: it
+            // must not stop the timer's other work.
+            let spec = match template(schedule) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tracing::error!(schedule = %name, error = %e, "schedule cannot fire");
+                    break;
+                }
+            };
             let batch = &plan.fire[..plan.fire.len().min(TICK_BATCH)];
             let more = plan.fire.get(TICK_BATCH).copied();
             let mut changes = Vec::with_capacity(batch.len());
