@@ -426,3 +426,29 @@ fn storing_a_schedule_wakes_a_timer_that_sleeps_towards_a_later_deadline() {
     assert_eq!(leased.len(), 1, "the tick fired");
     assert_eq!(leased[0].job.schedule.as_deref(), Some("s"));
 }
+
+#[test]
+fn a_tick_whose_key_is_taken_enqueues_nothing_more() {
+    // As after a schedule was deleted and stored again, or a second
+    // attempt at the tick: the job holding the key counts as the tick's.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let queue = open_manual(dir.path(), &clock);
+    queue
+        .put_schedule("s", &cron("* * * * *", CatchUp::All))
+        .expect("put");
+    let tick = T0 + MINUTE;
+    let mut first = queue_core::NewJob::new(b"{}".to_vec());
+    first.idempotency_key = Some(format!("schedule:s:{tick}"));
+    let holder = queue.enqueue("reports", first).expect("enqueue").job;
+    advance(&clock, MINUTE);
+    assert_eq!(queue.run_due().expect("run_due").ticks, 0);
+    let stored = queue.schedule("s").expect("read").expect("stored");
+    assert_eq!(stored.last_run_at, Some(tick));
+    assert_eq!(stored.last_job_id, Some(holder.id));
+    assert_eq!(stored.next_run_at, Some(tick + MINUTE));
+    assert_eq!(queue.stats("reports").expect("stats").ready, 1);
+    advance(&clock, MINUTE);
+    assert_eq!(queue.run_due().expect("run_due").ticks, 1);
+    assert_consistent(&queue);
+}
