@@ -166,6 +166,16 @@ async fn a_bad_schedule_is_a_400_naming_the_field_and_stores_nothing() {
         ),
         (
             "s",
+            json!({"queue": "q", "every_ms": 1000, "job": {"payload": 1, "max_attempts": "three"}}),
+            "job.max_attempts",
+        ),
+        (
+            "s",
+            json!({"queue": "q", "every_ms": "often", "job": job}),
+            "every_ms",
+        ),
+        (
+            "s",
             json!({"queue": "q", "every_ms": 1000, "job": {"payload": 1, "timeout_ms": 0}}),
             "job.timeout_ms",
         ),
