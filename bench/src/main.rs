@@ -13,7 +13,10 @@
 //!   event loop, and one OS thread per connection);
 //! - `push` measures callbacks (deliveries per second, completion to
 //!   callback latency) and the SSE event fan-out (1, 100, 1000
-//!   subscribers), next to a baseline enqueue and drain without them.
+//!   subscribers), next to a baseline enqueue and drain without them;
+//! - `limits` measures lease throughput (lease 1 + complete) with no
+//!   limits, with `max_leased`, with `group_max_leased` 1 over 1,000
+//!   groups, and with a busy group of 100,000 ready jobs beside them.
 //!
 //! All of them reuse [`stats`] for latency summaries and [`report`] for the
 //! table.
@@ -29,6 +32,9 @@
 //!     [--subscribers 1,100,1000] [--connections 8] [--producers 1] \
 //!     [--callback-concurrency 32] [--payload-bytes 200] [--max-seconds S] \
 //!     [--dir PATH] [--smoke]
+//! cargo run --release -p bench -- limits [--jobs 20000] [--concurrency 64] \
+//!     [--busy-jobs 100000] [--runs 3] [--durability periodic|sync] \
+//!     [--max-seconds S] [--dir PATH] [--smoke]
 //! ```
 //!
 //! See `BENCHMARKS.md` at the repository root for what each phase measures.
@@ -39,6 +45,7 @@ mod compare;
 mod core;
 mod fsync;
 mod http;
+mod limits;
 mod peers;
 mod push;
 mod report;
@@ -79,6 +86,11 @@ enum Mode {
     /// enqueue-to-event latency), next to a baseline without them
     /// (`--smoke`: tiny N, 1 and 10 subscribers, for CI).
     Push(push::PushArgs),
+    /// Lease throughput under queue limits: none, max_leased 32,
+    /// group_max_leased 1 over 1,000 groups, and a busy group of 100,000
+    /// ready jobs beside them; medians of three runs and ratios to none
+    /// (`--smoke`: tiny N, one run, for CI).
+    Limits(limits::LimitsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,5 +102,6 @@ fn main() -> anyhow::Result<()> {
         Mode::Peers(args) => peers::run(&args),
         Mode::Sdk(args) => sdk::run(&args),
         Mode::Push(args) => push::run(&args),
+        Mode::Limits(args) => limits::run(&args),
     }
 }

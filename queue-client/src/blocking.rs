@@ -290,6 +290,15 @@ impl Client {
         self.shared.run(|c| async move { c.pause(queue).await })
     }
 
+    /// See [`crate::Client::set_limits`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn set_limits(&self, queue: &str, limits: &crate::Limits) -> Result<QueueStats> {
+        self.shared
+            .run(|c| async move { c.set_limits(queue, limits).await })
+    }
+
     /// See [`crate::Client::resume`].
     ///
     /// # Errors
@@ -677,6 +686,14 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn pause(&self) -> Result<QueueStats> {
         self.run(|q| async move { q.pause().await })
+    }
+
+    /// See [`crate::TypedQueue::set_limits`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn set_limits(&self, limits: &crate::Limits) -> Result<QueueStats> {
+        self.run(|q| async move { q.set_limits(limits).await })
     }
 
     /// See [`crate::TypedQueue::resume`].

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::job::DeadPage;
 use crate::transport::{Http, Transport};
-use crate::{ClientOptions, Job, JobId, Result, RetryPolicy};
+use crate::{ClientOptions, Job, JobId, Limits, Result, RetryPolicy};
 
 /// A handle on a queue server, or on an embedded queue: cheap to clone,
 /// `Send + Sync`, and shareable by any number of tasks.
@@ -179,6 +179,21 @@ impl Client {
     /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad name; transport errors.
     pub async fn resume(&self, queue: &str) -> Result<QueueStats> {
         self.retrying(|_| self.transport().set_paused(queue, false))
+            .await
+    }
+
+    /// Changes the limits (and, if the change says so, the paused flag)
+    /// of `queue`; limits the change does not mention keep their values.
+    /// Limits hold across every worker; a waiting lease wakes when capacity
+    /// frees up. Durable on return. Returns the queue's counts and limits
+    /// ([`QueueStats::limits`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) naming the
+    /// field for a bad name or a limit out of bounds (nothing changes);
+    /// transport errors.
+    pub async fn set_limits(&self, queue: &str, limits: &Limits) -> Result<QueueStats> {
+        self.retrying(|_| self.transport().patch_queue(queue, limits.as_request()))
             .await
     }
 

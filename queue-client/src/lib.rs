@@ -163,6 +163,7 @@ mod failure;
 mod id;
 mod job;
 mod lease;
+mod limits;
 mod options;
 mod queue;
 mod schedule;
@@ -178,11 +179,12 @@ pub use events::EventStream;
 pub use failure::Failure;
 pub use id::JobId;
 pub use job::{DeadPage, EventFilter, Job, StreamItem};
+pub use limits::Limits;
 pub use options::{ClientOptions, EnqueueOptions, RetryPolicy};
 pub use queue::{CallOutcome, JobHandle, LeaseOptions, Leased, TypedQueue};
 pub use queue_proto::{
     CallbackInfo, CallbackState, CatchUp, EnqueueRequest, ErrorCode, Event, EventType, Gap,
-    JobState, QueueStats,
+    JobState, QueueLimits, QueueStats, RateLimit,
 };
 pub use schedule::{Schedule, ScheduleBuilder};
 pub use worker::{ShutdownHandle, Worker, WorkerReport};

@@ -351,6 +351,14 @@ where
         self.client.pause(&self.name).await
     }
 
+    /// Changes this queue's limits.
+    ///
+    /// # Errors
+    /// As [`Client::set_limits`].
+    pub async fn set_limits(&self, limits: &crate::Limits) -> Result<QueueStats> {
+        self.client.set_limits(&self.name, limits).await
+    }
+
     /// Resumes leasing from this queue.
     ///
     /// # Errors

@@ -13,6 +13,7 @@
 //!   and across cut connections without duplicates or losses, gaps.
 //! - `job_streams`: `JobHandle::events`: it ends after the terminal event,
 //!   resumes after a cut, and re-reads the job after a gap.
+//! - `limits`: `set_limits` and the limits in the stats.
 //! - `blocking`: the same through the blocking client.
 //! - `schedules`: schedules stored, fired on the manual clock, triggered,
 //!   paused, resumed and deleted, async and blocking.
@@ -27,6 +28,7 @@ mod common;
 
 mod blocking;
 mod job_streams;
+mod limits;
 mod metadata;
 mod progress;
 mod schedules;

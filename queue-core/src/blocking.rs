@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use queue_proto::QueueStats;
+use queue_proto::{PatchQueueRequest, QueueStats};
 
 use crate::backend::Mode;
 use crate::engine::check_queue;
@@ -95,6 +95,16 @@ impl Queue {
         )
     }
 
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &crate::engine::Engine {
+        self.inner.engine()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn engine_queue(&self) -> crate::Queue {
+        self.inner.clone()
+    }
+
     /// [`crate::Queue::lease`].
     ///
     /// # Errors
@@ -103,9 +113,9 @@ impl Queue {
         block_on(self.inner.engine().lease(Mode::Blocking, queue, opts))
     }
 
-    /// [`crate::Queue::lease_wait`]: parks the calling thread until a job is
-    /// ready or `timeout` passes (woken by enqueues, promotions, releases,
-    /// requeues and resumes; no polling).
+    /// [`crate::Queue::lease_wait`]: parks the calling thread until it
+    /// leases something or `timeout` passes (woken as
+    /// [`crate::Queue::lease_wait`] is; no polling).
     ///
     /// # Errors
     /// As [`crate::Queue::lease`].
@@ -118,13 +128,18 @@ impl Queue {
         check_queue(queue)?;
         rules::lease::validate(opts)?;
         let deadline = Instant::now() + timeout;
-        let mut registration = self.inner.engine().queue_signals.register(queue.to_owned());
+        let engine = self.inner.engine();
+        let mut registration = engine.queue_signals.register(queue.to_owned());
         loop {
-            let leased = self.lease(queue, opts)?;
+            let (leased, retry_at) = block_on(engine.lease_round(Mode::Blocking, queue, opts))?;
             if !leased.is_empty() {
                 return Ok(leased);
             }
-            if !registration.wait_until(deadline) {
+            let until = match engine.retry_in(retry_at) {
+                Some(wait) => deadline.min(Instant::now() + wait),
+                None => deadline,
+            };
+            if !registration.wait_until(until) && until >= deadline {
                 return Ok(Vec::new());
             }
         }
@@ -233,6 +248,18 @@ impl Queue {
     /// As [`crate::Queue::queues`].
     pub fn queues(&self) -> Result<Vec<QueueStats>> {
         block_on(self.inner.queues())
+    }
+
+    /// [`crate::Queue::update_queue`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::update_queue`].
+    pub fn update_queue(&self, queue: &str, update: &PatchQueueRequest) -> Result<QueueStats> {
+        block_on(self.inner.engine().update_settings(
+            Mode::Blocking,
+            queue,
+            crate::settings::SettingsUpdate::from_patch(update),
+        ))
     }
 
     /// [`crate::Queue::pause`].

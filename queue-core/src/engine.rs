@@ -43,7 +43,11 @@ pub(crate) struct Engine {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) config: Config,
     rng: Mutex<u64>,
-    pub(crate) queue_signals: Signals<String>,
+    /// Woken when a queue may have a job to lease: a job became ready,
+    /// capacity freed up under a limit (a leased job left `leased`, a limit
+    /// was raised or removed, the queue resumed), or a manual clock moved
+    /// (a token bucket may have refilled).
+    pub(crate) queue_signals: Arc<Signals<String>>,
     pub(crate) job_signals: Signals<JobId>,
     counters: AtomicCounters,
     pub(crate) timer: Arc<TimerWake>,
@@ -57,11 +61,18 @@ pub(crate) struct Engine {
 impl Engine {
     pub(crate) fn new(backend: Arc<dyn Backend>, config: Config) -> Engine {
         let seed = config.seed.unwrap_or_else(|| config.clock.now_ms());
+        let queue_signals = Arc::new(Signals::new());
+        let weak = Arc::downgrade(&queue_signals);
+        config.clock.on_advance(Box::new(move || {
+            if let Some(signals) = weak.upgrade() {
+                signals.bump_all();
+            }
+        }));
         Engine {
             backend,
             config,
             rng: Mutex::new(seed),
-            queue_signals: Signals::new(),
+            queue_signals,
             job_signals: Signals::new(),
             counters: AtomicCounters::default(),
             timer: Arc::new(TimerWake::new()),
@@ -222,6 +233,18 @@ impl Engine {
         queue: &str,
         opts: &LeaseOptions,
     ) -> Result<Vec<Leased>> {
+        Ok(self.lease_round(mode, queue, opts).await?.0)
+    }
+
+    /// [`Engine::lease`], and when the rate limit's next token arrives if
+    /// the limit's tokens bounded the round (unix ms): a waiting lease
+    /// tries again then at the latest.
+    pub(crate) async fn lease_round(
+        &self,
+        mode: Mode,
+        queue: &str,
+        opts: &LeaseOptions,
+    ) -> Result<(Vec<Leased>, Option<u64>)> {
         check_queue(queue)?;
         rules::lease::validate(opts)?;
         let plan = LeasePlan {
@@ -230,7 +253,8 @@ impl Engine {
         };
         let committed = self.backend.lease(queue, plan, mode).await?;
         let committed = self.announce(committed);
-        Ok(committed
+        let retry_at = committed.retry_at;
+        let leased = committed
             .applied
             .into_iter()
             .filter_map(|change| {
@@ -238,7 +262,16 @@ impl Engine {
                 let lease_id = job.lease.as_ref()?.id;
                 Some(Leased { lease_id, job })
             })
-            .collect())
+            .collect();
+        Ok((leased, retry_at))
+    }
+
+    /// How long a waiting lease may sleep before trying again because of
+    /// `retry_at` (see [`Engine::lease_round`]): the real time until then
+    /// on the system clock; `None` with a manual clock (its advances wake
+    /// waiters) or without a retry time.
+    pub(crate) fn retry_in(&self, retry_at: Option<u64>) -> Option<Duration> {
+        retry_at.and_then(|at| self.config.clock.sleep_hint(at))
     }
 
     /// Applies `rule` to the stored job `id` and commits its outcome if the
@@ -518,13 +551,29 @@ impl Engine {
         queue: &str,
         paused: bool,
     ) -> Result<QueueStats> {
-        check_queue(queue)?;
         let update = SettingsUpdate {
             paused: Some(paused),
+            ..SettingsUpdate::default()
         };
+        self.update_settings(mode, queue, update).await
+    }
+
+    /// Applies `update` to the settings of `queue` (validated first: a bad
+    /// limit changes nothing), atomically with what is stored, and wakes
+    /// the queue's waiting leases if the update may let them take more.
+    pub(crate) async fn update_settings(
+        &self,
+        mode: Mode,
+        queue: &str,
+        mut update: SettingsUpdate,
+    ) -> Result<QueueStats> {
+        check_queue(queue)?;
+        update.validate()?;
+        update.now = self.now();
+        let before = self.backend.settings(queue).await?;
         let commit = Commit {
             changes: Vec::new(),
-            settings: vec![(queue.to_owned(), update)],
+            settings: vec![(queue.to_owned(), update.clone())],
             schedules: Vec::new(),
             policy: crate::backend::Policy::AllOrNothing,
         };
@@ -532,7 +581,10 @@ impl Engine {
             .commit(commit, mode)
             .await?
             .ok_or_else(|| Error::Internal("a settings commit went stale".into()))?;
-        if !paused {
+        // `before` may be older than what the commit read; waking a waiter
+        // that finds nothing new costs one lease round, while missing a
+        // wake-up would leave it asleep with capacity free.
+        if update.may_free_capacity(&before) || update.paused == Some(false) {
             self.queue_signals.bump(&queue.to_owned());
         }
         self.stats(queue).await
@@ -550,9 +602,11 @@ impl Engine {
         let settings = self.backend.settings(queue).await?;
         let oldest = self.backend.oldest_ready(queue).await?;
         let now = self.now();
+        let limits = settings.limits;
         Ok(QueueStats {
             queue: queue.to_owned(),
             paused: settings.paused,
+            limits,
             scheduled: counts.get(JobState::Scheduled),
             ready: counts.get(JobState::Ready),
             leased: counts.get(JobState::Leased),
@@ -760,7 +814,11 @@ impl Engine {
                 continue;
             }
             log_change(job, transition);
-            if job.state == JobState::Ready {
+            // A job that left `leased` frees capacity under the queue's
+            // limits (max_leased, its group's): a waiting lease may now
+            // take one.
+            let left_leased = old.is_some_and(|job| job.state == JobState::Leased);
+            if job.state == JobState::Ready || left_leased {
                 self.queue_signals.bump(&job.queue);
             }
             if job.state.is_terminal() {

@@ -19,6 +19,10 @@
 //!   [`ScheduleRequest`]): periodic jobs, a cron expression in a time zone
 //!   or a fixed period, fired by the timer once per tick ([`PutSchedule`],
 //!   [`CatchUp`]).
+//! - [`PatchQueueRequest`] ([`Queue::update_queue`]): a queue's paused flag
+//!   and limits ([`QueueLimits`]: `max_leased`, a [`RateLimit`] token
+//!   bucket, `group_max_leased`), held by every lease round and shown in
+//!   [`QueueStats`].
 //! - [`Subscription`] of [`Event`]s: the durable event log, every state
 //!   change with an id increasing in commit order, resumable
 //!   ([`Queue::subscribe_after`]).
@@ -115,6 +119,8 @@ mod settings;
 mod signal;
 mod timers;
 mod verification;
+#[cfg(test)]
+mod wakeups;
 mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -127,7 +133,9 @@ pub use job::{
     LeaseOptions, Leased, NewJob, Transition,
 };
 pub use queue::Queue;
-pub use queue_proto::{CatchUp, JobState, QueueStats, ScheduleRequest};
+pub use queue_proto::{
+    CatchUp, JobState, PatchQueueRequest, QueueLimits, QueueStats, RateLimit, ScheduleRequest,
+};
 pub use rules::callback::DeliveryResult;
 pub use schedule::{PutSchedule, Schedule};
 pub use timers::DueReport;

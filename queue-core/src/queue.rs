@@ -4,7 +4,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use queue_proto::QueueStats;
+use queue_proto::{PatchQueueRequest, QueueStats};
+
+use crate::settings::SettingsUpdate;
 
 use crate::backend::{self, Mode};
 use crate::engine::{Engine, check_queue};
@@ -166,9 +168,13 @@ impl Queue {
         self.engine().lease(Mode::Async, queue, opts).await
     }
 
-    /// Like [`Queue::lease`], but when no job is ready waits up to `timeout`
-    /// for one (woken by enqueues, promotions, releases, requeues and
-    /// resumes; no polling). Returns an empty list on timeout.
+    /// Like [`Queue::lease`], but when it gets nothing waits up to `timeout`
+    /// for a job it may take (woken by enqueues, promotions, releases,
+    /// requeues and resumes, and, on a queue with limits, by whatever frees
+    /// capacity: a leased job completed, failed, released, expired or
+    /// cancelled, a limit raised or removed, the next token of the rate
+    /// limit, at the instant it arrives; no polling). Returns an empty list
+    /// on timeout.
     ///
     /// Holds no thread while waiting. Needs a tokio runtime with the time
     /// driver enabled (as any `tokio::time` use does).
@@ -186,13 +192,20 @@ impl Queue {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut registration = self.engine().queue_signals.register(queue.to_owned());
         loop {
-            let leased = self.lease(queue, opts).await?;
+            let (leased, retry_at) = self.engine().lease_round(Mode::Async, queue, opts).await?;
             if !leased.is_empty() {
                 return Ok(leased);
             }
-            if tokio::time::timeout_at(deadline, registration.changed())
+            // Short of tokens: try again when the next one arrives, unless
+            // something else wakes the wait first.
+            let until = match self.engine().retry_in(retry_at) {
+                Some(wait) => deadline.min(tokio::time::Instant::now() + wait),
+                None => deadline,
+            };
+            if tokio::time::timeout_at(until, registration.changed())
                 .await
                 .is_err()
+                && until >= deadline
             {
                 return Ok(Vec::new());
             }
@@ -429,6 +442,28 @@ impl Queue {
     ) -> Result<Job> {
         self.engine()
             .trigger_schedule(Mode::Async, name, correlation_id)
+            .await
+    }
+
+    /// Changes the settings of `queue` (the `PATCH /v1/queues/{queue}`
+    /// body): each field absent keeps its value, `Some(None)` removes a
+    /// limit. A rate limit set where there was none starts with a full
+    /// bucket; a changed one keeps the tokens held (capped at the new
+    /// capacity). Waiting leases are woken when the change may let them
+    /// take more. Durable on return; returns the queue's stats.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the field for a bad name or a
+    /// limit out of its bounds (`max_leased` and `group_max_leased`
+    /// 1..=1,000,000, `rate_limit.jobs` 1..=1,000,000, `rate_limit.per_ms`
+    /// 1..=86,400,000); nothing changes then. [`Error::Storage`].
+    pub async fn update_queue(
+        &self,
+        queue: &str,
+        update: &PatchQueueRequest,
+    ) -> Result<QueueStats> {
+        self.engine()
+            .update_settings(Mode::Async, queue, SettingsUpdate::from_patch(update))
             .await
     }
 

@@ -19,8 +19,8 @@ use queue_proto::limits::{MAX_BATCH, MAX_WAIT_MS};
 use queue_proto::{
     BatchRequest, BatchResponse, CallbackState, CompleteRequest, DeadPage, DeletedResponse,
     EnqueueRequest, ErrorCode, EventType, FailRequest, Gap, HeartbeatRequest, LeaseRequest,
-    LeaseResponse, QueueList, QueueStats, ReleaseRequest, RequeueRequest, RequeuedResponse,
-    ScheduleList, ScheduleRequest, validate_queue_name,
+    LeaseResponse, PatchQueueRequest, QueueList, QueueStats, ReleaseRequest, RequeueRequest,
+    RequeuedResponse, ScheduleList, ScheduleRequest, validate_queue_name,
 };
 use tokio::sync::watch;
 
@@ -756,6 +756,21 @@ impl Service {
         } else {
             queue_handle.resume(queue).await?
         })
+    }
+
+    /// `PATCH /v1/queues/{queue}`: the paused flag and the limits (see
+    /// [`Queue::update_queue`]).
+    ///
+    /// # Errors
+    /// The contract's: `invalid_request` naming the field for a limit out
+    /// of its bounds (nothing changes).
+    pub async fn patch_queue(
+        &self,
+        queue: &str,
+        request: &PatchQueueRequest,
+    ) -> ServiceResult<QueueStats> {
+        check_queue(queue)?;
+        Ok(self.inner.queue.update_queue(queue, request).await?)
     }
 
     /// `GET /v1/queues/{queue}/dead?limit&after`.

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -14,6 +15,24 @@ pub(crate) struct Signal {
     generation: Mutex<u64>,
     changed: Condvar,
     watch: watch::Sender<u64>,
+    /// Waiters inside a wait (tests use it to act only once one is parked).
+    parked: AtomicUsize,
+}
+
+/// Counts a waiter as parked while it lives.
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Parked(count)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Signal {
@@ -49,6 +68,31 @@ impl<K: Hash + Eq + Clone> Signals<K> {
         }
     }
 
+    /// Wakes everyone waiting on any key (a manual clock moved: waits for
+    /// a time, such as a token bucket's refill, may be over).
+    pub(crate) fn bump_all(&self) {
+        let signals: Vec<Arc<Signal>> = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for signal in signals {
+            signal.bump();
+        }
+    }
+
+    /// How many waiters on `key` are inside a wait now.
+    #[cfg(test)]
+    pub(crate) fn parked(&self, key: &K) -> usize {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map_or(0, |signal| signal.parked.load(Ordering::SeqCst))
+    }
+
     /// Starts waiting on `key`. Register before checking the condition, so
     /// that a change between the check and the wait is not missed.
     pub(crate) fn register(&self, key: K) -> Registration<'_, K> {
@@ -62,6 +106,7 @@ impl<K: Hash + Eq + Clone> Signals<K> {
                     generation: Mutex::new(0),
                     changed: Condvar::new(),
                     watch: watch::Sender::new(0),
+                    parked: AtomicUsize::new(0),
                 })
             })
             .clone();
@@ -93,6 +138,8 @@ impl<K: Hash + Eq + Clone> Registration<'_, K> {
     /// Blocks until the signal is bumped after the last wait (or the
     /// registration) or `deadline` passes; `false` on timeout.
     pub(crate) fn wait_until(&mut self, deadline: Instant) -> bool {
+        let signal = Arc::clone(&self.signal);
+        let _parked = Parked::new(&signal.parked);
         let mut generation = self
             .signal
             .generation
@@ -116,6 +163,8 @@ impl<K: Hash + Eq + Clone> Registration<'_, K> {
 
     /// Waits for the next bump after the last wait (or the registration).
     pub(crate) async fn changed(&mut self) {
+        let signal = Arc::clone(&self.signal);
+        let _parked = Parked::new(&signal.parked);
         // The sender lives in `self.signal`, so `changed` cannot fail.
         let _ = self.rx.changed().await;
         self.seen = *self.rx.borrow_and_update();

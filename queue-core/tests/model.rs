@@ -836,6 +836,7 @@ impl Model {
         QueueStats {
             queue: name.to_owned(),
             paused: self.paused[queue],
+            limits: queue_core::QueueLimits::default(),
             scheduled: count(JobState::Scheduled),
             ready: count(JobState::Ready),
             leased: count(JobState::Leased),

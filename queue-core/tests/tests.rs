@@ -6,6 +6,8 @@
 //!   with reopens of the database between steps.
 //! - `crash`: a child process killed with SIGKILL at random moments; the parent
 //!   reopens and checks acknowledged work, invariants and draining.
+//! - `limits`: queue limits stored and durable, held under concurrent
+//!   leasers, FIFO per group, lease order with groups against a model.
 //! - `schedules`: schedules fired through the engine on a manual clock,
 //!   catch-up after downtime under each policy.
 //! - `upgrade`: a data directory written by the first release opens, is
@@ -13,6 +15,7 @@
 
 mod common;
 mod crash;
+mod limits;
 mod model;
 mod operations;
 mod schedules;

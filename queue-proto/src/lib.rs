@@ -43,5 +43,6 @@ pub use wire::{
     BatchRequest, BatchResponse, CallbackEvent, CallbackInfo, CallbackState, CompleteRequest,
     CountResponse, DeadPage, DeletedResponse, EnqueueRequest, ErrorBody, ErrorCode, ErrorDetail,
     Event, EventType, FailRequest, Gap, HeartbeatRequest, Job, LeaseRequest, LeaseResponse,
-    QueueList, QueueStats, ReleaseRequest, RequeueRequest, RequeuedResponse, rfc3339_ms,
+    PatchQueueRequest, QueueLimits, QueueList, QueueStats, RateLimit, ReleaseRequest,
+    RequeueRequest, RequeuedResponse, rfc3339_ms,
 };

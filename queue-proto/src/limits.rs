@@ -64,6 +64,15 @@ pub const MAX_CATCH_UP_TICKS: usize = 1_000;
 /// Longest cron expression accepted, in bytes.
 pub const MAX_CRON_LEN: usize = 256;
 
+/// Largest `max_leased` of a queue (PATCH `/v1/queues/{queue}`).
+pub const MAX_MAX_LEASED: u32 = 1_000_000;
+/// Largest `group_max_leased` of a queue.
+pub const MAX_GROUP_MAX_LEASED: u32 = 1_000_000;
+/// Largest `rate_limit.jobs` (the token bucket's capacity).
+pub const MAX_RATE_JOBS: u32 = 1_000_000;
+/// Longest `rate_limit.per_ms` (one day).
+pub const MAX_RATE_PER_MS: u64 = 86_400_000;
+
 /// Why a queue name was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueNameError {

@@ -377,6 +377,9 @@ pub struct QueueStats {
     pub queue: String,
     /// Whether leasing is paused.
     pub paused: bool,
+    /// The limits leases obey (absent from a server before 1.1: none).
+    #[serde(default)]
+    pub limits: QueueLimits,
     /// Jobs waiting for their `run_at`.
     pub scheduled: u64,
     /// Jobs that can be leased now.
@@ -391,6 +394,134 @@ pub struct QueueStats {
     pub cancelled: u64,
     /// Age of the oldest ready job (now − its `run_at`), or `null` when none.
     pub oldest_ready_age_ms: Option<u64>,
+}
+
+/// A queue's rate limit: leases are granted from a token bucket of
+/// capacity `jobs`, refilled at `jobs` per `per_ms` milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// The bucket's capacity and how many tokens `per_ms` adds
+    /// (1..=[`MAX_RATE_JOBS`](crate::limits::MAX_RATE_JOBS)).
+    pub jobs: u32,
+    /// The refill period in ms
+    /// (1..=[`MAX_RATE_PER_MS`](crate::limits::MAX_RATE_PER_MS)).
+    pub per_ms: u64,
+}
+
+/// The limits of a queue, as reported in its stats; `null` when not set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct QueueLimits {
+    /// At most this many jobs of the queue are `leased` at once.
+    pub max_leased: Option<u32>,
+    /// The token bucket leases are granted from.
+    pub rate_limit: Option<RateLimit>,
+    /// At most this many jobs with the same `group` are `leased` at once.
+    pub group_max_leased: Option<u32>,
+}
+
+/// Body of `PATCH /v1/queues/{queue}`: each field absent keeps the stored
+/// value, `null` removes a limit. Decoding names the field of any wrong
+/// type or unknown name; the bounds are checked by the core.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PatchQueueRequest {
+    /// Pause (`true`) or resume (`false`) leasing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    /// Set (`Some(Some(n))`) or remove (`Some(None)`) `max_leased`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_leased: Option<Option<u32>>,
+    /// Set or remove the rate limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Option<RateLimit>>,
+    /// Set or remove `group_max_leased`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_max_leased: Option<Option<u32>>,
+}
+
+impl PatchQueueRequest {
+    /// Decodes a body from its JSON value, naming the field of any mistake.
+    ///
+    /// # Errors
+    /// A message naming the offending field.
+    pub fn from_value(value: serde_json::Value) -> Result<PatchQueueRequest, String> {
+        use serde_json::Value;
+        let Value::Object(map) = value else {
+            return Err("the body must be a JSON object".into());
+        };
+        fn count(field: &str, value: &Value) -> Result<Option<u64>, String> {
+            match value {
+                Value::Null => Ok(None),
+                Value::Number(n) => n
+                    .as_u64()
+                    .map(Some)
+                    .ok_or_else(|| format!("{field} must be a positive integer or null, got {n}")),
+                other => Err(format!(
+                    "{field} must be a positive integer or null, got {other}"
+                )),
+            }
+        }
+        fn small(field: &str, value: u64) -> Result<u32, String> {
+            u32::try_from(value).map_err(|_| format!("{field}: {value} is too large"))
+        }
+        let mut out = PatchQueueRequest::default();
+        for (name, value) in map {
+            match name.as_str() {
+                "paused" => match value {
+                    Value::Bool(b) => out.paused = Some(b),
+                    other => return Err(format!("paused must be true or false, got {other}")),
+                },
+                "max_leased" | "group_max_leased" => {
+                    let n = count(&name, &value)?.map(|n| small(&name, n)).transpose()?;
+                    if name == "max_leased" {
+                        out.max_leased = Some(n);
+                    } else {
+                        out.group_max_leased = Some(n);
+                    }
+                }
+                "rate_limit" => match value {
+                    Value::Null => out.rate_limit = Some(None),
+                    Value::Object(fields) => {
+                        let mut jobs = None;
+                        let mut per_ms = None;
+                        for (field, value) in fields {
+                            let full = format!("rate_limit.{field}");
+                            match field.as_str() {
+                                "jobs" => {
+                                    let n = count(&full, &value)?
+                                        .ok_or_else(|| format!("{full} must not be null"))?;
+                                    jobs = Some(small(&full, n)?);
+                                }
+                                "per_ms" => {
+                                    per_ms = Some(
+                                        count(&full, &value)?
+                                            .ok_or_else(|| format!("{full} must not be null"))?,
+                                    );
+                                }
+                                _ => return Err(format!("unknown field {full}")),
+                            }
+                        }
+                        let jobs = jobs.ok_or("rate_limit.jobs is required")?;
+                        let per_ms = per_ms.ok_or("rate_limit.per_ms is required")?;
+                        out.rate_limit = Some(Some(RateLimit { jobs, per_ms }));
+                    }
+                    other => {
+                        return Err(format!(
+                            "rate_limit must be {{\"jobs\": n, \"per_ms\": n}} or null, got {other}"
+                        ));
+                    }
+                },
+                _ => return Err(format!("unknown field {name}")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<'de> Deserialize<'de> for PatchQueueRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        PatchQueueRequest::from_value(value).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Response of `GET /v1/queues`.

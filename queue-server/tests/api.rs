@@ -666,7 +666,8 @@ async fn queues_stats_pause_and_resume() {
         stats,
         json!({"queue": "a", "paused": false, "scheduled": 1, "ready": 1, "leased": 0,
                "completed": 0, "dead": 0, "cancelled": 0,
-               "oldest_ready_age_ms": stats["oldest_ready_age_ms"]})
+               "oldest_ready_age_ms": stats["oldest_ready_age_ms"],
+               "limits": {"max_leased": null, "rate_limit": null, "group_max_leased": null}})
     );
     assert!(stats["oldest_ready_age_ms"].is_u64());
     let unknown = c.get("/v1/queues/nobody").await.json;

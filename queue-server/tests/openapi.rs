@@ -650,6 +650,69 @@ fn openapi_job_schema_matches_the_wire_job() {
 }
 
 #[test]
+fn openapi_queue_stats_and_limits_match_the_wire_types() {
+    let doc = read_document();
+    let stats = |limits: queue_proto::QueueLimits| queue_proto::QueueStats {
+        queue: "q".into(),
+        paused: false,
+        limits,
+        scheduled: 0,
+        ready: 0,
+        leased: 0,
+        completed: 0,
+        dead: 0,
+        cancelled: 0,
+        oldest_ready_age_ms: Some(1),
+    };
+    let full = queue_proto::QueueLimits {
+        max_leased: Some(1),
+        rate_limit: Some(queue_proto::RateLimit { jobs: 1, per_ms: 1 }),
+        group_max_leased: Some(1),
+    };
+    let mut problems = object_differences(
+        &doc,
+        "QueueStats",
+        &to_json(&stats(full)),
+        &to_json(&stats(queue_proto::QueueLimits::default())),
+    );
+    // Every limit is always sent, null when not set.
+    problems.extend(object_differences(
+        &doc,
+        "QueueLimits",
+        &to_json(&full),
+        &to_json(&queue_proto::QueueLimits::default()),
+    ));
+    problems.extend(object_differences(
+        &doc,
+        "RateLimit",
+        &to_json(&full.rate_limit),
+        &to_json(&full.rate_limit),
+    ));
+    let patch = queue_proto::PatchQueueRequest {
+        paused: Some(true),
+        max_leased: Some(None),
+        rate_limit: Some(None),
+        group_max_leased: Some(None),
+    };
+    match keys_at(
+        &doc,
+        &["components", "schemas", "PatchQueueRequest", "properties"],
+    ) {
+        Ok(properties) => problems.extend(list_differences(
+            &properties,
+            &wire_keys(&to_json(&patch)),
+            "properties of PatchQueueRequest",
+        )),
+        Err(e) => problems.push(e),
+    }
+    assert!(
+        problems.is_empty(),
+        "{}",
+        report("queue_proto::QueueStats", &problems)
+    );
+}
+
+#[test]
 fn openapi_event_schema_matches_the_wire_event() {
     let doc = read_document();
     let problems = object_differences(

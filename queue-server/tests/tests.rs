@@ -14,6 +14,8 @@
 //!   ids, WebSocket.
 //! - `callbacks`: signed deliveries to real receivers, retries on the
 //!   manual clock, 410, timeouts, the bound on attempts under way.
+//! - `limits`: queue limits: PATCH validation, stats, restarts, many
+//!   workers under max_leased and group_max_leased.
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
 //! - `schedules`: the schedule endpoints, their validation and ticks fired
 //!   on the manual clock.
@@ -25,6 +27,7 @@ mod callbacks;
 mod common;
 mod concurrency;
 mod events;
+mod limits;
 mod openapi;
 mod resume;
 mod schedules;

@@ -143,6 +143,14 @@ impl Embedded {
         self.service.set_paused(queue, paused).await.map_err(map)
     }
 
+    pub(crate) async fn patch_queue(
+        &self,
+        queue: &str,
+        request: &queue_proto::PatchQueueRequest,
+    ) -> Result<QueueStats> {
+        self.service.patch_queue(queue, request).await.map_err(map)
+    }
+
     pub(crate) async fn dead_letters(
         &self,
         queue: &str,

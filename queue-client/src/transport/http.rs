@@ -334,6 +334,18 @@ impl Http {
             .body)
     }
 
+    pub(crate) async fn patch_queue(
+        &self,
+        queue: &str,
+        request: &queue_proto::PatchQueueRequest,
+    ) -> Result<QueueStats> {
+        let path = format!("/v1/queues/{queue}");
+        Ok(self
+            .call(Method::PATCH, &path, Some(request), Duration::ZERO)
+            .await?
+            .body)
+    }
+
     pub(crate) async fn dead_letters(
         &self,
         queue: &str,

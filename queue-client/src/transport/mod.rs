@@ -240,6 +240,15 @@ impl Transport {
         dispatch!(self, t => t.set_paused(queue, paused).await)
     }
 
+    pub(crate) async fn patch_queue(
+        &self,
+        queue: &str,
+        request: &queue_proto::PatchQueueRequest,
+    ) -> Result<QueueStats> {
+        check_queue(queue)?;
+        dispatch!(self, t => t.patch_queue(queue, request).await)
+    }
+
     pub(crate) async fn dead_letters(
         &self,
         queue: &str,

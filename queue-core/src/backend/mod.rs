@@ -44,7 +44,29 @@
 //! increase in commit order. [`Backend::lease`] is `SELECT … WHERE queue = $1
 //! AND state = 'ready' ORDER BY priority DESC, run_at, id FOR UPDATE SKIP
 //! LOCKED`, the round deciding row by row, then the updates, in one
-//! transaction. Due timers are a query on a deadline column, acted on under
+//! transaction.
+//!
+//! Queue limits on PostgreSQL: the settings (limits and the token bucket's
+//! `units` and `refilled_at`) are a row per queue, which the lease
+//! transaction reads `FOR UPDATE` first: that lock serializes the lease
+//! rounds of one queue across servers (settlements do not take it), so the
+//! count it reads next, `SELECT count(*) … WHERE queue = $1 AND state =
+//! 'leased'` (or a counter row per queue maintained in each transition's
+//! transaction), is not exceeded by a concurrent round, and the bucket's
+//! new state is an `UPDATE` of the same row in the same transaction.
+//! Per-group counts are a `leased_by_group (queue, group, leased)` table
+//! updated in the transaction of every transition into or out of `leased`
+//! (or a grouped count query); groups at their limit are excluded in the
+//! candidate query (`AND (group IS NULL OR group NOT IN (SELECT group FROM
+//! leased_by_group WHERE queue = $1 AND leased >= $limit))`), and FIFO per
+//! group comes from taking, per group, the first ready row in lease order
+//! (`DISTINCT ON (group)` over an index on `(queue, group, priority DESC,
+//! run_at, id) WHERE state = 'ready'`), so that a busy group costs the
+//! query nothing however many ready rows it has. Waiting leases are woken
+//! by a `NOTIFY` on every transition out of `leased` and every settings
+//! change.
+//!
+//! Due timers are a query on a deadline column, acted on under
 //! the same compare-and-swap, so that several servers act on each deadline
 //! once. [`Backend::watch_events`] is fed by `LISTEN/NOTIFY`.
 //!
@@ -266,6 +288,9 @@ pub(crate) struct Committed {
     /// `first_event` on, in the order of `applied`.
     pub(crate) events: u64,
     pub(crate) first_event: u64,
+    /// For a lease bounded by the rate limit's tokens: when the next token
+    /// arrives (see [`RoundEnd`](crate::rules::lease::RoundEnd)).
+    pub(crate) retry_at: Option<u64>,
 }
 
 /// A timer entry that is due.
@@ -314,8 +339,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn commit(&self, commit: Commit, mode: Mode) -> BoxFuture<'_, Result<Option<Committed>>>;
 
     /// Runs one lease round on `queue`: the round starts from the queue's
-    /// settings, is offered its ready jobs in lease order, each with a fresh
-    /// lease id, and what it takes is committed atomically.
+    /// settings and its number of leased jobs (as of this commit: counting
+    /// every lease and settlement committed before it), is offered its
+    /// ready jobs in lease order, each with a fresh lease id and the number
+    /// of leased jobs of its group, and what it takes is committed
+    /// atomically with the bucket the round leaves
+    /// ([`RoundEnd`](crate::rules::lease::RoundEnd)). A group whose limit
+    /// is reached must cost the scan a bounded amount of work, not one step
+    /// per ready job of the group.
     fn lease<'a>(
         &'a self,
         queue: &'a str,

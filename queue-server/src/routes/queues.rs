@@ -1,8 +1,8 @@
-//! Queues: the list with stats, one queue's stats, pause and resume, and
-//! leasing its jobs (with a long-poll).
+//! Queues: the list with stats, one queue's stats, pause and resume, its
+//! settings and limits (PATCH), and leasing its jobs (with a long-poll).
 
 use http::StatusCode;
-use queue_proto::LeaseRequest;
+use queue_proto::{LeaseRequest, PatchQueueRequest};
 
 use super::spec::RouteSpec;
 use crate::call::{Call, Handled};
@@ -15,6 +15,8 @@ pub enum Endpoint {
     List,
     /// `GET /v1/queues/{queue}`
     Stats,
+    /// `PATCH /v1/queues/{queue}`
+    Patch,
     /// `POST /v1/queues/{queue}/pause`
     Pause,
     /// `POST /v1/queues/{queue}/resume`
@@ -26,7 +28,7 @@ pub enum Endpoint {
 impl Endpoint {
     pub(crate) fn reads_body(self) -> bool {
         match self {
-            Endpoint::Lease => true,
+            Endpoint::Lease | Endpoint::Patch => true,
             Endpoint::List | Endpoint::Stats | Endpoint::Pause | Endpoint::Resume => false,
         }
     }
@@ -40,7 +42,7 @@ pub static ROUTES: &[RouteSpec<Endpoint>] = &[
     },
     RouteSpec {
         pattern: "/v1/queues/{queue}",
-        methods: &[("GET", Endpoint::Stats)],
+        methods: &[("GET", Endpoint::Stats), ("PATCH", Endpoint::Patch)],
     },
     RouteSpec {
         pattern: "/v1/queues/{queue}/lease",
@@ -65,6 +67,13 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
             let paused = endpoint == Endpoint::Pause;
             let stats = service.set_paused(call.queue(), paused).await?;
             Ok(json(StatusCode::OK, &stats))
+        }
+        Endpoint::Patch => {
+            let request: PatchQueueRequest = call.json(true)?;
+            Ok(json(
+                StatusCode::OK,
+                &service.patch_queue(call.queue(), &request).await?,
+            ))
         }
         Endpoint::Lease => {
             let request: LeaseRequest = call.json(true)?;

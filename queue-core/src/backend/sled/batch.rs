@@ -22,7 +22,7 @@
 //! batch).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -30,8 +30,9 @@ use sled::IVec;
 
 use super::codec::{self, decode_job, job_revision};
 use super::keys::{
-    self, EVENTS, INDEX, JOBS, META, count_key, decode_u64, event_key, id_at_end, idem_key,
-    job_key, queue_prefix, settings_key,
+    self, EVENTS, INDEX, JOBS, META, ORDER_LEN, count_key, decode_u64, event_key, group_head_key,
+    group_leased_key, group_prefix, id_at_end, idem_key, job_key, queue_prefix, ready_key_of,
+    settings_key,
 };
 use super::{Store, storage};
 use queue_proto::JobState;
@@ -75,6 +76,8 @@ pub(crate) struct Prepared {
     claims: Option<(String, String)>,
     old: Option<(String, JobState)>,
     new: Option<(String, JobState)>,
+    /// The job's group (it never changes).
+    group: Option<String>,
     /// The new record's bytes (`None`: delete).
     bytes: Option<Vec<u8>>,
     remove: Vec<keys::Entry>,
@@ -133,6 +136,10 @@ impl Prepared {
             claims,
             old: change.old.as_ref().map(place),
             new: change.new_job().map(place),
+            group: change
+                .new_job()
+                .or(change.old.as_ref())
+                .and_then(|job| job.group.clone()),
             bytes,
             remove,
             insert,
@@ -180,6 +187,9 @@ pub(crate) struct Tx<'a> {
     batch: &'a Writes,
     own: RefCell<Writes>,
     deltas: RefCell<BTreeMap<Vec<u8>, i64>>,
+    /// The (queue, group)s whose ready jobs changed: their heads are
+    /// brought up to date when the operation ends.
+    touched: RefCell<BTreeSet<(String, String)>>,
     /// Encoded events of this operation, and whose.
     events: RefCell<TxEvents>,
     seal: std::cell::Cell<bool>,
@@ -294,6 +304,28 @@ impl Tx<'_> {
             if let Some((queue, state)) = &prepared.new {
                 *deltas.entry(count_key(queue, *state)).or_default() += 1;
             }
+            if let Some(group) = &prepared.group {
+                if let Some((queue, JobState::Leased)) = &prepared.old {
+                    *deltas.entry(group_leased_key(queue, group)).or_default() -= 1;
+                }
+                if let Some((queue, JobState::Leased)) = &prepared.new {
+                    *deltas.entry(group_leased_key(queue, group)).or_default() += 1;
+                }
+            }
+        }
+        if let Some(group) = &prepared.group {
+            let ready = |place: &Option<(String, JobState)>| {
+                place
+                    .as_ref()
+                    .filter(|(_, state)| *state == JobState::Ready)
+                    .map(|(queue, _)| queue.clone())
+            };
+            for queue in [ready(&prepared.old), ready(&prepared.new)]
+                .into_iter()
+                .flatten()
+            {
+                self.touched.borrow_mut().insert((queue, group.clone()));
+            }
         }
         if prepared.event_count > 0 {
             let mut events = self.events.borrow_mut();
@@ -310,28 +342,186 @@ impl Tx<'_> {
         }
     }
 
-    /// The ready jobs of `queue` in lease order, as this operation sees
-    /// them: the stored index without the entries that earlier operations
-    /// of the batch (or this one) removed. The trees do not change during a
-    /// batch, so the scan is stable. Jobs that became ready earlier in the
-    /// same batch are not listed; the next batch sees them.
-    pub(crate) fn ready_jobs<'s>(
+    /// The `r` entries of `queue` in lease order (its ready jobs without a
+    /// group and the head of each group), as this operation sees them when
+    /// the scan starts: the stored index with the writes of the earlier
+    /// operations of the batch and this one's so far. Each yields the lease
+    /// order suffix, the job id and, for a group's head, the group (the
+    /// entry's value), so that a group at its limit is skipped without
+    /// loading its job.
+    pub(crate) fn ready_heads<'s>(
         &'s self,
         queue: &str,
-    ) -> impl Iterator<Item = TxResult<JobId>> + 's {
-        self.store
-            .index
-            .scan_prefix(queue_prefix(keys::READY, queue))
-            .keys()
-            .filter_map(move |key| match key {
-                Err(e) => Some(Err(TxError::from(e))),
-                Ok(key) => {
-                    let k = (INDEX, key.to_vec());
-                    let removed = matches!(self.own.borrow().get(&k), Some(None))
-                        || matches!(self.batch.get(&k), Some(None));
-                    (!removed).then(|| id_at_end(&key).map_err(TxError::Failed))
-                }
+    ) -> impl Iterator<Item = TxResult<ReadyHead>> + 's {
+        let prefix = queue_prefix(keys::READY, queue);
+        let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for writes in [self.batch, &*self.own.borrow()] {
+            for ((_, key), value) in writes
+                .range((INDEX, prefix.clone())..)
+                .take_while(|((t, k), _)| *t == INDEX && k.starts_with(&prefix))
+            {
+                overlay.insert(key.clone(), value.clone());
+            }
+        }
+        let added: VecDeque<(Vec<u8>, Vec<u8>)> = overlay
+            .iter()
+            .filter_map(|(key, value)| value.as_ref().map(|v| (key.clone(), v.clone())))
+            .collect();
+        let stored = self.store.index.scan_prefix(&prefix);
+        MergedEntries {
+            stored: stored.peekable(),
+            overlay,
+            added,
+        }
+        .map(|entry| {
+            let (key, value) = entry?;
+            let order = <[u8; ORDER_LEN]>::try_from(&key[key.len().saturating_sub(ORDER_LEN)..])
+                .map_err(|_| Error::Corrupt(format!("short ready key {key:?}")))?;
+            let group = if value.is_empty() {
+                None
+            } else {
+                Some(String::from_utf8(value).map_err(|_| {
+                    Error::Corrupt(format!("group of ready entry {key:?} is not UTF-8"))
+                })?)
+            };
+            Ok(ReadyHead {
+                order,
+                id: id_at_end(&key)?,
+                group,
             })
+        })
+    }
+
+    /// The first key of `tree` with `prefix` after `after` (exclusive; from
+    /// the start of the prefix with `None`), as this operation sees it:
+    /// its own writes over the batch's over the tree.
+    pub(crate) fn first_after(
+        &self,
+        tree: u8,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+    ) -> TxResult<Option<Vec<u8>>> {
+        let start = match after {
+            Some(after) => {
+                let mut key = after.to_vec();
+                key.push(0);
+                key
+            }
+            None => prefix.to_vec(),
+        };
+        let own = self.own.borrow();
+        let present = |key: &[u8]| -> Option<bool> {
+            let k = (tree, key.to_vec());
+            own.get(&k)
+                .or_else(|| self.batch.get(&k))
+                .map(Option::is_some)
+        };
+        let in_range = |t: u8, key: &[u8]| t == tree && key.starts_with(prefix);
+        let mut best: Option<Vec<u8>> = None;
+        let mut consider = |key: Vec<u8>| {
+            if best.as_ref().is_none_or(|b| key < *b) {
+                best = Some(key);
+            }
+        };
+        if let Some(((_, key), _)) = own
+            .range((tree, start.clone())..)
+            .take_while(|((t, k), _)| in_range(*t, k))
+            .find(|(_, value)| value.is_some())
+        {
+            consider(key.clone());
+        }
+        if let Some(((_, key), _)) = self
+            .batch
+            .range((tree, start.clone())..)
+            .take_while(|((t, k), _)| in_range(*t, k))
+            .find(|((_, k), _)| present(k) == Some(true))
+        {
+            consider(key.clone());
+        }
+        for key in self.store.tree(tree).range(start..).keys() {
+            let key = key?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if present(&key) != Some(false) {
+                consider(key.to_vec());
+                break;
+            }
+        }
+        Ok(best)
+    }
+
+    /// The head of the ready jobs of (`queue`, `group`) as this operation
+    /// sees them: its lease order suffix.
+    fn group_head(&self, queue: &str, group: &str) -> TxResult<Option<Vec<u8>>> {
+        let prefix = group_prefix(keys::GROUP_READY, queue, group);
+        let first = self.first_after(INDEX, &prefix, None)?;
+        Ok(first.map(|key| key[key.len().saturating_sub(ORDER_LEN)..].to_vec()))
+    }
+
+    /// The ready job of (`queue`, `group`) after the one with lease order
+    /// `suffix`, as this operation sees them.
+    pub(crate) fn next_in_group(
+        &self,
+        queue: &str,
+        group: &str,
+        suffix: &[u8],
+    ) -> TxResult<Option<([u8; ORDER_LEN], JobId)>> {
+        let prefix = group_prefix(keys::GROUP_READY, queue, group);
+        let mut after = prefix.clone();
+        after.extend_from_slice(suffix);
+        let next = self.first_after(INDEX, &prefix, Some(&after))?;
+        next.map(|key| {
+            let order = <[u8; ORDER_LEN]>::try_from(&key[key.len().saturating_sub(ORDER_LEN)..])
+                .map_err(|_| Error::Corrupt(format!("short group key {key:?}")))?;
+            Ok((order, id_at_end(&key)?))
+        })
+        .transpose()
+    }
+
+    /// Brings the head entry (in `r`) and its pointer (in `meta`) of every
+    /// group whose ready jobs this operation changed up to date.
+    fn update_heads(&self) -> TxResult<()> {
+        let touched = std::mem::take(&mut *self.touched.borrow_mut());
+        for (queue, group) in touched {
+            let pointer = group_head_key(&queue, &group);
+            let old = self.get(META, &pointer)?.map(|v| v.to_vec());
+            let new = self
+                .group_head(&queue, &group)?
+                .map(|suffix| ready_key_of(&queue, &suffix));
+            if old == new {
+                continue;
+            }
+            if let Some(old) = &old {
+                self.put(INDEX, old, None);
+            }
+            if let Some(new) = &new {
+                // The head's value is its group: a lease skips a group at
+                // its limit without loading the job.
+                self.put(INDEX, new, Some(group.as_bytes()));
+            }
+            self.put(META, &pointer, new.as_deref());
+        }
+        Ok(())
+    }
+
+    /// The count of `queue`'s jobs in `state`, as this operation sees it
+    /// (the changes of earlier operations of the batch included, this
+    /// operation's own not).
+    pub(crate) fn count(&self, queue: &str, state: JobState) -> TxResult<u64> {
+        self.meta_u64(&count_key(queue, state))
+    }
+
+    /// The count of leased jobs of (`queue`, `group`), as [`Tx::count`].
+    pub(crate) fn group_leased(&self, queue: &str, group: &str) -> TxResult<u64> {
+        self.meta_u64(&group_leased_key(queue, group))
+    }
+
+    fn meta_u64(&self, key: &[u8]) -> TxResult<u64> {
+        match self.get(META, key)? {
+            Some(bytes) => Ok(decode_u64(&bytes)?),
+            None => Ok(0),
+        }
     }
 
     /// A fresh id from sled's monotonic generator (never reused).
@@ -375,6 +565,64 @@ impl Tx<'_> {
             self.put(META, &key, (next != 0).then_some(&value[..]));
         }
         Ok(())
+    }
+}
+
+/// An `r` entry: a ready job without a group, or the head of a group.
+pub(crate) struct ReadyHead {
+    /// The job's lease order suffix.
+    pub(crate) order: [u8; ORDER_LEN],
+    pub(crate) id: JobId,
+    /// The group, for a group's head.
+    pub(crate) group: Option<String>,
+}
+
+/// Entries of a tree's prefix merged with a batch's writes to it: stored
+/// entries the writes do not touch, and the entries the writes put, in
+/// key order.
+struct MergedEntries {
+    stored: std::iter::Peekable<sled::Iter>,
+    /// Every key of the prefix the writes touch: its value after them, or
+    /// `None` if removed.
+    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The entries present after the writes, in order.
+    added: VecDeque<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Iterator for MergedEntries {
+    type Item = TxResult<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let stored = match self.stored.peek() {
+                Some(Err(_)) => {
+                    return self
+                        .stored
+                        .next()
+                        .and_then(|item| item.err())
+                        .map(|e| Err(TxError::from(e)));
+                }
+                Some(Ok((key, value))) => Some((key.to_vec(), value.to_vec())),
+                None => None,
+            };
+            if let Some((key, _)) = &stored {
+                if self.overlay.contains_key(key) {
+                    // Yielded from `added` if present, skipped if removed.
+                    self.stored.next();
+                    continue;
+                }
+            }
+            return match (stored, self.added.front()) {
+                (Some((key, _)), Some((added, _))) if *added < key => {
+                    self.added.pop_front().map(Ok)
+                }
+                (Some(entry), _) => {
+                    self.stored.next();
+                    Some(Ok(entry))
+                }
+                (None, _) => self.added.pop_front().map(Ok),
+            };
+        }
     }
 }
 
@@ -498,10 +746,15 @@ where
                 batch: &batch.writes,
                 own: RefCell::new(Writes::new()),
                 deltas: RefCell::new(BTreeMap::new()),
+                touched: RefCell::new(BTreeSet::new()),
                 events: RefCell::new(TxEvents::default()),
                 seal: std::cell::Cell::new(false),
             };
-            let outcome = (self.f)(&tx).and_then(|value| tx.write_counts().map(|()| value));
+            let outcome = (self.f)(&tx).and_then(|value| {
+                tx.update_heads()?;
+                tx.write_counts()?;
+                Ok(value)
+            });
             let seal = tx.seal.get();
             (outcome, tx.own.into_inner(), (tx.events.into_inner(), seal))
         };

@@ -12,6 +12,7 @@
 //! | job | 3 | `3`, revision, last event id (u64 big-endian, 0: none), bincode of [`JobV1`] then [`JobExtV3`] |
 //! | job | 4 | `4`, revision, last event id, bincode of [`JobV1`], [`JobExtV3`] then [`JobExtV4`] |
 //! | settings | 1 | `1`, bincode of [`SettingsV1`] |
+//! | settings | 2 | `2`, bincode of [`SettingsV2`] (limits and the token bucket) |
 //! | schedule | 1 | `1`, revision (u64 big-endian), bincode of [`ScheduleV1`] |
 //! | event chunk | 1 | `c`, `1`, [`EventV1`] after [`EventV1`]: consecutive events, the first one's id is the key |
 //! | event chunk | 2 | `c`, `2`, ([`EventV1`], [`EventExtV2`]) after another |
@@ -53,7 +54,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::backend::Revision;
 use crate::rules::EventDraft;
-use crate::settings::QueueSettings;
+use crate::settings::{Bucket, Limits, QueueSettings, RateLimit};
 use crate::{
     Callback, CallbackStatus, Error, Event, Job, JobId, Lease, LeaseId, Result, Schedule,
     Transition,
@@ -66,7 +67,7 @@ pub(crate) const JOB_VERSION: u8 = 4;
 pub(crate) const LAST_EVENT_AT: std::ops::Range<usize> = 9..17;
 /// The write-ahead record version this build writes.
 pub(crate) const WAL_VERSION: u8 = 2;
-const SETTINGS_VERSION: u8 = 1;
+const SETTINGS_VERSION: u8 = 2;
 const SCHEDULE_VERSION: u8 = 1;
 const EVENT_VERSION: u8 = 2;
 
@@ -470,12 +471,30 @@ struct SettingsV1 {
     paused: bool,
 }
 
+/// Queue settings, version 2 (frozen): version 1's flag, the limits and
+/// the state of the rate limit's token bucket.
+#[derive(Serialize, Deserialize)]
+struct SettingsV2 {
+    paused: bool,
+    max_leased: Option<u32>,
+    /// (jobs, per_ms).
+    rate_limit: Option<(u32, u64)>,
+    group_max_leased: Option<u32>,
+    /// (units, refilled_at); see [`Bucket`].
+    bucket: Option<(u64, u64)>,
+}
+
 pub(crate) fn encode_settings(settings: &QueueSettings) -> Result<Vec<u8>> {
     let mut out = vec![SETTINGS_VERSION];
+    let limits = &settings.limits;
     encode_into(
         &mut out,
-        &SettingsV1 {
+        &SettingsV2 {
             paused: settings.paused,
+            max_leased: limits.max_leased,
+            rate_limit: limits.rate_limit.map(|r| (r.jobs, r.per_ms)),
+            group_max_leased: limits.group_max_leased,
+            bucket: settings.bucket.map(|b| (b.units, b.refilled_at)),
         },
         "queue settings",
     )?;
@@ -486,7 +505,33 @@ pub(crate) fn decode_settings(bytes: &[u8]) -> Result<QueueSettings> {
     match bytes.split_first() {
         Some((1, body)) => {
             let v: SettingsV1 = decode_all(body, "queue settings")?;
-            Ok(QueueSettings { paused: v.paused })
+            Ok(QueueSettings {
+                paused: v.paused,
+                ..QueueSettings::default()
+            })
+        }
+        Some((2, body)) => {
+            let v: SettingsV2 = decode_all(body, "queue settings")?;
+            let rate_limit = v
+                .rate_limit
+                .map(|(jobs, per_ms)| RateLimit { jobs, per_ms });
+            let bucket = v
+                .bucket
+                .map(|(units, refilled_at)| Bucket { units, refilled_at });
+            if rate_limit.is_some() != bucket.is_some() {
+                return Err(Error::Corrupt(
+                    "queue settings with a rate limit and no bucket, or the reverse".into(),
+                ));
+            }
+            Ok(QueueSettings {
+                paused: v.paused,
+                limits: Limits {
+                    max_leased: v.max_leased,
+                    rate_limit,
+                    group_max_leased: v.group_max_leased,
+                },
+                bucket,
+            })
         }
         Some((v, _)) => Err(unknown_version("settings record", *v, SETTINGS_VERSION)),
         None => Err(Error::Corrupt("empty settings record".into())),
@@ -1042,12 +1087,36 @@ mod tests {
 
     #[test]
     fn settings_events_and_writes_round_trip() {
-        let paused = QueueSettings { paused: true };
+        let paused = QueueSettings {
+            paused: true,
+            ..QueueSettings::default()
+        };
         assert_eq!(
             decode_settings(&encode_settings(&paused).unwrap()).unwrap(),
             paused
         );
-        assert!(decode_settings(&[2, 0]).is_err());
+        let rate = RateLimit {
+            jobs: 7,
+            per_ms: 1000,
+        };
+        let limited = QueueSettings {
+            paused: false,
+            limits: Limits {
+                max_leased: Some(32),
+                rate_limit: Some(rate),
+                group_max_leased: Some(1),
+            },
+            bucket: Some(Bucket {
+                units: 123,
+                refilled_at: 456,
+            }),
+        };
+        let bytes = encode_settings(&limited).unwrap();
+        assert_eq!(bytes[0], 2);
+        assert_eq!(decode_settings(&bytes).unwrap(), limited);
+        // Version 1 (the first release's) still decodes, as "paused".
+        assert_eq!(decode_settings(&[1, 1]).unwrap(), paused);
+        assert!(decode_settings(&[3, 0]).is_err());
         let event = |event_id, transition| Event {
             event_id,
             id: JobId::from_u64(5),

@@ -5,13 +5,19 @@
 //!
 //! - `jobs`: job id → job record ([`codec`](super::codec)).
 //! - `index`: entries derived from records, one family per prefix byte:
-//!   `r` ready by (queue, priority desc, run_at, id) for leasing,
+//!   `r` ready by (queue, priority desc, run_at, id) for leasing: the
+//!   ready jobs without a group (value empty), and the head (first in
+//!   lease order) of each group's ready jobs (value: the group),
+//!   `g` ready jobs with a group by (queue, group, priority desc, run_at,
+//!   id): each group's own lease order,
 //!   `a` ready by (queue, run_at, id) for the oldest-ready age,
 //!   `d` dead by (queue, id) for the dead-letter list,
 //!   `i` idempotency (queue, key) → id,
 //!   `k` callbacks by (state, id), for listing deliveries.
 //! - `timers`: (kind, at, id) → lease id or nothing ([`rules::deadlines`]).
-//! - `meta`: `c` per-(queue, state) counts, `s` queue settings records,
+//! - `meta`: `c` per-(queue, state) counts, `l` per-(queue, group) counts
+//!   of leased jobs, `h` per-(queue, group) pointers to the group's head
+//!   entry in `r`, `s` queue settings records,
 //!   `e` the latest event id when the log was last pruned, `m` schedule
 //!   records by name, `n` active schedules by (`next_run_at`, name) for the
 //!   timer ([`schedule_due_key`]); format 1 stored `p` paused flags.
@@ -21,7 +27,15 @@
 //!   piece, pieces), removed once applied, and the checkpoint.
 //!
 //! Every entry of `index` and `timers` and every count is a function of the
-//! records ([`entries`]).
+//! records: [`entries`] gives those of one record; the group heads (an `r`
+//! entry and an `h` pointer per group with ready jobs) and the `l` counts
+//! are functions of all the records of a group, kept by the batch
+//! (`Tx::apply` and `Tx::update_heads`) and recomputed by `verify`.
+//!
+//! Why heads: a lease scans `r` in lease order; with a ready job per group
+//! in it rather than every grouped job, a group whose limit is reached
+//! costs the scan one entry, however many ready jobs it holds, and the
+//! round continues a group it takes from in `g`.
 //!
 //! [`rules::deadlines`]: crate::rules::deadlines
 
@@ -31,6 +45,11 @@ use crate::rules::{TimerKind, deadlines};
 use crate::{CallbackStatus, Error, Job, JobId, Result};
 
 pub(crate) const READY: u8 = b'r';
+pub(crate) const GROUP_READY: u8 = b'g';
+/// Per-(queue, group) count of leased jobs (in `meta`).
+pub(crate) const GROUP_LEASED: u8 = b'l';
+/// Per-(queue, group) pointer to the group's head entry in `r` (in `meta`).
+pub(crate) const GROUP_HEAD: u8 = b'h';
 pub(crate) const AGE: u8 = b'a';
 pub(crate) const DEAD: u8 = b'd';
 pub(crate) const IDEM: u8 = b'i';
@@ -101,12 +120,53 @@ pub(crate) fn priority_key(priority: i32) -> [u8; 4] {
     (!((priority as u32) ^ 0x8000_0000)).to_be_bytes()
 }
 
-fn ready_key(job: &Job) -> Vec<u8> {
-    let mut key = queue_prefix(READY, &job.queue);
-    key.extend_from_slice(&priority_key(job.priority));
-    key.extend_from_slice(&job.run_at.to_be_bytes());
-    key.extend_from_slice(&job_key(job.id));
+/// The lease order of a ready job: priority (high first), `run_at`, id;
+/// the last 20 bytes of its `r` and `g` keys.
+pub(crate) fn order_suffix(job: &Job) -> [u8; 20] {
+    let mut suffix = [0u8; 20];
+    suffix[..4].copy_from_slice(&priority_key(job.priority));
+    suffix[4..12].copy_from_slice(&job.run_at.to_be_bytes());
+    suffix[12..].copy_from_slice(&job_key(job.id));
+    suffix
+}
+
+/// Length of [`order_suffix`].
+pub(crate) const ORDER_LEN: usize = 20;
+
+pub(crate) fn ready_key(job: &Job) -> Vec<u8> {
+    ready_key_of(&job.queue, &order_suffix(job))
+}
+
+/// The `r` key of the job of `queue` with lease order `suffix`.
+pub(crate) fn ready_key_of(queue: &str, suffix: &[u8]) -> Vec<u8> {
+    let mut key = queue_prefix(READY, queue);
+    key.extend_from_slice(suffix);
     key
+}
+
+/// `family` + queue + 0 + group length (one byte: groups are at most 128
+/// bytes) + group: the keys of one group, none a prefix of another's.
+pub(crate) fn group_prefix(family: u8, queue: &str, group: &str) -> Vec<u8> {
+    let mut key = queue_prefix(family, queue);
+    key.push(u8::try_from(group.len()).unwrap_or(u8::MAX));
+    key.extend_from_slice(group.as_bytes());
+    key
+}
+
+fn group_ready_key(job: &Job, group: &str) -> Vec<u8> {
+    let mut key = group_prefix(GROUP_READY, &job.queue, group);
+    key.extend_from_slice(&order_suffix(job));
+    key
+}
+
+/// The count of leased jobs of (`queue`, `group`), in `meta`.
+pub(crate) fn group_leased_key(queue: &str, group: &str) -> Vec<u8> {
+    group_prefix(GROUP_LEASED, queue, group)
+}
+
+/// The pointer to the head entry of (`queue`, `group`), in `meta`.
+pub(crate) fn group_head_key(queue: &str, group: &str) -> Vec<u8> {
+    group_prefix(GROUP_HEAD, queue, group)
 }
 
 fn age_key(job: &Job) -> Vec<u8> {
@@ -253,7 +313,10 @@ pub(crate) fn entries(job: &Job) -> Vec<Entry> {
     }
     match job.state {
         JobState::Ready => {
-            out.push(index(ready_key(job), Vec::new()));
+            match &job.group {
+                Some(group) => out.push(index(group_ready_key(job, group), Vec::new())),
+                None => out.push(index(ready_key(job), Vec::new())),
+            }
             out.push(index(age_key(job), Vec::new()));
         }
         JobState::Dead => out.push(index(dead_key(&job.queue, job.id), Vec::new())),

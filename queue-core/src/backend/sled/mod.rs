@@ -16,6 +16,8 @@ mod codec;
 mod keys;
 mod verify;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -163,7 +165,10 @@ impl Store {
             let key = key.map_err(storage)?;
             let queue = std::str::from_utf8(&key[1..])
                 .map_err(|_| Error::Corrupt(format!("bad paused key {key:?}")))?;
-            let settings = QueueSettings { paused: true };
+            let settings = QueueSettings {
+                paused: true,
+                ..QueueSettings::default()
+            };
             writes.insert((META, key.to_vec()), None);
             writes.insert(
                 (META, settings_key(queue)),
@@ -747,6 +752,7 @@ impl Backend for SledBackend {
                 applied: changes,
                 events: logged.count,
                 first_event: logged.first,
+                retry_at: None,
             }))
         })
     }
@@ -761,35 +767,103 @@ impl Backend for SledBackend {
         Box::pin(async move {
             // The scan runs inside the batch, where writes are serialized:
             // ready jobs taken by earlier operations of the batch are
-            // skipped, so a lease never comes back empty while a job it
-            // could take is ready.
+            // skipped, and the counts the limits are checked against
+            // include their leases and settlements, so a lease never comes
+            // back empty while a job it could take is ready, and no limit
+            // is exceeded by concurrent calls.
             let outcome = self
                 .run(mode, move |tx| {
-                    let mut round = plan.round(&tx.settings(&queue)?);
+                    let settings = tx.settings(&queue)?;
+                    let leased = tx.count(&queue, queue_proto::JobState::Leased)?;
+                    let mut round = plan.round(&settings, leased);
                     let mut taken = Vec::with_capacity(plan.opts.max_jobs.min(64) as usize);
-                    for id in tx.ready_jobs(&queue) {
-                        if !round.wants_more() {
-                            break;
-                        }
-                        let Some((job, revision)) = tx.load(id?)? else {
+                    // Candidates in lease order: the `r` entries (jobs
+                    // without a group, and each group's head), merged with
+                    // the next job of each group this round took from.
+                    let mut heads = tx.ready_heads(&queue).peekable();
+                    let mut next_of_group: BinaryHeap<Reverse<([u8; keys::ORDER_LEN], JobId)>> =
+                        BinaryHeap::new();
+                    while round.wants_more() {
+                        let from_heads = match heads.peek() {
+                            Some(Ok(head)) => Some(head.order),
+                            Some(Err(_)) => {
+                                return Err(heads
+                                    .next()
+                                    .and_then(|r| r.err())
+                                    .unwrap_or(TxError::Stale));
+                            }
+                            None => None,
+                        };
+                        let from_group = next_of_group.peek().map(|Reverse((order, _))| *order);
+                        let take_group = match (from_heads, from_group) {
+                            (Some(h), Some(g)) => g < h,
+                            (Some(_), None) => false,
+                            (None, Some(_)) => true,
+                            (None, None) => break,
+                        };
+                        let (order, id) = if take_group {
+                            match next_of_group.pop() {
+                                Some(Reverse(candidate)) => candidate,
+                                None => break,
+                            }
+                        } else {
+                            match heads.next() {
+                                Some(head) => {
+                                    let head = head?;
+                                    // A group at its limit costs this entry
+                                    // only: its job is not even loaded.
+                                    if let Some(group) = &head.group {
+                                        let leased = tx.group_leased(&queue, group)?;
+                                        if !round.group_has_room(group, leased) {
+                                            continue;
+                                        }
+                                    }
+                                    (head.order, head.id)
+                                }
+                                None => break,
+                            }
+                        };
+                        let Some((job, revision)) = tx.load(id)? else {
                             continue;
                         };
+                        let group_leased = match &job.group {
+                            Some(group) => tx.group_leased(&queue, group)?,
+                            None => 0,
+                        };
                         let lease_id = LeaseId::from_u64(tx.generate_id()?);
-                        if let Offer::Take(outcome) = round.offer(&job, lease_id) {
+                        let group = job.group.clone();
+                        if let Offer::Take(outcome) = round.offer(&job, lease_id, group_leased) {
                             let change = Change::of(Loaded { job, revision }, *outcome);
                             tx.apply(&Prepared::new(&change)?);
                             taken.push(change);
+                            // The group's next job becomes a candidate if
+                            // the group may give another.
+                            if let Some(group) = group {
+                                if round.wants_more() && round.group_has_room(&group, group_leased)
+                                {
+                                    if let Some(next) = tx.next_in_group(&queue, &group, &order)? {
+                                        next_of_group.push(Reverse(next));
+                                    }
+                                }
+                            }
                         }
                     }
-                    Ok(taken)
+                    let end = round.finish();
+                    if let Some(bucket) = end.bucket {
+                        let mut stored = settings;
+                        stored.bucket = Some(bucket);
+                        tx.set_settings(&queue, &stored)?;
+                    }
+                    Ok((taken, end.retry_at))
                 })
                 .await?;
-            let (applied, logged) =
+            let ((applied, retry_at), logged) =
                 outcome.ok_or_else(|| Error::Internal("a lease round went stale".into()))?;
             Ok(Committed {
                 applied,
                 events: logged.count,
                 first_event: logged.first,
+                retry_at,
             })
         })
     }

@@ -1,9 +1,15 @@
 //! The consistency check: every index entry, timer entry and count is
-//! recomputed from the records and compared with what is stored.
+//! recomputed from the records and compared with what is stored, the
+//! group heads and per-group leased counts included.
 
 use std::collections::BTreeMap;
 
-use super::keys::{COUNT, Family, count_key, decode_u64, entries, job_key};
+use queue_proto::JobState;
+
+use super::keys::{
+    COUNT, Family, GROUP_HEAD, GROUP_LEASED, count_key, decode_u64, entries, group_head_key,
+    group_leased_key, job_key, order_suffix, ready_key_of,
+};
 use super::{Store, codec, storage};
 use crate::counts::state_index;
 use crate::verification::invariant_problems;
@@ -15,6 +21,9 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
     let mut expected_timers = 0usize;
     let mut counts: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     let mut by_state = [0u64; 6];
+    // (queue, group) → the lease order of its first ready job.
+    let mut heads: BTreeMap<(String, String), [u8; 20]> = BTreeMap::new();
+    let mut group_leased: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     for item in store.jobs.iter() {
         let (key, bytes) = item.map_err(storage)?;
         let job = match codec::decode_job(&bytes) {
@@ -30,6 +39,28 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
         problems.extend(invariant_problems(&job));
         by_state[state_index(job.state)] += 1;
         *counts.entry(count_key(&job.queue, job.state)).or_default() += 1;
+        if let Some(group) = &job.group {
+            match job.state {
+                JobState::Leased => {
+                    *group_leased
+                        .entry(group_leased_key(&job.queue, group))
+                        .or_default() += 1;
+                }
+                JobState::Ready => {
+                    let order = order_suffix(&job);
+                    let head = heads
+                        .entry((job.queue.clone(), group.clone()))
+                        .or_insert(order);
+                    if order < *head {
+                        *head = order;
+                    }
+                }
+                JobState::Scheduled
+                | JobState::Completed
+                | JobState::Dead
+                | JobState::Cancelled => {}
+            }
+        }
         for entry in entries(&job) {
             let tree = match entry.family {
                 Family::Index => {
@@ -53,6 +84,42 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
                 )),
             }
         }
+    }
+    let mut pointers = BTreeMap::new();
+    for ((queue, group), order) in &heads {
+        let key = ready_key_of(queue, order);
+        expected_index += 1;
+        match store.index.get(&key).map_err(storage)? {
+            Some(value) if value.as_ref() == group.as_bytes() => {}
+            Some(_) => problems.push(format!(
+                "the head entry of group {group:?} of queue {queue} names another group"
+            )),
+            None => problems.push(format!(
+                "the head entry of group {group:?} of queue {queue} is missing"
+            )),
+        }
+        pointers.insert(group_head_key(queue, group), key);
+    }
+    let mut stored_pointers = BTreeMap::new();
+    for item in store.meta.scan_prefix([GROUP_HEAD]) {
+        let (key, value) = item.map_err(storage)?;
+        stored_pointers.insert(key.to_vec(), value.to_vec());
+    }
+    if stored_pointers != pointers {
+        problems.push(format!(
+            "stored group heads {stored_pointers:?} differ from the records' {pointers:?}"
+        ));
+    }
+    let mut stored_group_leased = BTreeMap::new();
+    for item in store.meta.scan_prefix([GROUP_LEASED]) {
+        let (key, value) = item.map_err(storage)?;
+        stored_group_leased.insert(key.to_vec(), decode_u64(&value)?);
+    }
+    if stored_group_leased != group_leased {
+        problems.push(format!(
+            "stored leased counts by group {stored_group_leased:?} differ from the records' \
+             {group_leased:?}"
+        ));
     }
     let index_len = store.index.len();
     if index_len != expected_index {
