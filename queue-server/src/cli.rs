@@ -87,8 +87,8 @@ pub struct Args {
     /// (repeatable; the environment variable takes a comma-separated list).
     /// Each callback carries one signature per secret, so a new secret can
     /// be added before the old one is removed. Without one, the server
-    /// generates a secret at first start and keeps it in
-    /// <data-dir>/webhook-secret.
+    /// generates a secret at first start and keeps it in the file
+    /// webhook-secret of the data directory.
     #[arg(
         long,
         env = "QUEUE_WEBHOOK_SECRET",
