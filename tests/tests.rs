@@ -24,6 +24,8 @@
 //!   way, one just acknowledged): after a restart both arrive, signed with
 //!   the secret it generated and stored; the job's log lines carry its
 //!   correlation id.
+//! - `schedule_kill9`: the binary SIGKILLed again and again around the
+//!   ticks of a per-second schedule: every tick has exactly one job.
 //! - `sdk_kill9`: producers on the client SDK keep going through a SIGKILL
 //!   and restart of the binary; every enqueue they were told succeeded is
 //!   there exactly once (retries with the SDK's idempotency keys).
@@ -42,6 +44,7 @@ mod call;
 mod callback_kill9;
 mod http;
 mod kill9;
+mod schedule_kill9;
 mod sdk_kill9;
 mod typed;
 mod worker;

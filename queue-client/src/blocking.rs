@@ -339,6 +339,75 @@ impl Client {
             .run(|c| async move { c.purge_dead(queue).await })
     }
 
+    /// Starts a schedule; see [`crate::Client::schedule`].
+    pub fn schedule(&self, name: impl Into<String>) -> ScheduleBuilder {
+        ScheduleBuilder {
+            shared: Arc::clone(&self.shared),
+            spec: crate::schedule::ScheduleSpec {
+                name: name.into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// See [`crate::Client::schedules`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn schedules(&self) -> Result<Vec<crate::Schedule>> {
+        self.shared.run(|c| async move { c.schedules().await })
+    }
+
+    /// See [`crate::Client::get_schedule`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn get_schedule(&self, name: &str) -> Result<crate::Schedule> {
+        self.shared
+            .run(|c| async move { c.get_schedule(name).await })
+    }
+
+    /// See [`crate::Client::delete_schedule`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn delete_schedule(&self, name: &str) -> Result<crate::Schedule> {
+        self.shared
+            .run(|c| async move { c.delete_schedule(name).await })
+    }
+
+    /// See [`crate::Client::pause_schedule`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn pause_schedule(&self, name: &str) -> Result<crate::Schedule> {
+        self.shared
+            .run(|c| async move { c.pause_schedule(name).await })
+    }
+
+    /// See [`crate::Client::resume_schedule`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn resume_schedule(&self, name: &str) -> Result<crate::Schedule> {
+        self.shared
+            .run(|c| async move { c.resume_schedule(name).await })
+    }
+
+    /// See [`crate::Client::trigger_schedule`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn trigger_schedule<T>(&self, name: &str) -> Result<JobHandle<T>>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        let id = self
+            .shared
+            .run(|c| async move { c.trigger_schedule::<T>(name).await.map(|h| h.id().clone()) })?;
+        Ok(JobHandle::new(Arc::clone(&self.shared), id, false))
+    }
+
     /// Subscribes to the queue's events; see [`crate::Client::events`]: the
     /// same resuming stream (reconnects after drops, no duplicates, gaps as
     /// [`StreamItem::Gap`]), as a blocking iterator. The stream is read by
@@ -657,6 +726,36 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn purge_dead(&self) -> Result<u64> {
         self.run(|q| async move { q.purge_dead().await })
+    }
+}
+
+/// Builds a schedule to store; see [`crate::ScheduleBuilder`].
+#[derive(Clone)]
+#[must_use = "a schedule is stored by .put()"]
+pub struct ScheduleBuilder {
+    shared: Arc<Shared>,
+    spec: crate::schedule::ScheduleSpec,
+}
+
+impl std::fmt::Debug for ScheduleBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("blocking::ScheduleBuilder")
+            .field("spec", &self.spec)
+            .finish()
+    }
+}
+
+impl ScheduleBuilder {
+    crate::schedule::schedule_setters!();
+
+    /// See [`crate::ScheduleBuilder::put`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn put(self) -> Result<crate::Schedule> {
+        let spec = self.spec;
+        self.shared
+            .run(|c| async move { crate::schedule::put(&c, &spec).await })
     }
 }
 

@@ -17,6 +17,10 @@
 //!   [`WorkerReport`].
 //! - Admin calls on [`Client`]: stats, queues, pause/resume, dead letters
 //!   ([`DeadPage`]).
+//! - Schedules: [`Client::schedule`] builds a periodic job
+//!   ([`ScheduleBuilder`]: a cron expression in a time zone or a fixed
+//!   period, a [`CatchUp`] policy) and stores it; [`Client::schedules`],
+//!   [`Client::get_schedule`], pause, resume, delete and trigger.
 //! - [`Client::events`]: an [`EventStream`] of [`StreamItem`]s (state
 //!   changes, progress, gaps) chosen by an [`EventFilter`], which resumes
 //!   by itself after a dropped connection.
@@ -162,6 +166,7 @@ mod lease;
 mod limits;
 mod options;
 mod queue;
+mod schedule;
 mod transport;
 mod worker;
 
@@ -178,7 +183,8 @@ pub use limits::Limits;
 pub use options::{ClientOptions, EnqueueOptions, RetryPolicy};
 pub use queue::{CallOutcome, JobHandle, LeaseOptions, Leased, TypedQueue};
 pub use queue_proto::{
-    CallbackInfo, CallbackState, ErrorCode, Event, EventType, Gap, JobState, QueueLimits,
-    QueueStats, RateLimit,
+    CallbackInfo, CallbackState, CatchUp, EnqueueRequest, ErrorCode, Event, EventType, Gap,
+    JobState, QueueLimits, QueueStats, RateLimit,
 };
+pub use schedule::{Schedule, ScheduleBuilder};
 pub use worker::{ShutdownHandle, Worker, WorkerReport};

@@ -307,6 +307,27 @@ impl EnqueueOptions {
         self
     }
 
+    /// The job body of a schedule: the options as given (no key is
+    /// generated: each tick has its own).
+    pub(crate) fn into_template(self, payload: Box<RawValue>) -> EnqueueRequest {
+        EnqueueRequest {
+            payload,
+            priority: self.priority,
+            delay_ms: self.delay_ms,
+            run_at: self.run_at,
+            max_attempts: self.max_attempts,
+            backoff_ms: self.backoff_ms,
+            idempotency_key: self.idempotency_key,
+            correlation_id: self.correlation_id,
+            headers: (!self.headers.is_empty()).then_some(self.headers),
+            callback_url: self.callback_url,
+            group: self.group,
+            timeout_ms: self.timeout_ms,
+            ttl_ms: self.ttl_ms,
+            expires_at: self.expires_at,
+        }
+    }
+
     /// The request body, with a generated key when the caller gave none.
     /// Returns whether the key was generated.
     pub(crate) fn into_request(self, payload: Box<RawValue>) -> (EnqueueRequest, bool) {

@@ -15,6 +15,8 @@
 //!   resumes after a cut, and re-reads the job after a gap.
 //! - `limits`: `set_limits` and the limits in the stats.
 //! - `blocking`: the same through the blocking client.
+//! - `schedules`: schedules stored, fired on the manual clock, triggered,
+//!   paused, resumed and deleted, async and blocking.
 //! - `webhooks`: a callback delivered by the server verifies with
 //!   `webhooks::verify`; a tampered one does not.
 
@@ -29,5 +31,6 @@ mod job_streams;
 mod limits;
 mod metadata;
 mod progress;
+mod schedules;
 mod streams;
 mod webhooks;

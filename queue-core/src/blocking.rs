@@ -278,6 +278,82 @@ impl Queue {
         block_on(self.inner.engine().set_paused(Mode::Blocking, queue, false))
     }
 
+    /// [`crate::Queue::put_schedule`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::put_schedule`].
+    pub fn put_schedule(
+        &self,
+        name: &str,
+        request: &queue_proto::ScheduleRequest,
+    ) -> Result<crate::PutSchedule> {
+        block_on(
+            self.inner
+                .engine()
+                .put_schedule(Mode::Blocking, name, request),
+        )
+    }
+
+    /// [`crate::Queue::schedule`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::schedule`].
+    pub fn schedule(&self, name: &str) -> Result<Option<crate::Schedule>> {
+        block_on(self.inner.schedule(name))
+    }
+
+    /// [`crate::Queue::schedules`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::schedules`].
+    pub fn schedules(&self) -> Result<Vec<crate::Schedule>> {
+        block_on(self.inner.schedules())
+    }
+
+    /// [`crate::Queue::delete_schedule`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::delete_schedule`].
+    pub fn delete_schedule(&self, name: &str) -> Result<crate::Schedule> {
+        block_on(self.inner.engine().delete_schedule(Mode::Blocking, name))
+    }
+
+    /// [`crate::Queue::pause_schedule`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::pause_schedule`].
+    pub fn pause_schedule(&self, name: &str) -> Result<crate::Schedule> {
+        block_on(
+            self.inner
+                .engine()
+                .set_schedule_paused(Mode::Blocking, name, true),
+        )
+    }
+
+    /// [`crate::Queue::resume_schedule`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::resume_schedule`].
+    pub fn resume_schedule(&self, name: &str) -> Result<crate::Schedule> {
+        block_on(
+            self.inner
+                .engine()
+                .set_schedule_paused(Mode::Blocking, name, false),
+        )
+    }
+
+    /// [`crate::Queue::trigger_schedule`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::trigger_schedule`].
+    pub fn trigger_schedule(&self, name: &str, correlation_id: Option<String>) -> Result<Job> {
+        block_on(
+            self.inner
+                .engine()
+                .trigger_schedule(Mode::Blocking, name, correlation_id),
+        )
+    }
+
     /// [`crate::Queue::dead_letters`].
     ///
     /// # Errors

@@ -85,7 +85,7 @@ impl Engine {
         Arc::clone(&self.config.clock)
     }
 
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.config.clock.now_ms()
     }
 
@@ -574,6 +574,7 @@ impl Engine {
         let commit = Commit {
             changes: Vec::new(),
             settings: vec![(queue.to_owned(), update.clone())],
+            schedules: Vec::new(),
             policy: crate::backend::Policy::AllOrNothing,
         };
         self.backend
@@ -738,6 +739,7 @@ impl Engine {
                 }
             }
         }
+        report.ticks = self.run_schedules(mode, now).await?;
         self.events_since_prune.store(0, Ordering::Relaxed);
         let before = now.saturating_sub(millis(self.config.event_retention));
         report.pruned_events = self
@@ -753,6 +755,9 @@ impl Engine {
                 report.next_due = Some(report.next_due.map_or(due, |d| d.min(due)));
             }
         }
+        if let Some(at) = self.backend.first_schedule_due().await? {
+            report.next_due = Some(report.next_due.map_or(at, |d| d.min(at)));
+        }
         if let Some((_, at)) = self.backend.event_bounds().await?.oldest {
             let due = at.saturating_add(millis(self.config.event_retention));
             report.next_due = Some(report.next_due.map_or(due, |d| d.min(due)));
@@ -765,7 +770,7 @@ impl Engine {
     /// After a durable commit: counts the transitions, wakes the waiters
     /// they concern, and wakes the timer for any deadline earlier than the
     /// one it sleeps towards (retention included).
-    fn announce(&self, mut committed: Committed) -> Committed {
+    pub(crate) fn announce(&self, mut committed: Committed) -> Committed {
         let mut next_event = committed.first_event;
         let mut callbacks = false;
         for change in &mut committed.applied {

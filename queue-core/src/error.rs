@@ -41,6 +41,12 @@ pub enum Error {
         /// The job.
         id: JobId,
     },
+    /// No schedule with this name is stored.
+    #[error("schedule {name:?} not found")]
+    ScheduleNotFound {
+        /// The unknown name.
+        name: String,
+    },
     /// The operation does not fit the job's state (e.g. cancel a completed job).
     #[error("cannot {operation} job {id}: it is {state}")]
     Conflict {

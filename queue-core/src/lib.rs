@@ -15,6 +15,10 @@
 //! - [`NewJob`], [`LeaseOptions`], [`Failure`]: what callers pass in;
 //!   [`Job`], [`Enqueued`], [`Leased`], [`DeadPage`], [`QueueStats`]: what
 //!   comes back.
+//! - [`Schedule`] (stored by [`Queue::put_schedule`] from a
+//!   [`ScheduleRequest`]): periodic jobs, a cron expression in a time zone
+//!   or a fixed period, fired by the timer once per tick ([`PutSchedule`],
+//!   [`CatchUp`]).
 //! - [`PatchQueueRequest`] ([`Queue::update_queue`]): a queue's paused flag
 //!   and limits ([`QueueLimits`]: `max_leased`, a [`RateLimit`] token
 //!   bucket, `group_max_leased`), held by every lease round and shown in
@@ -109,6 +113,7 @@ mod executor;
 mod job;
 mod queue;
 mod rules;
+mod schedule;
 pub mod service;
 mod settings;
 mod signal;
@@ -128,8 +133,11 @@ pub use job::{
     LeaseOptions, Leased, NewJob, Transition,
 };
 pub use queue::Queue;
-pub use queue_proto::{JobState, PatchQueueRequest, QueueLimits, QueueStats, RateLimit};
+pub use queue_proto::{
+    CatchUp, JobState, PatchQueueRequest, QueueLimits, QueueStats, RateLimit, ScheduleRequest,
+};
 pub use rules::callback::DeliveryResult;
+pub use schedule::{PutSchedule, Schedule};
 pub use timers::DueReport;
 pub use verification::Verification;
 

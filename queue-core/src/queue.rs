@@ -362,6 +362,89 @@ impl Queue {
         self.engine().set_paused(Mode::Async, queue, false).await
     }
 
+    /// Stores schedule `name` as `request` describes it (replacing one of
+    /// that name): the queue's timer enqueues `request.job` at each tick.
+    /// The job body is checked as an enqueue body would be, with the
+    /// fields a tick sets (`run_at`, `delay_ms`, `idempotency_key`,
+    /// `expires_at`) refused. Replacing a schedule with the same timing
+    /// keeps its next tick. Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the field (`name`, `queue`,
+    /// `cron`, `every_ms`, `timezone`, `job.<field>`); nothing is stored.
+    /// [`Error::Storage`].
+    pub async fn put_schedule(
+        &self,
+        name: &str,
+        request: &queue_proto::ScheduleRequest,
+    ) -> Result<crate::PutSchedule> {
+        self.engine().put_schedule(Mode::Async, name, request).await
+    }
+
+    /// The stored schedule `name`, if any.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad name; [`Error::Storage`].
+    pub async fn schedule(&self, name: &str) -> Result<Option<crate::Schedule>> {
+        self.engine().schedule(name).await
+    }
+
+    /// Every stored schedule, by name.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub async fn schedules(&self) -> Result<Vec<crate::Schedule>> {
+        self.engine().schedules().await
+    }
+
+    /// Removes schedule `name` and returns it; jobs it enqueued stay.
+    /// Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::ScheduleNotFound`]; [`Error::Storage`].
+    pub async fn delete_schedule(&self, name: &str) -> Result<crate::Schedule> {
+        self.engine().delete_schedule(Mode::Async, name).await
+    }
+
+    /// Pauses schedule `name`: it fires nothing until resumed. Durable on
+    /// return.
+    ///
+    /// # Errors
+    /// [`Error::ScheduleNotFound`]; [`Error::Storage`].
+    pub async fn pause_schedule(&self, name: &str) -> Result<crate::Schedule> {
+        self.engine()
+            .set_schedule_paused(Mode::Async, name, true)
+            .await
+    }
+
+    /// Resumes schedule `name`: its next tick is the first after now (the
+    /// ticks of the pause are not caught up). Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::ScheduleNotFound`]; [`Error::Storage`].
+    pub async fn resume_schedule(&self, name: &str) -> Result<crate::Schedule> {
+        self.engine()
+            .set_schedule_paused(Mode::Async, name, false)
+            .await
+    }
+
+    /// Enqueues schedule `name`'s job now (paused or not), in the same
+    /// commit as the schedule's `last_job_id`; the next tick does not move.
+    /// Each call enqueues a new job (no idempotency key); its correlation
+    /// id is the body's, else `correlation_id`.
+    ///
+    /// # Errors
+    /// [`Error::ScheduleNotFound`]; [`Error::Storage`].
+    pub async fn trigger_schedule(
+        &self,
+        name: &str,
+        correlation_id: Option<String>,
+    ) -> Result<Job> {
+        self.engine()
+            .trigger_schedule(Mode::Async, name, correlation_id)
+            .await
+    }
+
     /// Changes the settings of `queue` (the `PATCH /v1/queues/{queue}`
     /// body): each field absent keeps its value, `Some(None)` removes a
     /// limit. A rate limit set where there was none starts with a full

@@ -8,7 +8,8 @@
 //! What lives here and nowhere else: parsing job ids, lease ids and `after`
 //! cursors; the bounds of `wait_ms` and `limit`; the idempotency key given
 //! twice (header and body); enqueue-then-wait; the malformed-lease-id answer;
-//! dead-letter paging; event filters; the mapping of engine errors to codes;
+//! dead-letter paging; event filters; schedule names in paths (a malformed
+//! one is not found); the mapping of engine errors to codes;
 //! and ending long-polls and event feeds at shutdown.
 
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use queue_proto::{
     BatchRequest, BatchResponse, CallbackState, CompleteRequest, DeadPage, DeletedResponse,
     EnqueueRequest, ErrorCode, EventType, FailRequest, Gap, HeartbeatRequest, LeaseRequest,
     LeaseResponse, PatchQueueRequest, QueueList, QueueStats, ReleaseRequest, RequeueRequest,
-    RequeuedResponse, validate_queue_name,
+    RequeuedResponse, ScheduleList, ScheduleRequest, validate_queue_name,
 };
 use tokio::sync::watch;
 
@@ -69,7 +70,9 @@ impl From<Error> for ServiceError {
             Error::TooLarge { .. } => {
                 ServiceError::new(ErrorCode::PayloadTooLarge, error.to_string())
             }
-            Error::NotFound { .. } => ServiceError::not_found(error.to_string()),
+            Error::NotFound { .. } | Error::ScheduleNotFound { .. } => {
+                ServiceError::not_found(error.to_string())
+            }
             Error::LeaseLost { .. } => ServiceError::new(ErrorCode::LeaseLost, error.to_string()),
             Error::Conflict { .. } | Error::IdempotencyConflict { .. } => {
                 ServiceError::new(ErrorCode::Conflict, error.to_string())
@@ -107,6 +110,12 @@ pub fn check_wait_ms(wait_ms: u64) -> ServiceResult<u64> {
         )));
     }
     Ok(wait_ms)
+}
+
+/// A schedule name in a path: a malformed one names no schedule.
+fn check_schedule_name(name: &str) -> ServiceResult<()> {
+    validate_queue_name(name)
+        .map_err(|_| ServiceError::not_found(format!("schedule {name:?} not found")))
 }
 
 fn check_queue(queue: &str) -> ServiceResult<()> {
@@ -895,6 +904,104 @@ impl Service {
             rereads: Some(queue.clone()),
             done,
         })
+    }
+
+    /// `PUT /v1/schedules/{name}`: stores the schedule; `created` tells a
+    /// new one (201) from a replaced one (200). The job body is checked as
+    /// an enqueue body, its `callback_url` against the callback policy.
+    ///
+    /// # Errors
+    /// `invalid_request` naming the field; nothing is stored.
+    pub async fn put_schedule(
+        &self,
+        name: &str,
+        request: ScheduleRequest,
+    ) -> ServiceResult<(queue_proto::Schedule, bool)> {
+        if let Some(url) = &request.job.callback_url {
+            self.inner
+                .callback_hosts
+                .check_url(url)
+                .map_err(|e| ServiceError::invalid(format!("job.{}", e.message)))?;
+        }
+        let put = self.inner.queue.put_schedule(name, &request).await?;
+        Ok((put.schedule.to_wire()?, put.created))
+    }
+
+    /// `GET /v1/schedules`: every schedule, by name.
+    ///
+    /// # Errors
+    /// `unavailable` when storage fails.
+    pub async fn schedules(&self) -> ServiceResult<ScheduleList> {
+        let schedules = self
+            .inner
+            .queue
+            .schedules()
+            .await?
+            .iter()
+            .map(crate::Schedule::to_wire)
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(ScheduleList { schedules })
+    }
+
+    /// `GET /v1/schedules/{name}`.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown (or malformed) name.
+    pub async fn schedule(&self, name: &str) -> ServiceResult<queue_proto::Schedule> {
+        let not_found = || ServiceError::not_found(format!("schedule {name:?} not found"));
+        if validate_queue_name(name).is_err() {
+            return Err(not_found());
+        }
+        match self.inner.queue.schedule(name).await? {
+            Some(schedule) => Ok(schedule.to_wire()?),
+            None => Err(not_found()),
+        }
+    }
+
+    /// `DELETE /v1/schedules/{name}`: the deleted schedule.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown name.
+    pub async fn delete_schedule(&self, name: &str) -> ServiceResult<queue_proto::Schedule> {
+        check_schedule_name(name)?;
+        Ok(self.inner.queue.delete_schedule(name).await?.to_wire()?)
+    }
+
+    /// `POST /v1/schedules/{name}/pause` (`true`) and `…/resume`.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown name.
+    pub async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> ServiceResult<queue_proto::Schedule> {
+        check_schedule_name(name)?;
+        let schedule = if paused {
+            self.inner.queue.pause_schedule(name).await?
+        } else {
+            self.inner.queue.resume_schedule(name).await?
+        };
+        Ok(schedule.to_wire()?)
+    }
+
+    /// `POST /v1/schedules/{name}/trigger`: the job enqueued now (202). Its
+    /// correlation id is the job body's, else the request's id.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown name.
+    pub async fn trigger_schedule(
+        &self,
+        name: &str,
+        context: &RequestContext,
+    ) -> ServiceResult<queue_proto::Job> {
+        check_schedule_name(name)?;
+        let job = self
+            .inner
+            .queue
+            .trigger_schedule(name, context.request_id.clone())
+            .await?;
+        Ok(job.to_wire(None))
     }
 
     /// `POST /v1/jobs/{id}/callback/retry`: a new delivery of a finished

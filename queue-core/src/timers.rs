@@ -1,5 +1,5 @@
 //! The background timer: a thread that runs a pass over every due deadline
-//! (promotion, lease expiry, retention, event pruning), then sleeps until
+//! (promotion, lease expiry, retention, event pruning, schedule ticks), then sleeps until
 //! the earliest stored deadline or a wake-up. Whoever stores a deadline
 //! earlier than the one it sleeps towards wakes it ([`TimerWake::deadline_added`]),
 //! and a manual clock wakes it when advanced, so it never polls.
@@ -23,13 +23,21 @@ pub struct DueReport {
     pub removed: u64,
     /// Events dropped from the log after their retention.
     pub pruned_events: u64,
+    /// Jobs enqueued by schedule ticks.
+    pub ticks: u64,
     /// The earliest deadline still stored (unix ms), if any.
     pub next_due: Option<u64>,
 }
 
 impl DueReport {
     fn moved_anything(&self) -> bool {
-        self.promoted + self.expired + self.ttl_expired + self.removed + self.pruned_events > 0
+        self.promoted
+            + self.expired
+            + self.ttl_expired
+            + self.removed
+            + self.pruned_events
+            + self.ticks
+            > 0
     }
 }
 

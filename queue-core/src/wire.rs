@@ -69,6 +69,34 @@ impl Job {
     }
 }
 
+impl crate::Schedule {
+    /// The schedule object of the HTTP contract.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`](crate::Error::Corrupt) if the stored job body
+    /// does not read as an enqueue body (it was checked when stored).
+    pub fn to_wire(&self) -> crate::Result<queue_proto::Schedule> {
+        let job = serde_json::from_str(&self.job).map_err(|e| {
+            crate::Error::Corrupt(format!("schedule {:?} has a bad job body: {e}", self.name))
+        })?;
+        Ok(queue_proto::Schedule {
+            name: self.name.clone(),
+            queue: self.queue.clone(),
+            cron: self.cron.clone(),
+            every_ms: self.every_ms,
+            timezone: self.timezone.clone(),
+            job,
+            catch_up: self.catch_up,
+            paused: self.paused,
+            next_run_at: self.next_run_at,
+            last_run_at: self.last_run_at,
+            last_job_id: self.last_job_id.map(|id| id.to_string()),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
 impl Callback {
     /// The job object's `callback` field.
     pub fn to_wire(&self) -> CallbackInfo {

@@ -1326,6 +1326,7 @@ impl Harness {
                 ttl_expired: 0,
                 removed,
                 pruned_events: 0,
+                ticks: 0,
                 next_due,
             },
         )

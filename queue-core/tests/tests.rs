@@ -8,6 +8,8 @@
 //!   reopens and checks acknowledged work, invariants and draining.
 //! - `limits`: queue limits stored and durable, held under concurrent
 //!   leasers, FIFO per group, lease order with groups against a model.
+//! - `schedules`: schedules fired through the engine on a manual clock,
+//!   catch-up after downtime under each policy.
 //! - `upgrade`: a data directory written by the first release opens, is
 //!   upgraded, serves and drains.
 
@@ -16,4 +18,5 @@ mod crash;
 mod limits;
 mod model;
 mod operations;
+mod schedules;
 mod upgrade;

@@ -11,6 +11,8 @@
 //!   [`HeartbeatRequest`], [`CompleteRequest`], [`FailRequest`],
 //!   [`ReleaseRequest`], [`RequeueRequest`], [`QueueStats`], [`Event`]: the
 //!   JSON bodies.
+//! - [`ScheduleRequest`], [`Schedule`], [`ScheduleList`], [`CatchUp`]: periodic
+//!   jobs.
 //! - [`ErrorCode`] and [`ErrorBody`]: the error envelope
 //!   `{"error": {"code", "message"}}`.
 //!
@@ -26,6 +28,7 @@
 //! assert_eq!("leased".parse::<JobState>(), Ok(JobState::Leased));
 //! ```
 
+mod schedules;
 mod state;
 mod wire;
 
@@ -33,6 +36,7 @@ pub mod limits;
 pub mod webhooks;
 
 pub use limits::{QueueNameError, validate_queue_name};
+pub use schedules::{CatchUp, Schedule, ScheduleList, ScheduleRequest};
 pub use serde_json::value::RawValue;
 pub use state::{JobState, UnknownState};
 pub use wire::{

@@ -55,6 +55,14 @@ pub const MAX_TIMEOUT_MS: u64 = 43_200_000;
 /// Largest delay or absolute `run_at` distance from now, in milliseconds
 /// (about 10 years); it keeps every time computation far from overflow.
 pub const MAX_DELAY_MS: u64 = 10 * 365 * 24 * 3_600_000;
+/// The shortest period of a schedule's `every_ms` (one second).
+pub const MIN_SCHEDULE_EVERY_MS: u64 = 1_000;
+/// The longest period of a schedule's `every_ms` (365 days).
+pub const MAX_SCHEDULE_EVERY_MS: u64 = 31_536_000_000;
+/// The most missed ticks a schedule with `catch_up: all` fires at once.
+pub const MAX_CATCH_UP_TICKS: usize = 1_000;
+/// Longest cron expression accepted, in bytes.
+pub const MAX_CRON_LEN: usize = 256;
 
 /// Largest `max_leased` of a queue (PATCH `/v1/queues/{queue}`).
 pub const MAX_MAX_LEASED: u32 = 1_000_000;

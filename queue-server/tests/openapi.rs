@@ -18,8 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use queue_proto::{
-    CallbackEvent, CallbackInfo, CallbackState, EnqueueRequest, ErrorCode, Event, EventType, Gap,
-    HeartbeatRequest, Job, JobState, RawValue,
+    CallbackEvent, CallbackInfo, CallbackState, CatchUp, EnqueueRequest, ErrorCode, Event,
+    EventType, Gap, HeartbeatRequest, Job, JobState, RawValue, Schedule, ScheduleList,
+    ScheduleRequest,
 };
 use queue_server::routes;
 use serde_json::{Value, json};
@@ -820,6 +821,71 @@ fn openapi_lists_every_event_type_and_callback_state() {
             "queue_proto::{EventType, CallbackState, CallbackEvent}",
             &problems
         )
+    );
+}
+
+/// Every field of the schedule types, written out on purpose (as
+/// [`wire_job`]).
+fn wire_schedule_request(full: bool) -> ScheduleRequest {
+    ScheduleRequest {
+        queue: "reports".into(),
+        cron: full.then(|| "0 3 * * *".to_owned()),
+        every_ms: full.then_some(60_000),
+        timezone: full.then(|| "Europe/Paris".to_owned()),
+        job: wire_enqueue(false),
+        catch_up: full.then_some(CatchUp::All),
+        paused: full.then_some(true),
+    }
+}
+
+fn wire_schedule() -> Schedule {
+    Schedule {
+        name: "nightly".into(),
+        queue: "reports".into(),
+        cron: Some("0 3 * * *".into()),
+        every_ms: None,
+        timezone: "Europe/Paris".into(),
+        job: wire_enqueue(false),
+        catch_up: CatchUp::Latest,
+        paused: false,
+        next_run_at: Some(1_764_000_000_000),
+        last_run_at: None,
+        last_job_id: None,
+        created_at: 1_763_000_000_000,
+        updated_at: 1_763_000_000_000,
+    }
+}
+
+#[test]
+fn openapi_schedule_schemas_match_the_wire_types() {
+    let doc = read_document();
+    // Every field of the schedule object is always sent (null when unset).
+    let schedule = to_json(&wire_schedule());
+    let list = to_json(&ScheduleList {
+        schedules: vec![wire_schedule()],
+    });
+    let checks = [
+        (
+            "ScheduleRequest",
+            to_json(&wire_schedule_request(true)),
+            to_json(&wire_schedule_request(false)),
+        ),
+        ("Schedule", schedule.clone(), schedule),
+        ("ScheduleList", list.clone(), list),
+    ];
+    let mut problems = Vec::new();
+    for (schema, full, minimal) in &checks {
+        problems.extend(object_differences(&doc, schema, full, minimal));
+    }
+    let policies: Vec<&str> = CatchUp::ALL.iter().map(|c| c.as_str()).collect();
+    for policy in CatchUp::ALL {
+        assert_eq!(to_json(&policy), Value::from(policy.as_str()));
+    }
+    problems.extend(enum_differences(&doc, "CatchUp", &policies));
+    assert!(
+        problems.is_empty(),
+        "{}",
+        report("the queue_proto schedule types", &problems)
     );
 }
 

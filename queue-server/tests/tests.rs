@@ -17,6 +17,8 @@
 //! - `limits`: queue limits: PATCH validation, stats, restarts, many
 //!   workers under max_leased and group_max_leased.
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
+//! - `schedules`: the schedule endpoints, their validation and ticks fired
+//!   on the manual clock.
 //! - `timeouts`: per-attempt timeouts and job time-to-live on the manual
 //!   clock; the job object's 1.1 fields.
 
@@ -28,4 +30,5 @@ mod events;
 mod limits;
 mod openapi;
 mod resume;
+mod schedules;
 mod timeouts;

@@ -9,7 +9,7 @@ use queue_core::Queue;
 use queue_core::service::{EventFeed, EventQuery, FeedItem, RequestContext, Service, ServiceError};
 use queue_proto::{
     BatchRequest, CompleteRequest, DeadPage, EnqueueRequest, FailRequest, HeartbeatRequest, Job,
-    LeaseRequest, QueueStats, ReleaseRequest, RequeueRequest,
+    LeaseRequest, QueueStats, ReleaseRequest, RequeueRequest, Schedule, ScheduleRequest,
 };
 
 use super::{Delivery, EventConnection, EventSource, JobView};
@@ -174,6 +174,44 @@ impl Embedded {
 
     pub(crate) async fn purge_dead(&self, queue: &str) -> Result<u64> {
         Ok(self.service.purge_dead(queue).await.map_err(map)?.deleted)
+    }
+
+    pub(crate) async fn put_schedule(
+        &self,
+        name: &str,
+        request: &ScheduleRequest,
+    ) -> Result<(Schedule, bool)> {
+        self.service
+            .put_schedule(name, request.clone())
+            .await
+            .map_err(map)
+    }
+
+    pub(crate) async fn schedules(&self) -> Result<Vec<Schedule>> {
+        Ok(self.service.schedules().await.map_err(map)?.schedules)
+    }
+
+    pub(crate) async fn schedule(&self, name: &str) -> Result<Schedule> {
+        self.service.schedule(name).await.map_err(map)
+    }
+
+    pub(crate) async fn delete_schedule(&self, name: &str) -> Result<Schedule> {
+        self.service.delete_schedule(name).await.map_err(map)
+    }
+
+    pub(crate) async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<Schedule> {
+        self.service
+            .set_schedule_paused(name, paused)
+            .await
+            .map_err(map)
+    }
+
+    pub(crate) async fn trigger_schedule<V: JobView>(&self, name: &str) -> Result<V> {
+        self.service
+            .trigger_schedule(name, &RequestContext::default())
+            .await
+            .map(V::of)
+            .map_err(map)
     }
 
     /// The service's event feed: what the server streams, from the same

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use queue_proto::{
     BatchRequest, CompleteRequest, DeadPage, DeletedResponse, EnqueueRequest, ErrorBody, ErrorCode,
     FailRequest, Gap, HeartbeatRequest, Job, LeaseRequest, LeaseResponse, QueueList, QueueStats,
-    ReleaseRequest, RequeueRequest, RequeuedResponse,
+    ReleaseRequest, RequeueRequest, RequeuedResponse, Schedule, ScheduleList, ScheduleRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -47,6 +47,8 @@ struct Jobs<V> {
 /// and its body.
 struct Reply<T> {
     replayed: bool,
+    /// The answer was `201 Created`.
+    created: bool,
     body: T,
 }
 
@@ -195,7 +197,11 @@ impl Http {
             }
             let body = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::decode(format!("the server's response to {path}"), e))?;
-            Ok(Reply { replayed, body })
+            Ok(Reply {
+                replayed,
+                created: status == http::StatusCode::CREATED,
+                body,
+            })
         };
         tokio::time::timeout(limit, exchange)
             .await
@@ -370,6 +376,58 @@ impl Http {
             .call(Method::DELETE, &path, None::<&()>, Duration::ZERO)
             .await?;
         Ok(reply.body.deleted)
+    }
+
+    pub(crate) async fn put_schedule(
+        &self,
+        name: &str,
+        request: &ScheduleRequest,
+    ) -> Result<(Schedule, bool)> {
+        let path = format!("/v1/schedules/{name}");
+        let reply: Reply<Schedule> = self
+            .call(Method::PUT, &path, Some(request), Duration::ZERO)
+            .await?;
+        Ok((reply.body, reply.created))
+    }
+
+    pub(crate) async fn schedules(&self) -> Result<Vec<Schedule>> {
+        let reply: Reply<ScheduleList> = self
+            .call(Method::GET, "/v1/schedules", None::<&()>, Duration::ZERO)
+            .await?;
+        Ok(reply.body.schedules)
+    }
+
+    pub(crate) async fn schedule(&self, name: &str) -> Result<Schedule> {
+        let path = format!("/v1/schedules/{name}");
+        Ok(self
+            .call(Method::GET, &path, None::<&()>, Duration::ZERO)
+            .await?
+            .body)
+    }
+
+    pub(crate) async fn delete_schedule(&self, name: &str) -> Result<Schedule> {
+        let path = format!("/v1/schedules/{name}");
+        Ok(self
+            .call(Method::DELETE, &path, None::<&()>, Duration::ZERO)
+            .await?
+            .body)
+    }
+
+    pub(crate) async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<Schedule> {
+        let action = if paused { "pause" } else { "resume" };
+        let path = format!("/v1/schedules/{name}/{action}");
+        Ok(self
+            .call(Method::POST, &path, None::<&()>, Duration::ZERO)
+            .await?
+            .body)
+    }
+
+    pub(crate) async fn trigger_schedule<V: JobView>(&self, name: &str) -> Result<V> {
+        let path = format!("/v1/schedules/{name}/trigger");
+        Ok(self
+            .call(Method::POST, &path, None::<&()>, Duration::ZERO)
+            .await?
+            .body)
     }
 
     pub(crate) async fn health(&self) -> Result<()> {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use queue_proto::{
     BatchRequest, CompleteRequest, DeadPage, EnqueueRequest, FailRequest, HeartbeatRequest, Job,
-    JobState, LeaseRequest, QueueStats, RawValue, ReleaseRequest, RequeueRequest,
-    validate_queue_name,
+    JobState, LeaseRequest, QueueStats, RawValue, ReleaseRequest, RequeueRequest, Schedule,
+    ScheduleRequest, validate_queue_name,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -140,6 +140,11 @@ macro_rules! dispatch {
 /// path segment, and a name like `a/lease` must not reach another route.
 fn check_queue(queue: &str) -> Result<()> {
     validate_queue_name(queue).map_err(|e| Error::invalid(format!("queue name: {e}")))
+}
+
+/// A schedule name is checked before anything is sent, as a queue name is.
+fn check_schedule(name: &str) -> Result<()> {
+    validate_queue_name(name).map_err(|e| Error::invalid(format!("schedule name: {e}")))
 }
 
 impl Transport {
@@ -277,6 +282,40 @@ impl Transport {
             }
         }
         dispatch!(self, t => t.open_events(source, after).await)
+    }
+
+    /// Stores a schedule; `true` when it is new.
+    pub(crate) async fn put_schedule(
+        &self,
+        name: &str,
+        request: &ScheduleRequest,
+    ) -> Result<(Schedule, bool)> {
+        check_schedule(name)?;
+        dispatch!(self, t => t.put_schedule(name, request).await)
+    }
+
+    pub(crate) async fn schedules(&self) -> Result<Vec<Schedule>> {
+        dispatch!(self, t => t.schedules().await)
+    }
+
+    pub(crate) async fn schedule(&self, name: &str) -> Result<Schedule> {
+        check_schedule(name)?;
+        dispatch!(self, t => t.schedule(name).await)
+    }
+
+    pub(crate) async fn delete_schedule(&self, name: &str) -> Result<Schedule> {
+        check_schedule(name)?;
+        dispatch!(self, t => t.delete_schedule(name).await)
+    }
+
+    pub(crate) async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<Schedule> {
+        check_schedule(name)?;
+        dispatch!(self, t => t.set_schedule_paused(name, paused).await)
+    }
+
+    pub(crate) async fn trigger_schedule<V: JobView>(&self, name: &str) -> Result<V> {
+        check_schedule(name)?;
+        dispatch!(self, t => t.trigger_schedule(name).await)
     }
 
     pub(crate) async fn health(&self) -> Result<()> {

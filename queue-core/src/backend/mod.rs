@@ -69,6 +69,22 @@
 //! Due timers are a query on a deadline column, acted on under
 //! the same compare-and-swap, so that several servers act on each deadline
 //! once. [`Backend::watch_events`] is fed by `LISTEN/NOTIFY`.
+//!
+//! Schedules are rows of a `schedules` table (`name` primary key, the
+//! record's columns, a `revision`, and `next_run_at`, null while paused,
+//! with an index on it). A [`ScheduleChange`] in a commit is an `INSERT`
+//! (a unique violation: stale), an `UPDATE … WHERE name = $1 AND revision =
+//! $2` or a `DELETE` with the same condition, in the same transaction as
+//! the jobs of the commit: a tick's job and its schedule's move to the next
+//! tick commit together or not at all. [`Backend::due_schedules`] is
+//! `SELECT name FROM schedules WHERE next_run_at <= $1 ORDER BY next_run_at
+//! LIMIT $2 FOR UPDATE SKIP LOCKED` inside that transaction in a backend
+//! that holds it open (or a plain select followed by the revision check,
+//! which several servers may race on safely: the loser's commit is stale
+//! and the tick's idempotency key `schedule:<name>:<T>` is unique in its
+//! queue, so no tick fires twice). [`Backend::first_schedule_due`] is
+//! `SELECT min(next_run_at)`, and a `NOTIFY` on every schedule change wakes
+//! the other servers' timers.
 
 pub(crate) mod sled;
 
@@ -81,7 +97,7 @@ pub(crate) use crate::counts::Counts;
 use crate::rules::lease::LeasePlan;
 use crate::rules::{Deadline, Outcome, TimerKind};
 use crate::settings::{QueueSettings, SettingsUpdate};
-use crate::{Event, Job, JobId, Result, Verification};
+use crate::{Event, Job, JobId, Result, Schedule, Verification};
 
 /// Opens the backend `config` names.
 pub(crate) fn open(config: &crate::Config) -> Result<std::sync::Arc<dyn Backend>> {
@@ -174,6 +190,50 @@ impl Change {
     }
 }
 
+/// A stored schedule with its revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LoadedSchedule {
+    pub(crate) schedule: Schedule,
+    pub(crate) revision: Revision,
+}
+
+/// One schedule record written (or removed) by a commit, under a
+/// compare-and-swap on the revision its decision read.
+#[derive(Debug, Clone)]
+pub(crate) struct ScheduleChange {
+    /// The schedule's name.
+    pub(crate) name: String,
+    /// What the decision read.
+    pub(crate) expect: Expect,
+    /// The record it read (`None` for a new schedule): its due entry is the
+    /// one to replace.
+    pub(crate) old: Option<Schedule>,
+    /// The record after the change; `None` removes the schedule.
+    pub(crate) new: Option<Schedule>,
+}
+
+impl ScheduleChange {
+    /// A change of the stored schedule `loaded` to `new`.
+    pub(crate) fn of(loaded: &LoadedSchedule, new: Option<Schedule>) -> ScheduleChange {
+        ScheduleChange {
+            name: loaded.schedule.name.clone(),
+            expect: Expect::At(loaded.revision),
+            old: Some(loaded.schedule.clone()),
+            new,
+        }
+    }
+
+    /// A new schedule.
+    pub(crate) fn insert(schedule: Schedule) -> ScheduleChange {
+        ScheduleChange {
+            name: schedule.name.clone(),
+            expect: Expect::Absent,
+            old: None,
+            new: Some(schedule),
+        }
+    }
+}
+
 /// How a commit treats a change whose expectation does not hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Policy {
@@ -191,6 +251,9 @@ pub(crate) struct Commit {
     /// Updates of queue settings, each applied to the settings stored at
     /// the time of the commit (a read-modify-write inside it).
     pub(crate) settings: Vec<(String, SettingsUpdate)>,
+    /// Schedule records written with the changes. A schedule change that
+    /// is not current makes the whole commit stale, whatever the policy.
+    pub(crate) schedules: Vec<ScheduleChange>,
     pub(crate) policy: Policy,
 }
 
@@ -200,6 +263,7 @@ impl Commit {
         Commit {
             changes,
             settings: Vec::new(),
+            schedules: Vec::new(),
             policy: Policy::AllOrNothing,
         }
     }
@@ -209,6 +273,7 @@ impl Commit {
         Commit {
             changes,
             settings: Vec::new(),
+            schedules: Vec::new(),
             policy: Policy::EachIfCurrent,
         }
     }
@@ -330,6 +395,19 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// more than `keep` are retained, atomically and oldest first. Returns
     /// how many were removed.
     fn prune_events(&self, before_at: u64, keep: u64, mode: Mode) -> BoxFuture<'_, Result<u64>>;
+
+    /// The stored schedule `name`.
+    fn load_schedule<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<LoadedSchedule>>>;
+
+    /// Every stored schedule, by name.
+    fn schedules(&self) -> BoxFuture<'_, Result<Vec<LoadedSchedule>>>;
+
+    /// The names of up to `limit` active schedules whose `next_run_at` is
+    /// `<= upto`, earliest first.
+    fn due_schedules(&self, upto: u64, limit: usize) -> BoxFuture<'_, Result<Vec<String>>>;
+
+    /// The earliest `next_run_at` of any active schedule.
+    fn first_schedule_due(&self) -> BoxFuture<'_, Result<Option<u64>>>;
 
     /// Makes everything committed so far durable.
     fn flush(&self) -> BoxFuture<'_, Result<()>>;

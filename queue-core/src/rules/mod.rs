@@ -30,6 +30,7 @@ pub(crate) mod purge;
 pub(crate) mod release;
 pub(crate) mod requeue;
 pub(crate) mod retain;
+pub(crate) mod schedule;
 pub(crate) mod ttl;
 
 /// What a transition decided: the record after it (`None`: the job is

@@ -1,6 +1,6 @@
 //! The route table. Each resource module owns its routes, its endpoints and
 //! their handlers ([`jobs`], [`queues`], [`dead`], [`events`], [`callbacks`],
-//! [`ops`]) in a
+//! [`schedules`], [`ops`]) in a
 //! table of its own ([`RouteSpec`]); this module tries the tables in turn
 //! and matches requests without a socket, so that tests (and the OpenAPI
 //! check) can use it. Patterns are described in [`spec`].
@@ -11,6 +11,7 @@ pub mod events;
 pub mod jobs;
 pub mod ops;
 pub mod queues;
+pub mod schedules;
 pub mod spec;
 
 use http::Method;
@@ -32,6 +33,8 @@ pub enum Endpoint {
     Events(events::Endpoint),
     /// Callback deliveries.
     Callbacks(callbacks::Endpoint),
+    /// Schedules.
+    Schedules(schedules::Endpoint),
     /// Health and metrics.
     Ops(ops::Endpoint),
 }
@@ -43,6 +46,7 @@ impl Endpoint {
             Endpoint::Jobs(e) => e.reads_body(),
             Endpoint::Queues(e) => e.reads_body(),
             Endpoint::Dead(e) => e.reads_body(),
+            Endpoint::Schedules(e) => e.reads_body(),
             Endpoint::Events(_) | Endpoint::Callbacks(_) | Endpoint::Ops(_) => false,
         }
     }
@@ -66,6 +70,7 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
         Endpoint::Dead(e) => dead::handle(e, call).await,
         Endpoint::Events(e) => events::handle(e, call).await,
         Endpoint::Callbacks(e) => callbacks::handle(e, call).await,
+        Endpoint::Schedules(e) => schedules::handle(e, call).await,
         Endpoint::Ops(e) => ops::handle(e, call).await,
     }
 }
@@ -95,6 +100,7 @@ pub fn table() -> impl Iterator<Item = RouteInfo> {
         .chain(info(jobs::ROUTES))
         .chain(info(dead::ROUTES))
         .chain(info(callbacks::ROUTES))
+        .chain(info(schedules::ROUTES))
 }
 
 /// A routed request.
@@ -167,6 +173,12 @@ pub fn route(method: &Method, path: &str) -> Result<Routed, RouteError> {
             found(wrap(
                 find(callbacks::ROUTES, method, &segments),
                 Endpoint::Callbacks,
+            ))
+        })
+        .or_else(|| {
+            found(wrap(
+                find(schedules::ROUTES, method, &segments),
+                Endpoint::Schedules,
             ))
         })
         .unwrap_or(Err(RouteError::NotFound))

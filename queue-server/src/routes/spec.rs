@@ -1,7 +1,7 @@
 //! Route patterns and their matching, shared by every resource's table.
 //!
-//! A pattern is a path of literal segments and captures: `{queue}` and
-//! `{id}` capture one non-empty segment, and a last `{*rest}` captures the
+//! A pattern is a path of literal segments and captures: `{queue}`, `{id}`
+//! and `{name}` capture one non-empty segment, and a last `{*rest}` captures the
 //! remainder of the path (possibly empty), so that a resource can serve a
 //! whole prefix.
 
@@ -25,6 +25,8 @@ pub struct Captures {
     pub queue: Option<String>,
     /// The `{id}` segment, if the pattern has one.
     pub id: Option<String>,
+    /// The `{name}` segment (a schedule's), if the pattern has one.
+    pub name: Option<String>,
     /// The path under a `{*rest}` pattern, if the pattern has one.
     pub rest: Option<String>,
 }
@@ -67,7 +69,7 @@ pub(crate) fn find<E: Copy>(
 
 fn match_pattern(pattern: &str, segments: &[&str]) -> Option<Captures> {
     let mut parts = pattern.trim_start_matches('/').split('/').peekable();
-    let (mut queue, mut id) = (None, None);
+    let (mut queue, mut id, mut name) = (None, None, None);
     let mut i = 0;
     while let Some(part) = parts.next() {
         if part == "{*rest}" && parts.peek().is_none() {
@@ -76,6 +78,7 @@ fn match_pattern(pattern: &str, segments: &[&str]) -> Option<Captures> {
             return Some(Captures {
                 queue: queue.map(str::to_owned),
                 id: id.map(str::to_owned),
+                name: name.map(str::to_owned),
                 rest: Some(rest.join("/")),
             });
         }
@@ -83,6 +86,7 @@ fn match_pattern(pattern: &str, segments: &[&str]) -> Option<Captures> {
         match part {
             "{queue}" if !segment.is_empty() => queue = Some(segment),
             "{id}" if !segment.is_empty() => id = Some(segment),
+            "{name}" if !segment.is_empty() => name = Some(segment),
             literal if literal == segment => {}
             _ => return None,
         }
@@ -91,6 +95,7 @@ fn match_pattern(pattern: &str, segments: &[&str]) -> Option<Captures> {
     (i == segments.len()).then(|| Captures {
         queue: queue.map(str::to_owned),
         id: id.map(str::to_owned),
+        name: name.map(str::to_owned),
         rest: None,
     })
 }

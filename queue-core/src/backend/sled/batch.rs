@@ -37,7 +37,7 @@ use super::keys::{
 use super::{Store, storage};
 use queue_proto::JobState;
 
-use crate::backend::{Change, Expect, Revision};
+use crate::backend::{Change, Expect, Revision, ScheduleChange};
 use crate::settings::QueueSettings;
 use crate::{Error, Event, Job, JobId, Result};
 
@@ -149,6 +149,37 @@ impl Prepared {
     }
 }
 
+/// A schedule change with its bytes and due entries computed beforehand.
+pub(crate) struct PreparedSchedule {
+    key: Vec<u8>,
+    expect: Expect,
+    bytes: Option<Vec<u8>>,
+    remove_due: Option<Vec<u8>>,
+    insert_due: Option<Vec<u8>>,
+}
+
+impl PreparedSchedule {
+    pub(crate) fn new(change: &ScheduleChange) -> Result<PreparedSchedule> {
+        let revision = match change.expect {
+            Expect::Absent => Revision(1),
+            Expect::At(revision) => revision.next(),
+        };
+        let bytes = match &change.new {
+            Some(schedule) => Some(codec::encode_schedule(schedule, revision)?),
+            None => None,
+        };
+        let old_due = change.old.as_ref().and_then(keys::schedule_due_key);
+        let new_due = change.new.as_ref().and_then(keys::schedule_due_key);
+        Ok(PreparedSchedule {
+            key: keys::schedule_key(&change.name),
+            expect: change.expect,
+            bytes,
+            remove_due: old_due.clone().filter(|old| new_due.as_ref() != Some(old)),
+            insert_due: new_due.filter(|new| old_due.as_ref() != Some(new)),
+        })
+    }
+}
+
 /// One operation's view of the store: its own writes over the writes of
 /// the earlier operations of its batch over the trees.
 pub(crate) struct Tx<'a> {
@@ -230,6 +261,29 @@ impl Tx<'_> {
             },
             (Expect::At(_), None) => Ok(false),
             (Expect::At(revision), Some(bytes)) => Ok(job_revision(&bytes)? == revision),
+        }
+    }
+
+    /// Whether the schedule is stored as `prepared` expects.
+    pub(crate) fn schedule_is_current(&self, prepared: &PreparedSchedule) -> TxResult<bool> {
+        let stored = self.get(META, &prepared.key)?;
+        match (prepared.expect, stored) {
+            (Expect::Absent, stored) => Ok(stored.is_none()),
+            (Expect::At(_), None) => Ok(false),
+            (Expect::At(revision), Some(bytes)) => {
+                Ok(codec::schedule_revision(&bytes)? == revision)
+            }
+        }
+    }
+
+    /// Applies a schedule change (the caller has checked it is current).
+    pub(crate) fn apply_schedule(&self, prepared: &PreparedSchedule) {
+        self.put(META, &prepared.key, prepared.bytes.as_deref());
+        if let Some(key) = &prepared.remove_due {
+            self.put(META, key, None);
+        }
+        if let Some(key) = &prepared.insert_due {
+            self.put(META, key, Some(&[]));
         }
     }
 

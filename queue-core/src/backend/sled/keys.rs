@@ -18,8 +18,9 @@
 //! - `meta`: `c` per-(queue, state) counts, `l` per-(queue, group) counts
 //!   of leased jobs, `h` per-(queue, group) pointers to the group's head
 //!   entry in `r`, `s` queue settings records,
-//!   `e` the latest event id when the log was last pruned; format 1 stored
-//!   `p` paused flags.
+//!   `e` the latest event id when the log was last pruned, `m` schedule
+//!   records by name, `n` active schedules by (`next_run_at`, name) for the
+//!   timer ([`schedule_due_key`]); format 1 stored `p` paused flags.
 //! - `events`: first event id → a chunk of consecutive events.
 //! - `wal`: the write-ahead log: slots used in turn (8-byte keys), the
 //!   pieces of a record too large for a slot (16-byte keys: sequence,
@@ -55,6 +56,8 @@ pub(crate) const IDEM: u8 = b'i';
 pub(crate) const CALLBACKS: u8 = b'k';
 pub(crate) const COUNT: u8 = b'c';
 pub(crate) const SETTINGS: u8 = b's';
+pub(crate) const SCHEDULE: u8 = b'm';
+pub(crate) const SCHEDULE_DUE: u8 = b'n';
 /// Format 1's paused flag (`p` + queue → empty), migrated to settings.
 pub(crate) const PAUSED_V1: u8 = b'p';
 /// The latest event id when the log was last pruned: the log's own end
@@ -244,6 +247,24 @@ pub(crate) fn settings_key(queue: &str) -> Vec<u8> {
     let mut key = vec![SETTINGS];
     key.extend_from_slice(queue.as_bytes());
     key
+}
+
+/// The key of schedule `name`'s record in `meta`.
+pub(crate) fn schedule_key(name: &str) -> Vec<u8> {
+    let mut key = vec![SCHEDULE];
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+/// The `meta` entry of an active schedule, due at its `next_run_at`:
+/// `n`, the time (big-endian), the name. A paused schedule (or one that
+/// never fires again) has none.
+pub(crate) fn schedule_due_key(schedule: &crate::Schedule) -> Option<Vec<u8>> {
+    let at = schedule.next_run_at.filter(|_| !schedule.paused)?;
+    let mut key = vec![SCHEDULE_DUE];
+    key.extend_from_slice(&at.to_be_bytes());
+    key.extend_from_slice(schedule.name.as_bytes());
+    Some(key)
 }
 
 pub(crate) fn decode_u64(bytes: &[u8]) -> Result<u64> {

@@ -26,14 +26,14 @@ use std::thread::JoinHandle;
 use sled::Tree;
 use tokio::sync::watch;
 
-use self::batch::{Batcher, Gathered, Prepared, Tail, TxError, Writes};
+use self::batch::{Batcher, Gathered, Prepared, PreparedSchedule, Tail, TxError, Writes};
 use self::keys::{
     AGE, COUNT, DEAD, EVENT_SEQ, EVENTS, INDEX, JOBS, META, PAUSED_V1, SETTINGS, dead_key,
     event_key, id_at_end, idem_key, job_key, queue_prefix, settings_key, timer_key, u64_at,
 };
 use super::{
-    Backend, BoxFuture, Change, Commit, Committed, Counts, Due, EventBounds, Loaded, Mode, Page,
-    Policy,
+    Backend, BoxFuture, Change, Commit, Committed, Counts, Due, EventBounds, Loaded,
+    LoadedSchedule, Mode, Page, Policy,
 };
 use crate::error::StorageError;
 use crate::rules::lease::{LeasePlan, Offer};
@@ -362,6 +362,50 @@ impl Store {
             .collect()
     }
 
+    fn load_schedule(&self, name: &str) -> Result<Option<LoadedSchedule>> {
+        match self.meta.get(keys::schedule_key(name)).map_err(storage)? {
+            Some(bytes) => {
+                let (schedule, revision) = codec::decode_schedule(&bytes)?;
+                Ok(Some(LoadedSchedule { schedule, revision }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn schedules(&self) -> Result<Vec<LoadedSchedule>> {
+        self.meta
+            .scan_prefix([keys::SCHEDULE])
+            .values()
+            .map(|bytes| {
+                let (schedule, revision) = codec::decode_schedule(&bytes.map_err(storage)?)?;
+                Ok(LoadedSchedule { schedule, revision })
+            })
+            .collect()
+    }
+
+    fn due_schedules(&self, upto: u64, limit: usize) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for key in self.meta.scan_prefix([keys::SCHEDULE_DUE]).keys() {
+            let key = key.map_err(storage)?;
+            let at =
+                u64_at(&key, 1).ok_or_else(|| Error::Corrupt("short schedule entry".into()))?;
+            if at > upto || out.len() >= limit {
+                break;
+            }
+            let name = std::str::from_utf8(&key[9..])
+                .map_err(|_| Error::Corrupt(format!("bad schedule entry {key:?}")))?;
+            out.push(name.to_owned());
+        }
+        Ok(out)
+    }
+
+    fn first_schedule_due(&self) -> Result<Option<u64>> {
+        match self.meta.scan_prefix([keys::SCHEDULE_DUE]).keys().next() {
+            Some(key) => Ok(u64_at(&key.map_err(storage)?, 1)),
+            None => Ok(None),
+        }
+    }
+
     fn settings(&self, queue: &str) -> Result<QueueSettings> {
         match self.meta.get(settings_key(queue)).map_err(storage)? {
             Some(bytes) => codec::decode_settings(&bytes),
@@ -662,6 +706,11 @@ impl Backend for SledBackend {
                 .iter()
                 .map(Prepared::new)
                 .collect::<Result<Vec<_>>>()?;
+            let schedules = commit
+                .schedules
+                .iter()
+                .map(PreparedSchedule::new)
+                .collect::<Result<Vec<_>>>()?;
             let settings = commit.settings.clone();
             let policy = commit.policy;
             let outcome = self
@@ -674,6 +723,12 @@ impl Backend for SledBackend {
                         } else if policy == Policy::AllOrNothing {
                             return Err(TxError::Stale);
                         }
+                    }
+                    for schedule in &schedules {
+                        if !tx.schedule_is_current(schedule)? {
+                            return Err(TxError::Stale);
+                        }
+                        tx.apply_schedule(schedule);
                     }
                     for (queue, update) in &settings {
                         let stored = tx.settings(queue)?;
@@ -881,6 +936,22 @@ impl Backend for SledBackend {
         })
     }
 
+    fn load_schedule<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<LoadedSchedule>>> {
+        ready(self.store.load_schedule(name))
+    }
+
+    fn schedules(&self) -> BoxFuture<'_, Result<Vec<LoadedSchedule>>> {
+        ready(self.store.schedules())
+    }
+
+    fn due_schedules(&self, upto: u64, limit: usize) -> BoxFuture<'_, Result<Vec<String>>> {
+        ready(self.store.due_schedules(upto, limit))
+    }
+
+    fn first_schedule_due(&self) -> BoxFuture<'_, Result<Option<u64>>> {
+        ready(self.store.first_schedule_due())
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
         ready(self.store.flush_now())
     }
@@ -1023,6 +1094,48 @@ mod tests {
         drop(gathered);
         let report = verify::verify(&store).unwrap();
         assert!(report.is_ok(), "{:?}", report.problems);
+    }
+
+    #[test]
+    fn verify_checks_the_due_entries_of_schedules() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        let schedule = crate::Schedule {
+            name: "s".into(),
+            queue: "q".into(),
+            cron: None,
+            every_ms: Some(1000),
+            timezone: "UTC".into(),
+            job: r#"{"payload":1}"#.into(),
+            catch_up: queue_proto::CatchUp::All,
+            paused: false,
+            next_run_at: Some(5_000),
+            last_run_at: None,
+            last_job_id: None,
+            created_at: 4_000,
+            updated_at: 4_000,
+        };
+        let record = codec::encode_schedule(&schedule, super::super::Revision(1)).unwrap();
+        store.meta.insert(keys::schedule_key("s"), record).unwrap();
+        let problems = |store: &Store| verify::verify(store).unwrap().problems;
+        assert_eq!(problems(&store).len(), 1, "the due entry is missing");
+        let due = keys::schedule_due_key(&schedule).unwrap();
+        store.meta.insert(&due, &[]).unwrap();
+        assert!(problems(&store).is_empty(), "{:?}", problems(&store));
+        assert_eq!(
+            store.due_schedules(4_999, 10).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(store.due_schedules(5_000, 10).unwrap(), ["s"]);
+        assert_eq!(store.first_schedule_due().unwrap(), Some(5_000));
+        // An entry that no schedule implies (a paused one has none).
+        let mut paused = schedule;
+        paused.paused = true;
+        let record = codec::encode_schedule(&paused, super::super::Revision(2)).unwrap();
+        store.meta.insert(keys::schedule_key("s"), record).unwrap();
+        assert_eq!(problems(&store).len(), 1, "a stray due entry");
+        store.meta.remove(&due).unwrap();
+        assert!(problems(&store).is_empty());
     }
 
     #[test]

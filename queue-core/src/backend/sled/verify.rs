@@ -133,6 +133,45 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
             "timers hold {timers_len} entries, the records imply {expected_timers}"
         ));
     }
+    // Every active schedule has its due entry, and every due entry is one
+    // that a schedule record implies.
+    let mut expected_due = std::collections::BTreeSet::new();
+    for item in store.meta.scan_prefix([super::keys::SCHEDULE]) {
+        let (key, bytes) = item.map_err(storage)?;
+        match codec::decode_schedule(&bytes) {
+            Ok((schedule, _)) => {
+                if key.as_ref() != super::keys::schedule_key(&schedule.name) {
+                    problems.push(format!(
+                        "schedule under key {key:?} is named {:?}",
+                        schedule.name
+                    ));
+                }
+                if schedule.cron.is_some() == schedule.every_ms.is_some() {
+                    problems.push(format!(
+                        "schedule {:?} has neither or both of cron and every_ms",
+                        schedule.name
+                    ));
+                }
+                if let Some(due) = super::keys::schedule_due_key(&schedule) {
+                    expected_due.insert(due);
+                }
+            }
+            Err(e) => problems.push(format!("schedule {key:?}: {e}")),
+        }
+    }
+    let mut stored_due = std::collections::BTreeSet::new();
+    for key in store.meta.scan_prefix([super::keys::SCHEDULE_DUE]).keys() {
+        stored_due.insert(key.map_err(storage)?.to_vec());
+    }
+    if stored_due != expected_due {
+        problems.push(format!(
+            "{} schedule due entries are stored, the schedules imply {} ({} missing, {} extra)",
+            stored_due.len(),
+            expected_due.len(),
+            expected_due.difference(&stored_due).count(),
+            stored_due.difference(&expected_due).count()
+        ));
+    }
     let mut stored_counts = BTreeMap::new();
     for item in store.meta.scan_prefix([COUNT]) {
         let (key, value) = item.map_err(storage)?;
