@@ -30,6 +30,7 @@
 
 mod schedules;
 mod state;
+mod strict;
 mod wire;
 
 pub mod limits;
