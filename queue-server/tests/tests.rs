@@ -19,6 +19,8 @@
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
 //! - `schedules`: the schedule endpoints, their validation and ticks fired
 //!   on the manual clock.
+//! - `strict`: strict input: unknown fields and query parameters, arrays
+//!   for objects, nesting depth, percent-encoded names, the bearer scheme.
 //! - `timeouts`: per-attempt timeouts and job time-to-live on the manual
 //!   clock; the job object's 1.1 fields.
 
@@ -31,4 +33,5 @@ mod limits;
 mod openapi;
 mod resume;
 mod schedules;
+mod strict;
 mod timeouts;
