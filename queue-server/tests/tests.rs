@@ -14,6 +14,8 @@
 //!   ids, WebSocket.
 //! - `callbacks`: signed deliveries to real receivers, retries on the
 //!   manual clock, 410, timeouts, the bound on attempts under way.
+//! - `fuzz`: random and mutated bodies, ids, names and query strings on
+//!   every route, through the app without a socket: never a 5xx or a panic.
 //! - `limits`: queue limits: PATCH validation, stats, restarts, many
 //!   workers under max_leased and group_max_leased.
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
@@ -29,6 +31,7 @@ mod callbacks;
 mod common;
 mod concurrency;
 mod events;
+mod fuzz;
 mod limits;
 mod openapi;
 mod resume;
