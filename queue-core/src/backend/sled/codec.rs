@@ -98,10 +98,10 @@ fn decode_prefix<T: serde::de::DeserializeOwned>(
     }
     match bytes.len().saturating_mul(16) {
         0..=0x1000 => limited::<T, 0x1000>(bytes),
-        0..=0x1_0000 => limited::<T, 0x1_0000>(bytes),
-        0..=0x10_0000 => limited::<T, 0x10_0000>(bytes),
-        0..=0x100_0000 => limited::<T, 0x100_0000>(bytes),
-        0..=0x1000_0000 => limited::<T, 0x1000_0000>(bytes),
+        0x1001..=0x1_0000 => limited::<T, 0x1_0000>(bytes),
+        0x1_0001..=0x10_0000 => limited::<T, 0x10_0000>(bytes),
+        0x10_0001..=0x100_0000 => limited::<T, 0x100_0000>(bytes),
+        0x100_0001..=0x1000_0000 => limited::<T, 0x1000_0000>(bytes),
         _ => limited::<T, { usize::MAX }>(bytes),
     }
 }

@@ -178,3 +178,21 @@ fn mutated_records_never_panic_a_decoder() {
         })
         .unwrap();
 }
+
+#[test]
+fn a_huge_length_prefix_is_an_error_not_an_allocation() {
+    // A schedule record whose name claims 2^60 bytes: bincode would
+    // allocate that much before reading it (and abort the process).
+    let mut bytes = vec![SCHEDULE_VERSION];
+    bytes.extend_from_slice(&7u64.to_be_bytes());
+    bytes.push(253);
+    bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+    bytes.extend_from_slice(b"short");
+    assert!(decode_schedule(&bytes).is_err());
+    // Whole records far larger than the smallest limit still decode.
+    let mut job = ready_job();
+    job.payload = vec![b'7'; 3 << 20];
+    job.result = Some(vec![b'1'; 1 << 20]);
+    let bytes = encode_job(&job, Revision(1)).unwrap_or_default();
+    assert_eq!(decode_job(&bytes).map(|(j, _)| j).ok(), Some(job));
+}
