@@ -440,6 +440,10 @@ impl Engine {
                 limit,
             });
         }
+        if let Some(result) = &result {
+            queue_proto::limits::check_json_depth(result)
+                .map_err(|message| Error::invalid("result", message))?;
+        }
         self.transition(mode, id, Transition::Complete, |job, now| {
             rules::complete::complete(job, lease, result.clone(), now)
         })

@@ -33,6 +33,38 @@ fn state(queue: &Queue, id: JobId) -> JobState {
 // ---- enqueue ---------------------------------------------------------------
 
 #[test]
+fn payloads_results_and_progress_nest_at_most_the_limit() {
+    // The bound holds in the core, so an embedded user meets it too.
+    use queue_proto::limits::MAX_JSON_DEPTH;
+    let (_dir, _clock, queue) = setup();
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n)).into_bytes();
+    let field = |err: Error| match err {
+        Error::InvalidArgument { field, .. } => field,
+        other => panic!("{other}"),
+    };
+    let err = queue.enqueue("q", NewJob::new(deep(MAX_JSON_DEPTH + 1)));
+    assert_eq!(err.map(|_| ()).map_err(field), Err("payload"));
+    let err = queue.enqueue_batch(
+        "q",
+        vec![NewJob::new(payload(1)), NewJob::new(deep(10_000))],
+    );
+    assert_eq!(err.map(|_| ()).map_err(field), Err("payload"));
+    assert_eq!(queue.stats("q").expect("stats").ready, 0);
+    let job = queue
+        .enqueue("q", NewJob::new(deep(MAX_JSON_DEPTH)))
+        .expect("at the limit");
+    let leased = lease_n(&queue, "q", 1, 30_000);
+    let lease = leased[0].lease_id;
+    let err = queue.report_progress(job.job.id, lease, &deep(MAX_JSON_DEPTH + 1), None);
+    assert_eq!(err.map(|_| ()).map_err(field), Err("progress"));
+    let err = queue.complete(job.job.id, lease, Some(deep(MAX_JSON_DEPTH + 1)));
+    assert_eq!(err.map(|_| ()).map_err(field), Err("result"));
+    assert_eq!(state(&queue, job.job.id), JobState::Leased);
+    let done = queue.complete(job.job.id, lease, Some(deep(MAX_JSON_DEPTH)));
+    assert_eq!(done.expect("at the limit").state, JobState::Completed);
+}
+
+#[test]
 fn enqueue_stores_a_ready_job_with_increasing_ids() {
     let (_dir, _clock, queue) = setup();
     let jobs = enqueue_n(&queue, "emails", 3);

@@ -17,7 +17,14 @@
 //!   `{"error": {"code", "message"}}`.
 //!
 //! Payloads and results are arbitrary JSON that the queue never interprets;
-//! they travel as [`RawValue`] so that they are neither parsed nor re-encoded.
+//! they travel as [`RawValue`] so that they are neither parsed nor re-encoded
+//! (their nesting is bounded: [`limits::MAX_JSON_DEPTH`]).
+//!
+//! Request bodies are strict on input: each must be a JSON object (an array
+//! is not read positionally) and a field the contract does not name is an
+//! error naming it, at every level. Response types ([`Job`], [`Schedule`],
+//! …) ignore fields they do not know, so a client keeps working against a
+//! newer server.
 //!
 //! ```
 //! use queue_proto::{validate_queue_name, JobState};
@@ -30,6 +37,7 @@
 
 mod schedules;
 mod state;
+mod strict;
 mod wire;
 
 pub mod limits;

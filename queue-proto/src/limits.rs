@@ -64,6 +64,56 @@ pub const MAX_CATCH_UP_TICKS: usize = 1_000;
 /// Longest cron expression accepted, in bytes.
 pub const MAX_CRON_LEN: usize = 256;
 
+/// Deepest nesting of arrays and objects in a payload, a result or a
+/// progress value (`[[1]]` is 2 deep, a scalar 0). serde_json refuses more
+/// than 128 levels when it parses a value, and many clients crash on deeper
+/// documents (a recursive parser per level), so the queue stores nothing it
+/// could not hand back safely.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// How deeply arrays and objects nest in the JSON text `json` (a scalar is
+/// 0 deep). The text is scanned, not parsed: brackets inside strings do not
+/// count, and text that is not JSON gets a depth all the same.
+pub fn json_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Checks that `json` nests at most [`MAX_JSON_DEPTH`] levels deep.
+///
+/// # Errors
+/// A message saying how deep it goes (the caller names the field).
+pub fn check_json_depth(json: &[u8]) -> Result<(), String> {
+    let depth = json_depth(json);
+    if depth > MAX_JSON_DEPTH {
+        return Err(format!(
+            "nests {depth} levels of arrays and objects, the limit is {MAX_JSON_DEPTH}"
+        ));
+    }
+    Ok(())
+}
+
 /// Largest `max_leased` of a queue (PATCH `/v1/queues/{queue}`).
 pub const MAX_MAX_LEASED: u32 = 1_000_000;
 /// Largest `group_max_leased` of a queue.
@@ -131,6 +181,25 @@ pub fn validate_queue_name(name: &str) -> Result<(), QueueNameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_depth_counts_arrays_and_objects_outside_strings() {
+        for (text, depth) in [
+            ("1", 0),
+            ("\"[[[\"", 0),
+            ("[]", 1),
+            ("{\"a\": [1, {\"b\": []}]}", 4),
+            ("[\"]\\\"[\", [2]]", 2),
+            ("[[1], [[2]]]", 3),
+        ] {
+            assert_eq!(json_depth(text.as_bytes()), depth, "{text}");
+        }
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(check_json_depth(deep(MAX_JSON_DEPTH).as_bytes()).is_ok());
+        let err = check_json_depth(deep(MAX_JSON_DEPTH + 1).as_bytes()).unwrap_err();
+        assert!(err.contains("65 levels"), "{err}");
+        assert!(check_json_depth(deep(10_000).as_bytes()).is_err());
+    }
 
     #[test]
     fn queue_names_follow_the_contract() {

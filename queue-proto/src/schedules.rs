@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::EnqueueRequest;
+use crate::strict::strict_body;
+
+strict_body!(ScheduleRequest);
 
 /// What a schedule does with ticks that passed while no server ran.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,7 +44,7 @@ impl std::fmt::Display for CatchUp {
 /// Body of `PUT /v1/schedules/{name}`. Exactly one of `cron` and
 /// `every_ms`; unknown fields are refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self")]
 pub struct ScheduleRequest {
     /// The queue its jobs go to.
     pub queue: String,
@@ -81,7 +84,9 @@ pub struct Schedule {
     pub every_ms: Option<u64>,
     /// The IANA time zone of `cron`.
     pub timezone: String,
-    /// The job each tick enqueues.
+    /// The job each tick enqueues (read leniently: a newer server may add
+    /// enqueue options).
+    #[serde(deserialize_with = "EnqueueRequest::deserialize")]
     pub job: EnqueueRequest,
     /// What happens to missed ticks.
     pub catch_up: CatchUp,

@@ -1,6 +1,10 @@
 //! JSON bodies of the HTTP contract. Field names, optionality and defaults are
-//! those of the contract (`docs/openapi.yaml`); unknown fields are ignored on
-//! input.
+//! those of the contract (`docs/openapi.yaml`).
+//!
+//! Request bodies are strict on input: a body must be a JSON object (an
+//! array is not read positionally) and a field the contract does not name
+//! is refused, naming it (see the `strict` module). Response types stay
+//! lenient: a client ignores fields a newer server adds.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,6 +13,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::JobState;
+use crate::strict::strict_body;
+
+strict_body!(
+    EnqueueRequest,
+    BatchRequest,
+    LeaseRequest,
+    HeartbeatRequest,
+    CompleteRequest,
+    FailRequest,
+    ReleaseRequest,
+    RequeueRequest,
+);
 
 /// The job object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -194,6 +210,7 @@ pub fn rfc3339_ms(unix_ms: u64) -> String {
 
 /// Body of `POST /v1/queues/{queue}/jobs` (and one item of a batch).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct EnqueueRequest {
     /// Any JSON; required.
     pub payload: Box<RawValue>,
@@ -245,6 +262,7 @@ pub struct EnqueueRequest {
 
 /// Body of `POST /v1/queues/{queue}/jobs/batch`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct BatchRequest {
     /// 1..=1000 jobs, enqueued all or nothing.
     pub jobs: Vec<EnqueueRequest>,
@@ -259,6 +277,7 @@ pub struct BatchResponse {
 
 /// Body of `POST /v1/queues/{queue}/lease`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct LeaseRequest {
     /// 1..=1000, default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,6 +302,7 @@ pub struct LeaseResponse {
 
 /// Body of `POST /v1/jobs/{id}/heartbeat`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct HeartbeatRequest {
     /// The lease being extended.
     pub lease_id: String,
@@ -297,6 +317,7 @@ pub struct HeartbeatRequest {
 
 /// Body of `POST /v1/jobs/{id}/complete`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct CompleteRequest {
     /// The lease being completed.
     pub lease_id: String,
@@ -307,6 +328,7 @@ pub struct CompleteRequest {
 
 /// Body of `POST /v1/jobs/{id}/fail`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct FailRequest {
     /// The lease being failed.
     pub lease_id: String,
@@ -327,6 +349,7 @@ fn default_true() -> bool {
 
 /// Body of `POST /v1/jobs/{id}/release`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ReleaseRequest {
     /// The lease being given back.
     pub lease_id: String,
@@ -334,6 +357,7 @@ pub struct ReleaseRequest {
 
 /// Body of `POST /v1/queues/{queue}/dead/requeue`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct RequeueRequest {
     /// The dead jobs to requeue; absent means all of the queue's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -740,15 +764,83 @@ mod tests {
 
     #[test]
     fn enqueue_request_defaults_and_unknown_fields() {
-        let req: EnqueueRequest =
-            serde_json::from_str(r#"{"payload": {"to": "a@b"}, "surprise": 1}"#).unwrap();
+        let req: EnqueueRequest = serde_json::from_str(r#"{"payload": {"to": "a@b"}}"#).unwrap();
         assert_eq!(req.payload.get(), r#"{"to": "a@b"}"#);
+        let err = serde_json::from_str::<EnqueueRequest>(r#"{"payload": 1, "prority": 1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `prority`"), "{err}");
         assert!(req.priority.is_none() && req.idempotency_key.is_none());
         assert!(serde_json::from_str::<EnqueueRequest>(r#"{"priority": 1}"#).is_err());
         assert!(
             serde_json::from_str::<EnqueueRequest>(r#"{"payload": 1, "max_attempts": -1}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn request_bodies_are_objects_with_known_fields_only() {
+        fn refused<T: serde::de::DeserializeOwned>(body: &str, says: &str) {
+            let err = serde_json::from_str::<T>(body).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(says)),
+                "{body}: {err:?}"
+            );
+        }
+        // Arrays were read positionally: `[]` requeued every dead job.
+        refused::<RequeueRequest>("[]", "expected a JSON object");
+        refused::<CompleteRequest>(r#"["l", {"a": 1}]"#, "expected a JSON object");
+        refused::<EnqueueRequest>(r#"[{"a": 1}, 7]"#, "expected a JSON object");
+        refused::<BatchRequest>(r#"[[{"a": 1}]]"#, "expected a JSON object");
+        refused::<BatchRequest>(r#"{"jobs": [[{"a": 1}, 7]]}"#, "expected a JSON object");
+        refused::<crate::ScheduleRequest>(
+            r#"{"queue": "q", "every_ms": 1000, "job": [{"a": 1}]}"#,
+            "expected a JSON object",
+        );
+        // Unknown fields, at the top and nested.
+        refused::<LeaseRequest>(r#"{"wiat_ms": 5}"#, "unknown field `wiat_ms`");
+        refused::<HeartbeatRequest>(r#"{"lease_id": "l", "x": 1}"#, "unknown field `x`");
+        refused::<FailRequest>(
+            r#"{"lease_id": "l", "retry": false}"#,
+            "unknown field `retry`",
+        );
+        refused::<ReleaseRequest>(r#"{"lease_id": "l", "a": 1}"#, "unknown field `a`");
+        refused::<RequeueRequest>(r#"{"id": ["x"]}"#, "unknown field `id`");
+        refused::<BatchRequest>(r#"{"jobs": [], "atomic": true}"#, "unknown field `atomic`");
+        refused::<BatchRequest>(
+            r#"{"jobs": [{"payload": 1, "prority": 2}]}"#,
+            "unknown field `prority`",
+        );
+        refused::<crate::ScheduleRequest>(
+            r#"{"queue": "q", "every_ms": 1000, "job": {"payload": 1, "prority": 2}}"#,
+            "unknown field `prority`",
+        );
+        // What the contract names still reads, in any order.
+        let lease: LeaseRequest =
+            serde_json::from_str(r#"{"worker": "w", "wait_ms": 5, "max_jobs": 2, "lease_ms": 9}"#)
+                .unwrap();
+        assert_eq!((lease.max_jobs, lease.wait_ms), (Some(2), Some(5)));
+        let requeue: RequeueRequest = serde_json::from_str("{}").unwrap();
+        assert!(requeue.ids.is_none());
+        // Serialization is untouched, and reads back.
+        let text = serde_json::to_string(&lease).unwrap();
+        assert_eq!(
+            text,
+            r#"{"max_jobs":2,"lease_ms":9,"wait_ms":5,"worker":"w"}"#
+        );
+    }
+
+    #[test]
+    fn a_schedule_object_reads_its_job_leniently() {
+        // A response: a newer server may add enqueue options.
+        let schedule: crate::Schedule = serde_json::from_value(serde_json::json!({
+            "name": "n", "queue": "q", "cron": null, "every_ms": 1000, "timezone": "UTC",
+            "job": {"payload": 1, "from_the_future": true}, "catch_up": "latest",
+            "paused": false, "next_run_at": null, "last_run_at": null, "last_job_id": null,
+            "created_at": 1, "updated_at": 1, "another_new_field": 2
+        }))
+        .unwrap();
+        assert_eq!(schedule.job.payload.get(), "1");
     }
 
     #[test]

@@ -136,7 +136,7 @@ impl App {
         let given = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_credentials)
             .unwrap_or("");
         constant_time_eq(given.as_bytes(), token.as_bytes())
     }
@@ -189,6 +189,7 @@ impl App {
         let params = query(parts.uri.query());
         let max = shared.config.max_body;
         let handled = async {
+            endpoint.check_query(&params)?;
             let body = if endpoint.reads_body() {
                 read_body(&parts.headers, body, max).await?
             } else {
@@ -229,9 +230,34 @@ fn unauthorized() -> ApiError {
     )
 }
 
+/// The credentials of an `Authorization: Bearer <token>` value. The scheme
+/// is case-insensitive and may be followed by several spaces (RFC 9110,
+/// 11.1 and 11.4).
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_credentials;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR   t0k"] {
+            assert_eq!(bearer_credentials(value), Some("t0k"), "{value}");
+        }
+        for value in ["Basic t0k", "Bearert0k", "Bearer", "t0k", "Bearer_ t0k"] {
+            assert_ne!(bearer_credentials(value), Some("t0k"), "{value}");
+        }
+    }
 }

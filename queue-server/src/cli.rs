@@ -28,7 +28,9 @@ pub struct Args {
     pub listen: SocketAddr,
 
     /// Bearer token; when set, every route but /healthz needs
-    /// `Authorization: Bearer <token>`.
+    /// `Authorization: Bearer <token>` (scheme case-insensitive). Prefer
+    /// the environment variable QUEUE_TOKEN: unlike an argument, it does
+    /// not show in the process list.
     #[arg(long, env = "QUEUE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 

@@ -161,19 +161,22 @@ pub fn query(raw: Option<&str>) -> Params {
             .filter(|pair| !pair.is_empty())
             .map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (decode(k), decode(v))
+                (decode(k, true), decode(v, true))
             })
             .collect(),
     )
 }
 
-fn decode(text: &str) -> String {
+/// Percent-decodes `text` (a query component when `plus_is_space`, a path
+/// segment otherwise). A `%` not followed by two hex digits stays as it
+/// is; bytes that do not form UTF-8 become U+FFFD.
+pub(crate) fn decode(text: &str, plus_is_space: bool) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
                 let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
@@ -218,8 +221,11 @@ mod tests {
         assert_eq!(q.get("x"), Some("A%2x"));
         assert_eq!(q.get("empty"), Some(""));
         assert_eq!(query(None), Params::default());
-        assert_eq!(decode("%"), "%");
-        assert_eq!(decode("a%4"), "a%4");
+        assert_eq!(decode("%", true), "%");
+        assert_eq!(decode("a%4", true), "a%4");
+        assert_eq!(decode("a+b%2B", true), "a b+");
+        assert_eq!(decode("a+b%20%2F%C3%A9", false), "a+b /\u{e9}");
+        assert_eq!(decode("%FF", false), "\u{fffd}");
     }
 
     #[test]

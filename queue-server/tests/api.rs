@@ -149,15 +149,16 @@ async fn invalid_requests_are_400_and_change_nothing() {
     assert_eq!(reply.status, 400);
     let reply = c.get("/v1/jobs/0000000000000000?wait_ms=-1").await;
     assert_eq!(reply.status, 400);
-    // Unknown fields are ignored, not errors.
+    // Unknown fields are errors naming the field (1.1; 1.0 ignored them).
     let reply = c
         .post("/v1/queues/q/jobs", json!({"payload": 1, "colour": "red"}))
         .await;
-    assert_eq!(reply.status, 202);
+    assert_eq!(reply.status, 400);
+    assert!(reply.text.contains("colour"), "{}", reply.text);
     let stats = c.get("/v1/queues/q").await;
     assert_eq!(
-        stats.json["ready"], 2,
-        "only the two valid enqueues are stored"
+        stats.json["ready"], 1,
+        "only the one valid enqueue is stored"
     );
     server.stop().await;
 }

@@ -6,7 +6,8 @@
 //! document's object schemas (`Job`, `Event`, `CallbackInfo`, …) are exactly
 //! the keys the `queue_proto` wire types serialize with every optional field
 //! set, and their `required` lists exactly the keys present with every
-//! optional field unset.
+//! optional field unset; and each operation documents exactly the query
+//! parameters its route takes (any other is a `400`).
 //!
 //! The document is scanned as text (no YAML crate): it is block-style YAML
 //! with 2-space indentation, so under the top-level `paths:` the path keys sit
@@ -981,4 +982,125 @@ components:
     assert!(scan_paths("paths:\n   /odd:\n").is_err());
     assert!(scan_paths("paths:\n  /a:\n    get: {}\n  /a:\n    get: {}\n").is_err());
     assert!(scan_paths("paths: {}\n").is_err());
+}
+
+/// The query parameters each operation documents, `(path, METHOD)` →
+/// names: inline items with `in: query` and `$ref`s to entries of
+/// `components.parameters` with `in: query`.
+fn documented_query_params(
+    doc: &str,
+) -> Result<BTreeMap<(String, String), BTreeSet<String>>, String> {
+    let lines = lines(doc)?;
+    let unquote = |v: &str| v.trim().trim_matches(['\'', '"']).to_owned();
+    // The fields of one parameter: its first line and those indented under
+    // it, up to the next item.
+    let field = |texts: &[&str], name: &str| -> Option<String> {
+        texts.iter().find_map(|t| {
+            key_of(t)
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| unquote(v))
+        })
+    };
+    let (scope, at) = locate(&lines, &["components", "parameters"])?;
+    let nested = children(scope, at);
+    let indent = nested.first().map_or(0, |l| l.indent);
+    let mut components = BTreeMap::new();
+    for (i, line) in nested.iter().enumerate() {
+        let Some((key, _)) = key_of(line.text).filter(|_| line.indent == indent) else {
+            continue;
+        };
+        let texts: Vec<&str> = nested[i + 1..]
+            .iter()
+            .take_while(|l| l.indent > indent)
+            .filter(|l| l.indent == indent + 2)
+            .map(|l| l.text)
+            .collect();
+        if field(&texts, "in").as_deref() == Some("query") {
+            components.insert(key, field(&texts, "name").unwrap_or_default());
+        }
+    }
+    let (scope, at) = locate(&lines, &["paths"])?;
+    let paths = children(scope, at);
+    let mut out = BTreeMap::new();
+    let mut path = String::new();
+    for (i, line) in paths.iter().enumerate() {
+        let Some((key, _)) = key_of(line.text) else {
+            continue;
+        };
+        if line.indent == 2 {
+            path = key;
+            continue;
+        }
+        if line.indent != 4 || !METHODS.contains(&key.as_str()) {
+            continue;
+        }
+        let operation = children(paths, i);
+        let mut names = BTreeSet::new();
+        if let Some(p) = find_key(operation, 6, "parameters") {
+            let items = children(operation, p);
+            for (j, item) in items.iter().enumerate() {
+                let Some(first) = item.text.strip_prefix("- ").filter(|_| item.indent == 8) else {
+                    continue;
+                };
+                let mut texts = vec![first];
+                texts.extend(
+                    items[j + 1..]
+                        .iter()
+                        .take_while(|l| l.indent > 8)
+                        .filter(|l| l.indent == 10)
+                        .map(|l| l.text),
+                );
+                if let Some(target) = field(&texts, "$ref") {
+                    let name = target.trim_start_matches("#/components/parameters/");
+                    if let Some(query) = components.get(name) {
+                        names.insert(query.clone());
+                    }
+                } else if field(&texts, "in").as_deref() == Some("query") {
+                    names.insert(field(&texts, "name").unwrap_or_default());
+                }
+            }
+        }
+        out.insert((path.clone(), key.to_ascii_uppercase()), names);
+    }
+    Ok(out)
+}
+
+#[test]
+fn openapi_documents_exactly_the_query_parameters_each_route_takes() {
+    let doc = read_document();
+    let documented = documented_query_params(&doc).unwrap_or_else(|e| panic!("{e}"));
+    let mut problems = Vec::new();
+    for route in routes::table() {
+        let concrete = route
+            .pattern
+            .replace("{queue}", "q")
+            .replace("{id}", "0000000000000001")
+            .replace("{name}", "n")
+            .replace("{*rest}", "x");
+        for method in &route.methods {
+            let Ok(routed) = routes::route(&method.parse().unwrap_or_default(), &concrete) else {
+                problems.push(format!("{method} {concrete} does not route"));
+                continue;
+            };
+            let taken: BTreeSet<String> = routed
+                .endpoint
+                .query_params()
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect();
+            let key = (route.pattern.to_owned(), (*method).to_owned());
+            let listed = documented.get(&key).cloned().unwrap_or_default();
+            if listed != taken {
+                problems.push(format!(
+                    "{method} {}: the document lists {listed:?}, the route takes {taken:?}",
+                    route.pattern
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}",
+        report("query parameters", &problems)
+    );
 }

@@ -14,11 +14,15 @@
 //!   ids, WebSocket.
 //! - `callbacks`: signed deliveries to real receivers, retries on the
 //!   manual clock, 410, timeouts, the bound on attempts under way.
+//! - `fuzz`: random and mutated bodies, ids, names and query strings on
+//!   every route, through the app without a socket: never a 5xx or a panic.
 //! - `limits`: queue limits: PATCH validation, stats, restarts, many
 //!   workers under max_leased and group_max_leased.
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
 //! - `schedules`: the schedule endpoints, their validation and ticks fired
 //!   on the manual clock.
+//! - `strict`: strict input: unknown fields and query parameters, arrays
+//!   for objects, nesting depth, percent-encoded names, the bearer scheme.
 //! - `timeouts`: per-attempt timeouts and job time-to-live on the manual
 //!   clock; the job object's 1.1 fields.
 
@@ -27,8 +31,10 @@ mod callbacks;
 mod common;
 mod concurrency;
 mod events;
+mod fuzz;
 mod limits;
 mod openapi;
 mod resume;
 mod schedules;
+mod strict;
 mod timeouts;

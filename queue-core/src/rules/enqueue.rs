@@ -18,6 +18,8 @@ pub(crate) fn validate(spec: &NewJob, now: u64, max_payload: usize) -> Result<()
             limit: max_payload,
         });
     }
+    queue_proto::limits::check_json_depth(&spec.payload)
+        .map_err(|message| Error::invalid("payload", message))?;
     if !(MIN_ATTEMPTS..=MAX_ATTEMPTS).contains(&spec.max_attempts) {
         return Err(Error::invalid(
             "max_attempts",

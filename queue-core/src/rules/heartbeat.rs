@@ -15,7 +15,8 @@ pub(crate) fn validate_progress(progress: &[u8]) -> Result<()> {
             limit: MAX_PROGRESS_LEN,
         });
     }
-    Ok(())
+    queue_proto::limits::check_json_depth(progress)
+        .map_err(|message| Error::invalid("progress", message))
 }
 
 /// Extends the lease `lease_id` of `job` (`lease_ms` already validated),

@@ -51,6 +51,46 @@ impl Endpoint {
         }
     }
 
+    /// The query parameters the endpoint takes; any other one is a 400
+    /// naming it (a typo such as `wiat_ms` must not silently change
+    /// behaviour).
+    pub fn query_params(self) -> &'static [&'static str] {
+        match self {
+            Endpoint::Jobs(jobs::Endpoint::Enqueue | jobs::Endpoint::Get) => &["wait_ms"],
+            Endpoint::Dead(dead::Endpoint::List) => &["limit", "after"],
+            Endpoint::Callbacks(callbacks::Endpoint::List) => &["state", "limit", "after"],
+            Endpoint::Events(events::Endpoint::Stream) => &["queue", "job", "type", "after"],
+            Endpoint::Events(events::Endpoint::JobStream) => &["after"],
+            Endpoint::Jobs(_)
+            | Endpoint::Queues(_)
+            | Endpoint::Dead(_)
+            | Endpoint::Callbacks(_)
+            | Endpoint::Schedules(_)
+            | Endpoint::Ops(_) => &[],
+        }
+    }
+
+    /// Refuses a query parameter the endpoint does not take.
+    ///
+    /// # Errors
+    /// 400 `invalid_request` naming the first unknown parameter.
+    pub(crate) fn check_query(
+        self,
+        params: &crate::http::Params,
+    ) -> Result<(), crate::error::ApiError> {
+        let allowed = self.query_params();
+        match params.names().find(|name| !allowed.contains(name)) {
+            None => Ok(()),
+            Some(unknown) if allowed.is_empty() => Err(crate::error::ApiError::invalid(format!(
+                "unknown query parameter {unknown:?}; this route takes none"
+            ))),
+            Some(unknown) => Err(crate::error::ApiError::invalid(format!(
+                "unknown query parameter {unknown:?}; this route takes {}",
+                allowed.join(", ")
+            ))),
+        }
+    }
+
     /// Whether the endpoint answers without the bearer token.
     pub fn is_public(self) -> bool {
         matches!(self, Endpoint::Ops(ops::Endpoint::Health))
@@ -128,12 +168,20 @@ pub enum RouteError {
     },
 }
 
-/// Finds the endpoint for `method` and `path` (without query string).
+/// Finds the endpoint for `method` and `path` (without query string). Each
+/// segment is percent-decoded after the path is split, so a capture holds
+/// what the client meant (`a%20b` is the queue name `a b`, refused as such,
+/// and `a%2Fb` one segment `a/b`).
 ///
 /// # Errors
 /// [`RouteError`] when nothing matches.
 pub fn route(method: &Method, path: &str) -> Result<Routed, RouteError> {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let decoded: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(|segment| crate::http::decode(segment, false))
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let found = |m: Match<Endpoint>| -> Option<Result<Routed, RouteError>> {
         match m {
             Match::Found(endpoint, pattern, captures) => Some(Ok(Routed {
@@ -200,6 +248,20 @@ mod tests {
         assert_eq!(r.captures.id.as_deref(), Some("00000000000000ab"));
         let r = route(&Method::POST, "/v1/queues/q/dead/requeue").unwrap();
         assert_eq!(r.endpoint, Endpoint::Dead(dead::Endpoint::Requeue));
+    }
+
+    #[test]
+    fn captures_are_percent_decoded() {
+        for (path, queue) in [
+            ("/v1/queues/a%20b/jobs", "a b"),
+            ("/v1/queues/a%2Fb/jobs", "a/b"),
+            ("/v1/queues/%C3%A9/jobs", "\u{e9}"),
+            ("/v1/queues/100%25/jobs", "100%"),
+            ("/v1/queues/a+b/jobs", "a+b"),
+        ] {
+            let r = route(&Method::POST, path).unwrap();
+            assert_eq!(r.captures.queue.as_deref(), Some(queue), "{path}");
+        }
     }
 
     #[test]

@@ -79,10 +79,36 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Corrupt(format!("undecodable {what}: {e}"))
 }
 
+/// Decodes a `T` from the start of `bytes`, with the bytes it used.
+///
+/// bincode allocates a string or a byte vector as long as its length prefix
+/// says before it reads it, so a damaged prefix could ask for exabytes and
+/// abort the process. Its limit bounds what one decoding may claim (the
+/// in-memory size of each value read: at most 16 times the bytes that
+/// encode it), so the limit here is the first power of 16 above 16 times
+/// the input: never reached by a record that is whole, and a damaged one
+/// fails cleanly with an allocation at most a few hundred times its size.
+fn decode_prefix<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+    fn limited<T: serde::de::DeserializeOwned, const LIMIT: usize>(
+        bytes: &[u8],
+    ) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(bytes, config().with_limit::<LIMIT>())
+    }
+    match bytes.len().saturating_mul(16) {
+        0..=0x1000 => limited::<T, 0x1000>(bytes),
+        0x1001..=0x1_0000 => limited::<T, 0x1_0000>(bytes),
+        0x1_0001..=0x10_0000 => limited::<T, 0x10_0000>(bytes),
+        0x10_0001..=0x100_0000 => limited::<T, 0x100_0000>(bytes),
+        0x100_0001..=0x1000_0000 => limited::<T, 0x1000_0000>(bytes),
+        _ => limited::<T, { usize::MAX }>(bytes),
+    }
+}
+
 /// Decodes all of `body` as a `T`; trailing bytes are damage.
 fn decode_all<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T> {
-    let (value, used): (T, usize) =
-        bincode::serde::decode_from_slice(body, config()).map_err(|e| corrupt(what, e))?;
+    let (value, used): (T, usize) = decode_prefix(body).map_err(|e| corrupt(what, e))?;
     if used != body.len() {
         return Err(Error::Corrupt(format!(
             "{what} has {} trailing bytes",
@@ -755,13 +781,12 @@ fn decode_items_of(version: u8, first: u64, mut bytes: &[u8]) -> Result<Vec<Even
     let mut event_id = first;
     while !bytes.is_empty() {
         let (v, ext, used) = if version == 1 {
-            let (v, used): (EventV1, usize) = bincode::serde::decode_from_slice(bytes, config())
-                .map_err(|e| corrupt("event", e))?;
+            let (v, used): (EventV1, usize) =
+                decode_prefix(bytes).map_err(|e| corrupt("event", e))?;
             (v, None, used)
         } else {
             let ((v, ext), used): ((EventV1, EventExtV2), usize) =
-                bincode::serde::decode_from_slice(bytes, config())
-                    .map_err(|e| corrupt("event", e))?;
+                decode_prefix(bytes).map_err(|e| corrupt("event", e))?;
             (v, Some(ext), used)
         };
         bytes = &bytes[used..];
@@ -936,6 +961,10 @@ pub(crate) fn decode_writes(bytes: &[u8]) -> Result<Vec<WalWrite>> {
     }
     Ok(list)
 }
+
+#[cfg(test)]
+#[path = "codec_fuzz.rs"]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
