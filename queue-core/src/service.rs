@@ -25,7 +25,8 @@ use queue_proto::{
 use tokio::sync::watch;
 
 use crate::{
-    Error, Failure, Job, JobId, LeaseId, LeaseOptions, NewJob, Queue, RecvError, Subscription,
+    Error, Failure, Job, JobId, LeaseId, LeaseLostReason, LeaseOptions, NewJob, Queue, RecvError,
+    Subscription,
 };
 
 /// Dead letters per page when the caller gives no `limit`.
@@ -610,7 +611,11 @@ impl Service {
         match raw.parse() {
             Ok(lease) => Ok(lease),
             Err(_) => match self.inner.queue.get(id).await? {
-                Some(_) => Err(Error::LeaseLost { id }.into()),
+                Some(_) => Err(Error::LeaseLost {
+                    id,
+                    reason: LeaseLostReason::Malformed,
+                }
+                .into()),
                 None => Err(Error::NotFound { id }.into()),
             },
         }
@@ -1146,7 +1151,13 @@ mod tests {
                 ErrorCode::PayloadTooLarge,
             ),
             (Error::NotFound { id }, ErrorCode::NotFound),
-            (Error::LeaseLost { id }, ErrorCode::LeaseLost),
+            (
+                Error::LeaseLost {
+                    id,
+                    reason: LeaseLostReason::Expired,
+                },
+                ErrorCode::LeaseLost,
+            ),
             (
                 Error::Conflict {
                     id,
