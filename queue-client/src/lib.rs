@@ -138,6 +138,7 @@
 //! running.await??;
 //! # Ok(()) }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Each module uses only modules listed below it, so there is no cycle:
 //
