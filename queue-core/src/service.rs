@@ -585,13 +585,31 @@ impl Service {
     /// # Errors
     /// The contract's.
     pub async fn lease(&self, queue: &str, request: LeaseRequest) -> ServiceResult<LeaseResponse> {
+        self.lease_until(queue, request, std::future::pending())
+            .await
+    }
+
+    /// [`Service::lease`] whose wait also ends, with an empty answer, when
+    /// `cancel` completes; a lease granted meanwhile is still returned (see
+    /// [`Queue::lease_wait_until`]). The SDK's embedded worker cancels its
+    /// long-poll this way at shutdown.
+    ///
+    /// # Errors
+    /// The contract's.
+    pub async fn lease_until(
+        &self,
+        queue: &str,
+        request: LeaseRequest,
+        cancel: impl Future<Output = ()>,
+    ) -> ServiceResult<LeaseResponse> {
         let wait_ms = check_wait_ms(request.wait_ms.unwrap_or(0))?;
         let opts = LeaseOptions::from(request);
         let queue_handle = &self.inner.queue;
         let leased = if wait_ms == 0 {
             queue_handle.lease(queue, &opts).await?
         } else {
-            let wait = queue_handle.lease_wait(queue, &opts, Duration::from_millis(wait_ms));
+            let wait =
+                queue_handle.lease_wait_until(queue, &opts, Duration::from_millis(wait_ms), cancel);
             tokio::select! {
                 result = wait => result?,
                 () = self.shutting_down() => Vec::new(),
