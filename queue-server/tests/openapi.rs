@@ -1003,7 +1003,10 @@ fn the_http_reference_names_every_route_and_error_code() {
     }
     for code in ErrorCode::ALL {
         if !reference.contains(&format!("`{}`", code.as_str())) {
-            problems.push(format!("error code `{}` is not in docs/HTTP.md", code.as_str()));
+            problems.push(format!(
+                "error code `{}` is not in docs/HTTP.md",
+                code.as_str()
+            ));
         }
     }
     assert!(
