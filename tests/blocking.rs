@@ -17,7 +17,25 @@ both_blocking!(
     the_blocking_worker_honours_concurrency_and_survives_panics,
     the_blocking_worker_releases_a_stuck_closure_at_shutdown,
     the_blocking_call_and_event_iterator,
+    the_blocking_worker_takes_an_infallible_closure,
 );
+
+/// `run_infallible`: the closure returns the result itself.
+fn the_blocking_worker_takes_an_infallible_closure(h: Harness) {
+    let client = h.blocking();
+    let handle = client
+        .queue::<String>("words")
+        .enqueue(&"to be or not to be".to_owned())
+        .unwrap();
+    let worker = Worker::new(client.clone(), "words").poll_wait(Duration::from_millis(100));
+    let stop = worker.shutdown_handle();
+    let running = std::thread::spawn(move || {
+        worker.run_infallible(|job: Job<String>| job.payload.split_whitespace().count())
+    });
+    assert_eq!(handle.wait::<usize>(PATIENCE).unwrap(), 6);
+    stop.shutdown();
+    assert_eq!(running.join().unwrap().unwrap().completed, 1);
+}
 
 fn the_blocking_client_enqueues_waits_and_cancels(h: Harness) {
     let client = h.blocking();

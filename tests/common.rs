@@ -99,7 +99,7 @@ impl Harness {
     pub fn blocking(&self) -> queue_client::blocking::Client {
         match &self.url {
             Some(url) => queue_client::blocking::Client::connect(url).expect("client"),
-            None => queue_client::blocking::Client::embedded(self.core.clone()).expect("client"),
+            None => queue_client::blocking::Client::embedded(self.core.clone()),
         }
     }
 }

@@ -16,15 +16,23 @@ use tokio::sync::Notify;
 
 use crate::raw_http::Client;
 
+/// The binary under test: `QUEUE_TESTS_SERVER_BIN` if set (the soak runs a
+/// copy, so that rebuilding meanwhile does not swap it), else the one built
+/// with these tests.
+fn server_binary() -> std::ffi::OsString {
+    std::env::var_os("QUEUE_TESTS_SERVER_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_queue-server-under-test").into())
+}
+
 /// Starts the binary on `dir` at a free port and waits for its ready line.
-fn spawn_server(dir: &Path) -> (Child, SocketAddr) {
+pub fn spawn_server(dir: &Path) -> (Child, SocketAddr) {
     spawn_server_at(dir, "127.0.0.1:0")
 }
 
 /// Starts the binary on `dir` listening on `listen` and waits for its ready
 /// line; returns it and the address it reports.
 pub fn spawn_server_at(dir: &Path, listen: &str) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_queue-server-under-test"))
+    let mut child = Command::new(server_binary())
         .args(["--listen", listen, "--log-format", "json", "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "info")
@@ -55,12 +63,17 @@ pub fn spawn_server_at(dir: &Path, listen: &str) -> (Child, SocketAddr) {
     (child, addr)
 }
 
+/// What the clients were told succeeded.
 #[derive(Default)]
-struct Acked {
-    enqueued: Mutex<HashSet<String>>,
-    completed: Mutex<HashSet<String>>,
-    count: AtomicU64,
-    progress: Notify,
+pub struct Acked {
+    /// Jobs whose enqueue was acknowledged.
+    pub enqueued: Mutex<HashSet<String>>,
+    /// Jobs whose completion was acknowledged.
+    pub completed: Mutex<HashSet<String>>,
+    /// Acknowledgements so far.
+    pub count: AtomicU64,
+    /// Notified at every acknowledgement.
+    pub progress: Notify,
 }
 
 impl Acked {
@@ -70,7 +83,8 @@ impl Acked {
     }
 }
 
-async fn producer(c: Client, acked: Arc<Acked>, tag: usize) {
+/// Enqueues to `k9` until the server fails a request.
+pub async fn producer(c: Client, acked: Arc<Acked>, tag: usize) {
     for n in 0..100_000 {
         let reply = c
             .send(
@@ -88,7 +102,8 @@ async fn producer(c: Client, acked: Arc<Acked>, tag: usize) {
     }
 }
 
-async fn worker(c: Client, acked: Arc<Acked>) {
+/// Leases from `k9` and completes until the server fails a request.
+pub async fn worker(c: Client, acked: Arc<Acked>) {
     for _ in 0..100_000 {
         let reply = c
             .post(
@@ -117,7 +132,7 @@ async fn worker(c: Client, acked: Arc<Acked>) {
 
 /// A client whose requests may fail because the server dies: failures are
 /// reported as status 0 instead of panicking.
-fn lenient(addr: SocketAddr) -> Client {
+pub fn lenient(addr: SocketAddr) -> Client {
     Client::lenient(addr)
 }
 

@@ -29,6 +29,8 @@
 //! - `sdk_kill9`: producers on the client SDK keep going through a SIGKILL
 //!   and restart of the binary; every enqueue they were told succeeded is
 //!   there exactly once (retries with the SDK's idempotency keys).
+//! - `soak`: (ignored; `scripts/soak.sh`) a thousand SIGKILL cycles of the
+//!   binary under producers and workers, every acknowledgement checked.
 
 // Scenarios are plain functions run by the `both!` macros' tests; like
 // test functions, they report a failure by panicking.
@@ -46,5 +48,6 @@ mod http;
 mod kill9;
 mod schedule_kill9;
 mod sdk_kill9;
+mod soak;
 mod typed;
 mod worker;

@@ -26,7 +26,62 @@ both!(
     a_stale_worker_does_not_complete_a_job_leased_again,
     a_cancelled_job_tells_its_handler_and_is_not_completed,
     a_refused_lease_stops_the_worker_with_the_error,
+    an_infallible_handler_needs_no_error_type,
+    shutdown_cancels_the_lease_long_poll_at_once,
 );
+
+/// Waits (bounded) until `n` lease long-polls are parked on `queue`.
+async fn until_lease_waiters(h: &Harness, queue: &str, n: usize) {
+    let started = std::time::Instant::now();
+    while h.core.lease_waiters(queue) != n {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{} lease waiters on {queue}, expected {n}",
+            h.core.lease_waiters(queue)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A shutdown does not wait out the worker's long-poll (60 s here): it
+/// cancels it, and the server stops waiting too.
+async fn shutdown_cancels_the_lease_long_poll_at_once(h: Harness) {
+    let client = h.client();
+    let worker = Worker::new(client.clone(), "idle").poll_wait(Duration::from_secs(60));
+    let stop = worker.shutdown_handle();
+    let task = tokio::spawn(worker.run_infallible(|job: Job<u32>| async move { job.payload }));
+    until_lease_waiters(&h, "idle", 1).await;
+    stop.shutdown();
+    let report = tokio::time::timeout(PATIENCE, task)
+        .await
+        .expect("the shutdown does not wait for the 60 s long-poll")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report, WorkerReport::default());
+    // Over HTTP the request's connection is closed; the server sees it and
+    // stops waiting.
+    until_lease_waiters(&h, "idle", 0).await;
+}
+
+/// `run_infallible`: the handler returns the result itself; no
+/// `Ok::<_, Failure>` anywhere.
+async fn an_infallible_handler_needs_no_error_type(h: Harness) {
+    let client = h.client();
+    let handles = client
+        .queue::<u32>("double")
+        .enqueue_batch(&[1, 2, 3])
+        .await
+        .unwrap();
+    let worker = quick(Worker::new(client.clone(), "double"));
+    let stop = worker.shutdown_handle();
+    let task = tokio::spawn(worker.run_infallible(|job: Job<u32>| async move { job.payload * 2 }));
+    for (handle, n) in handles.iter().zip([1u32, 2, 3]) {
+        assert_eq!(handle.wait::<u32>(PATIENCE).await.unwrap(), n * 2);
+    }
+    stop.shutdown();
+    let report = task.await.unwrap().unwrap();
+    assert_eq!(report.completed, 3);
+}
 
 async fn concurrency_is_honoured(h: Harness) {
     const CONCURRENCY: usize = 4;

@@ -223,19 +223,21 @@ impl Client {
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let dir = tempfile::tempdir()?;
-    /// let client = queue_client::blocking::Client::embedded(queue_core::Queue::open(dir.path())?)?;
+    /// let client = queue_client::blocking::Client::embedded(queue_core::Queue::open(dir.path())?);
     /// let job = client.queue::<String>("greetings").enqueue(&"hi".to_owned())?;
     /// assert_eq!(job.status()?, queue_client::JobState::Ready);
     /// # Ok(()) }
     /// ```
     ///
-    /// # Errors
-    /// None today; the `Result` keeps the constructors alike.
+    /// It cannot fail, like [`crate::Client::embedded`]: both return the
+    /// client itself. (It used to return `Result<Client>`, though it never
+    /// failed: drop the `?` or `.unwrap()` after it.)
     #[cfg(feature = "embedded")]
-    pub fn embedded(queue: queue_core::Queue) -> Result<Client> {
-        Ok(Client {
+    #[cfg_attr(docsrs, doc(cfg(feature = "embedded")))]
+    pub fn embedded(queue: queue_core::Queue) -> Client {
+        Client {
             shared: Shared::new(move || crate::Client::embedded(queue.clone())),
-        })
+        }
     }
 
     /// A new async client to the same server (or embedded queue), with
@@ -1069,5 +1071,33 @@ impl Worker {
             let (config, shutdown) = worker.into_parts(client);
             drive(config, spawn, shutdown).await
         })
+    }
+
+    /// [`Worker::run`] with a handler that cannot fail: it returns the
+    /// job's result itself, not a `Result`, so nothing needs naming (with
+    /// [`run`](Worker::run), a handler that only ever returns `Ok(..)`
+    /// must say its error type: `Ok::<_, Failure>(..)`). A panic still
+    /// counts as a failed attempt.
+    ///
+    /// ```no_run
+    /// # fn main() -> queue_client::Result<()> {
+    /// use queue_client::Job;
+    /// use queue_client::blocking::{Client, Worker};
+    ///
+    /// let client = Client::connect("http://127.0.0.1:7878")?;
+    /// Worker::new(client, "word-count")
+    ///     .run_infallible(|job: Job<String>| job.payload.split_whitespace().count())?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Worker::run`].
+    pub fn run_infallible<T, R, F>(self, handler: F) -> Result<WorkerReport>
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Job<T>) -> R + Send + Sync + 'static,
+    {
+        self.run(move |job| Ok::<R, Failure>(handler(job)))
     }
 }

@@ -86,7 +86,11 @@ impl Client {
     /// assert_eq!(job.status().await?, queue_client::JobState::Ready);
     /// # Ok(()) }
     /// ```
+    ///
+    /// Opening the queue fails with a `queue_core::Error`, which `?` turns
+    /// into this crate's [`Error`](crate::Error) (see its `From` impl).
     #[cfg(feature = "embedded")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "embedded")))]
     pub fn embedded(queue: queue_core::Queue) -> Client {
         let transport = Transport::Embedded(crate::transport::Embedded::new(queue));
         // In-process calls do not fail transiently; nothing to retry.

@@ -245,6 +245,13 @@ impl Error {
         }
     }
 
+    /// The error for a refusal or failure of the embedded transport's
+    /// service layer: the same variant the server's answer would give.
+    #[cfg(feature = "embedded")]
+    pub(crate) fn from_service(error: queue_core::service::ServiceError) -> Error {
+        Error::from_code(error.code.status(), Some(error.code), error.message)
+    }
+
     pub(crate) fn invalid(message: impl Into<String>) -> Error {
         Error::InvalidRequest {
             message: message.into(),
@@ -259,9 +266,65 @@ impl Error {
     }
 }
 
+/// An error of the embedded queue itself (e.g. `queue_core::Queue::open`
+/// on a directory another process holds), so that `?` works in code that
+/// returns this crate's [`Result`](crate::Result). It becomes the variant
+/// the server would answer with for the same error (`LeaseLost`,
+/// `NotFound`, `InvalidRequest`, ...); a storage or internal failure
+/// becomes [`Error::Server`] with code `internal` and the whole message
+/// (in-process, nothing is hidden: the server hides it from remote callers).
+#[cfg(feature = "embedded")]
+#[cfg_attr(docsrs, doc(cfg(feature = "embedded")))]
+impl From<queue_core::Error> for Error {
+    fn from(error: queue_core::Error) -> Self {
+        let mut detail = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            detail.push_str(": ");
+            detail.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        let mut mapped = queue_core::service::ServiceError::from(error);
+        if mapped.code.status() >= 500 {
+            mapped.message = detail;
+        }
+        Error::from_service(mapped)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `?` turns the embedded queue's errors into this crate's, as the
+    /// server would answer them (storage failures keep their detail).
+    #[cfg(feature = "embedded")]
+    #[test]
+    fn core_errors_convert_with_the_question_mark() {
+        fn fails(error: queue_core::Error) -> crate::Result<()> {
+            Err(error)?;
+            Ok(())
+        }
+        let id = queue_core::JobId::from_u64(42);
+        assert!(matches!(
+            fails(queue_core::Error::NotFound { id }),
+            Err(Error::NotFound { .. })
+        ));
+        match fails(queue_core::Error::LeaseLost {
+            id,
+            reason: queue_core::LeaseLostReason::Expired,
+        }) {
+            Err(Error::LeaseLost { message }) => assert!(message.contains("expired"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        match fails(queue_core::Error::Internal("the disk is on fire".into())) {
+            Err(Error::Server { code, message, .. }) => {
+                assert_eq!(code, "internal");
+                assert!(message.contains("the disk is on fire"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn every_contract_code_maps_back_to_itself() {

@@ -71,6 +71,47 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Handlers that cannot fail
+//!
+//! A handler returns a `Result`, and Rust cannot tell the error type from
+//! `Ok(..)` alone. Name it once with `Ok::<_, Failure>(..)`, or use
+//! [`Worker::run_infallible`] (and [`blocking::Worker::run_infallible`]),
+//! whose handler returns the result itself:
+//!
+//! ```
+//! use queue_client::{Client, Failure, Job, Worker};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> queue_client::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! // `?` turns the queue_core::Error of opening into a queue_client::Error.
+//! let client = Client::embedded(queue_core::Queue::open(dir.path())?);
+//! let doubled = client.queue::<u32>("double").enqueue(&21).await?;
+//! let lengths = client.queue::<String>("length").enqueue(&"four".to_owned()).await?;
+//!
+//! // With `run`: say the error type once.
+//! let double = Worker::new(client.clone(), "double");
+//! let stop_double = double.shutdown_handle();
+//! let double = tokio::spawn(double.run(|job: Job<u32>| async move {
+//!     Ok::<_, Failure>(job.payload * 2)
+//! }));
+//! // With `run_infallible`: nothing to name.
+//! let length = Worker::new(client.clone(), "length");
+//! let stop_length = length.shutdown_handle();
+//! let length = tokio::spawn(
+//!     length.run_infallible(|job: Job<String>| async move { job.payload.len() }),
+//! );
+//!
+//! let patience = std::time::Duration::from_secs(10);
+//! assert_eq!(doubled.wait::<u32>(patience).await?, 42);
+//! assert_eq!(lengths.wait::<usize>(patience).await?, 4);
+//! stop_double.shutdown();
+//! stop_length.shutdown();
+//! assert_eq!(double.await.unwrap()?.completed, 1);
+//! assert_eq!(length.await.unwrap()?.completed, 1);
+//! # Ok(()) }
+//! ```
+//!
 //! # Pushed results
 //!
 //! Instead of polling a job ([`JobHandle::wait`]), a caller can have its
@@ -138,6 +179,7 @@
 //! running.await??;
 //! # Ok(()) }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Each module uses only modules listed below it, so there is no cycle:
 //

@@ -86,9 +86,18 @@ pub struct WorkerReport {
 /// the correlation id as `X-Request-Id`, so the server's log lines of the
 /// job's whole life share it.
 ///
+/// A handler that never fails: either name the error type once,
+/// `Ok::<_, Failure>(value)` (Rust cannot infer it from `Ok` alone), or
+/// use [`run_infallible`](Worker::run_infallible), whose handler returns
+/// the value itself.
+///
 /// Shutdown ([`ShutdownHandle::shutdown`] or the signal given to
-/// [`run_until`](Worker::run_until)): the worker stops leasing, waits for
-/// the lease request in flight (at most `poll_wait`), gives back any job it
+/// [`run_until`](Worker::run_until)): the worker stops leasing, cancels
+/// its lease long-poll in flight (it does not wait out `poll_wait`; jobs
+/// granted at that very moment are still taken, and given back: in process
+/// exactly; over HTTP a request sent less than a second ago, which may be a
+/// grant on its way, is waited for until then, an older one, waiting on the
+/// server, has its connection closed at once), gives back any job it
 /// has not started, lets running handlers finish within
 /// [`shutdown_timeout`](Worker::shutdown_timeout), and releases the jobs of
 /// those that do not (an async handler is dropped at its next `.await`).
@@ -186,7 +195,7 @@ impl Worker {
     }
 
     /// How long one lease request waits on the server for a job (at most
-    /// 60 s). It also bounds how long a shutdown waits for that request.
+    /// 60 s). A shutdown does not wait for it: it cancels the request.
     pub fn poll_wait(mut self, wait: Duration) -> Self {
         self.config.poll_wait = wait;
         self
@@ -263,6 +272,65 @@ impl Worker {
         let report = drive(self.config, spawn, self.shutdown).await;
         watcher.abort();
         report
+    }
+
+    /// [`Worker::run`] with a handler that cannot fail: its future gives the
+    /// job's result itself, not a `Result`, so nothing needs naming. (With
+    /// [`run`](Worker::run), a handler that only ever returns `Ok(..)` must
+    /// say its error type once: `Ok::<_, Failure>(..)`.) A panic still
+    /// counts as a failed attempt.
+    ///
+    /// ```no_run
+    /// use queue_client::{Client, Job, Worker};
+    ///
+    /// # async fn run() -> queue_client::Result<()> {
+    /// let client = Client::connect("http://127.0.0.1:7878")?;
+    /// let worker = Worker::new(client, "double");
+    /// let stop = worker.shutdown_handle(); // stop.shutdown() from elsewhere
+    /// worker
+    ///     .run_infallible(|job: Job<u32>| async move { job.payload * 2 })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Worker::run`].
+    pub async fn run_infallible<T, R, F, Fut>(self, handler: F) -> Result<WorkerReport>
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        self.run_infallible_until(handler, std::future::pending::<()>())
+            .await
+    }
+
+    /// [`Worker::run_infallible`] until `signal` completes (or the shutdown
+    /// handle is used); see [`Worker::run_until`].
+    ///
+    /// # Errors
+    /// As [`Worker::run`].
+    pub async fn run_infallible_until<T, R, F, Fut, S>(
+        self,
+        handler: F,
+        signal: S,
+    ) -> Result<WorkerReport>
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        S: Future + Send + 'static,
+    {
+        self.run_until(
+            move |job| {
+                let result = handler(job);
+                async move { Ok::<R, Failure>(result.await) }
+            },
+            signal,
+        )
+        .await
     }
 
     /// The worker's settings, run through `client` instead of the one it
@@ -452,12 +520,17 @@ where
             wait_ms: Some(millis(config.poll_wait)),
             worker: config.name.clone(),
         };
-        // Never cancelled midway: a lease whose answer is dropped would hold
-        // its jobs, unseen, until the lease expires.
+        // A shutdown ends the wait at once (never the lease itself in
+        // process: a lease granted at that moment is answered, and its jobs
+        // are given back below).
+        let mut cancelled = context.stop.subscribe();
+        let cancel = async move {
+            let _stopped = cancelled.wait_for(|stop| *stop).await;
+        };
         match config
             .client
             .transport()
-            .lease(&config.queue, &request)
+            .lease_until(&config.queue, &request, cancel)
             .await
         {
             Ok(jobs) => {

@@ -154,7 +154,7 @@ fn a_blocking_stream_resumes_across_a_server_restart() {
     let config_offline = config();
     let offline = std::thread::spawn(move || {
         let queue = queue_core::Queue::open_with(config_offline).unwrap();
-        let jobs = Client::embedded(queue).unwrap().queue::<u32>("bres");
+        let jobs = Client::embedded(queue).queue::<u32>("bres");
         (2..4)
             .map(|i| jobs.enqueue(&i).unwrap().id().to_string())
             .collect::<Vec<_>>()

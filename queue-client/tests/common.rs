@@ -175,7 +175,7 @@ impl Harness {
     pub fn blocking(&self) -> queue_client::blocking::Client {
         match &self.server {
             Some(server) => queue_client::blocking::Client::connect(&server.url).expect("client"),
-            None => queue_client::blocking::Client::embedded(self.core.clone()).expect("client"),
+            None => queue_client::blocking::Client::embedded(self.core.clone()),
         }
     }
 }

@@ -283,11 +283,25 @@ impl Engine {
         transition: Transition,
         rule: impl Fn(&Job, u64) -> Result<Outcome, Refusal>,
     ) -> Result<Job> {
+        self.transition_held(mode, id, None, transition, rule).await
+    }
+
+    /// [`Engine::transition`] by the holder of `lease` (if any): a refusal
+    /// of the lease says why it is not held.
+    pub(crate) async fn transition_held(
+        &self,
+        mode: Mode,
+        id: JobId,
+        lease: Option<LeaseId>,
+        transition: Transition,
+        rule: impl Fn(&Job, u64) -> Result<Outcome, Refusal>,
+    ) -> Result<Job> {
         loop {
             let now = self.now();
             let loaded = self.backend.load(id).await?.ok_or(Error::NotFound { id })?;
-            let outcome = rule(&loaded.job, now)
-                .map_err(|refusal| refusal.into_error(id, transition.as_str()))?;
+            let outcome = rule(&loaded.job, now).map_err(|refusal| {
+                refusal.into_error(&loaded.job, lease, now, transition.as_str())
+            })?;
             let change = Change::of(loaded, outcome);
             let Some(committed) = self.backend.commit(Commit::all(vec![change]), mode).await?
             else {
@@ -317,7 +331,7 @@ impl Engine {
         if let Some(progress) = progress {
             rules::heartbeat::validate_progress(progress)?;
         }
-        self.transition(mode, id, Transition::Heartbeat, |job, now| {
+        self.transition_held(mode, id, Some(lease), Transition::Heartbeat, |job, now| {
             rules::heartbeat::heartbeat(job, lease, lease_ms, progress, now)
         })
         .await
@@ -444,7 +458,7 @@ impl Engine {
             queue_proto::limits::check_json_depth(result)
                 .map_err(|message| Error::invalid("result", message))?;
         }
-        self.transition(mode, id, Transition::Complete, |job, now| {
+        self.transition_held(mode, id, Some(lease), Transition::Complete, |job, now| {
             rules::complete::complete(job, lease, result.clone(), now)
         })
         .await
@@ -459,14 +473,14 @@ impl Engine {
     ) -> Result<Job> {
         rules::fail::validate(failure)?;
         let jitter = self.jitter();
-        self.transition(mode, id, Transition::Fail, |job, now| {
+        self.transition_held(mode, id, Some(lease), Transition::Fail, |job, now| {
             rules::fail::fail(job, lease, failure, jitter, now)
         })
         .await
     }
 
     pub(crate) async fn release(&self, mode: Mode, id: JobId, lease: LeaseId) -> Result<Job> {
-        self.transition(mode, id, Transition::Release, |job, now| {
+        self.transition_held(mode, id, Some(lease), Transition::Release, |job, now| {
             rules::release::release(job, lease, now)
         })
         .await

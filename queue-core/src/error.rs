@@ -35,11 +35,14 @@ pub enum Error {
         id: JobId,
     },
     /// The lease id is not the job's current lease: it expired, the job was
-    /// leased again, cancelled or already finished. Nothing was changed.
-    #[error("lease on job {id} is not held (expired, reassigned, cancelled or finished)")]
+    /// leased again, cancelled or already finished, or the id is wrong.
+    /// Nothing was changed. The message says which ([`LeaseLostReason`]).
+    #[error("lease on job {id} is not held: {reason}")]
     LeaseLost {
         /// The job.
         id: JobId,
+        /// Why the lease is not held, as far as the job's record tells.
+        reason: LeaseLostReason,
     },
     /// No schedule with this name is stored.
     #[error("schedule {name:?} not found")]
@@ -85,6 +88,53 @@ pub enum Error {
     /// hidden. Nothing was acknowledged that did not happen.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a lease id was refused ([`Error::LeaseLost`]), judged from the job's
+/// record when it was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaseLostReason {
+    /// The `lease_id` is not a lease id at all: it is malformed (a lease id
+    /// is the opaque string a lease answer gave, copied as is).
+    Malformed,
+    /// The job is leased, but under another lease: this id is not its
+    /// current lease (a wrong id, or a lease that expired before the job was
+    /// leased again).
+    NotCurrent,
+    /// The id is the job's lease, but the lease's deadline has passed (the
+    /// job goes back to the queue or is retried).
+    Expired,
+    /// The job is not leased at all (it is `ready` or `scheduled`): the
+    /// lease expired, was released, or the id is wrong.
+    NotLeased(JobState),
+    /// The job is finished (`completed`, `dead`, `cancelled`): no lease on
+    /// it is held any more.
+    Finished(JobState),
+    /// No more detail is known (the record was not examined).
+    Unknown,
+}
+
+impl std::fmt::Display for LeaseLostReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseLostReason::Malformed => f.write_str(
+                "the lease_id is malformed (give the lease_id of the lease answer, as is)",
+            ),
+            LeaseLostReason::NotCurrent => f.write_str(
+                "the lease_id is not the job's current lease (a wrong id, or a lease that \
+                 expired before the job was leased again)",
+            ),
+            LeaseLostReason::Expired => f.write_str("the lease expired"),
+            LeaseLostReason::NotLeased(state) => write!(
+                f,
+                "the job is {state}, not leased (its lease expired or was released, or the \
+                 lease_id is wrong)"
+            ),
+            LeaseLostReason::Finished(state) => write!(f, "the job is {state}"),
+            LeaseLostReason::Unknown => f.write_str("expired, reassigned, cancelled or finished"),
+        }
+    }
 }
 
 /// A failure of the storage underneath, whatever the backend.

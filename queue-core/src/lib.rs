@@ -126,7 +126,7 @@ mod wire;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Durability, Retention, Storage};
 pub use counters::{Counters, RUN_TIME_BOUNDS_MS};
-pub use error::{Error, Result, StorageError};
+pub use error::{Error, LeaseLostReason, Result, StorageError};
 pub use events::{RecvError, Subscription};
 pub use job::{
     Callback, CallbackStatus, DeadPage, Enqueued, Event, Failure, Job, JobId, Lease, LeaseId,

@@ -187,6 +187,33 @@ impl Queue {
         opts: &LeaseOptions,
         timeout: Duration,
     ) -> Result<Vec<Leased>> {
+        self.lease_wait_until(queue, opts, timeout, std::future::pending())
+            .await
+    }
+
+    /// How many [`lease_wait`](Queue::lease_wait) long-polls on `queue`
+    /// are waiting for a job right now (in this process): for monitoring,
+    /// and for tests that must know a waiting lease is parked.
+    pub fn lease_waiters(&self, queue: &str) -> usize {
+        self.engine().queue_signals.parked(&queue.to_owned())
+    }
+
+    /// [`Queue::lease_wait`] that also ends, empty, when `cancel`
+    /// completes. `cancel` is only heeded while the call waits, never while
+    /// it leases: a lease that was granted is always returned, so a caller
+    /// that cancels never strands jobs it did not see (unlike dropping the
+    /// future, which may land between the commit and the return).
+    ///
+    /// # Errors
+    /// As [`Queue::lease`].
+    pub async fn lease_wait_until(
+        &self,
+        queue: &str,
+        opts: &LeaseOptions,
+        timeout: Duration,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<Vec<Leased>> {
+        let mut cancel = std::pin::pin!(cancel);
         check_queue(queue)?;
         rules::lease::validate(opts)?;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -202,11 +229,11 @@ impl Queue {
                 Some(wait) => deadline.min(tokio::time::Instant::now() + wait),
                 None => deadline,
             };
-            if tokio::time::timeout_at(until, registration.changed())
-                .await
-                .is_err()
-                && until >= deadline
-            {
+            let woken = tokio::select! {
+                woken = tokio::time::timeout_at(until, registration.changed()) => woken,
+                () = &mut cancel => return Ok(Vec::new()),
+            };
+            if woken.is_err() && until >= deadline {
                 return Ok(Vec::new());
             }
         }

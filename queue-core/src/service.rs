@@ -25,7 +25,8 @@ use queue_proto::{
 use tokio::sync::watch;
 
 use crate::{
-    Error, Failure, Job, JobId, LeaseId, LeaseOptions, NewJob, Queue, RecvError, Subscription,
+    Error, Failure, Job, JobId, LeaseId, LeaseLostReason, LeaseOptions, NewJob, Queue, RecvError,
+    Subscription,
 };
 
 /// Dead letters per page when the caller gives no `limit`.
@@ -584,13 +585,31 @@ impl Service {
     /// # Errors
     /// The contract's.
     pub async fn lease(&self, queue: &str, request: LeaseRequest) -> ServiceResult<LeaseResponse> {
+        self.lease_until(queue, request, std::future::pending())
+            .await
+    }
+
+    /// [`Service::lease`] whose wait also ends, with an empty answer, when
+    /// `cancel` completes; a lease granted meanwhile is still returned (see
+    /// [`Queue::lease_wait_until`]). The SDK's embedded worker cancels its
+    /// long-poll this way at shutdown.
+    ///
+    /// # Errors
+    /// The contract's.
+    pub async fn lease_until(
+        &self,
+        queue: &str,
+        request: LeaseRequest,
+        cancel: impl Future<Output = ()>,
+    ) -> ServiceResult<LeaseResponse> {
         let wait_ms = check_wait_ms(request.wait_ms.unwrap_or(0))?;
         let opts = LeaseOptions::from(request);
         let queue_handle = &self.inner.queue;
         let leased = if wait_ms == 0 {
             queue_handle.lease(queue, &opts).await?
         } else {
-            let wait = queue_handle.lease_wait(queue, &opts, Duration::from_millis(wait_ms));
+            let wait =
+                queue_handle.lease_wait_until(queue, &opts, Duration::from_millis(wait_ms), cancel);
             tokio::select! {
                 result = wait => result?,
                 () = self.shutting_down() => Vec::new(),
@@ -610,7 +629,11 @@ impl Service {
         match raw.parse() {
             Ok(lease) => Ok(lease),
             Err(_) => match self.inner.queue.get(id).await? {
-                Some(_) => Err(Error::LeaseLost { id }.into()),
+                Some(_) => Err(Error::LeaseLost {
+                    id,
+                    reason: LeaseLostReason::Malformed,
+                }
+                .into()),
                 None => Err(Error::NotFound { id }.into()),
             },
         }
@@ -1146,7 +1169,13 @@ mod tests {
                 ErrorCode::PayloadTooLarge,
             ),
             (Error::NotFound { id }, ErrorCode::NotFound),
-            (Error::LeaseLost { id }, ErrorCode::LeaseLost),
+            (
+                Error::LeaseLost {
+                    id,
+                    reason: LeaseLostReason::Expired,
+                },
+                ErrorCode::LeaseLost,
+            ),
             (
                 Error::Conflict {
                     id,

@@ -84,7 +84,6 @@ impl<K: Hash + Eq + Clone> Signals<K> {
     }
 
     /// How many waiters on `key` are inside a wait now.
-    #[cfg(test)]
     pub(crate) fn parked(&self, key: &K) -> usize {
         self.map
             .lock()

@@ -453,7 +453,7 @@ fn outcome<T>(got: queue_core::Result<T>) -> Result<Result<T, Refused>, String> 
     match got {
         Ok(value) => Ok(Ok(value)),
         Err(Error::NotFound { id }) => Ok(Err(Refused::NotFound(id))),
-        Err(Error::LeaseLost { id }) => Ok(Err(Refused::LeaseLost(id))),
+        Err(Error::LeaseLost { id, .. }) => Ok(Err(Refused::LeaseLost(id))),
         Err(Error::Conflict {
             id,
             state,

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use queue_core::blocking::Queue;
 use queue_core::{
-    Config, Error, Failure, JobId, JobState, LeaseId, LeaseOptions, ManualClock, NewJob, RecvError,
-    Retention, Transition,
+    Config, Error, Failure, JobId, JobState, LeaseId, LeaseLostReason, LeaseOptions, ManualClock,
+    NewJob, RecvError, Retention, Transition,
 };
 
 use crate::common::{
@@ -404,7 +404,7 @@ fn heartbeats_extend_live_leases_only() {
     clock.advance(Duration::from_secs(2));
     assert!(matches!(
         queue.heartbeat(b.job.id, b.lease_id, None),
-        Err(Error::LeaseLost { id }) if id == b.job.id
+        Err(Error::LeaseLost { id, .. }) if id == b.job.id
     ));
     // A lease id of another job is foreign.
     assert!(matches!(
@@ -1619,4 +1619,72 @@ fn timeout_and_expiry_options_are_checked() {
         "group"
     );
     assert_eq!(queue.verify().unwrap().jobs, 0);
+}
+
+// ---- why a lease is refused ------------------------------------------------
+
+/// The reason a refused lease id carries, from `result`.
+fn refused_because(result: queue_core::Result<queue_core::Job>) -> LeaseLostReason {
+    match result {
+        Err(Error::LeaseLost { reason, .. }) => reason,
+        other => panic!("expected lease_lost, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_refused_lease_says_why() {
+    let (_dir, clock, queue) = setup();
+    let jobs = enqueue_n(&queue, "why", 2);
+    let leased = lease_n(&queue, "why", 2, 1000);
+    let (a, b) = (&leased[0], &leased[1]);
+    // Another job's lease: not this job's current lease.
+    assert_eq!(
+        refused_because(queue.complete(a.job.id, b.lease_id, None)),
+        LeaseLostReason::NotCurrent
+    );
+    // Past the deadline, before the timer reaps it: expired.
+    clock.advance(Duration::from_millis(1000));
+    assert_eq!(
+        refused_because(queue.heartbeat(a.job.id, a.lease_id, None)),
+        LeaseLostReason::Expired
+    );
+    // Reaped: the job is ready again (a retry is scheduled or ready).
+    queue.run_due().expect("timers");
+    match refused_because(queue.release(a.job.id, a.lease_id)) {
+        LeaseLostReason::NotLeased(state) => {
+            assert!(matches!(state, JobState::Ready | JobState::Scheduled));
+        }
+        other => panic!("expected not leased, got {other:?}"),
+    }
+    // Finished: says the job's state.
+    queue.cancel(jobs[1].id).expect("cancel");
+    let refused = queue.complete(b.job.id, b.lease_id, None);
+    let message = refused.as_ref().map(|_| ()).unwrap_err().to_string();
+    assert_eq!(
+        refused_because(refused),
+        LeaseLostReason::Finished(JobState::Cancelled)
+    );
+    assert!(message.contains("cancelled"), "{message}");
+}
+
+#[test]
+fn a_malformed_lease_id_is_called_malformed() {
+    let (_dir, _clock, queue) = setup();
+    let job = enqueue_n(&queue, "why", 1).remove(0);
+    let service = queue_core::service::Service::new(queue.as_async().clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let refused = runtime
+        .block_on(service.complete(
+            &job.id.to_string(),
+            queue_proto::CompleteRequest {
+                lease_id: "not-a-lease".into(),
+                result: None,
+            },
+        ))
+        .expect_err("refused");
+    assert_eq!(refused.code, queue_proto::ErrorCode::LeaseLost);
+    assert!(refused.message.contains("malformed"), "{}", refused.message);
 }

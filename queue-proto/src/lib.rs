@@ -1,4 +1,5 @@
-//! Wire types and limits of the job queue's HTTP contract (`shared/API.md`).
+//! Wire types and limits of the job queue's HTTP contract (`docs/HTTP.md`
+//! in the repository, and `docs/openapi.yaml`).
 //!
 //! This crate is the one place where the shapes that cross a process boundary
 //! are defined, so that `queue-server` and `queue-client` agree by

@@ -1,5 +1,5 @@
-//! The HTTP server of the job queue: the v1 contract (`shared/API.md`,
-//! `docs/openapi.yaml`) on hyper 1.
+//! The HTTP server of the job queue: the v1 contract (`docs/HTTP.md` and
+//! `docs/openapi.yaml` in the repository) on hyper 1.
 //!
 //! - [`App`]: the application. [`App::handle`] serves one request without a
 //!   socket (authentication, routing, the endpoint, request id, log line,

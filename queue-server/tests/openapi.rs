@@ -7,7 +7,9 @@
 //! the keys the `queue_proto` wire types serialize with every optional field
 //! set, and their `required` lists exactly the keys present with every
 //! optional field unset; and each operation documents exactly the query
-//! parameters its route takes (any other is a `400`).
+//! parameters its route takes (any other is a `400`). The reader's
+//! reference, `docs/HTTP.md`, is held to naming every routed `METHOD /path`
+//! and every error code.
 //!
 //! The document is scanned as text (no YAML crate): it is block-style YAML
 //! with 2-space indentation, so under the top-level `paths:` the path keys sit
@@ -1102,5 +1104,37 @@ fn openapi_documents_exactly_the_query_parameters_each_route_takes() {
         problems.is_empty(),
         "{}",
         report("query parameters", &problems)
+    );
+}
+
+/// The reader's reference, `docs/HTTP.md`, names every routed method and
+/// path (as `METHOD /path`) and every error code, so it cannot fall behind
+/// the router.
+#[test]
+fn the_http_reference_names_every_route_and_error_code() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/HTTP.md");
+    let reference = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut problems = Vec::new();
+    for spec in routes::table() {
+        for method in spec.methods {
+            let route = format!("{} {}", method.to_ascii_uppercase(), spec.pattern);
+            if !reference.contains(&route) {
+                problems.push(format!("`{route}` is not in docs/HTTP.md"));
+            }
+        }
+    }
+    for code in ErrorCode::ALL {
+        if !reference.contains(&format!("`{}`", code.as_str())) {
+            problems.push(format!(
+                "error code `{}` is not in docs/HTTP.md",
+                code.as_str()
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "docs/HTTP.md has fallen behind the router:\n  - {}",
+        problems.join("\n  - ")
     );
 }

@@ -24,7 +24,7 @@ pub(crate) struct Embedded {
 /// The service's answer as the error a client gets for the same answer over
 /// HTTP.
 fn map(error: ServiceError) -> Error {
-    Error::from_code(error.code.status(), Some(error.code), error.message)
+    Error::from_service(error)
 }
 
 impl Embedded {
@@ -66,6 +66,20 @@ impl Embedded {
         let reply = self
             .service
             .lease(queue, request.clone())
+            .await
+            .map_err(map)?;
+        Ok(reply.jobs)
+    }
+
+    pub(crate) async fn lease_until(
+        &self,
+        queue: &str,
+        request: &LeaseRequest,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<Vec<Job>> {
+        let reply = self
+            .service
+            .lease_until(queue, request.clone(), cancel)
             .await
             .map_err(map)?;
         Ok(reply.jobs)

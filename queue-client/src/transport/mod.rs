@@ -126,6 +126,11 @@ pub(crate) enum Transport {
 }
 
 /// Runs the same call on whichever transport this is.
+/// How long after sending a lease request a cancelled HTTP lease still
+/// waits for its answer: longer than granting takes (a read and a durable
+/// commit), far shorter than a long-poll.
+pub(crate) const GRANT_GRACE: Duration = Duration::from_secs(1);
+
 macro_rules! dispatch {
     ($self:ident, $t:ident => $call:expr) => {
         match $self {
@@ -173,6 +178,45 @@ impl Transport {
     pub(crate) async fn lease(&self, queue: &str, request: &LeaseRequest) -> Result<Vec<Job>> {
         check_queue(queue)?;
         dispatch!(self, t => t.lease(queue, request).await)
+    }
+
+    /// A lease whose wait ends, empty, when `cancel` completes (a worker's
+    /// shutdown). In process the wait is cancelled inside the service, so a
+    /// lease granted at that moment is still returned.
+    ///
+    /// Over HTTP there is no way to tell the server to stop waiting but to
+    /// close the request's connection (the server then drops the wait), and
+    /// a lease the server is granting at that moment would be answered to
+    /// nobody. So a request sent less than [`GRANT_GRACE`] ago, which may be
+    /// a grant on its way, is waited for until then; an older one is waiting
+    /// on the server for a job, and is dropped at once. What remains is an
+    /// enqueue landing in the very instant of the drop: its job comes back
+    /// when its lease expires, as after a crash.
+    pub(crate) async fn lease_until(
+        &self,
+        queue: &str,
+        request: &LeaseRequest,
+        cancel: impl Future<Output = ()> + Send,
+    ) -> Result<Vec<Job>> {
+        check_queue(queue)?;
+        match self {
+            Transport::Http(http) => {
+                let sent = tokio::time::Instant::now();
+                let reply = http.lease(queue, request);
+                tokio::pin!(reply);
+                tokio::select! {
+                    biased;
+                    reply = &mut reply => return reply,
+                    () = cancel => {}
+                }
+                match tokio::time::timeout_at(sent + GRANT_GRACE, reply).await {
+                    Ok(reply) => reply,
+                    Err(_) => Ok(Vec::new()),
+                }
+            }
+            #[cfg(feature = "embedded")]
+            Transport::Embedded(embedded) => embedded.lease_until(queue, request, cancel).await,
+        }
     }
 
     // The calls a lease holder makes about its job carry the job's

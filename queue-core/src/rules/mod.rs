@@ -15,7 +15,7 @@
 use queue_proto::JobState;
 use queue_proto::limits::MAX_BACKOFF_MS;
 
-use crate::{CallbackStatus, Error, Job, JobId, Lease, LeaseId, Transition};
+use crate::{CallbackStatus, Error, Job, JobId, Lease, LeaseId, LeaseLostReason, Transition};
 
 pub mod callback;
 pub(crate) mod cancel;
@@ -248,15 +248,49 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    pub(crate) fn into_error(self, id: JobId, operation: &'static str) -> Error {
+    /// The error for this refusal of an `operation` on `job` (as stored) at
+    /// `now`, given the lease id the caller presented if any.
+    pub(crate) fn into_error(
+        self,
+        job: &Job,
+        lease_id: Option<LeaseId>,
+        now: u64,
+        operation: &'static str,
+    ) -> Error {
+        let id = job.id;
         match self {
-            Refusal::LeaseLost => Error::LeaseLost { id },
+            Refusal::LeaseLost => Error::LeaseLost {
+                id,
+                reason: match lease_id {
+                    Some(lease_id) => lease_lost_reason(job, lease_id, now),
+                    None => LeaseLostReason::Unknown,
+                },
+            },
             Refusal::Conflict(state) => Error::Conflict {
                 id,
                 state,
                 operation,
             },
         }
+    }
+}
+
+/// Why `lease_id` is not a live lease of `job` at `now`.
+pub(crate) fn lease_lost_reason(job: &Job, lease_id: LeaseId, now: u64) -> LeaseLostReason {
+    if job.state.is_terminal() {
+        return LeaseLostReason::Finished(job.state);
+    }
+    match &job.lease {
+        Some(lease) if job.state == JobState::Leased => {
+            if lease.id != lease_id {
+                LeaseLostReason::NotCurrent
+            } else if now >= lease.expires_at {
+                LeaseLostReason::Expired
+            } else {
+                LeaseLostReason::NotCurrent
+            }
+        }
+        _ => LeaseLostReason::NotLeased(job.state),
     }
 }
 
