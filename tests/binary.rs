@@ -214,7 +214,7 @@ fn logs_to_a_file_are_plain_text_and_scrapes_are_debug() {
     let _ = child.wait();
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
-    assert!(enqueue.starts_with("HTTP/1.1 201"), "{enqueue}");
+    assert!(enqueue.starts_with("HTTP/1.1 202"), "{enqueue}");
     let lines: Vec<String> = BufReader::new(std::fs::File::open(&log_path).expect("log"))
         .lines()
         .map(|l| l.expect("a log line"))
