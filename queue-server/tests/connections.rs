@@ -313,3 +313,30 @@ async fn the_gauge_counts_open_event_streams() {
     wait_streams_open(&server, (0, 0)).await;
     server.stop().await;
 }
+
+/// Pins what docs/openapi.yaml says of framing errors: hyper answers them
+/// itself with a bare 400 (no JSON body, no `X-Request-Id`), and nothing is
+/// stored. Should a hyper upgrade change that, this test and the docs change
+/// together.
+#[tokio::test]
+async fn framing_errors_get_the_http_librarys_bare_400() {
+    let server = TestServer::start().await;
+    for request in [
+        "POST /v1/queues/q/jobs HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n{}",
+        "POST /v1/queues/q/jobs HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\
+         Content-Length: 3\r\n\r\n{}",
+        "GET /v1/queues/a b HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /v1/queues/a\0b HTTP/1.1\r\nHost: t\r\n\r\n",
+    ] {
+        let answer = exchange(server.addr, request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{request:?}: {answer}");
+        assert!(
+            !answer.to_ascii_lowercase().contains("x-request-id"),
+            "{request:?}: {answer}"
+        );
+        assert!(answer.ends_with("\r\n\r\n"), "an empty body: {answer:?}");
+    }
+    let stats = server.client.get("/v1/queues/q").await;
+    assert_eq!(stats.json["ready"], 0, "{:?}", stats.json);
+    server.stop().await;
+}
