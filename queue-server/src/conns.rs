@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 /// What a connection is doing.
@@ -52,8 +52,9 @@ pub(crate) enum Shed {
 struct Entry {
     state: State,
     since: Instant,
-    /// Taken when the connection is told to close.
-    shed: Option<oneshot::Sender<Shed>>,
+    /// Tells the connection to close (and, for one told to close when idle
+    /// that has started a request since, to drop it if that body stalls).
+    shed: watch::Sender<Option<Shed>>,
 }
 
 #[derive(Default)]
@@ -87,7 +88,7 @@ impl Table {
     /// A slot for a new connection: at once if the table has room, else
     /// after shedding an idle or stalled connection, else when one ends.
     /// The receiver tells the connection when it must close.
-    pub(crate) async fn admit(self: &Arc<Self>) -> (Conn, oneshot::Receiver<Shed>) {
+    pub(crate) async fn admit(self: &Arc<Self>) -> (Conn, watch::Receiver<Option<Shed>>) {
         loop {
             let changed = self.changed.notified();
             let mut changed = std::pin::pin!(changed);
@@ -95,7 +96,7 @@ impl Table {
             {
                 let mut slots = self.slots();
                 if slots.entries.len() < self.cap {
-                    let (tx, rx) = oneshot::channel();
+                    let (tx, rx) = watch::channel(None);
                     let id = slots.next;
                     slots.next += 1;
                     slots.entries.insert(
@@ -103,7 +104,7 @@ impl Table {
                         Entry {
                             state: State::Idle,
                             since: Instant::now(),
-                            shed: Some(tx),
+                            shed: tx,
                         },
                     );
                     let conn = Conn(Arc::new(ConnInner {
@@ -112,25 +113,22 @@ impl Table {
                     }));
                     return (conn, rx);
                 }
-                // Full. Unless a shed connection is already on its way out,
-                // shed one: the longest idle, else the longest stalled body.
-                // (One told to close that has since started a request is
-                // finishing it: it does not hold the next shedding back.)
-                let closing = slots
-                    .entries
-                    .values()
-                    .any(|e| e.shed.is_none() && matches!(e.state, State::Idle | State::Body));
+                // Full. Unless a connection told to close is already on its
+                // way out, shed one: the longest idle, else the longest
+                // stalled body. (One told to close when idle that has
+                // started a request since is finishing it: it does not hold
+                // the next shedding back, and its body can be shed too.)
+                let closing = slots.entries.values().any(|e| match *e.shed.borrow() {
+                    Some(Shed::Stalled) => true,
+                    Some(Shed::Idle) => e.state == State::Idle,
+                    None => false,
+                });
                 if !closing {
                     let victim = pick(&slots, State::Idle).or_else(|| pick(&slots, State::Body));
                     if let Some((id, kind)) = victim {
-                        if let Some(entry) = slots.entries.get_mut(&id) {
-                            if let Some(tx) = entry.shed.take() {
-                                tracing::debug!(
-                                    ?kind,
-                                    "connection table full: shedding a connection"
-                                );
-                                let _ = tx.send(kind);
-                            }
+                        if let Some(entry) = slots.entries.get(&id) {
+                            tracing::debug!(?kind, "connection table full: shedding a connection");
+                            entry.shed.send_replace(Some(kind));
                         }
                     }
                 }
@@ -144,12 +142,13 @@ impl Table {
     pub(crate) fn shed_idle_since(&self, idle_timeout: Duration) -> usize {
         let now = Instant::now();
         let mut shed = 0;
-        for entry in self.slots().entries.values_mut() {
-            if entry.state == State::Idle && now.duration_since(entry.since) >= idle_timeout {
-                if let Some(tx) = entry.shed.take() {
-                    let _ = tx.send(Shed::Idle);
-                    shed += 1;
-                }
+        for entry in self.slots().entries.values() {
+            if entry.state == State::Idle
+                && now.duration_since(entry.since) >= idle_timeout
+                && entry.shed.borrow().is_none()
+            {
+                entry.shed.send_replace(Some(Shed::Idle));
+                shed += 1;
             }
         }
         shed
@@ -191,7 +190,7 @@ impl Table {
     }
 }
 
-/// The oldest connection in `state` that has not been told to close yet.
+/// The oldest connection in `state` that can still be shed.
 fn pick(slots: &Slots, state: State) -> Option<(u64, Shed)> {
     let kind = if state == State::Idle {
         Shed::Idle
@@ -201,7 +200,16 @@ fn pick(slots: &Slots, state: State) -> Option<(u64, Shed)> {
     slots
         .entries
         .iter()
-        .filter(|(_, e)| e.state == state && e.shed.is_some())
+        .filter(|(_, e)| {
+            e.state == state
+                && match *e.shed.borrow() {
+                    None => true,
+                    // Told to close when idle, then a request began whose
+                    // body stalls: it can still be dropped.
+                    Some(Shed::Idle) => state == State::Body,
+                    Some(Shed::Stalled) => false,
+                }
+        })
         .min_by_key(|(id, e)| (e.since, **id))
         .map(|(id, _)| (*id, kind))
 }
@@ -244,7 +252,7 @@ mod tests {
     async fn a_full_table_sheds_the_oldest_idle_then_the_oldest_stalled_body() {
         let table = Table::new(3);
         let (a, mut a_shed) = table.admit().await;
-        let (b, mut b_shed) = table.admit().await;
+        let (b, b_shed) = table.admit().await;
         let (c, mut c_shed) = table.admit().await;
         a.set(State::Body);
         b.set(State::Stream);
@@ -253,15 +261,17 @@ mod tests {
         // Full: the next one sheds c (idle), and waits for it to go.
         let table2 = Arc::clone(&table);
         let next = tokio::spawn(async move { table2.admit().await });
-        assert_eq!((&mut c_shed).await, Ok(Shed::Idle));
-        assert!(a_shed.try_recv().is_err());
+        c_shed.wait_for(Option::is_some).await.unwrap();
+        assert_eq!(*c_shed.borrow(), Some(Shed::Idle));
+        assert_eq!(*a_shed.borrow(), None);
         drop(c);
         let (d, _d_shed) = next.await.unwrap();
         d.set(State::Busy);
         // Full again, nothing idle: the stalled body goes.
         let table2 = Arc::clone(&table);
         let next = tokio::spawn(async move { table2.admit().await });
-        assert_eq!((&mut a_shed).await, Ok(Shed::Stalled));
+        a_shed.wait_for(Option::is_some).await.unwrap();
+        assert_eq!(*a_shed.borrow(), Some(Shed::Stalled));
         drop(a);
         let (e, _e_shed) = next.await.unwrap();
         // Streams and busy connections are never shed.
@@ -272,7 +282,7 @@ mod tests {
             waited.is_err(),
             "a table of busy and streaming connections has no room"
         );
-        assert!(b_shed.try_recv().is_err());
+        assert_eq!(*b_shed.borrow(), None);
         drop(b);
         let _ = table.admit().await;
     }
@@ -280,13 +290,13 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_time_out_and_streams_never_do() {
         let table = Table::new(4);
-        let (a, mut a_shed) = table.admit().await;
-        let (b, mut b_shed) = table.admit().await;
+        let (a, a_shed) = table.admit().await;
+        let (b, b_shed) = table.admit().await;
         b.set(State::Stream);
         assert_eq!(table.shed_idle_since(Duration::from_secs(3600)), 0);
         assert_eq!(table.shed_idle_since(Duration::ZERO), 1);
-        assert_eq!(a_shed.try_recv(), Ok(Shed::Idle));
-        assert!(b_shed.try_recv().is_err());
+        assert_eq!(*a_shed.borrow(), Some(Shed::Idle));
+        assert_eq!(*b_shed.borrow(), None);
         assert_eq!(a.state(), Some(State::Idle));
         assert_eq!(b.state(), Some(State::Stream));
     }

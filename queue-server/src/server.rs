@@ -106,33 +106,38 @@ pub async fn run(
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
             let mut shed = shed;
-            let told = async {
-                match (&mut shed).await {
-                    Ok(kind) => kind,
-                    // The table keeps the sender while the slot is held.
-                    Err(_) => std::future::pending().await,
-                }
-            };
+            let mut stalled = shed.clone();
             let ended = tokio::select! {
                 ended = connection.as_mut() => Some(ended),
                 _ = closing.wait_for(|closing| *closing) => None,
-                kind = told => match kind {
-                    Shed::Idle => {
-                        tracing::debug!(%peer, "closing an idle connection");
-                        None
-                    }
-                    Shed::Stalled => {
+                told = shed.wait_for(Option::is_some) => match told.map(|t| *t) {
+                    Ok(Some(Shed::Stalled)) => {
                         tracing::info!(%peer, "connection table full: dropped a connection stalled in its request body");
                         drop(conn);
                         return;
                     }
+                    Ok(_) => {
+                        tracing::debug!(%peer, "closing an idle connection");
+                        None
+                    }
+                    // The table keeps the sender while the slot is held.
+                    Err(_) => None,
                 },
             };
             let ended = match ended {
                 Some(ended) => ended,
                 None => {
+                    // Closes at once if idle; else after the request under
+                    // way, unless its body stalls under a full table.
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    tokio::select! {
+                        ended = connection.as_mut() => ended,
+                        _ = stalled.wait_for(|t| *t == Some(Shed::Stalled)) => {
+                            tracing::info!(%peer, "connection table full: dropped a connection stalled in its request body");
+                            drop(conn);
+                            return;
+                        }
+                    }
                 }
             };
             if let Err(e) = ended {
