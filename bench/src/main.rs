@@ -50,6 +50,7 @@ mod peers;
 mod push;
 mod report;
 mod sdk;
+mod shed;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -91,6 +92,10 @@ enum Mode {
     /// ready jobs beside them; medians of three runs and ratios to none
     /// (`--smoke`: tiny N, one run, for CI).
     Limits(limits::LimitsArgs),
+    /// A connection table filled by one client with stalled bodies and idle
+    /// connections: the time for each new well-behaved client to be served,
+    /// against the 2 s target.
+    Shed(shed::ShedArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -103,5 +108,6 @@ fn main() -> anyhow::Result<()> {
         Mode::Sdk(args) => sdk::run(&args),
         Mode::Push(args) => push::run(&args),
         Mode::Limits(args) => limits::run(&args),
+        Mode::Shed(args) => shed::run(&args),
     }
 }

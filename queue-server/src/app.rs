@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::call::{Call, Handled, Shared};
 use crate::config::ServerConfig;
+use crate::conns::{Conn, State};
 use crate::error::ApiError;
 use crate::http::{Body, error_response, query, read_body};
 use crate::metrics::HttpMetrics;
@@ -108,9 +109,16 @@ impl App {
             .shared
             .http
             .record(label, method.as_str(), status);
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // Whole microseconds, shown in milliseconds: `0.02`, not
+        // `0.020338000000000002`.
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let duration_ms = micros as f64 / 1000.0;
         if status >= 500 {
             tracing::error!(%method, route = label, %path, status, duration_ms, request_id, "request");
+        } else if is_scrape(label) && status < 400 {
+            // Health checks and scrapes come every few seconds: at DEBUG,
+            // so that they do not drown the log.
+            tracing::debug!(%method, route = label, %path, status, duration_ms, request_id, "request");
         } else {
             tracing::info!(%method, route = label, %path, status, duration_ms, request_id, "request");
         }
@@ -188,10 +196,21 @@ impl App {
         let _in_flight = InFlight(&shared.in_flight);
         let params = query(parts.uri.query());
         let max = shared.config.max_body;
+        let conn = parts.extensions.remove::<Conn>();
         let handled = async {
             endpoint.check_query(&params)?;
             let body = if endpoint.reads_body() {
-                read_body(&parts.headers, body, max).await?
+                if let Some(conn) = &conn {
+                    conn.set(State::Body);
+                }
+                let timeout = shared.config.body_timeout;
+                let read = tokio::time::timeout(timeout, read_body(&parts.headers, body, max))
+                    .await
+                    .map_err(|_| body_timed_out(timeout))??;
+                if let Some(conn) = &conn {
+                    conn.set(State::Busy);
+                }
+                read
             } else {
                 Bytes::new()
             };
@@ -205,6 +224,7 @@ impl App {
                 upgrade: std::sync::Mutex::new(
                     parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
                 ),
+                conn: conn.as_ref(),
             };
             routes::handle(endpoint, &call).await
         }
@@ -221,6 +241,18 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
+}
+
+/// `/healthz` and `/metrics`, logged at DEBUG when they succeed.
+fn is_scrape(route: &str) -> bool {
+    matches!(route, "/healthz" | "/metrics")
+}
+
+fn body_timed_out(timeout: std::time::Duration) -> ApiError {
+    ApiError::invalid(format!(
+        "the request body did not arrive within {} ms (the server's body timeout)",
+        timeout.as_millis()
+    ))
 }
 
 fn unauthorized() -> ApiError {

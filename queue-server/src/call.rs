@@ -38,6 +38,9 @@ pub(crate) struct Call<'a> {
     pub(crate) request_id: &'a str,
     /// The connection's upgrade, for a WebSocket handshake.
     pub(crate) upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
+    /// The connection's slot in the table (none without a socket): an
+    /// upgraded WebSocket holds it for as long as it is open.
+    pub(crate) conn: Option<&'a crate::conns::Conn>,
 }
 
 impl Call<'_> {

@@ -12,20 +12,32 @@ use queue_core::service::CallbackHosts;
 
 use crate::{CallbackConfig, ServerConfig};
 
+/// What `--help` says about logging, after the flags.
+pub const LOGGING_HELP: &str = "\
+Logging:
+  Log lines go to standard output, one per request and per notable event.
+  RUST_LOG sets which (default: info), e.g. RUST_LOG=debug, or
+  RUST_LOG=info,queue_server=debug. Requests are logged at INFO, except
+  successful /healthz and /metrics requests, at DEBUG. Colours are used only
+  when standard output is a terminal (and NO_COLOR is not set).";
+
 /// A durable job queue over HTTP.
 ///
 /// Serves the v1 API (enqueue, lease, heartbeat, complete, fail, release,
 /// cancel, queues, dead letters, events, metrics) from a sled data directory.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "queue-server", version, about, long_about = None)]
+#[command(name = "queue-server", version, about, long_about = None, after_help = LOGGING_HELP)]
 pub struct Args {
     /// Data directory (created if missing).
     #[arg(long, env = "QUEUE_DATA_DIR", default_value = "./queue-data")]
     pub data_dir: PathBuf,
 
-    /// Address to listen on.
-    #[arg(long, env = "QUEUE_LISTEN", default_value = "127.0.0.1:7878")]
-    pub listen: SocketAddr,
+    /// Address to listen on: an IP address or a host name, and a port
+    /// (`127.0.0.1:7878`, `[::1]:7878`, `localhost:7878`). A name is
+    /// resolved at start; the server listens on its first address that
+    /// can be bound.
+    #[arg(long, env = "QUEUE_LISTEN", default_value = "127.0.0.1:7878", value_parser = parse_listen)]
+    pub listen: Listen,
 
     /// Bearer token; when set, every route but /healthz needs
     /// `Authorization: Bearer <token>` (scheme case-insensitive). Prefer
@@ -66,10 +78,25 @@ pub struct Args {
     #[arg(long, env = "QUEUE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Connections served at once.
+    /// Connections open at once. A full table makes room for a new
+    /// connection by closing the one idle the longest, else the one whose
+    /// request body has been arriving the longest; connections serving a
+    /// request or an event stream are never closed for it (with only those
+    /// open, a new connection waits until one ends).
     #[arg(long, env = "QUEUE_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+
+    /// Time a client has to send a request body once its headers are in
+    /// (e.g. 30s); a slower body gets 400 and the connection is closed.
+    #[arg(long, env = "QUEUE_BODY_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub body_timeout: Duration,
+
+    /// How long a connection may stay open with no request under way
+    /// before the server closes it (e.g. 20s). Open event streams are not
+    /// idle.
+    #[arg(long, env = "QUEUE_IDLE_TIMEOUT", default_value = "20s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
 
     /// How long shutdown waits for in-flight requests (e.g. 10s).
     #[arg(long, env = "QUEUE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -179,6 +206,8 @@ impl Args {
             max_body: usize::try_from(self.max_body).unwrap_or(usize::MAX),
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             shutdown_timeout: self.shutdown_timeout,
+            body_timeout: self.body_timeout,
+            idle_timeout: self.idle_timeout,
             callbacks: CallbackConfig {
                 secrets: Vec::new(),
                 timeout: self.callback_timeout,
@@ -191,6 +220,97 @@ impl Args {
             ..ServerConfig::default()
         }
     }
+}
+
+/// `--listen`: `host:port`, where the host is an IP address (IPv6 in
+/// brackets) or a name resolved at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// The host as given, without brackets.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Listen {
+    /// The addresses to try binding, in order: the address itself, or what
+    /// the name resolves to.
+    ///
+    /// # Errors
+    /// When the name does not resolve, or resolves to nothing.
+    pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = self.host.parse::<std::net::IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .collect();
+        if addrs.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} resolves to no address", self.host),
+            ));
+        }
+        Ok(addrs)
+    }
+}
+
+/// Parses `--listen`: `127.0.0.1:7878`, `[::1]:7878`, `localhost:7878`.
+///
+/// # Errors
+/// A message naming the expected form.
+pub fn parse_listen(text: &str) -> Result<Listen, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Listen {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        });
+    }
+    let form =
+        || format!("{text:?} is not host:port (e.g. 127.0.0.1:7878, [::1]:7878, localhost:7878)");
+    let (host, port) = text.rsplit_once(':').ok_or_else(form)?;
+    let port: u16 = port.parse().map_err(|_| form())?;
+    let valid_name = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !valid_name {
+        return Err(form());
+    }
+    Ok(Listen {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// Like [`parse_duration`], and not zero.
+///
+/// # Errors
+/// As [`parse_duration`], or when zero.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err(format!("{text:?} must be more than zero"));
+    }
+    Ok(d)
 }
 
 /// Parses `500ms`, `30s`, `15m`, `24h`, `7d`.
@@ -239,9 +359,51 @@ mod tests {
     }
 
     #[test]
+    fn listen_takes_addresses_and_host_names() {
+        let listen = |s: &str| parse_listen(s).map(|l| l.to_string());
+        assert_eq!(listen("127.0.0.1:7879").unwrap(), "127.0.0.1:7879");
+        assert_eq!(listen("[::1]:7879").unwrap(), "[::1]:7879");
+        assert_eq!(listen("localhost:7879").unwrap(), "localhost:7879");
+        assert_eq!(
+            listen("queue.example-1.internal:80").unwrap(),
+            "queue.example-1.internal:80"
+        );
+        for bad in [
+            "localhost",
+            "localhost:",
+            ":7879",
+            "local host:1",
+            "a..b:1",
+            "-a:1",
+            "h:99999",
+            "::1:80x",
+        ] {
+            assert!(parse_listen(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn listen_resolves_localhost() {
+        let addrs = parse_listen("localhost:7879")
+            .unwrap()
+            .resolve()
+            .await
+            .unwrap();
+        assert!(!addrs.is_empty());
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 7879)
+        );
+    }
+
+    #[test]
     fn defaults_follow_the_contract() {
         let args = Args::try_parse_from(["queue-server"]).unwrap();
         assert_eq!(args.listen.to_string(), "127.0.0.1:7878");
+        assert_eq!(args.body_timeout, Duration::from_secs(30));
+        assert_eq!(args.idle_timeout, Duration::from_secs(20));
+        assert!(Args::try_parse_from(["queue-server", "--idle-timeout", "0s"]).is_err());
         assert_eq!(args.data_dir, PathBuf::from("./queue-data"));
         assert_eq!(args.max_body, 1024 * 1024);
         assert_eq!(args.queue_config().durability, Durability::Sync);

@@ -36,6 +36,7 @@ mod call;
 pub mod callbacks;
 pub mod cli;
 mod config;
+mod conns;
 mod error;
 mod http;
 mod metrics;

@@ -1,10 +1,12 @@
 //! `queue-server`: parses flags, sets up logging, opens the store and serves
 //! until SIGTERM or Ctrl-C.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use queue_server::callbacks::secrets::Source;
-use queue_server::cli::{Args, LogFormat};
+use queue_server::cli::{Args, Listen, LogFormat};
 use queue_server::{App, run};
 use tracing_subscriber::EnvFilter;
 
@@ -12,8 +14,14 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_ansi(ansi)
+            .with_env_filter(filter)
+            .init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
@@ -39,9 +47,7 @@ async fn main() -> anyhow::Result<()> {
         ),
     }
     config.callbacks.secrets = secrets;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener = bind(&args.listen).await?;
     tracing::info!(
         listen = %listener.local_addr()?,
         data_dir = %args.data_dir.display(),
@@ -53,6 +59,26 @@ async fn main() -> anyhow::Result<()> {
     run(listener, app, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds `--listen`: its address, or the first address its name resolves
+/// to that can be bound.
+async fn bind(listen: &Listen) -> anyhow::Result<tokio::net::TcpListener> {
+    let addrs = listen
+        .resolve()
+        .await
+        .with_context(|| format!("resolving {listen}"))?;
+    let mut last = None;
+    for addr in addrs {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    match last {
+        Some((addr, e)) => Err(anyhow::Error::new(e).context(format!("binding {listen} ({addr})"))),
+        None => Err(anyhow::anyhow!("{listen} resolves to no address")),
+    }
 }
 
 async fn shutdown_signal() {

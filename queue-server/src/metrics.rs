@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 
 use std::sync::atomic::Ordering;
 
@@ -12,13 +13,44 @@ use queue_core::{Counters, QueueStats, RUN_TIME_BOUNDS_MS};
 
 use crate::callbacks::CallbackMetrics;
 
-/// Requests served, by (route pattern, method, status).
+/// Requests served, by (route pattern, method, status), and the event
+/// streams open.
 #[derive(Default)]
 pub struct HttpMetrics {
     requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
+    sse_open: Arc<AtomicUsize>,
+    websockets_open: Arc<AtomicUsize>,
+}
+
+/// Which kind of event stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// Server-sent events.
+    Sse,
+    /// A WebSocket.
+    WebSocket,
+}
+
+/// Counts one open event stream until dropped.
+pub(crate) struct StreamOpen(Arc<AtomicUsize>);
+
+impl Drop for StreamOpen {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl HttpMetrics {
+    /// Counts an event stream as open for as long as the guard lives.
+    pub(crate) fn stream_opened(&self, transport: Transport) -> StreamOpen {
+        let gauge = match transport {
+            Transport::Sse => &self.sse_open,
+            Transport::WebSocket => &self.websockets_open,
+        };
+        gauge.fetch_add(1, Ordering::Relaxed);
+        StreamOpen(Arc::clone(gauge))
+    }
+
     /// Counts one request. Routes are patterns, so the label set is bounded.
     pub fn record(&self, route: &'static str, method: &str, status: u16) {
         let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,6 +211,22 @@ fn render_into(
     )?;
     writeln!(out, "# TYPE queue_http_requests_in_flight gauge")?;
     writeln!(out, "queue_http_requests_in_flight {in_flight}")?;
+    writeln!(
+        out,
+        "# HELP queue_event_streams_open Event streams open (GET /v1/events and \
+         /v1/jobs/{{id}}/events), by transport."
+    )?;
+    writeln!(out, "# TYPE queue_event_streams_open gauge")?;
+    writeln!(
+        out,
+        "queue_event_streams_open{{transport=\"sse\"}} {}",
+        http.sse_open.load(Ordering::Relaxed)
+    )?;
+    writeln!(
+        out,
+        "queue_event_streams_open{{transport=\"websocket\"}} {}",
+        http.websockets_open.load(Ordering::Relaxed)
+    )?;
     Ok(())
 }
 

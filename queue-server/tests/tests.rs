@@ -12,6 +12,9 @@
 //! - `resume`: release 1.1's streams: durable ids, resume after a drop and
 //!   a restart, gaps, type filters, progress, one job's stream, correlation
 //!   ids, WebSocket.
+//! - `connections`: the connection table: shedding idle and stalled
+//!   connections when full, never event streams; body and idle timeouts;
+//!   the open event streams gauge.
 //! - `callbacks`: signed deliveries to real receivers, retries on the
 //!   manual clock, 410, timeouts, the bound on attempts under way.
 //! - `fuzz`: random and mutated bodies, ids, names and query strings on
@@ -30,6 +33,7 @@ mod api;
 mod callbacks;
 mod common;
 mod concurrency;
+mod connections;
 mod events;
 mod fuzz;
 mod limits;

@@ -33,6 +33,7 @@ use super::spec::RouteSpec;
 use crate::call::{Call, Handled};
 use crate::error::ApiError;
 use crate::http::Body;
+use crate::metrics::{StreamOpen, Transport};
 
 /// The endpoints of this resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,7 +80,8 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
     if wants_websocket(call) {
         return websocket(call, feed);
     }
-    Ok(sse(feed, call.shared.config.sse_keep_alive))
+    let open = call.shared.http.stream_opened(Transport::Sse);
+    Ok(sse(feed, call.shared.config.sse_keep_alive, open))
 }
 
 /// Where the client resumes: `Last-Event-ID` (what a reconnecting
@@ -136,9 +138,11 @@ fn ws_text(item: &FeedItem) -> Option<String> {
 
 /// The SSE response over `feed`; it ends when the feed does (shutdown, or
 /// one job's terminal event) or the client goes away.
-fn sse(mut feed: EventFeed, keep_alive: Duration) -> Response<Body> {
+fn sse(mut feed: EventFeed, keep_alive: Duration, open: StreamOpen) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(BUFFER);
     tokio::spawn(async move {
+        // Counted open until the stream ends or the client leaves.
+        let _open = open;
         let frame = |text: String| Ok(Frame::data(Bytes::from(text)));
         // The feed's position as an `id:` with no data: an EventSource
         // (or the SDK) that drops before the first event resumes from
@@ -222,7 +226,12 @@ fn websocket(call: &Call<'_>, feed: EventFeed) -> Handled {
         .ok_or_else(|| ApiError::invalid("this connection cannot be upgraded"))?;
     let keep_alive = call.shared.config.sse_keep_alive;
     let stopping = call.service().stopping();
+    let open = call.shared.http.stream_opened(Transport::WebSocket);
+    // The socket keeps its slot in the connection table while it is open.
+    let conn = call.conn.cloned();
     tokio::spawn(async move {
+        let _open = open;
+        let _conn = conn;
         let upgraded = match upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {

@@ -109,7 +109,7 @@ impl Store {
             .segment_size(SEGMENT_SIZE)
             .cache_capacity(cache_capacity)
             .flush_every_ms(flush_every_ms);
-        let db = open_waiting_for_lock(&sled_config)?;
+        let db = open_waiting_for_lock(&sled_config, path)?;
         let format = match db.get(FORMAT_KEY).map_err(storage)? {
             None => {
                 db.insert(FORMAT_KEY, &[FORMAT_VERSION]).map_err(storage)?;
@@ -606,22 +606,42 @@ fn last_event(key: &[u8], value: &[u8]) -> Result<(u64, u64)> {
         .ok_or_else(|| Error::Corrupt(format!("event chunk {first} is empty")))
 }
 
-/// Opens sled, waiting up to five seconds for its file lock: sled 0.34
-/// releases the lock from a background thread some time after the last
+/// Opens sled. sled's directory lock is released only after the last
 /// handle is dropped (spacejam/sled#1234), so a reopen in the same process
-/// may find it still held. A directory held by another process still fails,
-/// after that wait.
-fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db> {
+/// may find it still held: a directory this process has opened before is
+/// waited for, up to 5 s. A directory this process never opened is held by
+/// another process (another server, say): that fails at once, saying so.
+fn open_waiting_for_lock(config: &sled::Config, path: &std::path::Path) -> Result<sled::Db> {
+    static OPENED_HERE: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let ours = OPENED_HERE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&key);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match config.open() {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if ours && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+                return Err(Error::Storage(StorageError::new(format!(
+                    "the data directory {} is in use by another process (is another \
+                     queue-server running on it?); stop that process or use another \
+                     data directory",
+                    path.display()
+                ))));
             }
-            other => return other.map_err(storage),
+            Ok(db) => {
+                let mut opened = OPENED_HERE.lock().unwrap_or_else(|p| p.into_inner());
+                let key = std::fs::canonicalize(path).unwrap_or(key);
+                if !opened.contains(&key) {
+                    opened.push(key);
+                }
+                return Ok(db);
+            }
+            Err(e) => return Err(storage(e)),
         }
     }
 }
