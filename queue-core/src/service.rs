@@ -608,12 +608,18 @@ impl Service {
         let leased = if wait_ms == 0 {
             queue_handle.lease(queue, &opts).await?
         } else {
-            let wait =
-                queue_handle.lease_wait_until(queue, &opts, Duration::from_millis(wait_ms), cancel);
-            tokio::select! {
-                result = wait => result?,
-                () = self.shutting_down() => Vec::new(),
-            }
+            // Shutdown ends the wait like the caller's cancel: only while
+            // waiting, never in the middle of a grant (which would strand
+            // the leases it took until they expire).
+            let cancel = async {
+                tokio::select! {
+                    () = cancel => {}
+                    () = self.shutting_down() => {}
+                }
+            };
+            queue_handle
+                .lease_wait_until(queue, &opts, Duration::from_millis(wait_ms), cancel)
+                .await?
         };
         Ok(LeaseResponse {
             jobs: leased
