@@ -197,31 +197,7 @@ async fn acknowledged_writes_survive_sigkill_of_the_binary() {
     // Everything drains: leases of the killed servers expire and are retried.
     let (mut child, addr) = spawn_server(dir.path());
     let c = Client::new(addr);
-    for _ in 0..10_000 {
-        let stats = c.get("/v1/queues/k9").await.json;
-        let open = ["scheduled", "ready", "leased"]
-            .iter()
-            .map(|s| stats[*s].as_u64().unwrap_or(0))
-            .sum::<u64>();
-        if open == 0 {
-            break;
-        }
-        let reply = c
-            .post(
-                "/v1/queues/k9/lease",
-                json!({"max_jobs": 100, "lease_ms": 60000, "wait_ms": 2000}),
-            )
-            .await;
-        for job in reply.json["jobs"].as_array().cloned().unwrap_or_default() {
-            let done = c
-                .post(
-                    &format!("/v1/jobs/{}/complete", job["id"].as_str().unwrap()),
-                    json!({"lease_id": job["lease_id"]}),
-                )
-                .await;
-            assert_eq!(done.status, 200);
-        }
-    }
+    drain(&c, 10_000).await;
     let stats = c.get("/v1/queues/k9").await.json;
     assert_eq!(
         (
@@ -238,6 +214,37 @@ async fn acknowledged_writes_survive_sigkill_of_the_binary() {
     assert_eq!(send_sigterm(child.id()), 0);
     let status = child.wait().expect("reap");
     assert!(status.success(), "graceful stop exits 0, got {status:?}");
+}
+
+/// Leases and completes the `k9` queue's jobs until none is scheduled,
+/// ready or leased (leases of killed servers expire and are retried), in
+/// at most `rounds` lease calls.
+pub async fn drain(c: &Client, rounds: usize) {
+    for _ in 0..rounds {
+        let stats = c.get("/v1/queues/k9").await.json;
+        let open = ["scheduled", "ready", "leased"]
+            .iter()
+            .map(|s| stats[*s].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        if open == 0 {
+            return;
+        }
+        let reply = c
+            .post(
+                "/v1/queues/k9/lease",
+                json!({"max_jobs": 100, "lease_ms": 60000, "wait_ms": 2000}),
+            )
+            .await;
+        for job in reply.json["jobs"].as_array().cloned().unwrap_or_default() {
+            let done = c
+                .post(
+                    &format!("/v1/jobs/{}/complete", job["id"].as_str().unwrap()),
+                    json!({"lease_id": job["lease_id"]}),
+                )
+                .await;
+            assert_eq!(done.status, 200, "drain: {}", done.text);
+        }
+    }
 }
 
 /// Sends SIGTERM through the `kill` command (the workspace forbids unsafe

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use crate::kill9::{Acked, lenient, producer, send_sigterm, spawn_server, worker};
+use crate::kill9::{Acked, drain, lenient, producer, send_sigterm, spawn_server, worker};
 use crate::raw_http::Client;
 
 /// A `u64` from the environment, or `default`.
@@ -133,31 +131,7 @@ async fn soak_sigkill_cycles() {
     let (mut child, addr) = spawn_server(dir.path());
     let c = Client::new(addr);
     check(&c, &acked, &mut HashSet::new(), &mut HashSet::new(), ran).await;
-    for _ in 0..100_000 {
-        let stats = c.get("/v1/queues/k9").await.json;
-        let open = ["scheduled", "ready", "leased"]
-            .iter()
-            .map(|s| stats[*s].as_u64().unwrap_or(0))
-            .sum::<u64>();
-        if open == 0 {
-            break;
-        }
-        let reply = c
-            .post(
-                "/v1/queues/k9/lease",
-                json!({"max_jobs": 100, "lease_ms": 60000, "wait_ms": 2000}),
-            )
-            .await;
-        for job in reply.json["jobs"].as_array().cloned().unwrap_or_default() {
-            let done = c
-                .post(
-                    &format!("/v1/jobs/{}/complete", job["id"].as_str().unwrap()),
-                    json!({"lease_id": job["lease_id"]}),
-                )
-                .await;
-            assert_eq!(done.status, 200, "drain: {}", done.text);
-        }
-    }
+    drain(&c, 100_000).await;
     let stats = c.get("/v1/queues/k9").await.json;
     assert_eq!(
         (
