@@ -489,13 +489,6 @@ impl NewJob {
         digest.copy_from_slice(&full[..16]);
         digest
     }
-
-    /// Sets the digest of the request as the caller wrote it, before the
-    /// server added what the request's headers imply.
-    pub(crate) fn with_request_digest(mut self, digest: [u8; 16]) -> Self {
-        self.request_digest = Some(digest);
-        self
-    }
 }
 
 /// The answer to an enqueue.

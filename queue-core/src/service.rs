@@ -539,20 +539,19 @@ impl Service {
                 (header, body) => header.or(body),
             };
         }
-        // The request as the caller wrote it: what an idempotent replay is
-        // compared with (request headers do not count). Only a keyed
-        // request needs it.
-        let digest = request
-            .idempotency_key
-            .is_some()
-            .then(|| NewJob::from(request.clone()).digest());
-        if request.correlation_id.is_none() {
-            request.correlation_id = context.request_id.clone();
+        let mut job = NewJob::from(request);
+        // The request as the caller wrote it, before what the request's
+        // headers add: what an idempotent replay is compared with. Only a
+        // keyed request needs it.
+        if job.idempotency_key.is_some() {
+            job.request_digest = Some(job.digest());
+        }
+        if job.correlation_id.is_none() {
+            job.correlation_id = context.request_id.clone();
         }
         // A malformed trace context is ignored, as W3C Trace Context asks
         // (it is a request header, not part of the job the caller wrote).
         if let Some(traceparent) = context.traceparent.as_deref().filter(|t| is_traceparent(t)) {
-            let headers = request.headers.get_or_insert_with(Default::default);
             let tracestate = context
                 .tracestate
                 .as_deref()
@@ -562,6 +561,7 @@ impl Service {
                 ("tracestate", tracestate),
             ] {
                 let Some(value) = value else { continue };
+                let headers = &mut job.headers;
                 if headers.len() < queue_proto::limits::MAX_HEADERS || headers.contains_key(key) {
                     headers
                         .entry(key.to_owned())
@@ -569,14 +569,10 @@ impl Service {
                 }
             }
         }
-        if let Some(url) = &request.callback_url {
+        if let Some(url) = &job.callback_url {
             self.inner.callback_hosts.check_url(url)?;
         }
-        let job = NewJob::from(request);
-        Ok(match digest {
-            Some(digest) => job.with_request_digest(digest),
-            None => job,
-        })
+        Ok(job)
     }
 
     /// `POST /v1/queues/{queue}/lease`, waiting up to `wait_ms` for a job

@@ -397,6 +397,37 @@ pub(crate) mod testing {
         ))
     }
 
+    /// A leased job with every optional field set (for codecs and their
+    /// fuzzing).
+    pub(crate) fn full_job() -> Job {
+        let mut job = leased_job(3);
+        job.result = Some(b"{\"ok\":true}".to_vec());
+        job.idempotency_key = Some("k".into());
+        job.correlation_id = Some("req-1".into());
+        job.headers
+            .insert("traceparent".into(), "00-ab-cd-01".into());
+        job.progress = Some(b"{\"done\":3}".to_vec());
+        job.callback_url = Some("https://example.com/hook".into());
+        job.callback = Some(crate::Callback {
+            status: CallbackStatus::Pending,
+            delivery: 2,
+            attempts: 4,
+            last_status: Some(503),
+            last_error: Some("busy".into()),
+            next_attempt_at: Some(77),
+            delivered_at: None,
+            in_flight: true,
+        });
+        job.group = Some("tenant-7".into());
+        job.timeout_ms = Some(60_000);
+        job.expires_at = Some(99_000);
+        job.started_at = Some(88);
+        job.schedule = Some("nightly".into());
+        job.request_digest = Some([7; 16]);
+        job.last_event_id = Some(1234);
+        job
+    }
+
     /// The record an accepted outcome leaves.
     pub(crate) fn record(outcome: Result<Outcome, Refusal>) -> Job {
         outcome

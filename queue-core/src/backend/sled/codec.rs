@@ -969,35 +969,11 @@ mod fuzz;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{leased_job, ready_job};
+    use crate::rules::testing::{full_job, leased_job, ready_job};
 
     #[test]
     fn jobs_round_trip_with_their_revision() {
-        let mut job = leased_job(3);
-        job.result = Some(vec![1, 2, 3]);
-        job.idempotency_key = Some("k".into());
-        job.correlation_id = Some("req-1".into());
-        job.headers
-            .insert("traceparent".into(), "00-ab-cd-01".into());
-        job.progress = Some(b"{\"done\":3}".to_vec());
-        job.callback_url = Some("https://example.com/hook".into());
-        job.callback = Some(Callback {
-            status: CallbackStatus::Pending,
-            delivery: 2,
-            attempts: 4,
-            last_status: Some(503),
-            last_error: Some("busy".into()),
-            next_attempt_at: Some(77),
-            delivered_at: None,
-            in_flight: true,
-        });
-        job.group = Some("tenant-7".into());
-        job.timeout_ms = Some(60_000);
-        job.expires_at = Some(99_000);
-        job.started_at = Some(88);
-        job.schedule = Some("nightly".into());
-        job.request_digest = Some([7; 16]);
-        job.last_event_id = Some(1234);
+        let job = full_job();
         let bytes = encode_job(&job, Revision(41)).unwrap();
         assert_eq!(bytes[0], JOB_VERSION);
         assert_eq!(job_revision(&bytes).unwrap(), Revision(41));

@@ -8,29 +8,11 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, RngSeed, TestRunner};
 
 use super::*;
-use crate::rules::testing::{leased_job, ready_job};
+use crate::rules::testing::{full_job, ready_job};
 
 /// Valid records of every kind and version, to mutate.
 fn samples() -> Vec<Vec<u8>> {
-    let mut job = leased_job(3);
-    job.result = Some(b"{\"ok\":true}".to_vec());
-    job.correlation_id = Some("req-1".into());
-    job.headers
-        .insert("traceparent".into(), "00-ab-cd-01".into());
-    job.progress = Some(b"[1,2]".to_vec());
-    job.callback_url = Some("https://example.com/hook".into());
-    job.callback = Some(Callback {
-        status: CallbackStatus::Pending,
-        delivery: 2,
-        attempts: 4,
-        last_status: Some(503),
-        last_error: Some("busy".into()),
-        next_attempt_at: Some(77),
-        delivered_at: None,
-        in_flight: true,
-    });
-    job.group = Some("g".into());
-    job.request_digest = Some([7; 16]);
+    let job = full_job();
     // A job without the fields of versions 3 and 4 in every version: 4;
     // 3 without version 4's six empty markers; 2 and 1 with the first body.
     let v4 = encode_job(&ready_job(), Revision(5)).unwrap_or_default();
