@@ -1,6 +1,9 @@
 //! Listing jobs: a queue's jobs by state and every job of a correlation
 //! id, paged oldest first, complete and stable while jobs change state.
 
+// A test reports a failure by panicking; `unwrap` says where.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
