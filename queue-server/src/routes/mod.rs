@@ -58,6 +58,7 @@ impl Endpoint {
         match self {
             Endpoint::Jobs(jobs::Endpoint::Enqueue | jobs::Endpoint::Get) => &["wait_ms"],
             Endpoint::Dead(dead::Endpoint::List) => &["limit", "after"],
+            Endpoint::Queues(queues::Endpoint::History) => &["from", "to", "step_ms"],
             Endpoint::Callbacks(callbacks::Endpoint::List) => &["state", "limit", "after"],
             Endpoint::Events(events::Endpoint::Stream) => &["queue", "job", "type", "after"],
             Endpoint::Events(events::Endpoint::JobStream) => &["after"],

@@ -32,7 +32,7 @@ use self::keys::{
     event_key, id_at_end, idem_key, job_key, queue_prefix, settings_key, timer_key, u64_at,
 };
 use super::{
-    Backend, BoxFuture, Change, Commit, Committed, Counts, Due, EventBounds, Loaded,
+    Backend, BoxFuture, Change, Commit, Committed, Counts, Due, EventBounds, HistoryRange, Loaded,
     LoadedSchedule, Mode, Page, Policy,
 };
 use crate::error::StorageError;
@@ -94,6 +94,8 @@ pub(crate) struct Store {
     timers: Tree,
     meta: Tree,
     events: Tree,
+    /// How long history minutes are kept, in ms; 0: no history is written.
+    history_ms: u64,
 }
 
 impl Store {
@@ -146,6 +148,7 @@ impl Store {
             timers: open_tree("timers")?,
             meta: open_tree("meta")?,
             events: open_tree("events")?,
+            history_ms: 0,
             db,
         };
         let (slot_events, last_batch) = store.replay_wal()?;
@@ -360,6 +363,29 @@ impl Store {
             .take(limit)
             .map(|key| id_at_end(&key.map_err(storage)?))
             .collect()
+    }
+
+    fn history(&self, queue: &str, from: u64, to: u64) -> Result<HistoryRange> {
+        let prefix = queue_prefix(keys::HISTORY, queue);
+        let start = keys::history_key(queue, from);
+        let before = match self.meta.range(prefix.clone()..start.clone()).next_back() {
+            Some(item) => {
+                let (_, value) = item.map_err(storage)?;
+                Some(codec::decode_rollup(&value)?.depths)
+            }
+            None => None,
+        };
+        let minutes = self
+            .meta
+            .range(start..=keys::history_key(queue, to))
+            .map(|item| {
+                let (key, value) = item.map_err(storage)?;
+                let minute = u64_at(&key, prefix.len())
+                    .ok_or_else(|| Error::Corrupt(format!("short history key {key:?}")))?;
+                Ok((minute, codec::decode_rollup(&value)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(HistoryRange { before, minutes })
     }
 
     fn load_schedule(&self, name: &str) -> Result<Option<LoadedSchedule>> {
@@ -669,7 +695,9 @@ impl SledBackend {
             path,
             cache_capacity,
         } = &config.storage;
-        let store = Arc::new(Store::open(path, *cache_capacity, config.durability)?);
+        let mut store = Store::open(path, *cache_capacity, config.durability)?;
+        store.history_ms = u64::try_from(config.history_retention.as_millis()).unwrap_or(u64::MAX);
+        let store = Arc::new(store);
         let committer = Arc::clone(&store);
         let thread = std::thread::Builder::new()
             .name("queue-core-commit".into())
@@ -931,6 +959,15 @@ impl Backend for SledBackend {
 
     fn watch_events(&self) -> watch::Receiver<u64> {
         self.store.latest.subscribe()
+    }
+
+    fn history<'a>(
+        &'a self,
+        queue: &'a str,
+        from: u64,
+        to: u64,
+    ) -> BoxFuture<'a, Result<HistoryRange>> {
+        ready(self.store.history(queue, from, to))
     }
 
     fn prune_events(&self, before_at: u64, keep: u64, mode: Mode) -> BoxFuture<'_, Result<u64>> {
