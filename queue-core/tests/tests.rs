@@ -6,6 +6,8 @@
 //!   with reopens of the database between steps.
 //! - `crash`: a child process killed with SIGKILL at random moments; the parent
 //!   reopens and checks acknowledged work, invariants and draining.
+//! - `history`: per-minute history of a known workload checked field by
+//!   field, larger steps, reopen, retention, history off, query bounds.
 //! - `limits`: queue limits stored and durable, held under concurrent
 //!   leasers, FIFO per group, lease order with groups against a model.
 //! - `schedules`: schedules fired through the engine on a manual clock,
@@ -15,6 +17,7 @@
 
 mod common;
 mod crash;
+mod history;
 mod limits;
 mod model;
 mod operations;

@@ -35,7 +35,7 @@ use super::keys::{
     settings_key,
 };
 use super::{Store, storage};
-use queue_proto::JobState;
+use queue_proto::{HISTORY_MINUTE_MS, JobState};
 
 use crate::backend::{Change, Expect, Revision, ScheduleChange};
 use crate::rules::history::{self, Depths, Rollup, Sample};
@@ -582,12 +582,24 @@ impl Tx<'_> {
                 }
             };
             rollup.merge(&added);
-            rollup.depths = Depths {
+            let depths = Depths {
                 ready: self.meta_u64(&count_key(&queue, JobState::Ready))?,
                 scheduled: self.meta_u64(&count_key(&queue, JobState::Scheduled))?,
                 leased: self.meta_u64(&count_key(&queue, JobState::Leased))?,
             };
+            rollup.depths = depths;
             self.put(META, &key, Some(&codec::encode_rollup(&rollup)?));
+            // A change whose time was taken just before a minute ended may
+            // commit after a change of the next minute: that minute's
+            // depths must include it too (they are the latest).
+            let next = keys::history_key(&queue, minute.saturating_add(HISTORY_MINUTE_MS));
+            if let Some(bytes) = self.get(META, &next)? {
+                let mut later = codec::decode_rollup(&bytes)?;
+                if later.depths != depths {
+                    later.depths = depths;
+                    self.put(META, &next, Some(&codec::encode_rollup(&later)?));
+                }
+            }
         }
         Ok(())
     }

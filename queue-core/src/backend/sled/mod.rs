@@ -1196,6 +1196,35 @@ mod tests {
     }
 
     #[test]
+    fn verify_checks_that_history_minutes_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        let problems = |store: &Store| verify::verify(store).unwrap().problems;
+        let key = keys::history_key("q", 120_000);
+        let rollup = crate::rules::history::Rollup::default();
+        store
+            .meta
+            .insert(&key, codec::encode_rollup(&rollup).unwrap())
+            .unwrap();
+        assert!(problems(&store).is_empty(), "{:?}", problems(&store));
+        assert_eq!(
+            store.history("q", 0, 600_000).unwrap().minutes,
+            vec![(120_000, rollup)]
+        );
+        store.meta.insert(&key, &[1, 9]).unwrap();
+        assert_eq!(problems(&store).len(), 1, "a damaged minute");
+        store.meta.remove(&key).unwrap();
+        store
+            .meta
+            .insert(
+                keys::history_key("q", 1),
+                codec::encode_rollup(&Default::default()).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(problems(&store).len(), 1, "not a minute");
+    }
+
+    #[test]
     fn a_data_directory_of_a_newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
