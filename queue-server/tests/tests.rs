@@ -19,6 +19,8 @@
 //!   manual clock, 410, timeouts, the bound on attempts under way.
 //! - `fuzz`: random and mutated bodies, ids, names and query strings on
 //!   every route, through the app without a socket: never a 5xx or a panic.
+//! - `history`: per-queue history: the answer to the letter, steps,
+//!   defaults, 400s naming their field, unknown queues, restarts.
 //! - `limits`: queue limits: PATCH validation, stats, restarts, many
 //!   workers under max_leased and group_max_leased.
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
@@ -36,6 +38,7 @@ mod concurrency;
 mod connections;
 mod events;
 mod fuzz;
+mod history;
 mod limits;
 mod openapi;
 mod resume;
