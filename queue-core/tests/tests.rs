@@ -8,6 +8,8 @@
 //!   reopens and checks acknowledged work, invariants and draining.
 //! - `listing`: a queue's jobs by state and the jobs of a correlation id,
 //!   paged, complete and stable while jobs change state between pages.
+//! - `history`: per-minute history of a known workload checked field by
+//!   field, larger steps, reopen, retention, history off, query bounds.
 //! - `limits`: queue limits stored and durable, held under concurrent
 //!   leasers, FIFO per group, lease order with groups against a model.
 //! - `schedules`: schedules fired through the engine on a manual clock,
@@ -17,6 +19,7 @@
 
 mod common;
 mod crash;
+mod history;
 mod limits;
 mod listing;
 mod model;

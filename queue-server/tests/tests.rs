@@ -21,6 +21,8 @@
 //!   every route, through the app without a socket: never a 5xx or a panic.
 //! - `listing`: jobs by state and by correlation id: every state, paging
 //!   with `next`, correlation across queues, refusals naming the parameter.
+//! - `history`: per-queue history: the answer to the letter, steps,
+//!   defaults, 400s naming their field, unknown queues, restarts.
 //! - `limits`: queue limits: PATCH validation, stats, restarts, many
 //!   workers under max_leased and group_max_leased.
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
@@ -38,6 +40,7 @@ mod concurrency;
 mod connections;
 mod events;
 mod fuzz;
+mod history;
 mod limits;
 mod listing;
 mod openapi;
