@@ -21,6 +21,10 @@
 //!   every route, through the app without a socket: never a 5xx or a panic.
 //! - `limits`: queue limits: PATCH validation, stats, restarts, many
 //!   workers under max_leased and group_max_leased.
+//! - `metrics`: `/metrics` after a known workload: exact per-queue
+//!   counters, run and wait histograms, callback outcomes, request
+//!   durations by route pattern, the text format parsed strictly; the
+//!   Grafana dashboard in docs/ against a real server's series.
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
 //! - `schedules`: the schedule endpoints, their validation and ticks fired
 //!   on the manual clock.
@@ -37,6 +41,7 @@ mod connections;
 mod events;
 mod fuzz;
 mod limits;
+mod metrics;
 mod openapi;
 mod resume;
 mod schedules;
