@@ -447,6 +447,11 @@ impl Queue {
         self.inner.counters()
     }
 
+    /// [`crate::Queue::queue_counters`].
+    pub fn queue_counters(&self) -> std::collections::BTreeMap<String, Counters> {
+        self.inner.queue_counters()
+    }
+
     /// [`crate::Queue::run_due`].
     ///
     /// # Errors

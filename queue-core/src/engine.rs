@@ -103,6 +103,10 @@ impl Engine {
         self.counters.snapshot()
     }
 
+    pub(crate) fn queue_counters(&self) -> std::collections::BTreeMap<String, Counters> {
+        self.counters.by_queue()
+    }
+
     // ---- writes --------------------------------------------------------------
 
     /// Enqueues `specs` (one, or a batch all or nothing).
@@ -842,6 +846,7 @@ impl Engine {
     pub(crate) fn announce(&self, mut committed: Committed) -> Committed {
         let mut next_event = committed.first_event;
         let mut callbacks = false;
+        let mut counted_queue = None;
         for change in &mut committed.applied {
             let count = change.outcome.events().count() as u64;
             if count > 0 {
@@ -855,14 +860,8 @@ impl Engine {
             let new_state = new.map(|job| job.state);
             let changed = new_state.is_some() && old.map(|job| job.state) != new_state;
             let transition = change.outcome.transition;
-            let run_ms = match (transition, old.and_then(|job| job.lease.as_ref()), new) {
-                (Transition::Complete, Some(lease), Some(job)) => {
-                    Some(job.updated_at.saturating_sub(lease.leased_at))
-                }
-                _ => None,
-            };
             self.counters
-                .record(transition, changed.then_some(new_state).flatten(), run_ms);
+                .record(&mut counted_queue, transition, old, new);
             let Some(job) = new else {
                 continue;
             };

@@ -130,7 +130,7 @@ mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Durability, Retention, Storage};
-pub use counters::{Counters, RUN_TIME_BOUNDS_MS};
+pub use counters::{Counters, RUN_TIME_BOUNDS_MS, WAIT_TIME_BOUNDS_MS};
 pub use error::{Error, LeaseLostReason, Result, StorageError};
 pub use events::{RecvError, Subscription};
 pub use job::{

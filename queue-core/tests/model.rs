@@ -21,7 +21,7 @@
 //! of `backoff_ms * 2^(attempts-1)` (capped at one hour), then adopts it.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -33,6 +33,7 @@ use queue_core::blocking::{Queue, Subscription};
 use queue_core::{
     Config, Counters, DueReport, Error, Event, Failure, Job, JobId, JobState, Lease, LeaseId,
     LeaseOptions, ManualClock, NewJob, QueueStats, RUN_TIME_BOUNDS_MS, Retention, Transition,
+    WAIT_TIME_BOUNDS_MS,
 };
 use queue_proto::limits::{MAX_BACKOFF_MS, MAX_DELAY_MS, MAX_IDEMPOTENCY_KEY_LEN};
 
@@ -503,11 +504,11 @@ fn same<T: Debug + PartialEq>(what: &str, got: &T, want: &T) -> Result<(), Strin
     ))
 }
 
-fn zero_counters() -> Counters {
-    Counters {
-        run_time_buckets: vec![0; RUN_TIME_BOUNDS_MS.len() + 1],
-        ..Counters::default()
-    }
+fn bucket(bounds: &[u64], ms: u64) -> usize {
+    bounds
+        .iter()
+        .position(|bound| ms <= *bound)
+        .unwrap_or(bounds.len())
 }
 
 fn waiting_state(run_at: u64, now: u64) -> JobState {
@@ -581,8 +582,12 @@ struct Model {
     /// When the first event was published: the oldest the log retains
     /// (the model's retention of events outlasts every run).
     first_event_at: Option<u64>,
-    /// What `Queue::counters` must report (since the last open).
-    counters: Counters,
+    /// What `Queue::queue_counters` must report (since the last open);
+    /// `Queue::counters` is their sum.
+    counters: BTreeMap<String, Counters>,
+    /// When each ready or scheduled job became (or becomes) leasable: the
+    /// start of the queue wait its next lease counts.
+    leasable_since: HashMap<JobId, u64>,
     /// (queue, key) of removed jobs: free again.
     freed_keys: HashSet<(String, String)>,
 }
@@ -599,7 +604,8 @@ impl Model {
             paused: [false; 2],
             events: Vec::new(),
             first_event_at: None,
-            counters: zero_counters(),
+            counters: BTreeMap::new(),
+            leasable_since: HashMap::new(),
             freed_keys: HashSet::new(),
         }
     }
@@ -613,7 +619,22 @@ impl Model {
             self.first_event_at.get_or_insert(job.updated_at);
             self.events.push(event_of(&job, transition));
         }
-        let c = &mut self.counters;
+        // The queue wait starts when the job may be leased: its run_at (not
+        // before its enqueue), or its release; a promotion does not move it.
+        if matches!(job.state, JobState::Ready | JobState::Scheduled)
+            && transition != Transition::Promote
+        {
+            let since = if transition == Transition::Release {
+                job.updated_at
+            } else {
+                job.run_at.max(job.created_at)
+            };
+            self.leasable_since.insert(job.id, since);
+        }
+        let c = self
+            .counters
+            .entry(job.queue.clone())
+            .or_insert_with(Counters::zero);
         match transition {
             Transition::Enqueue => c.enqueued += 1,
             Transition::Lease => c.leased += 1,
@@ -633,12 +654,17 @@ impl Model {
             let leased_at = old.and_then(|old| old.lease).map(|lease| lease.leased_at);
             if let Some(leased_at) = leased_at {
                 let ms = job.updated_at - leased_at;
-                let bucket = RUN_TIME_BOUNDS_MS
-                    .iter()
-                    .position(|bound| ms <= *bound)
-                    .unwrap_or(RUN_TIME_BOUNDS_MS.len());
-                c.run_time_buckets[bucket] += 1;
+                c.run_time_buckets[bucket(&RUN_TIME_BOUNDS_MS, ms)] += 1;
                 c.run_time_sum_ms += ms;
+            }
+        }
+        if transition == Transition::Lease {
+            let leased_at = job.lease.as_ref().map(|lease| lease.leased_at);
+            let since = self.leasable_since.get(&job.id).copied();
+            if let (Some(leased_at), Some(since)) = (leased_at, since) {
+                let ms = leased_at - since;
+                c.wait_time_buckets[bucket(&WAIT_TIME_BOUNDS_MS, ms)] += 1;
+                c.wait_time_sum_ms += ms;
             }
         }
     }
@@ -646,7 +672,11 @@ impl Model {
     /// Removes a finished job (retention or purge).
     fn remove(&mut self, id: JobId) {
         if let Some(job) = self.jobs.remove(&id) {
-            self.counters.removed += 1;
+            self.counters
+                .entry(job.queue.clone())
+                .or_insert_with(Counters::zero)
+                .removed += 1;
+            self.leasable_since.remove(&id);
             if let Some(key) = job.idempotency_key {
                 self.freed_keys.insert((job.queue, key));
             }
@@ -940,7 +970,7 @@ impl Harness {
         });
         self.queue = Some(queue);
         // Counters count since the handle was opened.
-        self.model.counters = zero_counters();
+        self.model.counters.clear();
         Ok(())
     }
 
@@ -1641,7 +1671,20 @@ impl Harness {
             let got = queue.stats(name).map_err(|e| format!("stats: {e:?}"))?;
             same("stats", &got, &self.model.stats(q))?;
         }
-        same("counters", &queue.counters(), &self.model.counters)?;
+        same(
+            "counters by queue",
+            &queue.queue_counters(),
+            &self.model.counters,
+        )?;
+        let total = self
+            .model
+            .counters
+            .values()
+            .fold(Counters::zero(), |mut total, c| {
+                total.add(c);
+                total
+            });
+        same("counters", &queue.counters(), &total)?;
         // The listings: a queue's jobs in each state, the jobs of each
         // correlation id, whole and in id order.
         let whole = |page: queue_core::Result<queue_core::JobPage>, what: &str| {

@@ -1316,6 +1316,76 @@ fn counters_total_the_transitions_and_time_the_runs() {
     assert_eq!(c.run_time_buckets.iter().sum::<u64>(), 1);
 }
 
+#[test]
+fn counters_are_kept_per_queue_and_time_the_queue_wait() {
+    let (_dir, clock, queue) = setup();
+    let wait_bucket = |ms: u64| {
+        queue_core::WAIT_TIME_BOUNDS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap()
+    };
+    // "a": two jobs, leased after 30 ms.
+    enqueue_n(&queue, "a", 2);
+    // "b": one due in 100 ms, promoted late (at 250 ms): it waits from its
+    // run_at, so 150 ms, timer lag included.
+    queue
+        .enqueue(
+            "b",
+            NewJob::new(payload(1)).delay(Duration::from_millis(100)),
+        )
+        .unwrap();
+    // "c": one that is never leased; its queue is counted all the same.
+    enqueue_n(&queue, "c", 1);
+    clock.advance(Duration::from_millis(30));
+    let a = lease_n(&queue, "a", 1, 10_000);
+    clock.advance(Duration::from_millis(220));
+    queue.run_due().unwrap();
+    let b = lease_n(&queue, "b", 1, 10_000);
+    // Released after 40 ms and leased again 70 ms later: it waits 70 ms
+    // (from its release, not from its run_at).
+    clock.advance(Duration::from_millis(40));
+    queue.release(b[0].job.id, b[0].lease_id).unwrap();
+    clock.advance(Duration::from_millis(70));
+    let b = lease_n(&queue, "b", 1, 10_000);
+    clock.advance(Duration::from_millis(5));
+    queue.complete(b[0].job.id, b[0].lease_id, None).unwrap();
+    queue
+        .fail(a[0].job.id, a[0].lease_id, &Failure::new("x").permanent())
+        .unwrap();
+
+    let by_queue = queue.queue_counters();
+    assert_eq!(by_queue.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+    let (a, b, c) = (&by_queue["a"], &by_queue["b"], &by_queue["c"]);
+    assert_eq!(
+        (a.enqueued, a.leased, a.failed, a.dead, a.completed),
+        (2, 1, 1, 1, 0)
+    );
+    assert_eq!(
+        (b.enqueued, b.promoted, b.leased, b.released, b.completed),
+        (1, 1, 2, 1, 1)
+    );
+    assert_eq!((c.enqueued, c.leased), (1, 0));
+    // Waits: a 30 ms; b 150 ms then 70 ms.
+    assert_eq!(a.wait_time_sum_ms, 30);
+    assert_eq!(a.wait_time_buckets[wait_bucket(30)], 1);
+    assert_eq!(a.wait_time_buckets.iter().sum::<u64>(), 1);
+    assert_eq!(b.wait_time_sum_ms, 220);
+    assert_eq!(b.wait_time_buckets[wait_bucket(150)], 1);
+    assert_eq!(b.wait_time_buckets[wait_bucket(70)], 1);
+    assert_eq!(b.wait_time_buckets.iter().sum::<u64>(), 2);
+    assert_eq!(c.wait_time_buckets.iter().sum::<u64>(), 0);
+    // Run time: b's second attempt, 5 ms.
+    assert_eq!((b.run_time_sum_ms, a.run_time_sum_ms), (5, 0));
+    // The totals are their sum.
+    let total = queue.counters();
+    assert_eq!(
+        (total.enqueued, total.leased, total.wait_time_sum_ms),
+        (4, 3, 250)
+    );
+    assert_eq!(total.wait_time_buckets.iter().sum::<u64>(), 3);
+}
+
 /// Regression: leases scanned candidates outside the write batch, so under
 /// contention a lease could lose every candidate to concurrent leasers and
 /// come back empty while jobs were ready.

@@ -105,13 +105,16 @@ impl App {
             response.headers_mut().insert("x-request-id", value);
         }
         let status = response.status().as_u16();
+        // Up to the response head: an event stream's life is not its
+        // duration (queue_event_streams_open counts the open ones).
+        let elapsed = started.elapsed();
         self.inner
             .shared
             .http
-            .record(label, method.as_str(), status);
+            .record(label, &method, status, elapsed);
         // Whole microseconds, shown in milliseconds: `0.02`, not
         // `0.020338000000000002`.
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let duration_ms = micros as f64 / 1000.0;
         if status >= 500 {
             tracing::error!(%method, route = label, %path, status, duration_ms, request_id, "request");

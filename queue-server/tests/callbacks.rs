@@ -35,7 +35,7 @@ const OLD_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
 /// What a receiver does with a request.
 #[derive(Debug, Clone, Copy)]
-enum Answer {
+pub(crate) enum Answer {
     /// Answers with this status (and `Retry-After` seconds).
     Status(u16, Option<u64>),
     /// Never answers (holds the connection open).
@@ -64,15 +64,15 @@ impl Received {
 
 /// A real HTTP receiver: answers from its script in order (the last
 /// answer repeats), reports every request on a channel, and counts the
-/// requests it holds unanswered.
-struct Receiver {
+/// requests it holds unanswered. (The metrics tests use it too.)
+pub(crate) struct Receiver {
     addr: SocketAddr,
     received: mpsc::UnboundedReceiver<Received>,
     most_hanging: Arc<AtomicUsize>,
 }
 
 impl Receiver {
-    async fn start(script: &[Answer]) -> Receiver {
+    pub(crate) async fn start(script: &[Answer]) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let script = Arc::new(Mutex::new(script.iter().copied().collect::<VecDeque<_>>()));
@@ -154,7 +154,7 @@ impl Receiver {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/hooks/jobs?source=test", self.addr)
     }
 
@@ -351,11 +351,11 @@ async fn failed_attempts_follow_the_schedule_and_retry_after_until_delivered() {
     assert_eq!(listed.json["next"], Value::Null);
     let metrics = server.client.get("/metrics").await.text;
     assert!(
-        metrics.contains("queue_callback_attempts_total{outcome=\"delivered\"} 1"),
+        metrics.contains("queue_callback_attempts_total{queue=\"q\",outcome=\"delivered\"} 1"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("queue_callback_attempts_total{outcome=\"retried\"} 2"),
+        metrics.contains("queue_callback_attempts_total{queue=\"q\",outcome=\"retried\"} 2"),
         "{metrics}"
     );
     server.stop().await;

@@ -25,6 +25,10 @@
 //!   defaults, 400s naming their field, unknown queues, restarts.
 //! - `limits`: queue limits: PATCH validation, stats, restarts, many
 //!   workers under max_leased and group_max_leased.
+//! - `metrics`: `/metrics` after a known workload: exact per-queue
+//!   counters, run and wait histograms, callback outcomes, request
+//!   durations by route pattern, the text format parsed strictly; the
+//!   Grafana dashboard in docs/ against a real server's series.
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
 //! - `schedules`: the schedule endpoints, their validation and ticks fired
 //!   on the manual clock.
@@ -43,6 +47,7 @@ mod fuzz;
 mod history;
 mod limits;
 mod listing;
+mod metrics;
 mod openapi;
 mod resume;
 mod schedules;

@@ -195,7 +195,11 @@ async fn a_job_waiting_past_its_expiry_is_dead() {
     );
     let metrics = c.get("/metrics").await.text;
     assert!(
-        metrics.contains("queue_jobs_ttl_expired_total 1"),
+        metrics.contains("queue_jobs_ttl_expired_total{queue=\"q\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("queue_jobs_ttl_expired_total{queue=\"busy\"} 0\n"),
         "{metrics}"
     );
     server.stop().await;

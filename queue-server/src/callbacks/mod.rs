@@ -13,8 +13,9 @@
 mod attempt;
 pub mod secrets;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use queue_core::service::CallbackHosts;
@@ -59,17 +60,66 @@ const SETTLE_MARGIN: Duration = Duration::from_secs(60);
 /// How long the dispatcher waits after a store error before it tries again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
+/// What became of one callback attempt, as `/metrics` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallbackOutcome {
+    /// Answered with a 2xx: the delivery is done.
+    Delivered,
+    /// Failed; another attempt is scheduled.
+    Retried,
+    /// The delivery is given up: `410 Gone`, or the last attempt failed.
+    Failed,
+    /// Its result came after the attempt had been given up as lost (and
+    /// made again).
+    Stale,
+}
+
+impl CallbackOutcome {
+    /// Every outcome, in the order `/metrics` lists them.
+    pub const ALL: [CallbackOutcome; 4] = [
+        CallbackOutcome::Delivered,
+        CallbackOutcome::Retried,
+        CallbackOutcome::Failed,
+        CallbackOutcome::Stale,
+    ];
+
+    /// The `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackOutcome::Delivered => "delivered",
+            CallbackOutcome::Retried => "retried",
+            CallbackOutcome::Failed => "failed",
+            CallbackOutcome::Stale => "stale",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            CallbackOutcome::Delivered => 0,
+            CallbackOutcome::Retried => 1,
+            CallbackOutcome::Failed => 2,
+            CallbackOutcome::Stale => 3,
+        }
+    }
+}
+
+/// One queue's callback attempts, by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallbackCounts([u64; 4]);
+
+impl CallbackCounts {
+    /// The attempts that ended with `outcome`.
+    pub fn get(&self, outcome: CallbackOutcome) -> u64 {
+        self.0[outcome.index()]
+    }
+}
+
 /// Callback outcomes, for `/metrics`.
 #[derive(Debug)]
 pub struct CallbackMetrics {
-    /// Attempts answered with a 2xx.
-    pub delivered: AtomicU64,
-    /// Attempts that failed and will be retried.
-    pub retried: AtomicU64,
-    /// Deliveries given up: `410 Gone` or attempts used up.
-    pub failed: AtomicU64,
-    /// Attempts whose result came after they were given up as lost.
-    pub stale: AtomicU64,
+    /// Attempts by queue and outcome (a queue appears with its first
+    /// settled attempt).
+    outcomes: Mutex<BTreeMap<String, CallbackCounts>>,
     /// Attempts under way.
     pub in_flight: AtomicU64,
     /// Attempts settled (recorded) so far, as a watch: wait on it to know
@@ -80,10 +130,7 @@ pub struct CallbackMetrics {
 impl Default for CallbackMetrics {
     fn default() -> Self {
         CallbackMetrics {
-            delivered: AtomicU64::new(0),
-            retried: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            stale: AtomicU64::new(0),
+            outcomes: Mutex::new(BTreeMap::new()),
             in_flight: AtomicU64::new(0),
             settled: watch::Sender::new(0),
         }
@@ -94,6 +141,28 @@ impl CallbackMetrics {
     /// How many attempts have been settled, as a watch.
     pub fn settled(&self) -> watch::Receiver<u64> {
         self.settled.subscribe()
+    }
+
+    /// Each queue's attempts by outcome, since the server started.
+    pub fn by_queue(&self) -> BTreeMap<String, CallbackCounts> {
+        self.outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counts one attempt of a job of `queue`.
+    fn count(&self, queue: &str, outcome: CallbackOutcome) {
+        let mut outcomes = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+        // Looked up before inserting: no allocation once the queue is known.
+        match outcomes.get_mut(queue) {
+            Some(counts) => counts.0[outcome.index()] += 1,
+            None => {
+                let mut counts = CallbackCounts::default();
+                counts.0[outcome.index()] = 1;
+                outcomes.insert(queue.to_owned(), counts);
+            }
+        }
     }
 }
 
@@ -229,11 +298,11 @@ async fn deliver(
             let status = settled.callback.as_ref().map(|c| c.status);
             match (&sent.result, status) {
                 (DeliveryResult::Delivered { status }, _) => {
-                    metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                    metrics.count(&job.queue, CallbackOutcome::Delivered);
                     tracing::info!(status, "callback delivered");
                 }
                 (result, Some(CallbackStatus::Failed)) => {
-                    metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    metrics.count(&job.queue, CallbackOutcome::Failed);
                     tracing::warn!(result = ?result, "callback failed for good");
                 }
                 (
@@ -244,7 +313,7 @@ async fn deliver(
                     },
                     _,
                 ) => {
-                    metrics.retried.fetch_add(1, Ordering::Relaxed);
+                    metrics.count(&job.queue, CallbackOutcome::Retried);
                     let next_attempt_at = settled.callback.as_ref().and_then(|c| c.next_attempt_at);
                     tracing::warn!(
                         status = status.unwrap_or(0),
@@ -255,13 +324,13 @@ async fn deliver(
                     );
                 }
                 (DeliveryResult::Gone, _) => {
-                    metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    metrics.count(&job.queue, CallbackOutcome::Failed);
                     tracing::warn!("callback receiver answered 410 Gone");
                 }
             }
         }
         Err(queue_core::Error::LeaseLost { .. } | queue_core::Error::NotFound { .. }) => {
-            metrics.stale.fetch_add(1, Ordering::Relaxed);
+            metrics.count(&job.queue, CallbackOutcome::Stale);
             tracing::debug!("callback attempt settled after it was given up as lost");
         }
         Err(e) => {

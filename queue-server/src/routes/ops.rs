@@ -35,13 +35,14 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
         Endpoint::Metrics => {
             let queues = call.service().queues().await?.queues;
             let shared = call.shared;
-            let text = metrics::render(
-                &queues,
-                &shared.service.queue().counters(),
-                &shared.http,
-                *shared.in_flight.borrow(),
-                &shared.callbacks,
-            );
+            let counters = shared.service.queue().queue_counters();
+            let text = metrics::render(&metrics::Snapshot {
+                queues: &queues,
+                counters: &counters,
+                http: &shared.http,
+                in_flight: *shared.in_flight.borrow(),
+                callbacks: &shared.callbacks,
+            });
             let mut response = Response::new(full(text));
             response.headers_mut().insert(
                 CONTENT_TYPE,
