@@ -8,8 +8,10 @@
 //! a failed attempt, reported by the worker or a lease expiry or timeout,
 //! is `failed`; a job whose new state is `dead` and was not is `dead`; a
 //! job given up at its time-to-live is `expired`, and `dead` too), a wait
-//! time on a lease (the lease's time minus the job's `run_at`: its enqueue,
-//! or the end of its delay or retry back-off), a run time on a completion
+//! time on a lease (the lease's time minus when the job became leasable,
+//! [`counters::ready_since`](crate::counters::ready_since), the same
+//! definition as the queue-wait histogram of `/metrics`: its enqueue, the
+//! end of its delay or retry back-off, or its release), a run time on a completion
 //! (the completion's time minus the lease's `leased_at`), and whether the
 //! queue's depths (`ready`, `scheduled`, `leased`) may have moved. Changes
 //! that touch none of these (heartbeats, progress, callback deliveries,
@@ -203,7 +205,7 @@ pub(crate) struct Sample {
     /// The start of the change's minute (unix ms).
     pub(crate) minute: u64,
     pub(crate) tally: Tally,
-    /// Lease time − `run_at`, on a lease.
+    /// Lease time − when the job became leasable, on a lease.
     pub(crate) wait_ms: Option<u64>,
     /// Completion time − `leased_at`, on a completion.
     pub(crate) run_ms: Option<u64>,
@@ -236,7 +238,10 @@ pub(crate) fn sample(old: Option<&Job>, outcome: &Outcome) -> Option<Sample> {
     match outcome.transition {
         Transition::Enqueue if old.is_none() => tally.enqueued = 1,
         Transition::Lease if old_state != Some(JobState::Leased) => {
-            wait_ms = old.map(|job| new.updated_at.saturating_sub(job.run_at));
+            wait_ms = old.map(|job| {
+                new.updated_at
+                    .saturating_sub(crate::counters::ready_since(job))
+            });
         }
         Transition::Complete if new.state == JobState::Completed && moved => {
             tally.completed = 1;
@@ -501,12 +506,33 @@ mod tests {
     #[test]
     fn a_lease_samples_the_wait_from_run_at() {
         let mut job = ready_job();
+        job.created_at = T0 - 400;
         job.run_at = T0 - 250;
         let outcome =
             lease::lease(&job, LeaseId::from_u64(1), &LeaseOptions::default(), T0).unwrap();
         let sample = sample(Some(&job), &outcome).unwrap();
         assert_eq!(sample.wait_ms, Some(250));
         assert_eq!(sample.tally, Tally::default());
+    }
+
+    #[test]
+    fn a_released_job_waits_from_its_release_as_the_metrics_count_it() {
+        // Leased at T0 and given back at T0 + 100: its run_at stays T0, and
+        // the run before the release is not waiting.
+        let released = record(release::release(
+            &leased_job(1),
+            LeaseId::from_u64(1),
+            T0 + 100,
+        ));
+        let outcome = lease::lease(
+            &released,
+            LeaseId::from_u64(2),
+            &LeaseOptions::default(),
+            T0 + 130,
+        )
+        .unwrap();
+        let sample = sample(Some(&released), &outcome).unwrap();
+        assert_eq!(sample.wait_ms, Some(30));
     }
 
     #[test]
