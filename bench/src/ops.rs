@@ -22,8 +22,13 @@
 //! subscriber must have received every event of the run (3 per job:
 //! enqueue, lease, complete), or the run fails.
 //!
-//! Adding a subscriber kind (a real headless browser on `/ui/`, say) is a
-//! new [`Subscriber`] variant and its arm in [`Subscriber::start`].
+//! With `--browser`, a fourth variant runs:
+//!
+//! - **history + browser**: history on, and a real headless Chromium with
+//!   the dashboard (`/ui/`) open, which subscribes to the event stream
+//!   itself. The run starts once the server's `queue_event_streams_open`
+//!   gauge shows the page's stream, and fails if the stream is no longer
+//!   open at the end (the browser's own count of events is not read).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,6 +75,12 @@ pub struct OpsArgs {
     /// Tiny N and C, one round: for CI.
     #[arg(long)]
     pub smoke: bool,
+    /// Adds a variant with a real headless Chromium on the dashboard.
+    #[arg(long)]
+    pub browser: bool,
+    /// The Chromium binary of `--browser`.
+    #[arg(long, default_value = "/usr/bin/chromium")]
+    pub chromium: PathBuf,
 }
 
 /// Who watches the server during a run, besides the load generator.
@@ -79,22 +90,80 @@ enum Subscriber {
     None,
     /// One SSE stream on `GET /v1/events` (all queues), read continuously.
     EventStream,
+    /// A headless Chromium showing the dashboard's overview.
+    Browser,
 }
 
-/// A subscriber at work: how many events it has read, and its thread.
-struct Watching {
-    events: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+/// A subscriber at work.
+enum Watching {
+    /// An event stream read on a thread: how many events it has read.
+    Stream {
+        events: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+        thread: std::thread::JoinHandle<anyhow::Result<()>>,
+    },
+    /// A browser process and its profile directory.
+    Browser {
+        child: std::process::Child,
+        addr: SocketAddr,
+        _profile: tempfile::TempDir,
+    },
 }
 
 impl Subscriber {
     /// Starts watching the server at `addr`; returns once the stream is
     /// open (its head and opening frame read), so that the run's events
     /// all come after.
-    fn start(self, addr: SocketAddr) -> anyhow::Result<Option<Watching>> {
+    fn start(
+        self,
+        addr: SocketAddr,
+        chromium: &std::path::Path,
+        client: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<Option<Watching>> {
         match self {
             Subscriber::None => Ok(None),
+            Subscriber::Browser => {
+                let profile = tempfile::tempdir()?;
+                let mut child = std::process::Command::new(chromium)
+                    .args([
+                        "--headless",
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--disable-quic",
+                        "--no-first-run",
+                        "--disable-background-networking",
+                        "--disable-component-update",
+                        "--disable-sync",
+                        "--window-size=1366,768",
+                    ])
+                    .arg(format!("--user-data-dir={}", profile.path().display()))
+                    .arg(format!("http://{addr}/ui/"))
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .with_context(|| format!("starting {}", chromium.display()))?;
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    if client.block_on(streams_open(addr))? >= 1 {
+                        break;
+                    }
+                    if let Some(status) = child.try_wait()? {
+                        anyhow::bail!("the browser exited ({status}) before opening its stream");
+                    }
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        anyhow::bail!("the dashboard opened no event stream within 60 s");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(Some(Watching::Browser {
+                    child,
+                    addr,
+                    _profile: profile,
+                }))
+            }
             Subscriber::EventStream => {
                 let events = Arc::new(AtomicU64::new(0));
                 let stop = Arc::new(AtomicBool::new(false));
@@ -106,7 +175,7 @@ impl Subscriber {
                         move || read_events(addr, &events, &stop, &opened)
                     })?;
                 match is_open.recv_timeout(Duration::from_secs(30)) {
-                    Ok(()) => Ok(Some(Watching {
+                    Ok(()) => Ok(Some(Watching::Stream {
                         events,
                         stop,
                         thread,
@@ -125,21 +194,47 @@ impl Subscriber {
 }
 
 impl Watching {
-    /// Stops the subscriber once it has read `expected` events (or after
-    /// 30 s); returns how many it read.
-    fn finish(self, expected: u64) -> anyhow::Result<u64> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.events.load(Ordering::Relaxed) < expected
-            && Instant::now() < deadline
-            && !self.thread.is_finished()
-        {
-            std::thread::sleep(Duration::from_millis(5));
+    /// Stops the subscriber: an event stream once it has read `expected`
+    /// events (or after 30 s), returning how many it read; a browser at
+    /// once, after checking that its stream is still open (`None`: its
+    /// events are not counted).
+    fn finish(
+        self,
+        expected: u64,
+        client: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<Option<u64>> {
+        match self {
+            Watching::Stream {
+                events,
+                stop,
+                thread,
+            } => {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while events.load(Ordering::Relaxed) < expected
+                    && Instant::now() < deadline
+                    && !thread.is_finished()
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                stop.store(true, Ordering::Relaxed);
+                thread
+                    .join()
+                    .map_err(|_| anyhow!("the subscriber panicked"))??;
+                Ok(Some(events.load(Ordering::Relaxed)))
+            }
+            Watching::Browser {
+                mut child, addr, ..
+            } => {
+                let open = client.block_on(streams_open(addr));
+                let _ = child.kill();
+                let _ = child.wait();
+                ensure!(
+                    open? >= 1,
+                    "the dashboard's event stream closed during the run"
+                );
+                Ok(None)
+            }
         }
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .join()
-            .map_err(|_| anyhow!("the subscriber panicked"))??;
-        Ok(self.events.load(Ordering::Relaxed))
     }
 }
 
@@ -226,6 +321,8 @@ impl Variant {
             (true, Subscriber::None) => "history",
             (false, Subscriber::EventStream) => "dashboard",
             (true, Subscriber::EventStream) => "history + dashboard",
+            (false, Subscriber::Browser) => "browser",
+            (true, Subscriber::Browser) => "history + browser",
         }
     }
 }
@@ -297,11 +394,23 @@ pub fn run(args: &OpsArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("building the client runtime")?;
+    let mut variants = Variant::ALL.to_vec();
+    if args.browser {
+        ensure!(
+            args.chromium.exists(),
+            "--browser needs Chromium at {} (scripts/install-chromium.sh installs it)",
+            args.chromium.display()
+        );
+        variants.push(Variant {
+            history: true,
+            subscriber: Subscriber::Browser,
+        });
+    }
     let mut results: Vec<(Variant, Vec<Measured>)> =
-        Variant::ALL.iter().map(|v| (*v, Vec::new())).collect();
+        variants.iter().map(|v| (*v, Vec::new())).collect();
     for round in 0..plan.runs {
         for (variant, samples) in &mut results {
-            let measured = run_once(&client, &plan, *variant, &parent)
+            let measured = run_once(&client, &plan, *variant, &parent, &args.chromium)
                 .with_context(|| format!("{} round {}", variant.name(), round + 1))?;
             println!(
                 "  round {}: {:<20} {:>8.0} jobs/s (enqueue {:>8.0}/s, drain {:>8.0}/s)",
@@ -381,6 +490,7 @@ fn run_once(
     plan: &Plan,
     variant: Variant,
     parent: &std::path::Path,
+    chromium: &std::path::Path,
 ) -> anyhow::Result<Measured> {
     let retention = if variant.history {
         Duration::from_secs(7 * 86_400)
@@ -394,16 +504,17 @@ fn run_once(
         move |config| config.history_retention(retention),
     )?;
     let outcome = (|| {
-        let watching = variant.subscriber.start(server.addr)?;
+        let watching = variant.subscriber.start(server.addr, chromium, client)?;
         let enqueue = client.block_on(phase(server.addr, plan, Phase::Enqueue))?;
         let drain = client.block_on(phase(server.addr, plan, Phase::Drain))?;
         if let Some(watching) = watching {
             let expected = 3 * plan.jobs as u64;
-            let seen = watching.finish(expected)?;
-            ensure!(
-                seen == expected,
-                "the subscriber read {seen} events, expected {expected}"
-            );
+            if let Some(seen) = watching.finish(expected, client)? {
+                ensure!(
+                    seen == expected,
+                    "the subscriber read {seen} events, expected {expected}"
+                );
+            }
         }
         client.block_on(check(server.addr, plan, variant))?;
         Ok(Measured {
@@ -513,6 +624,27 @@ async fn worker(
 
 /// After a run: the server completed every job, and its history says so
 /// (or, with history off, says nothing).
+/// The server's `queue_event_streams_open` gauge, summed over transports.
+async fn streams_open(addr: SocketAddr) -> anyhow::Result<u64> {
+    let mut connection = Connection::connect(addr).await?;
+    let host = connection.host().to_owned();
+    let response = connection
+        .send(&client::request("GET", "/metrics", &host, b""))
+        .await?;
+    response.expect(200, "metrics")?;
+    let text = std::str::from_utf8(response.body)?;
+    let mut open = 0;
+    for line in text.lines() {
+        if let Some(value) = line
+            .strip_prefix("queue_event_streams_open")
+            .and_then(|rest| rest.rsplit(' ').next())
+        {
+            open += value.parse::<f64>().unwrap_or(0.0) as u64;
+        }
+    }
+    Ok(open)
+}
+
 async fn check(addr: SocketAddr, plan: &Plan, variant: Variant) -> anyhow::Result<()> {
     let mut connection = Connection::connect(addr).await?;
     let host = connection.host().to_owned();
