@@ -263,7 +263,10 @@
     }
   }
 
-  const isMissingRoute = (e) => e instanceof ApiError && e.status === 404 && /route/.test(e.message);
+  // A server without a 1.1 route answers 404 "no such route", or 405 where
+  // the path exists with other methods (the listing's POST .../jobs).
+  const isMissingRoute = (e) => e instanceof ApiError &&
+    ((e.status === 404 && /route/.test(e.message)) || e.status === 405);
 
   function errorBox(what, error, retry) {
     const message = error instanceof ApiError ? error.describe() : String(error && error.message || error);
@@ -792,23 +795,17 @@
       }))));
   }
 
-  /** Forward/backward paging over `after` cursors. */
+  /**
+   * Paging over `after` cursors: the listings are oldest first, so "Next"
+   * goes on to newer jobs and "Previous" back to the cursor before.
+   */
   function pager(state, count, onMove) {
     const page = state.stack.length + 1;
     return h('div', { class: 'pager' },
       h('span', null, count ? `Page ${page} · ${count} job${count === 1 ? '' : 's'} shown` : `Page ${page}`),
       h('span', { class: 'spacer' }),
-      h('button', { class: 'button small', type: 'button', disabled: !state.stack.length, onclick: () => { state.after = state.stack.pop(); onMove(); } }, '← Newer'),
-      h('button', { class: 'button small', type: 'button', disabled: !state.next, id: 'next-page', onclick: () => { state.stack.push(state.after); state.after = state.next; onMove(); } }, 'Older →'));
-  }
-
-  // The listing is oldest first: "Older" is backwards in the API's order.
-  // Name the buttons after the order of the rows instead.
-  function pagerLabels(el) {
-    const buttons = el.querySelectorAll('button');
-    buttons[0].textContent = '← Previous';
-    buttons[1].textContent = 'Next →';
-    return el;
+      h('button', { class: 'button small', type: 'button', disabled: !state.stack.length, onclick: () => { state.after = state.stack.pop(); onMove(); } }, '← Previous'),
+      h('button', { class: 'button small', type: 'button', disabled: !state.next, id: 'next-page', onclick: () => { state.stack.push(state.after); state.after = state.next; onMove(); } }, 'Next →'));
   }
 
   // ---- a queue -----------------------------------------------------------
@@ -966,7 +963,7 @@
               const ok = await confirmAction({ title: 'Cancel this job?', body: `Job ${job.id} will not run (again). A leased job's worker is told at its next heartbeat.`, confirm: 'Cancel job', danger: true });
               if (ok) act(e.target, () => api('DELETE', `/v1/jobs/${enc(job.id)}`), () => toast(`Cancelled ${job.id}`));
             } }, 'Cancel')),
-        }), pagerLabels(pager(paging, jobs.length, () => view.kick())));
+        }), pager(paging, jobs.length, () => view.kick()));
       } catch (e) {
         replace(list, isMissingRoute(e)
           ? emptyState('Job listing is not available', h('p', null, 'This server does not list jobs by state (it needs queue-server 1.1).'))
@@ -1186,7 +1183,7 @@
           replace(list, emptyState('No jobs with this correlation id', h('p', null, 'Jobs carry the correlation id of the request that enqueued them (the body\u2019s correlation_id, else its X-Request-Id).')));
           return;
         }
-        replace(list, jobsTable(jobs, { showQueue: true, showState: true }), pagerLabels(pager(paging, jobs.length, () => view.kick())));
+        replace(list, jobsTable(jobs, { showQueue: true, showState: true }), pager(paging, jobs.length, () => view.kick()));
       } catch (e) {
         replace(list, isMissingRoute(e)
           ? emptyState('Listing by correlation id is not available', h('p', null, 'This server does not list jobs by correlation id (it needs queue-server 1.1).'))
@@ -1277,7 +1274,7 @@
             rowActions: (job) => h('button', { class: 'button small', type: 'button', dataset: { requeue: job.id },
               onclick: (e) => requeue(e.currentTarget, [job.id], `job ${job.id}`) }, 'Requeue'),
           }),
-          pagerLabels(pager(paging, jobs.length, () => view.kick())),
+          pager(paging, jobs.length, () => view.kick()),
         ] : emptyState(`No dead letters in ${queue}`, h('p', null, 'Jobs that run out of attempts land here.'))));
     }
 
