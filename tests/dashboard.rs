@@ -538,7 +538,7 @@ async fn a_live_event_appears_without_a_reload() {
     session
         .wait_for(
             "the job page shows its timeline",
-            "document.querySelectorAll('#timeline li .badge').length >= 1",
+            "document.querySelectorAll('#timeline li:not(.recorded) .badge').length >= 1",
         )
         .await;
     let leased = client

@@ -1029,18 +1029,38 @@
 
     replace(main, head, body);
 
+    // The stream starts with the job's current state and follows it; what
+    // came before is told by the job's own timestamps (created, latest
+    // attempt started), shown first and marked as such.
+    function recorded() {
+      if (!job) return [];
+      const out = [{ type: 'created', at: job.created_at, note: 'enqueued (from the job record)' }];
+      if (job.started_at !== null && job.started_at !== undefined) {
+        out.push({ type: 'started', at: job.started_at, note: `latest attempt leased (from the job record)` });
+      }
+      return out;
+    }
+
+    function describe(e) {
+      if (e.note) return e.note;
+      if (e.type === 'progress') return preview(e.progress, 120);
+      const parts = [e.attempts ? `attempt ${e.attempts}` : 'no attempt yet'];
+      if (e.type === 'completed' && e.result !== undefined && e.result !== null) parts.push(`result ${preview(e.result, 80)}`);
+      if ((e.type === 'dead' || e.type === 'scheduled') && e.last_error) parts.push(e.last_error);
+      return parts.join(' · ');
+    }
+
     function drawTimeline() {
-      if (!events.length) {
+      const all = [...recorded(), ...events].sort((a, b) => (a.at || 0) - (b.at || 0));
+      if (!all.length) {
         replace(timeline, h('li', { class: 'faint', style: 'display:block' }, 'Waiting for the job\u2019s events…'));
         return;
       }
-      replace(timeline, events.map((e) => h('li', null,
+      replace(timeline, all.map((e) => h('li', { class: e.note ? 'recorded' : null },
         h('span', { class: 'when', title: fmtTime(e.at) }, fmtTime(e.at).slice(11)),
-        h('span', null, stateBadge(e.type)),
+        h('span', null, e.note ? h('span', { class: 'badge plain' }, e.type) : stateBadge(e.type)),
         h('span', { class: 'what', title: e.last_error || (e.progress !== undefined ? json(e.progress) : '') },
-          e.type === 'progress' ? preview(e.progress, 120)
-            : [e.attempts ? `attempt ${e.attempts}` : 'no attempt yet', e.last_error ? ` · ${e.last_error}` : '',
-              e.event_id ? h('span', { class: 'faint' }, ` · event ${e.event_id}`) : '']))));
+          describe(e), e.event_id ? h('span', { class: 'faint' }, ` · event ${e.event_id}`) : ''))));
     }
 
     function follow() {
