@@ -22,7 +22,8 @@ use chromiumoxide::handler::viewport::Viewport;
 use chromiumoxide::page::{Page, ScreenshotParams};
 use futures_util::StreamExt;
 use queue_client::{ClientOptions, EnqueueOptions, Failure, JobState, LeaseOptions};
-use queue_server::ServerConfig;
+use queue_core::{Config, ManualClock, Queue};
+use queue_server::{App, ServerConfig};
 use serde_json::Value;
 
 use crate::common::{Harness, Kind};
@@ -249,38 +250,112 @@ fn ui(h: &Harness, fragment: &str) -> String {
     )
 }
 
-/// Three queues in every state: ready, leased, scheduled, completed,
-/// dead, cancelled, one of them paused.
-async fn traffic(client: &queue_client::Client) {
+/// A server whose store runs on a manual clock, on a runtime of its own.
+struct ManualServer {
+    url: String,
+    clock: ManualClock,
+    runtime: Option<tokio::runtime::Runtime>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ManualServer {
+    fn start(start_ms: u64) -> ManualServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(start_ms);
+        let core = Queue::open_with(Config::new(dir.path()).clock(clock.clone())).expect("open");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let app = App::new(core, ServerConfig::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("adopt listener");
+            queue_server::run(listener, app, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        ManualServer {
+            url,
+            clock,
+            runtime: Some(runtime),
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ManualServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// An hour of traffic on three queues, one simulated minute at a time,
+/// ending at the current minute: enqueues rising and falling, waits and
+/// run times that vary, failed attempts and dead letters on two queues.
+/// It leaves jobs in every state: ready, leased, scheduled (delayed),
+/// completed, dead and cancelled, and one queue paused.
+async fn an_hour_of_traffic(server: &ManualServer, client: &queue_client::Client) {
+    const MINUTE: u64 = 60_000;
+    for minute in 0..60u64 {
+        let wave = ((minute as f64) / 60.0 * std::f64::consts::TAU).sin() / 2.0 + 0.5;
+        let mut spent = 0;
+        let plan: [(&str, usize, usize); 3] = [("emails", 8, 6), ("thumbnails", 5, 0), ("webhooks", 3, 4)];
+        for (queue, base, _) in plan {
+            let n = base + (wave * base as f64).round() as usize;
+            let payloads: Vec<Value> = (0..n)
+                .map(|i| serde_json::json!({"queue": queue, "minute": minute, "n": i}))
+                .collect();
+            client.queue::<Value>(queue).enqueue_batch(&payloads).await.unwrap();
+        }
+        let wait = 800 + (wave * 4_000.0) as u64;
+        server.clock.advance(Duration::from_millis(wait));
+        spent += wait;
+        for (queue, base, fail_every) in plan {
+            let jobs = client.queue::<Value>(queue);
+            let leased = jobs.lease(&LeaseOptions::new().max_jobs(100)).await.unwrap();
+            let run = 120 + (minute % 7) * 40 + base as u64 * 10;
+            server.clock.advance(Duration::from_millis(run));
+            spent += run;
+            for (i, job) in leased.into_iter().enumerate() {
+                if fail_every > 0 && i % fail_every == 1 {
+                    let failure = if minute % 3 == 0 {
+                        Failure::permanent("HTTP 410 from the receiver")
+                    } else {
+                        Failure::new("connection reset by peer").retry_in(Duration::from_secs(20))
+                    };
+                    job.fail(failure).await.unwrap();
+                } else {
+                    job.complete(&serde_json::json!({"ok": true})).await.unwrap();
+                }
+            }
+        }
+        server.clock.advance(Duration::from_millis(MINUTE - spent));
+    }
+    // What is left: a few ready, two leased, three delayed, one cancelled,
+    // and a paused queue with a backlog.
     let emails = client.queue::<Value>("emails");
-    for n in 0..14 {
+    for n in 0..6 {
         emails
-            .enqueue(
-                &serde_json::json!({"to": format!("user{n}@example.com"), "template": "welcome"}),
-            )
+            .enqueue(&serde_json::json!({"to": format!("user{n}@example.com"), "template": "welcome"}))
             .await
             .unwrap();
     }
-    let leased = emails
-        .lease(&LeaseOptions::new().max_jobs(9))
-        .await
-        .unwrap();
-    for (i, job) in leased.into_iter().enumerate() {
-        match i {
-            0..=4 => job
-                .complete(&serde_json::json!({"sent": true}))
-                .await
-                .map(drop)
-                .unwrap(),
-            5 | 6 => job
-                .fail(Failure::permanent("SMTP 550: mailbox unavailable"))
-                .await
-                .map(drop)
-                .unwrap(),
-            // Two stay leased (for the lease's 30 s, longer than the test).
-            _ => drop(job),
-        }
-    }
+    let leased = emails.lease(&LeaseOptions::new().max_jobs(2)).await.unwrap();
+    // They stay leased: the manual clock does not move again.
+    drop(leased);
     let reports = client.queue::<Value>("reports");
     for n in 0..3 {
         reports
@@ -291,35 +366,61 @@ async fn traffic(client: &queue_client::Client) {
             .await
             .unwrap();
     }
-    let cancelled = reports
-        .enqueue(&serde_json::json!({"report": "x"}))
-        .await
-        .unwrap();
+    let cancelled = reports.enqueue(&serde_json::json!({"report": "x"})).await.unwrap();
     cancelled.cancel().await.unwrap();
     let thumbnails = client.queue::<Value>("thumbnails");
-    for n in 0..5 {
+    thumbnails.pause().await.unwrap();
+    for n in 0..12 {
         thumbnails
             .enqueue(&serde_json::json!({"image": format!("img-{n}.jpg")}))
             .await
             .unwrap();
     }
-    thumbnails.pause().await.unwrap();
+    server.clock.advance(Duration::from_millis(1_500));
+}
+
+/// How the dashboard prints a count: as it is below 1,000, else with a
+/// unit and at most two significant figures below ten (`1.2k`, `35k`,
+/// `4.1M`).
+fn readable(n: u64) -> String {
+    if n < 1000 {
+        return n.to_string();
+    }
+    let (x, unit) = if n < 999_500 {
+        (n as f64 / 1e3, "k")
+    } else {
+        (n as f64 / 1e6, "M")
+    };
+    let text = if x < 10.0 {
+        format!("{:.1}", (x * 10.0).round() / 10.0)
+    } else {
+        format!("{:.0}", x.round())
+    };
+    format!("{}{unit}", text.strip_suffix(".0").unwrap_or(&text))
 }
 
 /// The number the page shows for `queue` and `field` (its `data-value`)
-/// must be the API's, and the text must be that number (below 1,000 the
-/// dashboard prints numbers as they are).
+/// must be the API's, and the text must be that number as the dashboard
+/// prints it; the totals above the table add the queues up; the charts
+/// are drawn from the history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overview_shows_the_numbers_the_api_reports() {
-    let (h, client) = server(None);
-    traffic(&client).await;
-    let session = Session::open(&ui(&h, "")).await;
+    // The hour ends at the current minute, so that the page's "last hour"
+    // (the browser's clock) shows it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64;
+    let server = ManualServer::start(now / 60_000 * 60_000 - 60 * 60_000);
+    let client = queue_client::Client::connect(&server.url).expect("client");
+    an_hour_of_traffic(&server, &client).await;
+    let session = Session::open(&format!("{}/ui/", server.url)).await;
     let reported = client.queues().await.unwrap();
-    assert_eq!(reported.len(), 3);
+    assert_eq!(reported.len(), 4);
     session
         .wait_for(
-            "the queues table lists the three queues",
-            "document.querySelectorAll('#queues tbody tr[data-queue]').length === 3",
+            "the queues table lists the four queues",
+            "document.querySelectorAll('#queues tbody tr[data-queue]').length === 4",
         )
         .await;
     let shown = session
@@ -377,8 +478,14 @@ async fn the_overview_shows_the_numbers_the_api_reports() {
         ("scheduled", reported.iter().map(|s| s.scheduled).sum()),
         ("dead", reported.iter().map(|s| s.dead).sum()),
     ] {
-        assert_eq!(totals[field], sum.to_string(), "total {field}");
+        assert_eq!(totals[field], readable(sum), "total {field}");
     }
+    session
+        .wait_for(
+            "both charts are drawn from the history",
+            "document.querySelectorAll('.chart .uplot canvas').length === 2",
+        )
+        .await;
     session.screenshot("overview").await;
 
     // The queue page shows the same counts on its tabs.

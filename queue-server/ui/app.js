@@ -522,7 +522,7 @@
         legend: { live: true },
         scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max || 0, 1) * 1.1] } },
         axes: [
-          { stroke: '#667085', grid: { stroke: '#eef0f3' }, ticks: { stroke: '#eef0f3' } },
+          { stroke: '#667085', grid: { stroke: '#eef0f3' }, ticks: { stroke: '#eef0f3' }, values: (u, splits) => splits.map((v) => fmtTime(v * 1000).slice(11, 16)) },
           { stroke: '#667085', grid: { stroke: '#eef0f3' }, ticks: { stroke: '#eef0f3' }, size: 62, values: (u, splits) => splits.map((v) => format(v)) },
         ],
         series: [
