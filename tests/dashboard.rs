@@ -312,20 +312,28 @@ async fn an_hour_of_traffic(server: &ManualServer, client: &queue_client::Client
     for minute in 0..60u64 {
         let wave = ((minute as f64) / 60.0 * std::f64::consts::TAU).sin() / 2.0 + 0.5;
         let mut spent = 0;
-        let plan: [(&str, usize, usize); 3] = [("emails", 8, 6), ("thumbnails", 5, 0), ("webhooks", 3, 4)];
+        let plan: [(&str, usize, usize); 3] =
+            [("emails", 8, 6), ("thumbnails", 5, 0), ("webhooks", 3, 4)];
         for (queue, base, _) in plan {
             let n = base + (wave * base as f64).round() as usize;
             let payloads: Vec<Value> = (0..n)
                 .map(|i| serde_json::json!({"queue": queue, "minute": minute, "n": i}))
                 .collect();
-            client.queue::<Value>(queue).enqueue_batch(&payloads).await.unwrap();
+            client
+                .queue::<Value>(queue)
+                .enqueue_batch(&payloads)
+                .await
+                .unwrap();
         }
         let wait = 800 + (wave * 4_000.0) as u64;
         server.clock.advance(Duration::from_millis(wait));
         spent += wait;
         for (queue, base, fail_every) in plan {
             let jobs = client.queue::<Value>(queue);
-            let leased = jobs.lease(&LeaseOptions::new().max_jobs(100)).await.unwrap();
+            let leased = jobs
+                .lease(&LeaseOptions::new().max_jobs(100))
+                .await
+                .unwrap();
             let run = 120 + (minute % 7) * 40 + base as u64 * 10;
             server.clock.advance(Duration::from_millis(run));
             spent += run;
@@ -338,7 +346,9 @@ async fn an_hour_of_traffic(server: &ManualServer, client: &queue_client::Client
                     };
                     job.fail(failure).await.unwrap();
                 } else {
-                    job.complete(&serde_json::json!({"ok": true})).await.unwrap();
+                    job.complete(&serde_json::json!({"ok": true}))
+                        .await
+                        .unwrap();
                 }
             }
         }
@@ -349,11 +359,16 @@ async fn an_hour_of_traffic(server: &ManualServer, client: &queue_client::Client
     let emails = client.queue::<Value>("emails");
     for n in 0..6 {
         emails
-            .enqueue(&serde_json::json!({"to": format!("user{n}@example.com"), "template": "welcome"}))
+            .enqueue(
+                &serde_json::json!({"to": format!("user{n}@example.com"), "template": "welcome"}),
+            )
             .await
             .unwrap();
     }
-    let leased = emails.lease(&LeaseOptions::new().max_jobs(2)).await.unwrap();
+    let leased = emails
+        .lease(&LeaseOptions::new().max_jobs(2))
+        .await
+        .unwrap();
     // They stay leased: the manual clock does not move again.
     drop(leased);
     let reports = client.queue::<Value>("reports");
@@ -366,7 +381,10 @@ async fn an_hour_of_traffic(server: &ManualServer, client: &queue_client::Client
             .await
             .unwrap();
     }
-    let cancelled = reports.enqueue(&serde_json::json!({"report": "x"})).await.unwrap();
+    let cancelled = reports
+        .enqueue(&serde_json::json!({"report": "x"}))
+        .await
+        .unwrap();
     cancelled.cancel().await.unwrap();
     let thumbnails = client.queue::<Value>("thumbnails");
     thumbnails.pause().await.unwrap();
@@ -497,6 +515,16 @@ async fn the_overview_shows_the_numbers_the_api_reports() {
             &format!(
                 "document.querySelector('.tabs .count[data-field=\"dead\"]')?.textContent === '{}'",
                 emails.dead
+            ),
+        )
+        .await;
+    // Its ready jobs are listed (the listing is oldest first).
+    session
+        .wait_for(
+            "the queue page lists its ready jobs",
+            &format!(
+                "document.querySelectorAll('table.jobs tbody tr[data-job]').length === {}",
+                emails.ready
             ),
         )
         .await;
@@ -673,6 +701,23 @@ async fn a_live_event_appears_without_a_reload() {
         )
         .await;
     session.screenshot("job").await;
+
+    // Its correlation id links to every job of that id.
+    let correlation = client
+        .queue::<u32>("fresh")
+        .enqueue_with(&8, EnqueueOptions::new().correlation_id("order-17"))
+        .await
+        .unwrap();
+    session.show("#/correlation/order-17").await;
+    session
+        .wait_for(
+            "the correlation id's jobs are listed",
+            &format!(
+                "document.querySelector('table.jobs tr[data-job=\"{}\"]')",
+                correlation.id()
+            ),
+        )
+        .await;
     session.close().await;
 }
 
