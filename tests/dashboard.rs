@@ -529,6 +529,44 @@ async fn the_overview_shows_the_numbers_the_api_reports() {
         )
         .await;
     session.screenshot("queue").await;
+
+    // Limits edited in the page are the queue's limits.
+    session.click("#edit-limits").await;
+    session.type_into("#limit-max-leased", "5").await;
+    session.type_into("#limit-rate-jobs", "100").await;
+    session.type_into("#limit-rate-per", "1000").await;
+    session.click("#save-limits").await;
+    session
+        .wait_for(
+            "the limits are shown saved",
+            "document.querySelector('#edit-limits') && document.querySelector('.kv dd')?.textContent === '5'",
+        )
+        .await;
+    let limits = client.stats("emails").await.unwrap().limits;
+    assert_eq!(limits.max_leased, Some(5));
+    assert_eq!(
+        limits.rate_limit.map(|r| (r.jobs, r.per_ms)),
+        Some((100, 1000))
+    );
+    assert_eq!(limits.group_max_leased, None);
+
+    // Pause and resume.
+    session.click("#pause-toggle").await;
+    session
+        .wait_for(
+            "the queue shows paused",
+            "document.querySelector('#pause-toggle')?.textContent === 'Resume'",
+        )
+        .await;
+    assert!(client.stats("emails").await.unwrap().paused);
+    session.click("#pause-toggle").await;
+    session
+        .wait_for(
+            "the queue shows resumed",
+            "document.querySelector('#pause-toggle')?.textContent === 'Pause'",
+        )
+        .await;
+    assert!(!client.stats("emails").await.unwrap().paused);
     session.close().await;
 }
 
@@ -667,6 +705,10 @@ async fn a_live_event_appears_without_a_reload() {
         )
         .await;
     assert_eq!(session.eval("window.__notReloaded === true").await, true);
+    session
+        .eval("document.querySelector('#activity').scrollIntoView({block: 'end'})")
+        .await;
+    session.screenshot("live").await;
 
     // The job's page follows it live too.
     session.show(&format!("#/jobs/{id}")).await;

@@ -730,14 +730,20 @@
         replace(errors, errorBox('Could not read the queues.', e, () => view.kick()));
         return;
       }
-      if (Date.now() - historyAt >= HISTORY_MIN_MS) {
-        historyAt = Date.now();
-        const results = await pool(queues, 4, (q) => history(q.queue, range));
-        histories = new Map();
-        historyError = null;
+      // Every queue's history at most once a minute; a queue that appeared
+      // since is read at once (only it).
+      const due = Date.now() - historyAt >= HISTORY_MIN_MS;
+      const wanted = due ? queues : queues.filter((q) => !histories.has(q.queue));
+      if (wanted.length) {
+        if (due) {
+          historyAt = Date.now();
+          histories = new Map();
+          historyError = null;
+        }
+        const results = await pool(wanted, 4, (q) => history(q.queue, range));
         results.forEach((r, i) => {
           if (r.error) historyError = r.error;
-          histories.set(queues[i].queue, r.ok || null);
+          histories.set(wanted[i].queue, r.ok || null);
         });
       }
       drawTiles();
