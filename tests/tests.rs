@@ -19,6 +19,8 @@
 //!   numbers the API reports, a requeue clicked through its confirmation,
 //!   a live event without a reload, the token prompt; screenshots under
 //!   `target/ci-artifacts/screenshots/`.
+//! - `listing`: jobs by state and by correlation id, typed and as JSON,
+//!   paged, async and blocking.
 //! - `http`: what only HTTP has: auth, bad URLs, unreachable and silent
 //!   servers, and retry safety when a response is lost.
 //! - `binary`: the binary's flags, `--help`, exit codes.
@@ -51,6 +53,7 @@ mod callback_kill9;
 mod dashboard;
 mod http;
 mod kill9;
+mod listing;
 mod schedule_kill9;
 mod sdk_kill9;
 mod soak;
