@@ -324,6 +324,56 @@ fn retention_removes_old_minutes_and_keeps_the_depths() {
 }
 
 #[test]
+fn an_idle_queue_s_old_minutes_are_swept_while_others_are_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let queue = Queue::open_with(
+        Config::new(dir.path())
+            .clock(clock.clone())
+            .background_timers(false)
+            .history_retention(Duration::from_secs(600)),
+    )
+    .expect("open");
+    // "idle" has a job left ready; "gone" ends with nothing; both then
+    // stay idle while "busy" works.
+    queue
+        .enqueue("idle", NewJob::new(payload(1)))
+        .expect("enqueue");
+    at(&clock, MINUTE);
+    queue
+        .enqueue("idle", NewJob::new(payload(2)))
+        .expect("enqueue");
+    let gone = queue
+        .enqueue("gone", NewJob::new(payload(3)))
+        .expect("enqueue");
+    queue.cancel(gone.job.id).expect("cancel");
+    let range = query(T0, T0 + 40 * MINUTE, None);
+    let summary = |name: &str| -> Vec<(u64, u64)> {
+        queue
+            .history(name, &range)
+            .expect("history")
+            .points
+            .iter()
+            .take(3)
+            .map(|p| (p.enqueued, p.ready))
+            .collect()
+    };
+    assert_eq!(summary("idle"), [(1, 1), (1, 2), (0, 2)]);
+    assert_eq!(summary("gone"), [(0, 0), (1, 0), (0, 0)]);
+    at(&clock, 40 * MINUTE);
+    queue
+        .enqueue("busy", NewJob::new(payload(4)))
+        .expect("enqueue");
+    // Older than 10 minutes: idle's minute 0 goes, its minute 1 (the
+    // newest) keeps only its depths; gone's only minute goes (no depths).
+    assert_eq!(summary("idle"), [(0, 0), (0, 2), (0, 2)]);
+    assert_eq!(summary("gone"), [(0, 0), (0, 0), (0, 0)]);
+    let busy = queue.history("busy", &range).expect("history");
+    assert_eq!(busy.points[40].enqueued, 1);
+    assert_consistent(&queue);
+}
+
+#[test]
 fn zero_retention_records_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(T0);

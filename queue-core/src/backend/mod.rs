@@ -31,7 +31,9 @@
 //!   commit leaves them, in the same atomic commit; a stale commit adds
 //!   nothing. A queue's first rollup of a minute removes (a bounded number
 //!   of) its minutes older than the retention, keeping the newest of
-//!   those as depths only (see [`rules::history`]).
+//!   those as depths only (see [`rules::history`]), and takes a bounded
+//!   step of a sweep that does the same for the other queues (those gone
+//!   idle).
 //! - **Leases** take the pure rule as a parameter ([`LeasePlan`]): the
 //!   backend offers ready jobs in lease order (priority, then `run_at`, then
 //!   id) and commits what the round takes, so that concurrent lease calls

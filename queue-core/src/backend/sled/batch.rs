@@ -578,6 +578,7 @@ impl Tx<'_> {
                 Some(bytes) => codec::decode_rollup(&bytes)?,
                 None => {
                     self.prune_history(&queue, minute)?;
+                    self.sweep_history(minute)?;
                     Rollup::default()
                 }
             };
@@ -641,13 +642,80 @@ impl Tx<'_> {
         for key in &old {
             self.put(META, key, None);
         }
-        if let Some(bytes) = self.get(META, &newest)? {
+        self.keep_depths(&newest)
+    }
+
+    /// One step of the sweep over every queue's history minutes: up to
+    /// [`HISTORY_SWEEP`] of them, from where the last step stopped (at the
+    /// end, it starts over), removing those older than the retention
+    /// before `minute` but the newest of each queue (kept as depths only,
+    /// as [`Tx::prune_history`] does). A queue that has gone idle has its
+    /// old minutes removed this way while any queue is written; while
+    /// nothing is written, nothing grows.
+    fn sweep_history(&self, minute: u64) -> TxResult<()> {
+        let Some(cutoff) = minute.checked_sub(self.store.history_ms) else {
+            return Ok(());
+        };
+        let family = [keys::HISTORY];
+        let mut cursor = self
+            .store
+            .history_sweep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // An old minute whose fate depends on the next key: removed if the
+        // next is an old minute of the same queue, else kept as depths.
+        let mut held: Option<(Vec<u8>, usize)> = None;
+        let mut before_held = cursor.clone();
+        for _ in 0..HISTORY_SWEEP {
+            let Some(key) = self.first_after(META, &family, cursor.as_deref())? else {
+                cursor = None;
+                break;
+            };
+            let split = key
+                .iter()
+                .position(|b| *b == 0)
+                .map(|at| at + 1)
+                .ok_or_else(|| Error::Corrupt(format!("bad history key {key:?}")))?;
+            let at = keys::u64_at(&key, split)
+                .ok_or_else(|| Error::Corrupt(format!("short history key {key:?}")))?;
+            if let Some((old, old_split)) = held.take() {
+                if at < cutoff && key[..split] == old[..old_split] {
+                    self.put(META, &old, None);
+                } else {
+                    self.keep_depths(&old)?;
+                }
+            }
+            if at < cutoff {
+                before_held = cursor.clone();
+                held = Some((key.clone(), split));
+            }
+            cursor = Some(key);
+        }
+        match held {
+            // Decided by the next step, which starts just before it.
+            Some(_) if cursor.is_some() => cursor = before_held,
+            Some((old, _)) => self.keep_depths(&old)?,
+            None => {}
+        }
+        *self
+            .store
+            .history_sweep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = cursor;
+        Ok(())
+    }
+
+    /// Reduces the stored minute at `key` to its depths (or removes it if
+    /// they are all zero).
+    fn keep_depths(&self, key: &[u8]) -> TxResult<()> {
+        if let Some(bytes) = self.get(META, key)? {
             let stored = codec::decode_rollup(&bytes)?;
             let kept = stored.depths_only();
             if kept.depths == Depths::default() {
-                self.put(META, &newest, None);
+                self.put(META, key, None);
             } else if kept != stored {
-                self.put(META, &newest, Some(&codec::encode_rollup(&kept)?));
+                self.put(META, key, Some(&codec::encode_rollup(&kept)?));
             }
         }
         Ok(())
@@ -1405,6 +1473,9 @@ impl Tail {
 /// minute record of a queue (bounded work per batch; each new minute
 /// removes at least the one that aged out, so pruning keeps up).
 const HISTORY_PRUNE: usize = 64;
+
+/// History minutes looked at per step of the sweep over every queue.
+const HISTORY_SWEEP: usize = 64;
 
 /// Largest piece of a write-ahead record, well below sled's blob threshold.
 const WAL_CHUNK: usize = 1024 * 1024;

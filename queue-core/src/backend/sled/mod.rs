@@ -101,6 +101,9 @@ pub(crate) struct Store {
     events: Tree,
     /// How long history minutes are kept, in ms; 0: no history is written.
     history_ms: u64,
+    /// Where the sweep over every queue's history minutes resumes (the
+    /// last key it looked at; `None`: from the start). A hint only.
+    history_sweep: Mutex<Option<Vec<u8>>>,
 }
 
 impl Store {
@@ -154,6 +157,7 @@ impl Store {
             meta: open_tree("meta")?,
             events: open_tree("events")?,
             history_ms: 0,
+            history_sweep: Mutex::new(None),
             db,
         };
         let (slot_events, last_batch) = store.replay_wal()?;
