@@ -711,7 +711,22 @@ async fn a_live_event_appears_without_a_reload() {
     session.screenshot("live").await;
 
     // The job's page follows it live too.
-    session.show(&format!("#/jobs/{id}")).await;
+    // The search box finds it by id.
+    session.type_into("#search-input", &id).await;
+    session
+        .page
+        .find_element("#search-input")
+        .await
+        .expect("the search box")
+        .press_key("Enter")
+        .await
+        .expect("press Enter");
+    session
+        .wait_for(
+            "the search opens the job's page",
+            &format!("location.hash === '#/jobs/{id}'"),
+        )
+        .await;
     session
         .wait_for(
             "the job page shows its timeline",
