@@ -187,14 +187,19 @@ impl Session {
         self.eval(&format!("location.hash = {hash:?}")).await;
     }
 
+    /// Clicks the element once it is there and enabled. The click is
+    /// dispatched in the page, in the same task that finds the element:
+    /// the page redraws its lists as events arrive, and a click through the
+    /// DevTools input (find the node, then press the mouse on it) could
+    /// land between a redraw's removal of the node and its replacement.
     async fn click(&self, selector: &str) {
-        self.page
-            .find_element(selector)
-            .await
-            .unwrap_or_else(|e| panic!("no element {selector}: {e}"))
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("clicking {selector}: {e}"));
+        let found = format!(
+            "(() => {{ const el = document.querySelector({selector:?}); \
+             if (!el || el.disabled) return false; el.scrollIntoView({{block: 'center'}}); \
+             el.click(); return true; }})()"
+        );
+        self.wait_for(&format!("{selector} can be clicked"), &found)
+            .await;
     }
 
     async fn type_into(&self, selector: &str, text: &str) {

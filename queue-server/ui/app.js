@@ -870,17 +870,31 @@
         panel('Depth', depth.el),
         panel('Throughput', flow.el)));
 
+    // The head is built once and updated in place, so that the button
+    // under the pointer is not replaced by the next refresh.
+    const headBadge = h('span', { class: 'badge', hidden: true });
+    const headAge = h('span', { class: 'muted' });
+    const toggle = h('button', {
+      class: 'button', type: 'button', id: 'pause-toggle', hidden: true,
+      onclick: (e) => {
+        const paused = stats && stats.paused;
+        act(e.currentTarget, () => api('POST', `/v1/queues/${enc(queue)}/${paused ? 'resume' : 'pause'}`),
+          (s) => { stats = s; toast(`${queue} ${s.paused ? 'paused: workers lease nothing from it' : 'resumed'}`); drawHead(); });
+      },
+    });
+    replace(head, pageHead(queue, h('span', null, h('a', { href: '#/' }, 'Overview'), ' / queue'),
+      headBadge, headAge, h('span', { class: 'spacer' }), toggle));
+
     function drawHead() {
-      const paused = stats && stats.paused;
-      const toggle = h('button', {
-        class: paused ? 'button primary' : 'button', type: 'button', id: 'pause-toggle',
-        onclick: (e) => act(e.currentTarget, () => api('POST', `/v1/queues/${enc(queue)}/${paused ? 'resume' : 'pause'}`),
-          (s) => { stats = s; toast(`${queue} ${s.paused ? 'paused: workers lease nothing from it' : 'resumed'}`); drawHead(); }),
-      }, paused ? 'Resume' : 'Pause');
-      replace(head, pageHead(queue, h('span', null, h('a', { href: '#/' }, 'Overview'), ' / queue'),
-        stats ? (paused ? h('span', { class: 'badge paused' }, 'paused') : h('span', { class: 'badge active' }, 'active')) : null,
-        stats && stats.oldest_ready_age_ms !== null ? h('span', { class: 'muted' }, `oldest ready job waiting ${fmtDuration(stats.oldest_ready_age_ms)}`) : null,
-        h('span', { class: 'spacer' }), stats ? toggle : null));
+      if (!stats) return;
+      const paused = stats.paused;
+      headBadge.hidden = false;
+      headBadge.className = paused ? 'badge paused' : 'badge active';
+      headBadge.textContent = paused ? 'paused' : 'active';
+      headAge.textContent = stats.oldest_ready_age_ms !== null ? `oldest ready job waiting ${fmtDuration(stats.oldest_ready_age_ms)}` : '';
+      toggle.hidden = false;
+      toggle.className = paused ? 'button primary' : 'button';
+      toggle.textContent = paused ? 'Resume' : 'Pause';
     }
 
     function drawTabs() {
