@@ -299,7 +299,7 @@ mod tests {
             })
         );
         assert!(matches!(
-            route(&Method::PUT, "/v1/queues/q/jobs"),
+            route(&Method::GET, "/v1/queues/q/jobs"),
             Err(RouteError::MethodNotAllowed { .. })
         ));
     }
