@@ -15,6 +15,10 @@
 //! - `blocking`: the blocking client and worker, and the refusal to block
 //!   inside a runtime.
 //! - `admin`: stats, queues, pause/resume, dead letters, events.
+//! - `dashboard`: the web dashboard in a real headless Chromium: the
+//!   numbers the API reports, a requeue clicked through its confirmation,
+//!   a live event without a reload, the token prompt; screenshots under
+//!   `target/ci-artifacts/screenshots/`.
 //! - `listing`: jobs by state and by correlation id, typed and as JSON,
 //!   paged, async and blocking.
 //! - `http`: what only HTTP has: auth, bad URLs, unreachable and silent
@@ -46,6 +50,7 @@ mod binary;
 mod blocking;
 mod call;
 mod callback_kill9;
+mod dashboard;
 mod http;
 mod kill9;
 mod listing;

@@ -39,7 +39,8 @@ pub struct Args {
     #[arg(long, env = "QUEUE_LISTEN", default_value = "127.0.0.1:7878", value_parser = parse_listen)]
     pub listen: Listen,
 
-    /// Bearer token; when set, every route but /healthz needs
+    /// Bearer token; when set, every route but /healthz and the dashboard's
+    /// files (/ and /ui/, whose page asks for the token) needs
     /// `Authorization: Bearer <token>` (scheme case-insensitive). Prefer
     /// the environment variable QUEUE_TOKEN: unlike an argument, it does
     /// not show in the process list.

@@ -5,6 +5,8 @@
 //! - `common`: a real server on 127.0.0.1:0 and a small keep-alive client.
 //! - `api`: every endpoint, default and error code, auth, request ids,
 //!   metrics, restarts.
+//! - `dashboard`: the web dashboard's routes: redirects, files, ETags,
+//!   404s, and no token needed for them.
 //! - `events`: Server-Sent Events: delivery, filters, keep-alives, and
 //!   graceful shutdown ending streams and long-polls.
 //! - `concurrency`: many workers over HTTP; every job completed exactly
@@ -42,6 +44,7 @@ mod callbacks;
 mod common;
 mod concurrency;
 mod connections;
+mod dashboard;
 mod events;
 mod fuzz;
 mod history;

@@ -1,6 +1,6 @@
 //! The route table. Each resource module owns its routes, its endpoints and
 //! their handlers ([`jobs`], [`queues`], [`dead`], [`events`], [`callbacks`],
-//! [`schedules`], [`ops`]) in a
+//! [`schedules`], [`ops`], the dashboard's [`ui`]) in a
 //! table of its own ([`RouteSpec`]); this module tries the tables in turn
 //! and matches requests without a socket, so that tests (and the OpenAPI
 //! check) can use it. Patterns are described in [`spec`].
@@ -13,6 +13,7 @@ pub mod ops;
 pub mod queues;
 pub mod schedules;
 pub mod spec;
+pub mod ui;
 
 use http::Method;
 
@@ -37,6 +38,8 @@ pub enum Endpoint {
     Schedules(schedules::Endpoint),
     /// Health and metrics.
     Ops(ops::Endpoint),
+    /// The web dashboard's files and the redirect to them.
+    Ui(ui::Endpoint),
 }
 
 impl Endpoint {
@@ -47,7 +50,9 @@ impl Endpoint {
             Endpoint::Queues(e) => e.reads_body(),
             Endpoint::Dead(e) => e.reads_body(),
             Endpoint::Schedules(e) => e.reads_body(),
-            Endpoint::Events(_) | Endpoint::Callbacks(_) | Endpoint::Ops(_) => false,
+            Endpoint::Events(_) | Endpoint::Callbacks(_) | Endpoint::Ops(_) | Endpoint::Ui(_) => {
+                false
+            }
         }
     }
 
@@ -71,7 +76,8 @@ impl Endpoint {
             | Endpoint::Dead(_)
             | Endpoint::Callbacks(_)
             | Endpoint::Schedules(_)
-            | Endpoint::Ops(_) => &[],
+            | Endpoint::Ops(_)
+            | Endpoint::Ui(_) => &[],
         }
     }
 
@@ -96,9 +102,11 @@ impl Endpoint {
         }
     }
 
-    /// Whether the endpoint answers without the bearer token.
+    /// Whether the endpoint answers without the bearer token: the health
+    /// check, and the dashboard's own files (the page asks for the token
+    /// and sends it with its API calls).
     pub fn is_public(self) -> bool {
-        matches!(self, Endpoint::Ops(ops::Endpoint::Health))
+        matches!(self, Endpoint::Ops(ops::Endpoint::Health) | Endpoint::Ui(_))
     }
 
     /// Whether the endpoint is served while the server shuts down.
@@ -117,6 +125,7 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
         Endpoint::Callbacks(e) => callbacks::handle(e, call).await,
         Endpoint::Schedules(e) => schedules::handle(e, call).await,
         Endpoint::Ops(e) => ops::handle(e, call).await,
+        Endpoint::Ui(e) => ui::handle(e, call).await,
     }
 }
 
@@ -146,6 +155,7 @@ pub fn table() -> impl Iterator<Item = RouteInfo> {
         .chain(info(dead::ROUTES))
         .chain(info(callbacks::ROUTES))
         .chain(info(schedules::ROUTES))
+        .chain(info(ui::ROUTES))
 }
 
 /// A routed request.
@@ -234,6 +244,7 @@ pub fn route(method: &Method, path: &str) -> Result<Routed, RouteError> {
                 Endpoint::Schedules,
             ))
         })
+        .or_else(|| found(wrap(find(ui::ROUTES, method, &segments), Endpoint::Ui)))
         .unwrap_or(Err(RouteError::NotFound))
 }
 
