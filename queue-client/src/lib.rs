@@ -16,7 +16,8 @@
 //!   ([`Failure`]) and graceful shutdown ([`ShutdownHandle`]), reporting a
 //!   [`WorkerReport`].
 //! - Admin calls on [`Client`]: stats, queues, pause/resume, dead letters
-//!   ([`DeadPage`]).
+//!   ([`DeadPage`]), callback deliveries ([`Client::callbacks`],
+//!   [`Client::retry_callback`]).
 //! - Schedules: [`Client::schedule`] builds a periodic job
 //!   ([`ScheduleBuilder`]: a cron expression in a time zone or a fixed
 //!   period, a [`CatchUp`] policy) and stores it; [`Client::schedules`],
@@ -191,6 +192,7 @@
 //   release), shared by `queue`, `worker` and `blocking`.
 // - `events`: event streams that reconnect and resume, and
 //   `Client::events`.
+// - `callbacks`: callback deliveries by state, and retrying one.
 // - `client`: the handle (transport, retries), admin calls.
 // - `transport`: HTTP (with its SSE parser) or embedded, wire types in and
 //   out.
@@ -198,6 +200,7 @@
 // - `error`: the error type (its variants name job ids).
 // - `failure`, `options`, `id`: plain values that use nothing here.
 // - `webhooks`: re-exports of the wire crate's signature checks.
+mod callbacks;
 mod client;
 mod error;
 mod events;
