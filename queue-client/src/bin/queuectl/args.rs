@@ -74,7 +74,7 @@ pub struct Cli {
 pub enum Command {
     /// Enqueue a job (payload as an argument, from --file, or `-` for
     /// stdin), or many from a JSON-lines file (--jsonl).
-    Enqueue(EnqueueArgs),
+    Enqueue(Box<EnqueueArgs>),
     /// Show a job.
     Get {
         /// The job's id.
@@ -319,34 +319,7 @@ pub enum ScheduleCommand {
         name: String,
     },
     /// Create or replace a schedule.
-    Put {
-        /// The schedule's name.
-        name: String,
-        /// The queue its jobs go to (default: the schedule's name).
-        #[arg(long)]
-        queue: Option<String>,
-        /// When it fires.
-        #[command(flatten)]
-        when: When,
-        /// The IANA time zone of --cron (default UTC).
-        #[arg(long)]
-        timezone: Option<String>,
-        /// Ticks missed while no server ran.
-        #[arg(long, value_enum)]
-        catch_up: Option<CatchUpArg>,
-        /// Store it paused.
-        #[arg(long)]
-        paused: bool,
-        /// Each job's payload as JSON, or `-` for stdin (default null).
-        #[arg(conflicts_with = "file")]
-        payload: Option<String>,
-        /// Read the payload from this file.
-        #[arg(long)]
-        file: Option<PathBuf>,
-        /// The jobs' options.
-        #[command(flatten)]
-        options: JobOptions,
-    },
+    Put(Box<PutSchedule>),
     /// Delete a schedule (the jobs it enqueued stay).
     Delete {
         /// The schedule's name.
@@ -367,6 +340,37 @@ pub enum ScheduleCommand {
         /// The schedule's name.
         name: String,
     },
+}
+
+/// `schedules put`.
+#[derive(Debug, Args)]
+pub struct PutSchedule {
+    /// The schedule's name.
+    pub name: String,
+    /// The queue its jobs go to (default: the schedule's name).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// When it fires.
+    #[command(flatten)]
+    pub when: When,
+    /// The IANA time zone of --cron (default UTC).
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Ticks missed while no server ran.
+    #[arg(long, value_enum)]
+    pub catch_up: Option<CatchUpArg>,
+    /// Store it paused.
+    #[arg(long)]
+    pub paused: bool,
+    /// Each job's payload as JSON, or `-` for stdin (default null).
+    #[arg(conflicts_with = "file")]
+    pub payload: Option<String>,
+    /// Read the payload from this file.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// The jobs' options.
+    #[command(flatten)]
+    pub options: JobOptions,
 }
 
 /// `--catch-up`.

@@ -270,6 +270,9 @@ pub async fn enqueue_lines(ctx: &Ctx, args: &EnqueueArgs, path: &Path) -> Outcom
     run.show();
     let outcome = read_and_send(&mut run, args, &base, reader).await;
     run.bar.finish_and_clear();
+    // Refused as found: a bad line before a batch the server refused one
+    // of. Reported in file order.
+    run.tally.refusals.sort_by_key(|r| r.line);
     let tally = &run.tally;
     let summary = format!(
         "{} line(s): {} accepted, {} replayed, {} refused",

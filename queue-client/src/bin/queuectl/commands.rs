@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::args::{
     CallbackCommand, Cli, Command, DeadCommand, EnqueueArgs, JobOptions, LimitsArgs, Paging,
-    ScheduleCommand, Setting, TailArgs,
+    PutSchedule, ScheduleCommand, Setting, TailArgs,
 };
 use crate::output::{self, print, print_json};
 use crate::{Failure, Outcome, bulk};
@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> Outcome {
         timeout,
     };
     match command {
-        Command::Enqueue(args) => enqueue(&ctx, args).await,
+        Command::Enqueue(args) => enqueue(&ctx, *args).await,
         Command::Get { id } => get(&ctx, &id).await,
         Command::Wait { id } => wait(&ctx, &id).await,
         Command::Cancel { id } => cancel(&ctx, &id).await,
@@ -517,17 +517,18 @@ async fn schedules(ctx: &Ctx, command: ScheduleCommand) -> Outcome {
             }
         }
         ScheduleCommand::Get { name } => show_schedule(ctx, &client.get_schedule(&name).await?),
-        ScheduleCommand::Put {
-            name,
-            queue,
-            when,
-            timezone,
-            catch_up,
-            paused,
-            payload,
-            file,
-            options,
-        } => {
+        ScheduleCommand::Put(put) => {
+            let PutSchedule {
+                name,
+                queue,
+                when,
+                timezone,
+                catch_up,
+                paused,
+                payload,
+                file,
+                options,
+            } = *put;
             let payload = read_payload(payload.as_deref(), file.as_deref())?.unwrap_or(Value::Null);
             let mut builder = client
                 .schedule(name.as_str())
