@@ -113,7 +113,7 @@ impl Run<'_> {
                 Err(Error::InvalidRequest { message }) => match item_index(&message) {
                     Some((index, rest)) if index < lines.len() => {
                         let line = lines.remove(index);
-                        self.refuse(line.number, "invalid_request", rest.to_owned());
+                        self.refuse(line.number, "invalid_request", rest);
                     }
                     _ => return self.send_each(lines).await,
                 },
@@ -143,11 +143,16 @@ fn code_of(error: &Error) -> String {
         .map_or_else(|| "error".to_owned(), |c| c.as_str().to_owned())
 }
 
-/// `jobs[3]: message` → `(3, "message")`.
-fn item_index(message: &str) -> Option<(usize, &str)> {
-    let rest = message.strip_prefix("jobs[")?;
-    let (index, rest) = rest.split_once("]: ")?;
-    Some((index.parse().ok()?, rest))
+/// The item a batch refusal names, and the message without the name:
+/// `invalid max_attempts: jobs[3]: must be …` → `(3, "invalid
+/// max_attempts: must be …")` (the service and the engine put the item's
+/// name in different places).
+fn item_index(message: &str) -> Option<(usize, String)> {
+    let start = message.find("jobs[")?;
+    let rest = &message[start + "jobs[".len()..];
+    let (index, after) = rest.split_once("]: ")?;
+    let index = index.parse().ok()?;
+    Some((index, format!("{}{after}", &message[..start])))
 }
 
 /// The options of a body line: the flags', then the line's own fields.
@@ -371,7 +376,11 @@ mod tests {
     fn the_refused_item_of_a_batch_is_found_in_the_message() {
         assert_eq!(
             item_index("jobs[12]: max_attempts: 0 is out of range"),
-            Some((12, "max_attempts: 0 is out of range"))
+            Some((12, "max_attempts: 0 is out of range".to_owned()))
+        );
+        assert_eq!(
+            item_index("invalid max_attempts: jobs[1]: must be in 1..=1000"),
+            Some((1, "invalid max_attempts: must be in 1..=1000".to_owned()))
         );
         assert_eq!(item_index("queue name: bad"), None);
     }
