@@ -15,6 +15,8 @@
 //! - `blocking`: the blocking client and worker, and the refusal to block
 //!   inside a runtime.
 //! - `admin`: stats, queues, pause/resume, dead letters, events.
+//! - `listing`: jobs by state and by correlation id, typed and as JSON,
+//!   paged, async and blocking.
 //! - `http`: what only HTTP has: auth, bad URLs, unreachable and silent
 //!   servers, and retry safety when a response is lost.
 //! - `binary`: the binary's flags, `--help`, exit codes.
@@ -50,6 +52,7 @@ mod callback_kill9;
 mod cli;
 mod http;
 mod kill9;
+mod listing;
 mod schedule_kill9;
 mod sdk_kill9;
 mod soak;

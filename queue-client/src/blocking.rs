@@ -61,7 +61,7 @@ use crate::lease::heartbeat_lease;
 use crate::worker::{Spawn, drive, encode_result};
 use crate::{
     ClientOptions, DeadPage, EnqueueOptions, Error, EventFilter, EventStream, Failure, Job, JobId,
-    LeaseOptions, Result, ShutdownHandle, StreamItem, WorkerReport,
+    JobPage, LeaseOptions, Result, ShutdownHandle, StreamItem, WorkerReport,
 };
 
 /// Owns a runtime; shuts it down without waiting for handlers still
@@ -321,6 +321,35 @@ impl Client {
     ) -> Result<DeadPage<serde_json::Value>> {
         self.shared
             .run(|c| async move { c.dead_letters(queue, after, limit).await })
+    }
+
+    /// See [`crate::Client::jobs`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        after: Option<&JobId>,
+        limit: u32,
+    ) -> Result<JobPage<serde_json::Value>> {
+        self.shared
+            .run(|c| async move { c.jobs(queue, state, after, limit).await })
+    }
+
+    /// See [`crate::Client::jobs_by_correlation`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn jobs_by_correlation(
+        &self,
+        correlation_id: &str,
+        after: Option<&JobId>,
+        limit: u32,
+    ) -> Result<JobPage<serde_json::Value>> {
+        self.shared
+            .run(|c| async move { c.jobs_by_correlation(correlation_id, after, limit).await })
     }
 
     /// See [`crate::Client::requeue_dead`].
@@ -735,6 +764,14 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn dead_letters(&self, after: Option<&JobId>, limit: u32) -> Result<DeadPage<T>> {
         self.run(|q| async move { q.dead_letters(after, limit).await })
+    }
+
+    /// See [`crate::TypedQueue::jobs`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn jobs(&self, state: JobState, after: Option<&JobId>, limit: u32) -> Result<JobPage<T>> {
+        self.run(|q| async move { q.jobs(state, after, limit).await })
     }
 
     /// See [`crate::TypedQueue::requeue_dead`].

@@ -3,10 +3,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use queue_proto::{QueueStats, RequeueRequest};
+use queue_proto::{JobState, QueueStats, RequeueRequest};
 use serde::de::DeserializeOwned;
 
-use crate::job::DeadPage;
+use crate::job::{DeadPage, JobPage};
 use crate::transport::{Http, Transport};
 use crate::{ClientOptions, Job, JobId, Limits, Result, RetryPolicy};
 
@@ -227,14 +227,72 @@ impl Client {
         let page = self
             .retrying(|_| self.transport().dead_letters(queue, after, limit))
             .await?;
-        Ok(DeadPage {
-            jobs: page
-                .jobs
-                .into_iter()
-                .map(Job::from_wire)
-                .collect::<Result<_>>()?,
-            next: page.next.map(JobId::from),
-        })
+        typed_page(page)
+    }
+
+    /// One page of `queue`'s jobs in `state`, oldest first (ids increase
+    /// with creation): at most `limit` (1..=1000) jobs after the job
+    /// `after`; pass the page's `next` as `after` for the next one. An
+    /// unknown queue gives an empty page. Payloads are shown as JSON
+    /// values; [`TypedQueue::jobs`](crate::TypedQueue::jobs) decodes them.
+    ///
+    /// Paging is complete and stable: a job that stays in `state` while
+    /// you page is listed exactly once, whatever else happens meanwhile; a
+    /// job that leaves `state` before its page is read is not listed, and
+    /// every job listed was in `state` when its page was read. A page may
+    /// hold fewer than `limit` jobs (even none) and still have a `next`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad
+    /// name, limit or `after`; transport errors.
+    pub async fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        after: Option<&JobId>,
+        limit: u32,
+    ) -> Result<JobPage<serde_json::Value>> {
+        self.jobs_page(queue, state, after, limit).await
+    }
+
+    pub(crate) async fn jobs_page<T: DeserializeOwned>(
+        &self,
+        queue: &str,
+        state: JobState,
+        after: Option<&JobId>,
+        limit: u32,
+    ) -> Result<JobPage<T>> {
+        let after = after.map(JobId::as_str);
+        let page = self
+            .retrying(|_| self.transport().jobs(queue, state, after, limit))
+            .await?;
+        typed_page(page)
+    }
+
+    /// One page of every stored job whose correlation id is
+    /// `correlation_id` (the enqueue's `correlation_id`, else the request
+    /// id of its enqueue), in any queue and state, oldest first: at most
+    /// `limit` (1..=1000) jobs after the job `after`. Paging behaves as in
+    /// [`Client::jobs`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a
+    /// correlation id that is not 1..=128 visible ASCII characters, a bad
+    /// limit or `after`; transport errors.
+    pub async fn jobs_by_correlation(
+        &self,
+        correlation_id: &str,
+        after: Option<&JobId>,
+        limit: u32,
+    ) -> Result<JobPage<serde_json::Value>> {
+        let after = after.map(JobId::as_str);
+        let page = self
+            .retrying(|_| {
+                self.transport()
+                    .jobs_by_correlation(correlation_id, after, limit)
+            })
+            .await?;
+        typed_page(page)
     }
 
     /// Requeues dead jobs of `queue`: those in `ids` (ids that are not dead
@@ -259,4 +317,16 @@ impl Client {
     pub async fn purge_dead(&self, queue: &str) -> Result<u64> {
         self.transport().purge_dead(queue).await
     }
+}
+
+/// A page from the wire, its payloads decoded as `T`.
+fn typed_page<T: DeserializeOwned>(page: queue_proto::JobPage) -> Result<JobPage<T>> {
+    Ok(JobPage {
+        jobs: page
+            .jobs
+            .into_iter()
+            .map(Job::from_wire)
+            .collect::<Result<_>>()?,
+        next: page.next.map(JobId::from),
+    })
 }

@@ -297,14 +297,23 @@ impl<T> Job<T> {
     }
 }
 
-/// One page of a queue's dead letters, oldest first.
+/// One page of a job listing, oldest first: a queue's jobs in a state
+/// ([`Client::jobs`](crate::Client::jobs)), the jobs of a correlation id
+/// ([`Client::jobs_by_correlation`](crate::Client::jobs_by_correlation)),
+/// a queue's dead letters.
 #[derive(Debug, Clone)]
-pub struct DeadPage<T> {
-    /// The dead jobs of this page.
+pub struct JobPage<T> {
+    /// The jobs of this page.
     pub jobs: Vec<Job<T>>,
-    /// Pass as `after` to get the next page; `None` on the last one.
+    /// Pass as `after` to get the next page; `None` on the last one. A
+    /// page may hold fewer jobs than asked for (even none) and still have
+    /// a `next`: jobs that left the listing while it was read are left
+    /// out.
     pub next: Option<JobId>,
 }
+
+/// One page of a queue's dead letters: a [`JobPage`].
+pub type DeadPage<T> = JobPage<T>;
 
 /// Which events an [`EventStream`](crate::EventStream) from
 /// [`Client::events`](crate::Client::events) delivers, and from where it

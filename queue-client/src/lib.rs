@@ -15,9 +15,11 @@
 //!   heartbeats, progress reports ([`Job::progress`]), retries
 //!   ([`Failure`]) and graceful shutdown ([`ShutdownHandle`]), reporting a
 //!   [`WorkerReport`].
-//! - Admin calls on [`Client`]: stats, queues, pause/resume, dead letters
-//!   ([`DeadPage`]), callback deliveries ([`Client::callbacks`],
-//!   [`Client::retry_callback`]).
+//! - Admin calls on [`Client`]: stats, queues, pause/resume, job listings
+//!   by state ([`Client::jobs`], [`TypedQueue::jobs`]) and by correlation
+//!   id ([`Client::jobs_by_correlation`]), dead letters, each a page
+//!   ([`JobPage`]; [`DeadPage`] is the same type), callback deliveries
+//!   ([`Client::callbacks`], [`Client::retry_callback`]).
 //! - Schedules: [`Client::schedule`] builds a periodic job
 //!   ([`ScheduleBuilder`]: a cron expression in a time zone or a fixed
 //!   period, a [`CatchUp`] policy) and stores it; [`Client::schedules`],
@@ -223,7 +225,7 @@ pub use error::{BoxError, Error, Result};
 pub use events::EventStream;
 pub use failure::Failure;
 pub use id::JobId;
-pub use job::{DeadPage, EventFilter, Job, StreamItem};
+pub use job::{DeadPage, EventFilter, Job, JobPage, StreamItem};
 pub use limits::Limits;
 pub use options::{ClientOptions, EnqueueOptions, RetryPolicy};
 pub use queue::{CallOutcome, JobHandle, LeaseOptions, Leased, TypedQueue};

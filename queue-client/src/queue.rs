@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use crate::job::DeadPage;
 use crate::job::encode_progress;
+use crate::job::{DeadPage, JobPage};
 use crate::lease::{Held, heartbeat_lease, settle_complete, settle_fail, settle_release};
 use crate::options::millis;
 use crate::transport::{Brief, EventSource, JobView};
@@ -374,6 +374,21 @@ where
     /// that is not a `T`.
     pub async fn dead_letters(&self, after: Option<&JobId>, limit: u32) -> Result<DeadPage<T>> {
         self.client.dead_page(&self.name, after, limit).await
+    }
+
+    /// A page of this queue's jobs in `state` with typed payloads, oldest
+    /// first (see [`Client::jobs`] for what paging promises).
+    ///
+    /// # Errors
+    /// As [`Client::jobs`], plus [`Error::Decode`] for a payload that is
+    /// not a `T`.
+    pub async fn jobs(
+        &self,
+        state: JobState,
+        after: Option<&JobId>,
+        limit: u32,
+    ) -> Result<JobPage<T>> {
+        self.client.jobs_page(&self.name, state, after, limit).await
     }
 
     /// Requeues this queue's dead jobs (`ids`, or all).

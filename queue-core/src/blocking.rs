@@ -28,8 +28,8 @@ use crate::engine::check_queue;
 use crate::executor::block_on;
 use crate::timers::DueReport;
 use crate::{
-    Config, Counters, DeadPage, Enqueued, Error, Event, Failure, Job, JobId, LeaseId, LeaseOptions,
-    Leased, NewJob, RecvError, Result, Verification, rules,
+    Config, Counters, DeadPage, Enqueued, Error, Event, Failure, Job, JobId, JobPage, JobState,
+    LeaseId, LeaseOptions, Leased, NewJob, RecvError, Result, Verification, rules,
 };
 
 /// A durable job queue: the blocking API. Cheap to clone; the same handle
@@ -365,6 +365,33 @@ impl Queue {
         limit: usize,
     ) -> Result<DeadPage> {
         block_on(self.inner.dead_letters(queue, after, limit))
+    }
+
+    /// [`crate::Queue::jobs`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::jobs`].
+    pub fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<JobPage> {
+        block_on(self.inner.jobs(queue, state, after, limit))
+    }
+
+    /// [`crate::Queue::jobs_by_correlation`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::jobs_by_correlation`].
+    pub fn jobs_by_correlation(
+        &self,
+        correlation_id: &str,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<JobPage> {
+        block_on(self.inner.jobs_by_correlation(correlation_id, after, limit))
     }
 
     /// [`crate::Queue::requeue_dead`].

@@ -22,7 +22,7 @@ use crate::settings::SettingsUpdate;
 use crate::signal::Signals;
 use crate::timers::{DueReport, TimerWake};
 use crate::{
-    Clock, Config, Counters, DeadPage, Enqueued, Error, Failure, Job, JobId, LeaseId, LeaseOptions,
+    Clock, Config, Counters, Enqueued, Error, Failure, Job, JobId, JobPage, LeaseId, LeaseOptions,
     Leased, NewJob, Result, Transition, Verification,
 };
 
@@ -511,8 +511,9 @@ impl Engine {
             }
             return self.each_dead(mode, queue, ids, &rule).await;
         }
-        let page = Page::Dead {
+        let page = Page::State {
             queue: queue.to_owned(),
+            state: JobState::Dead,
         };
         let mut total = 0;
         let mut after = None;
@@ -648,21 +649,53 @@ impl Engine {
         queue: &str,
         after: Option<JobId>,
         limit: usize,
-    ) -> Result<DeadPage> {
+    ) -> Result<JobPage> {
+        self.jobs(queue, JobState::Dead, after, limit).await
+    }
+
+    /// The jobs of `queue` in `state` after `after`, oldest first.
+    pub(crate) async fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<JobPage> {
         check_queue(queue)?;
-        let page = Page::Dead {
+        let page = Page::State {
             queue: queue.to_owned(),
+            state,
         };
         self.page(&page, after, limit).await
     }
 
-    /// The jobs of `page` after `after`, oldest first.
+    /// The jobs with `correlation_id`, in any queue, after `after`, oldest
+    /// first.
+    pub(crate) async fn jobs_by_correlation(
+        &self,
+        correlation_id: &str,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<JobPage> {
+        rules::enqueue::check_correlation_id(correlation_id)?;
+        let page = Page::Correlation {
+            id: correlation_id.to_owned(),
+        };
+        self.page(&page, after, limit).await
+    }
+
+    /// The jobs of `page` after `after`, oldest first. The ids come from
+    /// the backend's index, the jobs from their records, read one by one
+    /// afterwards: a job that left the page in between (removed, or moved
+    /// to another state or callback state) is left out of the page, so
+    /// every job returned was on it when read. `next` is the last id the
+    /// index gave, left out or not, so that paging goes on past it.
     pub(crate) async fn page(
         &self,
         page: &Page,
         after: Option<JobId>,
         limit: usize,
-    ) -> Result<DeadPage> {
+    ) -> Result<JobPage> {
         if !(1..=MAX_BATCH).contains(&limit) {
             return Err(Error::invalid(
                 "limit",
@@ -674,12 +707,13 @@ impl Engine {
         ids.truncate(limit);
         let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
-            // A job removed between the page and the load is simply gone.
             if let Some(loaded) = self.backend.load(id).await? {
-                jobs.push(loaded.job);
+                if page.holds(&loaded.job) {
+                    jobs.push(loaded.job);
+                }
             }
         }
-        Ok(DeadPage { jobs, next })
+        Ok(JobPage { jobs, next })
     }
 
     pub(crate) async fn verify(&self) -> Result<Verification> {

@@ -679,11 +679,15 @@ pub struct Event {
     pub progress: Option<Vec<u8>>,
 }
 
-/// One page of dead letters, oldest first.
+/// One page of a job listing, oldest first (see [`Queue::jobs`](crate::Queue::jobs)
+/// for what paging promises).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadPage {
-    /// The dead jobs of this page.
+pub struct JobPage {
+    /// The jobs of this page.
     pub jobs: Vec<Job>,
     /// Pass as `after` for the next page; `None` on the last page.
     pub next: Option<JobId>,
 }
+
+/// One page of dead letters: a [`JobPage`].
+pub type DeadPage = JobPage;

@@ -13,8 +13,9 @@
 //!   without a runtime.
 //! - [`Config`], [`Storage`], [`Durability`], [`Retention`]: how it is opened.
 //! - [`NewJob`], [`LeaseOptions`], [`Failure`]: what callers pass in;
-//!   [`Job`], [`Enqueued`], [`Leased`], [`DeadPage`], [`QueueStats`]: what
-//!   comes back.
+//!   [`Job`], [`Enqueued`], [`Leased`], [`JobPage`] (a page of a listing:
+//!   [`Queue::jobs`] by state, [`Queue::jobs_by_correlation`], dead
+//!   letters), [`QueueStats`]: what comes back.
 //! - [`Schedule`] (stored by [`Queue::put_schedule`] from a
 //!   [`ScheduleRequest`]): periodic jobs, a cron expression in a time zone
 //!   or a fixed period, fired by the timer once per tick ([`PutSchedule`],
@@ -129,8 +130,8 @@ pub use counters::{Counters, RUN_TIME_BOUNDS_MS};
 pub use error::{Error, LeaseLostReason, Result, StorageError};
 pub use events::{RecvError, Subscription};
 pub use job::{
-    Callback, CallbackStatus, DeadPage, Enqueued, Event, Failure, Job, JobId, Lease, LeaseId,
-    LeaseOptions, Leased, NewJob, Transition,
+    Callback, CallbackStatus, DeadPage, Enqueued, Event, Failure, Job, JobId, JobPage, Lease,
+    LeaseId, LeaseOptions, Leased, NewJob, Transition,
 };
 pub use queue::Queue;
 pub use queue_proto::{

@@ -14,7 +14,8 @@ use crate::events::Subscription;
 use crate::timers::{self, DueReport};
 use crate::{
     CallbackStatus, Config, Counters, DeadPage, DeliveryResult, Enqueued, Error, Failure, Job,
-    JobId, LeaseId, LeaseOptions, Leased, NewJob, Result, Verification, executor, rules,
+    JobId, JobPage, JobState, LeaseId, LeaseOptions, Leased, NewJob, Result, Verification,
+    executor, rules,
 };
 
 fn millis(d: Duration) -> u64 {
@@ -508,6 +509,54 @@ impl Queue {
         self.engine().dead_letters(queue, after, limit).await
     }
 
+    /// A page of the jobs of `queue` in `state`, oldest first (ids
+    /// increase with creation): up to `limit` (1..=1000) jobs after the id
+    /// `after`. An unknown queue has no jobs: an empty page.
+    ///
+    /// Read from an index, never by scanning the store. Paging is complete
+    /// and stable: passing each page's `next` as the next `after`, a job
+    /// that stays in `state` all along is listed exactly once, whatever
+    /// is enqueued, changes state or is removed meanwhile. A job that
+    /// leaves `state` before its page is read is not listed (even if it
+    /// was in the state when paging started), and one that enters it is
+    /// listed only if its id is after the `after` of a later page (new
+    /// jobs always are). Every job of a page was in `state` when it was
+    /// read; a page may hold fewer than `limit` jobs, and even none, with a
+    /// `next`, when jobs left the state while it was read.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad name or limit; [`Error::Storage`].
+    pub async fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<JobPage> {
+        self.engine().jobs(queue, state, after, limit).await
+    }
+
+    /// A page of the jobs whose correlation id is `correlation_id`, in any
+    /// queue and any state, oldest first: up to `limit` (1..=1000) jobs
+    /// after the id `after`. Paging behaves as in [`Queue::jobs`] (a job
+    /// keeps its correlation id for life, so a stored job is listed
+    /// exactly once; one removed by retention before its page is read is
+    /// not).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a correlation id that is not 1..=128
+    /// visible ASCII characters or a bad limit; [`Error::Storage`].
+    pub async fn jobs_by_correlation(
+        &self,
+        correlation_id: &str,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<JobPage> {
+        self.engine()
+            .jobs_by_correlation(correlation_id, after, limit)
+            .await
+    }
+
     /// Requeues dead jobs of `queue`: those in `ids` (at most 1000; ids that
     /// are not dead jobs of this queue are skipped), or all of them with
     /// `None`. They become `ready` at once with `attempts` 0. Returns how many
@@ -619,7 +668,7 @@ impl Queue {
         status: CallbackStatus,
         after: Option<JobId>,
         limit: usize,
-    ) -> Result<DeadPage> {
+    ) -> Result<JobPage> {
         self.engine()
             .page(&crate::backend::Page::Callbacks { status }, after, limit)
             .await

@@ -8,7 +8,8 @@
 //! What lives here and nowhere else: parsing job ids, lease ids and `after`
 //! cursors; the bounds of `wait_ms` and `limit`; the idempotency key given
 //! twice (header and body); enqueue-then-wait; the malformed-lease-id answer;
-//! dead-letter paging; event filters; schedule names in paths (a malformed
+//! paging (job listings by state and by correlation id, dead letters,
+//! callbacks); event filters; schedule names in paths (a malformed
 //! one is not found); the mapping of engine errors to codes;
 //! and ending long-polls and event feeds at shutdown.
 
@@ -18,9 +19,9 @@ use std::time::Duration;
 use queue_proto::limits::{MAX_BATCH, MAX_WAIT_MS};
 use queue_proto::{
     BatchRequest, BatchResponse, CallbackState, CompleteRequest, DeadPage, DeletedResponse,
-    EnqueueRequest, ErrorCode, EventType, FailRequest, Gap, HeartbeatRequest, LeaseRequest,
-    LeaseResponse, PatchQueueRequest, QueueList, QueueStats, ReleaseRequest, RequeueRequest,
-    RequeuedResponse, ScheduleList, ScheduleRequest, validate_queue_name,
+    EnqueueRequest, ErrorCode, EventType, FailRequest, Gap, HeartbeatRequest, JobPage, JobState,
+    LeaseRequest, LeaseResponse, PatchQueueRequest, QueueList, QueueStats, ReleaseRequest,
+    RequeueRequest, RequeuedResponse, ScheduleList, ScheduleRequest, validate_queue_name,
 };
 use tokio::sync::watch;
 
@@ -29,7 +30,7 @@ use crate::{
     Subscription,
 };
 
-/// Dead letters per page when the caller gives no `limit`.
+/// Jobs per page of a listing when the caller gives no `limit`.
 pub const DEFAULT_PAGE_LIMIT: u64 = 100;
 
 /// A request refused, or failed, with the contract's code. 5xx messages
@@ -811,10 +812,71 @@ impl Service {
     ) -> ServiceResult<DeadPage> {
         let (after, limit) = page_bounds(after, limit)?;
         let page = self.inner.queue.dead_letters(queue, after, limit).await?;
-        Ok(DeadPage {
-            jobs: page.jobs.iter().map(|j| j.to_wire(None)).collect(),
-            next: page.next.map(|id| id.to_string()),
-        })
+        Ok(wire_page(&page))
+    }
+
+    /// `GET /v1/queues/{queue}/jobs?state&limit&after`: the queue's jobs in
+    /// `state`, oldest first (see [`Queue::jobs`] for what paging
+    /// promises). An unknown queue gives an empty page.
+    ///
+    /// # Errors
+    /// `invalid_request` naming the parameter for a missing or unknown
+    /// state, a bad queue name, a limit outside 1..=1000 or an `after`
+    /// that is no job id.
+    pub async fn jobs(
+        &self,
+        queue: &str,
+        state: Option<&str>,
+        after: Option<&str>,
+        limit: Option<u64>,
+    ) -> ServiceResult<JobPage> {
+        check_queue(queue)?;
+        let states = || {
+            JobState::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let state: JobState = state
+            .ok_or_else(|| {
+                ServiceError::invalid(format!("state is required: one of {}", states()))
+            })?
+            .parse()
+            .map_err(|_| {
+                ServiceError::invalid(format!(
+                    "state: {:?} is not one of {}",
+                    state.unwrap_or_default(),
+                    states()
+                ))
+            })?;
+        let (after, limit) = page_bounds(after, limit)?;
+        let page = self.inner.queue.jobs(queue, state, after, limit).await?;
+        Ok(wire_page(&page))
+    }
+
+    /// `GET /v1/jobs?correlation_id&limit&after`: every stored job with
+    /// that correlation id, in any queue, oldest first.
+    ///
+    /// # Errors
+    /// `invalid_request` naming the parameter for a missing correlation id
+    /// or one that is not 1..=128 visible ASCII characters (as the enqueue
+    /// field), a bad limit or `after`.
+    pub async fn jobs_by_correlation(
+        &self,
+        correlation_id: Option<&str>,
+        after: Option<&str>,
+        limit: Option<u64>,
+    ) -> ServiceResult<JobPage> {
+        let correlation_id =
+            correlation_id.ok_or_else(|| ServiceError::invalid("correlation_id is required"))?;
+        let (after, limit) = page_bounds(after, limit)?;
+        let page = self
+            .inner
+            .queue
+            .jobs_by_correlation(correlation_id, after, limit)
+            .await?;
+        Ok(wire_page(&page))
     }
 
     /// `POST /v1/queues/{queue}/dead/requeue`: the ids given (a malformed
@@ -1082,10 +1144,7 @@ impl Service {
             .queue
             .callbacks(state.into(), after, limit)
             .await?;
-        Ok(DeadPage {
-            jobs: page.jobs.iter().map(|j| j.to_wire(None)).collect(),
-            next: page.next.map(|id| id.to_string()),
-        })
+        Ok(wire_page(&page))
     }
 }
 
@@ -1111,6 +1170,14 @@ fn is_traceparent(value: &str) -> bool {
                 && hex(flags, 2)
         }
         _ => false,
+    }
+}
+
+/// A page of jobs as the wire carries it.
+fn wire_page(page: &crate::JobPage) -> JobPage {
+    JobPage {
+        jobs: page.jobs.iter().map(|j| j.to_wire(None)).collect(),
+        next: page.next.map(|id| id.to_string()),
     }
 }
 

@@ -74,6 +74,9 @@ const QUEUES: [&str; 2] = ["mail", "mail.bulk"];
 const KEYS: [&str; 3] = ["k0", "k1", "k2"];
 /// Names every operation must refuse.
 const BAD_QUEUES: [&str; 3] = ["", "a/b", "with space"];
+/// Correlation ids of unkeyed jobs (one in three has none), shared by
+/// both queues so that listing by correlation crosses them.
+const CORRELATIONS: [&str; 2] = ["req-a", "req-b"];
 /// Error text of a failure reported by the test's "worker".
 const BOOM: &str = "boom";
 /// Error text of an expiry (see `rules::expire`).
@@ -965,6 +968,8 @@ impl Harness {
                 job = NewJob::new(common::payload(1_000_000 + key as u64));
             }
             job = job.idempotency_key(KEYS[key]);
+        } else if let Some(id) = CORRELATIONS.get((self.payloads % 3) as usize) {
+            job = job.correlation_id(*id);
         }
         match spec.invalid {
             None => {}
@@ -1637,6 +1642,39 @@ impl Harness {
             same("stats", &got, &self.model.stats(q))?;
         }
         same("counters", &queue.counters(), &self.model.counters)?;
+        // The listings: a queue's jobs in each state, the jobs of each
+        // correlation id, whole and in id order.
+        let whole = |page: queue_core::Result<queue_core::JobPage>, what: &str| {
+            let page = page.map_err(|e| format!("{what}: {e:?}"))?;
+            if page.next.is_some() {
+                return Err(format!("{what}: more than one page"));
+            }
+            Ok::<_, String>(page.jobs)
+        };
+        for name in QUEUES {
+            for state in JobState::ALL {
+                let got = whole(queue.jobs(name, state, None, 1000), "jobs")?;
+                let want: Vec<Job> = self
+                    .model
+                    .jobs
+                    .values()
+                    .filter(|job| job.queue == name && job.state == state)
+                    .cloned()
+                    .collect();
+                same(&format!("{name} jobs {state}"), &got, &want)?;
+            }
+        }
+        for id in CORRELATIONS {
+            let got = whole(queue.jobs_by_correlation(id, None, 1000), "by correlation")?;
+            let want: Vec<Job> = self
+                .model
+                .jobs
+                .values()
+                .filter(|job| job.correlation_id.as_deref() == Some(id))
+                .cloned()
+                .collect();
+            same(&format!("jobs of {id}"), &got, &want)?;
+        }
         let list = queue.queues().map_err(|e| format!("queues: {e:?}"))?;
         same("queue list", &list, &self.model.queue_list())?;
         for id in &self.model.known {

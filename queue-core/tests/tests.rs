@@ -6,16 +6,19 @@
 //!   with reopens of the database between steps.
 //! - `crash`: a child process killed with SIGKILL at random moments; the parent
 //!   reopens and checks acknowledged work, invariants and draining.
+//! - `listing`: a queue's jobs by state and the jobs of a correlation id,
+//!   paged, complete and stable while jobs change state between pages.
 //! - `limits`: queue limits stored and durable, held under concurrent
 //!   leasers, FIFO per group, lease order with groups against a model.
 //! - `schedules`: schedules fired through the engine on a manual clock,
 //!   catch-up after downtime under each policy.
-//! - `upgrade`: a data directory written by the first release opens, is
-//!   upgraded, serves and drains.
+//! - `upgrade`: data directories written by earlier releases open, are
+//!   upgraded, serve, list their jobs and drain.
 
 mod common;
 mod crash;
 mod limits;
+mod listing;
 mod model;
 mod operations;
 mod schedules;

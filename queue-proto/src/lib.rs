@@ -51,7 +51,7 @@ pub use state::{JobState, UnknownState};
 pub use wire::{
     BatchRequest, BatchResponse, CallbackEvent, CallbackInfo, CallbackState, CompleteRequest,
     CountResponse, DeadPage, DeletedResponse, EnqueueRequest, ErrorBody, ErrorCode, ErrorDetail,
-    Event, EventType, FailRequest, Gap, HeartbeatRequest, Job, LeaseRequest, LeaseResponse,
-    PatchQueueRequest, QueueLimits, QueueList, QueueStats, RateLimit, ReleaseRequest,
-    RequeueRequest, RequeuedResponse, rfc3339_ms,
+    Event, EventType, FailRequest, Gap, HeartbeatRequest, Job, JobPage, LeaseRequest,
+    LeaseResponse, PatchQueueRequest, QueueLimits, QueueList, QueueStats, RateLimit,
+    ReleaseRequest, RequeueRequest, RequeuedResponse, rfc3339_ms,
 };

@@ -385,14 +385,19 @@ pub struct CountResponse {
     pub count: u64,
 }
 
-/// One page of a queue's dead letters, oldest first.
+/// One page of a job listing, oldest first: a queue's jobs in a state
+/// (`GET /v1/queues/{queue}/jobs`), the jobs of a correlation id
+/// (`GET /v1/jobs`), a queue's dead letters, the jobs of a callback state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeadPage {
-    /// The dead jobs of this page.
+pub struct JobPage {
+    /// The jobs of this page.
     pub jobs: Vec<Job>,
     /// Pass as `after` for the next page; `null` on the last page.
     pub next: Option<String>,
 }
+
+/// One page of a queue's dead letters: a [`JobPage`].
+pub type DeadPage = JobPage;
 
 /// Counts of one queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,6 +19,8 @@
 //!   manual clock, 410, timeouts, the bound on attempts under way.
 //! - `fuzz`: random and mutated bodies, ids, names and query strings on
 //!   every route, through the app without a socket: never a 5xx or a panic.
+//! - `listing`: jobs by state and by correlation id: every state, paging
+//!   with `next`, correlation across queues, refusals naming the parameter.
 //! - `limits`: queue limits: PATCH validation, stats, restarts, many
 //!   workers under max_leased and group_max_leased.
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
@@ -37,6 +39,7 @@ mod connections;
 mod events;
 mod fuzz;
 mod limits;
+mod listing;
 mod openapi;
 mod resume;
 mod schedules;

@@ -177,6 +177,31 @@ impl Embedded {
             .map_err(map)
     }
 
+    pub(crate) async fn jobs(
+        &self,
+        queue: &str,
+        state: queue_proto::JobState,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<queue_proto::JobPage> {
+        self.service
+            .jobs(queue, Some(state.as_str()), after, Some(u64::from(limit)))
+            .await
+            .map_err(map)
+    }
+
+    pub(crate) async fn jobs_by_correlation(
+        &self,
+        correlation_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<queue_proto::JobPage> {
+        self.service
+            .jobs_by_correlation(Some(correlation_id), after, Some(u64::from(limit)))
+            .await
+            .map_err(map)
+    }
+
     pub(crate) async fn requeue_dead(&self, queue: &str, request: &RequeueRequest) -> Result<u64> {
         let reply = self
             .service

@@ -362,6 +362,42 @@ impl Http {
             .body)
     }
 
+    pub(crate) async fn jobs(
+        &self,
+        queue: &str,
+        state: queue_proto::JobState,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<queue_proto::JobPage> {
+        let mut path = format!("/v1/queues/{queue}/jobs?state={state}&limit={limit}");
+        if let Some(after) = after {
+            path.push_str(&format!("&after={}", encode(after)));
+        }
+        Ok(self
+            .call(Method::GET, &path, None::<&()>, Duration::ZERO)
+            .await?
+            .body)
+    }
+
+    pub(crate) async fn jobs_by_correlation(
+        &self,
+        correlation_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<queue_proto::JobPage> {
+        let mut path = format!(
+            "/v1/jobs?correlation_id={}&limit={limit}",
+            encode(correlation_id)
+        );
+        if let Some(after) = after {
+            path.push_str(&format!("&after={}", encode(after)));
+        }
+        Ok(self
+            .call(Method::GET, &path, None::<&()>, Duration::ZERO)
+            .await?
+            .body)
+    }
+
     pub(crate) async fn requeue_dead(&self, queue: &str, request: &RequeueRequest) -> Result<u64> {
         let path = format!("/v1/queues/{queue}/dead/requeue");
         let reply: Reply<RequeuedResponse> = self

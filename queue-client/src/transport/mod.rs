@@ -303,6 +303,26 @@ impl Transport {
         dispatch!(self, t => t.dead_letters(queue, after, limit).await)
     }
 
+    pub(crate) async fn jobs(
+        &self,
+        queue: &str,
+        state: queue_proto::JobState,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<queue_proto::JobPage> {
+        check_queue(queue)?;
+        dispatch!(self, t => t.jobs(queue, state, after, limit).await)
+    }
+
+    pub(crate) async fn jobs_by_correlation(
+        &self,
+        correlation_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<queue_proto::JobPage> {
+        dispatch!(self, t => t.jobs_by_correlation(correlation_id, after, limit).await)
+    }
+
     pub(crate) async fn requeue_dead(&self, queue: &str, request: &RequeueRequest) -> Result<u64> {
         check_queue(queue)?;
         dispatch!(self, t => t.requeue_dead(queue, request).await)

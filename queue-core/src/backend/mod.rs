@@ -300,13 +300,46 @@ pub(crate) struct Due {
     pub(crate) deadline: Deadline,
 }
 
-/// A paged listing of job ids, oldest first.
+/// A paged listing of job ids, oldest first (ids increase with creation).
+///
+/// A backend answers a page from an index, never by scanning the records:
+/// the cost of a page is its length, however many jobs are stored. Pages
+/// are keyed by id, so paging with `after` is complete and stable: a job
+/// that stays in the listing while a caller pages through it is listed
+/// exactly once, whatever is enqueued, changes state or is removed
+/// meanwhile; a job that leaves the listing is not listed on later pages,
+/// and one that enters it is listed on a later page only if its id is
+/// greater than the `after` of that page.
+///
+/// On PostgreSQL: [`Page::State`] is `SELECT id FROM jobs WHERE queue = $1
+/// AND state = $2 AND id > $3 ORDER BY id LIMIT $4` over an index on
+/// `(queue, state, id)`, and [`Page::Correlation`] the same over an index
+/// on `(correlation_id, id)` (partial: `WHERE correlation_id IS NOT
+/// NULL`); both are maintained by the database in the transaction of
+/// every transition, as the sled backend maintains its derived entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Page {
-    /// The dead jobs of a queue.
-    Dead { queue: String },
+    /// The jobs of a queue in a state (the dead-letter list is the
+    /// `Dead` state's).
+    State {
+        queue: String,
+        state: queue_proto::JobState,
+    },
+    /// The jobs with a correlation id, in any queue.
+    Correlation { id: String },
     /// The jobs whose callback delivery is in a state.
     Callbacks { status: crate::CallbackStatus },
+}
+
+impl Page {
+    /// Whether `job`, as stored now, belongs on this listing.
+    pub(crate) fn holds(&self, job: &Job) -> bool {
+        match self {
+            Page::State { queue, state } => job.queue == *queue && job.state == *state,
+            Page::Correlation { id } => job.correlation_id.as_deref() == Some(id.as_str()),
+            Page::Callbacks { status } => job.callback.as_ref().map(|c| c.status) == Some(*status),
+        }
+    }
 }
 
 /// The retained part of the event log.

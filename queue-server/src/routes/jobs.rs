@@ -1,6 +1,7 @@
-//! Jobs: enqueue (one or a batch) into a queue, and a job's own calls —
-//! read (with a long-poll), cancel, and the lease-fenced heartbeat,
-//! complete, fail and release.
+//! Jobs: enqueue (one or a batch) into a queue, list a queue's jobs by
+//! state or every job of a correlation id, and a job's own calls — read
+//! (with a long-poll), cancel, and the lease-fenced heartbeat, complete,
+//! fail and release.
 
 use http::StatusCode;
 use http::header::{HeaderValue, LOCATION};
@@ -21,6 +22,10 @@ pub enum Endpoint {
     Enqueue,
     /// `POST /v1/queues/{queue}/jobs/batch`
     EnqueueBatch,
+    /// `GET /v1/queues/{queue}/jobs?state&limit&after`
+    List,
+    /// `GET /v1/jobs?correlation_id&limit&after`
+    ListByCorrelation,
     /// `GET /v1/jobs/{id}`
     Get,
     /// `DELETE /v1/jobs/{id}`
@@ -38,7 +43,9 @@ pub enum Endpoint {
 impl Endpoint {
     pub(crate) fn reads_body(self) -> bool {
         match self {
-            Endpoint::Get | Endpoint::Cancel => false,
+            Endpoint::Get | Endpoint::Cancel | Endpoint::List | Endpoint::ListByCorrelation => {
+                false
+            }
             Endpoint::Enqueue
             | Endpoint::EnqueueBatch
             | Endpoint::Heartbeat
@@ -53,11 +60,15 @@ impl Endpoint {
 pub static ROUTES: &[RouteSpec<Endpoint>] = &[
     RouteSpec {
         pattern: "/v1/queues/{queue}/jobs",
-        methods: &[("POST", Endpoint::Enqueue)],
+        methods: &[("GET", Endpoint::List), ("POST", Endpoint::Enqueue)],
     },
     RouteSpec {
         pattern: "/v1/queues/{queue}/jobs/batch",
         methods: &[("POST", Endpoint::EnqueueBatch)],
+    },
+    RouteSpec {
+        pattern: "/v1/jobs",
+        methods: &[("GET", Endpoint::ListByCorrelation)],
     },
     RouteSpec {
         pattern: "/v1/jobs/{id}",
@@ -91,6 +102,27 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
                 .enqueue_batch(call.queue(), request, &context(call)?)
                 .await?;
             return Ok(json(StatusCode::ACCEPTED, &reply));
+        }
+        Endpoint::List => {
+            let page = service
+                .jobs(
+                    call.queue(),
+                    call.params.get("state"),
+                    call.params.get("after"),
+                    call.number("limit")?,
+                )
+                .await?;
+            return Ok(json(StatusCode::OK, &page));
+        }
+        Endpoint::ListByCorrelation => {
+            let page = service
+                .jobs_by_correlation(
+                    call.params.get("correlation_id"),
+                    call.params.get("after"),
+                    call.number("limit")?,
+                )
+                .await?;
+            return Ok(json(StatusCode::OK, &page));
         }
         Endpoint::Get => {
             let wait_ms = call.number("wait_ms")?.unwrap_or(0);

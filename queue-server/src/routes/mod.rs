@@ -57,6 +57,10 @@ impl Endpoint {
     pub fn query_params(self) -> &'static [&'static str] {
         match self {
             Endpoint::Jobs(jobs::Endpoint::Enqueue | jobs::Endpoint::Get) => &["wait_ms"],
+            Endpoint::Jobs(jobs::Endpoint::List) => &["state", "limit", "after"],
+            Endpoint::Jobs(jobs::Endpoint::ListByCorrelation) => {
+                &["correlation_id", "limit", "after"]
+            }
             Endpoint::Dead(dead::Endpoint::List) => &["limit", "after"],
             Endpoint::Callbacks(callbacks::Endpoint::List) => &["state", "limit", "after"],
             Endpoint::Events(events::Endpoint::Stream) => &["queue", "job", "type", "after"],

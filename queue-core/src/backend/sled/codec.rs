@@ -1289,7 +1289,36 @@ mod v1_fixtures {
                 .entry(keys::count_key(&job.queue, job.state))
                 .or_default() += 1;
         }
-        assert_eq!(index, trees["index"]);
+        // Format 1 kept the dead-letter list in `d`, which the `j` entries
+        // of format 3 replace (the upgrade builds them from the records):
+        // each stored `d` entry is the `j` entry of a dead job, and every
+        // other entry is the one this build computes.
+        let (listing, others): (BTreeMap<_, _>, BTreeMap<_, _>) = index
+            .into_iter()
+            .partition(|(k, _)| matches!(k[0], keys::STATE | keys::CORRELATION));
+        let (dead, stored_others): (BTreeMap<_, _>, BTreeMap<_, _>) = trees["index"]
+            .clone()
+            .into_iter()
+            .partition(|(k, _)| k[0] == keys::DEAD_V2);
+        assert_eq!(others, stored_others);
+        let dead_as_listed: Vec<Vec<u8>> = dead
+            .keys()
+            .map(|k| {
+                let (queue_part, id) = k.split_at(k.len() - 8);
+                let mut key = vec![keys::STATE];
+                key.extend_from_slice(&queue_part[1..]);
+                key.push(keys::state_byte(JobState::Dead));
+                key.extend_from_slice(id);
+                key
+            })
+            .collect();
+        let dead_listed: Vec<Vec<u8>> = listing
+            .keys()
+            .filter(|k| k[0] == keys::STATE && k[k.len() - 9] == keys::state_byte(JobState::Dead))
+            .cloned()
+            .collect();
+        assert_eq!(dead_listed, dead_as_listed);
+        assert_eq!(listing.len(), trees["jobs"].len(), "one `j` entry per job");
         assert_eq!(timers, trees["timers"]);
         let stored_counts: BTreeMap<Vec<u8>, u64> = trees["meta"]
             .iter()

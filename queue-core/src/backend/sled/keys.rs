@@ -11,9 +11,14 @@
 //!   `g` ready jobs with a group by (queue, group, priority desc, run_at,
 //!   id): each group's own lease order,
 //!   `a` ready by (queue, run_at, id) for the oldest-ready age,
-//!   `d` dead by (queue, id) for the dead-letter list,
+//!   `j` every job by (queue, state, id) for listing a queue's jobs in a
+//!   state (the dead-letter list included), ([`state_key`]),
+//!   `o` jobs with a correlation id by (correlation id, id) for listing
+//!   the jobs of one request across queues ([`correlation_key`]),
 //!   `i` idempotency (queue, key) → id,
-//!   `k` callbacks by (state, id), for listing deliveries.
+//!   `k` callbacks by (state, id), for listing deliveries;
+//!   format 2 kept `d` dead by (queue, id) for the dead-letter list,
+//!   which `j` replaces (the upgrade to format 3 removes them).
 //! - `timers`: (kind, at, id) → lease id or nothing ([`rules::deadlines`]).
 //! - `meta`: `c` per-(queue, state) counts, `l` per-(queue, group) counts
 //!   of leased jobs, `h` per-(queue, group) pointers to the group's head
@@ -51,7 +56,13 @@ pub(crate) const GROUP_LEASED: u8 = b'l';
 /// Per-(queue, group) pointer to the group's head entry in `r` (in `meta`).
 pub(crate) const GROUP_HEAD: u8 = b'h';
 pub(crate) const AGE: u8 = b'a';
-pub(crate) const DEAD: u8 = b'd';
+/// Format 2's dead-letter entries (`d` + queue + 0 + id), replaced by
+/// [`STATE`] entries.
+pub(crate) const DEAD_V2: u8 = b'd';
+/// Every job by (queue, state, id).
+pub(crate) const STATE: u8 = b'j';
+/// Jobs with a correlation id by (correlation id, id).
+pub(crate) const CORRELATION: u8 = b'o';
 pub(crate) const IDEM: u8 = b'i';
 pub(crate) const CALLBACKS: u8 = b'k';
 pub(crate) const COUNT: u8 = b'c';
@@ -176,8 +187,36 @@ fn age_key(job: &Job) -> Vec<u8> {
     key
 }
 
-pub(crate) fn dead_key(queue: &str, id: JobId) -> Vec<u8> {
-    let mut key = queue_prefix(DEAD, queue);
+/// The prefix of the `j` entries of `queue`'s jobs in `state`:
+/// `j` + queue + 0 + the state's byte ([`state_byte`]).
+pub(crate) fn state_prefix(queue: &str, state: JobState) -> Vec<u8> {
+    let mut key = queue_prefix(STATE, queue);
+    key.push(state_byte(state));
+    key
+}
+
+/// The `j` entry of job `id` of `queue` in `state`: [`state_prefix`] + id.
+/// Ids increase with creation, so a scan comes back oldest first.
+pub(crate) fn state_key(queue: &str, state: JobState, id: JobId) -> Vec<u8> {
+    let mut key = state_prefix(queue, state);
+    key.extend_from_slice(&job_key(id));
+    key
+}
+
+/// The prefix of the `o` entries of `correlation_id`: `o` + its length
+/// (one byte: correlation ids are at most 128 bytes) + the id, so that no
+/// correlation id's keys are a prefix of another's.
+pub(crate) fn correlation_prefix(correlation_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(correlation_id.len() + 10);
+    key.push(CORRELATION);
+    key.push(u8::try_from(correlation_id.len()).unwrap_or(u8::MAX));
+    key.extend_from_slice(correlation_id.as_bytes());
+    key
+}
+
+/// The `o` entry of job `id` with `correlation_id`: the prefix + id.
+pub(crate) fn correlation_key(correlation_id: &str, id: JobId) -> Vec<u8> {
+    let mut key = correlation_prefix(correlation_id);
     key.extend_from_slice(&job_key(id));
     key
 }
@@ -307,9 +346,13 @@ pub(crate) fn entries(job: &Job) -> Vec<Entry> {
         key,
         value,
     };
-    let mut out = Vec::with_capacity(3);
+    let mut out = Vec::with_capacity(4);
     if let Some(key) = &job.idempotency_key {
         out.push(index(idem_key(&job.queue, key), job_key(job.id).to_vec()));
+    }
+    out.push(index(state_key(&job.queue, job.state, job.id), Vec::new()));
+    if let Some(correlation_id) = &job.correlation_id {
+        out.push(index(correlation_key(correlation_id, job.id), Vec::new()));
     }
     match job.state {
         JobState::Ready => {
@@ -319,8 +362,11 @@ pub(crate) fn entries(job: &Job) -> Vec<Entry> {
             }
             out.push(index(age_key(job), Vec::new()));
         }
-        JobState::Dead => out.push(index(dead_key(&job.queue, job.id), Vec::new())),
-        JobState::Scheduled | JobState::Leased | JobState::Completed | JobState::Cancelled => {}
+        JobState::Scheduled
+        | JobState::Leased
+        | JobState::Completed
+        | JobState::Dead
+        | JobState::Cancelled => {}
     }
     if let Some(callback) = &job.callback {
         out.push(index(callback_key(callback.status, job.id), Vec::new()));
@@ -355,15 +401,73 @@ mod tests {
     #[test]
     fn entries_follow_the_state() {
         let ready = ready_job();
-        assert_eq!(entries(&ready).len(), 2);
+        assert_eq!(entries(&ready).len(), 3);
         let leased = leased_job(1);
         let e = entries(&leased);
-        assert_eq!(e.len(), 1);
-        assert_eq!(e[0].family, Family::Timers);
-        assert_eq!(e[0].value, 1u64.to_be_bytes().to_vec());
+        assert_eq!(e.len(), 2);
+        let timers: Vec<_> = e.iter().filter(|e| e.family == Family::Timers).collect();
+        assert_eq!(timers.len(), 1);
+        assert_eq!(timers[0].value, 1u64.to_be_bytes().to_vec());
         let mut keyed = ready_job();
         keyed.idempotency_key = Some("k".into());
-        assert_eq!(entries(&keyed).len(), 3);
+        assert_eq!(entries(&keyed).len(), 4);
+    }
+
+    #[test]
+    fn every_job_has_one_state_entry_and_one_correlation_entry_if_it_has_an_id() {
+        let keys =
+            |job: &Job| -> Vec<Vec<u8>> { entries(job).into_iter().map(|e| e.key).collect() };
+        for state in JobState::ALL {
+            let mut job = ready_job();
+            job.state = state;
+            let of_state: Vec<_> = keys(&job)
+                .into_iter()
+                .filter(|k| k.first() == Some(&STATE))
+                .collect();
+            assert_eq!(of_state, [state_key("q", state, job.id)], "{state:?}");
+            assert!(of_state[0].starts_with(&state_prefix("q", state)));
+            assert!(!keys(&job).iter().any(|k| k.first() == Some(&CORRELATION)));
+        }
+        let mut job = ready_job();
+        job.correlation_id = Some("req-1".into());
+        let of_correlation: Vec<_> = keys(&job)
+            .into_iter()
+            .filter(|k| k.first() == Some(&CORRELATION))
+            .collect();
+        assert_eq!(of_correlation, [correlation_key("req-1", job.id)]);
+        // Nothing of a dead job goes to format 2's `d` family any more.
+        job.state = JobState::Dead;
+        assert!(!keys(&job).iter().any(|k| k.first() == Some(&DEAD_V2)));
+    }
+
+    #[test]
+    fn listing_keys_sort_by_id_and_never_mix_prefixes() {
+        let id = JobId::from_u64;
+        let mut keys = vec![
+            state_key("q", JobState::Ready, id(300)),
+            state_key("q", JobState::Ready, id(2)),
+            state_key("q", JobState::Ready, id(1 << 40)),
+        ];
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                state_key("q", JobState::Ready, id(2)),
+                state_key("q", JobState::Ready, id(300)),
+                state_key("q", JobState::Ready, id(1 << 40)),
+            ]
+        );
+        // Queue `q` is not a prefix of queue `q1`, nor one state of another.
+        assert!(
+            !state_key("q1", JobState::Ready, id(1))
+                .starts_with(&state_prefix("q", JobState::Ready))
+        );
+        assert!(
+            !state_key("q", JobState::Dead, id(1)).starts_with(&state_prefix("q", JobState::Ready))
+        );
+        // Correlation id `a` is not a prefix of `ab`.
+        assert!(!correlation_key("ab", id(1)).starts_with(&correlation_prefix("a")));
+        assert!(correlation_key("a", id(1)) < correlation_key("a", id(2)));
     }
 
     #[test]

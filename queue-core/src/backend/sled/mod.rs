@@ -28,8 +28,8 @@ use tokio::sync::watch;
 
 use self::batch::{Batcher, Gathered, Prepared, PreparedSchedule, Tail, TxError, Writes};
 use self::keys::{
-    AGE, COUNT, DEAD, EVENT_SEQ, EVENTS, INDEX, JOBS, META, PAUSED_V1, SETTINGS, dead_key,
-    event_key, id_at_end, idem_key, job_key, queue_prefix, settings_key, timer_key, u64_at,
+    AGE, COUNT, EVENT_SEQ, EVENTS, INDEX, JOBS, META, PAUSED_V1, SETTINGS, event_key, id_at_end,
+    idem_key, job_key, queue_prefix, settings_key, timer_key, u64_at,
 };
 use super::{
     Backend, BoxFuture, Change, Commit, Committed, Counts, Due, EventBounds, Loaded,
@@ -54,9 +54,14 @@ const _: () = assert!(2 * MAX_PAYLOAD_LIMIT + 64 * 1024 < SEGMENT_SIZE / 4);
 
 /// The layout version of the trees, kept under [`FORMAT_KEY`] in sled's
 /// default tree. Format 1 (the first release) kept paused flags instead of
-/// settings records and had no event log; it is upgraded at open.
-const FORMAT_VERSION: u8 = 2;
+/// settings records and had no event log; format 2 (up to the operator
+/// tools) had no listing entries (`j`, `o`) and kept the dead-letter list
+/// in `d`. Both are upgraded at open, one step after the other.
+const FORMAT_VERSION: u8 = 3;
 const FORMAT_KEY: &[u8] = b"format";
+
+/// The most entries one batch of a format upgrade writes.
+const UPGRADE_BATCH: usize = 10_000;
 
 pub(crate) fn storage(e: sled::Error) -> Error {
     Error::Storage(StorageError::from_source(e))
@@ -115,7 +120,7 @@ impl Store {
                 db.insert(FORMAT_KEY, &[FORMAT_VERSION]).map_err(storage)?;
                 FORMAT_VERSION
             }
-            Some(v) if matches!(v.as_ref(), [1] | [FORMAT_VERSION]) => v[0],
+            Some(v) if matches!(v.as_ref(), [1..=FORMAT_VERSION]) => v[0],
             Some(v) => {
                 return Err(Error::Corrupt(format!(
                     "data directory has format {v:?}; this build reads formats 1 to \
@@ -150,8 +155,11 @@ impl Store {
         };
         let (slot_events, last_batch) = store.replay_wal()?;
         store.recover_events(slot_events, last_batch)?;
-        if format == 1 {
+        if format < 2 {
             store.upgrade_from_format_1()?;
+        }
+        if format < 3 {
+            store.upgrade_from_format_2()?;
         }
         Ok(store)
     }
@@ -175,20 +183,82 @@ impl Store {
                 Some(codec::encode_settings(&settings)?),
             );
         }
-        if !writes.is_empty() {
-            let record = batch::encode(&writes)?;
-            let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
-            self.commit_pieces(&writes, &record, gathered.next)?;
-            gathered.next += 1;
-        }
-        self.db
-            .insert(FORMAT_KEY, &[FORMAT_VERSION])
-            .map_err(storage)?;
+        self.commit_upgrade(&writes)?;
+        self.db.insert(FORMAT_KEY, &[2]).map_err(storage)?;
         self.flush_now()?;
         tracing::info!(
             paused = writes.len() / 2,
             "upgraded the data directory to format 2"
         );
+        Ok(())
+    }
+
+    /// Format 2 → 3: the listing entries (`j` by queue, state and id for
+    /// every job; `o` by correlation id and id for every job that has one)
+    /// are built from the records, and format 2's dead-letter entries (`d`,
+    /// which `j` replaces) are removed; then the format key.
+    ///
+    /// Until the format key says 3, the directory is upgraded again at the
+    /// next open, from the records: the step first removes any `j` and `o`
+    /// entry already there (left by an interrupted upgrade, perhaps since
+    /// changed by a format-2 build), so an interrupted upgrade leaves
+    /// nothing the next one does not redo, and no reader of this build sees
+    /// a directory half upgraded. Its writes go through the write-ahead
+    /// log in batches of at most [`UPGRADE_BATCH`] entries, so that its
+    /// memory does not grow with the store.
+    fn upgrade_from_format_2(&self) -> Result<()> {
+        let mut writes = Writes::new();
+        let flush = |writes: &mut Writes, force: bool| -> Result<()> {
+            if force || writes.len() >= UPGRADE_BATCH {
+                self.commit_upgrade(writes)?;
+                writes.clear();
+            }
+            Ok(())
+        };
+        for family in [keys::STATE, keys::CORRELATION] {
+            for key in self.index.scan_prefix([family]).keys() {
+                writes.insert((INDEX, key.map_err(storage)?.to_vec()), None);
+                flush(&mut writes, false)?;
+            }
+        }
+        flush(&mut writes, true)?;
+        let mut jobs = 0u64;
+        for bytes in self.jobs.iter().values() {
+            let (job, _) = codec::decode_job(&bytes.map_err(storage)?)?;
+            writes.insert(
+                (INDEX, keys::state_key(&job.queue, job.state, job.id)),
+                Some(Vec::new()),
+            );
+            if let Some(correlation_id) = &job.correlation_id {
+                writes.insert(
+                    (INDEX, keys::correlation_key(correlation_id, job.id)),
+                    Some(Vec::new()),
+                );
+            }
+            jobs += 1;
+            flush(&mut writes, false)?;
+        }
+        for key in self.index.scan_prefix([keys::DEAD_V2]).keys() {
+            writes.insert((INDEX, key.map_err(storage)?.to_vec()), None);
+            flush(&mut writes, false)?;
+        }
+        flush(&mut writes, true)?;
+        self.db.insert(FORMAT_KEY, &[3]).map_err(storage)?;
+        self.flush_now()?;
+        tracing::info!(jobs, "upgraded the data directory to format 3");
+        Ok(())
+    }
+
+    /// Commits the writes of an upgrade step as one batch of the
+    /// write-ahead log (nothing when there are none).
+    fn commit_upgrade(&self, writes: &Writes) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let record = batch::encode(writes)?;
+        let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+        self.commit_pieces(writes, &record, gathered.next)?;
+        gathered.next += 1;
         Ok(())
     }
 
@@ -327,31 +397,21 @@ impl Store {
     }
 
     fn page(&self, page: &Page, after: Option<JobId>, limit: usize) -> Result<Vec<JobId>> {
-        let (prefix, start) = match page {
-            Page::Callbacks { status } => {
-                let prefix = vec![keys::CALLBACKS, keys::callback_byte(*status)];
-                let start = match after {
-                    Some(id) => {
-                        let mut key = keys::callback_key(*status, id);
-                        key.push(0);
-                        key
-                    }
-                    None => prefix.clone(),
-                };
-                (prefix, start)
+        let prefix = match page {
+            Page::Callbacks { status } => vec![keys::CALLBACKS, keys::callback_byte(*status)],
+            Page::State { queue, state } => keys::state_prefix(queue, *state),
+            Page::Correlation { id } => keys::correlation_prefix(id),
+        };
+        // Every key of a page is its prefix and an 8-byte id: the first key
+        // after `after` is the one after prefix + id + 0.
+        let start = match after {
+            Some(id) => {
+                let mut key = prefix.clone();
+                key.extend_from_slice(&job_key(id));
+                key.push(0);
+                key
             }
-            Page::Dead { queue } => {
-                let prefix = queue_prefix(DEAD, queue);
-                let start = match after {
-                    Some(id) => {
-                        let mut key = dead_key(queue, id);
-                        key.push(0);
-                        key
-                    }
-                    None => prefix.clone(),
-                };
-                (prefix, start)
-            }
+            None => prefix.clone(),
         };
         self.index
             .range(start..)
@@ -1158,6 +1218,247 @@ mod tests {
         assert!(problems(&store).is_empty());
     }
 
+    /// Jobs 10..=15 of queue `q` (and job 16 of queue `other`), in various
+    /// states; jobs 11, 13 and 16 share the correlation id `req-1`.
+    fn listing_jobs() -> Vec<crate::Job> {
+        use queue_proto::JobState;
+        let states = [
+            JobState::Ready,
+            JobState::Dead,
+            JobState::Ready,
+            JobState::Completed,
+            JobState::Ready,
+            JobState::Dead,
+            JobState::Ready,
+        ];
+        states
+            .iter()
+            .enumerate()
+            .map(|(i, state)| {
+                let mut job = ready_job();
+                job.id = JobId::from_u64(10 + i as u64);
+                job.state = *state;
+                if state.is_terminal() {
+                    job.finished_at = Some(job.updated_at);
+                }
+                if i == 6 {
+                    job.queue = "other".into();
+                }
+                if matches!(i, 1 | 3 | 6) {
+                    job.correlation_id = Some("req-1".into());
+                }
+                job
+            })
+            .collect()
+    }
+
+    fn store_with(dir: &std::path::Path, jobs: &[crate::Job]) -> Store {
+        let store = Store::open(dir, 1 << 20, Durability::Sync).unwrap();
+        let mut writes = Writes::new();
+        for job in jobs {
+            writes.extend(writes_of(job));
+        }
+        // writes_of counts each job as the only one of its state.
+        let mut counts: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
+        for job in jobs {
+            *counts
+                .entry(keys::count_key(&job.queue, job.state))
+                .or_default() += 1;
+        }
+        for (key, count) in counts {
+            writes.insert((META, key), Some(count.to_be_bytes().to_vec()));
+        }
+        store.apply(&writes).unwrap();
+        store.flush_now().unwrap();
+        store
+    }
+
+    fn ids(ids: &[u64]) -> Vec<JobId> {
+        ids.iter().copied().map(JobId::from_u64).collect()
+    }
+
+    #[test]
+    fn pages_by_state_and_by_correlation_come_from_the_index_in_id_order() {
+        use queue_proto::JobState;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &listing_jobs());
+        assert!(verify::verify(&store).unwrap().is_ok());
+        let ready = Page::State {
+            queue: "q".into(),
+            state: JobState::Ready,
+        };
+        assert_eq!(store.page(&ready, None, 10).unwrap(), ids(&[10, 12, 14]));
+        assert_eq!(store.page(&ready, None, 2).unwrap(), ids(&[10, 12]));
+        assert_eq!(
+            store.page(&ready, Some(JobId::from_u64(12)), 10).unwrap(),
+            ids(&[14])
+        );
+        // `after` need not be on the page itself.
+        assert_eq!(
+            store.page(&ready, Some(JobId::from_u64(11)), 10).unwrap(),
+            ids(&[12, 14])
+        );
+        let dead = Page::State {
+            queue: "q".into(),
+            state: JobState::Dead,
+        };
+        assert_eq!(store.page(&dead, None, 10).unwrap(), ids(&[11, 15]));
+        let leased = Page::State {
+            queue: "q".into(),
+            state: JobState::Leased,
+        };
+        assert!(store.page(&leased, None, 10).unwrap().is_empty());
+        let unknown = Page::State {
+            queue: "q2".into(),
+            state: JobState::Ready,
+        };
+        assert!(store.page(&unknown, None, 10).unwrap().is_empty());
+        let correlated = Page::Correlation { id: "req-1".into() };
+        assert_eq!(
+            store.page(&correlated, None, 10).unwrap(),
+            ids(&[11, 13, 16])
+        );
+        assert_eq!(
+            store
+                .page(&correlated, Some(JobId::from_u64(13)), 10)
+                .unwrap(),
+            ids(&[16])
+        );
+        let prefix_of_it = Page::Correlation { id: "req-".into() };
+        assert!(store.page(&prefix_of_it, None, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn verify_finds_a_missing_or_extra_listing_entry() {
+        use queue_proto::JobState;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), &listing_jobs());
+        let problems = |store: &Store| verify::verify(store).unwrap().problems;
+        assert!(problems(&store).is_empty(), "{:?}", problems(&store));
+        let id = JobId::from_u64(12);
+        let listed = keys::state_key("q", JobState::Ready, id);
+        store.index.remove(&listed).unwrap();
+        assert!(!problems(&store).is_empty(), "a missing state entry");
+        store.index.insert(&listed, &[]).unwrap();
+        assert!(problems(&store).is_empty());
+        let stray = keys::state_key("q", JobState::Leased, id);
+        store.index.insert(&stray, &[]).unwrap();
+        assert!(!problems(&store).is_empty(), "an extra state entry");
+        store.index.remove(&stray).unwrap();
+        let correlated = keys::correlation_key("req-1", JobId::from_u64(13));
+        store.index.remove(&correlated).unwrap();
+        assert!(!problems(&store).is_empty(), "a missing correlation entry");
+        store.index.insert(&correlated, &[]).unwrap();
+        let stray = keys::correlation_key("req-2", JobId::from_u64(13));
+        store.index.insert(&stray, &[]).unwrap();
+        assert!(!problems(&store).is_empty(), "an extra correlation entry");
+        store.index.remove(&stray).unwrap();
+        assert!(problems(&store).is_empty());
+    }
+
+    #[test]
+    fn a_format_2_directory_gets_its_listing_entries_at_open_once() {
+        use queue_proto::JobState;
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = listing_jobs();
+        {
+            // As format 2 left it: no `j` or `o` entries, the dead-letter
+            // list in `d`; and, as if an upgrade had been interrupted and a
+            // format-2 build had run since, a stale `j` entry.
+            let store = store_with(dir.path(), &jobs);
+            let listing: Vec<_> = store
+                .index
+                .iter()
+                .keys()
+                .map(|k| k.unwrap())
+                .filter(|k| matches!(k[0], keys::STATE | keys::CORRELATION))
+                .collect();
+            assert_eq!(listing.len(), jobs.len() + 3);
+            for key in listing {
+                store.index.remove(key).unwrap();
+            }
+            for job in jobs.iter().filter(|j| j.state == JobState::Dead) {
+                let mut key = queue_prefix(keys::DEAD_V2, &job.queue);
+                key.extend_from_slice(&job_key(job.id));
+                store.index.insert(key, &[]).unwrap();
+            }
+            store
+                .index
+                .insert(
+                    keys::state_key("q", JobState::Leased, JobId::from_u64(12)),
+                    &[],
+                )
+                .unwrap();
+            store.db.insert(FORMAT_KEY, &[2]).unwrap();
+            store.flush_now().unwrap();
+            assert!(!verify::verify(&store).unwrap().is_ok());
+        }
+        for _ in 0..2 {
+            let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+            let report = verify::verify(&store).unwrap();
+            assert!(report.is_ok(), "{:?}", report.problems);
+            assert_eq!(
+                store.db.get(FORMAT_KEY).unwrap().as_deref(),
+                Some(&[FORMAT_VERSION][..])
+            );
+            assert_eq!(store.index.scan_prefix([keys::DEAD_V2]).count(), 0);
+            let dead = Page::State {
+                queue: "q".into(),
+                state: JobState::Dead,
+            };
+            assert_eq!(store.page(&dead, None, 10).unwrap(), ids(&[11, 15]));
+            let leased = Page::State {
+                queue: "q".into(),
+                state: JobState::Leased,
+            };
+            assert!(store.page(&leased, None, 10).unwrap().is_empty());
+            let correlated = Page::Correlation { id: "req-1".into() };
+            assert_eq!(
+                store.page(&correlated, None, 10).unwrap(),
+                ids(&[11, 13, 16])
+            );
+        }
+    }
+
+    #[test]
+    fn an_upgrade_larger_than_one_batch_builds_every_entry() {
+        use queue_proto::JobState;
+        let dir = tempfile::tempdir().unwrap();
+        let count = UPGRADE_BATCH as u64 + 7;
+        let jobs: Vec<_> = (0..count)
+            .map(|i| {
+                let mut job = ready_job();
+                job.id = JobId::from_u64(100 + i);
+                job
+            })
+            .collect();
+        {
+            let store = store_with(dir.path(), &jobs);
+            let listing: Vec<_> = store
+                .index
+                .scan_prefix([keys::STATE])
+                .keys()
+                .map(|k| k.unwrap())
+                .collect();
+            for key in listing {
+                store.index.remove(key).unwrap();
+            }
+            store.db.insert(FORMAT_KEY, &[2]).unwrap();
+            store.flush_now().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        let report = verify::verify(&store).unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        let ready = Page::State {
+            queue: "q".into(),
+            state: JobState::Ready,
+        };
+        let last = store
+            .page(&ready, Some(JobId::from_u64(100 + count - 3)), 10)
+            .unwrap();
+        assert_eq!(last, ids(&[100 + count - 2, 100 + count - 1]));
+    }
+
     #[test]
     fn a_data_directory_of_a_newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -1167,14 +1468,14 @@ mod tests {
                 .segment_size(SEGMENT_SIZE)
                 .open()
                 .unwrap();
-            db.insert(FORMAT_KEY, &[9]).unwrap();
+            db.insert(FORMAT_KEY, &[FORMAT_VERSION + 1]).unwrap();
             db.flush().unwrap();
         }
         let error = Store::open(dir.path(), 1 << 20, Durability::Sync)
             .err()
             .expect("refused");
         assert!(
-            matches!(&error, Error::Corrupt(m) if m.contains("format [9]")),
+            matches!(&error, Error::Corrupt(m) if m.contains("format [4]")),
             "{error}"
         );
     }
