@@ -924,3 +924,87 @@ fn completions_are_generated_for_each_shell() {
         "{help}"
     );
 }
+
+#[test]
+fn jobs_are_listed_by_state_and_by_correlation_id() {
+    let (h, url) = http();
+    let mut traced = Vec::new();
+    for (queue, payload) in [("orders", "1"), ("mail", "2"), ("orders", "3")] {
+        let job = run(
+            &url,
+            &[
+                "--json",
+                "enqueue",
+                queue,
+                payload,
+                "--correlation-id",
+                "req-9",
+            ],
+        )
+        .ok()
+        .json();
+        traced.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let untraced = run(&url, &["--json", "enqueue", "orders", "4"]).ok().json();
+    h.blocking()
+        .job::<u32>(traced[2].as_str())
+        .cancel()
+        .unwrap();
+
+    let ready = run(&url, &["--json", "jobs", "orders", "--state", "ready"])
+        .ok()
+        .json();
+    assert_eq!(
+        ready,
+        api_get(&url, "/v1/queues/orders/jobs?state=ready&limit=100")
+    );
+    let ids: Vec<&str> = ready["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [traced[0].as_str(), untraced["id"].as_str().unwrap()]);
+
+    // Paged one at a time, --all follows `next` to the end.
+    let all = run(
+        &url,
+        &[
+            "--json",
+            "jobs",
+            "--correlation-id",
+            "req-9",
+            "--all",
+            "--limit",
+            "1",
+        ],
+    )
+    .ok()
+    .lines();
+    let ids: Vec<&str> = all.iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, traced);
+    let first = run(&url, &["jobs", "--correlation-id", "req-9", "--limit", "1"])
+        .ok()
+        .stdout;
+    assert!(
+        first.contains(&traced[0]) && first.contains("--after"),
+        "{first}"
+    );
+    let cancelled = run(&url, &["jobs", "orders", "--state", "cancelled"])
+        .ok()
+        .stdout;
+    assert!(cancelled.contains(&traced[2]), "{cancelled}");
+    let none = run(&url, &["jobs", "orders", "--state", "dead"])
+        .ok()
+        .stdout;
+    assert!(none.contains("no dead jobs in queue orders"), "{none}");
+
+    // A queue needs a state, a state a queue; one or the other.
+    assert_eq!(run(&url, &["jobs", "orders"]).code, 2);
+    assert_eq!(run(&url, &["jobs", "--state", "ready"]).code, 2);
+    assert_eq!(
+        run(&url, &["jobs", "orders", "--state", "finished"]).code,
+        2
+    );
+    run(&url, &["jobs"]).fails(2, "usage");
+}

@@ -126,13 +126,13 @@ async fn jobs_of_a_correlation_id_span_queues(h: Harness) {
 async fn bad_listing_arguments_are_invalid_requests(h: Harness) {
     let client = h.client();
     client.queue::<u32>("q").enqueue(&1).await.unwrap();
-    let invalid =
-        |r: queue_client::Result<queue_client::JobPage<serde_json::Value>>, what: &str| match r {
-            Err(Error::InvalidRequest { message }) => {
-                assert!(message.contains(what), "{what}: {message}");
-            }
-            other => panic!("{what}: {other:?}"),
-        };
+    let invalid = |r: queue_client::Result<queue_client::JobPage<serde_json::Value>>,
+                   what: &str| match r {
+        Err(Error::InvalidRequest { message }) => {
+            assert!(message.contains(what), "{what}: {message}");
+        }
+        other => panic!("{what}: {other:?}"),
+    };
     invalid(client.jobs("q", JobState::Ready, None, 0).await, "limit");
     invalid(client.jobs("q", JobState::Ready, None, 1001).await, "limit");
     invalid(client.jobs("a b", JobState::Ready, None, 10).await, "queue");

@@ -379,7 +379,7 @@ impl Client {
         state: crate::CallbackState,
         after: Option<&JobId>,
         limit: u32,
-    ) -> Result<DeadPage<serde_json::Value>> {
+    ) -> Result<JobPage<serde_json::Value>> {
         self.shared
             .run(|c| async move { c.callbacks(state, after, limit).await })
     }

@@ -4,7 +4,7 @@
 
 use queue_proto::CallbackState;
 
-use crate::job::DeadPage;
+use crate::job::JobPage;
 use crate::{Client, Job, JobId, Result};
 
 impl Client {
@@ -40,12 +40,12 @@ impl Client {
         state: CallbackState,
         after: Option<&JobId>,
         limit: u32,
-    ) -> Result<DeadPage<serde_json::Value>> {
+    ) -> Result<JobPage<serde_json::Value>> {
         let after = after.map(JobId::as_str);
         let page = self
             .retrying(|_| self.transport().callbacks(state, after, limit))
             .await?;
-        Ok(DeadPage {
+        Ok(JobPage {
             jobs: page
                 .jobs
                 .into_iter()

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use queue_client::{CallbackState, CatchUp};
+use queue_client::{CallbackState, CatchUp, JobState};
 
 use crate::parse;
 
@@ -96,6 +96,10 @@ pub enum Command {
         /// The job's id.
         id: String,
     },
+    /// List a queue's jobs in a state (`jobs <queue> --state ready`), or
+    /// every job with a correlation id (`jobs --correlation-id req-1`),
+    /// oldest first.
+    Jobs(JobsArgs),
     /// Queue counts as a table: every queue, or one.
     Stats {
         /// Only this queue.
@@ -259,6 +263,23 @@ pub struct Paging {
     /// Follow `next` to the end (JSON lines with --json).
     #[arg(long)]
     pub all: bool,
+}
+
+/// `jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// The queue (with --state).
+    #[arg(requires = "state")]
+    pub queue: Option<String>,
+    /// The state: scheduled, ready, leased, completed, dead, cancelled.
+    #[arg(long, value_parser = parse::job_state, requires = "queue")]
+    pub state: Option<JobState>,
+    /// Every stored job with this correlation id, in any queue.
+    #[arg(long, conflicts_with_all = ["queue", "state"])]
+    pub correlation_id: Option<String>,
+    /// Paging.
+    #[command(flatten)]
+    pub paging: Paging,
 }
 
 /// `dead …`.

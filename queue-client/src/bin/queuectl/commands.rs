@@ -7,14 +7,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::CommandFactory;
 use queue_client::{
-    Client, ClientOptions, DeadPage, EnqueueOptions, EventFilter, Job, JobId, Limits, QueueStats,
+    Client, ClientOptions, EnqueueOptions, EventFilter, Job, JobId, JobPage, Limits, QueueStats,
     StreamItem,
 };
 use serde_json::{Value, json};
 
 use crate::args::{
-    CallbackCommand, Cli, Command, DeadCommand, EnqueueArgs, JobOptions, LimitsArgs, Paging,
-    PutSchedule, ScheduleCommand, Setting, TailArgs,
+    CallbackCommand, Cli, Command, DeadCommand, EnqueueArgs, JobOptions, JobsArgs, LimitsArgs,
+    Paging, PutSchedule, ScheduleCommand, Setting, TailArgs,
 };
 use crate::output::{self, print, print_json};
 use crate::{Failure, Outcome, bulk};
@@ -57,6 +57,7 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Wait { id } => wait(&ctx, &id).await,
         Command::Cancel { id } => cancel(&ctx, &id).await,
         Command::Events { id } => job_events(&ctx, &id).await,
+        Command::Jobs(args) => jobs(&ctx, args).await,
         Command::Stats { queue } => stats(&ctx, queue.as_deref()).await,
         Command::Pause { queue } => {
             let stats = ctx.client.pause(&queue).await?;
@@ -354,17 +355,20 @@ async fn list<F, Fut>(
 ) -> Outcome
 where
     F: FnMut(Option<JobId>, u32) -> Fut,
-    Fut: Future<Output = queue_client::Result<DeadPage<Value>>>,
+    Fut: Future<Output = queue_client::Result<JobPage<Value>>>,
 {
     let mut after = paging.after.clone().map(JobId::from);
     if !paging.all {
         let page = fetch(after, paging.limit).await?;
         if ctx.json {
             print_json(&json!({"jobs": page.jobs, "next": page.next.as_ref().map(JobId::as_str)}));
-        } else if page.jobs.is_empty() {
-            print(&format!("{empty}\n"));
         } else {
-            print(&table(&page.jobs));
+            if page.jobs.is_empty() {
+                print(&format!("{empty}\n"));
+            } else {
+                print(&table(&page.jobs));
+            }
+            // A page may be short (even empty) and still not the last.
             if let Some(next) = page.next {
                 print(&format!(
                     "more after this page: add --after {next} (or --all)\n"
@@ -396,6 +400,39 @@ where
         }
     }
     Ok(())
+}
+
+async fn jobs(ctx: &Ctx, args: JobsArgs) -> Outcome {
+    let client = &ctx.client;
+    match (args.queue, args.state, args.correlation_id) {
+        (Some(queue), Some(state), None) => {
+            let queue = queue.as_str();
+            list(
+                ctx,
+                &args.paging,
+                &format!("no {state} jobs in queue {queue}"),
+                output::jobs_table,
+                |after, limit| async move { client.jobs(queue, state, after.as_ref(), limit).await },
+            )
+            .await
+        }
+        (None, None, Some(id)) => {
+            let id = id.as_str();
+            list(
+                ctx,
+                &args.paging,
+                &format!("no stored job has correlation id {id}"),
+                output::jobs_table,
+                |after, limit| async move {
+                    client.jobs_by_correlation(id, after.as_ref(), limit).await
+                },
+            )
+            .await
+        }
+        _ => Err(Failure::Usage(
+            "give a queue and --state, or --correlation-id".to_owned(),
+        )),
+    }
 }
 
 /// Asks `question` on the terminal unless `yes`; refuses when nobody can

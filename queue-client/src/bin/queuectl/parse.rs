@@ -107,7 +107,6 @@ pub fn event_type(text: &str) -> Result<EventType, String> {
 }
 
 /// A job state.
-#[allow(dead_code)]
 pub fn job_state(text: &str) -> Result<JobState, String> {
     text.parse::<JobState>().map_err(|e| {
         let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
