@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use queue_client::{
-    CallbackState, EnqueueOptions, Error, EventFilter, Failure, JobId, JobState, LeaseOptions,
+    CallbackState, EnqueueOptions, Error, EventFilter, Failure, HistoryQuery, JobId, JobState,
+    LeaseOptions,
 };
 
 use crate::both;
@@ -16,6 +17,7 @@ both!(
     dead_letters_page_requeue_and_purge,
     events_follow_a_job_through_its_states,
     callbacks_are_listed_by_state_and_retried,
+    history_counts_what_happened_and_refuses_bad_steps,
 );
 
 async fn stats_and_queue_listing(h: Harness) {
@@ -34,6 +36,69 @@ async fn stats_and_queue_listing(h: Harness) {
     let unknown = client.stats("never-used").await.unwrap();
     assert_eq!((unknown.ready, unknown.paused), (0, false));
     client.health().await.unwrap();
+}
+
+async fn history_counts_what_happened_and_refuses_bad_steps(h: Harness) {
+    let client = h.client();
+    let jobs = client.queue::<u32>("charted");
+    for n in 0..3 {
+        jobs.enqueue(&n).await.unwrap();
+    }
+    let leased = jobs
+        .lease(&LeaseOptions::new().wait(PATIENCE))
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+    for job in leased {
+        job.complete(&0).await.unwrap();
+    }
+    // The last hour in minutes (the work may straddle a minute).
+    let history = client
+        .history("charted", &HistoryQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(history.step_ms, 60_000);
+    assert_eq!(history.points.len(), 61);
+    let total =
+        |f: fn(&queue_client::HistoryPoint) -> u64| history.points.iter().map(f).sum::<u64>();
+    assert_eq!((total(|p| p.enqueued), total(|p| p.completed)), (3, 1));
+    let last = history.points.last().unwrap();
+    assert_eq!((last.ready, last.leased), (2, 0));
+    let runs: Vec<_> = history.points.iter().filter_map(|p| p.run_ms_p50).collect();
+    assert_eq!(runs.len(), 1, "one minute has the completion's run time");
+    // Merged into one step of a day.
+    let now = history.points.last().unwrap().at + 60_000;
+    let day = client
+        .history(
+            "charted",
+            &HistoryQuery {
+                from: Some(now - 1),
+                to: Some(now - 1),
+                step: Some(Duration::from_secs(86_400)),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(day.points.len(), 1);
+    assert_eq!(day.points[0].enqueued, 3);
+    let bad = client
+        .history(
+            "charted",
+            &HistoryQuery {
+                step: Some(Duration::from_secs(90)),
+                ..HistoryQuery::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(&bad, Err(Error::InvalidRequest { message }) if message.contains("step_ms")),
+        "{bad:?}"
+    );
+    let empty = client
+        .history("never-used", &HistoryQuery::default())
+        .await
+        .unwrap();
+    assert!(empty.points.iter().all(|p| p.enqueued == 0 && p.ready == 0));
 }
 
 async fn pause_stops_leasing_until_resumed(h: Harness) {

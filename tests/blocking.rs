@@ -18,7 +18,32 @@ both_blocking!(
     the_blocking_worker_releases_a_stuck_closure_at_shutdown,
     the_blocking_call_and_event_iterator,
     the_blocking_worker_takes_an_infallible_closure,
+    the_blocking_client_reads_history,
 );
+
+fn the_blocking_client_reads_history(h: Harness) {
+    let client = h.blocking();
+    let queue = client.queue::<u32>("charted");
+    queue.enqueue(&1).unwrap();
+    queue.enqueue(&2).unwrap();
+    let history = client
+        .history("charted", &queue_client::HistoryQuery::default())
+        .unwrap();
+    assert_eq!(history.points.len(), 61);
+    assert_eq!(history.points.iter().map(|p| p.enqueued).sum::<u64>(), 2);
+    assert_eq!(history.points.last().map(|p| p.ready), Some(2));
+    assert!(matches!(
+        client.history(
+            "charted",
+            &queue_client::HistoryQuery {
+                from: Some(2),
+                to: Some(1),
+                step: None,
+            },
+        ),
+        Err(Error::InvalidRequest { .. })
+    ));
+}
 
 /// `run_infallible`: the closure returns the result itself.
 fn the_blocking_worker_takes_an_infallible_closure(h: Harness) {

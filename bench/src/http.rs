@@ -216,11 +216,22 @@ impl Server {
         durability: Durability,
         config: ServerConfig,
     ) -> anyhow::Result<Server> {
+        Server::start_configured(parent, durability, config, |c| c)
+    }
+
+    /// [`Server::start_with`], the store's configuration adjusted by
+    /// `adjust` (history retention, say).
+    pub(crate) fn start_configured(
+        parent: &Path,
+        durability: Durability,
+        config: ServerConfig,
+        adjust: impl FnOnce(Config) -> Config,
+    ) -> anyhow::Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix("bench-http-")
             .tempdir_in(parent)
             .with_context(|| format!("creating a data directory in {}", parent.display()))?;
-        let queue = Queue::open_with(Config::new(dir.path()).durability(durability))?;
+        let queue = Queue::open_with(adjust(Config::new(dir.path()).durability(durability)))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("bench-server")

@@ -16,7 +16,10 @@
 //!   subscribers), next to a baseline enqueue and drain without them;
 //! - `limits` measures lease throughput (lease 1 + complete) with no
 //!   limits, with `max_leased`, with `group_max_leased` 1 over 1,000
-//!   groups, and with a busy group of 100,000 ready jobs beside them.
+//!   groups, and with a busy group of 100,000 ready jobs beside them;
+//! - `ops` measures what the operator tools cost: HTTP enqueue then drain
+//!   with history off, on, and on with an event subscriber like the
+//!   dashboard's.
 //!
 //! All of them reuse [`stats`] for latency summaries and [`report`] for the
 //! table.
@@ -35,6 +38,8 @@
 //! cargo run --release -p bench -- limits [--jobs 20000] [--concurrency 64] \
 //!     [--busy-jobs 100000] [--runs 3] [--durability periodic|sync] \
 //!     [--max-seconds S] [--dir PATH] [--smoke]
+//! cargo run --release -p bench -- ops [--jobs 20000] [--concurrency 32] \
+//!     [--runs 3] [--durability sync|periodic] [--max-seconds S] [--dir PATH] [--smoke]
 //! ```
 //!
 //! See `BENCHMARKS.md` at the repository root for what each phase measures.
@@ -46,6 +51,7 @@ mod core;
 mod fsync;
 mod http;
 mod limits;
+mod ops;
 mod peers;
 mod push;
 mod report;
@@ -92,6 +98,11 @@ enum Mode {
     /// ready jobs beside them; medians of three runs and ratios to none
     /// (`--smoke`: tiny N, one run, for CI).
     Limits(limits::LimitsArgs),
+    /// What the operator tools cost: HTTP enqueue-then-drain throughput
+    /// with history off, on, and on with a dashboard-like event
+    /// subscriber; medians of three alternating rounds and ratios to off
+    /// (`--smoke`: tiny N, one round, for CI).
+    Ops(ops::OpsArgs),
     /// A connection table filled by one client with stalled bodies and idle
     /// connections: the time for each new well-behaved client to be served,
     /// against the 2 s target.
@@ -108,6 +119,7 @@ fn main() -> anyhow::Result<()> {
         Mode::Sdk(args) => sdk::run(&args),
         Mode::Push(args) => push::run(&args),
         Mode::Limits(args) => limits::run(&args),
+        Mode::Ops(args) => ops::run(&args),
         Mode::Shed(args) => shed::run(&args),
     }
 }

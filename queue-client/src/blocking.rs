@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use queue_proto::{JobState, QueueStats};
+use queue_proto::{History, HistoryQuery, JobState, QueueStats};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::Runtime;
@@ -274,6 +274,15 @@ impl Client {
     /// As there, plus [`Error::BlockingInRuntime`].
     pub fn stats(&self, queue: &str) -> Result<QueueStats> {
         self.shared.run(|c| async move { c.stats(queue).await })
+    }
+
+    /// See [`crate::Client::history`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn history(&self, queue: &str, query: &HistoryQuery) -> Result<History> {
+        self.shared
+            .run(|c| async move { c.history(queue, query).await })
     }
 
     /// See [`crate::Client::queues`].

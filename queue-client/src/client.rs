@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use queue_proto::{JobState, QueueStats, RequeueRequest};
+use queue_proto::{History, HistoryQuery, JobState, QueueStats, RequeueRequest};
 use serde::de::DeserializeOwned;
 
 use crate::job::{DeadPage, JobPage};
@@ -157,6 +157,22 @@ impl Client {
     /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad name; transport errors.
     pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
         self.retrying(|_| self.transport().stats(queue)).await
+    }
+
+    /// The per-minute history of `queue` merged to the steps `query` asks
+    /// for (`HistoryQuery::default()`: the last hour in one-minute steps):
+    /// one point per step, from the step holding `from` to the one holding
+    /// `to`, steps without activity included (zero counts, `None`
+    /// percentiles, depths carried forward). An unknown queue reads as
+    /// zeros. See `GET /v1/queues/{queue}/history` in docs/HTTP.md.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad
+    /// name, a step that is not a positive whole number of minutes, `from`
+    /// after `to`, or a range of more than 10080 steps; transport errors.
+    pub async fn history(&self, queue: &str, query: &HistoryQuery) -> Result<History> {
+        self.retrying(|_| self.transport().history(queue, query))
+            .await
     }
 
     /// The counts of every known queue, by name.

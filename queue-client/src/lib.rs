@@ -231,7 +231,7 @@ pub use options::{ClientOptions, EnqueueOptions, RetryPolicy};
 pub use queue::{CallOutcome, JobHandle, LeaseOptions, Leased, TypedQueue};
 pub use queue_proto::{
     CallbackInfo, CallbackState, CatchUp, EnqueueRequest, ErrorCode, Event, EventType, Gap,
-    JobState, QueueLimits, QueueStats, RateLimit,
+    History, HistoryPoint, HistoryQuery, JobState, QueueLimits, QueueStats, RateLimit,
 };
 pub use schedule::{Schedule, ScheduleBuilder};
 pub use worker::{ShutdownHandle, Worker, WorkerReport};

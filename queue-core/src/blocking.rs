@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use queue_proto::{PatchQueueRequest, QueueStats};
+use queue_proto::{History, HistoryQuery, PatchQueueRequest, QueueStats};
 
 use crate::backend::Mode;
 use crate::engine::check_queue;
@@ -240,6 +240,14 @@ impl Queue {
     /// As [`crate::Queue::stats`].
     pub fn stats(&self, queue: &str) -> Result<QueueStats> {
         block_on(self.inner.stats(queue))
+    }
+
+    /// [`crate::Queue::history`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::history`].
+    pub fn history(&self, queue: &str, query: &HistoryQuery) -> Result<History> {
+        block_on(self.inner.history(queue, query))
     }
 
     /// [`crate::Queue::queues`].

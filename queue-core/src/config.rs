@@ -81,6 +81,11 @@ pub struct Config {
     /// How many events the log keeps at most (the oldest go first);
     /// default 1,000,000.
     pub max_events: u64,
+    /// How long the per-minute history of each queue is kept
+    /// ([`Queue::history`](crate::Queue::history)); default 7 days.
+    /// [`Duration::ZERO`] turns history off: nothing is recorded and
+    /// history reads as zeros.
+    pub history_retention: Duration,
     /// The clock; default the system clock.
     pub clock: Arc<dyn Clock>,
     /// Seed of the back-off jitter; default derived from the clock.
@@ -104,6 +109,7 @@ impl Config {
             max_payload: DEFAULT_MAX_PAYLOAD,
             event_retention: Duration::from_secs(24 * 3600),
             max_events: 1_000_000,
+            history_retention: Duration::from_secs(7 * 24 * 3600),
             clock: Arc::new(SystemClock),
             seed: None,
             background_timers: true,
@@ -147,6 +153,12 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::history_retention`] (`Duration::ZERO`: no history).
+    pub fn history_retention(mut self, retention: Duration) -> Self {
+        self.history_retention = retention;
+        self
+    }
+
     /// Sets [`Config::clock`].
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -175,6 +187,7 @@ impl std::fmt::Debug for Config {
             .field("max_payload", &self.max_payload)
             .field("event_retention", &self.event_retention)
             .field("max_events", &self.max_events)
+            .field("history_retention", &self.history_retention)
             .field("seed", &self.seed)
             .field("background_timers", &self.background_timers)
             .finish_non_exhaustive()

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use queue_proto::limits::MAX_BATCH;
-use queue_proto::{JobState, QueueStats, validate_queue_name};
+use queue_proto::{History, HistoryQuery, JobState, QueueStats, validate_queue_name};
 
 use crate::backend::{Backend, Change, Commit, Committed, Mode, Page};
 use crate::counters::AtomicCounters;
@@ -633,6 +633,23 @@ impl Engine {
             dead: counts.get(JobState::Dead),
             cancelled: counts.get(JobState::Cancelled),
             oldest_ready_age_ms: oldest.map(|run_at| now.saturating_sub(run_at)),
+        })
+    }
+
+    /// The history of `queue` that `query` asks for (see
+    /// [`rules::history`]): one point per step, steps without activity
+    /// included. An unknown queue, or a store with history off, reads as
+    /// zeros.
+    pub(crate) async fn history(&self, queue: &str, query: &HistoryQuery) -> Result<History> {
+        check_queue(queue)?;
+        let plan = rules::history::plan(query, self.now())?;
+        let range = self
+            .backend
+            .history(queue, plan.first, plan.last_minute())
+            .await?;
+        Ok(History {
+            step_ms: plan.step,
+            points: rules::history::points(&plan, range.before, &range.minutes),
         })
     }
 

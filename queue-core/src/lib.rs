@@ -24,6 +24,10 @@
 //!   and limits ([`QueueLimits`]: `max_leased`, a [`RateLimit`] token
 //!   bucket, `group_max_leased`), held by every lease round and shown in
 //!   [`QueueStats`].
+//! - [`History`] of [`HistoryPoint`]s ([`Queue::history`] with a
+//!   [`HistoryQuery`]): durable per-minute rollups of each queue (counts,
+//!   depths, wait and run time percentiles), recorded in the same commit as
+//!   the changes they count.
 //! - [`Subscription`] of [`Event`]s: the durable event log, every state
 //!   change with an id increasing in commit order, resumable
 //!   ([`Queue::subscribe_after`]).
@@ -135,9 +139,11 @@ pub use job::{
 };
 pub use queue::Queue;
 pub use queue_proto::{
-    CatchUp, JobState, PatchQueueRequest, QueueLimits, QueueStats, RateLimit, ScheduleRequest,
+    CatchUp, History, HistoryPoint, HistoryQuery, JobState, MAX_HISTORY_POINTS, PatchQueueRequest,
+    QueueLimits, QueueStats, RateLimit, ScheduleRequest,
 };
 pub use rules::callback::DeliveryResult;
+pub use rules::history::HISTORY_PRECISION;
 pub use schedule::{PutSchedule, Schedule};
 pub use timers::DueReport;
 pub use verification::Verification;

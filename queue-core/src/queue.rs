@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use queue_proto::{PatchQueueRequest, QueueStats};
+use queue_proto::{History, HistoryQuery, PatchQueueRequest, QueueStats};
 
 use crate::settings::SettingsUpdate;
 
@@ -362,6 +362,33 @@ impl Queue {
     /// [`Error::InvalidArgument`] for a bad name; [`Error::Storage`].
     pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
         self.engine().stats(queue).await
+    }
+
+    /// The per-minute history of `queue` merged to the steps `query` asks
+    /// for (default: the last hour in one-minute steps): one
+    /// [`HistoryPoint`](crate::HistoryPoint) per step, aligned to multiples
+    /// of the step, from the step holding `from` to the one holding `to`,
+    /// steps without activity included (zero counts, `None` percentiles,
+    /// the depths carried forward).
+    ///
+    /// History is recorded in the same atomic commit as the changes it
+    /// counts, so an acknowledged change is counted exactly once, across
+    /// restarts and crashes; it is kept for
+    /// [`Config::history_retention`](crate::Config::history_retention)
+    /// (with [`Duration::ZERO`](std::time::Duration::ZERO) nothing is
+    /// recorded and history reads as zeros). Percentiles are nearest-rank,
+    /// within 3.125 % of the exact value (exact below 32 ms). Depths are
+    /// those left by the last change of the step; an unknown queue reads
+    /// as zeros.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad queue name, naming `step_ms`
+    /// when the step is not a positive whole number of minutes, `from`
+    /// when `from` is after `to` or the range holds more than
+    /// [`MAX_HISTORY_POINTS`](crate::MAX_HISTORY_POINTS) steps;
+    /// [`Error::Storage`].
+    pub async fn history(&self, queue: &str, query: &HistoryQuery) -> Result<History> {
+        self.engine().history(queue, query).await
     }
 
     /// [`Queue::stats`] of every queue that has stored jobs or settings, by

@@ -9,7 +9,7 @@
 //! cursors; the bounds of `wait_ms` and `limit`; the idempotency key given
 //! twice (header and body); enqueue-then-wait; the malformed-lease-id answer;
 //! paging (job listings by state and by correlation id, dead letters,
-//! callbacks); event filters; schedule names in paths (a malformed
+//! callbacks); history ranges; event filters; schedule names in paths (a malformed
 //! one is not found); the mapping of engine errors to codes;
 //! and ending long-polls and event feeds at shutdown.
 
@@ -19,9 +19,10 @@ use std::time::Duration;
 use queue_proto::limits::{MAX_BATCH, MAX_WAIT_MS};
 use queue_proto::{
     BatchRequest, BatchResponse, CallbackState, CompleteRequest, DeadPage, DeletedResponse,
-    EnqueueRequest, ErrorCode, EventType, FailRequest, Gap, HeartbeatRequest, JobPage, JobState,
-    LeaseRequest, LeaseResponse, PatchQueueRequest, QueueList, QueueStats, ReleaseRequest,
-    RequeueRequest, RequeuedResponse, ScheduleList, ScheduleRequest, validate_queue_name,
+    EnqueueRequest, ErrorCode, EventType, FailRequest, Gap, HeartbeatRequest, History,
+    HistoryQuery, JobPage, JobState, LeaseRequest, LeaseResponse, PatchQueueRequest, QueueList,
+    QueueStats, ReleaseRequest, RequeueRequest, RequeuedResponse, ScheduleList, ScheduleRequest,
+    validate_queue_name,
 };
 use tokio::sync::watch;
 
@@ -797,6 +798,29 @@ impl Service {
     ) -> ServiceResult<QueueStats> {
         check_queue(queue)?;
         Ok(self.inner.queue.update_queue(queue, request).await?)
+    }
+
+    /// `GET /v1/queues/{queue}/history?from&to&step_ms`: the queue's
+    /// per-minute history merged to `step_ms` (see [`Queue::history`]).
+    ///
+    /// # Errors
+    /// The contract's: `invalid_request` naming `step_ms` when it is not a
+    /// positive multiple of 60000, `from` when it is after `to` or the
+    /// range holds more than 10080 points.
+    pub async fn history(
+        &self,
+        queue: &str,
+        from: Option<u64>,
+        to: Option<u64>,
+        step_ms: Option<u64>,
+    ) -> ServiceResult<History> {
+        check_queue(queue)?;
+        let query = HistoryQuery {
+            from,
+            to,
+            step: step_ms.map(Duration::from_millis),
+        };
+        Ok(self.inner.queue.history(queue, &query).await?)
     }
 
     /// `GET /v1/queues/{queue}/dead?limit&after`.

@@ -230,12 +230,48 @@ fn check_after_crash(dir: &Path, acked: &Acked) {
     for id in acked.enqueued.keys() {
         assert!(enqueued.contains(id), "event of the enqueue of {id} lost");
     }
+    check_history(&queue);
     for id in &acked.completed {
         assert!(
             completed.contains(id),
             "event of the completion of {id} lost"
         );
     }
+}
+
+/// History is committed with the changes it counts: after any crash, the
+/// totals of the history equal what the store holds (this workload
+/// neither requeues, cancels nor removes jobs), so every committed
+/// enqueue, completion and dead letter is counted exactly once, and the
+/// latest minute's depths are the queue's.
+fn check_history(queue: &Queue) {
+    let now = SystemClock.now_ms();
+    let query = queue_core::HistoryQuery {
+        from: Some(now.saturating_sub(6 * 3_600_000)),
+        to: Some(now),
+        step: None,
+    };
+    let history = queue.history(QUEUE, &query).expect("history");
+    let sum = |f: fn(&queue_core::HistoryPoint) -> u64| history.points.iter().map(f).sum::<u64>();
+    let report = queue.verify().expect("verify");
+    assert_eq!(sum(|p| p.enqueued), report.jobs, "enqueues in history");
+    assert_eq!(
+        sum(|p| p.completed),
+        report.count(JobState::Completed),
+        "completions in history"
+    );
+    assert_eq!(
+        sum(|p| p.dead),
+        report.count(JobState::Dead),
+        "dead letters in history"
+    );
+    let last = history.points.last().expect("points");
+    let stats = queue.stats(QUEUE).expect("stats");
+    assert_eq!(
+        (last.ready, last.scheduled, last.leased),
+        (stats.ready, stats.scheduled, stats.leased),
+        "depths of the latest minute"
+    );
 }
 
 /// After the last crash: move time past every lease and back-off and work

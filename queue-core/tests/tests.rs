@@ -6,6 +6,8 @@
 //!   with reopens of the database between steps.
 //! - `crash`: a child process killed with SIGKILL at random moments; the parent
 //!   reopens and checks acknowledged work, invariants and draining.
+//! - `history`: per-minute history of a known workload checked field by
+//!   field, larger steps, reopen, retention, history off, query bounds.
 //! - `listing`: a queue's jobs by state and the jobs of a correlation id,
 //!   paged, complete and stable while jobs change state between pages.
 //! - `limits`: queue limits stored and durable, held under concurrent
@@ -17,6 +19,7 @@
 
 mod common;
 mod crash;
+mod history;
 mod limits;
 mod listing;
 mod model;

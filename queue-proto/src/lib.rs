@@ -12,6 +12,8 @@
 //!   [`HeartbeatRequest`], [`CompleteRequest`], [`FailRequest`],
 //!   [`ReleaseRequest`], [`RequeueRequest`], [`QueueStats`], [`Event`]: the
 //!   JSON bodies.
+//! - [`History`], [`HistoryPoint`], [`HistoryQuery`]: a queue's per-minute
+//!   history.
 //! - [`ScheduleRequest`], [`Schedule`], [`ScheduleList`], [`CatchUp`]: periodic
 //!   jobs.
 //! - [`ErrorCode`] and [`ErrorBody`]: the error envelope
@@ -36,6 +38,7 @@
 //! assert_eq!("leased".parse::<JobState>(), Ok(JobState::Leased));
 //! ```
 
+mod history;
 mod schedules;
 mod state;
 mod strict;
@@ -44,6 +47,10 @@ mod wire;
 pub mod limits;
 pub mod webhooks;
 
+pub use history::{
+    DEFAULT_HISTORY_SPAN_MS, HISTORY_MINUTE_MS, History, HistoryPoint, HistoryQuery,
+    MAX_HISTORY_POINTS,
+};
 pub use limits::{QueueNameError, validate_queue_name};
 pub use schedules::{CatchUp, Schedule, ScheduleList, ScheduleRequest};
 pub use serde_json::value::RawValue;

@@ -107,6 +107,12 @@ pub struct Args {
     #[arg(long, env = "QUEUE_EVENT_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub event_retention: Duration,
 
+    /// How long each queue's per-minute history (GET
+    /// /v1/queues/{queue}/history) is kept (e.g. 7d, 24h); 0 turns history
+    /// off (nothing is recorded, history reads as zeros).
+    #[arg(long, env = "QUEUE_HISTORY_RETENTION", default_value = "7d", value_parser = parse_duration_or_zero)]
+    pub history_retention: Duration,
+
     /// How many events the log keeps at most (the oldest go first).
     #[arg(long, env = "QUEUE_EVENT_MAX", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -186,6 +192,7 @@ impl Args {
             .durability(durability)
             .event_retention(self.event_retention)
             .max_events(self.event_max)
+            .history_retention(self.history_retention)
             .retention(Retention {
                 completed: self.retain_completed,
                 dead: self.retain_dead,
@@ -343,9 +350,38 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
+/// A duration as [`parse_duration`] reads it, or a bare `0` (off).
+///
+/// # Errors
+/// As [`parse_duration`].
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_retention_takes_a_duration_or_zero() {
+        assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
+        assert_eq!(
+            parse_duration_or_zero("7d"),
+            Ok(Duration::from_secs(7 * 86_400))
+        );
+        assert!(parse_duration_or_zero("7").is_err());
+        let args = Args::try_parse_from(["queue-server"]).unwrap();
+        assert_eq!(
+            args.queue_config().history_retention,
+            Duration::from_secs(7 * 86_400)
+        );
+        let off = Args::try_parse_from(["queue-server", "--history-retention", "0"]).unwrap();
+        assert_eq!(off.queue_config().history_retention, Duration::ZERO);
+    }
 
     #[test]
     fn durations() {

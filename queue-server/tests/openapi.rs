@@ -716,6 +716,39 @@ fn openapi_queue_stats_and_limits_match_the_wire_types() {
 }
 
 #[test]
+fn openapi_history_schemas_match_the_wire_types() {
+    let doc = read_document();
+    let point = |percentile: Option<u64>| queue_proto::HistoryPoint {
+        run_ms_p50: percentile,
+        run_ms_p95: percentile,
+        wait_ms_p50: percentile,
+        wait_ms_p95: percentile,
+        ..queue_proto::HistoryPoint::default()
+    };
+    let mut problems = object_differences(
+        &doc,
+        "HistoryPoint",
+        &to_json(&point(Some(1))),
+        &to_json(&point(None)),
+    );
+    let history = queue_proto::History {
+        step_ms: 60_000,
+        points: vec![point(Some(1))],
+    };
+    problems.extend(object_differences(
+        &doc,
+        "History",
+        &to_json(&history),
+        &to_json(&history),
+    ));
+    assert!(
+        problems.is_empty(),
+        "{}",
+        report("queue_proto::History", &problems)
+    );
+}
+
+#[test]
 fn openapi_event_schema_matches_the_wire_event() {
     let doc = read_document();
     let problems = object_differences(

@@ -19,6 +19,8 @@
 //!   manual clock, 410, timeouts, the bound on attempts under way.
 //! - `fuzz`: random and mutated bodies, ids, names and query strings on
 //!   every route, through the app without a socket: never a 5xx or a panic.
+//! - `history`: per-queue history: the answer to the letter, steps,
+//!   defaults, 400s naming their field, unknown queues, restarts.
 //! - `listing`: jobs by state and by correlation id: every state, paging
 //!   with `next`, correlation across queues, refusals naming the parameter.
 //! - `limits`: queue limits: PATCH validation, stats, restarts, many
@@ -38,6 +40,7 @@ mod concurrency;
 mod connections;
 mod events;
 mod fuzz;
+mod history;
 mod limits;
 mod listing;
 mod openapi;

@@ -41,7 +41,7 @@
 mod callbacks;
 mod fanout;
 mod receiver;
-mod sse;
+pub(crate) mod sse;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -149,6 +149,17 @@ impl Embedded {
         self.service.stats(queue).await.map_err(map)
     }
 
+    pub(crate) async fn history(
+        &self,
+        queue: &str,
+        query: &queue_proto::HistoryQuery,
+    ) -> Result<queue_proto::History> {
+        self.service
+            .history(queue, query.from, query.to, query.step_ms())
+            .await
+            .map_err(map)
+    }
+
     pub(crate) async fn queues(&self) -> Result<Vec<QueueStats>> {
         Ok(self.service.queues().await.map_err(map)?.queues)
     }

@@ -318,6 +318,32 @@ impl Http {
             .body)
     }
 
+    pub(crate) async fn history(
+        &self,
+        queue: &str,
+        query: &queue_proto::HistoryQuery,
+    ) -> Result<queue_proto::History> {
+        let mut params = Vec::new();
+        for (name, value) in [
+            ("from", query.from),
+            ("to", query.to),
+            ("step_ms", query.step_ms()),
+        ] {
+            if let Some(value) = value {
+                params.push(format!("{name}={value}"));
+            }
+        }
+        let mut path = format!("/v1/queues/{queue}/history");
+        if !params.is_empty() {
+            path.push('?');
+            path.push_str(&params.join("&"));
+        }
+        Ok(self
+            .call(Method::GET, &path, None::<&()>, Duration::ZERO)
+            .await?
+            .body)
+    }
+
     pub(crate) async fn queues(&self) -> Result<Vec<QueueStats>> {
         let reply: Reply<QueueList> = self
             .call(Method::GET, "/v1/queues", None::<&()>, Duration::ZERO)

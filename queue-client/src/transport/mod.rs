@@ -275,6 +275,15 @@ impl Transport {
         dispatch!(self, t => t.stats(queue).await)
     }
 
+    pub(crate) async fn history(
+        &self,
+        queue: &str,
+        query: &queue_proto::HistoryQuery,
+    ) -> Result<queue_proto::History> {
+        check_queue(queue)?;
+        dispatch!(self, t => t.history(queue, query).await)
+    }
+
     pub(crate) async fn queues(&self) -> Result<Vec<QueueStats>> {
         dispatch!(self, t => t.queues().await)
     }

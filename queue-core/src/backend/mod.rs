@@ -24,6 +24,16 @@
 //! - **Durability.** Under [`Durability::Sync`](crate::Durability::Sync) a
 //!   commit's future resolves only after the commit is on disk; concurrent
 //!   commits may share one flush.
+//! - **History.** When [`Config::history_retention`](crate::Config::history_retention)
+//!   is not zero, every commit (leases included) folds the history samples
+//!   of its applied changes ([`rules::history::sample`]) into one rollup
+//!   per (queue, minute of the change), with the queue's depths as the
+//!   commit leaves them, in the same atomic commit; a stale commit adds
+//!   nothing. A queue's first rollup of a minute removes (a bounded number
+//!   of) its minutes older than the retention, keeping the newest of
+//!   those as depths only (see [`rules::history`]), and takes a bounded
+//!   step of a sweep that does the same for the other queues (those gone
+//!   idle).
 //! - **Leases** take the pure rule as a parameter ([`LeasePlan`]): the
 //!   backend offers ready jobs in lease order (priority, then `run_at`, then
 //!   id) and commits what the round takes, so that concurrent lease calls
@@ -66,6 +76,20 @@
 //! by a `NOTIFY` on every transition out of `leased` and every settings
 //! change.
 //!
+//! History on PostgreSQL is a table `history (queue, minute, enqueued,
+//! completed, failed, dead, expired, ready, scheduled, leased, wait, run,
+//! PRIMARY KEY (queue, minute))`, the histograms as `bytea` (or
+//! `bigint[]`) in this module's bucket layout. Each commit's transaction
+//! ends with one `INSERT … ON CONFLICT (queue, minute) DO UPDATE SET
+//! enqueued = history.enqueued + excluded.enqueued, …` per (queue, minute)
+//! it touched, the histograms merged by a small SQL function (or read
+//! `FOR UPDATE`, merged in Rust and written back), and the depths taken
+//! from the per-queue counter rows the same transaction maintains. Pruning
+//! is a `DELETE … WHERE queue = $1 AND minute < $2` bounded by a `LIMIT`
+//! on a sub-select, in the transaction that inserts a queue's new minute;
+//! [`Backend::history`] is a range select on the primary key plus the
+//! latest row before it.
+//!
 //! Due timers are a query on a deadline column, acted on under
 //! the same compare-and-swap, so that several servers act on each deadline
 //! once. [`Backend::watch_events`] is fed by `LISTEN/NOTIFY`.
@@ -94,6 +118,7 @@ use std::pin::Pin;
 use tokio::sync::watch;
 
 pub(crate) use crate::counts::Counts;
+use crate::rules::history::{Depths, Rollup};
 use crate::rules::lease::LeasePlan;
 use crate::rules::{Deadline, Outcome, TimerKind};
 use crate::settings::{QueueSettings, SettingsUpdate};
@@ -342,6 +367,15 @@ impl Page {
     }
 }
 
+/// Stored history minutes of a queue (see [`Backend::history`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HistoryRange {
+    /// The depths of the latest minute before the range, if any.
+    pub(crate) before: Option<Depths>,
+    /// The minutes of the range: (minute start, rollup), oldest first.
+    pub(crate) minutes: Vec<(u64, Rollup)>,
+}
+
 /// The retained part of the event log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct EventBounds {
@@ -423,6 +457,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The id of the latest committed event, updated once its commit is
     /// durable: the wake-up of event subscribers.
     fn watch_events(&self) -> watch::Receiver<u64>;
+
+    /// The stored history minutes of `queue` that start in `from..=to`
+    /// (minute starts, unix ms), oldest first, and the depths of the
+    /// latest minute stored before `from`. History minutes are written by
+    /// [`Backend::commit`] and [`Backend::lease`] (see the module docs).
+    fn history<'a>(
+        &'a self,
+        queue: &'a str,
+        from: u64,
+        to: u64,
+    ) -> BoxFuture<'a, Result<HistoryRange>>;
 
     /// Removes the oldest events while they are older than `before_at` or
     /// more than `keep` are retained, atomically and oldest first. Returns

@@ -24,6 +24,7 @@ pub(crate) mod enqueue;
 pub(crate) mod expire;
 pub(crate) mod fail;
 pub(crate) mod heartbeat;
+pub(crate) mod history;
 pub(crate) mod lease;
 pub(crate) mod promote;
 pub(crate) mod purge;

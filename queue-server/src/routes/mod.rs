@@ -62,6 +62,7 @@ impl Endpoint {
                 &["correlation_id", "limit", "after"]
             }
             Endpoint::Dead(dead::Endpoint::List) => &["limit", "after"],
+            Endpoint::Queues(queues::Endpoint::History) => &["from", "to", "step_ms"],
             Endpoint::Callbacks(callbacks::Endpoint::List) => &["state", "limit", "after"],
             Endpoint::Events(events::Endpoint::Stream) => &["queue", "job", "type", "after"],
             Endpoint::Events(events::Endpoint::JobStream) => &["after"],

@@ -1,5 +1,6 @@
 //! Queues: the list with stats, one queue's stats, pause and resume, its
-//! settings and limits (PATCH), and leasing its jobs (with a long-poll).
+//! settings and limits (PATCH), leasing its jobs (with a long-poll), and
+//! its per-minute history.
 
 use http::StatusCode;
 use queue_proto::{LeaseRequest, PatchQueueRequest};
@@ -23,13 +24,19 @@ pub enum Endpoint {
     Resume,
     /// `POST /v1/queues/{queue}/lease`
     Lease,
+    /// `GET /v1/queues/{queue}/history`
+    History,
 }
 
 impl Endpoint {
     pub(crate) fn reads_body(self) -> bool {
         match self {
             Endpoint::Lease | Endpoint::Patch => true,
-            Endpoint::List | Endpoint::Stats | Endpoint::Pause | Endpoint::Resume => false,
+            Endpoint::List
+            | Endpoint::Stats
+            | Endpoint::Pause
+            | Endpoint::Resume
+            | Endpoint::History => false,
         }
     }
 }
@@ -47,6 +54,10 @@ pub static ROUTES: &[RouteSpec<Endpoint>] = &[
     RouteSpec {
         pattern: "/v1/queues/{queue}/lease",
         methods: &[("POST", Endpoint::Lease)],
+    },
+    RouteSpec {
+        pattern: "/v1/queues/{queue}/history",
+        methods: &[("GET", Endpoint::History)],
     },
     RouteSpec {
         pattern: "/v1/queues/{queue}/pause",
@@ -74,6 +85,17 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
                 StatusCode::OK,
                 &service.patch_queue(call.queue(), &request).await?,
             ))
+        }
+        Endpoint::History => {
+            let history = service
+                .history(
+                    call.queue(),
+                    call.number("from")?,
+                    call.number("to")?,
+                    call.number("step_ms")?,
+                )
+                .await?;
+            Ok(json(StatusCode::OK, &history))
         }
         Endpoint::Lease => {
             let request: LeaseRequest = call.json(true)?;

@@ -35,9 +35,10 @@ use super::keys::{
     settings_key,
 };
 use super::{Store, storage};
-use queue_proto::JobState;
+use queue_proto::{HISTORY_MINUTE_MS, JobState};
 
 use crate::backend::{Change, Expect, Revision, ScheduleChange};
+use crate::rules::history::{self, Depths, Rollup, Sample};
 use crate::settings::QueueSettings;
 use crate::{Error, Event, Job, JobId, Result};
 
@@ -85,6 +86,8 @@ pub(crate) struct Prepared {
     /// The change's events, encoded (their ids are given at commit).
     events: Vec<u8>,
     event_count: u64,
+    /// What the change adds to its queue's history.
+    history: Option<Sample>,
 }
 
 impl Prepared {
@@ -145,6 +148,7 @@ impl Prepared {
             insert,
             events,
             event_count,
+            history: history::sample(change.old.as_ref(), &change.outcome),
         })
     }
 }
@@ -193,6 +197,9 @@ pub(crate) struct Tx<'a> {
     /// Encoded events of this operation, and whose.
     events: RefCell<TxEvents>,
     seal: std::cell::Cell<bool>,
+    /// The history samples of this operation, folded per (queue, minute):
+    /// written when the operation ends, with the depths it leaves.
+    history: RefCell<BTreeMap<(String, u64), Rollup>>,
 }
 
 impl Tx<'_> {
@@ -326,6 +333,17 @@ impl Tx<'_> {
             {
                 self.touched.borrow_mut().insert((queue, group.clone()));
             }
+        }
+        if let Some(sample) = prepared
+            .history
+            .as_ref()
+            .filter(|_| self.store.history_ms > 0)
+        {
+            self.history
+                .borrow_mut()
+                .entry((sample.queue.clone(), sample.minute))
+                .or_default()
+                .add(sample);
         }
         if prepared.event_count > 0 {
             let mut events = self.events.borrow_mut();
@@ -548,6 +566,161 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Folds this operation's history samples into the stored minutes,
+    /// each with its queue's depths as the operation leaves them (so after
+    /// [`Tx::write_counts`]). A queue's first record of a minute also
+    /// prunes its minutes older than the retention.
+    fn write_history(&self) -> TxResult<()> {
+        let pending = std::mem::take(&mut *self.history.borrow_mut());
+        for ((queue, minute), added) in pending {
+            let key = keys::history_key(&queue, minute);
+            let mut rollup = match self.get(META, &key)? {
+                Some(bytes) => codec::decode_rollup(&bytes)?,
+                None => {
+                    self.prune_history(&queue, minute)?;
+                    self.sweep_history(minute)?;
+                    Rollup::default()
+                }
+            };
+            rollup.merge(&added);
+            let depths = Depths {
+                ready: self.meta_u64(&count_key(&queue, JobState::Ready))?,
+                scheduled: self.meta_u64(&count_key(&queue, JobState::Scheduled))?,
+                leased: self.meta_u64(&count_key(&queue, JobState::Leased))?,
+            };
+            rollup.depths = depths;
+            self.put(META, &key, Some(&codec::encode_rollup(&rollup)?));
+            // A change whose time was taken just before a minute ended may
+            // commit after a change of the next minute: that minute's
+            // depths must include it too (they are the latest).
+            let next = keys::history_key(&queue, minute.saturating_add(HISTORY_MINUTE_MS));
+            if let Some(bytes) = self.get(META, &next)? {
+                let mut later = codec::decode_rollup(&bytes)?;
+                if later.depths != depths {
+                    later.depths = depths;
+                    self.put(META, &next, Some(&codec::encode_rollup(&later)?));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes up to [`HISTORY_PRUNE`] minutes of `queue` that started more
+    /// than the retention before `minute`, oldest first. The newest of
+    /// them stays, as depths only (or goes, if they are all zero): the
+    /// steps after it carry its depths forward.
+    fn prune_history(&self, queue: &str, minute: u64) -> TxResult<()> {
+        let Some(cutoff) = minute.checked_sub(self.store.history_ms) else {
+            return Ok(());
+        };
+        let prefix = queue_prefix(keys::HISTORY, queue);
+        let mut old = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        while old.len() <= HISTORY_PRUNE {
+            let Some(key) = self.first_after(META, &prefix, after.as_deref())? else {
+                break;
+            };
+            let at = keys::u64_at(&key, prefix.len())
+                .ok_or_else(|| Error::Corrupt(format!("short history key {key:?}")))?;
+            if at >= cutoff {
+                break;
+            }
+            after = Some(key.clone());
+            old.push(key);
+        }
+        if old.len() > HISTORY_PRUNE {
+            // More than a batch's worth: the next new minutes go on.
+            old.truncate(HISTORY_PRUNE);
+            for key in &old {
+                self.put(META, key, None);
+            }
+            return Ok(());
+        }
+        let Some(newest) = old.pop() else {
+            return Ok(());
+        };
+        for key in &old {
+            self.put(META, key, None);
+        }
+        self.keep_depths(&newest)
+    }
+
+    /// One step of the sweep over every queue's history minutes: up to
+    /// [`HISTORY_SWEEP`] of them, from where the last step stopped (at the
+    /// end, it starts over), removing those older than the retention
+    /// before `minute` but the newest of each queue (kept as depths only,
+    /// as [`Tx::prune_history`] does). A queue that has gone idle has its
+    /// old minutes removed this way while any queue is written; while
+    /// nothing is written, nothing grows.
+    fn sweep_history(&self, minute: u64) -> TxResult<()> {
+        let Some(cutoff) = minute.checked_sub(self.store.history_ms) else {
+            return Ok(());
+        };
+        let family = [keys::HISTORY];
+        let mut cursor = self
+            .store
+            .history_sweep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // An old minute whose fate depends on the next key: removed if the
+        // next is an old minute of the same queue, else kept as depths.
+        let mut held: Option<(Vec<u8>, usize)> = None;
+        let mut before_held = cursor.clone();
+        for _ in 0..HISTORY_SWEEP {
+            let Some(key) = self.first_after(META, &family, cursor.as_deref())? else {
+                cursor = None;
+                break;
+            };
+            let split = key
+                .iter()
+                .position(|b| *b == 0)
+                .map(|at| at + 1)
+                .ok_or_else(|| Error::Corrupt(format!("bad history key {key:?}")))?;
+            let at = keys::u64_at(&key, split)
+                .ok_or_else(|| Error::Corrupt(format!("short history key {key:?}")))?;
+            if let Some((old, old_split)) = held.take() {
+                if at < cutoff && key[..split] == old[..old_split] {
+                    self.put(META, &old, None);
+                } else {
+                    self.keep_depths(&old)?;
+                }
+            }
+            if at < cutoff {
+                before_held = cursor.clone();
+                held = Some((key.clone(), split));
+            }
+            cursor = Some(key);
+        }
+        match held {
+            // Decided by the next step, which starts just before it.
+            Some(_) if cursor.is_some() => cursor = before_held,
+            Some((old, _)) => self.keep_depths(&old)?,
+            None => {}
+        }
+        *self
+            .store
+            .history_sweep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = cursor;
+        Ok(())
+    }
+
+    /// Reduces the stored minute at `key` to its depths (or removes it if
+    /// they are all zero).
+    fn keep_depths(&self, key: &[u8]) -> TxResult<()> {
+        if let Some(bytes) = self.get(META, key)? {
+            let stored = codec::decode_rollup(&bytes)?;
+            let kept = stored.depths_only();
+            if kept.depths == Depths::default() {
+                self.put(META, key, None);
+            } else if kept != stored {
+                self.put(META, key, Some(&codec::encode_rollup(&kept)?));
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the accumulated count changes; zero counts are removed so that
     /// a queue whose jobs are all gone stops being listed.
     fn write_counts(&self) -> TxResult<()> {
@@ -749,10 +922,12 @@ where
                 touched: RefCell::new(BTreeSet::new()),
                 events: RefCell::new(TxEvents::default()),
                 seal: std::cell::Cell::new(false),
+                history: RefCell::new(BTreeMap::new()),
             };
             let outcome = (self.f)(&tx).and_then(|value| {
                 tx.update_heads()?;
                 tx.write_counts()?;
+                tx.write_history()?;
                 Ok(value)
             });
             let seal = tx.seal.get();
@@ -1293,6 +1468,14 @@ impl Tail {
         }
     }
 }
+
+/// History minutes older than the retention removed at most per new
+/// minute record of a queue (bounded work per batch; each new minute
+/// removes at least the one that aged out, so pruning keeps up).
+const HISTORY_PRUNE: usize = 64;
+
+/// History minutes looked at per step of the sweep over every queue.
+const HISTORY_SWEEP: usize = 64;
 
 /// Largest piece of a write-ahead record, well below sled's blob threshold.
 const WAL_CHUNK: usize = 1024 * 1024;

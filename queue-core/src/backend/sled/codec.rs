@@ -14,6 +14,7 @@
 //! | settings | 1 | `1`, bincode of [`SettingsV1`] |
 //! | settings | 2 | `2`, bincode of [`SettingsV2`] (limits and the token bucket) |
 //! | schedule | 1 | `1`, revision (u64 big-endian), bincode of [`ScheduleV1`] |
+//! | history minute | 1 | `1`, bincode of [`RollupV1`] (counts, depths, two sparse histograms) |
 //! | event chunk | 1 | `c`, `1`, [`EventV1`] after [`EventV1`]: consecutive events, the first one's id is the key |
 //! | event chunk | 2 | `c`, `2`, ([`EventV1`], [`EventExtV2`]) after another |
 //! | write-ahead | 1 | `1`, bincode of `[(tree, key, value?)]`, trees 0..=3 |
@@ -54,6 +55,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::backend::Revision;
 use crate::rules::EventDraft;
+use crate::rules::history::{Depths, Histogram, Rollup, Tally};
 use crate::settings::{Bucket, Limits, QueueSettings, RateLimit};
 use crate::{
     Callback, CallbackStatus, Error, Event, Job, JobId, Lease, LeaseId, Result, Schedule,
@@ -70,6 +72,7 @@ pub(crate) const WAL_VERSION: u8 = 2;
 const SETTINGS_VERSION: u8 = 2;
 const SCHEDULE_VERSION: u8 = 1;
 const EVENT_VERSION: u8 = 2;
+const ROLLUP_VERSION: u8 = 1;
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -664,6 +667,105 @@ pub(crate) fn decode_schedule(bytes: &[u8]) -> Result<(Schedule, Revision)> {
     ))
 }
 
+// ---- history ---------------------------------------------------------------
+
+/// One queue's history for one minute, version 1 (frozen). The key names
+/// the queue and the minute.
+#[derive(Serialize, Deserialize)]
+struct RollupV1 {
+    enqueued: u64,
+    completed: u64,
+    failed: u64,
+    dead: u64,
+    expired: u64,
+    ready: u64,
+    scheduled: u64,
+    leased: u64,
+    wait: HistogramV1,
+    run: HistogramV1,
+}
+
+/// A histogram of [`RollupV1`] (frozen): the non-empty buckets, by
+/// increasing index, with their counts; the exact minimum and maximum
+/// (zeros when empty). Bucket indices are those of
+/// [`rules::history`](crate::rules::history), which must never change.
+#[derive(Serialize, Deserialize)]
+struct HistogramV1 {
+    buckets: Vec<(u16, u64)>,
+    min: u64,
+    max: u64,
+}
+
+impl HistogramV1 {
+    fn of(h: &Histogram) -> HistogramV1 {
+        HistogramV1 {
+            buckets: h.buckets.iter().map(|(i, c)| (*i, *c)).collect(),
+            min: h.min,
+            max: h.max,
+        }
+    }
+
+    fn decode(self) -> Result<Histogram> {
+        let increasing = self.buckets.windows(2).all(|w| w[0].0 < w[1].0);
+        let h = Histogram {
+            buckets: self.buckets.into_iter().collect(),
+            min: self.min,
+            max: self.max,
+        };
+        if !increasing || !h.is_valid() {
+            return Err(Error::Corrupt("history histogram is damaged".into()));
+        }
+        Ok(h)
+    }
+}
+
+pub(crate) fn encode_rollup(rollup: &Rollup) -> Result<Vec<u8>> {
+    let mut out = vec![ROLLUP_VERSION];
+    encode_into(
+        &mut out,
+        &RollupV1 {
+            enqueued: rollup.tally.enqueued,
+            completed: rollup.tally.completed,
+            failed: rollup.tally.failed,
+            dead: rollup.tally.dead,
+            expired: rollup.tally.expired,
+            ready: rollup.depths.ready,
+            scheduled: rollup.depths.scheduled,
+            leased: rollup.depths.leased,
+            wait: HistogramV1::of(&rollup.wait),
+            run: HistogramV1::of(&rollup.run),
+        },
+        "history minute",
+    )?;
+    Ok(out)
+}
+
+pub(crate) fn decode_rollup(bytes: &[u8]) -> Result<Rollup> {
+    match bytes.split_first() {
+        Some((1, body)) => {
+            let v: RollupV1 = decode_all(body, "history minute")?;
+            Ok(Rollup {
+                tally: Tally {
+                    enqueued: v.enqueued,
+                    completed: v.completed,
+                    failed: v.failed,
+                    dead: v.dead,
+                    expired: v.expired,
+                },
+                depths: Depths {
+                    ready: v.ready,
+                    scheduled: v.scheduled,
+                    leased: v.leased,
+                },
+                wait: v.wait.decode()?,
+                run: v.run.decode()?,
+            })
+        }
+        Some((v, _)) => Err(unknown_version("history minute", *v, ROLLUP_VERSION)),
+        None => Err(Error::Corrupt("empty history minute".into())),
+    }
+}
+
 // ---- events ------------------------------------------------------------------
 
 /// An event of the log, version 1 (frozen); its id is the key.
@@ -970,6 +1072,54 @@ mod fuzz;
 mod tests {
     use super::*;
     use crate::rules::testing::{full_job, leased_job, ready_job};
+
+    #[test]
+    fn history_minutes_round_trip_and_version_1_bytes_stay_readable() {
+        let mut rollup = Rollup::default();
+        rollup.tally = Tally {
+            enqueued: 5,
+            completed: 3,
+            failed: 2,
+            dead: 1,
+            expired: 1,
+        };
+        rollup.depths = Depths {
+            ready: 4,
+            scheduled: 2,
+            leased: 300,
+        };
+        for ms in [3, 40, 40, 70_000] {
+            rollup.wait.record(ms);
+        }
+        rollup.run.record(1500);
+        let bytes = encode_rollup(&rollup).unwrap();
+        assert_eq!(decode_rollup(&bytes).unwrap(), rollup);
+        // Version 1 as written by this release (frozen: a change of the
+        // layout must be a new version).
+        assert_eq!(
+            bytes,
+            [
+                // version, counts, depths (300: varint 251 + u16)
+                1, 5, 3, 2, 1, 1, 4, 2, 251, 44, 1,
+                // wait: 3 buckets (3: 1, 36: 2, 209: 1), min 3, max 70000
+                3, 3, 1, 36, 2, 209, 1, 3, 252, 112, 17, 1, 0,
+                // run: 1 bucket (119: 1), min and max 1500
+                1, 119, 1, 251, 220, 5, 251, 220, 5
+            ]
+        );
+        assert_eq!(
+            decode_rollup(&encode_rollup(&Rollup::default()).unwrap()).unwrap(),
+            Rollup::default()
+        );
+        // Damage is refused, not believed.
+        let mut damaged = rollup.clone();
+        damaged.wait.min = 9;
+        assert!(matches!(
+            decode_rollup(&encode_rollup(&damaged).unwrap()),
+            Err(Error::Corrupt(_))
+        ));
+        assert!(matches!(decode_rollup(&[2, 0]), Err(Error::Corrupt(_))));
+    }
 
     #[test]
     fn jobs_round_trip_with_their_revision() {

@@ -25,7 +25,9 @@
 //!   entry in `r`, `s` queue settings records,
 //!   `e` the latest event id when the log was last pruned, `m` schedule
 //!   records by name, `n` active schedules by (`next_run_at`, name) for the
-//!   timer ([`schedule_due_key`]); format 1 stored `p` paused flags.
+//!   timer ([`schedule_due_key`]), `y` history minutes by (queue, minute
+//!   start) ([`history_key`]; records of their own, not derived from the
+//!   jobs); format 1 stored `p` paused flags.
 //! - `events`: first event id → a chunk of consecutive events.
 //! - `wal`: the write-ahead log: slots used in turn (8-byte keys), the
 //!   pieces of a record too large for a slot (16-byte keys: sequence,
@@ -69,6 +71,8 @@ pub(crate) const COUNT: u8 = b'c';
 pub(crate) const SETTINGS: u8 = b's';
 pub(crate) const SCHEDULE: u8 = b'm';
 pub(crate) const SCHEDULE_DUE: u8 = b'n';
+/// A queue's history minute (in `meta`): (queue, minute start) → rollup.
+pub(crate) const HISTORY: u8 = b'y';
 /// Format 1's paused flag (`p` + queue → empty), migrated to settings.
 pub(crate) const PAUSED_V1: u8 = b'p';
 /// The latest event id when the log was last pruned: the log's own end
@@ -285,6 +289,14 @@ pub(crate) fn count_key(queue: &str, state: JobState) -> Vec<u8> {
 pub(crate) fn settings_key(queue: &str) -> Vec<u8> {
     let mut key = vec![SETTINGS];
     key.extend_from_slice(queue.as_bytes());
+    key
+}
+
+/// The key of `queue`'s history record for the minute starting at
+/// `minute` (unix ms): big-endian, so a queue's minutes sort in time order.
+pub(crate) fn history_key(queue: &str, minute: u64) -> Vec<u8> {
+    let mut key = queue_prefix(HISTORY, queue);
+    key.extend_from_slice(&minute.to_be_bytes());
     key
 }
 

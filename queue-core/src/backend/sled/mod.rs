@@ -32,7 +32,7 @@ use self::keys::{
     idem_key, job_key, queue_prefix, settings_key, timer_key, u64_at,
 };
 use super::{
-    Backend, BoxFuture, Change, Commit, Committed, Counts, Due, EventBounds, Loaded,
+    Backend, BoxFuture, Change, Commit, Committed, Counts, Due, EventBounds, HistoryRange, Loaded,
     LoadedSchedule, Mode, Page, Policy,
 };
 use crate::error::StorageError;
@@ -99,6 +99,11 @@ pub(crate) struct Store {
     timers: Tree,
     meta: Tree,
     events: Tree,
+    /// How long history minutes are kept, in ms; 0: no history is written.
+    history_ms: u64,
+    /// Where the sweep over every queue's history minutes resumes (the
+    /// last key it looked at; `None`: from the start). A hint only.
+    history_sweep: Mutex<Option<Vec<u8>>>,
 }
 
 impl Store {
@@ -151,6 +156,8 @@ impl Store {
             timers: open_tree("timers")?,
             meta: open_tree("meta")?,
             events: open_tree("events")?,
+            history_ms: 0,
+            history_sweep: Mutex::new(None),
             db,
         };
         let (slot_events, last_batch) = store.replay_wal()?;
@@ -420,6 +427,29 @@ impl Store {
             .take(limit)
             .map(|key| id_at_end(&key.map_err(storage)?))
             .collect()
+    }
+
+    fn history(&self, queue: &str, from: u64, to: u64) -> Result<HistoryRange> {
+        let prefix = queue_prefix(keys::HISTORY, queue);
+        let start = keys::history_key(queue, from);
+        let before = match self.meta.range(prefix.clone()..start.clone()).next_back() {
+            Some(item) => {
+                let (_, value) = item.map_err(storage)?;
+                Some(codec::decode_rollup(&value)?.depths)
+            }
+            None => None,
+        };
+        let minutes = self
+            .meta
+            .range(start..=keys::history_key(queue, to))
+            .map(|item| {
+                let (key, value) = item.map_err(storage)?;
+                let minute = u64_at(&key, prefix.len())
+                    .ok_or_else(|| Error::Corrupt(format!("short history key {key:?}")))?;
+                Ok((minute, codec::decode_rollup(&value)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(HistoryRange { before, minutes })
     }
 
     fn load_schedule(&self, name: &str) -> Result<Option<LoadedSchedule>> {
@@ -729,7 +759,9 @@ impl SledBackend {
             path,
             cache_capacity,
         } = &config.storage;
-        let store = Arc::new(Store::open(path, *cache_capacity, config.durability)?);
+        let mut store = Store::open(path, *cache_capacity, config.durability)?;
+        store.history_ms = u64::try_from(config.history_retention.as_millis()).unwrap_or(u64::MAX);
+        let store = Arc::new(store);
         let committer = Arc::clone(&store);
         let thread = std::thread::Builder::new()
             .name("queue-core-commit".into())
@@ -991,6 +1023,15 @@ impl Backend for SledBackend {
 
     fn watch_events(&self) -> watch::Receiver<u64> {
         self.store.latest.subscribe()
+    }
+
+    fn history<'a>(
+        &'a self,
+        queue: &'a str,
+        from: u64,
+        to: u64,
+    ) -> BoxFuture<'a, Result<HistoryRange>> {
+        ready(self.store.history(queue, from, to))
     }
 
     fn prune_events(&self, before_at: u64, keep: u64, mode: Mode) -> BoxFuture<'_, Result<u64>> {
@@ -1457,6 +1498,35 @@ mod tests {
             .page(&ready, Some(JobId::from_u64(100 + count - 3)), 10)
             .unwrap();
         assert_eq!(last, ids(&[100 + count - 2, 100 + count - 1]));
+    }
+
+    #[test]
+    fn verify_checks_that_history_minutes_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        let problems = |store: &Store| verify::verify(store).unwrap().problems;
+        let key = keys::history_key("q", 120_000);
+        let rollup = crate::rules::history::Rollup::default();
+        store
+            .meta
+            .insert(&key, codec::encode_rollup(&rollup).unwrap())
+            .unwrap();
+        assert!(problems(&store).is_empty(), "{:?}", problems(&store));
+        assert_eq!(
+            store.history("q", 0, 600_000).unwrap().minutes,
+            vec![(120_000, rollup)]
+        );
+        store.meta.insert(&key, &[1, 9]).unwrap();
+        assert_eq!(problems(&store).len(), 1, "a damaged minute");
+        store.meta.remove(&key).unwrap();
+        store
+            .meta
+            .insert(
+                keys::history_key("q", 1),
+                codec::encode_rollup(&Default::default()).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(problems(&store).len(), 1, "not a minute");
     }
 
     #[test]

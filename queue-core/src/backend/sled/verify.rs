@@ -172,6 +172,22 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
             stored_due.difference(&expected_due).count()
         ));
     }
+    // History minutes are records of their own (not derived from the
+    // jobs): each must decode, under a key naming a queue and a minute.
+    for item in store.meta.scan_prefix([super::keys::HISTORY]) {
+        let (key, bytes) = item.map_err(storage)?;
+        let minute = key
+            .iter()
+            .position(|b| *b == 0)
+            .and_then(|end| super::keys::u64_at(&key, end + 1).filter(|_| key.len() == end + 9));
+        match minute {
+            Some(minute) if minute % queue_proto::HISTORY_MINUTE_MS == 0 => {}
+            _ => problems.push(format!("history key {key:?} names no (queue, minute)")),
+        }
+        if let Err(e) = codec::decode_rollup(&bytes) {
+            problems.push(format!("history minute {key:?}: {e}"));
+        }
+    }
     let mut stored_counts = BTreeMap::new();
     for item in store.meta.scan_prefix([COUNT]) {
         let (key, value) = item.map_err(storage)?;
