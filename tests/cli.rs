@@ -1008,3 +1008,58 @@ fn jobs_are_listed_by_state_and_by_correlation_id() {
     );
     run(&url, &["jobs"]).fails(2, "usage");
 }
+
+#[test]
+fn history_is_shown_as_a_table_and_as_the_api_s_json() {
+    let (h, url) = http();
+    let client = h.blocking();
+    let queue = client.queue::<u32>("h");
+    for n in 0..3 {
+        queue.enqueue(&n).unwrap();
+    }
+    let leased = queue.lease(&LeaseOptions::new()).unwrap();
+    for job in leased {
+        job.complete(&()).unwrap();
+    }
+    let now = now_ms();
+    let (from, to) = ((now - 600_000).to_string(), (now + 60_000).to_string());
+    let history = run(
+        &url,
+        &[
+            "--json", "history", "h", "--from", &from, "--to", &to, "--step", "1m",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        history,
+        api_get(
+            &url,
+            &format!("/v1/queues/h/history?from={from}&to={to}&step_ms=60000")
+        )
+    );
+    let points = history["points"].as_array().unwrap();
+    let total = |field: &str| -> u64 { points.iter().map(|p| p[field].as_u64().unwrap()).sum() };
+    assert_eq!((total("enqueued"), total("completed")), (3, 1));
+
+    let table = run(&url, &["history", "h", "--from", "10m"]).ok().stdout;
+    assert!(
+        table.starts_with("AT (UTC)")
+            && table.contains("ENQUEUED")
+            && table.contains("steps of 1m"),
+        "{table}"
+    );
+    run(&url, &["history", "h", "--step", "90s"]).fails(1, "invalid_request");
+    assert_eq!(run(&url, &["history", "h", "--from", "soon"]).code, 2);
+}
+
+/// Unix ms now.
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}

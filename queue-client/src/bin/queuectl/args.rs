@@ -127,6 +127,21 @@ pub enum Command {
     /// --after, reconnecting by itself. Prints the last event id at the
     /// end.
     Tail(TailArgs),
+    /// A queue's history as a table: per-minute counts, depths and
+    /// run/wait percentiles (default: the last hour, one row a minute).
+    History {
+        /// The queue.
+        queue: String,
+        /// Start: a time (RFC 3339 or unix ms) or how long ago (e.g. 6h).
+        #[arg(long, value_parser = parse::time_or_ago)]
+        from: Option<u64>,
+        /// End: a time or how long ago (default: now).
+        #[arg(long, value_parser = parse::time_or_ago)]
+        to: Option<u64>,
+        /// Width of a row: a whole number of minutes (e.g. 5m, 1h).
+        #[arg(long, value_parser = parse::duration)]
+        step: Option<Duration>,
+    },
     /// Callback deliveries: list by state, retry one.
     #[command(subcommand)]
     Callbacks(CallbackCommand),

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::CommandFactory;
 use queue_client::{
-    Client, ClientOptions, EnqueueOptions, EventFilter, Job, JobId, JobPage, Limits, QueueStats,
-    StreamItem,
+    Client, ClientOptions, EnqueueOptions, EventFilter, HistoryQuery, Job, JobId, JobPage, Limits,
+    QueueStats, StreamItem,
 };
 use serde_json::{Value, json};
 
@@ -73,6 +73,21 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Dead(command) => dead(&ctx, command).await,
         Command::Schedules(command) => schedules(&ctx, command).await,
         Command::Tail(args) => tail(&ctx, args).await,
+        Command::History {
+            queue,
+            from,
+            to,
+            step,
+        } => {
+            let query = HistoryQuery { from, to, step };
+            let history = ctx.client.history(&queue, &query).await?;
+            if ctx.json {
+                print_json(&history);
+            } else {
+                print(&output::history_table(&history));
+            }
+            Ok(())
+        }
         Command::Callbacks(command) => callbacks(&ctx, command).await,
         Command::Completions { .. } => Ok(()),
     }

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use queue_client::{Job, QueueStats, Schedule, StreamItem};
+use queue_client::{History, Job, QueueStats, Schedule, StreamItem};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -303,6 +303,56 @@ pub fn callbacks_table(jobs: &[Job<Value>]) -> String {
         ]);
     }
     table.render()
+}
+
+/// A history as a table: a row per step, percentiles in ms units.
+pub fn history_table(history: &History) -> String {
+    let mut table = Table::new(&[
+        ("AT (UTC)", Align::Left),
+        ("ENQUEUED", Align::Right),
+        ("COMPLETED", Align::Right),
+        ("FAILED", Align::Right),
+        ("DEAD", Align::Right),
+        ("EXPIRED", Align::Right),
+        ("READY", Align::Right),
+        ("SCHEDULED", Align::Right),
+        ("LEASED", Align::Right),
+        ("RUN P50", Align::Right),
+        ("RUN P95", Align::Right),
+        ("WAIT P50", Align::Right),
+        ("WAIT P95", Align::Right),
+    ]);
+    let ms =
+        |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |ms| duration(Duration::from_millis(ms)));
+    for p in &history.points {
+        let at = i64::try_from(p.at)
+            .ok()
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+            .map_or_else(
+                || p.at.to_string(),
+                |t| t.strftime("%Y-%m-%d %H:%M").to_string(),
+            );
+        table.row(vec![
+            at,
+            count(p.enqueued),
+            count(p.completed),
+            count(p.failed),
+            count(p.dead),
+            count(p.expired),
+            count(p.ready),
+            count(p.scheduled),
+            count(p.leased),
+            ms(p.run_ms_p50),
+            ms(p.run_ms_p95),
+            ms(p.wait_ms_p50),
+            ms(p.wait_ms_p95),
+        ]);
+    }
+    format!(
+        "{}steps of {}\n",
+        table.render(),
+        duration(Duration::from_millis(history.step_ms))
+    )
 }
 
 /// One job, a field per line.

@@ -60,6 +60,19 @@ pub fn time(text: &str) -> Result<u64, String> {
     u64::try_from(at.as_millisecond()).map_err(|_| format!("{text:?} is before 1970"))
 }
 
+/// A point in time as [`time`] reads it, or a duration meaning that long
+/// before now (`6h`, `30m`).
+pub fn time_or_ago(text: &str) -> Result<u64, String> {
+    let digits_only = text.trim().bytes().all(|b| b.is_ascii_digit());
+    match duration(text) {
+        Ok(ago) if !digits_only => {
+            let ago = u64::try_from(ago.as_millis()).unwrap_or(u64::MAX);
+            Ok(crate::output::now_ms().saturating_sub(ago))
+        }
+        _ => time(text).map_err(|e| format!("{e}, or how long ago (e.g. 6h)")),
+    }
+}
+
 /// A header `KEY=VALUE`.
 pub fn header(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -140,6 +153,11 @@ mod tests {
         assert_eq!(time("2026-12-01T10:00:00Z"), Ok(1_796_119_200_000));
         assert_eq!(time("2026-12-01T11:00:00+01:00"), Ok(1_796_119_200_000));
         assert!(time("yesterday").is_err());
+        assert_eq!(time_or_ago("1764000000000"), Ok(1_764_000_000_000));
+        let ago = time_or_ago("1h").unwrap();
+        let expected = crate::output::now_ms() - 3_600_000;
+        assert!(ago.abs_diff(expected) < 60_000, "{ago} vs {expected}");
+        assert!(time_or_ago("soon").is_err());
     }
 
     #[test]
