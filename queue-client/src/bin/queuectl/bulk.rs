@@ -311,8 +311,10 @@ pub async fn enqueue_lines(ctx: &Ctx, args: &EnqueueArgs, path: &Path) -> Outcom
             match tally.refusals.len() {
                 0 => Ok(()),
                 n => Err(Failure::Partial(format!(
-                    "{n} of {} line(s) were refused (first: line {})",
-                    tally.lines, tally.refusals[0].line
+                    "{} of {} line(s) were refused (first: line {})",
+                    output::count(n as u64),
+                    output::count(tally.lines),
+                    tally.refusals[0].line
                 ))),
             }
         }
