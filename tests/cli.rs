@@ -1063,3 +1063,72 @@ fn now_ms() -> u64 {
     )
     .unwrap()
 }
+
+#[test]
+fn tail_reconnects_after_a_restart_without_losing_or_repeating_events() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = crate::kill9::spawn_server(dir.path());
+    let url = format!("http://{addr}");
+    let queue = queue_client::blocking::Client::connect(&url)
+        .unwrap()
+        .queue::<u32>("r");
+    let first = queue.enqueue(&1).unwrap().id().to_string();
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_queuectl-under-test"))
+        .args([
+            "--url", &url, "--json", "tail", "--queue", "r", "--after", "0",
+        ])
+        .args(["--count", "2"])
+        .env_remove("QUEUE_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = tail.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let seen_first: Value = serde_json::from_str(&lines.recv_timeout(PATIENCE).unwrap()).unwrap();
+    assert_eq!(seen_first["id"], first.as_str());
+
+    // SIGKILL the server under the open stream, restart it on the same
+    // address and data, and make the next event there.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let (mut server, _) = crate::kill9::spawn_server_at(dir.path(), &addr.to_string());
+    let second = queue_client::blocking::Client::connect(&url)
+        .unwrap()
+        .queue::<u32>("r")
+        .enqueue(&2)
+        .unwrap()
+        .id()
+        .to_string();
+    let seen_second: Value = serde_json::from_str(&lines.recv_timeout(PATIENCE).unwrap()).unwrap();
+    assert_eq!(seen_second["id"], second.as_str());
+    assert!(seen_second["event_id"].as_u64() > seen_first["event_id"].as_u64());
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = tail.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tail did not stop after 2 events"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success());
+    assert!(
+        lines.recv_timeout(Duration::from_millis(100)).is_err(),
+        "nothing repeated"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

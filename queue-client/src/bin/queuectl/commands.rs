@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::CommandFactory;
 use queue_client::{
-    Client, ClientOptions, EnqueueOptions, EventFilter, HistoryQuery, Job, JobId, JobPage, Limits,
-    QueueStats, StreamItem,
+    Client, ClientOptions, EnqueueOptions, EventFilter, EventStream, HistoryQuery, Job, JobId,
+    JobPage, Limits, QueueStats, StreamItem,
 };
 use serde_json::{Value, json};
 
@@ -260,14 +260,47 @@ fn show_item(ctx: &Ctx, item: &StreamItem) {
 
 async fn job_events(ctx: &Ctx, id: &str) -> Outcome {
     let mut events = ctx.client.job::<Value>(id).events().await?;
-    while let Some(item) = events.next().await {
-        match item {
-            Ok(item) => show_item(ctx, &item),
-            Err(e @ queue_client::Error::EventTooLarge { .. }) => {
-                eprintln!("queuectl: warning: {e}");
-            }
-            Err(e) => return Err(e.into()),
+    follow(ctx, &mut events, None).await
+}
+
+/// Prints a stream's items until it ends, `count` events were printed or
+/// the user interrupts (Ctrl-C). The stream reconnects by itself after a
+/// dropped connection; an error it passes on and goes on after (an event
+/// that does not decode, or is too large) is a warning; one it ends with
+/// (the server refused to resume, e.g. a token revoked) is the outcome.
+async fn follow(ctx: &Ctx, events: &mut EventStream, count: Option<u64>) -> Outcome {
+    let mut seen: u64 = 0;
+    let mut pending: Option<queue_client::Error> = None;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        if count.is_some_and(|n| seen >= n) {
+            break;
         }
+        let item = tokio::select! {
+            item = events.next() => item,
+            _ = &mut interrupted => break,
+        };
+        match item {
+            None => return pending.map_or(Ok(()), |e| Err(e.into())),
+            Some(Ok(item)) => {
+                if let Some(e) = pending.take() {
+                    eprintln!("queuectl: warning: {e}");
+                }
+                if matches!(item, StreamItem::Event(_)) {
+                    seen += 1;
+                }
+                show_item(ctx, &item);
+            }
+            Some(Err(e)) => {
+                if let Some(earlier) = pending.replace(e) {
+                    eprintln!("queuectl: warning: {earlier}");
+                }
+            }
+        }
+    }
+    if let Some(e) = pending {
+        eprintln!("queuectl: warning: {e}");
     }
     Ok(())
 }
@@ -643,31 +676,7 @@ async fn tail(ctx: &Ctx, args: TailArgs) -> Outcome {
         filter = filter.after(after);
     }
     let mut events = ctx.client.events(filter).await?;
-    let mut seen: u64 = 0;
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
-    let outcome = loop {
-        if args.count.is_some_and(|n| seen >= n) {
-            break Ok(());
-        }
-        let item = tokio::select! {
-            item = events.next() => item,
-            _ = &mut interrupted => break Ok(()),
-        };
-        match item {
-            None => break Ok(()),
-            Some(Ok(item)) => {
-                if matches!(item, StreamItem::Event(_)) {
-                    seen += 1;
-                }
-                show_item(ctx, &item);
-            }
-            Some(Err(e @ queue_client::Error::EventTooLarge { .. })) => {
-                eprintln!("queuectl: warning: {e}");
-            }
-            Some(Err(e)) => break Err(Failure::from(e)),
-        }
-    };
+    let outcome = follow(ctx, &mut events, args.count).await;
     match events.last_event_id() {
         Some(id) => eprintln!("last event id: {id} (resume with: queuectl tail --after {id})"),
         None => eprintln!("no events seen"),
