@@ -33,6 +33,10 @@
 //! - [`Error`]: one error type; its variants map the server's error codes
 //!   and a job's outcomes.
 //!
+//! The crate's `cli` feature builds `queuectl`, the admin command line,
+//! on this API (`cargo install --path queue-client --features cli`; see
+//! the README).
+//!
 //! Every enqueue carries an idempotency key (generated when the caller gives
 //! none), so the SDK retries an enqueue after a transient failure without
 //! ever creating a second job ([`RetryPolicy`]).
