@@ -277,12 +277,12 @@ fn an_engine_seams_directory_opens_with_its_event_log_and_goes_on() {
 /// must agree with the stats and with each job's own state.
 fn assert_listings_agree_with_stats(queue: &Queue) -> usize {
     let mut listed = 0;
-    for stats in queue.queues().unwrap() {
+    for stats in queue.queues().expect("queues") {
         for state in JobState::ALL {
             let mut after = None;
             let mut ids = Vec::new();
             for _ in 0..1000 {
-                let page = queue.jobs(&stats.queue, state, after, 7).unwrap();
+                let page = queue.jobs(&stats.queue, state, after, 7).expect("a page");
                 for job in &page.jobs {
                     assert_eq!(
                         (job.state, job.queue.as_str()),

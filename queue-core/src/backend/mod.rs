@@ -498,3 +498,36 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// handle is dropped. Later calls fail with [`Error::Closed`](crate::Error::Closed).
     fn close(&self);
 }
+
+#[cfg(test)]
+mod tests {
+    use queue_proto::JobState;
+
+    use super::Page;
+    use crate::rules::testing::{full_job, ready_job};
+
+    #[test]
+    fn a_page_holds_the_jobs_it_lists_as_they_are_now() {
+        let ready = ready_job();
+        let state = |queue: &str, state| Page::State {
+            queue: queue.into(),
+            state,
+        };
+        assert!(state("q", JobState::Ready).holds(&ready));
+        assert!(!state("q", JobState::Leased).holds(&ready));
+        assert!(!state("other", JobState::Ready).holds(&ready));
+        let full = full_job();
+        assert!(Page::Correlation { id: "req-1".into() }.holds(&full));
+        assert!(!Page::Correlation { id: "req-".into() }.holds(&full));
+        assert!(!Page::Correlation { id: "req-1".into() }.holds(&ready));
+        let pending = Page::Callbacks {
+            status: crate::CallbackStatus::Pending,
+        };
+        assert!(pending.holds(&full));
+        assert!(!pending.holds(&ready));
+        let delivered = Page::Callbacks {
+            status: crate::CallbackStatus::Delivered,
+        };
+        assert!(!delivered.holds(&full));
+    }
+}

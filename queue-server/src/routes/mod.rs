@@ -287,10 +287,21 @@ mod tests {
                 allow: "GET, DELETE".into()
             })
         );
-        assert!(matches!(
-            route(&Method::GET, "/v1/queues/q/jobs"),
-            Err(RouteError::MethodNotAllowed { .. })
-        ));
+        assert_eq!(
+            route(&Method::PUT, "/v1/queues/q/jobs"),
+            Err(RouteError::MethodNotAllowed {
+                pattern: "/v1/queues/{queue}/jobs",
+                allow: "GET, POST".into()
+            })
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/queues/q/jobs").map(|r| r.endpoint),
+            Ok(Endpoint::Jobs(jobs::Endpoint::List))
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/jobs").map(|r| r.endpoint),
+            Ok(Endpoint::Jobs(jobs::Endpoint::ListByCorrelation))
+        );
     }
 
     #[test]
