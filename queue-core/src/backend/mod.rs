@@ -86,7 +86,10 @@
 //! `FOR UPDATE`, merged in Rust and written back), and the depths taken
 //! from the per-queue counter rows the same transaction maintains. Pruning
 //! is a `DELETE … WHERE queue = $1 AND minute < $2` bounded by a `LIMIT`
-//! on a sub-select, in the transaction that inserts a queue's new minute;
+//! on a sub-select (sparing the newest such row, reduced to its depths), in
+//! the transaction that inserts a queue's new minute, and the same over
+//! every queue (`minute < $2 AND minute < (SELECT max(minute) … same
+//! queue)`, bounded) for queues gone idle;
 //! [`Backend::history`] is a range select on the primary key plus the
 //! latest row before it.
 //!

@@ -198,7 +198,8 @@ pub(crate) struct Tx<'a> {
     events: RefCell<TxEvents>,
     seal: std::cell::Cell<bool>,
     /// The history samples of this operation, folded per (queue, minute):
-    /// written when the operation ends, with the depths it leaves.
+    /// handed to the batch if the operation succeeds, which writes them
+    /// once for all its operations, with the depths it leaves.
     history: RefCell<BTreeMap<(String, u64), Rollup>>,
 }
 
@@ -566,10 +567,11 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Folds this operation's history samples into the stored minutes,
-    /// each with its queue's depths as the operation leaves them (so after
-    /// [`Tx::write_counts`]). A queue's first record of a minute also
-    /// prunes its minutes older than the retention.
+    /// Folds the history samples gathered in this view (a whole batch's,
+    /// see [`Store::write_batch_history`]) into the stored minutes, each
+    /// with its queue's depths as the batch leaves them. A queue's first
+    /// record of a minute also prunes its minutes older than the
+    /// retention, and takes a step of the sweep over every queue's.
     fn write_history(&self) -> TxResult<()> {
         let pending = std::mem::take(&mut *self.history.borrow_mut());
         for ((queue, minute), added) in pending {
@@ -843,6 +845,9 @@ pub(crate) struct Running {
     next_event: u64,
     /// An operation asked for the gathered events to go into a chunk now.
     seal: bool,
+    /// The history samples of the batch's operations, per (queue, minute),
+    /// written once at the end of the batch ([`Store::write_batch_history`]).
+    history: BTreeMap<(String, u64), Rollup>,
 }
 
 /// One caller's operation waiting in a batch.
@@ -927,16 +932,22 @@ where
             let outcome = (self.f)(&tx).and_then(|value| {
                 tx.update_heads()?;
                 tx.write_counts()?;
-                tx.write_history()?;
                 Ok(value)
             });
             let seal = tx.seal.get();
-            (outcome, tx.own.into_inner(), (tx.events.into_inner(), seal))
+            (
+                outcome,
+                tx.own.into_inner(),
+                (tx.events.into_inner(), seal, tx.history.into_inner()),
+            )
         };
-        let (drafts, seal) = drafts;
+        let (drafts, seal, history) = drafts;
         match outcome {
             Ok(value) => {
                 batch.seal |= seal;
+                for (key, rollup) in history {
+                    batch.history.entry(key).or_default().merge(&rollup);
+                }
                 let events = batch.add(own, drafts);
                 self.record(Ok(Some((value, events))));
             }
@@ -1121,9 +1132,19 @@ impl Store {
             first: latest + 1,
             next_event: latest,
             seal: false,
+            history: BTreeMap::new(),
         };
         for op in batch {
             op.run(self, &mut running);
+        }
+        if let Err(e) = self.write_batch_history(&mut running) {
+            // Nothing of the batch is written: its operations fail.
+            tracing::error!(error = %e, "history of a batch could not be written");
+            for op in batch {
+                op.not_durable(&e);
+                op.finish();
+            }
+            return;
         }
         let mut committed = Ok(());
         if !running.writes.is_empty() || running.seal {
@@ -1146,6 +1167,37 @@ impl Store {
         for op in batch {
             op.finish();
         }
+    }
+
+    /// Folds the history samples of the batch's operations into the stored
+    /// minutes, with the depths the batch leaves: one read and one write
+    /// per (queue, minute) per batch, in the batch's own writes (so in its
+    /// atomic commit).
+    fn write_batch_history(&self, running: &mut Running) -> Result<()> {
+        if running.history.is_empty() {
+            return Ok(());
+        }
+        let own = {
+            let tx = Tx {
+                store: self,
+                batch: &running.writes,
+                own: RefCell::new(Writes::new()),
+                deltas: RefCell::new(BTreeMap::new()),
+                touched: RefCell::new(BTreeSet::new()),
+                events: RefCell::new(TxEvents::default()),
+                seal: std::cell::Cell::new(false),
+                history: RefCell::new(std::mem::take(&mut running.history)),
+            };
+            match tx.write_history() {
+                Ok(()) => tx.own.into_inner(),
+                Err(TxError::Failed(e)) => return Err(e),
+                Err(TxError::Stale) => {
+                    return Err(Error::Internal("writing history went stale".into()));
+                }
+            }
+        };
+        running.writes.extend(own);
+        Ok(())
     }
 
     /// Commits a batch so that a crash leaves all of it or none of it: the
