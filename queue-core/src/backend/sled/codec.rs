@@ -1075,18 +1075,20 @@ mod tests {
 
     #[test]
     fn history_minutes_round_trip_and_version_1_bytes_stay_readable() {
-        let mut rollup = Rollup::default();
-        rollup.tally = Tally {
-            enqueued: 5,
-            completed: 3,
-            failed: 2,
-            dead: 1,
-            expired: 1,
-        };
-        rollup.depths = Depths {
-            ready: 4,
-            scheduled: 2,
-            leased: 300,
+        let mut rollup = Rollup {
+            tally: Tally {
+                enqueued: 5,
+                completed: 3,
+                failed: 2,
+                dead: 1,
+                expired: 1,
+            },
+            depths: Depths {
+                ready: 4,
+                scheduled: 2,
+                leased: 300,
+            },
+            ..Rollup::default()
         };
         for ms in [3, 40, 40, 70_000] {
             rollup.wait.record(ms);
