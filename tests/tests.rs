@@ -24,6 +24,9 @@
 //! - `http`: what only HTTP has: auth, bad URLs, unreachable and silent
 //!   servers, and retry safety when a response is lost.
 //! - `binary`: the binary's flags, `--help`, exit codes.
+//! - `cli`: the admin CLI `queuectl` (as `queuectl-under-test`) run as a
+//!   child process against a real server: each command, exit codes,
+//!   `--json` output against the API's own.
 //! - `kill9`: the built binary SIGKILLed while clients enqueue and
 //!   complete; after a restart every acknowledged write is there.
 //! - `callback_kill9`: the binary SIGKILLed with callbacks owed (one under
@@ -50,6 +53,7 @@ mod binary;
 mod blocking;
 mod call;
 mod callback_kill9;
+mod cli;
 mod dashboard;
 mod http;
 mod kill9;

@@ -379,6 +379,29 @@ impl Client {
             .run(|c| async move { c.purge_dead(queue).await })
     }
 
+    /// See [`crate::Client::callbacks`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn callbacks(
+        &self,
+        state: crate::CallbackState,
+        after: Option<&JobId>,
+        limit: u32,
+    ) -> Result<JobPage<serde_json::Value>> {
+        self.shared
+            .run(|c| async move { c.callbacks(state, after, limit).await })
+    }
+
+    /// See [`crate::Client::retry_callback`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn retry_callback(&self, id: &JobId) -> Result<Job<serde_json::Value>> {
+        self.shared
+            .run(|c| async move { c.retry_callback(id).await })
+    }
+
     /// Starts a schedule; see [`crate::Client::schedule`].
     pub fn schedule(&self, name: impl Into<String>) -> ScheduleBuilder {
         ScheduleBuilder {

@@ -14,7 +14,9 @@ use crate::{Error, JobId, Result};
 
 /// A job with its payload decoded as `T`: the job object of the contract.
 ///
-/// Times are unix epoch milliseconds, as on the wire.
+/// Times are unix epoch milliseconds, as on the wire. With a payload that
+/// serializes, a job serializes as the contract's job object (every field,
+/// `null` or `{}` when unset), e.g. to log it or hand it on as JSON.
 #[derive(Debug, Clone)]
 pub struct Job<T> {
     /// The job's id.
@@ -32,6 +34,8 @@ pub struct Job<T> {
     pub attempts: u32,
     /// Attempts allowed before the job is dead.
     pub max_attempts: u32,
+    /// Base of the exponential retry back-off, in ms.
+    pub backoff_ms: u64,
     /// Unix ms of the enqueue.
     pub created_at: u64,
     /// Unix ms of the last change.
@@ -269,6 +273,7 @@ impl<T> Job<T> {
             priority: job.priority,
             attempts: job.attempts,
             max_attempts: job.max_attempts,
+            backoff_ms: job.backoff_ms,
             created_at: job.created_at,
             updated_at: job.updated_at,
             run_at: job.run_at,
@@ -429,5 +434,40 @@ impl StreamItem {
             }
             StreamItem::Gap(_) => false,
         }
+    }
+}
+
+/// The contract's job object, field for field, in its order.
+impl<T: Serialize> Serialize for Job<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut job = serializer.serialize_struct("Job", 26)?;
+        job.serialize_field("id", self.id.as_str())?;
+        job.serialize_field("queue", &self.queue)?;
+        job.serialize_field("state", &self.state)?;
+        job.serialize_field("payload", &self.payload)?;
+        job.serialize_field("priority", &self.priority)?;
+        job.serialize_field("attempts", &self.attempts)?;
+        job.serialize_field("max_attempts", &self.max_attempts)?;
+        job.serialize_field("backoff_ms", &self.backoff_ms)?;
+        job.serialize_field("created_at", &self.created_at)?;
+        job.serialize_field("updated_at", &self.updated_at)?;
+        job.serialize_field("run_at", &self.run_at)?;
+        job.serialize_field("lease_expires_at", &self.lease_expires_at)?;
+        job.serialize_field("idempotency_key", &self.idempotency_key)?;
+        job.serialize_field("result", &self.result)?;
+        job.serialize_field("last_error", &self.last_error)?;
+        job.serialize_field("correlation_id", &self.correlation_id)?;
+        job.serialize_field("headers", &self.headers)?;
+        job.serialize_field("group", &self.group)?;
+        job.serialize_field("timeout_ms", &self.timeout_ms)?;
+        job.serialize_field("expires_at", &self.expires_at)?;
+        job.serialize_field("started_at", &self.started_at)?;
+        job.serialize_field("finished_at", &self.finished_at)?;
+        job.serialize_field("progress", &self.progress)?;
+        job.serialize_field("schedule", &self.schedule)?;
+        job.serialize_field("callback_url", &self.callback_url)?;
+        job.serialize_field("callback", &self.callback)?;
+        job.end()
     }
 }

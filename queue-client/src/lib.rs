@@ -18,7 +18,8 @@
 //! - Admin calls on [`Client`]: stats, queues, pause/resume, job listings
 //!   by state ([`Client::jobs`], [`TypedQueue::jobs`]) and by correlation
 //!   id ([`Client::jobs_by_correlation`]), dead letters, each a page
-//!   ([`JobPage`]; [`DeadPage`] is the same type).
+//!   ([`JobPage`]; [`DeadPage`] is the same type), callback deliveries
+//!   ([`Client::callbacks`], [`Client::retry_callback`]).
 //! - Schedules: [`Client::schedule`] builds a periodic job
 //!   ([`ScheduleBuilder`]: a cron expression in a time zone or a fixed
 //!   period, a [`CatchUp`] policy) and stores it; [`Client::schedules`],
@@ -31,6 +32,10 @@
 //!   runtime.
 //! - [`Error`]: one error type; its variants map the server's error codes
 //!   and a job's outcomes.
+//!
+//! The crate's `cli` feature builds `queuectl`, the admin command line,
+//! on this API (`cargo install --path queue-client --features cli`; see
+//! the README).
 //!
 //! Every enqueue carries an idempotency key (generated when the caller gives
 //! none), so the SDK retries an enqueue after a transient failure without
@@ -193,6 +198,7 @@
 //   release), shared by `queue`, `worker` and `blocking`.
 // - `events`: event streams that reconnect and resume, and
 //   `Client::events`.
+// - `callbacks`: callback deliveries by state, and retrying one.
 // - `client`: the handle (transport, retries), admin calls.
 // - `transport`: HTTP (with its SSE parser) or embedded, wire types in and
 //   out.
@@ -200,6 +206,7 @@
 // - `error`: the error type (its variants name job ids).
 // - `failure`, `options`, `id`: plain values that use nothing here.
 // - `webhooks`: re-exports of the wire crate's signature checks.
+mod callbacks;
 mod client;
 mod error;
 mod events;

@@ -264,6 +264,26 @@ impl Embedded {
             .map_err(map)
     }
 
+    pub(crate) async fn callbacks(
+        &self,
+        state: queue_proto::CallbackState,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<DeadPage> {
+        self.service
+            .callbacks(Some(state.as_str()), after, Some(u64::from(limit)))
+            .await
+            .map_err(map)
+    }
+
+    pub(crate) async fn retry_callback<V: JobView>(&self, id: &str) -> Result<V> {
+        self.service
+            .retry_callback(id)
+            .await
+            .map(V::of)
+            .map_err(map)
+    }
+
     /// The service's event feed: what the server streams, from the same
     /// durable log and with the same filters.
     pub(crate) async fn open_events(

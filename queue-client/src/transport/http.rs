@@ -492,6 +492,30 @@ impl Http {
             .body)
     }
 
+    pub(crate) async fn callbacks(
+        &self,
+        state: queue_proto::CallbackState,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<DeadPage> {
+        let mut path = format!("/v1/callbacks?state={}&limit={limit}", state.as_str());
+        if let Some(after) = after {
+            path.push_str(&format!("&after={}", encode(after)));
+        }
+        Ok(self
+            .call(Method::GET, &path, None::<&()>, Duration::ZERO)
+            .await?
+            .body)
+    }
+
+    pub(crate) async fn retry_callback<V: JobView>(&self, id: &str) -> Result<V> {
+        let path = format!("/v1/jobs/{}/callback/retry", encode(id));
+        Ok(self
+            .call(Method::POST, &path, None::<&()>, Duration::ZERO)
+            .await?
+            .body)
+    }
+
     pub(crate) async fn health(&self) -> Result<()> {
         let _: Reply<serde_json::Value> = self
             .call(Method::GET, "/healthz", None::<&()>, Duration::ZERO)

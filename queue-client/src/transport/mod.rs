@@ -391,6 +391,21 @@ impl Transport {
         dispatch!(self, t => t.trigger_schedule(name).await)
     }
 
+    /// One page of the jobs whose callback delivery is in `state`.
+    pub(crate) async fn callbacks(
+        &self,
+        state: queue_proto::CallbackState,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<DeadPage> {
+        dispatch!(self, t => t.callbacks(state, after, limit).await)
+    }
+
+    /// Starts a new delivery of a finished job's callback.
+    pub(crate) async fn retry_callback<V: JobView>(&self, id: &str) -> Result<V> {
+        dispatch!(self, t => t.retry_callback(id).await)
+    }
+
     pub(crate) async fn health(&self) -> Result<()> {
         dispatch!(self, t => t.health().await)
     }
