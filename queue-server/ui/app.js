@@ -306,10 +306,12 @@
       const { value, done } = await reader.read();
       if (done) return;
       buffer += value.replace(/\r\n?/g, '\n');
-      let end;
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
+      // Blocks are cut by index and the rest kept once per read: slicing
+      // the rest off after every block would copy it once per event.
+      let start = 0, end;
+      while ((end = buffer.indexOf('\n\n', start)) >= 0) {
+        const block = buffer.slice(start, end);
+        start = end + 2;
         let id = null, type = 'message';
         const data = [];
         for (const line of block.split('\n')) {
@@ -327,6 +329,7 @@
         try { parsed = data.length ? JSON.parse(data.join('\n')) : null; } catch (e) { parsed = null; }
         onEvent({ id, type, data: parsed });
       }
+      buffer = buffer.slice(start);
     }
   }
 
@@ -644,7 +647,18 @@
       for (const e of recent) e.fresh = false;
     }
 
-    view.onEvent = (e) => { e.fresh = true; drawActivity(); view.kick(); };
+    // The list is redrawn at most every 250 ms, however fast events come:
+    // a busy queue sends thousands a second, and redrawing for each one
+    // would cost the browser (and a server sharing its machine) more than
+    // anyone can read.
+    let activityTimer = null;
+    view.onEvent = (e) => {
+      e.fresh = true;
+      if (activityTimer === null) {
+        activityTimer = setTimeout(() => { activityTimer = null; drawActivity(); }, 250);
+      }
+      view.kick();
+    };
 
     function drawTiles() {
       const sum = (f) => queues.reduce((a, q) => a + (q[f] || 0), 0);
