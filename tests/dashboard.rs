@@ -32,10 +32,31 @@ use crate::common::{Harness, Kind};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Where Debian installs Chromium; `QUEUE_TEST_CHROMIUM` overrides it.
+/// Without an override and with no Chromium there, the project's own
+/// `scripts/install-chromium.sh` installs it first (once per test run), so
+/// that `cargo test --workspace` on a fresh machine needs nothing else.
 fn chromium() -> PathBuf {
-    let path = std::env::var_os("QUEUE_TEST_CHROMIUM")
-        .map(PathBuf::from)
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let overridden = std::env::var_os("QUEUE_TEST_CHROMIUM").map(PathBuf::from);
+    let path = overridden
+        .clone()
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    if overridden.is_none() && !path.exists() {
+        let _once = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+        if !path.exists() {
+            let script =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-chromium.sh");
+            let status = std::process::Command::new("bash")
+                .arg(&script)
+                .status()
+                .expect("run scripts/install-chromium.sh");
+            assert!(
+                status.success(),
+                "scripts/install-chromium.sh failed ({status}): the dashboard's browser tests \
+                 need Debian's chromium"
+            );
+        }
+    }
     assert!(
         path.exists(),
         "Chromium is not installed at {}: run scripts/install-chromium.sh (the dashboard's \
