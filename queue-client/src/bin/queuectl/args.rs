@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use queue_client::{CallbackState, CatchUp, JobState};
 
-use crate::parse;
+use crate::parse::{self, Setting};
 
 /// What `--help` says after the commands: the environment and exit codes.
 pub const AFTER_HELP: &str = "\
@@ -239,15 +239,6 @@ pub struct EnqueueArgs {
     /// The job's options.
     #[command(flatten)]
     pub options: JobOptions,
-}
-
-/// A limit's new value: a number, or `none` to remove it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Setting<T> {
-    /// Set to this.
-    Set(T),
-    /// Remove the limit.
-    Remove,
 }
 
 /// `limits`.

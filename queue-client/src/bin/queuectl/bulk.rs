@@ -23,7 +23,7 @@ use queue_client::{EnqueueOptions, EnqueueRequest, Error, TypedQueue};
 use serde_json::{Value, json};
 
 use crate::args::{EnqueueArgs, LineFormat};
-use crate::commands::{Ctx, job_options};
+use crate::context::{Ctx, job_options};
 use crate::output::{self, print, print_json};
 use crate::{Failure, Outcome};
 

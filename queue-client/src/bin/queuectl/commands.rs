@@ -3,28 +3,23 @@
 use std::future::Future;
 use std::io::{BufRead, Read};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::CommandFactory;
 use queue_client::{
-    Client, ClientOptions, EnqueueOptions, EventFilter, EventStream, HistoryQuery, Job, JobId,
-    JobPage, Limits, QueueStats, StreamItem,
+    Client, ClientOptions, EventFilter, EventStream, HistoryQuery, Job, JobId, JobPage, Limits,
+    QueueStats, StreamItem,
 };
 use serde_json::{Value, json};
 
 use crate::args::{
-    CallbackCommand, Cli, Command, DeadCommand, EnqueueArgs, JobOptions, JobsArgs, LimitsArgs,
-    Paging, PutSchedule, ScheduleCommand, Setting, TailArgs,
+    CallbackCommand, Cli, Command, DeadCommand, EnqueueArgs, JobsArgs, LimitsArgs, Paging,
+    PutSchedule, ScheduleCommand, TailArgs,
 };
+use crate::context::{Ctx, job_options};
 use crate::output::{self, print, print_json};
+use crate::parse::Setting;
 use crate::{Failure, Outcome, bulk};
-
-/// What every command has: the client and how to print.
-pub struct Ctx {
-    pub client: Client,
-    pub json: bool,
-    pub timeout: Duration,
-}
 
 /// Runs the command line's command.
 pub async fn run(cli: Cli) -> Outcome {
@@ -114,52 +109,6 @@ pub fn read_payload(arg: Option<&str>, file: Option<&Path>) -> Result<Option<Val
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| Failure::Usage(format!("{source} is not JSON: {e}")))
-}
-
-fn system_time(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-/// The enqueue options the flags give.
-pub fn job_options(flags: &JobOptions) -> EnqueueOptions {
-    let mut options = EnqueueOptions::new();
-    if let Some(priority) = flags.priority {
-        options = options.priority(priority);
-    }
-    if let Some(delay) = flags.delay {
-        options = options.delay(delay);
-    }
-    if let Some(at) = flags.run_at {
-        options = options.run_at(system_time(at));
-    }
-    if let Some(n) = flags.max_attempts {
-        options = options.max_attempts(n);
-    }
-    if let Some(backoff) = flags.backoff {
-        options = options.backoff(backoff);
-    }
-    if let Some(id) = &flags.correlation_id {
-        options = options.correlation_id(id);
-    }
-    for (key, value) in &flags.headers {
-        options = options.header(key, value);
-    }
-    if let Some(group) = &flags.group {
-        options = options.group(group);
-    }
-    if let Some(timeout) = flags.job_timeout {
-        options = options.timeout(timeout);
-    }
-    if let Some(ttl) = flags.ttl {
-        options = options.ttl(ttl);
-    }
-    if let Some(at) = flags.expires_at {
-        options = options.expires_at(system_time(at));
-    }
-    if let Some(url) = &flags.callback_url {
-        options = options.callback_url(url);
-    }
-    options
 }
 
 fn show_job(ctx: &Ctx, job: &Job<Value>) {

@@ -15,6 +15,7 @@
 mod args;
 mod bulk;
 mod commands;
+mod context;
 mod output;
 mod parse;
 

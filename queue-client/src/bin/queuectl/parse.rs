@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use queue_client::{CallbackState, EventType, JobState};
 
-use crate::args::Setting;
-
 /// A duration: one or more `<number><unit>` parts, units `ms`, `s`, `m`,
 /// `h`, `d` (`1h30m`, `250ms`, `7d`); a bare `0` is zero.
 pub fn duration(text: &str) -> Result<Duration, String> {
@@ -177,4 +175,13 @@ mod tests {
         assert!(rate_setting("100").is_err());
         assert!(rate_setting("0/1s").is_err());
     }
+}
+
+/// A limit's new value: a number, or `none` to remove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting<T> {
+    /// Set to this.
+    Set(T),
+    /// Remove the limit.
+    Remove,
 }
