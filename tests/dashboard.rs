@@ -698,6 +698,80 @@ async fn a_requeue_clicked_in_the_page_changes_the_store() {
     assert_eq!((stats.dead, stats.ready), (1, 3));
     assert_eq!(handles[3].status().await.unwrap(), JobState::Dead);
     session.screenshot("dead-letters").await;
+
+    // The three requeued jobs fail for good again: the page shows all four
+    // (live, from the events), and "Requeue all" takes every one.
+    let kill = || async {
+        for job in mail.lease(&LeaseOptions::new().max_jobs(4)).await.unwrap() {
+            job.fail(Failure::permanent("bounce again")).await.unwrap();
+        }
+    };
+    kill().await;
+    assert_eq!(client.stats("mail").await.unwrap().dead, 4);
+    let four_listed = "document.querySelectorAll('table.jobs tbody tr[data-job]').length === 4 && \
+                       document.querySelector('#requeue-all').textContent.includes('(4)')";
+    session
+        .wait_for("the four dead letters are listed", four_listed)
+        .await;
+    session.click("#requeue-all").await;
+    session
+        .wait_for(
+            "the confirmation opens",
+            "document.querySelector('#confirm').open",
+        )
+        .await;
+    session.click("#confirm-ok").await;
+    let none_listed = "document.querySelectorAll('table.jobs tbody tr[data-job]').length === 0";
+    session
+        .wait_for("no dead letter is left", none_listed)
+        .await;
+    let stats = client.stats("mail").await.unwrap();
+    assert_eq!((stats.dead, stats.ready), (0, 4));
+    for handle in &handles {
+        let job = handle.get().await.unwrap();
+        assert_eq!((job.state, job.attempts), (JobState::Ready, 0));
+    }
+
+    // Dead again, then purged: cancelling keeps them, confirming deletes
+    // every one from the store.
+    kill().await;
+    session
+        .wait_for("the four dead letters are back", four_listed)
+        .await;
+    session.click("#purge").await;
+    session
+        .wait_for(
+            "the confirmation opens",
+            "document.querySelector('#confirm').open",
+        )
+        .await;
+    session.click("#confirm-cancel").await;
+    session
+        .wait_for(
+            "the confirmation closes",
+            "!document.querySelector('#confirm').open",
+        )
+        .await;
+    assert_eq!(client.stats("mail").await.unwrap().dead, 4);
+    session.click("#purge").await;
+    session
+        .wait_for(
+            "the confirmation opens",
+            "document.querySelector('#confirm').open",
+        )
+        .await;
+    session.click("#confirm-ok").await;
+    session
+        .wait_for("the purged list is empty", none_listed)
+        .await;
+    assert_eq!(client.stats("mail").await.unwrap().dead, 0);
+    for handle in &handles {
+        assert!(
+            handle.get().await.is_err(),
+            "purged job {} is still stored",
+            handle.id()
+        );
+    }
     session.close().await;
 }
 
