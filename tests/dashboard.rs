@@ -933,3 +933,82 @@ async fn the_token_prompt_refuses_a_wrong_token_and_loads_with_the_right_one() {
     session.screenshot("token-accepted").await;
     session.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_paused_resumed_and_run_from_the_page() {
+    let (h, client) = server(None);
+    client
+        .schedule("nightly")
+        .cron("0 3 * * *")
+        .queue("reports")
+        .job(&serde_json::json!({"report": "sales"}))
+        .put()
+        .await
+        .unwrap();
+    let session = Session::open(&ui(&h, "#/schedules")).await;
+    let row = "tr[data-schedule=\"nightly\"]";
+    let badge = |text: &str| {
+        format!("(document.querySelector('{row} .badge') || {{}}).textContent === '{text}'")
+    };
+    session
+        .wait_for("the schedule is listed as active", &badge("active"))
+        .await;
+    // The first button of the row pauses (then resumes); the second runs it.
+    let toggle = format!("{row} .toolbar button:nth-child(1)");
+    let run_now = format!("{row} .toolbar button:nth-child(2)");
+
+    session.click(&toggle).await;
+    session
+        .wait_for("the schedule shows as paused", &badge("paused"))
+        .await;
+    assert!(client.get_schedule("nightly").await.unwrap().paused);
+
+    session.click(&toggle).await;
+    session
+        .wait_for("the schedule shows as active again", &badge("active"))
+        .await;
+    assert!(!client.get_schedule("nightly").await.unwrap().paused);
+
+    // "Run now" asks first; cancelling enqueues nothing.
+    session.click(&run_now).await;
+    session
+        .wait_for(
+            "the confirmation opens",
+            "document.querySelector('#confirm').open",
+        )
+        .await;
+    session.click("#confirm-cancel").await;
+    session
+        .wait_for(
+            "the confirmation closes",
+            "!document.querySelector('#confirm').open",
+        )
+        .await;
+    assert_eq!(client.stats("reports").await.unwrap().ready, 0);
+
+    session.click(&run_now).await;
+    session
+        .wait_for(
+            "the confirmation opens",
+            "document.querySelector('#confirm').open",
+        )
+        .await;
+    session.click("#confirm-ok").await;
+    let shown = session
+        .wait_for(
+            "the page shows the job the run enqueued",
+            &format!(
+                "(() => {{ const a = document.querySelector('{row} a[href^=\"#/jobs/\"]'); \
+                 return a ? a.textContent : false; }})()"
+            ),
+        )
+        .await;
+    let stored = client.get_schedule("nightly").await.unwrap();
+    let last = stored
+        .last_job_id
+        .expect("the run is recorded on the schedule");
+    assert_eq!(shown.as_str(), Some(last.to_string().as_str()));
+    assert_eq!(client.stats("reports").await.unwrap().ready, 1);
+    session.screenshot("schedules").await;
+    session.close().await;
+}
