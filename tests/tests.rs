@@ -16,8 +16,9 @@
 //!   inside a runtime.
 //! - `admin`: stats, queues, pause/resume, dead letters, events.
 //! - `dashboard`: the web dashboard in a real headless Chromium: the
-//!   numbers the API reports, a requeue clicked through its confirmation,
-//!   a live event without a reload, the token prompt; screenshots under
+//!   numbers the API reports, requeues and a purge clicked through their
+//!   confirmations, schedules paused, resumed and run, a live event
+//!   without a reload, the token prompt; screenshots under
 //!   `target/ci-artifacts/screenshots/`.
 //! - `listing`: jobs by state and by correlation id, typed and as JSON,
 //!   paged, async and blocking.
