@@ -157,8 +157,28 @@
   }
 
   /** Asks before a change; resolves to true when confirmed. */
+  // The answer owed to the opening of the confirmation dialog under way.
+  // A dialog's close event is delivered as a task after it closes, so the
+  // one of an earlier opening can arrive once a later one is open (cancel,
+  // then the same button again at once): the event answers whoever is
+  // owed an answer when the dialog is closed, and an opening that finds an
+  // answer still owed settles it first with the closed dialog's value.
+  let confirmOwed = null;
+  $('#confirm').addEventListener('close', () => {
+    const dialog = $('#confirm');
+    if (dialog.open || !confirmOwed) return;
+    const owed = confirmOwed;
+    confirmOwed = null;
+    owed(dialog.returnValue === 'ok');
+  });
+
   function confirmAction({ title, body, confirm, danger }) {
     const dialog = $('#confirm');
+    if (confirmOwed) {
+      const owed = confirmOwed;
+      confirmOwed = null;
+      owed(dialog.returnValue === 'ok');
+    }
     replace($('#confirm-title'), title);
     replace($('#confirm-body'), body);
     const ok = $('#confirm-ok');
@@ -166,7 +186,7 @@
     ok.className = danger ? 'button danger primary' : 'button primary';
     dialog.returnValue = '';
     return new Promise((resolve) => {
-      dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+      confirmOwed = resolve;
       dialog.showModal();
       $('#confirm-cancel').focus();
     });
