@@ -203,6 +203,24 @@ impl Session {
         }
     }
 
+    /// Clicks `opener`, waits for the confirmation dialog, answers it (its
+    /// OK button when `ok`, else Cancel) and waits for it to close.
+    async fn confirm(&self, opener: &str, ok: bool) {
+        self.click(opener).await;
+        self.wait_for(
+            "the confirmation opens",
+            "document.querySelector('#confirm').open",
+        )
+        .await;
+        self.click(if ok { "#confirm-ok" } else { "#confirm-cancel" })
+            .await;
+        self.wait_for(
+            "the confirmation closes",
+            "!document.querySelector('#confirm').open",
+        )
+        .await;
+    }
+
     /// Moves to another view of the page (its hash route), without a reload.
     async fn show(&self, hash: &str) {
         self.eval(&format!("location.hash = {hash:?}")).await;
@@ -645,14 +663,9 @@ async fn a_requeue_clicked_in_the_page_changes_the_store() {
     assert_eq!(client.stats("mail").await.unwrap().dead, 4);
 
     // Confirmed: the job is ready again with its attempts reset.
-    session.click(&format!("[data-requeue=\"{first}\"]")).await;
     session
-        .wait_for(
-            "the confirmation opens",
-            "document.querySelector('#confirm').open",
-        )
+        .confirm(&format!("[data-requeue=\"{first}\"]"), true)
         .await;
-    session.click("#confirm-ok").await;
     session
         .wait_for(
             "the requeued job leaves the list",
@@ -680,14 +693,7 @@ async fn a_requeue_clicked_in_the_page_changes_the_store() {
             "document.querySelector('#requeue-selected').textContent.includes('(2)')",
         )
         .await;
-    session.click("#requeue-selected").await;
-    session
-        .wait_for(
-            "the confirmation opens",
-            "document.querySelector('#confirm').open",
-        )
-        .await;
-    session.click("#confirm-ok").await;
+    session.confirm("#requeue-selected", true).await;
     session
         .wait_for(
             "one dead letter is left",
@@ -713,14 +719,7 @@ async fn a_requeue_clicked_in_the_page_changes_the_store() {
     session
         .wait_for("the four dead letters are listed", four_listed)
         .await;
-    session.click("#requeue-all").await;
-    session
-        .wait_for(
-            "the confirmation opens",
-            "document.querySelector('#confirm').open",
-        )
-        .await;
-    session.click("#confirm-ok").await;
+    session.confirm("#requeue-all", true).await;
     let none_listed = "document.querySelectorAll('table.jobs tbody tr[data-job]').length === 0";
     session
         .wait_for("no dead letter is left", none_listed)
@@ -738,29 +737,9 @@ async fn a_requeue_clicked_in_the_page_changes_the_store() {
     session
         .wait_for("the four dead letters are back", four_listed)
         .await;
-    session.click("#purge").await;
-    session
-        .wait_for(
-            "the confirmation opens",
-            "document.querySelector('#confirm').open",
-        )
-        .await;
-    session.click("#confirm-cancel").await;
-    session
-        .wait_for(
-            "the confirmation closes",
-            "!document.querySelector('#confirm').open",
-        )
-        .await;
+    session.confirm("#purge", false).await;
     assert_eq!(client.stats("mail").await.unwrap().dead, 4);
-    session.click("#purge").await;
-    session
-        .wait_for(
-            "the confirmation opens",
-            "document.querySelector('#confirm').open",
-        )
-        .await;
-    session.click("#confirm-ok").await;
+    session.confirm("#purge", true).await;
     session
         .wait_for("the purged list is empty", none_listed)
         .await;
@@ -970,30 +949,10 @@ async fn schedules_are_paused_resumed_and_run_from_the_page() {
     assert!(!client.get_schedule("nightly").await.unwrap().paused);
 
     // "Run now" asks first; cancelling enqueues nothing.
-    session.click(&run_now).await;
-    session
-        .wait_for(
-            "the confirmation opens",
-            "document.querySelector('#confirm').open",
-        )
-        .await;
-    session.click("#confirm-cancel").await;
-    session
-        .wait_for(
-            "the confirmation closes",
-            "!document.querySelector('#confirm').open",
-        )
-        .await;
+    session.confirm(&run_now, false).await;
     assert_eq!(client.stats("reports").await.unwrap().ready, 0);
 
-    session.click(&run_now).await;
-    session
-        .wait_for(
-            "the confirmation opens",
-            "document.querySelector('#confirm').open",
-        )
-        .await;
-    session.click("#confirm-ok").await;
+    session.confirm(&run_now, true).await;
     let shown = session
         .wait_for(
             "the page shows the job the run enqueued",

@@ -153,6 +153,14 @@ impl Http {
         self.call_as(method, path, body, wait, None).await
     }
 
+    /// A request without a body and without a long-poll: its answer's body.
+    async fn fetch<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T> {
+        Ok(self
+            .call(method, path, None::<&()>, Duration::ZERO)
+            .await?
+            .body)
+    }
+
     /// [`Http::call`] sent with `X-Request-Id: request_id`, when given.
     async fn call_as<T: DeserializeOwned>(
         &self,
@@ -304,18 +312,12 @@ impl Http {
 
     pub(crate) async fn cancel<V: JobView>(&self, id: &str) -> Result<V> {
         let path = format!("/v1/jobs/{}", encode(id));
-        Ok(self
-            .call(Method::DELETE, &path, None::<&()>, Duration::ZERO)
-            .await?
-            .body)
+        self.fetch(Method::DELETE, &path).await
     }
 
     pub(crate) async fn stats(&self, queue: &str) -> Result<QueueStats> {
         let path = format!("/v1/queues/{queue}");
-        Ok(self
-            .call(Method::GET, &path, None::<&()>, Duration::ZERO)
-            .await?
-            .body)
+        self.fetch(Method::GET, &path).await
     }
 
     pub(crate) async fn history(
@@ -338,26 +340,18 @@ impl Http {
             path.push('?');
             path.push_str(&params.join("&"));
         }
-        Ok(self
-            .call(Method::GET, &path, None::<&()>, Duration::ZERO)
-            .await?
-            .body)
+        self.fetch(Method::GET, &path).await
     }
 
     pub(crate) async fn queues(&self) -> Result<Vec<QueueStats>> {
-        let reply: Reply<QueueList> = self
-            .call(Method::GET, "/v1/queues", None::<&()>, Duration::ZERO)
-            .await?;
-        Ok(reply.body.queues)
+        let reply: QueueList = self.fetch(Method::GET, "/v1/queues").await?;
+        Ok(reply.queues)
     }
 
     pub(crate) async fn set_paused(&self, queue: &str, paused: bool) -> Result<QueueStats> {
         let action = if paused { "pause" } else { "resume" };
         let path = format!("/v1/queues/{queue}/{action}");
-        Ok(self
-            .call(Method::POST, &path, None::<&()>, Duration::ZERO)
-            .await?
-            .body)
+        self.fetch(Method::POST, &path).await
     }
 
     pub(crate) async fn patch_queue(
@@ -382,10 +376,7 @@ impl Http {
         if let Some(after) = after {
             path.push_str(&format!("&after={}", encode(after)));
         }
-        Ok(self
-            .call(Method::GET, &path, None::<&()>, Duration::ZERO)
-            .await?
-            .body)
+        self.fetch(Method::GET, &path).await
     }
 
     pub(crate) async fn jobs(
@@ -399,10 +390,7 @@ impl Http {
         if let Some(after) = after {
             path.push_str(&format!("&after={}", encode(after)));
         }
-        Ok(self
-            .call(Method::GET, &path, None::<&()>, Duration::ZERO)
-            .await?
-            .body)
+        self.fetch(Method::GET, &path).await
     }
 
     pub(crate) async fn jobs_by_correlation(
@@ -418,10 +406,7 @@ impl Http {
         if let Some(after) = after {
             path.push_str(&format!("&after={}", encode(after)));
         }
-        Ok(self
-            .call(Method::GET, &path, None::<&()>, Duration::ZERO)
-            .await?
-            .body)
+        self.fetch(Method::GET, &path).await
     }
 
     pub(crate) async fn requeue_dead(&self, queue: &str, request: &RequeueRequest) -> Result<u64> {
@@ -434,10 +419,8 @@ impl Http {
 
     pub(crate) async fn purge_dead(&self, queue: &str) -> Result<u64> {
         let path = format!("/v1/queues/{queue}/dead");
-        let reply: Reply<DeletedResponse> = self
-            .call(Method::DELETE, &path, None::<&()>, Duration::ZERO)
-            .await?;
-        Ok(reply.body.deleted)
+        let reply: DeletedResponse = self.fetch(Method::DELETE, &path).await?;
+        Ok(reply.deleted)
     }
 
     pub(crate) async fn put_schedule(
@@ -453,43 +436,29 @@ impl Http {
     }
 
     pub(crate) async fn schedules(&self) -> Result<Vec<Schedule>> {
-        let reply: Reply<ScheduleList> = self
-            .call(Method::GET, "/v1/schedules", None::<&()>, Duration::ZERO)
-            .await?;
-        Ok(reply.body.schedules)
+        let reply: ScheduleList = self.fetch(Method::GET, "/v1/schedules").await?;
+        Ok(reply.schedules)
     }
 
     pub(crate) async fn schedule(&self, name: &str) -> Result<Schedule> {
         let path = format!("/v1/schedules/{name}");
-        Ok(self
-            .call(Method::GET, &path, None::<&()>, Duration::ZERO)
-            .await?
-            .body)
+        self.fetch(Method::GET, &path).await
     }
 
     pub(crate) async fn delete_schedule(&self, name: &str) -> Result<Schedule> {
         let path = format!("/v1/schedules/{name}");
-        Ok(self
-            .call(Method::DELETE, &path, None::<&()>, Duration::ZERO)
-            .await?
-            .body)
+        self.fetch(Method::DELETE, &path).await
     }
 
     pub(crate) async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<Schedule> {
         let action = if paused { "pause" } else { "resume" };
         let path = format!("/v1/schedules/{name}/{action}");
-        Ok(self
-            .call(Method::POST, &path, None::<&()>, Duration::ZERO)
-            .await?
-            .body)
+        self.fetch(Method::POST, &path).await
     }
 
     pub(crate) async fn trigger_schedule<V: JobView>(&self, name: &str) -> Result<V> {
         let path = format!("/v1/schedules/{name}/trigger");
-        Ok(self
-            .call(Method::POST, &path, None::<&()>, Duration::ZERO)
-            .await?
-            .body)
+        self.fetch(Method::POST, &path).await
     }
 
     pub(crate) async fn callbacks(
@@ -502,24 +471,16 @@ impl Http {
         if let Some(after) = after {
             path.push_str(&format!("&after={}", encode(after)));
         }
-        Ok(self
-            .call(Method::GET, &path, None::<&()>, Duration::ZERO)
-            .await?
-            .body)
+        self.fetch(Method::GET, &path).await
     }
 
     pub(crate) async fn retry_callback<V: JobView>(&self, id: &str) -> Result<V> {
         let path = format!("/v1/jobs/{}/callback/retry", encode(id));
-        Ok(self
-            .call(Method::POST, &path, None::<&()>, Duration::ZERO)
-            .await?
-            .body)
+        self.fetch(Method::POST, &path).await
     }
 
     pub(crate) async fn health(&self) -> Result<()> {
-        let _: Reply<serde_json::Value> = self
-            .call(Method::GET, "/healthz", None::<&()>, Duration::ZERO)
-            .await?;
+        let _: serde_json::Value = self.fetch(Method::GET, "/healthz").await?;
         Ok(())
     }
 
