@@ -226,8 +226,30 @@ impl Writer {
     ) -> std::result::Result<(Vec<Done>, Gathered, u64), Failure> {
         let mut gathered = Gathered::default();
         let mut done = Vec::with_capacity(batch.len());
-        for op in batch {
-            done.push(match op {
+        let mut at = 0;
+        while at < batch.len() {
+            // A run of simple commits (no savepoint, nothing to decide
+            // between their statements) is sent pipelined: one round trip
+            // for the run instead of one per operation.
+            let run = batch[at..]
+                .iter()
+                .take_while(|op| matches!(op, Op::Commit { commit, .. } if simple(commit)))
+                .count();
+            if run > 1 {
+                let commits: Vec<&Commit> = batch[at..at + run]
+                    .iter()
+                    .filter_map(|op| match op {
+                        Op::Commit { commit, .. } => Some(commit),
+                        Op::Lease { .. } => None,
+                    })
+                    .collect();
+                for committed in self.simple_commits(conn, &commits, &mut gathered).await? {
+                    done.push(Done::Commit(committed));
+                }
+                at += run;
+                continue;
+            }
+            done.push(match &batch[at] {
                 Op::Commit { commit, .. } => {
                     Done::Commit(self.commit(conn, commit, &mut gathered).await?)
                 }
@@ -235,9 +257,54 @@ impl Writer {
                     Done::Lease(self.lease(conn, queue, plan, &mut gathered).await?)
                 }
             });
+            at += 1;
         }
         let first_event = self.write_end(conn, &mut gathered).await?;
         Ok((done, gathered, first_event))
+    }
+
+    /// Simple commits (see [`simple`]), their writes pipelined; each
+    /// change applies or not on its own (an all-or-nothing commit has one).
+    async fn simple_commits(
+        &self,
+        conn: &Conn,
+        commits: &[&Commit],
+        gathered: &mut Gathered,
+    ) -> std::result::Result<Vec<Option<Committed>>, Failure> {
+        let mut writes = Vec::new();
+        for commit in commits {
+            for change in &commit.changes {
+                writes.push(Write::of(change).map_err(Failure::Engine)?);
+            }
+        }
+        for write in &writes {
+            write.statement(conn).await?;
+        }
+        let results =
+            futures_util::future::join_all(writes.iter().map(|write| write.execute(conn))).await;
+        let mut results = results.into_iter();
+        let mut answers = Vec::with_capacity(commits.len());
+        for commit in commits {
+            let mut applied = Vec::new();
+            for change in &commit.changes {
+                let written = results.next().ok_or_else(|| {
+                    Failure::Engine(Error::Internal("a pipelined write went missing".into()))
+                })??;
+                if written == 1 {
+                    gathered.change(change, self.history_ms > 0, &self.retention);
+                    applied.push(change.clone());
+                }
+            }
+            let stale =
+                commit.policy == Policy::AllOrNothing && applied.len() < commit.changes.len();
+            answers.push((!stale).then_some(Committed {
+                applied,
+                events: 0,
+                first_event: 0,
+                retry_at: None,
+            }));
+        }
+        Ok(answers)
     }
 
     // ---- one commit ------------------------------------------------------
@@ -317,76 +384,8 @@ impl Writer {
         change: &Change,
         gathered: &mut Gathered,
     ) -> std::result::Result<bool, Failure> {
-        let revision = match change.expect {
-            Expect::Absent => Revision(1),
-            Expect::At(revision) => revision.next(),
-        };
-        let id = big(change.id.as_u64());
-        let written = match (change.expect, change.new_job()) {
-            (Expect::Absent, Some(job)) => {
-                let c = JobColumns::of(job);
-                let record = codec::encode_job(job, revision).map_err(Failure::Engine)?;
-                let stmt = conn.stmt(INSERT_JOB).await.map_err(Failure::Engine)?;
-                let params: [&(dyn ToSql + Sync); 16] = [
-                    &id,
-                    &big(revision.0),
-                    &c.queue,
-                    &c.state,
-                    &c.lease_rank,
-                    &c.run_at,
-                    &c.group,
-                    &c.idempotency_key,
-                    &c.correlation_id,
-                    &c.callback_status,
-                    &c.due_kind,
-                    &c.due_at,
-                    &c.due_lease,
-                    &c.due_callback,
-                    &c.due_ttl,
-                    &record,
-                ];
-                conn.client
-                    .execute(&stmt, &params)
-                    .await
-                    .map_err(Failure::of)?
-            }
-            (Expect::At(expected), Some(job)) => {
-                let c = JobColumns::of(job);
-                let record = codec::encode_job(job, revision).map_err(Failure::Engine)?;
-                let stmt = conn.stmt(UPDATE_JOB).await.map_err(Failure::Engine)?;
-                let params: [&(dyn ToSql + Sync); 17] = [
-                    &id,
-                    &big(expected.0),
-                    &big(revision.0),
-                    &c.queue,
-                    &c.state,
-                    &c.lease_rank,
-                    &c.run_at,
-                    &c.group,
-                    &c.idempotency_key,
-                    &c.correlation_id,
-                    &c.callback_status,
-                    &c.due_kind,
-                    &c.due_at,
-                    &c.due_lease,
-                    &c.due_callback,
-                    &c.due_ttl,
-                    &record,
-                ];
-                conn.client
-                    .execute(&stmt, &params)
-                    .await
-                    .map_err(Failure::of)?
-            }
-            (Expect::At(expected), None) => {
-                let stmt = conn.stmt(DELETE_JOB).await.map_err(Failure::Engine)?;
-                conn.client
-                    .execute(&stmt, &[&id, &big(expected.0)])
-                    .await
-                    .map_err(Failure::of)?
-            }
-            (Expect::Absent, None) => 1,
-        };
+        let write = Write::of(change).map_err(Failure::Engine)?;
+        let written = write.execute(conn).await?;
         if written != 1 {
             return Ok(false);
         }
@@ -403,7 +402,20 @@ impl Writer {
         plan: &LeasePlan,
         gathered: &mut Gathered,
     ) -> std::result::Result<Committed, Failure> {
-        let mut settings = settings_plain(conn, queue).await?;
+        let stmt = conn
+            .stmt(SETTINGS_AND_LEASED)
+            .await
+            .map_err(Failure::Engine)?;
+        let row = conn
+            .client
+            .query_one(&stmt, &[&queue])
+            .await
+            .map_err(Failure::of)?;
+        let mut settings = match row.get::<_, Option<&[u8]>>(0) {
+            Some(bytes) => codec::decode_settings(bytes).map_err(Failure::Engine)?,
+            None => QueueSettings::default(),
+        };
+        let mut leased_stored = row.get::<_, Option<i64>>(1).unwrap_or(0);
         let limited = settings.limits.max_leased.is_some()
             || settings.limits.rate_limit.is_some()
             || settings.limits.group_max_leased.is_some();
@@ -411,8 +423,9 @@ impl Writer {
             // Serializes the lease rounds of this queue across processes:
             // the count read next is not exceeded by a concurrent round.
             settings = settings_for_update(conn, queue).await?;
+            leased_stored = count(conn, queue, JobState::Leased).await?;
         }
-        let leased = count(conn, queue, JobState::Leased).await?
+        let leased = leased_stored
             + gathered
                 .counts
                 .get(&(queue.to_owned(), state_code(JobState::Leased)))
@@ -438,12 +451,6 @@ impl Writer {
                 break;
             }
             let full = rows.len() as i64 == page;
-            let ids = conn.stmt(NEXT_IDS).await.map_err(Failure::Engine)?;
-            let lease_ids = conn
-                .client
-                .query(&ids, &[&(rows.len() as i64)])
-                .await
-                .map_err(Failure::of)?;
             // The groups of this page not counted yet.
             let missing: Vec<String> = rows
                 .iter()
@@ -474,7 +481,8 @@ impl Writer {
                     *n = unbig((*n as i64).saturating_add(pending).max(0));
                 }
             }
-            for (row, lease_row) in rows.iter().zip(&lease_ids) {
+            let mut page_taken = Vec::new();
+            for row in &rows {
                 let rank: i32 = row.get(1);
                 let run_at: i64 = row.get(2);
                 let id: i64 = row.get(0);
@@ -483,14 +491,14 @@ impl Writer {
                     break;
                 }
                 let revision: i64 = row.get(3);
-                let bytes: Vec<u8> = row.get(5);
-                let (job, _) = codec::decode_job(&bytes).map_err(Failure::Engine)?;
+                let bytes: &[u8] = row.get(5);
+                let (job, _) = codec::decode_job(bytes).map_err(Failure::Engine)?;
                 let group_leased = job
                     .group
                     .as_ref()
                     .and_then(|g| group_counts.get(g).copied())
                     .unwrap_or(0);
-                let lease_id = LeaseId::from_u64(unbig(lease_row.get::<_, i64>(0)));
+                let lease_id = LeaseId::from_u64(unbig(row.get::<_, i64>(6)));
                 if let Offer::Take(outcome) = round.offer(&job, lease_id, group_leased) {
                     let change = Change::of(
                         crate::backend::Loaded {
@@ -499,13 +507,26 @@ impl Writer {
                         },
                         *outcome,
                     );
-                    if !self.apply(conn, &change, gathered).await? {
-                        return Err(Failure::Engine(Error::Internal(format!(
-                            "job {id} changed under its row lock"
-                        ))));
-                    }
-                    taken.push(change);
+                    let write = Write::of(&change).map_err(Failure::Engine)?;
+                    page_taken.push((change, write));
                 }
+            }
+            if let Some((_, write)) = page_taken.first() {
+                write.statement(conn).await?;
+            }
+            let written = futures_util::future::join_all(
+                page_taken.iter().map(|(_, write)| write.execute(conn)),
+            )
+            .await;
+            for ((change, _), written) in page_taken.into_iter().zip(written) {
+                if written? != 1 {
+                    return Err(Failure::Engine(Error::Internal(format!(
+                        "job {} changed under its row lock",
+                        change.id
+                    ))));
+                }
+                gathered.change(&change, self.history_ms > 0, &self.retention);
+                taken.push(change);
             }
             if !full {
                 break;
@@ -527,121 +548,307 @@ impl Writer {
     // ---- the end of a batch ---------------------------------------------
 
     /// Writes the batch's counts, events, history and wake-up; returns the
-    /// id of its first event.
+    /// id of its first event. Two pipelined round trips: the counts, the
+    /// events and the reads of the history minutes (after the counts, so
+    /// they see them), then the history minutes and the `NOTIFY`.
     async fn write_end(
         &self,
         conn: &Conn,
         gathered: &mut Gathered,
     ) -> std::result::Result<u64, Failure> {
         let c = &conn.client;
+        let add_counts = conn.stmt(ADD_COUNTS).await.map_err(Failure::Engine)?;
+        let add_groups = conn.stmt(ADD_GROUPS).await.map_err(Failure::Engine)?;
+        let log_events = conn.stmt(LOG_EVENTS).await.map_err(Failure::Engine)?;
+        let read_minutes = conn.stmt(HISTORY_MINUTES).await.map_err(Failure::Engine)?;
+        let read_counts = conn.stmt(super::COUNTS).await.map_err(Failure::Engine)?;
+        let put = conn.stmt(PUT_HISTORY).await.map_err(Failure::Engine)?;
+        let notify = conn.stmt(NOTIFY).await.map_err(Failure::Engine)?;
+
         let changed: Vec<_> = gathered.counts.iter().filter(|(_, d)| **d != 0).collect();
-        if !changed.is_empty() {
-            let queues: Vec<&str> = changed.iter().map(|((q, _), _)| q.as_str()).collect();
-            let states: Vec<i16> = changed.iter().map(|((_, s), _)| *s).collect();
-            let deltas: Vec<i64> = changed.iter().map(|(_, d)| **d).collect();
-            let stmt = conn.stmt(ADD_COUNTS).await.map_err(Failure::Engine)?;
-            c.execute(&stmt, &[&queues, &states, &deltas])
-                .await
-                .map_err(Failure::of)?;
-        }
+        let count_queues: Vec<&str> = changed.iter().map(|((q, _), _)| q.as_str()).collect();
+        let count_states: Vec<i16> = changed.iter().map(|((_, s), _)| *s).collect();
+        let count_deltas: Vec<i64> = changed.iter().map(|(_, d)| **d).collect();
         let groups: Vec<_> = gathered.groups.iter().filter(|(_, d)| **d != 0).collect();
-        if !groups.is_empty() {
-            let queues: Vec<&str> = groups.iter().map(|((q, _), _)| q.as_str()).collect();
-            let names: Vec<&str> = groups.iter().map(|((_, g), _)| g.as_str()).collect();
-            let deltas: Vec<i64> = groups.iter().map(|(_, d)| **d).collect();
-            let stmt = conn.stmt(ADD_GROUPS).await.map_err(Failure::Engine)?;
-            c.execute(&stmt, &[&queues, &names, &deltas])
+        let group_queues: Vec<&str> = groups.iter().map(|((q, _), _)| q.as_str()).collect();
+        let group_names: Vec<&str> = groups.iter().map(|((_, g), _)| g.as_str()).collect();
+        let group_deltas: Vec<i64> = groups.iter().map(|(_, d)| **d).collect();
+        let n = gathered.events.len() as i64;
+        let ats: Vec<i64> = gathered.events.iter().map(|(at, _)| *at).collect();
+        let records: Vec<&[u8]> = gathered.events.iter().map(|(_, r)| r.as_slice()).collect();
+        let history = std::mem::take(&mut gathered.history);
+        let keys: Vec<(String, i64, i64)> = history
+            .keys()
+            .map(|(queue, minute)| {
+                (
+                    queue.clone(),
+                    big(*minute),
+                    big(minute.saturating_add(HISTORY_MINUTE_MS)),
+                )
+            })
+            .collect();
+
+        let counts_done = async {
+            if count_queues.is_empty() {
+                return Ok(0);
+            }
+            c.execute(&add_counts, &[&count_queues, &count_states, &count_deltas])
                 .await
-                .map_err(Failure::of)?;
-        }
+        };
+        let groups_done = async {
+            if group_queues.is_empty() {
+                return Ok(0);
+            }
+            c.execute(&add_groups, &[&group_queues, &group_names, &group_deltas])
+                .await
+        };
+        let events_done = async {
+            if n == 0 {
+                return Ok(None);
+            }
+            c.query_one(&log_events, &[&n, &ats, &records])
+                .await
+                .map(|row| Some(row.get::<_, i64>(0)))
+        };
+        let reads = futures_util::future::join_all(keys.iter().map(|(queue, minute, next)| {
+            let (read_minutes, read_counts) = (&read_minutes, &read_counts);
+            async move {
+                let minutes = c.query(read_minutes, &[queue, minute, next]).await?;
+                let counts = c.query(read_counts, &[queue]).await?;
+                Ok::<_, tokio_postgres::Error>((minutes, counts))
+            }
+        }));
+        let (counts_done, groups_done, events_done, reads) =
+            futures_util::future::join4(counts_done, groups_done, events_done, reads).await;
+        counts_done.map_err(Failure::of)?;
+        groups_done.map_err(Failure::of)?;
         let mut first_event = 0;
-        if !gathered.events.is_empty() {
-            let n = gathered.events.len() as i64;
-            let stmt = conn.stmt(TAKE_EVENT_IDS).await.map_err(Failure::Engine)?;
-            let row = c.query_one(&stmt, &[&n]).await.map_err(Failure::of)?;
-            let last: i64 = row.get(0);
-            let first = last - n + 1;
-            first_event = unbig(first);
-            let ids: Vec<i64> = (first..=last).collect();
-            let ats: Vec<i64> = gathered.events.iter().map(|(at, _)| *at).collect();
-            let records: Vec<&[u8]> = gathered.events.iter().map(|(_, r)| r.as_slice()).collect();
-            let stmt = conn.stmt(INSERT_EVENTS).await.map_err(Failure::Engine)?;
-            c.execute(&stmt, &[&ids, &ats, &records])
-                .await
-                .map_err(Failure::of)?;
+        if let Some(last) = events_done.map_err(Failure::of)? {
+            first_event = unbig(last - n + 1);
             gathered.wake.latest_event = unbig(last);
         }
-        let history = std::mem::take(&mut gathered.history);
-        for ((queue, minute), added) in history {
-            self.write_history(conn, &queue, minute, &added).await?;
+
+        let mut puts: Vec<(String, i64, Vec<u8>)> = Vec::new();
+        for (((queue, minute), added), read) in history.into_iter().zip(reads) {
+            let (minutes, counts) = read.map_err(Failure::of)?;
+            let this = big(minute);
+            let mut stored = None;
+            let mut later = None;
+            for row in &minutes {
+                let at: i64 = row.get(0);
+                let rollup = codec::decode_rollup(row.get(1)).map_err(Failure::Engine)?;
+                if at == this {
+                    stored = Some(rollup);
+                } else {
+                    later = Some((at, rollup));
+                }
+            }
+            let mut rollup = match stored {
+                Some(rollup) => rollup,
+                None => {
+                    if let Some(cutoff) = minute.checked_sub(self.history_ms) {
+                        prune_history(conn, &queue, cutoff).await?;
+                        sweep_history(conn, cutoff).await?;
+                    }
+                    Rollup::default()
+                }
+            };
+            rollup.merge(&added);
+            let counts = super::counts_of(&counts);
+            let depths = Depths {
+                ready: counts.get(JobState::Ready),
+                scheduled: counts.get(JobState::Scheduled),
+                leased: counts.get(JobState::Leased),
+            };
+            rollup.depths = depths;
+            puts.push((
+                queue.clone(),
+                this,
+                codec::encode_rollup(&rollup).map_err(Failure::Engine)?,
+            ));
+            // A later minute already written (a change whose time was
+            // taken just before the minute ended) gets the latest depths
+            // too.
+            if let Some((at, mut later)) = later {
+                if later.depths != depths {
+                    later.depths = depths;
+                    puts.push((
+                        queue,
+                        at,
+                        codec::encode_rollup(&later).map_err(Failure::Engine)?,
+                    ));
+                }
+            }
         }
-        if !gathered.wake.is_empty() {
-            let payload = gathered.wake.payload(self.origin);
-            let stmt = conn.stmt(NOTIFY).await.map_err(Failure::Engine)?;
-            c.execute(&stmt, &[&payload]).await.map_err(Failure::of)?;
+        let payload = (!gathered.wake.is_empty()).then(|| gathered.wake.payload(self.origin));
+        let puts_done =
+            futures_util::future::join_all(puts.iter().map(|(queue, minute, bytes)| {
+                let put = &put;
+                async move { c.execute(put, &[queue, minute, bytes]).await }
+            }));
+        let notified = async {
+            match &payload {
+                Some(payload) => c.execute(&notify, &[payload]).await.map(|_| ()),
+                None => Ok(()),
+            }
+        };
+        let (puts_done, notified) = futures_util::future::join(puts_done, notified).await;
+        for done in puts_done {
+            done.map_err(Failure::of)?;
         }
+        notified.map_err(Failure::of)?;
         Ok(first_event)
     }
+}
 
-    /// Folds `added` into the stored minute, with the queue's depths as
-    /// the batch leaves them (see the embedded store's `write_history`).
-    async fn write_history(
-        &self,
-        conn: &Conn,
-        queue: &str,
-        minute: u64,
-        added: &Rollup,
-    ) -> std::result::Result<(), Failure> {
-        let c = &conn.client;
-        let read = conn
-            .stmt(HISTORY_FOR_UPDATE)
-            .await
-            .map_err(Failure::Engine)?;
-        let rows = c
-            .query(&read, &[&queue, &big(minute)])
-            .await
-            .map_err(Failure::of)?;
-        let mut rollup = match rows.first() {
-            Some(row) => codec::decode_rollup(row.get(0)).map_err(Failure::Engine)?,
-            None => {
-                if let Some(cutoff) = minute.checked_sub(self.history_ms) {
-                    prune_history(conn, queue, cutoff).await?;
-                    sweep_history(conn, cutoff).await?;
-                }
-                Rollup::default()
-            }
+/// Whether a commit needs no decision between its statements: no
+/// savepoint (at most one change when all or nothing) and no schedule or
+/// settings.
+fn simple(commit: &Commit) -> bool {
+    commit.schedules.is_empty()
+        && commit.settings.is_empty()
+        && (commit.policy == Policy::EachIfCurrent || commit.changes.len() <= 1)
+}
+
+/// One job row written under its expectation, with its parameters.
+enum Write {
+    Insert {
+        id: i64,
+        revision: i64,
+        columns: JobColumns,
+        record: Vec<u8>,
+    },
+    Update {
+        id: i64,
+        expected: i64,
+        revision: i64,
+        columns: JobColumns,
+        record: Vec<u8>,
+    },
+    Delete {
+        id: i64,
+        expected: i64,
+    },
+    /// A new job that is not stored: nothing to write.
+    Nothing,
+}
+
+impl Write {
+    fn of(change: &Change) -> Result<Write> {
+        let revision = match change.expect {
+            Expect::Absent => Revision(1),
+            Expect::At(revision) => revision.next(),
         };
-        rollup.merge(added);
-        let counts = all_counts(conn, queue).await?;
-        let depths = Depths {
-            ready: counts.get(JobState::Ready),
-            scheduled: counts.get(JobState::Scheduled),
-            leased: counts.get(JobState::Leased),
+        let id = big(change.id.as_u64());
+        Ok(match (change.expect, change.new_job()) {
+            (Expect::Absent, Some(job)) => Write::Insert {
+                id,
+                revision: big(revision.0),
+                columns: JobColumns::of(job),
+                record: codec::encode_job(job, revision)?,
+            },
+            (Expect::At(expected), Some(job)) => Write::Update {
+                id,
+                expected: big(expected.0),
+                revision: big(revision.0),
+                columns: JobColumns::of(job),
+                record: codec::encode_job(job, revision)?,
+            },
+            (Expect::At(expected), None) => Write::Delete {
+                id,
+                expected: big(expected.0),
+            },
+            (Expect::Absent, None) => Write::Nothing,
+        })
+    }
+
+    /// Prepares the statement (once per connection), so that the writes
+    /// themselves pipeline.
+    async fn statement(&self, conn: &Conn) -> std::result::Result<(), Failure> {
+        let sql = match self {
+            Write::Insert { .. } => INSERT_JOB,
+            Write::Update { .. } => UPDATE_JOB,
+            Write::Delete { .. } => DELETE_JOB,
+            Write::Nothing => return Ok(()),
         };
-        rollup.depths = depths;
-        let put = conn.stmt(PUT_HISTORY).await.map_err(Failure::Engine)?;
-        let bytes = codec::encode_rollup(&rollup).map_err(Failure::Engine)?;
-        c.execute(&put, &[&queue, &big(minute), &bytes])
-            .await
-            .map_err(Failure::of)?;
-        // A later minute already written (a change whose time was taken
-        // just before the minute ended) gets the latest depths too.
-        let next = big(minute.saturating_add(HISTORY_MINUTE_MS));
-        let rows = c
-            .query(&read, &[&queue, &next])
-            .await
-            .map_err(Failure::of)?;
-        if let Some(row) = rows.first() {
-            let mut later = codec::decode_rollup(row.get(0)).map_err(Failure::Engine)?;
-            if later.depths != depths {
-                later.depths = depths;
-                let bytes = codec::encode_rollup(&later).map_err(Failure::Engine)?;
-                c.execute(&put, &[&queue, &next, &bytes])
-                    .await
-                    .map_err(Failure::of)?;
-            }
-        }
+        conn.stmt(sql).await.map_err(Failure::Engine)?;
         Ok(())
+    }
+
+    /// Rows written: 1, or 0 when the expectation does not hold.
+    async fn execute(&self, conn: &Conn) -> std::result::Result<u64, Failure> {
+        match self {
+            Write::Insert {
+                id,
+                revision,
+                columns: c,
+                record,
+            } => {
+                let stmt = conn.stmt(INSERT_JOB).await.map_err(Failure::Engine)?;
+                let params: [&(dyn ToSql + Sync); 16] = [
+                    id,
+                    revision,
+                    &c.queue,
+                    &c.state,
+                    &c.lease_rank,
+                    &c.run_at,
+                    &c.group,
+                    &c.idempotency_key,
+                    &c.correlation_id,
+                    &c.callback_status,
+                    &c.due_kind,
+                    &c.due_at,
+                    &c.due_lease,
+                    &c.due_callback,
+                    &c.due_ttl,
+                    record,
+                ];
+                conn.client
+                    .execute(&stmt, &params)
+                    .await
+                    .map_err(Failure::of)
+            }
+            Write::Update {
+                id,
+                expected,
+                revision,
+                columns: c,
+                record,
+            } => {
+                let stmt = conn.stmt(UPDATE_JOB).await.map_err(Failure::Engine)?;
+                let params: [&(dyn ToSql + Sync); 17] = [
+                    id,
+                    expected,
+                    revision,
+                    &c.queue,
+                    &c.state,
+                    &c.lease_rank,
+                    &c.run_at,
+                    &c.group,
+                    &c.idempotency_key,
+                    &c.correlation_id,
+                    &c.callback_status,
+                    &c.due_kind,
+                    &c.due_at,
+                    &c.due_lease,
+                    &c.due_callback,
+                    &c.due_ttl,
+                    record,
+                ];
+                conn.client
+                    .execute(&stmt, &params)
+                    .await
+                    .map_err(Failure::of)
+            }
+            Write::Delete { id, expected } => {
+                let stmt = conn.stmt(DELETE_JOB).await.map_err(Failure::Engine)?;
+                conn.client
+                    .execute(&stmt, &[id, expected])
+                    .await
+                    .map_err(Failure::of)
+            }
+            Write::Nothing => Ok(1),
+        }
     }
 }
 
@@ -743,16 +950,6 @@ fn fail_all(batch: Vec<Op>, error: &Error) {
     }
 }
 
-async fn settings_plain(conn: &Conn, queue: &str) -> std::result::Result<QueueSettings, Failure> {
-    let stmt = conn.stmt(SETTINGS).await.map_err(Failure::Engine)?;
-    let rows = conn
-        .client
-        .query(&stmt, &[&queue])
-        .await
-        .map_err(Failure::of)?;
-    decode_settings_rows(&rows)
-}
-
 async fn settings_for_update(
     conn: &Conn,
     queue: &str,
@@ -810,19 +1007,6 @@ async fn count(conn: &Conn, queue: &str, state: JobState) -> std::result::Result
         .await
         .map_err(Failure::of)?;
     Ok(rows.first().map(|row| row.get::<_, i64>(0)).unwrap_or(0))
-}
-
-async fn all_counts(
-    conn: &Conn,
-    queue: &str,
-) -> std::result::Result<crate::counts::Counts, Failure> {
-    let stmt = conn.stmt(super::COUNTS).await.map_err(Failure::Engine)?;
-    let rows = conn
-        .client
-        .query(&stmt, &[&queue])
-        .await
-        .map_err(Failure::of)?;
-    Ok(super::counts_of(&rows))
 }
 
 /// Removes up to [`HISTORY_PRUNE`] minutes of `queue` older than `cutoff`,
@@ -972,15 +1156,17 @@ const DELETE_JOB: &str = "DELETE FROM queue_jobs WHERE id = $1 AND revision = $2
 /// The next ready jobs in lease order after a position, skipping those
 /// other transactions hold and (when the queue has a group limit) the
 /// groups at it.
-const READY_PAGE: &str = "SELECT id, lease_rank, run_at, revision, grp, record FROM queue_jobs \
+const READY_PAGE: &str = "SELECT id, lease_rank, run_at, revision, grp, record, \
+    nextval('queue_ids') FROM queue_jobs \
     WHERE queue = $1 AND state = 1 AND (lease_rank, run_at, id) > ($2, $3, $4) \
     AND ($5::bigint IS NULL OR grp IS NULL OR grp NOT IN (SELECT g.grp FROM queue_group_leased g \
     WHERE g.queue = $1 AND g.n >= $5)) \
     ORDER BY lease_rank, run_at, id LIMIT $6 FOR UPDATE SKIP LOCKED";
-const NEXT_IDS: &str = "SELECT nextval('queue_ids') FROM generate_series(1, $1::bigint)";
+/// A queue's settings and leased count, in one round trip.
+const SETTINGS_AND_LEASED: &str = "SELECT (SELECT record FROM queue_settings WHERE queue = $1), \
+    (SELECT n FROM queue_counts WHERE queue = $1 AND state = 2)";
 const GROUP_COUNTS: &str =
     "SELECT grp, n FROM queue_group_leased WHERE queue = $1 AND grp = ANY($2)";
-const SETTINGS: &str = "SELECT record FROM queue_settings WHERE queue = $1";
 const SETTINGS_FOR_UPDATE: &str = "SELECT record FROM queue_settings WHERE queue = $1 FOR UPDATE";
 const PUT_SETTINGS: &str = "INSERT INTO queue_settings (queue, record) VALUES ($1, $2) \
     ON CONFLICT (queue) DO UPDATE SET record = excluded.record";
@@ -992,13 +1178,19 @@ const ADD_COUNTS: &str = "INSERT INTO queue_counts (queue, state, n) \
 const ADD_GROUPS: &str = "INSERT INTO queue_group_leased (queue, grp, n) \
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
     ON CONFLICT (queue, grp) DO UPDATE SET n = queue_group_leased.n + excluded.n";
-const TAKE_EVENT_IDS: &str =
-    "UPDATE queue_meta SET value = value + $1 WHERE key = 'last_event' RETURNING value";
-const INSERT_EVENTS: &str = "INSERT INTO queue_events (id, at, record) \
-    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])";
+/// Takes the next `$1` event ids (the counter row stays locked until the
+/// commit, so ids increase in commit order across processes) and logs the
+/// events under them; answers the last id.
+const LOG_EVENTS: &str = "WITH ids AS (UPDATE queue_meta SET value = value + $1 \
+    WHERE key = 'last_event' RETURNING value), \
+    logged AS (INSERT INTO queue_events (id, at, record) \
+    SELECT ids.value - $1 + e.ord, e.at, e.record FROM ids, \
+    unnest($2::bigint[], $3::bytea[]) WITH ORDINALITY AS e(at, record, ord)) \
+    SELECT value FROM ids";
 const NOTIFY: &str = "SELECT pg_notify('queue_wake', $1)";
-const HISTORY_FOR_UPDATE: &str =
-    "SELECT record FROM queue_history WHERE queue = $1 AND minute = $2 FOR UPDATE";
+/// A queue's minute and the next one, locked.
+const HISTORY_MINUTES: &str = "SELECT minute, record FROM queue_history WHERE queue = $1 \
+    AND minute IN ($2, $3) FOR UPDATE";
 const PUT_HISTORY: &str = "INSERT INTO queue_history (queue, minute, record) VALUES ($1, $2, $3) \
     ON CONFLICT (queue, minute) DO UPDATE SET record = excluded.record, depths_only = false";
 /// A queue's minutes older than a cutoff, oldest first.
