@@ -1115,6 +1115,11 @@ impl Worker {
         self.map(|w| w.lease(length))
     }
 
+    /// See [`crate::Worker::settle_and_lease`].
+    pub fn settle_and_lease(self, enabled: bool) -> Self {
+        self.map(|w| w.settle_and_lease(enabled))
+    }
+
     /// See [`crate::Worker::heartbeat_interval`].
     pub fn heartbeat_interval(self, every: Duration) -> Self {
         self.map(|w| w.heartbeat_interval(every))
