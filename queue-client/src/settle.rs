@@ -58,7 +58,12 @@ impl SettleRequest {
 
     /// Completes job `id`, held under `lease_id`, with the result as JSON
     /// text already encoded (or none).
-    pub fn complete_raw(mut self, id: &JobId, lease_id: &str, result: Option<Box<RawValue>>) -> Self {
+    pub fn complete_raw(
+        mut self,
+        id: &JobId,
+        lease_id: &str,
+        result: Option<Box<RawValue>>,
+    ) -> Self {
         self.wire.complete.push(SettleComplete {
             id: id.as_str().to_owned(),
             lease_id: lease_id.to_owned(),

@@ -26,10 +26,7 @@ async fn settle_answers_each_item_and_leases_the_next(kind: Kind) {
     for n in 0..4 {
         handles.push(jobs.enqueue(&n).await.unwrap());
     }
-    let held = jobs
-        .lease(&LeaseOptions::new().max_jobs(3))
-        .await
-        .unwrap();
+    let held = jobs.lease(&LeaseOptions::new().max_jobs(3)).await.unwrap();
     assert_eq!(held.len(), 3);
     handles[2].cancel().await.unwrap();
     let request = SettleRequest::new()
@@ -95,7 +92,11 @@ async fn settle_answers_each_item_and_leases_the_next(kind: Kind) {
     ));
     let mut many = SettleRequest::new();
     for _ in 0..1001 {
-        many = many.fail(&foreign[0].job().id, foreign[0].lease_id(), Failure::new("x"));
+        many = many.fail(
+            &foreign[0].job().id,
+            foreign[0].lease_id(),
+            Failure::new("x"),
+        );
     }
     assert!(matches!(
         client.settle("cs", many).await,
@@ -214,7 +215,8 @@ async fn drain_through_proxy(jobs: u32, concurrency: usize, settle: bool) -> Vec
         .poll_wait(Duration::from_secs(30))
         .shutdown_timeout(Duration::ZERO);
     let stop = worker.shutdown_handle();
-    let run = tokio::spawn(worker.run(|job: Job<u32>| async move { Ok::<_, Failure>(job.payload) }));
+    let run =
+        tokio::spawn(worker.run(|job: Job<u32>| async move { Ok::<_, Failure>(job.payload) }));
     until_counts(&h, "count", |s| s.completed == u64::from(jobs)).await;
     let requests = proxy.requests();
     stop.shutdown();

@@ -14,8 +14,8 @@ use crate::events::Subscription;
 use crate::timers::{self, DueReport};
 use crate::{
     CallbackStatus, Config, Counters, DeadPage, DeliveryResult, Enqueued, Error, Failure, Job,
-    JobId, JobPage, JobState, LeaseId, LeaseOptions, Leased, NewJob, Result, Settlement, Verification,
-    executor, rules,
+    JobId, JobPage, JobState, LeaseId, LeaseOptions, Leased, NewJob, Result, Settlement,
+    Verification, executor, rules,
 };
 
 fn millis(d: Duration) -> u64 {

@@ -22,8 +22,7 @@ use queue_proto::{
     EnqueueRequest, ErrorCode, ErrorDetail, EventType, FailRequest, Gap, HeartbeatRequest, History,
     HistoryQuery, JobPage, JobState, LeaseRequest, LeaseResponse, PatchQueueRequest, QueueList,
     QueueStats, ReleaseRequest, RequeueRequest, RequeuedResponse, ScheduleList, ScheduleRequest,
-    SettleRequest, SettleResponse, SettleResult,
-    validate_queue_name,
+    SettleRequest, SettleResponse, SettleResult, validate_queue_name,
 };
 use tokio::sync::watch;
 
@@ -653,7 +652,11 @@ impl Service {
     ///
     /// # Errors
     /// The contract's.
-    pub async fn settle(&self, queue: &str, request: SettleRequest) -> ServiceResult<SettleResponse> {
+    pub async fn settle(
+        &self,
+        queue: &str,
+        request: SettleRequest,
+    ) -> ServiceResult<SettleResponse> {
         self.settle_until(queue, request, std::future::pending())
             .await
     }

@@ -615,7 +615,10 @@ fn settle_decides_each_item_as_its_single_call_and_refuses_bad_input_whole() {
     let results = queue.settle("q", &items).unwrap();
     assert_eq!(results.len(), items.len());
     assert_eq!(results[0].as_ref().unwrap().state, JobState::Completed);
-    assert_eq!(results[0].as_ref().unwrap().result.as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        results[0].as_ref().unwrap().result.as_deref(),
+        Some(&b"1"[..])
+    );
     assert_eq!(results[1].as_ref().unwrap().state, JobState::Dead);
     assert!(matches!(
         results[2],
@@ -640,7 +643,10 @@ fn settle_decides_each_item_as_its_single_call_and_refuses_bad_input_whole() {
         })
     ));
     let later = results[6].as_ref().unwrap();
-    assert_eq!((later.state, later.last_error.as_deref()), (JobState::Scheduled, Some("later")));
+    assert_eq!(
+        (later.state, later.last_error.as_deref()),
+        (JobState::Scheduled, Some("later"))
+    );
     assert_eq!(state(&queue, foreign[0].job.id), JobState::Leased);
     assert_eq!(state(&queue, short[0].job.id), JobState::Leased);
     let stats = queue.stats("q").unwrap();

@@ -2,6 +2,8 @@
 //! one request, each item answered as its single endpoint would, a bad
 //! request refused whole.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -98,7 +100,10 @@ async fn settle_answers_each_item_as_its_endpoint_would_and_leases_the_next() {
     let jobs = reply.json["jobs"].as_array().unwrap();
     let taken: Vec<String> = jobs.iter().map(id).collect();
     assert_eq!(taken, vec![id(&next_a), id(&next_b)]);
-    assert!(jobs.iter().all(|j| j["state"] == "leased" && j["lease_id"].is_string()));
+    assert!(
+        jobs.iter()
+            .all(|j| j["state"] == "leased" && j["lease_id"].is_string())
+    );
 
     // What the store says: the refused items changed nothing.
     assert_eq!(c.job(&id(&held[1])).await["state"], "leased");

@@ -144,11 +144,18 @@ impl ItemReply {
     pub(crate) fn outcome(self) -> Result<Brief> {
         match (self.job, self.error) {
             (Some(job), None) if self.status == 200 => Ok(job),
-            (_, Some(error)) => Err(Error::from_code(self.status, Some(error.code), error.message)),
+            (_, Some(error)) => Err(Error::from_code(
+                self.status,
+                Some(error.code),
+                error.message,
+            )),
             (_, None) => Err(Error::from_code(
                 self.status,
                 None,
-                format!("the settle answered {} for job {} without a job", self.status, self.id),
+                format!(
+                    "the settle answered {} for job {} without a job",
+                    self.status, self.id
+                ),
             )),
         }
     }
