@@ -109,6 +109,16 @@ pub struct SdkArgs {
     /// harness works (CI runs it).
     #[arg(long)]
     pub smoke: bool,
+    /// Instead of the table above: the async SDK worker's drain with
+    /// settle-and-lease (one request per job) against one call per job
+    /// (`Worker::settle_and_lease(false)`), alternated `--rounds` times at
+    /// each C, on a fresh durable server each, medians printed.
+    #[arg(long)]
+    pub settle_compare: bool,
+    /// Rounds of `--settle-compare` (each runs both modes, the order
+    /// alternating from round to round).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 /// The payload type of the SDK runs: serializes to the same JSON as the raw
@@ -249,6 +259,9 @@ struct Spec {
 /// # Errors
 /// A server fails to start or stop, a call fails, a count does not match.
 pub fn run(args: &SdkArgs) -> anyhow::Result<()> {
+    if args.settle_compare {
+        return settle_compare(args);
+    }
     let peers::Plan {
         jobs,
         concurrency,
@@ -333,6 +346,106 @@ pub fn run(args: &SdkArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--settle-compare`: at each C, `--rounds` rounds of two runs, the async
+/// worker's drain with settle-and-lease and with one call per job (the
+/// order alternating from round to round), each on a fresh durable server
+/// whose N jobs the raw client enqueued; then the medians.
+fn settle_compare(args: &SdkArgs) -> anyhow::Result<()> {
+    let peers::Plan {
+        jobs,
+        concurrency,
+        parent,
+        limit,
+        payload,
+    } = args.workload.plan(args.smoke)?;
+    ensure!(args.rounds > 0, "--rounds must be at least 1");
+    let pad: Pad = serde_json::from_slice(&payload).context("the payload is not a Pad")?;
+    let body = peers::enqueue_body(&payload);
+    let mut lines = Vec::new();
+    for &c in &concurrency {
+        // (jobs/s, client CPU per job) of each run: [settle, per call].
+        let mut runs: [Vec<(f64, Option<Duration>)>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..args.rounds {
+            let order = if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for settle in order {
+                let label = if settle { "settle" } else { "per call" };
+                eprintln!("worker drain ({label}) C={c} round {} ...", round + 1);
+                let server = Server::start(&parent, Durability::Sync)
+                    .with_context(|| format!("starting the server for {label} C={c}"))?;
+                let spec = Spec {
+                    addr: server.addr,
+                    url: format!("http://{}", server.addr),
+                    jobs,
+                    c,
+                    limit,
+                    body: body.clone(),
+                    pad: pad.clone(),
+                };
+                let outcome = raw_enqueue(&spec).and_then(|enqueue| {
+                    check_enqueued(spec.addr, &enqueue)?;
+                    let spec = Spec {
+                        jobs: enqueue.jobs,
+                        ..spec.clone()
+                    };
+                    async_drain(&spec, settle)
+                });
+                let stopped = server.stop();
+                let drain = outcome.with_context(|| format!("{label} at C={c}"))?;
+                stopped.with_context(|| format!("stopping the server of {label} C={c}"))?;
+                ensure!(!drain.timed_out, "{label} at C={c} hit the time limit");
+                let rate = crate::fsync::per_second(drain.jobs, drain.elapsed);
+                let cpu = u32::try_from(drain.jobs)
+                    .ok()
+                    .filter(|j| *j > 0)
+                    .and_then(|j| drain.client_cpu.map(|cpu| cpu / j));
+                eprintln!("  {rate:.0} jobs/s");
+                runs[usize::from(!settle)].push((rate, cpu));
+            }
+        }
+        let [with, without] = runs.map(|runs| median_run(&runs));
+        lines.push(format!(
+            "| {c} | {:.0} | {:.0} | {:.2}× | {} | {} |",
+            with.0,
+            without.0,
+            with.0 / without.0,
+            with.1.map_or("–".into(), |d| Latency(d).to_string()),
+            without.1.map_or("–".into(), |d| Latency(d).to_string()),
+        ));
+    }
+    println!();
+    println!(
+        "Worker drain, settle-and-lease against one call per job: N = {jobs} jobs of {} bytes, \
+         durable server (fsync before ack) in-process on 127.0.0.1, fresh per run; the async SDK \
+         Worker of concurrency C, handler returning at once; medians of {} alternated rounds.",
+        args.workload.payload_bytes, args.rounds
+    );
+    println!();
+    println!(
+        "| C | settle jobs/s | per call jobs/s | settle / per call | client CPU/job, settle | client CPU/job, per call |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The median of runs by throughput, and the median of their CPU per job.
+fn median_run(runs: &[(f64, Option<Duration>)]) -> (f64, Option<Duration>) {
+    let mut rates: Vec<f64> = runs.iter().map(|r| r.0).collect();
+    rates.sort_by(f64::total_cmp);
+    let mut cpus: Vec<Duration> = runs.iter().filter_map(|r| r.1).collect();
+    cpus.sort();
+    (
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0),
+        cpus.get(cpus.len() / 2).copied(),
+    )
+}
+
 /// Both phases of one client on the server of `spec`, with the TCP
 /// connections accepted during each (the drain's include the poller's and
 /// the check's).
@@ -357,7 +470,7 @@ fn run_client(client: Client, spec: &Spec) -> anyhow::Result<(Measured, Measured
     let mut drain = match client {
         Client::Raw => raw_drain(spec),
         Client::RawBlocking => raw_blocking_drain(spec),
-        Client::Async => async_drain(spec),
+        Client::Async => async_drain(spec, true),
         Client::Blocking => blocking_drain(spec),
     }
     .context("drain")?;
@@ -725,7 +838,9 @@ fn async_enqueue(spec: &Spec) -> anyhow::Result<Measured> {
 
 /// The async SDK drain: a [`queue_client::Worker`] of concurrency C on a
 /// single-threaded runtime, until the server counts N completed jobs.
-fn async_drain(spec: &Spec) -> anyhow::Result<Measured> {
+/// With `settle` false the worker settles job by job
+/// ([`queue_client::Worker::settle_and_lease`]).
+fn async_drain(spec: &Spec, settle: bool) -> anyhow::Result<Measured> {
     let (url, c) = (spec.url.clone(), spec.c);
     let (ready_tx, ready_rx) = mpsc::channel::<(ShutdownHandle, Instant)>();
     let worker = spawn_client(format!("{CLIENT_THREAD}-async"), move || {
@@ -736,7 +851,8 @@ fn async_drain(spec: &Spec) -> anyhow::Result<Measured> {
             let worker = queue_client::Worker::new(client, QUEUE)
                 .concurrency(c)
                 .lease(LEASE)
-                .poll_wait(POLL_WAIT);
+                .poll_wait(POLL_WAIT)
+                .settle_and_lease(settle);
             let cpu = thread_cpu_time();
             ready_tx
                 .send((worker.shutdown_handle(), Instant::now()))

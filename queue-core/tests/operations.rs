@@ -9,7 +9,7 @@ use std::time::Duration;
 use queue_core::blocking::Queue;
 use queue_core::{
     Config, Error, Failure, JobId, JobState, LeaseId, LeaseLostReason, LeaseOptions, ManualClock,
-    NewJob, RecvError, Retention, Transition,
+    NewJob, RecvError, Retention, Settlement, Transition,
 };
 
 use crate::common::{
@@ -558,6 +558,105 @@ fn fail_with_retry_delay_or_permanently() {
     clock.advance(Duration::from_millis(250));
     assert_eq!(queue.run_due().unwrap().promoted, 1);
     assert_eq!(queue.stats("q").unwrap().ready, 2);
+    assert_consistent(&queue);
+}
+
+#[test]
+fn settle_decides_each_item_as_its_single_call_and_refuses_bad_input_whole() {
+    let (_dir, clock, queue) = setup();
+    enqueue_n(&queue, "q", 4);
+    enqueue_n(&queue, "other", 1);
+    let short = lease_n(&queue, "q", 1, 1000);
+    let leases = lease_n(&queue, "q", 3, 60_000);
+    let foreign = lease_n(&queue, "other", 1, 60_000);
+    clock.advance(Duration::from_millis(1500)); // `short` has expired
+
+    // Input out of bounds refuses the call before anything is written.
+    let too_large = [
+        Settlement::complete(leases[0].job.id, leases[0].lease_id, None),
+        Settlement::complete(
+            leases[1].job.id,
+            leases[1].lease_id,
+            Some(vec![b'1'; 1024 * 1024 + 1]),
+        ),
+    ];
+    assert!(matches!(
+        queue.settle("q", &too_large),
+        Err(Error::TooLarge { what: "result", .. })
+    ));
+    let too_long = [Settlement::fail(
+        leases[0].job.id,
+        leases[0].lease_id,
+        Failure {
+            retry_in_ms: Some(u64::MAX),
+            ..Failure::new("x")
+        },
+    )];
+    assert!(matches!(
+        queue.settle("q", &too_long),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(state(&queue, leases[0].job.id), JobState::Leased);
+
+    let items = [
+        Settlement::complete(leases[0].job.id, leases[0].lease_id, Some(b"1".to_vec())),
+        Settlement::fail(
+            leases[1].job.id,
+            leases[1].lease_id,
+            Failure::new("no").permanent(),
+        ),
+        // Stale, expired, another queue's, the same job twice.
+        Settlement::complete(leases[2].job.id, leases[1].lease_id, None),
+        Settlement::complete(short[0].job.id, short[0].lease_id, None),
+        Settlement::complete(foreign[0].job.id, foreign[0].lease_id, None),
+        Settlement::fail(leases[0].job.id, leases[0].lease_id, Failure::new("again")),
+        Settlement::fail(leases[2].job.id, leases[2].lease_id, Failure::new("later")),
+    ];
+    let results = queue.settle("q", &items).unwrap();
+    assert_eq!(results.len(), items.len());
+    assert_eq!(results[0].as_ref().unwrap().state, JobState::Completed);
+    assert_eq!(
+        results[0].as_ref().unwrap().result.as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(results[1].as_ref().unwrap().state, JobState::Dead);
+    assert!(matches!(
+        results[2],
+        Err(Error::LeaseLost {
+            reason: LeaseLostReason::NotCurrent,
+            ..
+        })
+    ));
+    assert!(matches!(
+        results[3],
+        Err(Error::LeaseLost {
+            reason: LeaseLostReason::Expired,
+            ..
+        })
+    ));
+    assert!(matches!(results[4], Err(Error::NotFound { id }) if id == foreign[0].job.id));
+    assert!(matches!(
+        results[5],
+        Err(Error::LeaseLost {
+            reason: LeaseLostReason::Finished(JobState::Completed),
+            ..
+        })
+    ));
+    let later = results[6].as_ref().unwrap();
+    assert_eq!(
+        (later.state, later.last_error.as_deref()),
+        (JobState::Scheduled, Some("later"))
+    );
+    assert_eq!(state(&queue, foreign[0].job.id), JobState::Leased);
+    assert_eq!(state(&queue, short[0].job.id), JobState::Leased);
+    let stats = queue.stats("q").unwrap();
+    assert_eq!(
+        (stats.completed, stats.dead, stats.scheduled, stats.leased),
+        (1, 1, 1, 1)
+    );
+    let counted = queue.queue_counters();
+    assert_eq!((counted["q"].completed, counted["q"].failed), (1, 2));
+    assert!(queue.settle("q", &[]).unwrap().is_empty());
     assert_consistent(&queue);
 }
 
