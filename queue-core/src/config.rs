@@ -42,7 +42,9 @@ impl Default for Retention {
 }
 
 /// Where the jobs are stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Display` and `Debug` never show a database password.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Storage {
     /// The embedded store in a local data directory (the default): one
@@ -53,6 +55,56 @@ pub enum Storage {
         /// Bytes of page cache; default 64 MiB.
         cache_capacity: u64,
     },
+    /// A PostgreSQL database that several processes may share (see
+    /// [`Config::postgres`]): every table the queue uses lives in the
+    /// database the URL names, prefixed `queue_`, created or migrated at
+    /// open.
+    Postgres {
+        /// A `postgres://user:password@host:port/database` URL (or the
+        /// `key=value` form libpq accepts).
+        url: String,
+        /// How many connections each process opens for reads and lease
+        /// rounds (writes go through one more, group-committed); default 8.
+        max_connections: usize,
+    },
+}
+
+impl std::fmt::Display for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Embedded { path, .. } => write!(f, "the data directory {}", path.display()),
+            Storage::Postgres { url, .. } => match crate::backend::postgres::conn::parse(url) {
+                Ok(config) => write!(
+                    f,
+                    "the database {}",
+                    crate::backend::postgres::conn::describe(&config)
+                ),
+                Err(_) => f.write_str("the database (a URL that does not parse)"),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Embedded {
+                path,
+                cache_capacity,
+            } => f
+                .debug_struct("Embedded")
+                .field("path", path)
+                .field("cache_capacity", cache_capacity)
+                .finish(),
+            Storage::Postgres {
+                max_connections, ..
+            } => f
+                .debug_struct("Postgres")
+                .field("url", &self.to_string())
+                .field("max_connections", max_connections)
+                .finish(),
+        }
+    }
 }
 
 /// How to open a [`Queue`](crate::Queue).
@@ -116,6 +168,33 @@ impl Config {
         }
     }
 
+    /// The defaults, with the jobs in the PostgreSQL database at `url`.
+    ///
+    /// Several processes (servers, or programs embedding the queue) may
+    /// open the same database at once: leases, timers, schedules,
+    /// callbacks and queue limits are safe across them, and waits and event
+    /// streams wake across them (`LISTEN/NOTIFY`). Under
+    /// [`Durability::Sync`] an operation returns after PostgreSQL committed
+    /// it (durable as the server's `synchronous_commit` makes it);
+    /// [`Durability::Periodic`] commits the same way (PostgreSQL has no
+    /// cheaper mode the queue could use without losing atomicity).
+    ///
+    /// ```no_run
+    /// use queue_core::{Config, Queue};
+    ///
+    /// let queue = Queue::open_with(Config::postgres("postgres://queue@127.0.0.1:5432/jobs"))?;
+    /// # Ok::<(), queue_core::Error>(())
+    /// ```
+    pub fn postgres(url: impl Into<String>) -> Self {
+        Config {
+            storage: Storage::Postgres {
+                url: url.into(),
+                max_connections: 8,
+            },
+            ..Config::new("")
+        }
+    }
+
     /// Sets [`Config::durability`].
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
@@ -128,10 +207,12 @@ impl Config {
         self
     }
 
-    /// Sets the embedded store's page cache size.
+    /// Sets the embedded store's page cache size (no effect on
+    /// PostgreSQL).
     pub fn cache_capacity(mut self, bytes: u64) -> Self {
-        let Storage::Embedded { cache_capacity, .. } = &mut self.storage;
-        *cache_capacity = bytes;
+        if let Storage::Embedded { cache_capacity, .. } = &mut self.storage {
+            *cache_capacity = bytes;
+        }
         self
     }
 

@@ -48,7 +48,7 @@ pub(crate) struct Engine {
     /// was raised or removed, the queue resumed), or a manual clock moved
     /// (a token bucket may have refilled).
     pub(crate) queue_signals: Arc<Signals<String>>,
-    pub(crate) job_signals: Signals<JobId>,
+    pub(crate) job_signals: Arc<Signals<JobId>>,
     counters: AtomicCounters,
     pub(crate) timer: Arc<TimerWake>,
     /// Events committed since the timer last pruned the log.
@@ -68,16 +68,25 @@ impl Engine {
                 signals.bump_all();
             }
         }));
+        let job_signals = Arc::new(Signals::new());
+        let timer = Arc::new(TimerWake::new());
+        let callbacks_due = Arc::new(tokio::sync::Notify::new());
+        backend.set_wake_sink(remote_wakes(
+            &queue_signals,
+            &job_signals,
+            &timer,
+            &callbacks_due,
+        ));
         Engine {
             backend,
             config,
             rng: Mutex::new(seed),
             queue_signals,
-            job_signals: Signals::new(),
+            job_signals,
             counters: AtomicCounters::default(),
-            timer: Arc::new(TimerWake::new()),
+            timer,
             events_since_prune: AtomicU64::new(0),
-            callbacks_due: Arc::new(tokio::sync::Notify::new()),
+            callbacks_due,
         }
     }
 
@@ -171,7 +180,7 @@ impl Engine {
                     }
                     claimed.insert(key, (changes.len(), digest));
                 }
-                let id = self.backend.next_job_id()?;
+                let id = self.backend.next_job_id().await?;
                 let outcome = rules::enqueue::enqueue(id, queue, spec, now);
                 slots.push(Slot::New(changes.len()));
                 changes.push(Change::insert(id, outcome));
@@ -906,6 +915,53 @@ impl Engine {
         }
         committed
     }
+}
+
+/// What another process's commit wakes here (a shared database's
+/// notifications): the same waiters [`Engine::announce`] wakes for this
+/// process's own commits.
+fn remote_wakes(
+    queues: &Arc<Signals<String>>,
+    jobs: &Arc<Signals<JobId>>,
+    timer: &Arc<TimerWake>,
+    callbacks: &Arc<tokio::sync::Notify>,
+) -> Arc<dyn Fn(&crate::backend::wake::Wake) + Send + Sync> {
+    let (queues, jobs, timer, callbacks) = (
+        Arc::downgrade(queues),
+        Arc::downgrade(jobs),
+        Arc::downgrade(timer),
+        Arc::downgrade(callbacks),
+    );
+    Arc::new(move |wake| {
+        if let Some(queues) = queues.upgrade() {
+            if wake.all {
+                queues.bump_all();
+            }
+            for queue in &wake.queues {
+                queues.bump(queue);
+            }
+        }
+        if let Some(jobs) = jobs.upgrade() {
+            if wake.all {
+                jobs.bump_all();
+            }
+            for id in &wake.jobs {
+                jobs.bump(id);
+            }
+        }
+        if let Some(timer) = timer.upgrade() {
+            if wake.timer || wake.all {
+                timer.wake();
+            } else if let Some(at) = wake.deadline {
+                timer.deadline_added(at);
+            }
+        }
+        if wake.callbacks || wake.all {
+            if let Some(callbacks) = callbacks.upgrade() {
+                callbacks.notify_one();
+            }
+        }
+    })
 }
 
 /// One log line per state change of a job, with its correlation id: at INFO

@@ -289,7 +289,7 @@ impl Engine {
                 spec.correlation_id = correlation_id.clone();
             }
             crate::rules::enqueue::validate(&spec, now, self.config.max_payload)?;
-            let id = self.backend.next_job_id()?;
+            let id = self.backend.next_job_id().await?;
             let outcome = crate::rules::enqueue::enqueue(id, &loaded.schedule.queue, &spec, now);
             let schedule = rule::triggered(&loaded.schedule, id, now);
             let commit = commit_of(
@@ -376,7 +376,7 @@ impl Engine {
                 job.run_at = Some(at);
                 job.correlation_id.get_or_insert_with(|| key.clone());
                 job.idempotency_key = Some(key);
-                let id = self.backend.next_job_id()?;
+                let id = self.backend.next_job_id().await?;
                 changes.push(Change::insert(
                     id,
                     crate::rules::enqueue::enqueue(id, &schedule.queue, &job, now),

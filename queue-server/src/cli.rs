@@ -28,9 +28,19 @@ Logging:
 #[derive(Debug, Clone, Parser)]
 #[command(name = "queue-server", version, about, long_about = None, after_help = LOGGING_HELP)]
 pub struct Args {
-    /// Data directory (created if missing).
+    /// Data directory (created if missing): the embedded store, the
+    /// default. Not used with --database-url.
     #[arg(long, env = "QUEUE_DATA_DIR", default_value = "./queue-data")]
     pub data_dir: PathBuf,
+
+    /// Keep the jobs in this PostgreSQL database instead of the data
+    /// directory (`postgres://user:password@host:port/database`); several
+    /// servers may share it. The schema is created or migrated at start.
+    /// Prefer the environment variable QUEUE_DATABASE_URL when the URL
+    /// holds a password: unlike an argument, it does not show in the
+    /// process list.
+    #[arg(long, env = "QUEUE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 
     /// Address to listen on: an IP address or a host name, and a port
     /// (`127.0.0.1:7878`, `[::1]:7878`, `localhost:7878`). A name is
@@ -189,7 +199,11 @@ impl Args {
                     .max(1),
             ),
         };
-        let mut config = Config::new(&self.data_dir)
+        let base = match self.database_url.as_deref().filter(|url| !url.is_empty()) {
+            Some(url) => Config::postgres(url),
+            None => Config::new(&self.data_dir),
+        };
+        let mut config = base
             .durability(durability)
             .event_retention(self.event_retention)
             .max_events(self.event_max)

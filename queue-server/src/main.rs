@@ -28,9 +28,10 @@ async fn main() -> anyhow::Result<()> {
             .init(),
     }
     let queue_config = args.queue_config();
+    let storage = queue_config.storage.clone();
     let queue = tokio::task::spawn_blocking(move || queue_core::Queue::open_with(queue_config))
         .await?
-        .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
+        .with_context(|| format!("opening {storage}"))?;
     let mut config = args.server_config();
     let (secrets, source) =
         queue_server::callbacks::secrets::resolve(&args.webhook_secret, &args.data_dir)
@@ -50,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = bind(&args.listen).await?;
     tracing::info!(
         listen = %listener.local_addr()?,
-        data_dir = %args.data_dir.display(),
+        storage = %storage,
         durability = ?args.durability,
         auth = args.token.is_some(),
         "queue-server ready"

@@ -113,7 +113,9 @@
 //! `SELECT min(next_run_at)`, and a `NOTIFY` on every schedule change wakes
 //! the other servers' timers.
 
+pub(crate) mod postgres;
 pub(crate) mod sled;
+pub(crate) mod wake;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -132,6 +134,9 @@ pub(crate) fn open(config: &crate::Config) -> Result<std::sync::Arc<dyn Backend>
     match &config.storage {
         crate::Storage::Embedded { .. } => {
             Ok(std::sync::Arc::new(sled::SledBackend::open(config)?))
+        }
+        crate::Storage::Postgres { .. } => {
+            Ok(std::sync::Arc::new(postgres::PgBackend::open(config)?))
         }
     }
 }
@@ -390,8 +395,9 @@ pub(crate) struct EventBounds {
 
 /// Storage for the engine. See the module docs for the contract.
 pub(crate) trait Backend: Send + Sync + 'static {
-    /// A fresh job id, never handed out before in this store.
-    fn next_job_id(&self) -> Result<JobId>;
+    /// A fresh job id, never handed out before in this store (by any
+    /// process sharing it).
+    fn next_job_id(&self) -> BoxFuture<'_, Result<JobId>>;
 
     /// The stored job `id`.
     fn load(&self, id: JobId) -> BoxFuture<'_, Result<Option<Loaded>>>;
@@ -496,6 +502,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Recomputes every derived entry and count from the records and
     /// compares them with what is stored.
     fn verify(&self) -> BoxFuture<'_, Result<Verification>>;
+
+    /// Where wake-ups committed by *other processes* sharing the store go
+    /// (a shared database's `LISTEN/NOTIFY`); the engine wakes its own
+    /// waiters for its own commits. A store only one process opens never
+    /// calls it.
+    fn set_wake_sink(&self, _sink: std::sync::Arc<dyn Fn(&wake::Wake) + Send + Sync>) {}
 
     /// Stops background work and flushes; called once, when the last
     /// handle is dropped. Later calls fail with [`Error::Closed`](crate::Error::Closed).

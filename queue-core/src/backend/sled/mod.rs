@@ -12,7 +12,7 @@
 //! record inside the log.
 
 mod batch;
-mod codec;
+pub(crate) mod codec;
 mod keys;
 mod verify;
 
@@ -758,7 +758,12 @@ impl SledBackend {
         let Storage::Embedded {
             path,
             cache_capacity,
-        } = &config.storage;
+        } = &config.storage
+        else {
+            return Err(Error::Internal(
+                "not an embedded store's configuration".into(),
+            ));
+        };
         let mut store = Store::open(path, *cache_capacity, config.durability)?;
         store.history_ms = u64::try_from(config.history_retention.as_millis()).unwrap_or(u64::MAX);
         let store = Arc::new(store);
@@ -791,12 +796,14 @@ fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
 }
 
 impl Backend for SledBackend {
-    fn next_job_id(&self) -> Result<JobId> {
-        self.store
-            .db
-            .generate_id()
-            .map(JobId::from_u64)
-            .map_err(storage)
+    fn next_job_id(&self) -> BoxFuture<'_, Result<JobId>> {
+        ready(
+            self.store
+                .db
+                .generate_id()
+                .map(JobId::from_u64)
+                .map_err(storage),
+        )
     }
 
     fn load(&self, id: JobId) -> BoxFuture<'_, Result<Option<Loaded>>> {

@@ -1,0 +1,925 @@
+//! The writer: every commit, lease round and event pruning of this process
+//! goes through one connection, in batches: the operations waiting when a
+//! batch starts run in one transaction, so that they share one commit (and
+//! one WAL flush), and the rows every transaction touches (counts, the
+//! event counter, history minutes) are locked once per batch and in key
+//! order, released at its commit. Other processes' writers serialize with
+//! this one on those rows, never deadlock on them.
+//!
+//! An operation whose expectation does not hold (stale) changes nothing:
+//! a single change is an `UPDATE … WHERE revision = $r` that matches no
+//! row, or an `INSERT … ON CONFLICT DO NOTHING` that inserts none; an
+//! operation of several changes runs under a savepoint, rolled back when
+//! one of them is stale. A database error fails the batch's transaction:
+//! a deadlock or serialization failure reruns it; any other error reruns
+//! its operations one per transaction, so that only the operation that
+//! causes it fails.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use queue_proto::{HISTORY_MINUTE_MS, JobState};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::types::ToSql;
+
+use super::conn::{Conn, db_error, is_retryable};
+use super::rows::{JobColumns, big, state_code, unbig};
+use crate::backend::sled::codec;
+use crate::backend::wake::Wake;
+use crate::backend::{Change, Commit, Committed, Expect, Policy, Revision, ScheduleChange};
+use crate::rules::history::{self, Depths, Rollup};
+use crate::rules::lease::{LeasePlan, Offer};
+use crate::settings::QueueSettings;
+use crate::{Error, Job, JobId, LeaseId, Result};
+
+/// The most operations one batch takes.
+const MAX_BATCH: usize = 256;
+/// How many times a batch that deadlocked is run again.
+const RETRIES: usize = 5;
+/// History minutes removed per step (as in the embedded store).
+const HISTORY_PRUNE: i64 = 64;
+
+/// An operation for the writer.
+pub(crate) enum Op {
+    Commit {
+        commit: Commit,
+        reply: oneshot::Sender<Result<Option<Committed>>>,
+    },
+    Lease {
+        queue: String,
+        plan: LeasePlan,
+        reply: oneshot::Sender<Result<Committed>>,
+    },
+}
+
+/// What an operation did, before its event ids are known.
+enum Done {
+    Commit(Option<Committed>),
+    Lease(Committed),
+}
+
+/// What a batch gathers from its operations, written at its end.
+#[derive(Default)]
+struct Gathered {
+    counts: BTreeMap<(String, i16), i64>,
+    groups: BTreeMap<(String, String), i64>,
+    /// Encoded events with their times, in commit order.
+    events: Vec<(i64, Vec<u8>)>,
+    history: BTreeMap<(String, u64), Rollup>,
+    wake: Wake,
+}
+
+/// The writer's settings.
+pub(crate) struct Writer {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) history_ms: u64,
+    pub(crate) synchronous: bool,
+    pub(crate) latest: Arc<watch::Sender<u64>>,
+    /// This process's mark on its `NOTIFY` payloads (the engine wakes
+    /// its own waiters itself).
+    pub(crate) origin: u64,
+    pub(crate) retention: crate::Retention,
+}
+
+impl Writer {
+    /// Runs batches until every sender is gone.
+    pub(crate) async fn run(self, mut ops: mpsc::UnboundedReceiver<Op>) {
+        let mut conn: Option<Conn> = None;
+        while let Some(first) = ops.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match ops.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            if conn.as_ref().is_none_or(|c| c.is_closed()) {
+                match self.connect().await {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        fail_all(batch, &e);
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = conn.as_ref() else { continue };
+            self.run_batch(c, batch).await;
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn> {
+        let conn = Conn::connect(&self.config).await?;
+        if !self.synchronous {
+            conn.client
+                .batch_execute("SET synchronous_commit = off")
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(conn)
+    }
+
+    async fn run_batch(&self, conn: &Conn, batch: Vec<Op>) {
+        let mut attempts = 0;
+        loop {
+            match self.transaction(conn, &batch).await {
+                Ok((done, gathered, first_event)) => {
+                    self.finished(batch, done, gathered, first_event);
+                    return;
+                }
+                Err(Failure::Retry) if attempts < RETRIES => attempts += 1,
+                Err(Failure::Retry) | Err(Failure::Db(_)) if batch.len() > 1 => {
+                    // Find the operation at fault: each alone.
+                    for op in batch {
+                        Box::pin(self.run_batch(conn, vec![op])).await;
+                    }
+                    return;
+                }
+                Err(Failure::Retry) => {
+                    fail_all(
+                        batch,
+                        &Error::Storage(crate::error::StorageError::new(
+                            "PostgreSQL kept aborting the transaction (deadlocks)",
+                        )),
+                    );
+                    return;
+                }
+                Err(Failure::Db(e)) | Err(Failure::Engine(e)) => {
+                    fail_all(batch, &e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Answers the operations of a committed batch and announces it.
+    fn finished(&self, batch: Vec<Op>, done: Vec<Done>, gathered: Gathered, first_event: u64) {
+        let mut next_event = first_event;
+        for (op, done) in batch.into_iter().zip(done) {
+            let mut stamp = |mut committed: Committed| {
+                let count: u64 = committed
+                    .applied
+                    .iter()
+                    .map(|c| c.outcome.events().count() as u64)
+                    .sum();
+                committed.events = count;
+                committed.first_event = next_event;
+                next_event += count;
+                committed
+            };
+            match (op, done) {
+                (Op::Commit { reply, .. }, Done::Commit(committed)) => {
+                    let _ = reply.send(Ok(committed.map(&mut stamp)));
+                }
+                (Op::Lease { reply, .. }, Done::Lease(committed)) => {
+                    let _ = reply.send(Ok(stamp(committed)));
+                }
+                (Op::Commit { reply, .. }, Done::Lease(_)) => {
+                    let _ = reply.send(Err(Error::Internal("writer answers mixed up".into())));
+                }
+                (Op::Lease { reply, .. }, Done::Commit(_)) => {
+                    let _ = reply.send(Err(Error::Internal("writer answers mixed up".into())));
+                }
+            }
+        }
+        if !gathered.events.is_empty() {
+            let latest = first_event + gathered.events.len() as u64 - 1;
+            self.latest
+                .send_modify(|value| *value = (*value).max(latest));
+        }
+    }
+
+    /// Runs `batch` in one transaction and commits it.
+    async fn transaction(
+        &self,
+        conn: &Conn,
+        batch: &[Op],
+    ) -> std::result::Result<(Vec<Done>, Gathered, u64), Failure> {
+        conn.client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(Failure::of)?;
+        match self.body(conn, batch).await {
+            Ok(result) => {
+                conn.client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(Failure::of)?;
+                Ok(result)
+            }
+            Err(e) => {
+                let _ = conn.client.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn body(
+        &self,
+        conn: &Conn,
+        batch: &[Op],
+    ) -> std::result::Result<(Vec<Done>, Gathered, u64), Failure> {
+        let mut gathered = Gathered::default();
+        let mut done = Vec::with_capacity(batch.len());
+        for op in batch {
+            done.push(match op {
+                Op::Commit { commit, .. } => {
+                    Done::Commit(self.commit(conn, commit, &mut gathered).await?)
+                }
+                Op::Lease { queue, plan, .. } => {
+                    Done::Lease(self.lease(conn, queue, plan, &mut gathered).await?)
+                }
+            });
+        }
+        let first_event = self.write_end(conn, &mut gathered).await?;
+        Ok((done, gathered, first_event))
+    }
+
+    // ---- one commit ------------------------------------------------------
+
+    async fn commit(
+        &self,
+        conn: &Conn,
+        commit: &Commit,
+        gathered: &mut Gathered,
+    ) -> std::result::Result<Option<Committed>, Failure> {
+        let guarded = commit.policy == Policy::AllOrNothing && commit.changes.len() > 1
+            || !commit.schedules.is_empty()
+            || !commit.settings.is_empty();
+        if guarded {
+            conn.client
+                .batch_execute("SAVEPOINT op")
+                .await
+                .map_err(Failure::of)?;
+        }
+        let mut own = Gathered::default();
+        let mut applied = Vec::with_capacity(commit.changes.len());
+        let mut stale = false;
+        for change in &commit.changes {
+            if self.apply(conn, change, &mut own).await? {
+                applied.push(change.clone());
+            } else if commit.policy == Policy::AllOrNothing {
+                stale = true;
+                break;
+            }
+        }
+        if !stale {
+            for schedule in &commit.schedules {
+                if !apply_schedule(conn, schedule).await? {
+                    stale = true;
+                    break;
+                }
+            }
+        }
+        if !stale {
+            for (queue, update) in &commit.settings {
+                let stored = settings_for_update(conn, queue).await?;
+                put_settings(conn, queue, &update.apply(&stored)).await?;
+                own.wake.queues.insert(queue.clone());
+            }
+        }
+        if stale {
+            if guarded {
+                conn.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT op")
+                    .await
+                    .map_err(Failure::of)?;
+            }
+            return Ok(None);
+        }
+        if guarded {
+            conn.client
+                .batch_execute("RELEASE SAVEPOINT op")
+                .await
+                .map_err(Failure::of)?;
+        }
+        if !commit.schedules.is_empty() {
+            own.wake.timer = true;
+        }
+        gathered.absorb(own);
+        Ok(Some(Committed {
+            applied,
+            events: 0,
+            first_event: 0,
+            retry_at: None,
+        }))
+    }
+
+    /// Writes `change` if its expectation holds; gathers its effects.
+    async fn apply(
+        &self,
+        conn: &Conn,
+        change: &Change,
+        gathered: &mut Gathered,
+    ) -> std::result::Result<bool, Failure> {
+        let revision = match change.expect {
+            Expect::Absent => Revision(1),
+            Expect::At(revision) => revision.next(),
+        };
+        let id = big(change.id.as_u64());
+        let written = match (change.expect, change.new_job()) {
+            (Expect::Absent, Some(job)) => {
+                let c = JobColumns::of(job);
+                let record = codec::encode_job(job, revision).map_err(Failure::Engine)?;
+                let stmt = conn.stmt(INSERT_JOB).await.map_err(Failure::Engine)?;
+                let params: [&(dyn ToSql + Sync); 16] = [
+                    &id,
+                    &big(revision.0),
+                    &c.queue,
+                    &c.state,
+                    &c.lease_rank,
+                    &c.run_at,
+                    &c.group,
+                    &c.idempotency_key,
+                    &c.correlation_id,
+                    &c.callback_status,
+                    &c.due_kind,
+                    &c.due_at,
+                    &c.due_lease,
+                    &c.due_callback,
+                    &c.due_ttl,
+                    &record,
+                ];
+                conn.client
+                    .execute(&stmt, &params)
+                    .await
+                    .map_err(Failure::of)?
+            }
+            (Expect::At(expected), Some(job)) => {
+                let c = JobColumns::of(job);
+                let record = codec::encode_job(job, revision).map_err(Failure::Engine)?;
+                let stmt = conn.stmt(UPDATE_JOB).await.map_err(Failure::Engine)?;
+                let params: [&(dyn ToSql + Sync); 17] = [
+                    &id,
+                    &big(expected.0),
+                    &big(revision.0),
+                    &c.queue,
+                    &c.state,
+                    &c.lease_rank,
+                    &c.run_at,
+                    &c.group,
+                    &c.idempotency_key,
+                    &c.correlation_id,
+                    &c.callback_status,
+                    &c.due_kind,
+                    &c.due_at,
+                    &c.due_lease,
+                    &c.due_callback,
+                    &c.due_ttl,
+                    &record,
+                ];
+                conn.client
+                    .execute(&stmt, &params)
+                    .await
+                    .map_err(Failure::of)?
+            }
+            (Expect::At(expected), None) => {
+                let stmt = conn.stmt(DELETE_JOB).await.map_err(Failure::Engine)?;
+                conn.client
+                    .execute(&stmt, &[&id, &big(expected.0)])
+                    .await
+                    .map_err(Failure::of)?
+            }
+            (Expect::Absent, None) => 1,
+        };
+        if written != 1 {
+            return Ok(false);
+        }
+        gathered.change(change, self.history_ms > 0, &self.retention);
+        Ok(true)
+    }
+
+    // ---- one lease round -------------------------------------------------
+
+    async fn lease(
+        &self,
+        conn: &Conn,
+        queue: &str,
+        plan: &LeasePlan,
+        gathered: &mut Gathered,
+    ) -> std::result::Result<Committed, Failure> {
+        let mut settings = settings_plain(conn, queue).await?;
+        let limited = settings.limits.max_leased.is_some()
+            || settings.limits.rate_limit.is_some()
+            || settings.limits.group_max_leased.is_some();
+        if limited {
+            // Serializes the lease rounds of this queue across processes:
+            // the count read next is not exceeded by a concurrent round.
+            settings = settings_for_update(conn, queue).await?;
+        }
+        let leased = count(conn, queue, JobState::Leased).await?
+            + gathered
+                .counts
+                .get(&(queue.to_owned(), state_code(JobState::Leased)))
+                .copied()
+                .unwrap_or(0);
+        let mut round = plan.round(&settings, unbig(leased.max(0)));
+        let mut taken = Vec::new();
+        let mut after: (i32, i64, i64) = (i32::MIN, i64::MIN, i64::MIN);
+        let group_limit = settings.limits.group_max_leased.map(i64::from);
+        let mut group_counts: HashMap<String, u64> = HashMap::new();
+        while round.wants_more() {
+            let page: i64 = 64;
+            let stmt = conn.stmt(READY_PAGE).await.map_err(Failure::Engine)?;
+            let rows = conn
+                .client
+                .query(
+                    &stmt,
+                    &[&queue, &after.0, &after.1, &after.2, &group_limit, &page],
+                )
+                .await
+                .map_err(Failure::of)?;
+            if rows.is_empty() {
+                break;
+            }
+            let full = rows.len() as i64 == page;
+            let ids = conn.stmt(NEXT_IDS).await.map_err(Failure::Engine)?;
+            let lease_ids = conn
+                .client
+                .query(&ids, &[&(rows.len() as i64)])
+                .await
+                .map_err(Failure::of)?;
+            // The groups of this page not counted yet.
+            let missing: Vec<String> = rows
+                .iter()
+                .filter_map(|row| row.get::<_, Option<String>>(4))
+                .filter(|g| !group_counts.contains_key(g))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !missing.is_empty() {
+                let stmt = conn.stmt(GROUP_COUNTS).await.map_err(Failure::Engine)?;
+                for row in conn
+                    .client
+                    .query(&stmt, &[&queue, &missing])
+                    .await
+                    .map_err(Failure::of)?
+                {
+                    let group: String = row.get(0);
+                    let n: i64 = row.get(1);
+                    group_counts.insert(group, unbig(n));
+                }
+                for group in missing {
+                    let pending = gathered
+                        .groups
+                        .get(&(queue.to_owned(), group.clone()))
+                        .copied()
+                        .unwrap_or(0);
+                    let n = group_counts.entry(group).or_insert(0);
+                    *n = unbig((*n as i64).saturating_add(pending).max(0));
+                }
+            }
+            for (row, lease_row) in rows.iter().zip(&lease_ids) {
+                let rank: i32 = row.get(1);
+                let run_at: i64 = row.get(2);
+                let id: i64 = row.get(0);
+                after = (rank, run_at, id);
+                if !round.wants_more() {
+                    break;
+                }
+                let revision: i64 = row.get(3);
+                let bytes: Vec<u8> = row.get(5);
+                let (job, _) = codec::decode_job(&bytes).map_err(Failure::Engine)?;
+                let group_leased = job
+                    .group
+                    .as_ref()
+                    .and_then(|g| group_counts.get(g).copied())
+                    .unwrap_or(0);
+                let lease_id = LeaseId::from_u64(unbig(lease_row.get::<_, i64>(0)));
+                if let Offer::Take(outcome) = round.offer(&job, lease_id, group_leased) {
+                    let change = Change::of(
+                        crate::backend::Loaded {
+                            job,
+                            revision: Revision(unbig(revision)),
+                        },
+                        *outcome,
+                    );
+                    if !self.apply(conn, &change, gathered).await? {
+                        return Err(Failure::Engine(Error::Internal(format!(
+                            "job {id} changed under its row lock"
+                        ))));
+                    }
+                    taken.push(change);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        let end = round.finish();
+        if let Some(bucket) = end.bucket {
+            settings.bucket = Some(bucket);
+            put_settings(conn, queue, &settings).await?;
+        }
+        Ok(Committed {
+            applied: taken,
+            events: 0,
+            first_event: 0,
+            retry_at: end.retry_at,
+        })
+    }
+
+    // ---- the end of a batch ---------------------------------------------
+
+    /// Writes the batch's counts, events, history and wake-up; returns the
+    /// id of its first event.
+    async fn write_end(
+        &self,
+        conn: &Conn,
+        gathered: &mut Gathered,
+    ) -> std::result::Result<u64, Failure> {
+        let c = &conn.client;
+        let changed: Vec<_> = gathered.counts.iter().filter(|(_, d)| **d != 0).collect();
+        if !changed.is_empty() {
+            let queues: Vec<&str> = changed.iter().map(|((q, _), _)| q.as_str()).collect();
+            let states: Vec<i16> = changed.iter().map(|((_, s), _)| *s).collect();
+            let deltas: Vec<i64> = changed.iter().map(|(_, d)| **d).collect();
+            let stmt = conn.stmt(ADD_COUNTS).await.map_err(Failure::Engine)?;
+            c.execute(&stmt, &[&queues, &states, &deltas])
+                .await
+                .map_err(Failure::of)?;
+        }
+        let groups: Vec<_> = gathered.groups.iter().filter(|(_, d)| **d != 0).collect();
+        if !groups.is_empty() {
+            let queues: Vec<&str> = groups.iter().map(|((q, _), _)| q.as_str()).collect();
+            let names: Vec<&str> = groups.iter().map(|((_, g), _)| g.as_str()).collect();
+            let deltas: Vec<i64> = groups.iter().map(|(_, d)| **d).collect();
+            let stmt = conn.stmt(ADD_GROUPS).await.map_err(Failure::Engine)?;
+            c.execute(&stmt, &[&queues, &names, &deltas])
+                .await
+                .map_err(Failure::of)?;
+        }
+        let mut first_event = 0;
+        if !gathered.events.is_empty() {
+            let n = gathered.events.len() as i64;
+            let stmt = conn.stmt(TAKE_EVENT_IDS).await.map_err(Failure::Engine)?;
+            let row = c.query_one(&stmt, &[&n]).await.map_err(Failure::of)?;
+            let last: i64 = row.get(0);
+            let first = last - n + 1;
+            first_event = unbig(first);
+            let ids: Vec<i64> = (first..=last).collect();
+            let ats: Vec<i64> = gathered.events.iter().map(|(at, _)| *at).collect();
+            let records: Vec<&[u8]> = gathered.events.iter().map(|(_, r)| r.as_slice()).collect();
+            let stmt = conn.stmt(INSERT_EVENTS).await.map_err(Failure::Engine)?;
+            c.execute(&stmt, &[&ids, &ats, &records])
+                .await
+                .map_err(Failure::of)?;
+            gathered.wake.latest_event = unbig(last);
+        }
+        let history = std::mem::take(&mut gathered.history);
+        for ((queue, minute), added) in history {
+            self.write_history(conn, &queue, minute, &added).await?;
+        }
+        if !gathered.wake.is_empty() {
+            let payload = gathered.wake.payload(self.origin);
+            let stmt = conn.stmt(NOTIFY).await.map_err(Failure::Engine)?;
+            c.execute(&stmt, &[&payload]).await.map_err(Failure::of)?;
+        }
+        Ok(first_event)
+    }
+
+    /// Folds `added` into the stored minute, with the queue's depths as
+    /// the batch leaves them (see the embedded store's `write_history`).
+    async fn write_history(
+        &self,
+        conn: &Conn,
+        queue: &str,
+        minute: u64,
+        added: &Rollup,
+    ) -> std::result::Result<(), Failure> {
+        let c = &conn.client;
+        let read = conn
+            .stmt(HISTORY_FOR_UPDATE)
+            .await
+            .map_err(Failure::Engine)?;
+        let rows = c
+            .query(&read, &[&queue, &big(minute)])
+            .await
+            .map_err(Failure::of)?;
+        let mut rollup = match rows.first() {
+            Some(row) => codec::decode_rollup(row.get(0)).map_err(Failure::Engine)?,
+            None => {
+                if let Some(cutoff) = minute.checked_sub(self.history_ms) {
+                    let prune = conn.stmt(PRUNE_HISTORY).await.map_err(Failure::Engine)?;
+                    c.execute(&prune, &[&queue, &big(cutoff), &HISTORY_PRUNE])
+                        .await
+                        .map_err(Failure::of)?;
+                    let sweep = conn.stmt(SWEEP_HISTORY).await.map_err(Failure::Engine)?;
+                    c.execute(&sweep, &[&big(cutoff), &HISTORY_PRUNE])
+                        .await
+                        .map_err(Failure::of)?;
+                }
+                Rollup::default()
+            }
+        };
+        rollup.merge(added);
+        let counts = all_counts(conn, queue).await?;
+        let depths = Depths {
+            ready: counts.get(JobState::Ready),
+            scheduled: counts.get(JobState::Scheduled),
+            leased: counts.get(JobState::Leased),
+        };
+        rollup.depths = depths;
+        let put = conn.stmt(PUT_HISTORY).await.map_err(Failure::Engine)?;
+        let bytes = codec::encode_rollup(&rollup).map_err(Failure::Engine)?;
+        c.execute(&put, &[&queue, &big(minute), &bytes])
+            .await
+            .map_err(Failure::of)?;
+        // A later minute already written (a change whose time was taken
+        // just before the minute ended) gets the latest depths too.
+        let next = big(minute.saturating_add(HISTORY_MINUTE_MS));
+        let rows = c
+            .query(&read, &[&queue, &next])
+            .await
+            .map_err(Failure::of)?;
+        if let Some(row) = rows.first() {
+            let mut later = codec::decode_rollup(row.get(0)).map_err(Failure::Engine)?;
+            if later.depths != depths {
+                later.depths = depths;
+                let bytes = codec::encode_rollup(&later).map_err(Failure::Engine)?;
+                c.execute(&put, &[&queue, &next, &bytes])
+                    .await
+                    .map_err(Failure::of)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Gathered {
+    /// Gathers what the applied `change` implies.
+    fn change(&mut self, change: &Change, history_on: bool, retention: &crate::Retention) {
+        let old = change.old.as_ref();
+        let new = change.new_job();
+        let place = |job: &Job| (job.queue.clone(), state_code(job.state));
+        let (old_place, new_place) = (old.map(place), new.map(place));
+        if old_place != new_place {
+            if let Some(key) = old_place.clone() {
+                *self.counts.entry(key).or_default() -= 1;
+            }
+            if let Some(key) = new_place.clone() {
+                *self.counts.entry(key).or_default() += 1;
+            }
+            let group = new.or(old).and_then(|job| job.group.clone());
+            if let Some(group) = group {
+                let leased = state_code(JobState::Leased);
+                if let Some((queue, _)) = old_place.filter(|(_, s)| *s == leased) {
+                    *self.groups.entry((queue, group.clone())).or_default() -= 1;
+                }
+                if let Some((queue, _)) = new_place.filter(|(_, s)| *s == leased) {
+                    *self.groups.entry((queue, group)).or_default() += 1;
+                }
+            }
+        }
+        for event in change.outcome.events() {
+            let mut bytes = Vec::new();
+            // Encoding an event the rules built cannot fail; if it did,
+            // the event would be lost silently: say so loudly instead.
+            match codec::encode_item(event, &mut bytes) {
+                Ok(()) => self.events.push((big(event.at), bytes)),
+                Err(e) => tracing::error!(error = %e, "an event could not be encoded"),
+            }
+        }
+        if history_on {
+            if let Some(sample) = history::sample(old, &change.outcome) {
+                self.history
+                    .entry((sample.queue.clone(), sample.minute))
+                    .or_default()
+                    .add(&sample);
+            }
+        }
+        self.wake.change(change, retention);
+    }
+
+    fn absorb(&mut self, other: Gathered) {
+        for (key, delta) in other.counts {
+            *self.counts.entry(key).or_default() += delta;
+        }
+        for (key, delta) in other.groups {
+            *self.groups.entry(key).or_default() += delta;
+        }
+        self.events.extend(other.events);
+        for (key, rollup) in other.history {
+            self.history.entry(key).or_default().merge(&rollup);
+        }
+        self.wake.absorb(other.wake);
+    }
+}
+
+/// Why a batch's transaction did not commit.
+enum Failure {
+    /// A deadlock or serialization failure: run it again.
+    Retry,
+    /// The database refused or the connection failed.
+    Db(Error),
+    /// The engine's own error (encoding, an invariant).
+    Engine(Error),
+}
+
+impl Failure {
+    fn of(e: tokio_postgres::Error) -> Failure {
+        if is_retryable(&e) {
+            Failure::Retry
+        } else {
+            Failure::Db(db_error(e))
+        }
+    }
+}
+
+fn fail_all(batch: Vec<Op>, error: &Error) {
+    let again = || match error {
+        Error::Storage(e) => Error::Storage(crate::error::StorageError::new(e.to_string())),
+        Error::Corrupt(m) => Error::Corrupt(m.clone()),
+        other => Error::Internal(other.to_string()),
+    };
+    for op in batch {
+        match op {
+            Op::Commit { reply, .. } => {
+                let _ = reply.send(Err(again()));
+            }
+            Op::Lease { reply, .. } => {
+                let _ = reply.send(Err(again()));
+            }
+        }
+    }
+}
+
+async fn settings_plain(conn: &Conn, queue: &str) -> std::result::Result<QueueSettings, Failure> {
+    let stmt = conn.stmt(SETTINGS).await.map_err(Failure::Engine)?;
+    let rows = conn
+        .client
+        .query(&stmt, &[&queue])
+        .await
+        .map_err(Failure::of)?;
+    decode_settings_rows(&rows)
+}
+
+async fn settings_for_update(
+    conn: &Conn,
+    queue: &str,
+) -> std::result::Result<QueueSettings, Failure> {
+    let stmt = conn
+        .stmt(SETTINGS_FOR_UPDATE)
+        .await
+        .map_err(Failure::Engine)?;
+    let rows = conn
+        .client
+        .query(&stmt, &[&queue])
+        .await
+        .map_err(Failure::of)?;
+    decode_settings_rows(&rows)
+}
+
+fn decode_settings_rows(
+    rows: &[tokio_postgres::Row],
+) -> std::result::Result<QueueSettings, Failure> {
+    match rows.first() {
+        Some(row) => codec::decode_settings(row.get(0)).map_err(Failure::Engine),
+        None => Ok(QueueSettings::default()),
+    }
+}
+
+async fn put_settings(
+    conn: &Conn,
+    queue: &str,
+    settings: &QueueSettings,
+) -> std::result::Result<(), Failure> {
+    let bytes = codec::encode_settings(settings).map_err(Failure::Engine)?;
+    let stmt = conn.stmt(PUT_SETTINGS).await.map_err(Failure::Engine)?;
+    conn.client
+        .execute(&stmt, &[&queue, &bytes])
+        .await
+        .map_err(Failure::of)?;
+    Ok(())
+}
+
+async fn count(conn: &Conn, queue: &str, state: JobState) -> std::result::Result<i64, Failure> {
+    let stmt = conn.stmt(COUNT).await.map_err(Failure::Engine)?;
+    let rows = conn
+        .client
+        .query(&stmt, &[&queue, &state_code(state)])
+        .await
+        .map_err(Failure::of)?;
+    Ok(rows.first().map(|row| row.get::<_, i64>(0)).unwrap_or(0))
+}
+
+async fn all_counts(
+    conn: &Conn,
+    queue: &str,
+) -> std::result::Result<crate::counts::Counts, Failure> {
+    let stmt = conn.stmt(super::COUNTS).await.map_err(Failure::Engine)?;
+    let rows = conn
+        .client
+        .query(&stmt, &[&queue])
+        .await
+        .map_err(Failure::of)?;
+    Ok(super::counts_of(&rows))
+}
+
+/// Writes a schedule change if its expectation holds.
+async fn apply_schedule(
+    conn: &Conn,
+    change: &ScheduleChange,
+) -> std::result::Result<bool, Failure> {
+    let revision = match change.expect {
+        Expect::Absent => Revision(1),
+        Expect::At(revision) => revision.next(),
+    };
+    let c = &conn.client;
+    let n = match (&change.new, change.expect) {
+        (Some(schedule), expect) => {
+            let bytes = codec::encode_schedule(schedule, revision).map_err(Failure::Engine)?;
+            let due = schedule.next_run_at.filter(|_| !schedule.paused).map(big);
+            match expect {
+                Expect::Absent => {
+                    let stmt = conn.stmt(INSERT_SCHEDULE).await.map_err(Failure::Engine)?;
+                    c.execute(&stmt, &[&change.name, &big(revision.0), &due, &bytes])
+                        .await
+                        .map_err(Failure::of)?
+                }
+                Expect::At(expected) => {
+                    let stmt = conn.stmt(UPDATE_SCHEDULE).await.map_err(Failure::Engine)?;
+                    c.execute(
+                        &stmt,
+                        &[
+                            &change.name,
+                            &big(expected.0),
+                            &big(revision.0),
+                            &due,
+                            &bytes,
+                        ],
+                    )
+                    .await
+                    .map_err(Failure::of)?
+                }
+            }
+        }
+        (None, Expect::At(expected)) => {
+            let stmt = conn.stmt(DELETE_SCHEDULE).await.map_err(Failure::Engine)?;
+            c.execute(&stmt, &[&change.name, &big(expected.0)])
+                .await
+                .map_err(Failure::of)?
+        }
+        (None, Expect::Absent) => 1,
+    };
+    Ok(n == 1)
+}
+
+/// The id of a job in a row.
+pub(crate) fn job_id(v: i64) -> JobId {
+    JobId::from_u64(unbig(v))
+}
+
+const INSERT_JOB: &str = "INSERT INTO queue_jobs (id, revision, queue, state, lease_rank, run_at, \
+    grp, idempotency_key, correlation_id, callback_status, due_kind, due_at, due_lease, \
+    due_callback, due_ttl, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+    $13, $14, $15, $16) ON CONFLICT DO NOTHING";
+const UPDATE_JOB: &str = "UPDATE queue_jobs SET revision = $3, queue = $4, state = $5, \
+    lease_rank = $6, run_at = $7, grp = $8, idempotency_key = $9, correlation_id = $10, \
+    callback_status = $11, due_kind = $12, due_at = $13, due_lease = $14, due_callback = $15, \
+    due_ttl = $16, record = $17 WHERE id = $1 AND revision = $2";
+const DELETE_JOB: &str = "DELETE FROM queue_jobs WHERE id = $1 AND revision = $2";
+/// The next ready jobs in lease order after a position, skipping those
+/// other transactions hold and (when the queue has a group limit) the
+/// groups at it.
+const READY_PAGE: &str = "SELECT id, lease_rank, run_at, revision, grp, record FROM queue_jobs \
+    WHERE queue = $1 AND state = 1 AND (lease_rank, run_at, id) > ($2, $3, $4) \
+    AND ($5::bigint IS NULL OR grp IS NULL OR grp NOT IN (SELECT g.grp FROM queue_group_leased g \
+    WHERE g.queue = $1 AND g.n >= $5)) \
+    ORDER BY lease_rank, run_at, id LIMIT $6 FOR UPDATE SKIP LOCKED";
+const NEXT_IDS: &str = "SELECT nextval('queue_ids') FROM generate_series(1, $1::bigint)";
+const GROUP_COUNTS: &str =
+    "SELECT grp, n FROM queue_group_leased WHERE queue = $1 AND grp = ANY($2)";
+const SETTINGS: &str = "SELECT record FROM queue_settings WHERE queue = $1";
+const SETTINGS_FOR_UPDATE: &str = "SELECT record FROM queue_settings WHERE queue = $1 FOR UPDATE";
+const PUT_SETTINGS: &str = "INSERT INTO queue_settings (queue, record) VALUES ($1, $2) \
+    ON CONFLICT (queue) DO UPDATE SET record = excluded.record";
+const COUNT: &str = "SELECT n FROM queue_counts WHERE queue = $1 AND state = $2";
+const ADD_COUNTS: &str = "INSERT INTO queue_counts (queue, state, n) \
+    SELECT * FROM unnest($1::text[], $2::smallint[], $3::bigint[]) \
+    ON CONFLICT (queue, state) DO UPDATE SET n = queue_counts.n + excluded.n";
+const ADD_GROUPS: &str = "INSERT INTO queue_group_leased (queue, grp, n) \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
+    ON CONFLICT (queue, grp) DO UPDATE SET n = queue_group_leased.n + excluded.n";
+const TAKE_EVENT_IDS: &str =
+    "UPDATE queue_meta SET value = value + $1 WHERE key = 'last_event' RETURNING value";
+const INSERT_EVENTS: &str = "INSERT INTO queue_events (id, at, record) \
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])";
+const NOTIFY: &str = "SELECT pg_notify('queue_wake', $1)";
+const HISTORY_FOR_UPDATE: &str =
+    "SELECT record FROM queue_history WHERE queue = $1 AND minute = $2 FOR UPDATE";
+const PUT_HISTORY: &str = "INSERT INTO queue_history (queue, minute, record) VALUES ($1, $2, $3) \
+    ON CONFLICT (queue, minute) DO UPDATE SET record = excluded.record";
+/// A queue's minutes older than the cutoff but the newest of them (its
+/// depths carry forward), a bounded number at a time.
+const PRUNE_HISTORY: &str = "DELETE FROM queue_history WHERE ctid IN (SELECT ctid FROM \
+    queue_history WHERE queue = $1 AND minute < $2 AND minute < (SELECT max(minute) FROM \
+    queue_history WHERE queue = $1 AND minute < $2) ORDER BY minute LIMIT $3)";
+/// The same over every queue (those gone idle).
+const SWEEP_HISTORY: &str = "DELETE FROM queue_history WHERE ctid IN (SELECT h.ctid FROM \
+    queue_history h WHERE h.minute < $1 AND h.minute < (SELECT max(o.minute) FROM \
+    queue_history o WHERE o.queue = h.queue AND o.minute < $1) LIMIT $2)";
+const INSERT_SCHEDULE: &str = "INSERT INTO queue_schedules (name, revision, next_run_at, record) \
+    VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+const UPDATE_SCHEDULE: &str = "UPDATE queue_schedules SET revision = $3, next_run_at = $4, \
+    record = $5 WHERE name = $1 AND revision = $2";
+const DELETE_SCHEDULE: &str = "DELETE FROM queue_schedules WHERE name = $1 AND revision = $2";
