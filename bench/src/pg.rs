@@ -478,9 +478,12 @@ impl ServerProcess {
     fn start(url: &str, data_dir: &Path) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe().context("finding the bench binary")?;
         let mut child = Command::new(exe)
-            .args(["pg-serve", "--listen", "127.0.0.1:0", "--database-url", url])
+            .args(["pg-serve", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
+            // The environment rather than `--database-url`: a URL with a
+            // password does not show in the process list.
+            .env("QUEUE_DATABASE_URL", url)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -546,9 +549,10 @@ impl Drop for ServerProcess {
 /// The line `bench pg-serve` prints once it listens, before its address.
 const LISTENING: &str = "listening on ";
 
-/// `bench pg-serve`: one `queue-server`, with its flags, that prints its
-/// address on stdout once it listens and stops gracefully when its stdin
-/// closes (so the harness needs no signals). No log output.
+/// `bench pg-serve`: one `queue-server` on a PostgreSQL database, with
+/// `queue-server`'s flags, that prints its address on stdout once it
+/// listens and stops gracefully when its stdin closes (so the harness needs
+/// no signals). No log output.
 ///
 /// # Errors
 /// The store does not open, the address cannot be bound, or the server
@@ -558,6 +562,12 @@ pub fn serve(args: &queue_server::cli::Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("building the server runtime")?;
+    ensure!(
+        args.database_url
+            .as_deref()
+            .is_some_and(|url| !url.is_empty()),
+        "pg-serve serves a PostgreSQL database: give --database-url or QUEUE_DATABASE_URL"
+    );
     runtime.block_on(async {
         let config = args.queue_config();
         let queue = tokio::task::spawn_blocking(move || queue_core::Queue::open_with(config))
