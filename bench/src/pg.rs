@@ -210,11 +210,12 @@ pub fn run(args: &PgArgs) -> anyhow::Result<()> {
             "graphile-worker and bullmq are not installed: run bench/peers/setup.sh first"
         );
     }
-    require("psql")?;
+    // The script installs PostgreSQL (psql with it) when it is missing.
     let admin = match &args.database_url {
         Some(url) => url.clone(),
         None => project_cluster()?,
     };
+    require("psql")?;
     let cluster = Cluster::new(&admin)?;
     let settings = cluster.settings()?;
 
