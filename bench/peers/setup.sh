@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the benchmark's peer systems: beanstalkd and redis-server from
-# Debian's packages, and BullMQ (pinned in bench/peers/bullmq/package.json and
-# package-lock.json) from npm. Nothing is fetched from anywhere else.
+# Debian's packages, BullMQ (pinned in bench/peers/bullmq/package.json and
+# package-lock.json) from npm, and the PostgreSQL peers of `bench pg`
+# (graphile-worker and BullMQ with its PostgreSQL backend, pinned in
+# bench/peers/pg/) from npm. Nothing is fetched from anywhere else.
+# PostgreSQL itself comes from scripts/postgres.sh.
 #
 # Idempotent: packages already present are left alone, and `npm ci` only runs
 # when node_modules is missing or was installed from a different lock file.
@@ -118,6 +121,24 @@ else
   log "node_modules matches package-lock.json"
 fi
 
+# --- graphile-worker and BullMQ's PostgreSQL backend from npm (bench pg) ---
+
+npm_ci_pinned() {
+  local dir="$1" what="$2" stamp
+  (
+    cd "$dir"
+    stamp=node_modules/.bench-peers-lock.sha256
+    if [ ! -d node_modules ] || [ ! -f "$stamp" ] || ! sha256sum --status -c "$stamp" 2>/dev/null; then
+      log "installing $what from $dir/package-lock.json (npm ci)"
+      npm ci --no-audit --no-fund --ignore-scripts >&2
+      sha256sum package-lock.json >"$stamp"
+    else
+      log "$dir/node_modules matches package-lock.json"
+    fi
+  )
+}
+npm_ci_pinned "$here/pg" "graphile-worker and BullMQ (PostgreSQL peers)"
+
 bullmq_version="$(node -p "require('./node_modules/bullmq/package.json').version")"
 ioredis_version="$(node -p "require('./node_modules/ioredis/package.json').version")"
 
@@ -125,3 +146,7 @@ printf 'beanstalkd:   %s\n' "$(beanstalkd -v 2>&1 | head -n1)"
 printf 'redis-server: %s\n' "$(redis-server --version | head -n1)"
 printf 'node:         %s\n' "$(node --version)"
 printf 'bullmq:       %s (ioredis %s)\n' "$bullmq_version" "$ioredis_version"
+printf 'pg peers:     graphile-worker %s, bullmq %s, pg %s\n' \
+  "$(node -p "require('$here/pg/node_modules/graphile-worker/package.json').version")" \
+  "$(node -p "require('$here/pg/node_modules/bullmq/package.json').version")" \
+  "$(node -p "require('$here/pg/node_modules/pg/package.json').version")"

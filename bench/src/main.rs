@@ -19,7 +19,10 @@
 //!   groups, and with a busy group of 100,000 ready jobs beside them;
 //! - `ops` measures what the operator tools cost: HTTP enqueue then drain
 //!   with history off, on, and on with an event subscriber like the
-//!   dashboard's.
+//!   dashboard's;
+//! - `pg` runs enqueue then drain on the PostgreSQL backend with one, two
+//!   and three `queue-server` processes on one database, against
+//!   graphile-worker and BullMQ's PostgreSQL backend on the same cluster.
 //!
 //! All of them reuse [`stats`] for latency summaries and [`report`] for the
 //! table.
@@ -40,6 +43,9 @@
 //!     [--max-seconds S] [--dir PATH] [--smoke]
 //! cargo run --release -p bench -- ops [--jobs 20000] [--concurrency 32] \
 //!     [--runs 3] [--durability sync|periodic] [--max-seconds S] [--dir PATH] [--smoke]
+//! cargo run --release -p bench -- pg [--jobs 10000] [--concurrency 32] [--runs 3] \
+//!     [--servers 1,2,3] [--systems ours,graphile,bullmq] [--payload-bytes 200] \
+//!     [--max-seconds S] [--database-url URL] [--smoke]
 //! ```
 //!
 //! See `BENCHMARKS.md` at the repository root for what each phase measures.
@@ -53,6 +59,7 @@ mod http;
 mod limits;
 mod ops;
 mod peers;
+mod pg;
 mod push;
 mod report;
 mod sdk;
@@ -107,6 +114,17 @@ enum Mode {
     /// connections: the time for each new well-behaved client to be served,
     /// against the 2 s target.
     Shed(shed::ShedArgs),
+    /// Enqueue then drain on the PostgreSQL backend with one, two and three
+    /// servers on one database, against graphile-worker and BullMQ's
+    /// PostgreSQL backend on the same cluster; medians of alternating
+    /// rounds, every job drained exactly once (`--smoke`: ours only, tiny
+    /// N, for CI).
+    Pg(pg::PgArgs),
+    /// One `queue-server` (its own flags) that prints its address once it
+    /// listens and stops when its stdin closes: the server processes of
+    /// `bench pg`.
+    #[command(hide = true)]
+    PgServe(queue_server::cli::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -121,5 +139,7 @@ fn main() -> anyhow::Result<()> {
         Mode::Limits(args) => limits::run(&args),
         Mode::Ops(args) => ops::run(&args),
         Mode::Shed(args) => shed::run(&args),
+        Mode::Pg(args) => pg::run(&args),
+        Mode::PgServe(args) => pg::serve(&args),
     }
 }
