@@ -7,7 +7,9 @@
 //! - `http` drives the real `queue-server`, started in-process on loopback,
 //!   over C keep-alive HTTP/1.1 connections;
 //! - `compare` runs both back to back and prints one table;
-//! - `peers` compares ours with beanstalkd and Redis + BullMQ;
+//! - `peers` compares ours with beanstalkd, Redis + BullMQ and the physical
+//!   limit of the disk behind a minimal HTTP server (`--targets`: the
+//!   performance targets' rows, three rounds, ratios and medians);
 //! - `sdk` compares the typed client SDK (`queue-client`, async and
 //!   blocking, producers and workers) with raw HTTP load generators (one
 //!   event loop, and one OS thread per connection);
@@ -40,6 +42,9 @@
 //!     [--max-seconds S] [--dir PATH] [--smoke]
 //! cargo run --release -p bench -- ops [--jobs 20000] [--concurrency 32] \
 //!     [--runs 3] [--durability sync|periodic] [--max-seconds S] [--dir PATH] [--smoke]
+//! cargo run --release -p bench -- peers [--jobs N] [--concurrency 1,8,64] \
+//!     [--systems embedded,http,limit,beanstalkd,bullmq] [--smoke]
+//! cargo run --release -p bench -- peers --targets [--rounds 3] [--cpu-baseline-us US]
 //! ```
 //!
 //! See `BENCHMARKS.md` at the repository root for what each phase measures.
@@ -50,6 +55,7 @@ mod compare;
 mod core;
 mod fsync;
 mod http;
+mod limit;
 mod limits;
 mod ops;
 mod peers;
@@ -81,8 +87,9 @@ enum Mode {
     /// Both: the embedded mode, then the HTTP mode with the same options;
     /// one combined table and the HTTP / embedded ratio.
     Compare(core::CoreArgs),
-    /// Ours (embedded and HTTP) against beanstalkd and Redis + BullMQ, same
-    /// workload, same run (`--smoke`: ours only, tiny N, for CI).
+    /// Ours (embedded and HTTP) against beanstalkd, Redis + BullMQ and the
+    /// physical limit, same workload, same run (`--smoke`: ours and the
+    /// limit only, tiny N, for CI; `--targets`: the targets' ratios).
     Peers(peers::PeersArgs),
     /// The client SDK (async and blocking producers, async and blocking
     /// workers) against raw HTTP on the same durable server; SDK / raw
