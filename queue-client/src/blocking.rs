@@ -370,6 +370,18 @@ impl Client {
             .run(|c| async move { c.requeue_dead(queue, ids).await })
     }
 
+    /// See [`crate::Client::settle`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn settle(
+        &self,
+        queue: &str,
+        request: crate::SettleRequest,
+    ) -> Result<crate::Settled<Leased<serde_json::Value>>> {
+        self.queue::<serde_json::Value>(queue).settle(request)
+    }
+
     /// See [`crate::Client::purge_dead`].
     ///
     /// # Errors
@@ -733,6 +745,29 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
                 }
             })
             .collect())
+    }
+
+    /// See [`crate::TypedQueue::settle`].
+    ///
+    /// # Errors
+    /// As there, plus [`Error::BlockingInRuntime`].
+    pub fn settle(&self, request: crate::SettleRequest) -> Result<crate::Settled<Leased<T>>> {
+        let settled = self.run(|q| async move { q.settle(request).await })?;
+        Ok(crate::Settled {
+            results: settled.results,
+            jobs: settled
+                .jobs
+                .into_iter()
+                .map(|leased| {
+                    let (job, lease_id) = leased.into_parts();
+                    Leased {
+                        shared: Arc::clone(&self.shared),
+                        job,
+                        lease_id,
+                    }
+                })
+                .collect(),
+        })
     }
 
     /// See [`crate::TypedQueue::stats`].

@@ -325,6 +325,22 @@ impl Client {
         self.transport().requeue_dead(queue, &request).await
     }
 
+    /// Settles many leased jobs of `queue` and, once that is durable,
+    /// leases the next ones, in one request: see
+    /// [`TypedQueue::settle`](crate::TypedQueue::settle), whose leased
+    /// payloads are typed; here they are JSON values.
+    ///
+    /// # Errors
+    /// As [`TypedQueue::settle`](crate::TypedQueue::settle), and
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) for a bad name.
+    pub async fn settle(
+        &self,
+        queue: &str,
+        request: crate::SettleRequest,
+    ) -> Result<crate::Settled<crate::Leased<serde_json::Value>>> {
+        self.queue::<serde_json::Value>(queue).settle(request).await
+    }
+
     /// Deletes every dead job of `queue`; returns how many. Durable on
     /// return.
     ///

@@ -218,6 +218,7 @@ mod limits;
 mod options;
 mod queue;
 mod schedule;
+mod settle;
 mod transport;
 mod worker;
 
@@ -238,4 +239,5 @@ pub use queue_proto::{
     History, HistoryPoint, HistoryQuery, JobState, QueueLimits, QueueStats, RateLimit,
 };
 pub use schedule::{Schedule, ScheduleBuilder};
+pub use settle::{SettleOutcome, SettleRequest, Settled};
 pub use worker::{ShutdownHandle, Worker, WorkerReport};

@@ -14,7 +14,10 @@ use crate::job::{DeadPage, JobPage};
 use crate::lease::{Held, heartbeat_lease, settle_complete, settle_fail, settle_release};
 use crate::options::millis;
 use crate::transport::{Brief, EventSource, JobView};
-use crate::{Client, EnqueueOptions, Error, EventStream, Failure, Job, JobId, Result};
+use crate::{
+    Client, EnqueueOptions, Error, EventStream, Failure, Job, JobId, Result, SettleOutcome,
+    SettleRequest, Settled,
+};
 
 /// The longest single server-side wait; longer waits are chained.
 const MAX_WAIT: Duration = Duration::from_millis(MAX_WAIT_MS);
@@ -308,31 +311,42 @@ where
             .transport()
             .lease(&self.name, &options.to_request())
             .await?;
-        let mut leased = Vec::with_capacity(jobs.len());
-        for mut job in jobs {
-            let lease_id = job.lease_id.take().unwrap_or_default();
-            let id = job.id.clone();
-            let correlation_id = job.correlation_id.clone();
-            match Job::<T>::from_wire(job) {
-                Ok(job) => leased.push(Leased {
-                    client: self.client.clone(),
-                    job,
-                    lease_id,
-                }),
-                Err(e) => {
-                    let failure = Failure::permanent(e.to_string());
-                    let held = Held {
-                        id: &id,
-                        lease_id: &lease_id,
-                        correlation_id: correlation_id.as_deref(),
-                    };
-                    if let Err(fail_error) = settle_fail(&self.client, held, &failure).await {
-                        tracing::warn!(job = %id, error = %fail_error, "could not fail an undecodable job");
-                    }
-                }
-            }
-        }
-        Ok(leased)
+        Ok(take_leased(&self.client, jobs).await)
+    }
+
+    /// Settles many of this queue's leased jobs and, once that is durable,
+    /// leases the next ones, in one request (`POST
+    /// /v1/queues/{queue}/settle`): each completion or failure is settled
+    /// as [`Leased::complete`] or [`Leased::fail`] would settle it, and all
+    /// of them are committed together. A leased job whose payload does not
+    /// decode as `T` is failed at once, as with [`TypedQueue::lease`].
+    ///
+    /// Not retried: a request whose answer was lost may have settled its
+    /// items (a retry would get `lease_lost` for them) and leased jobs that
+    /// then wait for their lease to expire.
+    ///
+    /// # Errors
+    /// The whole request, nothing changed: [`Error::InvalidRequest`] for
+    /// more than 1,000 items, an out-of-range retry delay or lease option;
+    /// [`Error::PayloadTooLarge`]; transport errors. An item that is not
+    /// settled is not an error of the call: see [`SettleOutcome`].
+    pub async fn settle(&self, request: SettleRequest) -> Result<Settled<Leased<T>>> {
+        crate::settle::check(&request)?;
+        let reply = self
+            .client
+            .transport()
+            .settle(&self.name, &request.wire, None)
+            .await?;
+        let results = reply
+            .results
+            .into_iter()
+            .map(|item| SettleOutcome {
+                id: JobId::from(item.id.clone()),
+                outcome: item.outcome().map(|job| job.state),
+            })
+            .collect();
+        let jobs = take_leased(&self.client, reply.jobs).await;
+        Ok(Settled { results, jobs })
     }
 
     /// This queue's counts.
@@ -645,6 +659,40 @@ impl LeaseOptions {
             worker: self.worker.clone(),
         }
     }
+}
+
+/// Leased jobs from the wire as [`Leased`] handles; one whose payload does
+/// not decode as `T` is failed permanently (no retry could decode it) and
+/// left out.
+pub(crate) async fn take_leased<T: DeserializeOwned>(
+    client: &Client,
+    jobs: Vec<queue_proto::Job>,
+) -> Vec<Leased<T>> {
+    let mut leased = Vec::with_capacity(jobs.len());
+    for mut job in jobs {
+        let lease_id = job.lease_id.take().unwrap_or_default();
+        let id = job.id.clone();
+        let correlation_id = job.correlation_id.clone();
+        match Job::<T>::from_wire(job) {
+            Ok(job) => leased.push(Leased {
+                client: client.clone(),
+                job,
+                lease_id,
+            }),
+            Err(e) => {
+                let failure = Failure::permanent(e.to_string());
+                let held = Held {
+                    id: &id,
+                    lease_id: &lease_id,
+                    correlation_id: correlation_id.as_deref(),
+                };
+                if let Err(fail_error) = settle_fail(client, held, &failure).await {
+                    tracing::warn!(job = %id, error = %fail_error, "could not fail an undecodable job");
+                }
+            }
+        }
+    }
+    leased
 }
 
 /// A job leased by [`TypedQueue::lease`]: the job and the lease that fences

@@ -5,17 +5,20 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use queue_proto::limits::{MAX_LEASE_JOBS, MAX_WAIT_MS};
-use queue_proto::{HeartbeatRequest, JobState, LeaseRequest, RawValue};
+use queue_proto::limits::{MAX_BATCH, MAX_LEASE_JOBS, MAX_WAIT_MS};
+use queue_proto::{
+    HeartbeatRequest, JobState, LeaseRequest, RawValue, SettleComplete, SettleFail, SettleRequest,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, Span};
 
 use crate::job::{ProgressSlot, WorkerLink};
 use crate::lease::{Held, settle_complete, settle_fail, settle_release};
 use crate::options::millis;
+use crate::transport::Brief;
 use crate::{Client, Error, Failure, Job, Result};
 
 /// Stops a [`Worker`] from anywhere: clone it, pass it to a signal handler
@@ -77,6 +80,15 @@ pub struct WorkerReport {
 /// carries on. Leasing long-polls the server, so an idle worker costs one
 /// request per [`poll_wait`](Worker::poll_wait).
 ///
+/// A busy worker costs one request per job: a finished job is settled and
+/// its slot refilled in one `POST /v1/queues/{queue}/settle`, which leases
+/// as many jobs as it settles; the results of handlers that finish while a
+/// settle is on its way go together in the next one (nothing waits for a
+/// batch to fill: a lone result is sent at once). Slots the settle could
+/// not refill go back to the lease long-polls. See
+/// [`settle_and_lease`](Worker::settle_and_lease) for the one-call-per-job
+/// way (for servers older than release 1.1).
+///
 /// The handler gets the job's [`correlation_id`](Job::correlation_id) and
 /// [`headers`](Job::headers), and may report progress with
 /// [`Job::progress`]. It runs inside a `tracing` span named `job` with the
@@ -84,7 +96,9 @@ pub struct WorkerReport {
 /// lines (and the worker's own about the job) carry them. Every call the
 /// worker makes about the job (heartbeat, complete, fail, release) sends
 /// the correlation id as `X-Request-Id`, so the server's log lines of the
-/// job's whole life share it.
+/// job's whole life share it. (A settle of several jobs at once carries
+/// no `X-Request-Id`: each job's log lines on the server still carry its
+/// correlation id.)
 ///
 /// A handler that never fails: either name the error type once,
 /// `Ok::<_, Failure>(value)` (Rust cannot infer it from `Ok` alone), or
@@ -152,6 +166,7 @@ pub(crate) struct WorkerConfig {
     poll_wait: Duration,
     shutdown_timeout: Duration,
     name: Option<String>,
+    settle: bool,
 }
 
 impl Worker {
@@ -169,6 +184,7 @@ impl Worker {
                 poll_wait: Duration::from_secs(5),
                 shutdown_timeout: Duration::from_secs(30),
                 name: None,
+                settle: true,
             },
             shutdown: ShutdownHandle::new(),
         }
@@ -210,6 +226,19 @@ impl Worker {
     /// A label shown on the jobs this worker holds and in the server's logs.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = Some(name.into());
+        self
+    }
+
+    /// Whether finished jobs are settled, and their slots refilled, with
+    /// `POST /v1/queues/{queue}/settle` (the default: one request per job,
+    /// the results of handlers finishing together in one request). With
+    /// `false`, each job is completed or failed by a call of its own, and
+    /// new jobs come only from the lease long-polls: two requests per job,
+    /// as servers before release 1.1 (which lack the settle route) need.
+    /// A server that refuses the settle route is also answered this way,
+    /// one call per job, whatever this says.
+    pub fn settle_and_lease(mut self, enabled: bool) -> Self {
+        self.config.settle = enabled;
         self
     }
 
@@ -369,6 +398,7 @@ pub(crate) fn encode_result<R: Serialize>(
 }
 
 /// What became of one leased job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Completed,
     Failed,
@@ -385,6 +415,51 @@ const MAX_POLLERS: usize = 8;
 /// The largest concurrency a worker accepts.
 const MAX_CONCURRENCY: usize = 10_000;
 
+/// The most settle requests one worker keeps in flight: results that come
+/// in while they are on their way wait for the next one, together.
+const MAX_SETTLERS: usize = 4;
+
+/// How a handler's run ended: what to tell the server.
+#[derive(Debug)]
+enum Verdict {
+    Complete(Box<RawValue>),
+    Fail(Failure),
+}
+
+/// What [`run_job`] leaves to do.
+enum Done {
+    /// The job is settled (or given up): count it.
+    Outcome(Outcome),
+    /// Settle the job with the next settle request.
+    Settle(Verdict),
+}
+
+/// A finished job waiting for a settle request, with the slot it holds
+/// (given back, or to a job the settle leases, once it is settled and
+/// counted) and its span (the settle's log lines about it go there).
+struct Finished<T> {
+    context: Arc<Context<T>>,
+    id: String,
+    lease_id: String,
+    correlation_id: Option<String>,
+    verdict: Verdict,
+    permit: OwnedSemaphorePermit,
+    span: Span,
+}
+
+impl<T> Finished<T> {
+    fn held(&self) -> Held<'_> {
+        Held {
+            id: &self.id,
+            lease_id: &self.lease_id,
+            correlation_id: self.correlation_id.as_deref(),
+        }
+    }
+}
+
+/// The finished jobs the settlers take from.
+type Settles<T> = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished<T>>>>;
+
 struct Context<T> {
     config: WorkerConfig,
     spawn: Spawn<T>,
@@ -398,6 +473,11 @@ struct Context<T> {
     abort: watch::Sender<bool>,
     report: Mutex<WorkerReport>,
     fatal: Mutex<Option<Error>>,
+    /// Where finished jobs go to be settled together (when the worker
+    /// settles with `/settle`). The settlers end once every holder of the
+    /// context is gone (so jobs still running when `run`'s future is
+    /// dropped are settled in the background too).
+    settles: Option<mpsc::UnboundedSender<Finished<T>>>,
 }
 
 impl<T> Context<T> {
@@ -441,6 +521,16 @@ where
         .max(Duration::from_millis(1));
     let concurrency = config.concurrency;
     let shutdown_timeout = config.shutdown_timeout;
+    let settles = if config.settle {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let receiver: Settles<T> = Arc::new(tokio::sync::Mutex::new(receiver));
+        for _ in 0..concurrency.min(MAX_SETTLERS) {
+            tokio::spawn(settler(Arc::clone(&receiver)));
+        }
+        Some(sender)
+    } else {
+        None
+    };
     let context = Arc::new(Context {
         config,
         spawn,
@@ -450,6 +540,7 @@ where
         abort: watch::channel(false).0,
         report: Mutex::new(WorkerReport::default()),
         fatal: Mutex::new(None),
+        settles,
     });
     let mut pollers = JoinSet::new();
     for _ in 0..concurrency.min(MAX_POLLERS) {
@@ -535,24 +626,7 @@ where
         {
             Ok(jobs) => {
                 errors_in_row = 0;
-                let stopping = *stop.borrow();
-                for job in jobs {
-                    match held.pop() {
-                        Some(permit) if !stopping => {
-                            let context = Arc::clone(&context);
-                            let span = job_span(&job);
-                            tokio::spawn(
-                                async move {
-                                    let outcome = run_job(&context, job, Span::current()).await;
-                                    context.record(outcome);
-                                    drop(permit);
-                                }
-                                .instrument(span),
-                            );
-                        }
-                        _ => context.record(give_back(&config.client, job).await),
-                    }
-                }
+                start_jobs(&context, jobs, held).await;
             }
             Err(e) if e.is_transient() => {
                 let pause = Duration::from_millis(100)
@@ -580,6 +654,281 @@ where
     }
 }
 
+/// Starts `jobs`, each with one of the slots `held` (the rest are given
+/// back), or gives them back if the worker is stopping.
+async fn start_jobs<T>(
+    context: &Arc<Context<T>>,
+    jobs: Vec<queue_proto::Job>,
+    mut held: Vec<OwnedSemaphorePermit>,
+) where
+    T: DeserializeOwned + Send + 'static,
+{
+    let stopping = *context.stop.borrow();
+    for job in jobs {
+        match held.pop() {
+            Some(permit) if !stopping => {
+                let context = Arc::clone(context);
+                let span = job_span(&job);
+                tokio::spawn(
+                    async move {
+                        let id = job.id.clone();
+                        let lease_id = job.lease_id.clone().unwrap_or_default();
+                        let correlation_id = job.correlation_id.clone();
+                        match run_job(&context, job, Span::current()).await {
+                            Done::Outcome(outcome) => {
+                                context.record(outcome);
+                                drop(permit);
+                            }
+                            Done::Settle(verdict) => {
+                                let finished = Finished {
+                                    context: Arc::clone(&context),
+                                    id,
+                                    lease_id,
+                                    correlation_id,
+                                    verdict,
+                                    permit,
+                                    span: Span::current(),
+                                };
+                                let unsent = match &context.settles {
+                                    Some(settles) => settles.send(finished).err().map(|e| e.0),
+                                    None => Some(finished),
+                                };
+                                // No settler (cannot happen while the
+                                // context lives): settle alone.
+                                if let Some(finished) = unsent {
+                                    let Finished {
+                                        id,
+                                        lease_id,
+                                        correlation_id,
+                                        verdict,
+                                        permit,
+                                        ..
+                                    } = finished;
+                                    let held = Held {
+                                        id: &id,
+                                        lease_id: &lease_id,
+                                        correlation_id: correlation_id.as_deref(),
+                                    };
+                                    let client = &context.config.client;
+                                    let outcome = settle_alone(client, held, verdict).await;
+                                    context.record(outcome);
+                                    drop(permit);
+                                }
+                            }
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
+            _ => context.record(give_back(&context.config.client, job).await),
+        }
+    }
+}
+
+/// One settler: takes the finished jobs waiting (at least one; at most a
+/// request's worth, without waiting for more) and settles them in one
+/// request, until the worker and its jobs are gone.
+async fn settler<T>(settles: Settles<T>)
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    loop {
+        let batch = {
+            let mut receiver = settles.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(finished) => batch.push(finished),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        settle_batch(batch).await;
+    }
+}
+
+/// Settles `batch` in one request that also leases as many jobs as it
+/// settles (none once the worker is stopping), counts each job, and
+/// starts the leased jobs in the freed slots.
+async fn settle_batch<T>(batch: Vec<Finished<T>>)
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    let Some(context) = batch.first().map(|f| Arc::clone(&f.context)) else {
+        return;
+    };
+    let config = &context.config;
+    let client = &config.client;
+    // The request lists completions, then failures; its results come in
+    // that order.
+    let (mut ordered, fails): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .partition(|f| matches!(f.verdict, Verdict::Complete(_)));
+    ordered.extend(fails);
+    let mut request = SettleRequest::default();
+    for finished in &ordered {
+        match &finished.verdict {
+            Verdict::Complete(result) => request.complete.push(SettleComplete {
+                id: finished.id.clone(),
+                lease_id: finished.lease_id.clone(),
+                result: Some(result.clone()),
+            }),
+            Verdict::Fail(failure) => request.fail.push(SettleFail {
+                id: finished.id.clone(),
+                lease_id: finished.lease_id.clone(),
+                error: failure.message().to_owned(),
+                retry_in_ms: failure.retry_delay().map(millis),
+                retryable: failure.is_retryable(),
+            }),
+        }
+    }
+    if !*context.stop.borrow() {
+        request.lease = Some(LeaseRequest {
+            max_jobs: u32::try_from(ordered.len()).ok(),
+            lease_ms: Some(millis(config.lease)),
+            wait_ms: Some(0),
+            worker: config.name.clone(),
+        });
+    }
+    // One job's settle carries its correlation id, as its own call would.
+    let request_id = match ordered.as_slice() {
+        [one] => one.correlation_id.clone(),
+        _ => None,
+    };
+    let transport = client.transport();
+    let first = transport
+        .settle(&config.queue, &request, request_id.as_deref())
+        .await;
+    let (outcomes, jobs) = match first {
+        Ok(reply) => {
+            let outcomes: Vec<Outcome> = ordered
+                .iter()
+                .zip(reply.results)
+                .map(|(finished, item)| outcome_of(finished, item.outcome().map(|job| job.state)))
+                .collect();
+            (outcomes, reply.jobs)
+        }
+        Err(e) if e.is_transient() => {
+            // The answer was lost, or never came: try the settlements again
+            // (not the lease: jobs it may have leased wait for their lease
+            // to expire, as after a crash). An item refused on a retry may
+            // have been settled by the first try.
+            request.lease = None;
+            let retried = client
+                .retrying(|_| transport.settle(&config.queue, &request, request_id.as_deref()))
+                .await;
+            let outcomes = match retried {
+                Ok(reply) => {
+                    let mut outcomes = Vec::with_capacity(ordered.len());
+                    for (finished, item) in ordered.iter().zip(reply.results) {
+                        let result = match item.outcome() {
+                            Err(Error::LeaseLost { message }) => {
+                                landed(client, finished, Error::LeaseLost { message }).await
+                            }
+                            other => other.map(|job| job.state),
+                        };
+                        outcomes.push(outcome_of(finished, result));
+                    }
+                    outcomes
+                }
+                Err(e) => ordered
+                    .iter()
+                    .map(|finished| {
+                        let _in_job = finished.span.enter();
+                        tracing::warn!(error = %e, "could not settle the job; its lease will expire");
+                        Outcome::Unreported
+                    })
+                    .collect(),
+            };
+            (outcomes, Vec::new())
+        }
+        Err(e) => {
+            // Refused whole (a server without the settle route answers 404
+            // or 405): each job by its own call.
+            tracing::debug!(error = %e, "settle refused; settling job by job");
+            let mut outcomes = Vec::with_capacity(ordered.len());
+            for finished in &ordered {
+                let verdict = match &finished.verdict {
+                    Verdict::Complete(result) => Verdict::Complete(result.clone()),
+                    Verdict::Fail(failure) => Verdict::Fail(failure.clone()),
+                };
+                let outcome = settle_alone(client, finished.held(), verdict)
+                    .instrument(finished.span.clone())
+                    .await;
+                outcomes.push(outcome);
+            }
+            (outcomes, Vec::new())
+        }
+    };
+    let mut permits = Vec::with_capacity(ordered.len());
+    for (finished, outcome) in ordered.into_iter().zip(
+        outcomes
+            .into_iter()
+            .chain(std::iter::repeat(Outcome::Unreported)),
+    ) {
+        context.record(outcome);
+        permits.push(finished.permit);
+    }
+    start_jobs(&context, jobs, permits).await;
+}
+
+/// A settle item refused with `lease_lost` on a retry: success if the job
+/// is in a state the first try would have left it in.
+async fn landed<T>(client: &Client, finished: &Finished<T>, lost: Error) -> Result<JobState> {
+    let landed = |state: JobState| match finished.verdict {
+        Verdict::Complete(_) => state == JobState::Completed,
+        Verdict::Fail(_) => state != JobState::Leased,
+    };
+    match client.transport().get::<Brief>(&finished.id, None).await {
+        Ok(job) if landed(job.state) => Ok(job.state),
+        _ => Err(lost),
+    }
+}
+
+/// Counts how one settle item went, logging it in the job's span as the
+/// job's own call would.
+fn outcome_of<T>(finished: &Finished<T>, result: Result<JobState>) -> Outcome {
+    let _in_job = finished.span.enter();
+    match (&finished.verdict, result) {
+        (Verdict::Complete(_), Ok(_)) => Outcome::Completed,
+        (Verdict::Fail(failure), Ok(state)) => {
+            log_failure(failure, state);
+            Outcome::Failed
+        }
+        (Verdict::Complete(_), Err(Error::LeaseLost { .. })) => {
+            tracing::info!("lease lost before completing; the result is not recorded");
+            Outcome::LeaseLost
+        }
+        (Verdict::Fail(_), Err(Error::LeaseLost { .. })) => Outcome::LeaseLost,
+        (_, Err(e)) => {
+            tracing::warn!(error = %e, "could not settle the job; its lease will expire");
+            Outcome::Unreported
+        }
+    }
+}
+
+/// Settles one job by its own call (complete or fail).
+async fn settle_alone(client: &Client, held: Held<'_>, verdict: Verdict) -> Outcome {
+    match verdict {
+        Verdict::Complete(result) => match settle_complete(client, held, Some(result)).await {
+            Ok(()) => Outcome::Completed,
+            Err(Error::LeaseLost { .. }) => {
+                tracing::info!("lease lost before completing; the result is not recorded");
+                Outcome::LeaseLost
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not complete the job; it will run again");
+                Outcome::Unreported
+            }
+        },
+        Verdict::Fail(failure) => report_failure(client, held, &failure).await,
+    }
+}
+
 /// Releases a job leased but not started (the worker is stopping).
 async fn give_back(client: &Client, job: queue_proto::Job) -> Outcome {
     let lease_id = job.lease_id.unwrap_or_default();
@@ -598,8 +947,8 @@ async fn give_back(client: &Client, job: queue_proto::Job) -> Outcome {
 }
 
 /// Runs one job: decode, handler (in `span`), heartbeats and progress
-/// reports, then settle.
-async fn run_job<T>(context: &Context<T>, job: queue_proto::Job, span: Span) -> Outcome
+/// reports, then settle (or leave the settling to the settlers).
+async fn run_job<T>(context: &Context<T>, job: queue_proto::Job, span: Span) -> Done
 where
     T: DeserializeOwned + Send + 'static,
 {
@@ -617,7 +966,7 @@ where
         Ok(job) => job,
         Err(e) => {
             let failure = Failure::permanent(e.to_string());
-            return report_failure(client, held, &failure).await;
+            return finish(context, held, Verdict::Fail(failure)).await;
         }
     };
     let (lost_sender, lost) = watch::channel(false);
@@ -647,16 +996,16 @@ where
                 // its result discarded.
                 handler.abort();
                 if lease_lost {
-                    return Outcome::LeaseLost;
+                    return Done::Outcome(Outcome::LeaseLost);
                 }
-                return match settle_release(client, held).await {
+                return Done::Outcome(match settle_release(client, held).await {
                     Ok(()) => Outcome::Released,
                     Err(Error::LeaseLost { .. }) => Outcome::LeaseLost,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not release a job at shutdown");
                         Outcome::Unreported
                     }
-                };
+                });
             }
         };
         lease_lost = !heartbeat(client, held, report).await;
@@ -673,21 +1022,11 @@ where
         }
     }
     if lease_lost {
-        return Outcome::LeaseLost;
+        return Done::Outcome(Outcome::LeaseLost);
     }
-    match joined {
-        Ok(Ok(result)) => match settle_complete(client, held, Some(result)).await {
-            Ok(()) => Outcome::Completed,
-            Err(Error::LeaseLost { .. }) => {
-                tracing::info!("lease lost before completing; the result is not recorded");
-                Outcome::LeaseLost
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not complete the job; it will run again");
-                Outcome::Unreported
-            }
-        },
-        Ok(Err(failure)) => report_failure(client, held, &failure).await,
+    let verdict = match joined {
+        Ok(Ok(result)) => Verdict::Complete(result),
+        Ok(Err(failure)) => Verdict::Fail(failure),
         Err(join_error) => {
             let message = if join_error.is_panic() {
                 format!(
@@ -697,9 +1036,18 @@ where
             } else {
                 "handler was cancelled".to_owned()
             };
-            report_failure(client, held, &Failure::new(message)).await
+            Verdict::Fail(Failure::new(message))
         }
+    };
+    finish(context, held, verdict).await
+}
+
+/// A finished job: left to the settlers, or settled by its own call.
+async fn finish<T>(context: &Context<T>, held: Held<'_>, verdict: Verdict) -> Done {
+    if context.settles.is_some() {
+        return Done::Settle(verdict);
     }
+    Done::Outcome(settle_alone(&context.config.client, held, verdict).await)
 }
 
 /// Sends one heartbeat, with `progress` if given. Returns whether the lease
@@ -735,11 +1083,7 @@ async fn heartbeat(client: &Client, held: Held<'_>, progress: Option<Box<RawValu
 async fn report_failure(client: &Client, held: Held<'_>, failure: &Failure) -> Outcome {
     match settle_fail(client, held, failure).await {
         Ok(state) => {
-            if state == JobState::Dead {
-                tracing::warn!(error = %failure, "job failed for good (dead letter)");
-            } else {
-                tracing::info!(error = %failure, "job failed; it will be retried");
-            }
+            log_failure(failure, state);
             Outcome::Failed
         }
         Err(Error::LeaseLost { .. }) => Outcome::LeaseLost,
@@ -747,6 +1091,15 @@ async fn report_failure(client: &Client, held: Held<'_>, failure: &Failure) -> O
             tracing::warn!(error = %e, "could not report a failure; the lease will expire");
             Outcome::Unreported
         }
+    }
+}
+
+/// The log line of a failure the server recorded.
+fn log_failure(failure: &Failure, state: JobState) {
+    if state == JobState::Dead {
+        tracing::warn!(error = %failure, "job failed for good (dead letter)");
+    } else {
+        tracing::info!(error = %failure, "job failed; it will be retried");
     }
 }
 

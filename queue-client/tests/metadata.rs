@@ -209,16 +209,21 @@ async fn a_request_id_given_at_enqueue_follows_the_job_to_the_worker_and_its_eve
         assert_eq!((event.id.as_str(), event.state), (id.as_str(), state));
         assert_eq!(event.correlation_id.as_deref(), Some("req-abc-123"));
     }
+    // The worker settled its one job with a settle request, which carries
+    // the job's correlation id as its own complete call would.
     let completed = proxy
-        .wait_for("completing the job", |r| r.path.ends_with("/complete"))
+        .wait_for("settling the job", |r| r.path.ends_with("/settle"))
         .await;
     assert_eq!(
         (completed.method.as_str(), completed.path.as_str()),
-        ("POST", format!("/v1/jobs/{id}/complete").as_str())
+        ("POST", "/v1/queues/xrid/settle")
     );
     assert_eq!(completed.headers["x-request-id"], "req-abc-123");
 }
 
+/// With one call per job (`settle_and_lease(false)`), every call carries
+/// the job's correlation id. (With settle, a request about one job does;
+/// see the test above.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_sends_the_correlation_id_on_every_call_about_the_job() {
     let h = Harness::new(Kind::Http);
@@ -242,6 +247,7 @@ async fn the_worker_sends_the_correlation_id_on_every_call_about_the_job() {
     let released = enqueue("release").await;
 
     let worker = Worker::new(Client::connect(&proxy.url).unwrap(), "calls")
+        .settle_and_lease(false)
         .concurrency(3)
         .poll_wait(Duration::from_millis(100))
         .heartbeat_interval(Duration::from_millis(20))

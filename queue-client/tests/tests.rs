@@ -9,6 +9,10 @@
 //! - `metadata`: correlation ids, headers and callback URLs from enqueue to
 //!   the worker, its calls (`X-Request-Id`), its span, and the events.
 //! - `progress`: progress reported by handlers and by hand, as events.
+//! - `settle`: `Client::settle` (each item's typed outcome, the lease
+//!   after it) and the worker settling and refilling its slots in one
+//!   request per job: counted through a recording proxy, each outcome
+//!   (complete, fail, dead, lease lost) right.
 //! - `streams`: `Client::events`: filters, resuming across a server restart
 //!   and across cut connections without duplicates or losses, gaps.
 //! - `job_streams`: `JobHandle::events`: it ends after the terminal event,
@@ -32,5 +36,6 @@ mod limits;
 mod metadata;
 mod progress;
 mod schedules;
+mod settle;
 mod streams;
 mod webhooks;

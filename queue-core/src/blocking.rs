@@ -29,7 +29,7 @@ use crate::executor::block_on;
 use crate::timers::DueReport;
 use crate::{
     Config, Counters, DeadPage, Enqueued, Error, Event, Failure, Job, JobId, JobPage, JobState,
-    LeaseId, LeaseOptions, Leased, NewJob, RecvError, Result, Verification, rules,
+    LeaseId, LeaseOptions, Leased, NewJob, RecvError, Result, Settlement, Verification, rules,
 };
 
 /// A durable job queue: the blocking API. Cheap to clone; the same handle
@@ -193,6 +193,14 @@ impl Queue {
     /// As [`crate::Queue::fail`].
     pub fn fail(&self, id: JobId, lease: LeaseId, failure: &Failure) -> Result<Job> {
         block_on(self.inner.engine().fail(Mode::Blocking, id, lease, failure))
+    }
+
+    /// [`crate::Queue::settle`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::settle`].
+    pub fn settle(&self, queue: &str, items: &[Settlement]) -> Result<Vec<Result<Job>>> {
+        block_on(self.inner.engine().settle(Mode::Blocking, queue, items))
     }
 
     /// [`crate::Queue::release`].

@@ -23,7 +23,7 @@ use crate::signal::Signals;
 use crate::timers::{DueReport, TimerWake};
 use crate::{
     Clock, Config, Counters, Enqueued, Error, Failure, Job, JobId, JobPage, LeaseId, LeaseOptions,
-    Leased, NewJob, Result, Transition, Verification,
+    Leased, NewJob, Result, Settle, Settlement, Transition, Verification,
 };
 
 /// Timer entries handled per commit.
@@ -450,18 +450,7 @@ impl Engine {
         lease: LeaseId,
         result: Option<Vec<u8>>,
     ) -> Result<Job> {
-        let limit = self.config.max_payload;
-        if let Some(size) = result.as_ref().map(Vec::len).filter(|size| *size > limit) {
-            return Err(Error::TooLarge {
-                what: "result",
-                size,
-                limit,
-            });
-        }
-        if let Some(result) = &result {
-            queue_proto::limits::check_json_depth(result)
-                .map_err(|message| Error::invalid("result", message))?;
-        }
+        self.check_result(result.as_deref())?;
         self.transition_held(mode, id, Some(lease), Transition::Complete, |job, now| {
             rules::complete::complete(job, lease, result.clone(), now)
         })
@@ -481,6 +470,139 @@ impl Engine {
             rules::fail::fail(job, lease, failure, jitter, now)
         })
         .await
+    }
+
+    /// A completion's result within the limits (size, JSON depth).
+    fn check_result(&self, result: Option<&[u8]>) -> Result<()> {
+        let limit = self.config.max_payload;
+        if let Some(size) = result.map(<[u8]>::len).filter(|size| *size > limit) {
+            return Err(Error::TooLarge {
+                what: "result",
+                size,
+                limit,
+            });
+        }
+        if let Some(result) = result {
+            queue_proto::limits::check_json_depth(result)
+                .map_err(|message| Error::invalid("result", message))?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a settlement whose input is out of bounds (a result too
+    /// large or too deep, a retry delay too long), as its single call
+    /// would.
+    pub(crate) fn check_settlement(&self, settlement: &Settlement) -> Result<()> {
+        match &settlement.outcome {
+            Settle::Complete { result } => self.check_result(result.as_deref()),
+            Settle::Fail(failure) => rules::fail::validate(failure),
+        }
+    }
+
+    /// Settles the leased jobs of `queue` in `items`, each as
+    /// [`Engine::complete`] or [`Engine::fail`] would, in as few commits
+    /// as the items allow: every item is decided against its stored record
+    /// and all of them go in one [`Policy::EachIfCurrent`](crate::backend::Policy)
+    /// commit (one durable flush); an item whose record moved on meanwhile
+    /// is decided again in a next commit, as is the second item about a
+    /// job already in the request (so that it is decided against what the
+    /// first one left). Input out of bounds refuses the whole call before
+    /// anything is written. Returns one result per item, in order: the job
+    /// as settled, or why it was not ([`Error::NotFound`] also for a job of
+    /// another queue, [`Error::LeaseLost`], [`Error::Conflict`]).
+    pub(crate) async fn settle(
+        &self,
+        mode: Mode,
+        queue: &str,
+        items: &[Settlement],
+    ) -> Result<Vec<Result<Job>>> {
+        check_queue(queue)?;
+        if items.len() > MAX_BATCH {
+            return Err(Error::invalid(
+                "settlements",
+                format!("at most {MAX_BATCH} in one call, got {}", items.len()),
+            ));
+        }
+        for item in items {
+            self.check_settlement(item)?;
+        }
+        let mut results: Vec<Option<Result<Job>>> = items.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..items.len()).collect();
+        while !pending.is_empty() {
+            let now = self.now();
+            let mut in_round = std::collections::HashSet::new();
+            let mut later = Vec::new();
+            let mut changes = Vec::new();
+            let mut decided = Vec::new();
+            for index in pending {
+                let item = &items[index];
+                if !in_round.insert(item.id) {
+                    later.push(index);
+                    continue;
+                }
+                let loaded = match self.backend.load(item.id).await? {
+                    Some(loaded) if loaded.job.queue == queue => loaded,
+                    Some(_) | None => {
+                        results[index] = Some(Err(Error::NotFound { id: item.id }));
+                        continue;
+                    }
+                };
+                let lease = item.lease_id;
+                let (transition, decision) = match &item.outcome {
+                    Settle::Complete { result } => (
+                        Transition::Complete,
+                        rules::complete::complete(&loaded.job, lease, result.clone(), now),
+                    ),
+                    Settle::Fail(failure) => (
+                        Transition::Fail,
+                        rules::fail::fail(&loaded.job, lease, failure, self.jitter(), now),
+                    ),
+                };
+                match decision {
+                    Ok(outcome) => {
+                        changes.push(Change::of(loaded, outcome));
+                        decided.push(index);
+                    }
+                    Err(refusal) => {
+                        let error =
+                            refusal.into_error(&loaded.job, Some(lease), now, transition.as_str());
+                        results[index] = Some(Err(error));
+                    }
+                }
+            }
+            if !changes.is_empty() {
+                let committed = self
+                    .backend
+                    .commit(Commit::each(changes), mode)
+                    .await?
+                    .unwrap_or_default();
+                let committed = self.announce(committed);
+                let mut applied: HashMap<JobId, Option<Job>> = committed
+                    .applied
+                    .into_iter()
+                    .map(|change| (change.id, change.outcome.job))
+                    .collect();
+                for index in decided {
+                    match applied.remove(&items[index].id) {
+                        Some(Some(job)) => results[index] = Some(Ok(job)),
+                        Some(None) => {
+                            results[index] =
+                                Some(Err(Error::Internal("a settlement without a job".into())));
+                        }
+                        // Stale: the record moved on; decide again.
+                        None => later.push(index),
+                    }
+                }
+            }
+            later.sort_unstable();
+            pending = later;
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.ok_or_else(|| Error::Internal("a settlement left undecided".into()))
+            })
+            .collect()
     }
 
     pub(crate) async fn release(&self, mode: Mode, id: JobId, lease: LeaseId) -> Result<Job> {

@@ -594,6 +594,50 @@ impl Failure {
     }
 }
 
+/// One item of [`Queue::settle`](crate::Queue::settle): a job held under a
+/// lease, and how its attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// The job.
+    pub id: JobId,
+    /// The lease it is held under.
+    pub lease_id: LeaseId,
+    /// Completed (with its result) or failed.
+    pub outcome: Settle,
+}
+
+/// How a [`Settlement`]'s attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// Completed, as [`Queue::complete`](crate::Queue::complete).
+    Complete {
+        /// Kept on the job (JSON over HTTP).
+        result: Option<Vec<u8>>,
+    },
+    /// Failed, as [`Queue::fail`](crate::Queue::fail).
+    Fail(Failure),
+}
+
+impl Settlement {
+    /// Completes job `id` held under `lease_id`, keeping `result`.
+    pub fn complete(id: JobId, lease_id: LeaseId, result: Option<Vec<u8>>) -> Self {
+        Settlement {
+            id,
+            lease_id,
+            outcome: Settle::Complete { result },
+        }
+    }
+
+    /// Fails the attempt of job `id` held under `lease_id`.
+    pub fn fail(id: JobId, lease_id: LeaseId, failure: Failure) -> Self {
+        Settlement {
+            id,
+            lease_id,
+            outcome: Settle::Fail(failure),
+        }
+    }
+}
+
 /// The operation behind a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -135,7 +135,7 @@ pub use error::{Error, LeaseLostReason, Result, StorageError};
 pub use events::{RecvError, Subscription};
 pub use job::{
     Callback, CallbackStatus, DeadPage, Enqueued, Event, Failure, Job, JobId, JobPage, Lease,
-    LeaseId, LeaseOptions, Leased, NewJob, Transition,
+    LeaseId, LeaseOptions, Leased, NewJob, Settle, Settlement, Transition,
 };
 pub use queue::Queue;
 pub use queue_proto::{

@@ -14,7 +14,7 @@ use crate::events::Subscription;
 use crate::timers::{self, DueReport};
 use crate::{
     CallbackStatus, Config, Counters, DeadPage, DeliveryResult, Enqueued, Error, Failure, Job,
-    JobId, JobPage, JobState, LeaseId, LeaseOptions, Leased, NewJob, Result, Verification,
+    JobId, JobPage, JobState, LeaseId, LeaseOptions, Leased, NewJob, Result, Settlement, Verification,
     executor, rules,
 };
 
@@ -299,6 +299,30 @@ impl Queue {
     /// [`Error::Storage`].
     pub async fn fail(&self, id: JobId, lease: LeaseId, failure: &Failure) -> Result<Job> {
         self.engine().fail(Mode::Async, id, lease, failure).await
+    }
+
+    /// Settles many leased jobs of `queue` in one call: each
+    /// [`Settlement`] is completed or failed exactly as [`Queue::complete`]
+    /// or [`Queue::fail`] would (the same rules, events, callbacks, counters
+    /// and history), independently of the others, and all of them are
+    /// committed together: one durable flush for the lot, not one per job
+    /// (an item whose record changed meanwhile, or the second item about
+    /// one job, goes in a next commit, decided against what the first
+    /// left). Durable on return. Follow it with [`Queue::lease`] to take
+    /// the next jobs: that is what `POST /v1/queues/{queue}/settle` does.
+    ///
+    /// Returns one result per item, in order: the job as settled, or
+    /// [`Error::NotFound`] (unknown, or a job of another queue),
+    /// [`Error::LeaseLost`] or [`Error::Conflict`]; such an item changes
+    /// nothing.
+    ///
+    /// # Errors
+    /// The whole call, before anything is written: [`Error::InvalidArgument`]
+    /// for a bad queue name, more than 1,000 items or an out-of-range retry
+    /// delay, [`Error::TooLarge`] for an oversized result. Then
+    /// [`Error::Storage`] (settlements committed before it stay committed).
+    pub async fn settle(&self, queue: &str, items: &[Settlement]) -> Result<Vec<Result<Job>>> {
+        self.engine().settle(Mode::Async, queue, items).await
     }
 
     /// Gives job `id` back: it is `ready` at once, in its old place, and the

@@ -19,16 +19,17 @@ use std::time::Duration;
 use queue_proto::limits::{MAX_BATCH, MAX_WAIT_MS};
 use queue_proto::{
     BatchRequest, BatchResponse, CallbackState, CompleteRequest, DeadPage, DeletedResponse,
-    EnqueueRequest, ErrorCode, EventType, FailRequest, Gap, HeartbeatRequest, History,
+    EnqueueRequest, ErrorCode, ErrorDetail, EventType, FailRequest, Gap, HeartbeatRequest, History,
     HistoryQuery, JobPage, JobState, LeaseRequest, LeaseResponse, PatchQueueRequest, QueueList,
     QueueStats, ReleaseRequest, RequeueRequest, RequeuedResponse, ScheduleList, ScheduleRequest,
+    SettleRequest, SettleResponse, SettleResult,
     validate_queue_name,
 };
 use tokio::sync::watch;
 
 use crate::{
     Error, Failure, Job, JobId, LeaseId, LeaseLostReason, LeaseOptions, NewJob, Queue, RecvError,
-    Subscription,
+    Settle, Settlement, Subscription,
 };
 
 /// Jobs per page of a listing when the caller gives no `limit`.
@@ -62,6 +63,16 @@ impl ServiceError {
     /// A 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> Self {
         ServiceError::new(ErrorCode::NotFound, message)
+    }
+
+    /// The error with `field: ` before its message, naming where in the
+    /// request it is (`complete[3]`, `lease`).
+    #[must_use]
+    pub fn named(self, field: &str) -> Self {
+        ServiceError {
+            code: self.code,
+            message: format!("{field}: {}", self.message),
+        }
     }
 }
 
@@ -624,6 +635,157 @@ impl Service {
                 .iter()
                 .map(|l| l.job.to_wire(Some(l.lease_id)))
                 .collect(),
+        })
+    }
+
+    /// `POST /v1/queues/{queue}/settle`: settles the items (see
+    /// [`Queue::settle`]: one commit for all of them), then, once they are
+    /// durable, runs the request's `lease` as [`Service::lease`] does (its
+    /// wait included).
+    ///
+    /// Each item is answered as its single endpoint would: a malformed job
+    /// id, an unknown job or a job of another queue is a 404 result, a
+    /// malformed or stale lease id a 409 `lease_lost`. What would be a 400
+    /// or 413 of the single endpoint (a result too large, a retry delay out
+    /// of range), more than 1,000 items, or a bad `lease`, refuses the
+    /// whole request before anything changes, naming the item
+    /// (`complete[3].result`).
+    ///
+    /// # Errors
+    /// The contract's.
+    pub async fn settle(&self, queue: &str, request: SettleRequest) -> ServiceResult<SettleResponse> {
+        self.settle_until(queue, request, std::future::pending())
+            .await
+    }
+
+    /// [`Service::settle`] whose lease wait also ends, with no jobs, when
+    /// `cancel` completes (see [`Service::lease_until`]); the settlements
+    /// are made in any case.
+    ///
+    /// # Errors
+    /// The contract's.
+    pub async fn settle_until(
+        &self,
+        queue: &str,
+        request: SettleRequest,
+        cancel: impl Future<Output = ()>,
+    ) -> ServiceResult<SettleResponse> {
+        check_queue(queue)?;
+        let count = request.complete.len() + request.fail.len();
+        if count > MAX_BATCH {
+            return Err(ServiceError::invalid(format!(
+                "complete and fail hold at most {MAX_BATCH} items together, got {count}"
+            )));
+        }
+        if let Some(lease) = &request.lease {
+            check_wait_ms(lease.wait_ms.unwrap_or(0))
+                .map_err(|e| ServiceError::new(e.code, format!("lease.{}", e.message)))?;
+            crate::rules::lease::validate(&LeaseOptions::from(lease.clone()))
+                .map_err(|e| ServiceError::from(e).named("lease"))?;
+        }
+        let engine = self.inner.queue.engine();
+        // Every item as the wire gave it, in answer order; the well-formed
+        // ones go to the engine, the others are answered here.
+        let mut answers: Vec<(String, Option<ServiceResult<Job>>)> = Vec::with_capacity(count);
+        let mut settlements = Vec::with_capacity(count);
+        let mut positions = Vec::with_capacity(count);
+        let items = request
+            .complete
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let outcome = Settle::Complete {
+                    result: item.result.map(|raw| raw.get().as_bytes().to_vec()),
+                };
+                (format!("complete[{i}]"), item.id, item.lease_id, outcome)
+            })
+            .chain(request.fail.into_iter().enumerate().map(|(i, item)| {
+                let outcome = Settle::Fail(Failure {
+                    error: item.error,
+                    retry_in_ms: item.retry_in_ms,
+                    retryable: item.retryable,
+                });
+                (format!("fail[{i}]"), item.id, item.lease_id, outcome)
+            }));
+        for (name, raw_id, raw_lease, outcome) in items {
+            let answer = match (raw_id.parse::<JobId>(), raw_lease.parse::<LeaseId>()) {
+                (Ok(id), Ok(lease_id)) => {
+                    let settlement = Settlement {
+                        id,
+                        lease_id,
+                        outcome,
+                    };
+                    engine
+                        .check_settlement(&settlement)
+                        .map_err(|e| ServiceError::from(e).named(&name))?;
+                    positions.push(answers.len());
+                    settlements.push(settlement);
+                    None
+                }
+                (Err(_), _) => Some(Err(ServiceError::not_found(format!(
+                    "job {raw_id:?} not found"
+                )))),
+                (Ok(id), Err(_)) => Some(Err(self.malformed_lease(queue, id).await?)),
+            };
+            answers.push((raw_id, answer));
+        }
+        let settled = self.inner.queue.settle(queue, &settlements).await?;
+        for (position, result) in positions.into_iter().zip(settled) {
+            answers[position].1 = Some(result.map_err(|e| match e {
+                Error::NotFound { id } => {
+                    ServiceError::not_found(format!("job {id} not found in queue {queue}"))
+                }
+                e => ServiceError::from(e),
+            }));
+        }
+        let results = answers
+            .into_iter()
+            .map(|(id, answer)| match answer {
+                Some(Ok(job)) => SettleResult {
+                    id,
+                    status: 200,
+                    job: Some(job.to_wire(None)),
+                    error: None,
+                },
+                Some(Err(e)) => SettleResult {
+                    id,
+                    status: e.code.status(),
+                    job: None,
+                    error: Some(ErrorDetail {
+                        code: e.code,
+                        message: e.message,
+                    }),
+                },
+                None => SettleResult {
+                    id,
+                    status: 500,
+                    job: None,
+                    error: Some(ErrorDetail {
+                        code: ErrorCode::Internal,
+                        message: "internal error".into(),
+                    }),
+                },
+            })
+            .collect();
+        let jobs = match request.lease {
+            Some(lease) => self.lease_until(queue, lease, cancel).await?.jobs,
+            None => Vec::new(),
+        };
+        Ok(SettleResponse { results, jobs })
+    }
+
+    /// The answer to an item of a settle with a malformed lease id:
+    /// `lease_lost` if the job is one of `queue`'s, else `not_found`.
+    async fn malformed_lease(&self, queue: &str, id: JobId) -> ServiceResult<ServiceError> {
+        Ok(match self.inner.queue.get(id).await? {
+            Some(job) if job.queue == queue => Error::LeaseLost {
+                id,
+                reason: LeaseLostReason::Malformed,
+            }
+            .into(),
+            Some(_) | None => {
+                ServiceError::not_found(format!("job {id} not found in queue {queue}"))
+            }
         })
     }
 

@@ -60,5 +60,6 @@ pub use wire::{
     CountResponse, DeadPage, DeletedResponse, EnqueueRequest, ErrorBody, ErrorCode, ErrorDetail,
     Event, EventType, FailRequest, Gap, HeartbeatRequest, Job, JobPage, LeaseRequest,
     LeaseResponse, PatchQueueRequest, QueueLimits, QueueList, QueueStats, RateLimit,
-    ReleaseRequest, RequeueRequest, RequeuedResponse, rfc3339_ms,
+    ReleaseRequest, RequeueRequest, RequeuedResponse, SettleComplete, SettleFail, SettleRequest,
+    SettleResponse, SettleResult, rfc3339_ms,
 };

@@ -24,6 +24,9 @@ strict_body!(
     FailRequest,
     ReleaseRequest,
     RequeueRequest,
+    SettleRequest,
+    SettleComplete,
+    SettleFail,
 );
 
 /// The job object.
@@ -353,6 +356,84 @@ fn default_true() -> bool {
 pub struct ReleaseRequest {
     /// The lease being given back.
     pub lease_id: String,
+}
+
+/// Body of `POST /v1/queues/{queue}/settle`: settle many leased jobs of
+/// the queue, and lease the next ones, in one request. At most
+/// [`MAX_BATCH`](crate::limits::MAX_BATCH) items in `complete` and `fail`
+/// together.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct SettleRequest {
+    /// Jobs to complete, each as `POST /v1/jobs/{id}/complete` would.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub complete: Vec<SettleComplete>,
+    /// Jobs to fail, each as `POST /v1/jobs/{id}/fail` would.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail: Vec<SettleFail>,
+    /// A lease taken once the settlements are durable, as `POST
+    /// /v1/queues/{queue}/lease` would (`wait_ms` included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseRequest>,
+}
+
+/// A completion in a [`SettleRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct SettleComplete {
+    /// The job.
+    pub id: String,
+    /// The lease being completed.
+    pub lease_id: String,
+    /// Any JSON, kept on the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+}
+
+/// A failure in a [`SettleRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct SettleFail {
+    /// The job.
+    pub id: String,
+    /// The lease being failed.
+    pub lease_id: String,
+    /// What went wrong.
+    #[serde(default)]
+    pub error: String,
+    /// Retry after this many ms instead of the back-off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
+    /// `false` sends the job straight to the dead letters; default `true`.
+    #[serde(default = "default_true")]
+    pub retryable: bool,
+}
+
+/// Response of a settle: one result per item, in input order (the
+/// completions, then the failures), and what the lease got.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SettleResponse {
+    /// One per item of `complete`, then of `fail`.
+    pub results: Vec<SettleResult>,
+    /// The jobs the request's `lease` got, each with its `lease_id`
+    /// (empty without a `lease`).
+    pub jobs: Vec<Job>,
+}
+
+/// How one item of a settle went: `status` is the HTTP status its single
+/// endpoint would have answered (200, 404 or 409).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SettleResult {
+    /// The item's job id, as given.
+    pub id: String,
+    /// 200 settled; 404 `not_found`; 409 `lease_lost` or `conflict`.
+    pub status: u16,
+    /// The job after the settlement (status 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
+    /// Why the item was not settled (status 404 or 409).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
 }
 
 /// Body of `POST /v1/queues/{queue}/dead/requeue`.
@@ -811,6 +892,17 @@ mod tests {
         );
         refused::<ReleaseRequest>(r#"{"lease_id": "l", "a": 1}"#, "unknown field `a`");
         refused::<RequeueRequest>(r#"{"id": ["x"]}"#, "unknown field `id`");
+        refused::<SettleRequest>(r#"{"complete": [], "lese": {}}"#, "unknown field `lese`");
+        refused::<SettleRequest>(
+            r#"{"complete": [{"id": "j", "lease_id": "l", "reslt": 1}]}"#,
+            "unknown field `reslt`",
+        );
+        refused::<SettleRequest>(
+            r#"{"fail": [{"id": "j", "lease_id": "l", "retry": false}]}"#,
+            "unknown field `retry`",
+        );
+        refused::<SettleRequest>(r#"{"lease": {"wiat_ms": 1}}"#, "unknown field `wiat_ms`");
+        refused::<SettleRequest>(r#"{"complete": [["j", "l"]]}"#, "expected a JSON object");
         refused::<BatchRequest>(r#"{"jobs": [], "atomic": true}"#, "unknown field `atomic`");
         refused::<BatchRequest>(
             r#"{"jobs": [{"payload": 1, "prority": 2}]}"#,

@@ -34,6 +34,8 @@
 //! - `openapi`: docs/openapi.yaml covers every route of the router.
 //! - `schedules`: the schedule endpoints, their validation and ticks fired
 //!   on the manual clock.
+//! - `settle`: many settlements and the next lease in one request: each
+//!   item's own status, refusals naming the item, events, the lease's wait.
 //! - `strict`: strict input: unknown fields and query parameters, arrays
 //!   for objects, nesting depth, percent-encoded names, the bearer scheme.
 //! - `timeouts`: per-attempt timeouts and job time-to-live on the manual
@@ -54,5 +56,6 @@ mod metrics;
 mod openapi;
 mod resume;
 mod schedules;
+mod settle;
 mod strict;
 mod timeouts;

@@ -10,9 +10,10 @@ use queue_core::service::{EventFeed, EventQuery, FeedItem, RequestContext, Servi
 use queue_proto::{
     BatchRequest, CompleteRequest, DeadPage, EnqueueRequest, FailRequest, HeartbeatRequest, Job,
     LeaseRequest, QueueStats, ReleaseRequest, RequeueRequest, Schedule, ScheduleRequest,
+    SettleRequest,
 };
 
-use super::{Delivery, EventConnection, EventSource, JobView};
+use super::{Brief, Delivery, EventConnection, EventSource, ItemReply, JobView, SettleReply};
 use crate::options::millis;
 use crate::{Error, Result, StreamItem};
 
@@ -83,6 +84,32 @@ impl Embedded {
             .await
             .map_err(map)?;
         Ok(reply.jobs)
+    }
+
+    pub(crate) async fn settle(
+        &self,
+        queue: &str,
+        request: &SettleRequest,
+        _request_id: Option<&str>,
+    ) -> Result<SettleReply> {
+        let reply = self
+            .service
+            .settle(queue, request.clone())
+            .await
+            .map_err(map)?;
+        Ok(SettleReply {
+            results: reply
+                .results
+                .into_iter()
+                .map(|item| ItemReply {
+                    id: item.id,
+                    status: item.status,
+                    job: item.job.map(Brief::of),
+                    error: item.error,
+                })
+                .collect(),
+            jobs: reply.jobs,
+        })
     }
 
     pub(crate) async fn heartbeat(

@@ -12,13 +12,14 @@ use queue_proto::{
     BatchRequest, CompleteRequest, DeadPage, DeletedResponse, EnqueueRequest, ErrorBody, ErrorCode,
     FailRequest, Gap, HeartbeatRequest, Job, LeaseRequest, LeaseResponse, QueueList, QueueStats,
     ReleaseRequest, RequeueRequest, RequeuedResponse, Schedule, ScheduleList, ScheduleRequest,
+    SettleRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::pool::{Connection, Pool};
 use super::sse::{MAX_EVENT_BYTES, Parsed, SseParser};
-use super::{Delivery, EventConnection, EventSource, JobView};
+use super::{Delivery, EventConnection, EventSource, JobView, SettleReply};
 use crate::options::millis;
 use crate::{ClientOptions, Error, Result, StreamItem};
 
@@ -290,6 +291,26 @@ impl Http {
         request_id: Option<&str>,
     ) -> Result<V> {
         self.on_job(id, "fail", request, request_id).await
+    }
+
+    pub(crate) async fn settle(
+        &self,
+        queue: &str,
+        request: &SettleRequest,
+        request_id: Option<&str>,
+    ) -> Result<SettleReply> {
+        let path = format!("/v1/queues/{queue}/settle");
+        let wait = Duration::from_millis(
+            request
+                .lease
+                .as_ref()
+                .and_then(|lease| lease.wait_ms)
+                .unwrap_or(0),
+        );
+        Ok(self
+            .call_as(Method::POST, &path, Some(request), wait, request_id)
+            .await?
+            .body)
     }
 
     pub(crate) async fn release<V: JobView>(

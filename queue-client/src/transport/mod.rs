@@ -10,7 +10,7 @@ use std::time::Duration;
 use queue_proto::{
     BatchRequest, CompleteRequest, DeadPage, EnqueueRequest, FailRequest, HeartbeatRequest, Job,
     JobState, LeaseRequest, QueueStats, RawValue, ReleaseRequest, RequeueRequest, Schedule,
-    ScheduleRequest, validate_queue_name,
+    ScheduleRequest, SettleRequest, validate_queue_name,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -115,6 +115,41 @@ impl JobView for Brief {
             attempts: job.attempts,
             result: job.result,
             last_error: job.last_error,
+        }
+    }
+}
+
+/// The answer to a settle, as a client reads it: each item's job only as
+/// a [`Brief`] (over HTTP, the payloads are skipped), the leased jobs whole.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SettleReply {
+    pub(crate) results: Vec<ItemReply>,
+    pub(crate) jobs: Vec<Job>,
+}
+
+/// One item of a [`SettleReply`].
+#[derive(Debug, Deserialize)]
+pub(crate) struct ItemReply {
+    pub(crate) id: String,
+    pub(crate) status: u16,
+    #[serde(default)]
+    pub(crate) job: Option<Brief>,
+    #[serde(default)]
+    pub(crate) error: Option<queue_proto::ErrorDetail>,
+}
+
+impl ItemReply {
+    /// The item's outcome: the state its job was left in, or the error its
+    /// single endpoint would have answered with.
+    pub(crate) fn outcome(self) -> Result<Brief> {
+        match (self.job, self.error) {
+            (Some(job), None) if self.status == 200 => Ok(job),
+            (_, Some(error)) => Err(Error::from_code(self.status, Some(error.code), error.message)),
+            (_, None) => Err(Error::from_code(
+                self.status,
+                None,
+                format!("the settle answered {} for job {} without a job", self.status, self.id),
+            )),
         }
     }
 }
@@ -249,6 +284,19 @@ impl Transport {
         request_id: Option<&str>,
     ) -> Result<V> {
         dispatch!(self, t => t.fail(id, request, request_id).await)
+    }
+
+    /// `POST /v1/queues/{queue}/settle`. Sent with `X-Request-Id:
+    /// request_id` when given (the worker gives the job's correlation id
+    /// when it settles one job).
+    pub(crate) async fn settle(
+        &self,
+        queue: &str,
+        request: &SettleRequest,
+        request_id: Option<&str>,
+    ) -> Result<SettleReply> {
+        check_queue(queue)?;
+        dispatch!(self, t => t.settle(queue, request, request_id).await)
     }
 
     pub(crate) async fn release<V: JobView>(

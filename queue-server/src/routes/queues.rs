@@ -1,9 +1,10 @@
 //! Queues: the list with stats, one queue's stats, pause and resume, its
-//! settings and limits (PATCH), leasing its jobs (with a long-poll), and
+//! settings and limits (PATCH), leasing its jobs (with a long-poll),
+//! settling many of its leased jobs and leasing the next in one call, and
 //! its per-minute history.
 
 use http::StatusCode;
-use queue_proto::{LeaseRequest, PatchQueueRequest};
+use queue_proto::{LeaseRequest, PatchQueueRequest, SettleRequest};
 
 use super::spec::RouteSpec;
 use crate::call::{Call, Handled};
@@ -24,6 +25,8 @@ pub enum Endpoint {
     Resume,
     /// `POST /v1/queues/{queue}/lease`
     Lease,
+    /// `POST /v1/queues/{queue}/settle`
+    Settle,
     /// `GET /v1/queues/{queue}/history`
     History,
 }
@@ -31,7 +34,7 @@ pub enum Endpoint {
 impl Endpoint {
     pub(crate) fn reads_body(self) -> bool {
         match self {
-            Endpoint::Lease | Endpoint::Patch => true,
+            Endpoint::Lease | Endpoint::Settle | Endpoint::Patch => true,
             Endpoint::List
             | Endpoint::Stats
             | Endpoint::Pause
@@ -54,6 +57,10 @@ pub static ROUTES: &[RouteSpec<Endpoint>] = &[
     RouteSpec {
         pattern: "/v1/queues/{queue}/lease",
         methods: &[("POST", Endpoint::Lease)],
+    },
+    RouteSpec {
+        pattern: "/v1/queues/{queue}/settle",
+        methods: &[("POST", Endpoint::Settle)],
     },
     RouteSpec {
         pattern: "/v1/queues/{queue}/history",
@@ -102,6 +109,13 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
             Ok(json(
                 StatusCode::OK,
                 &service.lease(call.queue(), request).await?,
+            ))
+        }
+        Endpoint::Settle => {
+            let request: SettleRequest = call.json(true)?;
+            Ok(json(
+                StatusCode::OK,
+                &service.settle(call.queue(), request).await?,
             ))
         }
     }

@@ -1,0 +1,240 @@
+//! `POST /v1/queues/{queue}/settle`: many settlements and the next lease in
+//! one request, each item answered as its single endpoint would, a bad
+//! request refused whole.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::TestServer;
+
+/// Enqueues `n` jobs on `queue` and leases them all; returns the leased jobs.
+async fn leased(s: &TestServer, queue: &str, n: u32) -> Vec<Value> {
+    for i in 0..n {
+        s.client.enqueue(queue, json!({"payload": i})).await;
+    }
+    let jobs = s.client.lease(queue, n, 60_000).await;
+    assert_eq!(jobs.len(), n as usize);
+    jobs
+}
+
+fn id(job: &Value) -> String {
+    job["id"].as_str().unwrap().to_owned()
+}
+
+fn lease(job: &Value) -> String {
+    job["lease_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn settle_answers_each_item_as_its_endpoint_would_and_leases_the_next() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let held = leased(&s, "mail", 4).await;
+    let foreign = leased(&s, "sms", 1).await;
+    // Two more ready in the queue, for the lease part.
+    let next_a = c.enqueue("mail", json!({"payload": "a"})).await;
+    let next_b = c.enqueue("mail", json!({"payload": "b"})).await;
+    c.enqueue("mail", json!({"payload": "c"})).await;
+
+    let reply = c
+        .post(
+            "/v1/queues/mail/settle",
+            json!({
+                "complete": [
+                    {"id": id(&held[0]), "lease_id": lease(&held[0]), "result": {"sent": 1}},
+                    {"id": id(&held[1]), "lease_id": lease(&held[2])},
+                    {"id": id(&held[1]), "lease_id": "garbage"},
+                    {"id": "00000000ffffffff", "lease_id": lease(&held[1])},
+                    {"id": "not-an-id", "lease_id": lease(&held[1])},
+                    {"id": id(&foreign[0]), "lease_id": lease(&foreign[0])},
+                ],
+                "fail": [
+                    {"id": id(&held[2]), "lease_id": lease(&held[2]), "error": "no", "retryable": false},
+                    {"id": id(&held[3]), "lease_id": lease(&held[3]), "error": "later", "retry_in_ms": 60000},
+                    {"id": id(&held[0]), "lease_id": lease(&held[0]), "error": "twice"},
+                ],
+                "lease": {"max_jobs": 2, "lease_ms": 30000},
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let results = reply.json["results"].as_array().unwrap();
+    let got: Vec<(String, u64, &str)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["status"].as_u64().unwrap(),
+                r["error"]["code"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let want = [
+        (id(&held[0]), 200, ""),
+        (id(&held[1]), 409, "lease_lost"),
+        (id(&held[1]), 409, "lease_lost"),
+        ("00000000ffffffff".to_owned(), 404, "not_found"),
+        ("not-an-id".to_owned(), 404, "not_found"),
+        (id(&foreign[0]), 404, "not_found"),
+        (id(&held[2]), 200, ""),
+        (id(&held[3]), 200, ""),
+        // The second item about a job the request already completed.
+        (id(&held[0]), 409, "lease_lost"),
+    ];
+    let want: Vec<(String, u64, &str)> = want.into_iter().collect();
+    assert_eq!(got, want);
+    assert_eq!(results[0]["job"]["state"], "completed");
+    assert_eq!(results[0]["job"]["result"], json!({"sent": 1}));
+    assert!(results[0].get("error").is_none());
+    assert!(results[1].get("job").is_none());
+    assert_eq!(results[6]["job"]["state"], "dead");
+    assert_eq!(results[7]["job"]["state"], "scheduled");
+    assert_eq!(results[7]["job"]["last_error"], "later");
+    let message = results[5]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("not found in queue mail"), "{message}");
+
+    // The lease took the two oldest ready jobs, with their lease ids.
+    let jobs = reply.json["jobs"].as_array().unwrap();
+    let taken: Vec<String> = jobs.iter().map(id).collect();
+    assert_eq!(taken, vec![id(&next_a), id(&next_b)]);
+    assert!(jobs.iter().all(|j| j["state"] == "leased" && j["lease_id"].is_string()));
+
+    // What the store says: the refused items changed nothing.
+    assert_eq!(c.job(&id(&held[1])).await["state"], "leased");
+    assert_eq!(c.job(&id(&foreign[0])).await["state"], "leased");
+    assert_eq!(c.job(&id(&held[0])).await["state"], "completed");
+    let stats = c.get("/v1/queues/mail").await.json;
+    assert_eq!(
+        (
+            &stats["ready"],
+            &stats["leased"],
+            &stats["completed"],
+            &stats["dead"],
+            &stats["scheduled"]
+        ),
+        (&json!(1), &json!(3), &json!(1), &json!(1), &json!(1))
+    );
+    // Counted as the single endpoints count.
+    let counters = s.app.queue().queue_counters();
+    let mail = &counters["mail"];
+    assert_eq!((mail.completed, mail.failed, mail.dead), (1, 2, 1));
+}
+
+#[tokio::test]
+async fn settle_emits_the_events_the_single_endpoints_emit() {
+    let s = TestServer::start().await;
+    let held = leased(&s, "ev", 2).await;
+    let mut events = s.app.queue().subscribe();
+    let reply = s
+        .client
+        .post(
+            "/v1/queues/ev/settle",
+            json!({
+                "complete": [{"id": id(&held[0]), "lease_id": lease(&held[0])}],
+                "fail": [{"id": id(&held[1]), "lease_id": lease(&held[1]), "error": "x", "retryable": false}],
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["jobs"], json!([]));
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let event = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("an event")
+            .expect("the log");
+        seen.push((event.id.to_string(), event.state.to_string()));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (id(&held[0]), "completed".to_owned()),
+            (id(&held[1]), "dead".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_bad_settle_is_refused_whole_naming_the_item_and_changes_nothing() {
+    let s = TestServer::start().await;
+    let c = &s.client;
+    let held = leased(&s, "bad", 2).await;
+    c.enqueue("bad", json!({"payload": "ready"})).await;
+    let good = json!({"id": id(&held[0]), "lease_id": lease(&held[0])});
+    let cases = [
+        (
+            json!({"complete": [good, {"id": id(&held[1]), "lease_id": lease(&held[1]), "reslt": 1}]}),
+            "complete[1]",
+        ),
+        (
+            json!({"complete": [good, {"id": id(&held[1])}]}),
+            "complete[1]",
+        ),
+        (
+            json!({"complete": [good], "fail": [{"id": id(&held[1]), "lease_id": lease(&held[1]), "retry_in_ms": u64::MAX}]}),
+            "fail[0]",
+        ),
+        (
+            json!({"complete": [good], "lease": {"max_jobs": 0}}),
+            "lease",
+        ),
+        (
+            json!({"complete": [good], "lease": {"wait_ms": 60001}}),
+            "lease.wait_ms",
+        ),
+        (json!({"complete": [good], "lese": {}}), "lese"),
+        (
+            json!({"complete": vec![good.clone(); 600], "fail": vec![json!({"id": id(&held[1]), "lease_id": lease(&held[1])}); 401]}),
+            "at most 1000",
+        ),
+    ];
+    for (body, named) in cases {
+        let reply = c.post("/v1/queues/bad/settle", body).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, "invalid_request"),
+            "{named}: {}",
+            reply.text
+        );
+        let message = reply.json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{named}: {message}");
+    }
+    let bad_queue = c.post("/v1/queues/a%20b/settle", json!({})).await;
+    assert_eq!(bad_queue.status, 400);
+    // Nothing settled, nothing leased.
+    let stats = c.get("/v1/queues/bad").await.json;
+    assert_eq!((&stats["leased"], &stats["ready"]), (&json!(2), &json!(1)));
+
+    // An empty body settles and leases nothing.
+    let empty = c.send("POST", "/v1/queues/bad/settle", None, &[]).await;
+    assert_eq!(empty.status, 200, "{}", empty.text);
+    assert_eq!(empty.json, json!({"results": [], "jobs": []}));
+}
+
+#[tokio::test]
+async fn a_settle_lease_with_wait_ms_waits_for_a_job_after_settling() {
+    let s = TestServer::start().await;
+    let held = leased(&s, "wait", 1).await;
+    let c = s.client.clone();
+    let body = json!({
+        "complete": [{"id": id(&held[0]), "lease_id": lease(&held[0])}],
+        "lease": {"wait_ms": 20000},
+    });
+    let settling = tokio::spawn(async move { c.post("/v1/queues/wait/settle", body).await });
+    // Parked on the queue: the settlement is durable by then.
+    let queue = s.app.queue().clone();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while queue.lease_waiters("wait") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the settle's lease parks");
+    assert_eq!(s.client.job(&id(&held[0])).await["state"], "completed");
+    let next = s.client.enqueue("wait", json!({"payload": "next"})).await;
+    let reply = settling.await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["results"][0]["status"], 200);
+    assert_eq!(reply.json["jobs"][0]["id"], next["id"]);
+}
