@@ -1491,6 +1491,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn our_rows_and_the_limit_row_count_what_they_did() {
+        let parent = tempfile::tempdir().unwrap();
+        let payload = json_payload(50);
+        let limit = Duration::from_secs(60);
+        let cases = [
+            (Target::Embedded(PERIODIC), &["enqueue", "drain"][..]),
+            (Target::Http(PERIODIC), &["enqueue", "drain"][..]),
+            (Target::HttpSettle(PERIODIC), &["drain"][..]),
+            (Target::Limit, &["enqueue"][..]),
+        ];
+        for (target, phases) in cases {
+            // 31 jobs over 4 workers: the settle loops end unevenly.
+            let rows = run_target(target, parent.path(), 31, 4, limit, &payload).unwrap();
+            let got: Vec<&str> = rows.iter().map(|m| m.row.phase).collect();
+            assert_eq!(got, phases, "{}", target.label());
+            for measured in &rows {
+                assert_eq!(measured.row.jobs(), 31, "{}", measured.row.line());
+                assert!(!measured.row.timed_out);
+                assert_eq!(measured.row.mode, target.label());
+                assert!(measured.cpu_per_job.is_some(), "{}", measured.row.line());
+            }
+        }
+        // Nothing left behind in the parent directory.
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn stat_cpu_is_utime_plus_stime_after_the_command_name() {
         // Fields 14 and 15 (utime 250, stime 50 ticks); the name holds a
         // space and a parenthesis.
