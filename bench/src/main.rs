@@ -130,3 +130,29 @@ fn main() -> anyhow::Result<()> {
         Mode::Shed(args) => shed::run(&args),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn peers_targets_excludes_smoke_and_systems() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["bench", "peers"][..], args].concat());
+        let Mode::Peers(args) = parse(&["--targets", "--rounds", "5"]).unwrap().mode else {
+            panic!("not peers");
+        };
+        assert!(args.targets && args.rounds == 5 && args.cpu_baseline_us.is_none());
+        assert!(parse(&["--targets", "--smoke"]).is_err());
+        assert!(parse(&["--targets", "--systems", "http"]).is_err());
+        assert!(parse(&["--rounds", "2"]).is_err());
+        assert!(parse(&["--cpu-baseline-us", "200"]).is_err());
+        assert!(parse(&["--systems", "limit,bullmq"]).is_ok());
+    }
+}

@@ -155,8 +155,8 @@ pub struct PeersArgs {
     /// Only the rows of the performance targets (C = the largest
     /// `--concurrency`, durable modes, plus single-caller durable enqueues),
     /// `--rounds` times alternating, then each target's ratio per round, its
-    /// median and whether it is met.
-    #[arg(long)]
+    /// median and whether it is met. It picks its own systems.
+    #[arg(long, conflicts_with = "systems")]
     pub targets: bool,
     /// Rounds of `--targets`.
     #[arg(long, default_value_t = 3, requires = "targets")]
