@@ -7,7 +7,9 @@
 //! - `http` drives the real `queue-server`, started in-process on loopback,
 //!   over C keep-alive HTTP/1.1 connections;
 //! - `compare` runs both back to back and prints one table;
-//! - `peers` compares ours with beanstalkd and Redis + BullMQ;
+//! - `peers` compares ours with beanstalkd, Redis + BullMQ and the physical
+//!   limit of the disk behind a minimal HTTP server (`--targets`: the
+//!   performance targets' rows, three rounds, ratios and medians);
 //! - `sdk` compares the typed client SDK (`queue-client`, async and
 //!   blocking, producers and workers) with raw HTTP load generators (one
 //!   event loop, and one OS thread per connection);
@@ -46,6 +48,9 @@
 //! cargo run --release -p bench -- pg [--jobs 10000] [--concurrency 32] [--runs 3] \
 //!     [--servers 1,2,3] [--systems ours,graphile,bullmq] [--payload-bytes 200] \
 //!     [--max-seconds S] [--database-url URL] [--smoke]
+//! cargo run --release -p bench -- peers [--jobs N] [--concurrency 1,8,64] \
+//!     [--systems embedded,http,limit,beanstalkd,bullmq] [--smoke]
+//! cargo run --release -p bench -- peers --targets [--rounds 3] [--cpu-baseline-us US]
 //! ```
 //!
 //! See `BENCHMARKS.md` at the repository root for what each phase measures.
@@ -56,6 +61,7 @@ mod compare;
 mod core;
 mod fsync;
 mod http;
+mod limit;
 mod limits;
 mod ops;
 mod peers;
@@ -88,8 +94,9 @@ enum Mode {
     /// Both: the embedded mode, then the HTTP mode with the same options;
     /// one combined table and the HTTP / embedded ratio.
     Compare(core::CoreArgs),
-    /// Ours (embedded and HTTP) against beanstalkd and Redis + BullMQ, same
-    /// workload, same run (`--smoke`: ours only, tiny N, for CI).
+    /// Ours (embedded and HTTP) against beanstalkd, Redis + BullMQ and the
+    /// physical limit, same workload, same run (`--smoke`: ours and the
+    /// limit only, tiny N, for CI; `--targets`: the targets' ratios).
     Peers(peers::PeersArgs),
     /// The client SDK (async and blocking producers, async and blocking
     /// workers) against raw HTTP on the same durable server; SDK / raw
@@ -141,5 +148,31 @@ fn main() -> anyhow::Result<()> {
         Mode::Shed(args) => shed::run(&args),
         Mode::Pg(args) => pg::run(&args),
         Mode::PgServe(args) => pg::serve(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn peers_targets_excludes_smoke_and_systems() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["bench", "peers"][..], args].concat());
+        let Mode::Peers(args) = parse(&["--targets", "--rounds", "5"]).unwrap().mode else {
+            panic!("not peers");
+        };
+        assert!(args.targets && args.rounds == 5 && args.cpu_baseline_us.is_none());
+        assert!(parse(&["--targets", "--smoke"]).is_err());
+        assert!(parse(&["--targets", "--systems", "http"]).is_err());
+        assert!(parse(&["--rounds", "2"]).is_err());
+        assert!(parse(&["--cpu-baseline-us", "200"]).is_err());
+        assert!(parse(&["--systems", "limit,bullmq"]).is_ok());
     }
 }

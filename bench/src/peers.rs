@@ -13,16 +13,38 @@
 //! its count or at `--max-seconds`. Systems:
 //!
 //! - ours embedded and over HTTP, durable (`sync`: fsync before the
-//!   acknowledgement) and periodic (flush every 100 ms);
+//!   acknowledgement) and periodic (flush every 100 ms); over HTTP the drain
+//!   is measured twice, each on a fresh server: one lease and one complete
+//!   per job, and **settle-and-lease** (one `POST /v1/queues/{q}/settle`
+//!   per job that completes it and leases the next: [`settle_drain`]);
+//! - the **physical limit** ([`crate::limit`]): a minimal hyper server that
+//!   appends each body to a file and group-commits with `fdatasync`, driven
+//!   by the same load generator and requests as our HTTP enqueue (enqueue
+//!   only);
 //! - beanstalkd with a binlog, `-f 0` (fsync every write) and `-F` (never
 //!   fsync), driven by the same Rust code as our HTTP server (one tokio task
 //!   per connection on one thread);
 //! - Redis with `appendonly yes`, `appendfsync always` and `everysec`, driven
-//!   by BullMQ from `bench/peers/bullmq/bench.mjs` (Node), same shape.
+//!   by BullMQ from `bench/peers/bullmq/bench.mjs` (Node), same shape; its
+//!   drain twice: getNextJob + moveToCompleted without fetch-next, and
+//!   **fetch-next** (moveToCompleted that takes the next job in the same
+//!   call, as BullMQ's Worker runs).
+//!
+//! A drain-only mode (settle-and-lease, fetch-next) puts its N jobs with
+//! its system's enqueue first; that enqueue is not shown again.
+//!
+//! For the systems in this process (ours, the physical limit) each row also
+//! gets its CPU time per job: the process's CPU time during the phase, less
+//! the load generator's thread for HTTP.
+//!
+//! `--targets` runs only what the performance targets need (C = 64 durable,
+//! plus single-caller durable enqueues) `--rounds` times, alternating the
+//! systems, and prints each target's ratio per round, the median and
+//! whether it is met.
 //!
 //! `bench/peers/setup.sh` installs beanstalkd, redis-server and bullmq.
-//! `--smoke` runs only our systems with a tiny N (CI runs it so that the
-//! harness cannot rot).
+//! `--smoke` runs only our systems and the physical limit with a tiny N (CI
+//! runs it so that the harness cannot rot).
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
@@ -41,7 +63,8 @@ use crate::claims::Claims;
 use crate::client::{BlockingConnection, Connection, Response, request};
 use crate::core::json_payload;
 use crate::fsync;
-use crate::http::Server;
+use crate::http::{Server, thread_cpu_time};
+use crate::limit::LimitServer;
 use crate::report::{self, Row};
 use crate::stats::Summary;
 
@@ -125,10 +148,24 @@ pub struct PeersArgs {
     /// Systems to run, comma-separated (default all).
     #[arg(long, value_delimiter = ',', value_enum)]
     pub systems: Vec<SystemArg>,
-    /// Our systems only, 300 jobs, C = 1 and 8: a quick check that the
-    /// harness works (CI runs it).
-    #[arg(long)]
+    /// Our systems and the physical limit only, 300 jobs, C = 1 and 8: a
+    /// quick check that the harness works (CI runs it).
+    #[arg(long, conflicts_with = "targets")]
     pub smoke: bool,
+    /// Only the rows of the performance targets (C = the largest
+    /// `--concurrency`, durable modes, plus single-caller durable enqueues),
+    /// `--rounds` times alternating, then each target's ratio per round, its
+    /// median and whether it is met. It picks its own systems.
+    #[arg(long, conflicts_with = "systems")]
+    pub targets: bool,
+    /// Rounds of `--targets`.
+    #[arg(long, default_value_t = 3, requires = "targets")]
+    pub rounds: usize,
+    /// CPU per job (µs) of the build to compare with, from the `CPU per
+    /// job` line of its own `--targets` run in the same sitting: the CPU
+    /// target (at most half of it) is judged against it.
+    #[arg(long, requires = "targets")]
+    pub cpu_baseline_us: Option<f64>,
 }
 
 /// A system family for `--systems`.
@@ -136,11 +173,14 @@ pub struct PeersArgs {
 pub enum SystemArg {
     /// queue-core in-process.
     Embedded,
-    /// queue-server over loopback HTTP.
+    /// queue-server over loopback HTTP: lease + complete, and
+    /// settle-and-lease.
     Http,
+    /// The physical limit: append + group-committed fdatasync over HTTP.
+    Limit,
     /// beanstalkd with a binlog.
     Beanstalkd,
-    /// Redis + BullMQ.
+    /// Redis + BullMQ: getNextJob + moveToCompleted, and fetch-next.
     Bullmq,
 }
 
@@ -148,12 +188,24 @@ pub enum SystemArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Embedded(Durability),
+    /// Enqueue, then drain with one lease and one complete per job.
     Http(Durability),
+    /// Drain only (the jobs are put first, not shown): one settle request
+    /// per job, completing it and leasing the next.
+    HttpSettle(Durability),
+    /// Enqueue only: [`crate::limit`].
+    Limit,
     /// `true`: fsync every write (`-f 0`).
     Beanstalkd(bool),
-    /// `true`: `appendfsync always`.
+    /// `true`: `appendfsync always`. Enqueue, then drain with getNextJob +
+    /// moveToCompleted (no fetch-next).
     Bullmq(bool),
+    /// Drain only: moveToCompleted with fetch-next, as BullMQ's Worker.
+    BullmqFetchNext(bool),
 }
+
+/// The periodic mode `bench peers` runs.
+const PERIODIC: Durability = Durability::Periodic(100);
 
 impl Target {
     fn label(self) -> String {
@@ -161,15 +213,36 @@ impl Target {
             Durability::Sync => "durable: fsync before ack".to_owned(),
             Durability::Periodic(ms) => format!("periodic: flush every {ms} ms"),
         };
+        let fsync = |always: bool| {
+            if always {
+                "appendfsync always"
+            } else {
+                "appendfsync everysec"
+            }
+        };
         match self {
             Target::Embedded(d) => format!("ours embedded ({})", durability(d)),
             Target::Http(d) => format!("ours http ({})", durability(d)),
+            Target::HttpSettle(d) => format!("ours http settle-and-lease ({})", durability(d)),
+            Target::Limit => "physical limit (append + group fdatasync)".to_owned(),
             Target::Beanstalkd(true) => "beanstalkd -b -f 0 (fsync every write)".to_owned(),
             Target::Beanstalkd(false) => "beanstalkd -b -F (binlog, no fsync)".to_owned(),
-            Target::Bullmq(true) => "redis+bullmq (appendfsync always)".to_owned(),
-            Target::Bullmq(false) => "redis+bullmq (appendfsync everysec)".to_owned(),
+            Target::Bullmq(always) => format!("redis+bullmq ({})", fsync(always)),
+            Target::BullmqFetchNext(always) => {
+                format!("redis+bullmq fetch-next ({})", fsync(always))
+            }
         }
     }
+}
+
+/// One row and the CPU it cost.
+#[derive(Debug, Clone)]
+struct Measured {
+    row: Row,
+    /// CPU time of this process during the phase (less the load
+    /// generator's thread for a network system) over the jobs done; `None`
+    /// for systems in another process.
+    cpu_per_job: Option<Duration>,
 }
 
 /// Runs the comparison and prints the table.
@@ -177,6 +250,9 @@ impl Target {
 /// # Errors
 /// A system fails to start, a request fails, a check fails.
 pub fn run(args: &PeersArgs) -> anyhow::Result<()> {
+    if args.targets {
+        return run_targets(args);
+    }
     let Plan {
         jobs,
         concurrency,
@@ -185,43 +261,43 @@ pub fn run(args: &PeersArgs) -> anyhow::Result<()> {
         payload,
     } = args.workload.plan(args.smoke)?;
     let families: Vec<SystemArg> = if args.smoke {
-        vec![SystemArg::Embedded, SystemArg::Http]
+        vec![SystemArg::Embedded, SystemArg::Http, SystemArg::Limit]
     } else if args.systems.is_empty() {
         vec![
             SystemArg::Embedded,
             SystemArg::Http,
+            SystemArg::Limit,
             SystemArg::Beanstalkd,
             SystemArg::Bullmq,
         ]
     } else {
         args.systems.clone()
     };
-    let periodic = Durability::Periodic(100);
     let mut targets = Vec::new();
     for family in &families {
         match family {
             SystemArg::Embedded => {
                 targets.push(Target::Embedded(Durability::Sync));
-                targets.push(Target::Embedded(periodic));
+                targets.push(Target::Embedded(PERIODIC));
             }
             SystemArg::Http => {
                 targets.push(Target::Http(Durability::Sync));
-                targets.push(Target::Http(periodic));
+                targets.push(Target::HttpSettle(Durability::Sync));
+                targets.push(Target::Http(PERIODIC));
+                targets.push(Target::HttpSettle(PERIODIC));
             }
+            SystemArg::Limit => targets.push(Target::Limit),
             SystemArg::Beanstalkd => {
                 require("beanstalkd")?;
                 targets.push(Target::Beanstalkd(true));
                 targets.push(Target::Beanstalkd(false));
             }
             SystemArg::Bullmq => {
-                require("redis-server")?;
-                require("node")?;
-                ensure!(
-                    bullmq_dir().join("node_modules/bullmq").is_dir(),
-                    "bullmq is not installed: run bench/peers/setup.sh first"
-                );
+                require_bullmq()?;
                 targets.push(Target::Bullmq(true));
+                targets.push(Target::BullmqFetchNext(true));
                 targets.push(Target::Bullmq(false));
+                targets.push(Target::BullmqFetchNext(false));
             }
         }
     }
@@ -230,13 +306,7 @@ pub fn run(args: &PeersArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for target in &targets {
         for c in &concurrency {
-            eprintln!("{} C={c} ...", target.label());
-            let (enqueue, drain) = run_target(*target, &parent, jobs, *c, limit, &payload)
-                .with_context(|| format!("{} at C={c}", target.label()))?;
-            eprintln!("  {}", enqueue.line());
-            eprintln!("  {}", drain.line());
-            rows.push(enqueue);
-            rows.push(drain);
+            rows.extend(run_logged(*target, &parent, jobs, *c, limit, &payload)?);
         }
     }
 
@@ -248,60 +318,328 @@ pub fn run(args: &PeersArgs) -> anyhow::Result<()> {
         limit.as_secs()
     );
     println!();
-    println!(
-        "raw fsync (4 KiB append + fdatasync, in {}): {:.0} syncs/s, p50 {}",
-        parent.display(),
-        probe.rate(),
-        crate::stats::Latency(probe.latency.p50)
-    );
+    println!("{}", fsync_line(&parent, &probe));
     println!();
-    print!("{}", report::table(&rows));
-    println!();
+    print_rows(&rows);
     // The targets are stated for the full run; a smoke run says nothing
     // about them.
     if !args.smoke {
-        for line in ratios(&rows, &concurrency) {
-            println!("{line}");
-        }
+        let c = concurrency.iter().max().copied().unwrap_or(1);
+        let round = Round::of(&rows, c, &probe);
+        println!();
+        print!("{}", targets_table(&[round], None));
     }
     Ok(())
 }
 
-/// `ours http durable / peer durable` at the largest concurrency, per phase.
-fn ratios(rows: &[Row], concurrency: &[usize]) -> Vec<String> {
-    let Some(c) = concurrency.iter().max().copied() else {
-        return Vec::new();
-    };
-    let rate = |mode: &str, phase: &str| {
-        rows.iter()
-            .find(|r| r.mode == mode && r.phase == phase && r.concurrency == c)
-            .map(Row::rate)
-    };
-    let ours = Target::Http(Durability::Sync).label();
-    let mut lines = Vec::new();
-    for phase in ["enqueue", "drain"] {
-        for peer in [Target::Beanstalkd(true), Target::Bullmq(true)] {
-            if let (Some(a), Some(b)) = (rate(&ours, phase), rate(&peer.label(), phase)) {
-                let x = if b > 0.0 { a / b } else { f64::INFINITY };
-                lines.push(format!(
-                    "{phase}@{c}: ours http durable / {} = {x:.1}× ({a:.0} / {b:.0} jobs/s) (target ≥ 3×: {})",
-                    peer.label(),
-                    if x >= 3.0 { "meets target" } else { "BELOW target" }
-                ));
-            }
+/// `run_target` with progress lines.
+fn run_logged(
+    target: Target,
+    parent: &Path,
+    jobs: usize,
+    c: usize,
+    limit: Duration,
+    payload: &[u8],
+) -> anyhow::Result<Vec<Measured>> {
+    eprintln!("{} C={c} ...", target.label());
+    let rows = run_target(target, parent, jobs, c, limit, payload)
+        .with_context(|| format!("{} at C={c}", target.label()))?;
+    for measured in &rows {
+        eprintln!("  {}", measured.row.line());
+    }
+    Ok(rows)
+}
+
+fn fsync_line(parent: &Path, probe: &fsync::FsyncReport) -> String {
+    format!(
+        "raw fsync (4 KiB append + fdatasync, in {}): {:.0} syncs/s, p50 {}",
+        parent.display(),
+        probe.rate(),
+        crate::stats::Latency(probe.latency.p50)
+    )
+}
+
+/// The table of `rows`, then the CPU per job of the systems measured
+/// in-process.
+fn print_rows(rows: &[Measured]) {
+    let table: Vec<Row> = rows.iter().map(|m| m.row.clone()).collect();
+    print!("{}", report::table(&table));
+    println!();
+    println!(
+        "CPU per job (this process during the phase, less the load generator's thread for \
+         HTTP; 10 ms clock ticks):"
+    );
+    for measured in rows {
+        if let Some(cpu) = measured.cpu_per_job {
+            println!(
+                "  {} {} C={}: {:.1} µs",
+                measured.row.mode,
+                measured.row.phase,
+                measured.row.concurrency,
+                cpu.as_secs_f64() * 1e6
+            );
         }
     }
-    if let Some(a) = rate(&Target::Embedded(Durability::Sync).label(), "enqueue") {
-        lines.push(format!(
-            "enqueue@{c}: ours embedded durable = {a:.0} jobs/s (target ≥ 60000: {})",
-            if a >= 60_000.0 {
-                "meets target"
-            } else {
-                "BELOW target"
-            }
-        ));
+}
+
+/// `--targets`: the rows the targets need, `--rounds` times alternating,
+/// each round's ratios and their medians.
+fn run_targets(args: &PeersArgs) -> anyhow::Result<()> {
+    let Plan {
+        jobs,
+        concurrency,
+        parent,
+        limit,
+        payload,
+    } = args.workload.plan(false)?;
+    ensure!(args.rounds > 0, "--rounds must be at least 1");
+    require_bullmq()?;
+    let c = concurrency.iter().max().copied().unwrap_or(1);
+    let single = jobs.min(SINGLE_CALLER_JOBS);
+    let plan = [
+        (Target::Limit, c, jobs),
+        (Target::Http(Durability::Sync), c, jobs),
+        (Target::HttpSettle(Durability::Sync), c, jobs),
+        (Target::Bullmq(true), c, jobs),
+        (Target::BullmqFetchNext(true), c, jobs),
+        (Target::Embedded(Durability::Sync), c, jobs),
+        (Target::Embedded(PERIODIC), c, jobs),
+        (Target::Embedded(Durability::Sync), 1, single),
+        (Target::Http(Durability::Sync), 1, single),
+    ];
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        eprintln!("round {round} of {}", args.rounds);
+        let probe = fsync::measure(&parent, 5000, Duration::from_secs(2))?;
+        let mut rows = Vec::new();
+        for (target, c, jobs) in plan {
+            rows.extend(run_logged(target, &parent, jobs, c, limit, &payload)?);
+        }
+        println!();
+        println!(
+            "Round {round} of {}: N = {jobs} jobs of {} bytes at C = {c}, {single} at C = 1; \
+             time limit {} s per phase.",
+            args.rounds,
+            args.workload.payload_bytes,
+            limit.as_secs()
+        );
+        println!();
+        println!("{}", fsync_line(&parent, &probe));
+        println!();
+        print_rows(&rows);
+        rounds.push(Round::of(&rows, c, &probe));
     }
-    lines
+    println!();
+    print!("{}", targets_table(&rounds, args.cpu_baseline_us));
+    Ok(())
+}
+
+/// Jobs of a single-caller run in `--targets` (its p50 is what counts).
+const SINGLE_CALLER_JOBS: usize = 2000;
+
+/// What one round measured that the targets are stated in.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Round {
+    /// Jobs/s at the largest C.
+    http_enqueue: Option<f64>,
+    http_drain: Option<f64>,
+    http_settle_drain: Option<f64>,
+    limit_enqueue: Option<f64>,
+    bullmq_enqueue: Option<f64>,
+    bullmq_drain: Option<f64>,
+    bullmq_fetch_next_drain: Option<f64>,
+    embedded_sync_enqueue: Option<f64>,
+    embedded_periodic_enqueue: Option<f64>,
+    /// Embedded durable enqueue + drain CPU at the largest C, per job, µs.
+    embedded_cpu_us: Option<f64>,
+    /// Single-caller durable enqueue p50, µs.
+    embedded_single_p50_us: Option<f64>,
+    http_single_p50_us: Option<f64>,
+    /// One fdatasync (the probe's p50), µs.
+    fsync_p50_us: f64,
+}
+
+impl Round {
+    fn of(rows: &[Measured], c: usize, probe: &fsync::FsyncReport) -> Round {
+        let find = |target: Target, phase: &str, c: usize| {
+            let label = target.label();
+            rows.iter()
+                .find(|m| m.row.mode == label && m.row.phase == phase && m.row.concurrency == c)
+        };
+        let rate = |target, phase| find(target, phase, c).map(|m| m.row.rate());
+        let p50 =
+            |target| find(target, "enqueue", 1).map(|m| m.row.latency.p50.as_secs_f64() * 1e6);
+        let embedded_cpu_us = match (
+            find(Target::Embedded(Durability::Sync), "enqueue", c),
+            find(Target::Embedded(Durability::Sync), "drain", c),
+        ) {
+            (Some(enqueue), Some(drain)) => enqueue
+                .cpu_per_job
+                .zip(drain.cpu_per_job)
+                .map(|(a, b)| (a + b).as_secs_f64() * 1e6),
+            _ => None,
+        };
+        Round {
+            http_enqueue: rate(Target::Http(Durability::Sync), "enqueue"),
+            http_drain: rate(Target::Http(Durability::Sync), "drain"),
+            http_settle_drain: rate(Target::HttpSettle(Durability::Sync), "drain"),
+            limit_enqueue: rate(Target::Limit, "enqueue"),
+            bullmq_enqueue: rate(Target::Bullmq(true), "enqueue"),
+            bullmq_drain: rate(Target::Bullmq(true), "drain"),
+            bullmq_fetch_next_drain: rate(Target::BullmqFetchNext(true), "drain"),
+            embedded_sync_enqueue: rate(Target::Embedded(Durability::Sync), "enqueue"),
+            embedded_periodic_enqueue: rate(Target::Embedded(PERIODIC), "enqueue"),
+            embedded_cpu_us,
+            embedded_single_p50_us: p50(Target::Embedded(Durability::Sync)),
+            http_single_p50_us: p50(Target::Http(Durability::Sync)),
+            fsync_p50_us: probe.latency.p50.as_secs_f64() * 1e6,
+        }
+    }
+}
+
+/// One target: how its ratio is made from a round, and its goal.
+struct Goal {
+    name: &'static str,
+    ratio: fn(&Round, Option<f64>) -> Option<f64>,
+    /// The ratio must be at least this (`at_least`) or at most it.
+    bound: f64,
+    at_least: bool,
+}
+
+fn div(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// Issue 14's targets, in its order.
+const GOALS: &[Goal] = &[
+    Goal {
+        name: "HTTP enqueue / BullMQ enqueue (appendfsync always), C max",
+        ratio: |r, _| div(r.http_enqueue, r.bullmq_enqueue),
+        bound: 2.0,
+        at_least: true,
+    },
+    Goal {
+        name: "HTTP enqueue / physical limit, C max",
+        ratio: |r, _| div(r.http_enqueue, r.limit_enqueue),
+        bound: 0.75,
+        at_least: true,
+    },
+    Goal {
+        name: "HTTP drain (lease + complete) / BullMQ drain (getNextJob + moveToCompleted), C max",
+        ratio: |r, _| div(r.http_drain, r.bullmq_drain),
+        bound: 1.5,
+        at_least: true,
+    },
+    Goal {
+        name: "HTTP settle-and-lease drain / BullMQ fetch-next drain, C max",
+        ratio: |r, _| div(r.http_settle_drain, r.bullmq_fetch_next_drain),
+        bound: 2.0,
+        at_least: true,
+    },
+    Goal {
+        name: "embedded durable enqueue / embedded periodic enqueue, C max",
+        ratio: |r, _| div(r.embedded_sync_enqueue, r.embedded_periodic_enqueue),
+        bound: 0.9,
+        at_least: true,
+    },
+    Goal {
+        name: "embedded durable CPU per job (enqueue + drain) / baseline build's, C max",
+        ratio: |r, baseline| div(r.embedded_cpu_us, baseline),
+        bound: 0.5,
+        at_least: false,
+    },
+    Goal {
+        name: "single-caller durable enqueue p50 / one fdatasync p50, embedded",
+        ratio: |r, _| div(r.embedded_single_p50_us, Some(r.fsync_p50_us)),
+        bound: 1.5,
+        at_least: false,
+    },
+    Goal {
+        name: "single-caller durable enqueue p50 / one fdatasync p50, HTTP",
+        ratio: |r, _| div(r.http_single_p50_us, Some(r.fsync_p50_us)),
+        bound: 1.5,
+        at_least: false,
+    },
+];
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// The targets table: each goal's ratio per round, the median, met or not;
+/// then the CPU per job of each round (the figure a later build's
+/// `--cpu-baseline-us` takes).
+fn targets_table(rounds: &[Round], cpu_baseline_us: Option<f64>) -> String {
+    let mut header = vec!["target".to_owned(), "goal".to_owned()];
+    header.extend((1..=rounds.len()).map(|i| format!("run {i}")));
+    header.extend(["median".to_owned(), "result".to_owned()]);
+    let mut cells = Vec::new();
+    for goal in GOALS {
+        let ratios: Vec<Option<f64>> = rounds
+            .iter()
+            .map(|r| (goal.ratio)(r, cpu_baseline_us))
+            .collect();
+        let measured: Vec<f64> = ratios.iter().flatten().copied().collect();
+        let mid = if measured.len() == ratios.len() {
+            median(&measured)
+        } else {
+            None
+        };
+        let mut row = vec![
+            goal.name.to_owned(),
+            format!(
+                "{} {:.2}×",
+                if goal.at_least { "≥" } else { "≤" },
+                goal.bound
+            ),
+        ];
+        row.extend(ratios.iter().map(|r| match r {
+            Some(r) => format!("{r:.2}×"),
+            None => "–".to_owned(),
+        }));
+        row.push(mid.map_or("–".to_owned(), |m| format!("{m:.2}×")));
+        row.push(match mid {
+            None => "not measured".to_owned(),
+            Some(m)
+                if (goal.at_least && m >= goal.bound) || (!goal.at_least && m <= goal.bound) =>
+            {
+                "met".to_owned()
+            }
+            Some(_) => "not met".to_owned(),
+        });
+        cells.push(row);
+    }
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut right = vec![false, true];
+    right.extend(std::iter::repeat_n(true, rounds.len() + 1));
+    right.push(false);
+    let mut out = report::markdown(&header, &right, &cells);
+    let cpu: Vec<f64> = rounds.iter().filter_map(|r| r.embedded_cpu_us).collect();
+    out.push('\n');
+    out.push_str(&format!(
+        "CPU per job, embedded durable enqueue + drain: {} µs (median {}){}\n",
+        cpu.iter()
+            .map(|c| format!("{c:.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        median(&cpu).map_or("–".to_owned(), |m| format!("{m:.1}")),
+        match cpu_baseline_us {
+            Some(b) => format!("; baseline {b:.1} µs"),
+            None => "; no baseline given: pass a build's median with --cpu-baseline-us".to_owned(),
+        }
+    ));
+    out
 }
 
 fn require(binary: &str) -> anyhow::Result<()> {
@@ -318,11 +656,24 @@ fn require(binary: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn require_bullmq() -> anyhow::Result<()> {
+    require("redis-server")?;
+    require("node")?;
+    ensure!(
+        bullmq_dir().join("node_modules/bullmq").is_dir(),
+        "bullmq is not installed: run bench/peers/setup.sh first"
+    );
+    Ok(())
+}
+
 fn bullmq_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/bullmq")
 }
 
-/// Runs both phases of one system at one concurrency on a fresh instance.
+/// Runs the phases of one system at one concurrency on a fresh instance:
+/// enqueue and drain, enqueue only ([`Target::Limit`]) or drain only (the
+/// jobs put first, not shown: [`Target::HttpSettle`],
+/// [`Target::BullmqFetchNext`]).
 fn run_target(
     target: Target,
     parent: &Path,
@@ -330,16 +681,22 @@ fn run_target(
     c: usize,
     limit: Duration,
     payload: &[u8],
-) -> anyhow::Result<(Row, Row)> {
+) -> anyhow::Result<Vec<Measured>> {
     let label = target.label();
-    let row = |phase: &'static str, result: Phase| Row {
-        mode: label.clone(),
-        phase,
-        concurrency: c,
-        target: jobs,
-        elapsed: result.elapsed,
-        timed_out: result.timed_out,
-        latency: Summary::of(result.samples),
+    let row = |phase: &'static str, (result, cpu): (Phase, Option<Duration>)| {
+        let done = result.samples.len();
+        Measured {
+            row: Row {
+                mode: label.clone(),
+                phase,
+                concurrency: c,
+                target: jobs,
+                elapsed: result.elapsed,
+                timed_out: result.timed_out,
+                latency: Summary::of(result.samples),
+            },
+            cpu_per_job: cpu.filter(|_| done > 0).map(|cpu| cpu / done as u32),
+        }
     };
     match target {
         Target::Embedded(durability) => {
@@ -347,36 +704,80 @@ fn run_target(
                 .prefix("peers-ours-")
                 .tempdir_in(parent)?;
             let queue = Queue::open_with(Config::new(dir.path()).durability(durability))?;
-            let enqueue = threads(c, jobs, limit, |_| {
-                queue.enqueue("peers", NewJob::new(payload.to_vec()))?;
-                Ok(())
+            let enqueue = with_cpu(false, || {
+                threads(c, jobs, limit, |_| {
+                    queue.enqueue("peers", NewJob::new(payload.to_vec()))?;
+                    Ok(())
+                })
             })?;
-            let drain = threads(c, jobs, limit, |_| {
-                let leased = queue.lease("peers", &LeaseOptions::default())?;
-                let job = leased.first().ok_or_else(|| anyhow!("no job to lease"))?;
-                queue.complete(job.job.id, job.lease_id, None)?;
-                Ok(())
+            let drain = with_cpu(false, || {
+                threads(c, jobs, limit, |_| {
+                    let leased = queue.lease("peers", &LeaseOptions::default())?;
+                    let job = leased.first().ok_or_else(|| anyhow!("no job to lease"))?;
+                    queue.complete(job.job.id, job.lease_id, None)?;
+                    Ok(())
+                })
             })?;
-            check_ours(&queue.stats("peers")?, &enqueue, &drain)?;
-            Ok((row("enqueue", enqueue), row("drain", drain)))
+            check_ours(&queue.stats("peers")?, &enqueue.0, &drain.0)?;
+            Ok(vec![row("enqueue", enqueue), row("drain", drain)])
         }
-        Target::Http(durability) => {
+        Target::Http(durability) | Target::HttpSettle(durability) => {
+            let settle = matches!(target, Target::HttpSettle(_));
             let server = Server::start(parent, durability)?;
             let addr = server.addr;
             let enqueue_body = enqueue_body(payload);
             let result = (|| {
-                let enqueue = connections(c, jobs, limit, addr, Protocol::Http, move |conn| {
-                    let body = enqueue_body.clone();
-                    Box::pin(async move { conn.http_enqueue(&body).await })
+                let enqueue = with_cpu(true, || {
+                    connections(c, jobs, limit, addr, Protocol::Http, move |conn| {
+                        let body = enqueue_body.clone();
+                        Box::pin(async move { conn.http_enqueue(&body).await })
+                    })
                 })?;
-                let drain = connections(c, jobs, limit, addr, Protocol::Http, |conn| {
-                    Box::pin(async move { conn.http_drain_one().await })
+                let drain = with_cpu(true, || {
+                    if settle {
+                        settle_drain(c, jobs, limit, addr)
+                    } else {
+                        connections(c, jobs, limit, addr, Protocol::Http, |conn| {
+                            Box::pin(async move { conn.http_drain_one().await })
+                        })
+                    }
                 })?;
+                check_http(addr, enqueue.0.samples.len(), drain.0.samples.len())?;
                 Ok::<_, anyhow::Error>((enqueue, drain))
             })();
             server.stop()?;
             let (enqueue, drain) = result?;
-            Ok((row("enqueue", enqueue), row("drain", drain)))
+            Ok(if settle {
+                vec![row("drain", drain)]
+            } else {
+                vec![row("enqueue", enqueue), row("drain", drain)]
+            })
+        }
+        Target::Limit => {
+            let server = LimitServer::start(parent)?;
+            let addr = server.addr;
+            let enqueue_body = enqueue_body(payload);
+            let enqueue = with_cpu(true, || {
+                connections(c, jobs, limit, addr, Protocol::Http, move |conn| {
+                    let body = enqueue_body.clone();
+                    Box::pin(async move { conn.http_enqueue(&body).await })
+                })
+            });
+            let stats = server.stop()?;
+            let enqueue = enqueue?;
+            let done = enqueue.0.samples.len() as u64;
+            ensure!(
+                stats.records == done,
+                "the physical-limit server holds {} records, {done} were acknowledged",
+                stats.records
+            );
+            eprintln!(
+                "  physical limit: {} records in {} fdatasyncs ({:.1} per sync)",
+                stats.records,
+                stats.syncs,
+                stats.records as f64 / stats.syncs.max(1) as f64
+            );
+            Ok(vec![row("enqueue", enqueue)])
         }
         Target::Beanstalkd(fsync_every_write) => {
             let dir = tempfile::Builder::new()
@@ -407,9 +808,13 @@ fn run_target(
             })();
             drop(process);
             let (enqueue, drain) = result?;
-            Ok((row("enqueue", enqueue), row("drain", drain)))
+            Ok(vec![
+                row("enqueue", (enqueue, None)),
+                row("drain", (drain, None)),
+            ])
         }
-        Target::Bullmq(always) => {
+        Target::Bullmq(always) | Target::BullmqFetchNext(always) => {
+            let fetch_next = matches!(target, Target::BullmqFetchNext(_));
             let dir = tempfile::Builder::new()
                 .prefix("peers-redis-")
                 .tempdir_in(parent)?;
@@ -433,11 +838,95 @@ fn run_target(
             command.arg(dir.path());
             let process = Process::start(command, port)?;
             let enqueue = bullmq(port, "enqueue", jobs, c, limit, payload.len())?;
-            let drain = bullmq(port, "drain", jobs, c, limit, payload.len())?;
+            let drain_phase = if fetch_next {
+                "drain-fetch-next"
+            } else {
+                "drain"
+            };
+            let drain = bullmq(port, drain_phase, jobs, c, limit, payload.len())?;
             drop(process);
-            Ok((row("enqueue", enqueue), row("drain", drain)))
+            Ok(if fetch_next {
+                vec![row("drain", (drain, None))]
+            } else {
+                vec![row("enqueue", (enqueue, None)), row("drain", (drain, None))]
+            })
         }
     }
+}
+
+/// Runs `phase` and measures the CPU time this process spent in it; with
+/// `minus_caller`, less the calling thread's (the load generator of a
+/// network system runs there). `None` where `/proc` does not tell.
+fn with_cpu(
+    minus_caller: bool,
+    phase: impl FnOnce() -> anyhow::Result<Phase>,
+) -> anyhow::Result<(Phase, Option<Duration>)> {
+    let (process, caller) = (process_cpu_time(), thread_cpu_time());
+    let result = phase()?;
+    let process = process
+        .zip(process_cpu_time())
+        .map(|(before, after)| after.saturating_sub(before));
+    let cpu = if minus_caller {
+        let caller = caller
+            .zip(thread_cpu_time())
+            .map(|(before, after)| after.saturating_sub(before));
+        process.zip(caller).map(|(p, c)| p.saturating_sub(c))
+    } else {
+        process
+    };
+    Ok((result, cpu))
+}
+
+/// CPU time (user + system) of this process so far, from `/proc/self/stat`
+/// in clock ticks of 10 ms (Linux reports them in `USER_HZ` = 100 on every
+/// architecture), threads that have ended included.
+fn process_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    parse_stat_cpu(&text)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line.
+fn parse_stat_cpu(text: &str) -> Option<Duration> {
+    // The command name (field 2) is in parentheses and may hold spaces:
+    // fields are counted after its closing one, from field 3 (state).
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// Checks with `GET /v1/queues/peers` that the server counts what was
+/// acknowledged: `drained` completed, the rest of `enqueued` ready, none
+/// leased.
+fn check_http(addr: SocketAddr, enqueued: usize, drained: usize) -> anyhow::Result<()> {
+    #[derive(Deserialize)]
+    struct Stats {
+        ready: u64,
+        leased: u64,
+        completed: u64,
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut conn = Connection::connect(addr).await?;
+        let req = request("GET", "/v1/queues/peers", conn.host(), b"");
+        let response = conn.send(&req).await?;
+        response.expect(200, "queue stats")?;
+        let stats: Stats = serde_json::from_slice(response.body).context("queue stats")?;
+        ensure!(
+            stats.completed == drained as u64
+                && stats.ready + stats.completed == enqueued as u64
+                && stats.leased == 0,
+            "acknowledged {enqueued} enqueues and {drained} completions, but the server counts \
+             ready {}, leased {}, completed {}",
+            stats.ready,
+            stats.leased,
+            stats.completed
+        );
+        Ok(())
+    })
 }
 
 /// What one phase did.
@@ -599,12 +1088,153 @@ where
     })
 }
 
+/// The settle-and-lease drain over raw HTTP: C connections on one
+/// single-threaded runtime, one task each, as [`connections`]. Each task
+/// leases one job, then sends one `POST /v1/queues/peers/settle` per job
+/// that completes the job it holds and, if it claimed another, leases the
+/// next in the same request; its last settle leases nothing. Each lease is
+/// asked for only under a claim, so (as in the lease + complete drain)
+/// there are never more leases than ready jobs and an empty one is an
+/// error.
+///
+/// One sample per job: the time from the end of the previous job's settle
+/// (or the task's first lease) to the end of this job's settle, i.e. one
+/// round trip per job once running.
+fn settle_drain(c: usize, jobs: usize, limit: Duration, addr: SocketAddr) -> anyhow::Result<Phase> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut conns = Vec::with_capacity(c);
+        for _ in 0..c {
+            conns.push(Connection::connect(addr).await?);
+        }
+        let claims = Arc::new(Claims::new(jobs));
+        let deadline = Instant::now() + limit;
+        let started = Instant::now();
+        let local = tokio::task::LocalSet::new();
+        let handles: Vec<_> = conns
+            .into_iter()
+            .map(|mut conn| {
+                let claims = Arc::clone(&claims);
+                local.spawn_local(async move {
+                    let result = settle_loop(&mut conn, &claims, deadline).await;
+                    if result.is_err() {
+                        claims.stop();
+                    }
+                    result
+                })
+            })
+            .collect();
+        let results = local
+            .run_until(async {
+                let mut results = Vec::new();
+                for handle in handles {
+                    results.push(handle.await);
+                }
+                results
+            })
+            .await;
+        let elapsed = started.elapsed();
+        let mut samples = Vec::with_capacity(jobs);
+        for result in results {
+            samples.extend(result.map_err(|e| anyhow!("a connection task failed: {e}"))??);
+        }
+        Ok(Phase {
+            samples,
+            elapsed,
+            timed_out: claims.timed_out(),
+        })
+    })
+}
+
+/// One connection's loop of [`settle_drain`].
+async fn settle_loop(
+    conn: &mut Connection,
+    claims: &Claims,
+    deadline: Instant,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::new();
+    if !claims.claim(deadline) {
+        return Ok(samples);
+    }
+    let mut since = Instant::now();
+    let req = lease_one_request(conn.host());
+    let mut held = leased_one(conn.send(&req).await?)?;
+    loop {
+        let more = claims.claim(deadline);
+        let req = settle_request(conn.host(), &held, more);
+        let next = settled(conn.send(&req).await?, &held, more)?;
+        samples.push(since.elapsed());
+        since = Instant::now();
+        match next {
+            Some(job) => held = job,
+            None => return Ok(samples),
+        }
+    }
+}
+
+/// The raw settle request completing `job` and, with `lease_next`, leasing
+/// one more job as [`lease_one_request`] does.
+fn settle_request(host: &str, job: &LeasedJob, lease_next: bool) -> Vec<u8> {
+    let lease = if lease_next {
+        r#","lease":{"max_jobs":1,"lease_ms":60000}"#
+    } else {
+        ""
+    };
+    let body = format!(
+        r#"{{"complete":[{{"id":"{}","lease_id":"{}"}}]{lease}}}"#,
+        job.id, job.lease_id
+    );
+    request("POST", "/v1/queues/peers/settle", host, body.as_bytes())
+}
+
+/// The settle response of [`settle_request`]: `200`, one result of status
+/// `200` for `job`, and the next job when one was asked for.
+fn settled(
+    response: Response<'_>,
+    job: &LeasedJob,
+    lease_next: bool,
+) -> anyhow::Result<Option<LeasedJob>> {
+    #[derive(Deserialize)]
+    struct Settled {
+        results: Vec<SettleResult>,
+        jobs: Vec<LeasedJob>,
+    }
+    #[derive(Deserialize)]
+    struct SettleResult {
+        id: String,
+        status: u16,
+        #[serde(default)]
+        error: Option<serde_json::Value>,
+    }
+    response.expect(200, "settle")?;
+    let settled: Settled = serde_json::from_slice(response.body).context("settle response")?;
+    match settled.results.as_slice() {
+        [result] if result.id == job.id && result.status == 200 => {}
+        [result] => bail!(
+            "settle: job {} answered {} {:?}",
+            result.id,
+            result.status,
+            result.error
+        ),
+        results => bail!("settle: {} results for one item", results.len()),
+    }
+    let mut jobs = settled.jobs.into_iter();
+    match (lease_next, jobs.next(), jobs.next()) {
+        (true, Some(next), None) => Ok(Some(next)),
+        (false, None, None) => Ok(None),
+        (true, None, _) => bail!("settle: no job to lease"),
+        _ => bail!("settle: more jobs leased than asked for"),
+    }
+}
+
 #[derive(Deserialize)]
 struct LeasedJobs {
     jobs: Vec<LeasedJob>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct LeasedJob {
     id: String,
     lease_id: String,
@@ -859,6 +1489,240 @@ fn synthetic_samples(count: usize, p50_us: u64, p99_us: u64) -> Vec<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_rows_and_the_limit_row_count_what_they_did() {
+        let parent = tempfile::tempdir().unwrap();
+        let payload = json_payload(50);
+        let limit = Duration::from_secs(60);
+        let cases = [
+            (Target::Embedded(PERIODIC), &["enqueue", "drain"][..]),
+            (Target::Http(PERIODIC), &["enqueue", "drain"][..]),
+            (Target::HttpSettle(PERIODIC), &["drain"][..]),
+            (Target::Limit, &["enqueue"][..]),
+        ];
+        for (target, phases) in cases {
+            // 31 jobs over 4 workers: the settle loops end unevenly.
+            let rows = run_target(target, parent.path(), 31, 4, limit, &payload).unwrap();
+            let got: Vec<&str> = rows.iter().map(|m| m.row.phase).collect();
+            assert_eq!(got, phases, "{}", target.label());
+            for measured in &rows {
+                assert_eq!(measured.row.jobs(), 31, "{}", measured.row.line());
+                assert!(!measured.row.timed_out);
+                assert_eq!(measured.row.mode, target.label());
+                assert!(measured.cpu_per_job.is_some(), "{}", measured.row.line());
+            }
+        }
+        // Nothing left behind in the parent directory.
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn stat_cpu_is_utime_plus_stime_after_the_command_name() {
+        // Fields 14 and 15 (utime 250, stime 50 ticks); the name holds a
+        // space and a parenthesis.
+        let line = "1234 (my (bench) x) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0 100";
+        assert_eq!(parse_stat_cpu(line), Some(Duration::from_millis(3000)));
+        assert_eq!(parse_stat_cpu("1234 (x) S 1 2"), None);
+        assert!(process_cpu_time().is_some());
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    fn round(http_enqueue: f64) -> Round {
+        Round {
+            http_enqueue: Some(http_enqueue),
+            http_drain: Some(30_000.0),
+            http_settle_drain: None,
+            limit_enqueue: Some(100_000.0),
+            bullmq_enqueue: Some(30_000.0),
+            bullmq_drain: Some(15_000.0),
+            bullmq_fetch_next_drain: Some(20_000.0),
+            embedded_sync_enqueue: Some(40_000.0),
+            embedded_periodic_enqueue: Some(50_000.0),
+            embedded_cpu_us: Some(40.0),
+            embedded_single_p50_us: Some(200.0),
+            http_single_p50_us: Some(300.0),
+            fsync_p50_us: 150.0,
+        }
+    }
+
+    fn result_of(table: &str, goal: &str) -> String {
+        let line = table
+            .lines()
+            .find(|l| l.contains(goal))
+            .unwrap_or_else(|| panic!("no line for {goal:?} in\n{table}"));
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | target | goal | runs… | median | result |
+        format!("{} {}", cells[cells.len() - 3], cells[cells.len() - 2])
+    }
+
+    #[test]
+    fn targets_table_takes_the_median_ratio_and_judges_it() {
+        // HTTP enqueue over BullMQ's: 1.0, 3.0, 2.5 → median 2.5, met.
+        let rounds = [round(30_000.0), round(90_000.0), round(75_000.0)];
+        let table = targets_table(&rounds, Some(100.0));
+        assert_eq!(
+            result_of(&table, "HTTP enqueue / BullMQ"),
+            "2.50× met",
+            "{table}"
+        );
+        assert!(
+            table.contains("| 1.00× |") && table.contains("| 3.00× |"),
+            "{table}"
+        );
+        // Over the physical limit: 0.3, 0.9, 0.75 → 0.75 (the bound), met.
+        assert_eq!(result_of(&table, "physical limit"), "0.75× met");
+        assert_eq!(result_of(&table, "HTTP drain (lease"), "2.00× met");
+        // Not measured in any round: said so, not judged.
+        assert_eq!(result_of(&table, "settle-and-lease"), "– not measured");
+        assert_eq!(
+            result_of(&table, "embedded durable enqueue"),
+            "0.80× not met"
+        );
+        // At most: CPU 40 µs over a baseline of 100 is 0.40×, met.
+        assert_eq!(result_of(&table, "CPU per job"), "0.40× met");
+        assert_eq!(result_of(&table, "fdatasync p50, embedded"), "1.33× met");
+        assert_eq!(result_of(&table, "fdatasync p50, HTTP"), "2.00× not met");
+        assert!(table.contains("40.0, 40.0, 40.0 µs (median 40.0); baseline 100.0 µs"));
+        // Without a baseline the CPU target is not judged.
+        let table = targets_table(&rounds, None);
+        assert_eq!(result_of(&table, "CPU per job"), "– not measured");
+        assert!(table.contains("--cpu-baseline-us"), "{table}");
+    }
+
+    #[test]
+    fn a_round_reads_its_rows_by_label_phase_and_concurrency() {
+        let measured = |target: Target, phase: &'static str, c: usize, jobs: usize, cpu| Measured {
+            row: Row {
+                mode: target.label(),
+                phase,
+                concurrency: c,
+                target: jobs,
+                elapsed: Duration::from_secs(1),
+                latency: Summary::of(vec![Duration::from_micros(300); jobs]),
+                timed_out: false,
+            },
+            cpu_per_job: cpu,
+        };
+        let us = Duration::from_micros;
+        let rows = [
+            measured(
+                Target::Http(Durability::Sync),
+                "enqueue",
+                64,
+                4000,
+                Some(us(30)),
+            ),
+            measured(Target::Http(Durability::Sync), "enqueue", 1, 10, None),
+            measured(
+                Target::HttpSettle(Durability::Sync),
+                "drain",
+                64,
+                3000,
+                None,
+            ),
+            measured(
+                Target::Embedded(Durability::Sync),
+                "enqueue",
+                64,
+                100,
+                Some(us(20)),
+            ),
+            measured(
+                Target::Embedded(Durability::Sync),
+                "drain",
+                64,
+                100,
+                Some(us(25)),
+            ),
+            measured(Target::Embedded(PERIODIC), "enqueue", 64, 200, None),
+            measured(Target::BullmqFetchNext(true), "drain", 64, 1500, None),
+        ];
+        let probe = fsync::FsyncReport {
+            dir: PathBuf::new(),
+            syncs: 3,
+            elapsed: Duration::from_secs(1),
+            latency: Summary::of(vec![us(150); 3]),
+        };
+        let round = Round::of(&rows, 64, &probe);
+        assert_eq!(round.http_enqueue, Some(4000.0));
+        assert_eq!(round.http_settle_drain, Some(3000.0));
+        assert_eq!(round.bullmq_fetch_next_drain, Some(1500.0));
+        assert_eq!(round.http_drain, None);
+        assert_eq!(round.embedded_sync_enqueue, Some(100.0));
+        assert_eq!(round.embedded_periodic_enqueue, Some(200.0));
+        assert_eq!(round.embedded_cpu_us, Some(45.0));
+        assert_eq!(round.http_single_p50_us, Some(300.0));
+        assert_eq!(round.embedded_single_p50_us, None);
+        assert_eq!(round.fsync_p50_us, 150.0);
+    }
+
+    #[test]
+    fn settle_requests_lease_the_next_job_only_when_asked() {
+        let job = LeasedJob {
+            id: "j1".to_owned(),
+            lease_id: "l1".to_owned(),
+        };
+        let with = String::from_utf8(settle_request("h", &job, true)).unwrap();
+        assert!(with.starts_with("POST /v1/queues/peers/settle HTTP/1.1\r\n"));
+        assert!(with.ends_with(
+            r#"{"complete":[{"id":"j1","lease_id":"l1"}],"lease":{"max_jobs":1,"lease_ms":60000}}"#
+        ));
+        let without = String::from_utf8(settle_request("h", &job, false)).unwrap();
+        assert!(without.ends_with(r#"{"complete":[{"id":"j1","lease_id":"l1"}]}"#));
+    }
+
+    #[test]
+    fn settle_responses_are_checked_item_by_item() {
+        let job = LeasedJob {
+            id: "j1".to_owned(),
+            lease_id: "l1".to_owned(),
+        };
+        let ok = |body: &'static str| Response {
+            status: 200,
+            body: body.as_bytes(),
+        };
+        let next = settled(
+            ok(r#"{"results":[{"id":"j1","status":200,"job":{}}],"jobs":[{"id":"j2","lease_id":"l2","payload":1}]}"#),
+            &job,
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((next.id.as_str(), next.lease_id.as_str()), ("j2", "l2"));
+        assert!(
+            settled(
+                ok(r#"{"results":[{"id":"j1","status":200}],"jobs":[]}"#),
+                &job,
+                false
+            )
+            .unwrap()
+            .is_none()
+        );
+        let lost = r#"{"results":[{"id":"j1","status":409,"error":{"code":"lease_lost","message":"x"}}],"jobs":[]}"#;
+        let error = settled(ok(lost), &job, false).unwrap_err();
+        assert!(format!("{error:#}").contains("409"), "{error:#}");
+        let empty = r#"{"results":[{"id":"j1","status":200}],"jobs":[]}"#;
+        let error = settled(ok(empty), &job, true).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("no job to lease"),
+            "{error:#}"
+        );
+        let extra =
+            r#"{"results":[{"id":"j1","status":200}],"jobs":[{"id":"j2","lease_id":"l2"}]}"#;
+        assert!(settled(ok(extra), &job, false).is_err());
+        let refused = Response {
+            status: 404,
+            body: b"{}",
+        };
+        assert!(settled(refused, &job, true).is_err());
+    }
 
     #[test]
     fn synthetic_samples_reproduce_the_reported_percentiles() {

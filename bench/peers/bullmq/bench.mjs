@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // BullMQ load driver for the queue benchmark (peer: Redis + BullMQ).
 //
-//   node bench/peers/bullmq/bench.mjs --port P --phase enqueue|drain --jobs N
+//   node bench/peers/bullmq/bench.mjs --port P --phase enqueue|drain|drain-fetch-next --jobs N
 //        [--concurrency C] [--payload-bytes 200] [--max-seconds 60]
 //        [--queue NAME] [--connections K]
 //
@@ -19,6 +19,19 @@
 //            the next job). Latency = getNextJob call to moveToCompleted
 //            resolved. This is BullMQ's documented manual-processing pattern
 //            and the closest match to our lease + complete.
+//   drain-fetch-next: as BullMQ's own Worker runs: each loop takes its first
+//            job with getNextJob, then completes each job with
+//            `job.moveToCompleted('ok', token, true)`, which in the same Lua
+//            call moves the next waiting job to active under the same token
+//            and returns it (the Worker's handleCompleted does exactly this;
+//            the loop rebuilds the Job with `Job.fromJSON(worker, data, id)`
+//            as the Worker's createJob and BullMQ's "manually processing
+//            jobs" pattern do). One round trip per job once running, like
+//            our settle-and-lease. A loop asks for the next job only when it
+//            has claimed one more operation, so no job is left active at
+//            the end. Latency = from the end of the previous job's
+//            moveToCompleted (or the loop's getNextJob) to the end of this
+//            job's.
 // Every loop claims one operation at a time from a shared counter and stops
 // once N are claimed, the --max-seconds deadline has passed, or another loop
 // failed.
@@ -46,12 +59,13 @@
 
 import { parseArgs } from 'node:util';
 import { randomUUID } from 'node:crypto';
-import { Queue, Worker } from 'bullmq';
+import { Job, Queue, Worker } from 'bullmq';
 import IORedis from 'ioredis';
 
 const HOST = '127.0.0.1';
 const JOB_NAME = 'bench';
 const DEFAULT_POOL_CAP = 8;
+const PHASES = ['enqueue', 'drain', 'drain-fetch-next'];
 
 // Set once the JSON line is written: an event loop that runs dry before that
 // (a promise nothing will ever settle) must not look like a success.
@@ -70,7 +84,7 @@ function log(...parts) {
 function usageError(message) {
   log(`error: ${message}`);
   log(
-    'usage: node bench.mjs --port P --phase enqueue|drain --jobs N [--concurrency C] ' +
+    'usage: node bench.mjs --port P --phase enqueue|drain|drain-fetch-next --jobs N [--concurrency C] ' +
       '[--payload-bytes 200] [--max-seconds 60] [--queue NAME] [--connections K]',
   );
   process.exit(2);
@@ -109,8 +123,8 @@ function parseOptions() {
   const port = positiveInt('port', values.port);
   if (port > 65535) usageError(`--port out of range: ${port}`);
   const phase = values.phase;
-  if (phase !== 'enqueue' && phase !== 'drain') {
-    usageError(`--phase must be 'enqueue' or 'drain', got '${phase ?? ''}'`);
+  if (!PHASES.includes(phase)) {
+    usageError(`--phase must be one of ${PHASES.join(', ')}, got '${phase ?? ''}'`);
   }
   const jobs = positiveInt('jobs', values.jobs, { allowZero: true });
   const concurrency = positiveInt('concurrency', values.concurrency);
@@ -223,7 +237,7 @@ async function main() {
     await Promise.all(clients.map((c) => c.waitUntilReady()));
 
     const data = jobData(payloadBytes);
-    if (phase === 'drain') {
+    if (phase !== 'enqueue') {
       const counter = new Queue(queueName, { connection });
       counter.on('error', () => {});
       try {
@@ -287,7 +301,30 @@ async function main() {
       }
     };
 
-    const loop = phase === 'enqueue' ? enqueueLoop : drainLoop;
+    const drainFetchNextLoop = async (i) => {
+      const worker = clients[i % pool];
+      const token = randomUUID();
+      if (!claim()) return;
+      let t = process.hrtime.bigint();
+      let job = await worker.getNextJob(token, { block: false });
+      for (;;) {
+        if (!job) {
+          claimed -= 1;
+          emptied = true;
+          return;
+        }
+        const more = claim();
+        const next = await job.moveToCompleted('ok', token, more);
+        const now = process.hrtime.bigint();
+        latenciesNs.push(now - t);
+        t = now;
+        if (!more) return;
+        // [jobData, jobId, rateLimitDelay, delayUntil], or nothing waiting.
+        job = Array.isArray(next) && next[0] ? Job.fromJSON(worker, next[0], next[1]) : null;
+      }
+    };
+
+    const loop = { enqueue: enqueueLoop, drain: drainLoop, 'drain-fetch-next': drainFetchNextLoop }[phase];
     await Promise.all(
       Array.from({ length: concurrency }, (_, i) =>
         loop(i).catch((err) => {
