@@ -10,11 +10,15 @@
 //! A batch is made atomic by a write-ahead record rather than a sled
 //! transaction: sled serializes transactions and forces log writes for
 //! each, which capped durable throughput at a third of what this design
-//! reaches (see BENCHMARKS.md). The record is one sled insert (into the
-//! batch's slot, or in pieces of a MiB for large batches); it is flushed
-//! and fdatasynced before the trees are written; a reopen replays the
-//! records after the checkpoint. sled recovers a prefix of its log, so the
-//! trees are never ahead of their record.
+//! reaches (see BENCHMARKS.md). Under `Durability::Sync` the record is one
+//! frame of the journal, a file of its own (see [`journal`]), written in
+//! place and fdatasynced before the trees are written; sled is flushed
+//! only when the journal is cut. Under `Durability::Periodic` it is one
+//! sled insert (into the batch's slot, or in pieces of a MiB for large
+//! batches) before the trees are written, flushed with them. A reopen
+//! replays the records (frames and slots) after the checkpoint. sled
+//! recovers a prefix of its log, so the trees are never ahead of their
+//! record.
 //!
 //! The event log rides on the same records: a batch's events are in its
 //! slot, and every so often a batch gathers them into one chunk of the

@@ -21,6 +21,7 @@
 //! | write-ahead | 2 | `2`, the same, trees 0..=5 (5: the `wal` tree, for the checkpoint) |
 //! | slot | 1 | `s`, batch sequence (u64), events length (u32), the batch's events (first id and version 1 items, or nothing), its write-ahead record |
 //! | slot | 2 | `t`, the same with version 2 items |
+//! | journal frame | – | body length (u32 big-endian), CRC-32 of the body (u32 big-endian), a slot (version 2) as body; see [`journal`](super::journal) |
 //!
 //! Slots are the write-ahead log of ordinary batches: [`SLOTS`] keys of the
 //! `wal` tree used in turn (overwriting a key costs sled far less than
@@ -697,6 +698,7 @@ struct HistogramV1 {
 }
 
 impl HistogramV1 {
+    #[cfg(test)]
     fn of(h: &Histogram) -> HistogramV1 {
         HistogramV1 {
             buckets: h.buckets.iter().map(|(i, c)| (*i, *c)).collect(),

@@ -62,8 +62,8 @@ pub(crate) struct Journal {
     file: File,
     /// Where the next frame goes (the end of the current lap).
     at: u64,
-    /// The file's length: zeroes or frames up to here.
-    len: u64,
+    /// The file's size: zeroes or frames up to here.
+    size: u64,
 }
 
 fn io(e: std::io::Error) -> Error {
@@ -90,7 +90,7 @@ impl Journal {
         let journal = Journal {
             file,
             at: 0,
-            len: bytes.len() as u64,
+            size: bytes.len() as u64,
         };
         Ok((journal, frames))
     }
@@ -105,13 +105,13 @@ impl Journal {
         frame.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
         frame.extend_from_slice(body);
         let end = self.at + frame.len() as u64;
-        if end > self.len {
+        if end > self.size {
             // Zeroes first, so that the step's blocks and size are
             // committed once, by this sync.
             let grown = end.div_ceil(GROW) * GROW;
-            let zeroes = vec![0u8; usize::try_from(grown - self.len).unwrap_or(usize::MAX)];
-            self.file.write_all_at(&zeroes, self.len).map_err(io)?;
-            self.len = grown;
+            let zeroes = vec![0u8; usize::try_from(grown - self.size).unwrap_or(usize::MAX)];
+            self.file.write_all_at(&zeroes, self.size).map_err(io)?;
+            self.size = grown;
         }
         self.file.write_all_at(&frame, self.at).map_err(io)?;
         self.file.sync_data().map_err(io)?;
