@@ -206,6 +206,10 @@ pub struct CoreResults {
     pub fsync: FsyncReport,
     /// One row per durability, concurrency and phase.
     pub rows: Vec<Row>,
+    /// The process's CPU time (user + system, every thread: the callers,
+    /// the batch leader, sled's threads) during each row's run, in the
+    /// order of `rows`; `None` where it cannot be read.
+    pub cpu: Vec<Option<Duration>>,
 }
 
 impl CoreResults {
@@ -217,6 +221,28 @@ impl CoreResults {
     /// The derived lines (group commit, single caller vs fsync).
     pub fn derived(&self) -> Vec<String> {
         derived(&self.rows, &self.fsync)
+    }
+
+    /// One line per row: the process's CPU time per operation (a job
+    /// enqueued, or a cycle of enqueue, lease and complete).
+    pub fn cpu_lines(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .zip(&self.cpu)
+            .map(|(row, cpu)| {
+                let per_job = match cpu {
+                    Some(cpu) if row.jobs() > 0 => {
+                        let per = cpu.as_secs_f64() / row.jobs() as f64;
+                        format!("{:.1} µs/op ({:.2} s CPU)", per * 1e6, cpu.as_secs_f64())
+                    }
+                    _ => "n/a".to_owned(),
+                };
+                format!(
+                    "CPU {} {} C={}: {per_job}",
+                    row.mode, row.phase, row.concurrency
+                )
+            })
+            .collect()
     }
 }
 
@@ -241,6 +267,11 @@ pub fn run(args: &CoreArgs) -> anyhow::Result<()> {
     for line in results.derived() {
         println!("{line}");
     }
+    println!();
+    println!("CPU time of the whole process (user + system, every thread) per operation:");
+    for line in results.cpu_lines() {
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -261,11 +292,12 @@ pub fn measure(args: &CoreArgs) -> anyhow::Result<CoreResults> {
     eprintln!("{}", fsync_line(&fsync));
 
     let mut rows = Vec::new();
+    let mut cpu = Vec::new();
     for durability in args.run.durabilities() {
         for &callers in &args.run.concurrency {
             let target = args.run.target(durability, callers);
             for phase in [Phase::Enqueue, Phase::Cycle] {
-                let row = run_once(
+                let (row, used) = run_once(
                     &parent, durability, phase, callers, target, &payload, max_time,
                 )
                 .with_context(|| {
@@ -273,10 +305,11 @@ pub fn measure(args: &CoreArgs) -> anyhow::Result<CoreResults> {
                 })?;
                 eprintln!("{}", row.line());
                 rows.push(row);
+                cpu.push(used);
             }
         }
     }
-    Ok(CoreResults { fsync, rows })
+    Ok(CoreResults { fsync, rows, cpu })
 }
 
 fn fsync_line(fsync: &FsyncReport) -> String {
@@ -398,7 +431,22 @@ impl Run<'_> {
     }
 }
 
-/// One timed run on a fresh data directory under `parent`.
+/// The CPU time (user + system) of the whole process so far, every thread
+/// included, exited ones too (Linux: fields 14 and 15 of `/proc/self/stat`,
+/// in clock ticks of 10 ms, the value of `CLK_TCK` on Linux).
+fn process_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3: utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// One timed run on a fresh data directory under `parent`, with the
+/// process's CPU time from the start signal until the last caller stopped.
 fn run_once(
     parent: &Path,
     durability: Durability,
@@ -407,7 +455,7 @@ fn run_once(
     target: usize,
     payload: &[u8],
     max_time: Duration,
-) -> anyhow::Result<Row> {
+) -> anyhow::Result<(Row, Option<Duration>)> {
     let dir = tempfile::Builder::new()
         .prefix("bench-core-")
         .tempdir_in(parent)
@@ -424,7 +472,7 @@ fn run_once(
         // The callers and this thread, which starts the clock.
         start: Barrier::new(callers + 1),
     };
-    let (outcomes, elapsed) = std::thread::scope(|s| {
+    let (outcomes, elapsed, used) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..callers)
             .map(|thread| {
                 let run = &run;
@@ -439,6 +487,7 @@ fn run_once(
             .collect();
         run.start.wait();
         let started = Instant::now();
+        let cpu_before = process_cpu_time();
         let outcomes: Vec<_> = handles
             .into_iter()
             .map(|h| {
@@ -446,7 +495,11 @@ fn run_once(
                     .unwrap_or_else(|_| Err(anyhow!("a caller thread panicked")))
             })
             .collect();
-        (outcomes, started.elapsed())
+        let used = match (cpu_before, process_cpu_time()) {
+            (Some(before), Some(after)) => after.checked_sub(before),
+            _ => None,
+        };
+        (outcomes, started.elapsed(), used)
     });
     let mut latencies = Vec::with_capacity(target);
     for outcome in outcomes {
@@ -472,7 +525,7 @@ fn run_once(
     drop(queue);
     drop(dir);
 
-    Ok(Row {
+    let row = Row {
         mode: mode_name(durability),
         phase: phase.name(),
         concurrency: callers,
@@ -480,7 +533,8 @@ fn run_once(
         elapsed,
         latency: crate::stats::Summary::of(latencies),
         timed_out,
-    })
+    };
+    Ok((row, used))
 }
 
 #[cfg(test)]
@@ -510,7 +564,7 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let payload = json_payload(50);
         for phase in [Phase::Enqueue, Phase::Cycle] {
-            let row = run_once(
+            let (row, cpu) = run_once(
                 parent.path(),
                 Durability::Periodic(100),
                 phase,
@@ -523,6 +577,7 @@ mod tests {
             assert_eq!(row.jobs(), 30);
             assert!(!row.timed_out);
             assert_eq!(row.concurrency, 3);
+            assert!(cpu.is_some(), "the process's CPU time is read on Linux");
         }
     }
 }

@@ -14,12 +14,15 @@
 //!   leasers, FIFO per group, lease order with groups against a model.
 //! - `schedules`: schedules fired through the engine on a manual clock,
 //!   catch-up after downtime under each policy.
+//! - `journal`: the write-ahead file of durable batches cut and replayed
+//!   across SIGKILLs, some rounds in the periodic durability.
 //! - `upgrade`: data directories written by earlier releases open, are
 //!   upgraded, serve, list their jobs and drain.
 
 mod common;
 mod crash;
 mod history;
+mod journal;
 mod limits;
 mod listing;
 mod model;

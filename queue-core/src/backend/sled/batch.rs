@@ -10,11 +10,15 @@
 //! A batch is made atomic by a write-ahead record rather than a sled
 //! transaction: sled serializes transactions and forces log writes for
 //! each, which capped durable throughput at a third of what this design
-//! reaches (see BENCHMARKS.md). The record is one sled insert (into the
-//! batch's slot, or in pieces of a MiB for large batches); it is flushed
-//! and fdatasynced before the trees are written; a reopen replays the
-//! records after the checkpoint. sled recovers a prefix of its log, so the
-//! trees are never ahead of their record.
+//! reaches (see BENCHMARKS.md). Under `Durability::Sync` the record is one
+//! frame of the journal, a file of its own (see [`journal`]), written in
+//! place and fdatasynced before the trees are written; sled is flushed
+//! only when the journal is cut. Under `Durability::Periodic` it is one
+//! sled insert (into the batch's slot, or in pieces of a MiB for large
+//! batches) before the trees are written, flushed with them. A reopen
+//! replays the records (frames and slots) after the checkpoint. sled
+//! recovers a prefix of its log, so the trees are never ahead of their
+//! record.
 //!
 //! The event log rides on the same records: a batch's events are in its
 //! slot, and every so often a batch gathers them into one chunk of the
@@ -34,7 +38,7 @@ use super::keys::{
     group_leased_key, group_prefix, id_at_end, idem_key, job_key, queue_prefix, ready_key_of,
     settings_key,
 };
-use super::{Store, storage};
+use super::{Store, journal, storage};
 use queue_proto::{HISTORY_MINUTE_MS, JobState};
 
 use crate::backend::{Change, Expect, Revision, ScheduleChange};
@@ -201,7 +205,17 @@ pub(crate) struct Tx<'a> {
     /// handed to the batch if the operation succeeds, which writes them
     /// once for all its operations, with the depths it leaves.
     history: RefCell<BTreeMap<(String, u64), Rollup>>,
+    /// The history minutes this view wrote (`None`: removed), decoded, for
+    /// the store's cache once the batch is durable.
+    rollups: RefCell<Rollups>,
 }
+
+/// History minutes by key, decoded; `None`: removed.
+pub(crate) type Rollups = BTreeMap<Vec<u8>, Option<Rollup>>;
+
+/// The most history minutes the store keeps decoded (see
+/// [`Store::history_cache`](super::Store)); past it the cache starts over.
+const HISTORY_CACHE: usize = 4096;
 
 impl Tx<'_> {
     /// Asks the batch to write the events gathered so far as a chunk.
@@ -249,6 +263,12 @@ impl Tx<'_> {
             return Ok(v.as_deref().map(IVec::from));
         }
         Ok(self.store.tree(tree).get(key)?)
+    }
+
+    /// Writes `key` of `tree` (tests of the write-ahead log).
+    #[cfg(test)]
+    pub(crate) fn put_for_test(&self, tree: u8, key: &[u8], value: Option<&[u8]>) {
+        self.put(tree, key, value);
     }
 
     fn put(&self, tree: u8, key: &[u8], value: Option<&[u8]>) {
@@ -576,8 +596,8 @@ impl Tx<'_> {
         let pending = std::mem::take(&mut *self.history.borrow_mut());
         for ((queue, minute), added) in pending {
             let key = keys::history_key(&queue, minute);
-            let mut rollup = match self.get(META, &key)? {
-                Some(bytes) => codec::decode_rollup(&bytes)?,
+            let mut rollup = match self.rollup_at(&key)? {
+                Some(rollup) => rollup,
                 None => {
                     self.prune_history(&queue, minute)?;
                     self.sweep_history(minute)?;
@@ -591,16 +611,15 @@ impl Tx<'_> {
                 leased: self.meta_u64(&count_key(&queue, JobState::Leased))?,
             };
             rollup.depths = depths;
-            self.put(META, &key, Some(&codec::encode_rollup(&rollup)?));
+            self.put_rollup(&key, Some(rollup))?;
             // A change whose time was taken just before a minute ended may
             // commit after a change of the next minute: that minute's
             // depths must include it too (they are the latest).
             let next = keys::history_key(&queue, minute.saturating_add(HISTORY_MINUTE_MS));
-            if let Some(bytes) = self.get(META, &next)? {
-                let mut later = codec::decode_rollup(&bytes)?;
+            if let Some(mut later) = self.rollup_at(&next)? {
                 if later.depths != depths {
                     later.depths = depths;
-                    self.put(META, &next, Some(&codec::encode_rollup(&later)?));
+                    self.put_rollup(&next, Some(later))?;
                 }
             }
         }
@@ -634,7 +653,7 @@ impl Tx<'_> {
             // More than a batch's worth: the next new minutes go on.
             old.truncate(HISTORY_PRUNE);
             for key in &old {
-                self.put(META, key, None);
+                self.put_rollup(key, None)?;
             }
             return Ok(());
         }
@@ -642,7 +661,7 @@ impl Tx<'_> {
             return Ok(());
         };
         for key in &old {
-            self.put(META, key, None);
+            self.put_rollup(key, None)?;
         }
         self.keep_depths(&newest)
     }
@@ -683,7 +702,7 @@ impl Tx<'_> {
                 .ok_or_else(|| Error::Corrupt(format!("short history key {key:?}")))?;
             if let Some((old, old_split)) = held.take() {
                 if at < cutoff && key[..split] == old[..old_split] {
-                    self.put(META, &old, None);
+                    self.put_rollup(&old, None)?;
                 } else {
                     self.keep_depths(&old)?;
                 }
@@ -711,15 +730,50 @@ impl Tx<'_> {
     /// Reduces the stored minute at `key` to its depths (or removes it if
     /// they are all zero).
     fn keep_depths(&self, key: &[u8]) -> TxResult<()> {
-        if let Some(bytes) = self.get(META, key)? {
-            let stored = codec::decode_rollup(&bytes)?;
+        if let Some(stored) = self.rollup_at(key)? {
             let kept = stored.depths_only();
             if kept.depths == Depths::default() {
-                self.put(META, key, None);
+                self.put_rollup(key, None)?;
             } else if kept != stored {
-                self.put(META, key, Some(&codec::encode_rollup(&kept)?));
+                self.put_rollup(key, Some(kept))?;
             }
         }
+        Ok(())
+    }
+
+    /// The history minute at `key` as this view sees it: its own writes,
+    /// the batch's, then the store's cache of decoded minutes (which holds
+    /// what the trees hold), then the tree.
+    fn rollup_at(&self, key: &[u8]) -> TxResult<Option<Rollup>> {
+        let k = (META, key.to_vec());
+        let written = self.own.borrow().get(&k).cloned();
+        if let Some(value) = written.or_else(|| self.batch.get(&k).cloned()) {
+            return Ok(value.as_deref().map(codec::decode_rollup).transpose()?);
+        }
+        let cached = self
+            .store
+            .history_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
+        if let Some(rollup) = cached {
+            return Ok(Some(rollup));
+        }
+        match self.store.meta.get(key)? {
+            Some(bytes) => Ok(Some(codec::decode_rollup(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes (or removes) the history minute at `key`, and remembers it
+    /// decoded for the store's cache.
+    fn put_rollup(&self, key: &[u8], rollup: Option<Rollup>) -> TxResult<()> {
+        match &rollup {
+            Some(rollup) => self.put(META, key, Some(&codec::encode_rollup(rollup)?)),
+            None => self.put(META, key, None),
+        }
+        self.rollups.borrow_mut().insert(key.to_vec(), rollup);
         Ok(())
     }
 
@@ -848,6 +902,8 @@ pub(crate) struct Running {
     /// The history samples of the batch's operations, per (queue, minute),
     /// written once at the end of the batch ([`Store::write_batch_history`]).
     history: BTreeMap<(String, u64), Rollup>,
+    /// The history minutes the batch writes, decoded (for the cache).
+    rollups: Rollups,
 }
 
 /// One caller's operation waiting in a batch.
@@ -928,6 +984,7 @@ where
                 events: RefCell::new(TxEvents::default()),
                 seal: std::cell::Cell::new(false),
                 history: RefCell::new(BTreeMap::new()),
+                rollups: RefCell::new(Rollups::new()),
             };
             let outcome = (self.f)(&tx).and_then(|value| {
                 tx.update_heads()?;
@@ -1133,6 +1190,7 @@ impl Store {
             next_event: latest,
             seal: false,
             history: BTreeMap::new(),
+            rollups: Rollups::new(),
         };
         for op in batch {
             op.run(self, &mut running);
@@ -1155,6 +1213,26 @@ impl Store {
                 self.poisoned.store(true, Ordering::Release);
             }
         }
+        let mut cache = self.history_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if committed.is_ok() {
+            // The trees hold these minutes now.
+            for (key, rollup) in std::mem::take(&mut running.rollups) {
+                match rollup {
+                    Some(rollup) => {
+                        if cache.len() >= HISTORY_CACHE {
+                            cache.clear();
+                        }
+                        cache.insert(key, rollup);
+                    }
+                    None => {
+                        cache.remove(&key);
+                    }
+                }
+            }
+        } else {
+            cache.clear();
+        }
+        drop(cache);
         match committed {
             Ok(()) => self.publish(running),
             Err(e) => {
@@ -1187,9 +1265,13 @@ impl Store {
                 events: RefCell::new(TxEvents::default()),
                 seal: std::cell::Cell::new(false),
                 history: RefCell::new(std::mem::take(&mut running.history)),
+                rollups: RefCell::new(Rollups::new()),
             };
             match tx.write_history() {
-                Ok(()) => tx.own.into_inner(),
+                Ok(()) => {
+                    running.rollups = tx.rollups.into_inner();
+                    tx.own.into_inner()
+                }
                 Err(TxError::Failed(e)) => return Err(e),
                 Err(TxError::Stale) => {
                     return Err(Error::Internal("writing history went stale".into()));
@@ -1214,14 +1296,34 @@ impl Store {
         let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
         let seq = gathered.next;
         let count = gathered.count + running.count();
+        let mut journal = if self.sync {
+            Some(self.journal.lock().unwrap_or_else(|p| p.into_inner()))
+        } else {
+            None
+        };
+        // A journal past its size is cut after a sealed batch.
+        let cut = journal.as_ref().is_some_and(|j| j.len() >= journal::CUT_AT);
         let mut sealed = count >= CHUNK_EVENTS
             || seq.saturating_sub(gathered.checkpoint) >= SLOTS - 1
-            || running.seal;
+            || running.seal
+            || cut;
         if sealed {
             Self::add_checkpoint(&gathered, running, seq);
         }
         let mut record = encode(&running.writes)?;
-        if record.len() <= SLOT_RECORD_MAX {
+        if let Some(journal) = journal.as_mut() {
+            // Durable: the frame is synced, then the trees are written
+            // (sled is not flushed: the journal holds the batch).
+            let items: &[u8] = if sealed { &[] } else { &running.items };
+            journal.append(&codec::encode_slot(seq, running.first, items, &record)?)?;
+            self.apply(&running.writes)?;
+            if cut {
+                // This batch wrote the checkpoint `seq`, after the last
+                // frame: once sled is flushed, no frame is needed.
+                self.flush_now()?;
+                journal.cut();
+            }
+        } else if record.len() <= SLOT_RECORD_MAX {
             let items: &[u8] = if sealed { &[] } else { &running.items };
             self.wal
                 .insert(
@@ -1358,6 +1460,23 @@ impl Store {
                 _ => return Err(Error::Corrupt(format!("bad write-ahead key {key:?}"))),
             }
         }
+        // The journal's frames are slots written to a file (see
+        // [`journal`]); a directory last opened in another durability may
+        // have both, numbered in one sequence.
+        let frames = std::mem::take(
+            &mut *self
+                .journal_frames
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for frame in frames {
+            let slot = codec::decode_slot(&frame)?;
+            if slot.seq > checkpoint {
+                last = last.max(slot.seq);
+                events.extend(slot.events);
+                records.insert(slot.seq, slot.record);
+            }
+        }
         for (seq, (parts, pieces)) in pieces {
             if pieces.len() == parts as usize {
                 let mut bytes = Vec::new();
@@ -1429,10 +1548,14 @@ pub(crate) const TAIL: u64 = 4096;
 /// until it is reused, so this bounds the log's size too.
 pub(crate) const SLOTS: u64 = 64;
 
-/// The largest record kept in a slot. sled rewrites a page whole, so the
-/// slots' page must stay small; larger batches (many jobs, or large
-/// payloads) write their record in pieces, removed once applied.
-pub(crate) const SLOT_RECORD_MAX: usize = 2048;
+/// The largest record kept in a slot (`Durability::Periodic`: durable
+/// batches go through the journal). sled rewrites a page whole now and
+/// then, so the slots' page must stay small; larger batches (many jobs, or
+/// large payloads) write their record in pieces, removed once applied.
+/// A record in pieces costs an insert and a removal of fresh keys, whose
+/// splits and merges cost more than the copying of a larger slot: 16 KiB
+/// holds a batch of about forty 200-byte jobs (it was 2 KiB, five jobs).
+pub(crate) const SLOT_RECORD_MAX: usize = 16 * 1024;
 
 /// Events gathered in slots before a batch writes them as one chunk.
 pub(crate) const CHUNK_EVENTS: u64 = 64;

@@ -29,9 +29,12 @@
 //!   start) ([`history_key`]; records of their own, not derived from the
 //!   jobs); format 1 stored `p` paused flags.
 //! - `events`: first event id → a chunk of consecutive events.
-//! - `wal`: the write-ahead log: slots used in turn (8-byte keys), the
-//!   pieces of a record too large for a slot (16-byte keys: sequence,
-//!   piece, pieces), removed once applied, and the checkpoint.
+//! - `wal`: the write-ahead log of `Durability::Periodic` batches: slots
+//!   used in turn (8-byte keys), the pieces of a record too large for a
+//!   slot (16-byte keys: sequence, piece, pieces), removed once applied;
+//!   and the checkpoint of every batch, periodic or durable (durable
+//!   batches write their record to the `journal` file instead, see
+//!   `journal.rs`).
 //!
 //! Every entry of `index` and `timers` and every count is a function of the
 //! records: [`entries`] gives those of one record; the group heads (an `r`

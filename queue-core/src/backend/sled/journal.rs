@@ -1,0 +1,247 @@
+//! The journal: the write-ahead log of `Durability::Sync` batches, a plain
+//! append-only file beside sled's (`journal` in the data directory).
+//!
+//! A durable batch appends one frame and `fdatasync`s the file, then
+//! applies its writes to sled's trees without flushing sled: the journal
+//! is what makes the batch durable, and sled is flushed only when the
+//! journal is cut (see [`Journal::cut`]). Before the journal, each durable
+//! batch inserted its record into a sled slot and flushed sled; that flush
+//! (sled serializing and writing its buffers, `sync_file_range`, then the
+//! `fdatasync`) and the slot's insert were most of a durable batch's CPU
+//! time beyond its operations (see BENCHMARKS.md, "CPU per transition").
+//!
+//! A frame is `len` (u32 big-endian, of the body), the CRC-32 of the body
+//! (u32 big-endian), then the body: the same bytes as a slot of the `wal`
+//! tree ([`codec::encode_slot`]: batch sequence, events, write-ahead
+//! record). Frames are written one after the other in batch order.
+//!
+//! The file is written in place, never truncated: `fdatasync` of a write
+//! that grows a file also commits the file system's metadata (its size,
+//! its new blocks), which on this machine made each durable batch wait
+//! ten times longer than an overwrite. So the file grows in zeroed steps
+//! of [`GROW`] bytes (one metadata commit per step), and a cut does not
+//! empty it: the next frame is written at offset 0 again, over the frames
+//! of the lap before, which the checkpoint already covers.
+//!
+//! Reading starts at offset 0 and stops at the first frame that is short,
+//! empty (zeroes), fails its CRC, or does not have a higher batch
+//! sequence than the one before it (what is left of the previous lap). A
+//! crash can tear only the frame being written (each write is synced
+//! before the next starts), so whatever follows it is of the previous lap.
+//!
+//! Replay ([`Store::replay_wal`](super::Store)) treats a frame like a
+//! slot: applied again if its sequence is after the checkpoint. sled
+//! recovers a prefix of its log and a batch's writes reach sled only after
+//! its frame is synced, so the trees are never ahead of the journal; and a
+//! checkpoint in sled means every batch up to it is in the trees.
+//!
+//! [`codec::encode_slot`]: super::codec::encode_slot
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// The journal's file name in the data directory.
+pub(crate) const FILE: &str = "journal";
+
+/// The write position past which the next sealed batch cuts the journal
+/// (flushes sled, then writes from offset 0 again).
+pub(crate) const CUT_AT: u64 = 8 * 1024 * 1024;
+
+/// The file grows by zeroed steps of this many bytes.
+const GROW: u64 = 1024 * 1024;
+
+/// Bytes of a frame's header: length and CRC.
+const HEADER: usize = 8;
+
+/// The journal file.
+pub(crate) struct Journal {
+    file: File,
+    /// Where the next frame goes (the end of the current lap).
+    at: u64,
+    /// The file's size: zeroes or frames up to here.
+    size: u64,
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::Storage(crate::error::StorageError::from_source(e))
+}
+
+impl Journal {
+    /// Opens (or creates) the journal of the data directory `dir` and
+    /// reads the frames of its current lap, in order. The next frame goes
+    /// at offset 0: the caller replays them and checkpoints them before
+    /// it writes one ([`Store::open`](super::Store)).
+    pub(crate) fn open(dir: &Path) -> Result<(Journal, Vec<Vec<u8>>)> {
+        let path = dir.join(FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io)?;
+        let (frames, _) = read_frames(&bytes);
+        let journal = Journal {
+            file,
+            at: 0,
+            size: bytes.len() as u64,
+        };
+        Ok((journal, frames))
+    }
+
+    /// Writes one frame holding `body` at the end of the lap and makes it
+    /// durable (`fdatasync`).
+    pub(crate) fn append(&mut self, body: &[u8]) -> Result<()> {
+        let len = u32::try_from(body.len())
+            .map_err(|_| Error::Internal("journal frame over 4 GiB".into()))?;
+        let mut frame = Vec::with_capacity(HEADER + body.len() + HEADER);
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+        frame.extend_from_slice(body);
+        let end = self.at + frame.len() as u64;
+        if end > self.size {
+            // Zeroes first, so that the step's blocks and size are
+            // committed once, by this sync.
+            let grown = end.div_ceil(GROW) * GROW;
+            let zeroes = vec![0u8; usize::try_from(grown - self.size).unwrap_or(usize::MAX)];
+            self.file.write_all_at(&zeroes, self.size).map_err(io)?;
+            self.size = grown;
+        }
+        self.file.write_all_at(&frame, self.at).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.at = end;
+        Ok(())
+    }
+
+    /// Where the next frame goes: the bytes of the current lap.
+    pub(crate) fn len(&self) -> u64 {
+        self.at
+    }
+
+    /// Starts a new lap: the next frame goes at offset 0. The caller has
+    /// made every batch of this lap durable in sled first (a checkpoint at
+    /// or after the last one, flushed), so the frames it overwrites, and
+    /// those a crash leaves after the new lap's end, are never replayed.
+    pub(crate) fn cut(&mut self) {
+        self.at = 0;
+    }
+}
+
+/// The bodies of the frames of the lap at the start of `bytes` (each
+/// whole, non-empty, with a good CRC and a batch sequence above the one
+/// before), and where the last one ends.
+pub(crate) fn read_frames(bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    let mut last_seq = None;
+    while let Some(header) = bytes.get(at..at + HEADER) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        let Some(body) = at
+            .checked_add(HEADER + len)
+            .and_then(|end| bytes.get(at + HEADER..end))
+        else {
+            break;
+        };
+        if body.is_empty() || crc32fast::hash(body) != crc {
+            break;
+        }
+        // A slot's sequence follows its tag byte.
+        let seq = body
+            .get(1..9)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes);
+        if seq.is_none() || seq <= last_seq {
+            break;
+        }
+        last_seq = seq;
+        frames.push(body.to_vec());
+        at += HEADER + len;
+    }
+    (frames, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame body as a batch writes it: tag, sequence, then anything.
+    fn body(seq: u64, rest: &[u8]) -> Vec<u8> {
+        let mut out = vec![b't'];
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(rest);
+        out
+    }
+
+    #[test]
+    fn frames_of_the_lap_come_back_in_order_up_to_a_torn_or_damaged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        {
+            let (mut journal, frames) = Journal::open(dir.path()).unwrap();
+            assert!(frames.is_empty());
+            journal.append(&body(1, b"one")).unwrap();
+            journal.append(&body(2, b"")).unwrap();
+            journal.append(&body(3, b"three")).unwrap();
+            assert_eq!(journal.len(), 3 * (8 + 9) + 8);
+        }
+        let whole = std::fs::read(&path).unwrap();
+        assert_eq!(whole.len() as u64, GROW, "grown by a zeroed step");
+        let (frames, end) = read_frames(&whole);
+        assert_eq!(
+            frames,
+            vec![body(1, b"one"), body(2, b""), body(3, b"three")]
+        );
+        assert_eq!(end, 59);
+
+        // Every cut inside the last frame loses that frame only.
+        for cut in 43..59 {
+            let (frames, end) = read_frames(&whole[..cut]);
+            assert_eq!(frames.len(), 2, "cut at {cut}");
+            assert_eq!(end, 37);
+        }
+        // A damaged byte in the last body fails its CRC.
+        let mut damaged = whole.clone();
+        damaged[58] ^= 1;
+        assert_eq!(read_frames(&damaged).0.len(), 2);
+
+        // Reopened, it reads the lap and starts a new one at offset 0:
+        // what is left of the old lap after the new one's end is not read.
+        let (mut journal, frames) = Journal::open(dir.path()).unwrap();
+        assert_eq!(frames.len(), 3);
+        assert_eq!(journal.len(), 0);
+        journal.append(&body(7, b"seven")).unwrap();
+        drop(journal);
+        let (mut journal, frames) = Journal::open(dir.path()).unwrap();
+        assert_eq!(frames, vec![body(7, b"seven")]);
+        journal.append(&body(8, b"a")).unwrap();
+        journal.append(&body(9, b"b")).unwrap();
+        journal.cut();
+        assert_eq!(journal.len(), 0);
+        journal.append(&body(10, b"ten")).unwrap();
+        drop(journal);
+        // Frame 10 overwrote 8; 9 is left behind it with a lower sequence.
+        let (_, frames) = Journal::open(dir.path()).unwrap();
+        assert_eq!(frames, vec![body(10, b"ten")]);
+    }
+
+    #[test]
+    fn a_frame_past_the_zeroed_end_grows_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path()).unwrap();
+        let big = body(1, &vec![7u8; usize::try_from(GROW).unwrap()]);
+        journal.append(&big).unwrap();
+        journal.append(&body(2, b"after")).unwrap();
+        drop(journal);
+        let len = std::fs::metadata(dir.path().join(FILE)).unwrap().len();
+        assert_eq!(len, 2 * GROW);
+        let (_, frames) = Journal::open(dir.path()).unwrap();
+        assert_eq!(frames, vec![big, body(2, b"after")]);
+    }
+}

@@ -1,0 +1,248 @@
+//! Crash test of the journal (the write-ahead file of durable batches,
+//! `backend/sled/journal.rs`): a child process (this test binary, re-run on
+//! the ignored test `journal::journal_child`) enqueues jobs with large
+//! payloads and leases and completes some, so that the journal passes its
+//! size and is cut (sled flushed, the file emptied) again and again; the
+//! parent kills it with SIGKILL after a random number of acknowledgements,
+//! some rounds in the periodic durability (which leaves the journal to the
+//! replay of the next open). After each kill it reopens the store and
+//! checks that every acknowledged enqueue and completion is there, that the
+//! store is consistent, and that each acknowledged change has its event
+//! exactly once: a batch in the journal but not yet in the trees is applied
+//! once, however often it is replayed.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use queue_core::blocking::Queue;
+use queue_core::{Config, Durability, JobId, JobState, LeaseOptions, NewJob, Transition};
+
+use crate::common::assert_consistent;
+
+const DIR_ENV: &str = "QUEUE_JOURNAL_CHILD_DIR";
+const MODE_ENV: &str = "QUEUE_JOURNAL_CHILD_MODE";
+const QUEUE: &str = "journal";
+/// Large enough that a few hundred enqueues pass the journal's cut size
+/// (8 MiB) more than once.
+const PAD: usize = 48 * 1024;
+
+fn payload(marker: &str) -> Vec<u8> {
+    format!(r#"{{"marker":"{marker}","pad":"{}"}}"#, "x".repeat(PAD)).into_bytes()
+}
+
+/// xorshift64*, so that a failing run repeats.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+#[derive(Default)]
+struct Acked {
+    enqueued: HashMap<JobId, String>,
+    completed: HashSet<JobId>,
+}
+
+#[test]
+fn journal_cuts_and_replays_survive_sigkill() {
+    let mut rng = Rng(0x10_0A11_CAFE);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut acked = Acked::default();
+    for round in 0..8u64 {
+        // Every fourth round runs periodic: its acknowledgements promise
+        // nothing after a kill, but the journal of the round before is
+        // replayed by its open and must be cut, not replayed again.
+        let periodic = round % 4 == 3;
+        let kill_after = match rng.below(4) {
+            0 => rng.below(5),
+            _ => 50 + rng.below(300),
+        };
+        let seen = run_child(dir.path(), periodic, kill_after, &mut acked);
+        eprintln!("round {round} (periodic: {periodic}): killed after {seen} acks");
+        check(dir.path(), &acked);
+    }
+    let journal = std::fs::metadata(dir.path().join("journal")).expect("journal file");
+    assert!(
+        journal.len() <= 10 * 1024 * 1024,
+        "the journal is cut as it grows: {} bytes",
+        journal.len()
+    );
+}
+
+fn run_child(dir: &Path, periodic: bool, kill_after: u64, acked: &mut Acked) -> u64 {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = Command::new(exe)
+        .args([
+            "journal::journal_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DIR_ENV, dir)
+        .env(MODE_ENV, if periodic { "periodic" } else { "sync" })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(ack) = line.strip_prefix("ACK ") {
+                if tx.send(ack.to_owned()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let mut record = |line: &str| {
+        if periodic {
+            return;
+        }
+        let mut parts = line.split(' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("E"), Some(id), Some(marker)) => {
+                acked
+                    .enqueued
+                    .insert(id.parse().expect("job id"), marker.to_owned());
+            }
+            (Some("C"), Some(id), None) => {
+                acked.completed.insert(id.parse().expect("job id"));
+            }
+            _ => panic!("unexpected ack line {line:?}"),
+        }
+    };
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen < kill_after {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                record(&line);
+                seen += 1;
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let output = child.wait_with_output().expect("child output");
+                panic!(
+                    "child stopped acknowledging after {seen} acks ({:?}): {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+    }
+    child.kill().expect("SIGKILL the child");
+    let status = child.wait().expect("reap child");
+    assert!(status.code().is_none(), "killed by the signal: {status:?}");
+    reader.join().expect("reader thread");
+    for line in rx.try_iter() {
+        record(&line);
+        seen += 1;
+    }
+    seen
+}
+
+fn check(dir: &Path, acked: &Acked) {
+    let queue = Queue::open_with(Config::new(dir).background_timers(false)).expect("reopen");
+    assert_consistent(&queue);
+    for (id, marker) in &acked.enqueued {
+        let job = queue
+            .get(*id)
+            .expect("get")
+            .unwrap_or_else(|| panic!("acknowledged enqueue of {id} lost"));
+        assert!(job.payload == payload(marker), "payload of {id}");
+    }
+    for id in &acked.completed {
+        let job = queue.get(*id).expect("get").expect("completed job exists");
+        assert_eq!(job.state, JobState::Completed, "completion of {id} lost");
+    }
+    let mut log = queue.subscribe_after(0);
+    let mut enqueues: HashMap<JobId, u32> = HashMap::new();
+    let mut completions: HashMap<JobId, u32> = HashMap::new();
+    while let Some(event) = log.try_recv().expect("read the event log") {
+        match event.transition {
+            Transition::Enqueue => *enqueues.entry(event.id).or_default() += 1,
+            Transition::Complete => *completions.entry(event.id).or_default() += 1,
+            _ => {}
+        }
+    }
+    for id in acked.enqueued.keys() {
+        assert_eq!(enqueues.get(id), Some(&1), "enqueue events of {id}");
+    }
+    for id in &acked.completed {
+        assert_eq!(completions.get(id), Some(&1), "completion events of {id}");
+    }
+    assert!(
+        enqueues
+            .values()
+            .chain(completions.values())
+            .all(|n| *n == 1),
+        "no event is logged twice"
+    );
+}
+
+/// The child's workload; does nothing unless started by the test above.
+#[test]
+#[ignore = "run by journal_cuts_and_replays_survive_sigkill as a child process"]
+fn journal_child() {
+    let Some(dir) = std::env::var_os(DIR_ENV) else {
+        return;
+    };
+    let durability = match std::env::var(MODE_ENV).as_deref() {
+        Ok("periodic") => Durability::Periodic(50),
+        _ => Durability::Sync,
+    };
+    let queue = Queue::open_with(Config::new(&dir).durability(durability)).expect("child opens");
+    let stdout = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let workers: Vec<_> = (0..2u64)
+        .map(|worker| {
+            let queue = queue.clone();
+            let stdout = std::sync::Arc::clone(&stdout);
+            std::thread::spawn(move || {
+                let ack = |line: String| {
+                    let mut out = stdout.lock().expect("stdout");
+                    out.write_all(format!("ACK {line}\n").as_bytes())
+                        .expect("ack");
+                    out.flush().expect("flush ack");
+                };
+                let started = Instant::now();
+                let stamp = std::process::id();
+                let mut n = 0u64;
+                // Bounded in time in case the parent is gone.
+                while started.elapsed() < Duration::from_secs(60) {
+                    n += 1;
+                    let marker = format!("{stamp}-{worker}-{n}");
+                    let done = queue
+                        .enqueue(QUEUE, NewJob::new(payload(&marker)))
+                        .expect("enqueue");
+                    ack(format!("E {} {marker}", done.job.id));
+                    if n % 3 == 0 {
+                        let leased = queue
+                            .lease(QUEUE, &LeaseOptions::default().max_jobs(2))
+                            .expect("lease");
+                        for job in leased {
+                            queue
+                                .complete(job.job.id, job.lease_id, None)
+                                .expect("complete");
+                            ack(format!("C {}", job.job.id));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("worker");
+    }
+}
