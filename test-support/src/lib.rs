@@ -89,7 +89,11 @@ pub fn postgres_script(cluster: Option<(&Path, u16)>, args: &[&str]) -> String {
     let mut command = Command::new("bash");
     command.arg(&script);
     if let Some((dir, port)) = cluster {
-        command.arg("--dir").arg(dir).arg("--port").arg(port.to_string());
+        command
+            .arg("--dir")
+            .arg(dir)
+            .arg("--port")
+            .arg(port.to_string());
     }
     command.args(args);
     let output = command
@@ -149,9 +153,10 @@ pub fn execute(url: &str, statement: &str) -> Result<(), String> {
             .build()
             .map_err(|e| format!("runtime: {e}"))?;
         runtime.block_on(async move {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .map_err(|e| format!("connecting to the test database server: {e}"))?;
+            let (client, connection) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| format!("connecting to the test database server: {e}"))?;
             let driver = tokio::spawn(connection);
             let result = client
                 .batch_execute(&statement)
