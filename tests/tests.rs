@@ -39,6 +39,15 @@
 //! - `sdk_kill9`: producers on the client SDK keep going through a SIGKILL
 //!   and restart of the binary; every enqueue they were told succeeded is
 //!   there exactly once (retries with the SDK's idempotency keys).
+//! - `database_faults`: the binary on PostgreSQL when the database fails:
+//!   its own cluster stopped mid-requests (503 `unavailable`, nothing
+//!   half-applied, service resumes when it is back), an unreachable
+//!   database and a newer schema at start (a clear error).
+//! - `multi_server`: three binaries on one PostgreSQL database (a fresh
+//!   one on the test cluster), producers and workers spread over them, the
+//!   servers SIGKILLed and restarted at random: acknowledged enqueues and
+//!   completions survive, no job is leased twice at once, every job drains,
+//!   each schedule tick fires once, each owed callback is delivered.
 //! - `soak`: (ignored; `scripts/soak.sh`) a thousand SIGKILL cycles of the
 //!   binary under producers and workers, every acknowledgement checked.
 
@@ -56,9 +65,11 @@ mod call;
 mod callback_kill9;
 mod cli;
 mod dashboard;
+mod database_faults;
 mod http;
 mod kill9;
 mod listing;
+mod multi_server;
 mod schedule_kill9;
 mod sdk_kill9;
 mod soak;
