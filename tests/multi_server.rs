@@ -385,14 +385,6 @@ async fn three_servers_on_one_database_survive_sigkills() {
             leases.entry(id).or_default().push(record);
         }
     }
-    let stats = c.get("/v1/queues/work").await;
-    assert_eq!(
-        (stats.json["ready"].as_u64(), stats.json["leased"].as_u64()),
-        (Some(0), Some(0)),
-        "{}",
-        stats.text
-    );
-
     // No job leased twice at once; nothing leased after an acknowledged
     // completion; every acknowledged completion is there.
     let known: HashSet<&str> = enqueued.iter().map(|(id, _)| id.as_str()).collect();
@@ -422,6 +414,13 @@ async fn three_servers_on_one_database_survive_sigkills() {
         }
     }
     assert!(relet > 0, "no job came back after an abandoned lease");
+    let stats = c.get("/v1/queues/work").await;
+    assert_eq!(
+        (stats.json["ready"].as_u64(), stats.json["leased"].as_u64()),
+        (Some(0), Some(0)),
+        "{}",
+        stats.text
+    );
 
     // Each owed callback arrived (at least once), signed with the secret.
     let secret: Secret = SECRET.parse().unwrap();
@@ -491,6 +490,15 @@ async fn three_servers_on_one_database_survive_sigkills() {
         started.elapsed()
     );
 
+    println!(
+        "multi_server: {} jobs enqueued and drained, {} leases ({relet} after an expiry), \
+         {KILLS} SIGKILLs, {} callbacks owed, {} ticks, in {:?}",
+        enqueued.len(),
+        leases.values().map(Vec::len).sum::<usize>(),
+        owed.len(),
+        sorted.len(),
+        started.elapsed()
+    );
     for mut child in children {
         child.kill().unwrap();
         child.wait().unwrap();
