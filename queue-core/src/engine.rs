@@ -390,8 +390,13 @@ impl Engine {
 
     /// Makes every callback attempt left under way by an earlier
     /// dispatcher due now (see [`rules::callback::recover`]). Returns how
-    /// many.
+    /// many. On a store other processes share, none: an attempt under way
+    /// may be another server's, and one whose dispatcher died is claimed
+    /// again when its claim is given up as lost.
     pub(crate) async fn recover_callbacks(&self, mode: Mode) -> Result<usize> {
+        if self.backend.shared() {
+            return Ok(0);
+        }
         let page = Page::Callbacks {
             status: crate::CallbackStatus::Pending,
         };

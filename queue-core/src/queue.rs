@@ -769,6 +769,19 @@ impl Queue {
     pub async fn verify(&self) -> Result<Verification> {
         self.engine().verify().await
     }
+
+    /// A secret shared by every process on this store (e.g. the key that
+    /// signs callbacks, which every server on one database must sign
+    /// with): the one stored under `name`, or `candidate`, stored under
+    /// `name` if none was (the first process to ask wins, atomically).
+    /// `None` on a store only one process opens (the embedded store),
+    /// where the caller keeps its secrets itself.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub async fn shared_secret(&self, name: &str, candidate: &str) -> Result<Option<String>> {
+        self.engine().backend.shared_secret(name, candidate).await
+    }
 }
 
 impl std::fmt::Debug for Queue {

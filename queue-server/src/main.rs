@@ -33,9 +33,14 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("opening {storage}"))?;
     let mut config = args.server_config();
-    let (secrets, source) =
-        queue_server::callbacks::secrets::resolve(&args.webhook_secret, &args.data_dir)
-            .map_err(|e| anyhow::anyhow!("webhook secret: {e}"))?;
+    let shared = queue_server::callbacks::secrets::resolve_shared(&args.webhook_secret, &queue)
+        .await
+        .map_err(|e| anyhow::anyhow!("webhook secret: {e}"))?;
+    let (secrets, source) = match shared {
+        Some(shared) => shared,
+        None => queue_server::callbacks::secrets::resolve(&args.webhook_secret, &args.data_dir)
+            .map_err(|e| anyhow::anyhow!("webhook secret: {e}"))?,
+    };
     match &source {
         Source::Configured => tracing::info!(secrets = secrets.len(), "webhook secrets configured"),
         Source::Stored(path) => tracing::info!(
@@ -45,6 +50,14 @@ async fn main() -> anyhow::Result<()> {
         Source::Generated(path) => tracing::info!(
             path = %path.display(),
             "generated a webhook secret for signing callbacks; give receivers the secret in this file"
+        ),
+        Source::Database => tracing::info!(
+            "callbacks are signed with the webhook secret stored in the database \
+             (table queue_secrets), shared by every server on it"
+        ),
+        Source::GeneratedInDatabase => tracing::info!(
+            "generated a webhook secret for signing callbacks and stored it in the database \
+             (table queue_secrets, name webhook-secret); give receivers that secret"
         ),
     }
     config.callbacks.secrets = secrets;

@@ -509,6 +509,24 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// calls it.
     fn set_wake_sink(&self, _sink: std::sync::Arc<dyn Fn(&wake::Wake) + Send + Sync>) {}
 
+    /// Whether other processes may share this store (a database): then
+    /// nothing may assume that work left under way was abandoned (see
+    /// [`Engine::recover_callbacks`](crate::engine::Engine::recover_callbacks)).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The secret stored under `name`, storing `candidate` there first if
+    /// none is (see [`Queue::shared_secret`](crate::Queue::shared_secret));
+    /// `None` for a store one process opens.
+    fn shared_secret<'a>(
+        &'a self,
+        _name: &'a str,
+        _candidate: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
     /// Stops background work and flushes; called once, when the last
     /// handle is dropped. Later calls fail with [`Error::Closed`](crate::Error::Closed).
     fn close(&self);

@@ -18,6 +18,48 @@ pub enum Source {
     Stored(PathBuf),
     /// This file, written now.
     Generated(PathBuf),
+    /// The database every server on it shares, stored by an earlier start
+    /// (of this server or another).
+    Database,
+    /// The database every server on it shares, generated and stored now.
+    GeneratedInDatabase,
+}
+
+/// On a store that several servers share (PostgreSQL), when no secret is
+/// given: the secret stored in it, or a new one stored there now, so that
+/// every server signs with the same key. `None` when secrets are given or
+/// the store is the embedded one (then [`resolve`] decides).
+///
+/// # Errors
+/// A malformed stored secret, or a storage failure.
+pub async fn resolve_shared(
+    given: &[String],
+    queue: &queue_core::Queue,
+) -> Result<Option<(Vec<Secret>, Source)>, String> {
+    if given
+        .iter()
+        .any(|s| s.split(',').any(|s| !s.trim().is_empty()))
+    {
+        return Ok(None);
+    }
+    let candidate = generate()?;
+    let stored = queue
+        .shared_secret("webhook-secret", &candidate.expose())
+        .await
+        .map_err(|e| format!("reading the shared webhook secret: {e}"))?;
+    let Some(text) = stored else {
+        return Ok(None);
+    };
+    let secret = text
+        .trim()
+        .parse::<Secret>()
+        .map_err(|e| format!("the webhook secret stored in the database: {e}"))?;
+    let source = if text == candidate.expose().as_str() {
+        Source::GeneratedInDatabase
+    } else {
+        Source::Database
+    };
+    Ok(Some((vec![secret], source)))
 }
 
 /// The secrets to sign with: `given` (from `--webhook-secret` or

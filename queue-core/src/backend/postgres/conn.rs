@@ -40,6 +40,10 @@ pub(crate) fn parse(url: &str) -> Result<tokio_postgres::Config> {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     config.application_name("queue-server");
+    // A connection whose peer vanished (a network partition, not a clean
+    // close) is noticed instead of waited on for ever.
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(10));
     Ok(config)
 }
 
@@ -50,20 +54,21 @@ pub(crate) fn db_error(e: tokio_postgres::Error) -> Error {
     if e.as_db_error().is_some() {
         Error::Storage(StorageError::new(format!("PostgreSQL: {}", full(&e))))
     } else {
-        let source = std::error::Error::source(&e)
-            .map(|s| format!(": {s}"))
-            .unwrap_or_default();
         Error::Storage(StorageError::new(format!(
-            "the PostgreSQL connection failed: {e}{source}"
+            "the PostgreSQL connection failed: {}",
+            full(&e)
         )))
     }
 }
 
-/// The error with its database message.
-fn full(e: &tokio_postgres::Error) -> String {
+/// The error with its database message, or its cause.
+pub(crate) fn full(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
     }
 }
 
@@ -84,13 +89,14 @@ impl Conn {
     pub(crate) async fn connect(config: &tokio_postgres::Config) -> Result<Conn> {
         let (client, connection) = config.connect(NoTls).await.map_err(|e| {
             Error::Storage(StorageError::new(format!(
-                "cannot connect to {}: {e}",
-                describe(config)
+                "cannot connect to {}: {}",
+                describe(config),
+                full(&e)
             )))
         })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "PostgreSQL connection ended");
+                tracing::warn!(error = %full(&e), "PostgreSQL connection ended");
             }
         });
         Ok(Conn {

@@ -49,7 +49,7 @@ pub(crate) async fn run(
                             }
                             Ok(_) => {}
                             Err(e) => {
-                                tracing::warn!(error = %e, "the PostgreSQL listener's connection failed");
+                                tracing::warn!(error = %super::conn::full(&e), "the PostgreSQL listener's connection failed");
                                 return;
                             }
                         }
@@ -86,7 +86,7 @@ pub(crate) async fn run(
                 driver.abort();
             }
             Err(e) => {
-                tracing::warn!(error = %e, "the PostgreSQL listener cannot connect; retrying");
+                tracing::warn!(error = %super::conn::full(&e), "the PostgreSQL listener cannot connect; retrying");
             }
         }
         tokio::select! {

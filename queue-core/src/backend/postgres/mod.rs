@@ -735,6 +735,35 @@ impl super::Backend for PgBackend {
         })
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn shared_secret<'a>(
+        &'a self,
+        name: &'a str,
+        candidate: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        let (name, candidate) = (name.to_owned(), candidate.to_owned());
+        self.read(move |pool| async move {
+            let conn = pool.get().await?;
+            conn.client
+                .execute(
+                    "INSERT INTO queue_secrets (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO NOTHING",
+                    &[&name, &candidate],
+                )
+                .await
+                .map_err(db_error)?;
+            let row = conn
+                .client
+                .query_one("SELECT value FROM queue_secrets WHERE name = $1", &[&name])
+                .await
+                .map_err(db_error)?;
+            Ok(Some(row.get(0)))
+        })
+    }
+
     fn set_wake_sink(&self, sink: Arc<dyn Fn(&Wake) + Send + Sync>) {
         *self.sink.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
     }

@@ -9,8 +9,9 @@
 //! | `queue_settings` | one per queue with settings (limits, pause, token bucket) |
 //! | `queue_events` | the durable event log; ids from `queue_meta.last_event`, locked by each committing transaction so that ids increase in commit order |
 //! | `queue_schedules` | one per schedule, `next_run_at` null while paused |
-//! | `queue_history` | one per (queue, minute) |
+//! | `queue_history` | one per (queue, minute); minutes past the retention are removed but the newest of each queue, reduced to its depths (`depths_only`) |
 //! | `queue_ids` | the sequence of job and lease ids |
+//! | `queue_secrets` | secrets every process shares (the callbacks' signing key) |
 
 use super::conn::{Conn, db_error};
 use crate::{Error, Result};
@@ -82,9 +83,11 @@ CREATE TABLE queue_history (
     queue text NOT NULL,
     minute bigint NOT NULL,
     record bytea NOT NULL,
+    depths_only boolean NOT NULL DEFAULT false,
     PRIMARY KEY (queue, minute)
 );
 CREATE SEQUENCE queue_ids;
+CREATE TABLE queue_secrets (name text PRIMARY KEY, value text NOT NULL);
 "#];
 
 /// Creates or migrates the schema; refuses a database whose schema is

@@ -153,6 +153,12 @@ impl Writer {
 
     /// Answers the operations of a committed batch and announces it.
     fn finished(&self, batch: Vec<Op>, done: Vec<Done>, gathered: Gathered, first_event: u64) {
+        // Subscribers may read the events before anyone is answered.
+        if !gathered.events.is_empty() {
+            let latest = first_event + gathered.events.len() as u64 - 1;
+            self.latest
+                .send_modify(|value| *value = (*value).max(latest));
+        }
         let mut next_event = first_event;
         for (op, done) in batch.into_iter().zip(done) {
             let mut stamp = |mut committed: Committed| {
@@ -599,14 +605,8 @@ impl Writer {
             Some(row) => codec::decode_rollup(row.get(0)).map_err(Failure::Engine)?,
             None => {
                 if let Some(cutoff) = minute.checked_sub(self.history_ms) {
-                    let prune = conn.stmt(PRUNE_HISTORY).await.map_err(Failure::Engine)?;
-                    c.execute(&prune, &[&queue, &big(cutoff), &HISTORY_PRUNE])
-                        .await
-                        .map_err(Failure::of)?;
-                    let sweep = conn.stmt(SWEEP_HISTORY).await.map_err(Failure::Engine)?;
-                    c.execute(&sweep, &[&big(cutoff), &HISTORY_PRUNE])
-                        .await
-                        .map_err(Failure::of)?;
+                    prune_history(conn, queue, cutoff).await?;
+                    sweep_history(conn, cutoff).await?;
                 }
                 Rollup::default()
             }
@@ -783,6 +783,16 @@ async fn put_settings(
     queue: &str,
     settings: &QueueSettings,
 ) -> std::result::Result<(), Failure> {
+    // The defaults are stored as no row (as in the embedded store: a
+    // queue with neither jobs nor settings is not listed).
+    if *settings == QueueSettings::default() {
+        let stmt = conn.stmt(DELETE_SETTINGS).await.map_err(Failure::Engine)?;
+        conn.client
+            .execute(&stmt, &[&queue])
+            .await
+            .map_err(Failure::of)?;
+        return Ok(());
+    }
     let bytes = codec::encode_settings(settings).map_err(Failure::Engine)?;
     let stmt = conn.stmt(PUT_SETTINGS).await.map_err(Failure::Engine)?;
     conn.client
@@ -813,6 +823,87 @@ async fn all_counts(
         .await
         .map_err(Failure::of)?;
     Ok(super::counts_of(&rows))
+}
+
+/// Removes up to [`HISTORY_PRUNE`] minutes of `queue` older than `cutoff`,
+/// oldest first; the newest of them stays, as depths only (or goes, if
+/// they are all zero): the steps after it carry its depths forward.
+async fn prune_history(conn: &Conn, queue: &str, cutoff: u64) -> std::result::Result<(), Failure> {
+    let c = &conn.client;
+    let stmt = conn.stmt(OLD_MINUTES).await.map_err(Failure::Engine)?;
+    let rows = c
+        .query(&stmt, &[&queue, &big(cutoff), &(HISTORY_PRUNE + 1)])
+        .await
+        .map_err(Failure::of)?;
+    let mut old: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+    let newest = if old.len() as i64 > HISTORY_PRUNE {
+        old.truncate(HISTORY_PRUNE as usize);
+        None
+    } else {
+        old.pop()
+    };
+    if !old.is_empty() {
+        let stmt = conn.stmt(DELETE_MINUTES).await.map_err(Failure::Engine)?;
+        c.execute(&stmt, &[&queue, &old])
+            .await
+            .map_err(Failure::of)?;
+    }
+    if let Some(newest) = newest {
+        reduce_minute(conn, queue, newest).await?;
+    }
+    Ok(())
+}
+
+/// One bounded step over every queue's minutes older than `cutoff` (those
+/// of queues gone idle): the same as [`prune_history`] does for one.
+async fn sweep_history(conn: &Conn, cutoff: u64) -> std::result::Result<(), Failure> {
+    let c = &conn.client;
+    let stmt = conn.stmt(SWEEP_HISTORY).await.map_err(Failure::Engine)?;
+    c.execute(&stmt, &[&big(cutoff), &HISTORY_PRUNE])
+        .await
+        .map_err(Failure::of)?;
+    let stmt = conn.stmt(UNREDUCED).await.map_err(Failure::Engine)?;
+    let rows = c
+        .query(&stmt, &[&big(cutoff), &HISTORY_PRUNE])
+        .await
+        .map_err(Failure::of)?;
+    for row in rows {
+        let queue: String = row.get(0);
+        reduce_minute(conn, &queue, row.get(1)).await?;
+    }
+    Ok(())
+}
+
+/// Reduces a stored minute to its depths (or removes it if they are all
+/// zero).
+async fn reduce_minute(conn: &Conn, queue: &str, minute: i64) -> std::result::Result<(), Failure> {
+    let c = &conn.client;
+    let stmt = conn.stmt(REDUCE_MINUTE).await.map_err(Failure::Engine)?;
+    let Some(row) = c
+        .query(&stmt, &[&queue, &minute])
+        .await
+        .map_err(Failure::of)?
+        .into_iter()
+        .next()
+    else {
+        return Ok(());
+    };
+    let kept = codec::decode_rollup(row.get(0))
+        .map_err(Failure::Engine)?
+        .depths_only();
+    if kept.depths == Depths::default() {
+        let stmt = conn.stmt(DELETE_MINUTES).await.map_err(Failure::Engine)?;
+        c.execute(&stmt, &[&queue, &vec![minute]])
+            .await
+            .map_err(Failure::of)?;
+    } else {
+        let bytes = codec::encode_rollup(&kept).map_err(Failure::Engine)?;
+        let stmt = conn.stmt(PUT_DEPTHS).await.map_err(Failure::Engine)?;
+        c.execute(&stmt, &[&queue, &minute, &bytes])
+            .await
+            .map_err(Failure::of)?;
+    }
+    Ok(())
 }
 
 /// Writes a schedule change if its expectation holds.
@@ -893,6 +984,7 @@ const SETTINGS: &str = "SELECT record FROM queue_settings WHERE queue = $1";
 const SETTINGS_FOR_UPDATE: &str = "SELECT record FROM queue_settings WHERE queue = $1 FOR UPDATE";
 const PUT_SETTINGS: &str = "INSERT INTO queue_settings (queue, record) VALUES ($1, $2) \
     ON CONFLICT (queue) DO UPDATE SET record = excluded.record";
+const DELETE_SETTINGS: &str = "DELETE FROM queue_settings WHERE queue = $1";
 const COUNT: &str = "SELECT n FROM queue_counts WHERE queue = $1 AND state = $2";
 const ADD_COUNTS: &str = "INSERT INTO queue_counts (queue, state, n) \
     SELECT * FROM unnest($1::text[], $2::smallint[], $3::bigint[]) \
@@ -908,16 +1000,23 @@ const NOTIFY: &str = "SELECT pg_notify('queue_wake', $1)";
 const HISTORY_FOR_UPDATE: &str =
     "SELECT record FROM queue_history WHERE queue = $1 AND minute = $2 FOR UPDATE";
 const PUT_HISTORY: &str = "INSERT INTO queue_history (queue, minute, record) VALUES ($1, $2, $3) \
-    ON CONFLICT (queue, minute) DO UPDATE SET record = excluded.record";
-/// A queue's minutes older than the cutoff but the newest of them (its
-/// depths carry forward), a bounded number at a time.
-const PRUNE_HISTORY: &str = "DELETE FROM queue_history WHERE ctid IN (SELECT ctid FROM \
-    queue_history WHERE queue = $1 AND minute < $2 AND minute < (SELECT max(minute) FROM \
-    queue_history WHERE queue = $1 AND minute < $2) ORDER BY minute LIMIT $3)";
-/// The same over every queue (those gone idle).
-const SWEEP_HISTORY: &str = "DELETE FROM queue_history WHERE ctid IN (SELECT h.ctid FROM \
-    queue_history h WHERE h.minute < $1 AND h.minute < (SELECT max(o.minute) FROM \
-    queue_history o WHERE o.queue = h.queue AND o.minute < $1) LIMIT $2)";
+    ON CONFLICT (queue, minute) DO UPDATE SET record = excluded.record, depths_only = false";
+/// A queue's minutes older than a cutoff, oldest first.
+const OLD_MINUTES: &str = "SELECT minute FROM queue_history WHERE queue = $1 AND minute < $2 \
+    ORDER BY minute LIMIT $3";
+const DELETE_MINUTES: &str = "DELETE FROM queue_history WHERE queue = $1 AND minute = ANY($2)";
+/// Every queue's old minutes but the newest of each, a bounded number.
+const SWEEP_HISTORY: &str = "DELETE FROM queue_history WHERE ctid IN (SELECT ctid FROM \
+    (SELECT ctid, minute, max(minute) OVER (PARTITION BY queue) AS newest FROM queue_history \
+    WHERE minute < $1) old WHERE minute < newest LIMIT $2)";
+/// Every queue's newest old minute not yet reduced to its depths.
+const UNREDUCED: &str = "SELECT queue, minute FROM (SELECT queue, minute, depths_only, \
+    max(minute) OVER (PARTITION BY queue) AS newest FROM queue_history WHERE minute < $1) old \
+    WHERE minute = newest AND NOT depths_only LIMIT $2";
+const REDUCE_MINUTE: &str = "SELECT record FROM queue_history WHERE queue = $1 AND minute = $2 \
+    FOR UPDATE";
+const PUT_DEPTHS: &str = "UPDATE queue_history SET record = $3, depths_only = true \
+    WHERE queue = $1 AND minute = $2";
 const INSERT_SCHEDULE: &str = "INSERT INTO queue_schedules (name, revision, next_run_at, record) \
     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
 const UPDATE_SCHEDULE: &str = "UPDATE queue_schedules SET revision = $3, next_run_at = $4, \
