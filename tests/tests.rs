@@ -51,6 +51,13 @@
 //! - `soak`: (ignored; `scripts/soak.sh`) a thousand SIGKILL cycles of the
 //!   binary under producers and workers, every acknowledgement checked.
 
+//! Sled only, on purpose: `kill9`, `callback_kill9`, `schedule_kill9`,
+//! `sdk_kill9` and `soak` kill the binary on a data directory (the embedded
+//! store's crash safety; on PostgreSQL the database keeps the data, and
+//! `multi_server` and `database_faults` kill and stop what can fail there);
+//! `binary` tests flags and the data directory; `cli` and `dashboard` are
+//! clients of the HTTP API, tested on both backends in queue-server/tests.
+
 // Scenarios are plain functions run by the `both!` macros' tests; like
 // test functions, they report a failure by panicking.
 #![allow(clippy::unwrap_used)]
