@@ -8,7 +8,7 @@ use queue_client::blocking::{CallOutcome, Worker};
 use queue_client::{EnqueueOptions, Error, EventFilter, Failure, Job, JobState};
 
 use crate::both_blocking;
-use crate::common::{Harness, Kind, PATIENCE};
+use crate::common::{Backend, Harness, Kind, PATIENCE};
 use crate::typed::{Email, email};
 
 both_blocking!(
@@ -204,10 +204,9 @@ fn the_blocking_call_and_event_iterator(h: Harness) {
     assert_eq!(thread.join().unwrap().unwrap().completed, 1);
 }
 
-#[tokio::test]
-async fn blocking_calls_inside_a_runtime_are_refused_not_panics() {
+async fn blocking_calls_inside_a_runtime_are_refused_not_panics(backend: Backend) {
     for kind in [Kind::Http, Kind::Embedded] {
-        let h = Harness::new(kind);
+        let h = Harness::new(kind, backend);
         let client = h.blocking();
         let queue = client.queue::<u32>("q");
         assert!(matches!(queue.enqueue(&1), Err(Error::BlockingInRuntime)));
@@ -251,4 +250,9 @@ fn blocking_handles_and_streams_work_from_any_thread(h: Harness) {
         states,
         [JobState::Ready, JobState::Leased, JobState::Completed]
     );
+}
+
+test_support::backend_tests! {
+    #[tokio::test]
+    async fn blocking_calls_inside_a_runtime_are_refused_not_panics;
 }

@@ -12,7 +12,7 @@ use queue_client::{CallbackState, Failure, JobState, LeaseOptions};
 use queue_server::ServerConfig;
 use serde_json::{Value, json};
 
-use crate::common::{Harness, Kind, PATIENCE};
+use crate::common::{Backend, Harness, Kind, PATIENCE};
 
 /// What a run of queuectl printed and how it ended.
 struct Out {
@@ -138,7 +138,9 @@ fn api_get(url: &str, path: &str) -> Value {
 }
 
 fn http() -> (Harness, String) {
-    let h = Harness::new(Kind::Http);
+    // The CLI is a client of the HTTP API: its tests run on the embedded
+    // store only (the API itself is tested on both in queue-server/tests).
+    let h = Harness::new(Kind::Http, Backend::Sled);
     let url = h.url.clone().unwrap();
     (h, url)
 }
@@ -372,6 +374,7 @@ fn exit_codes_tell_what_went_wrong() {
 fn a_wrong_or_missing_token_is_unauthorized() {
     let h = Harness::with_config(
         Kind::Http,
+        Backend::Sled,
         ServerConfig {
             token: Some("s3cret".into()),
             ..ServerConfig::default()

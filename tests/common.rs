@@ -1,16 +1,20 @@
-//! A queue reachable both ways: a real server on 127.0.0.1:0, or embedded.
+//! A queue reachable both ways: a real server on 127.0.0.1:0, or embedded;
+//! on either storage backend (sled in a temporary directory, PostgreSQL in a
+//! fresh database: the `test-support` crate).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use queue_client::{Client, ClientOptions, RetryPolicy};
-use queue_core::{Config, Queue};
+use queue_core::Queue;
 use queue_server::{App, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
+
+pub use test_support::{Backend, Store};
 
 /// Which transport a scenario runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,26 +33,27 @@ pub struct Harness {
     pub url: Option<String>,
     server: Option<(Runtime, oneshot::Sender<()>)>,
     stopped: Option<Runtime>,
-    _dir: tempfile::TempDir,
+    _store: Store,
 }
 
 impl Harness {
-    pub fn new(kind: Kind) -> Harness {
-        Harness::with_config(kind, ServerConfig::default())
+    /// A harness on a fresh store of `backend`.
+    pub fn new(kind: Kind, backend: Backend) -> Harness {
+        Harness::with_config(kind, backend, ServerConfig::default())
     }
 
-    pub fn with_config(kind: Kind, config: ServerConfig) -> Harness {
-        Harness::build(kind, config, "127.0.0.1:0")
+    pub fn with_config(kind: Kind, backend: Backend, config: ServerConfig) -> Harness {
+        Harness::build(kind, backend, config, "127.0.0.1:0")
     }
 
     /// A server on a given address (e.g. one a client already points at).
-    pub fn http_at(addr: &str) -> Harness {
-        Harness::build(Kind::Http, ServerConfig::default(), addr)
+    pub fn http_at(backend: Backend, addr: &str) -> Harness {
+        Harness::build(Kind::Http, backend, ServerConfig::default(), addr)
     }
 
-    fn build(kind: Kind, config: ServerConfig, addr: &str) -> Harness {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let core = Queue::open_with(Config::new(dir.path())).expect("open queue");
+    fn build(kind: Kind, backend: Backend, config: ServerConfig, addr: &str) -> Harness {
+        let store = Store::new(backend);
+        let core = Queue::open_with(store.config()).expect("open queue");
         let (url, server) = match kind {
             Kind::Embedded => (None, None),
             Kind::Http => {
@@ -79,7 +84,7 @@ impl Harness {
             url,
             server,
             stopped: None,
-            _dir: dir,
+            _store: store,
         }
     }
 
@@ -116,42 +121,68 @@ impl Drop for Harness {
     }
 }
 
-/// Runs an async scenario `async fn(Harness)` on both transports, as two
-/// tests named `http` and `embedded` in a module named after the scenario.
+/// Runs an async scenario `async fn(Harness)` on both transports and both
+/// backends, as four tests named `sled_http`, `sled_embedded`,
+/// `postgres_http` and `postgres_embedded` in a module named after the
+/// scenario.
 #[macro_export]
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
+                use $crate::common::{Backend, Harness, Kind};
+
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn http() {
-                    super::$name($crate::common::Harness::new($crate::common::Kind::Http)).await;
+                async fn sled_http() {
+                    super::$name(Harness::new(Kind::Http, Backend::Sled)).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn embedded() {
-                    super::$name($crate::common::Harness::new($crate::common::Kind::Embedded)).await;
+                async fn sled_embedded() {
+                    super::$name(Harness::new(Kind::Embedded, Backend::Sled)).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres_http() {
+                    super::$name(Harness::new(Kind::Http, Backend::Postgres)).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres_embedded() {
+                    super::$name(Harness::new(Kind::Embedded, Backend::Postgres)).await;
                 }
             }
         )*
     };
 }
 
-/// Runs a blocking scenario `fn(Harness)` on both transports, outside any
-/// runtime.
+/// Runs a blocking scenario `fn(Harness)` on both transports and both
+/// backends, outside any runtime (tests named as in [`both!`]).
 #[macro_export]
 macro_rules! both_blocking {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
+                use $crate::common::{Backend, Harness, Kind};
+
                 #[test]
-                fn http() {
-                    super::$name($crate::common::Harness::new($crate::common::Kind::Http));
+                fn sled_http() {
+                    super::$name(Harness::new(Kind::Http, Backend::Sled));
                 }
 
                 #[test]
-                fn embedded() {
-                    super::$name($crate::common::Harness::new($crate::common::Kind::Embedded));
+                fn sled_embedded() {
+                    super::$name(Harness::new(Kind::Embedded, Backend::Sled));
+                }
+
+                #[test]
+                fn postgres_http() {
+                    super::$name(Harness::new(Kind::Http, Backend::Postgres));
+                }
+
+                #[test]
+                fn postgres_embedded() {
+                    super::$name(Harness::new(Kind::Embedded, Backend::Postgres));
                 }
             }
         )*

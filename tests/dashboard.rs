@@ -26,7 +26,7 @@ use queue_core::{Config, ManualClock, Queue};
 use queue_server::{App, ServerConfig};
 use serde_json::Value;
 
-use crate::common::{Harness, Kind};
+use crate::common::{Backend, Harness, Kind};
 
 /// How long a wait on the page may take before the test fails.
 const WAIT: Duration = Duration::from_secs(30);
@@ -278,7 +278,9 @@ fn server(token: Option<&str>) -> (Harness, queue_client::Client) {
         token: token.map(str::to_owned),
         ..ServerConfig::default()
     };
-    let h = Harness::with_config(Kind::Http, config);
+    // The page is a client of the HTTP API: the browser tests run on the
+    // embedded store only (the API is tested on both in queue-server/tests).
+    let h = Harness::with_config(Kind::Http, Backend::Sled, config);
     let options = match token {
         Some(token) => ClientOptions::new().token(token),
         None => ClientOptions::new(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use queue_client::{Client, ClientOptions, EnqueueOptions, Error, RetryPolicy};
 use queue_server::ServerConfig;
 
-use crate::common::{Harness, Kind, LossyProxy, no_retries, silent_server};
+use crate::common::{Backend, Harness, Kind, LossyProxy, no_retries, silent_server};
 
 fn quick_retries() -> RetryPolicy {
     RetryPolicy {
@@ -17,13 +17,12 @@ fn quick_retries() -> RetryPolicy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_bearer_token_is_sent_and_a_wrong_one_is_unauthorized() {
+async fn the_bearer_token_is_sent_and_a_wrong_one_is_unauthorized(backend: Backend) {
     let config = ServerConfig {
         token: Some("s3cret".into()),
         ..ServerConfig::default()
     };
-    let h = Harness::with_config(Kind::Http, config);
+    let h = Harness::with_config(Kind::Http, backend, config);
     let url = h.url.clone().unwrap();
     for options in [ClientOptions::new(), ClientOptions::new().token("wrong")] {
         let client = Client::connect_with(&url, options).unwrap();
@@ -86,11 +85,10 @@ async fn a_silent_server_is_a_timeout() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_response_without_retries_still_took_effect() {
+async fn a_lost_response_without_retries_still_took_effect(backend: Backend) {
     // The premise of the retry tests: the proxy really loses responses of
     // requests that did take effect.
-    let h = Harness::new(Kind::Http);
+    let h = Harness::new(Kind::Http, backend);
     let proxy = LossyProxy::start(h.url.as_ref().unwrap(), 1).await;
     let client = Client::connect_with(&proxy.url, no_retries()).unwrap();
     let error = client.queue::<u32>("q").enqueue(&1).await.unwrap_err();
@@ -99,9 +97,8 @@ async fn a_lost_response_without_retries_still_took_effect() {
     assert_eq!(h.core.stats("q").await.unwrap().ready, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retried_enqueue_whose_response_was_lost_creates_one_job() {
-    let h = Harness::new(Kind::Http);
+async fn a_retried_enqueue_whose_response_was_lost_creates_one_job(backend: Backend) {
+    let h = Harness::new(Kind::Http, backend);
     let proxy = LossyProxy::start(h.url.as_ref().unwrap(), 1).await;
     let client =
         Client::connect_with(&proxy.url, ClientOptions::new().retry(quick_retries())).unwrap();
@@ -124,9 +121,8 @@ async fn a_retried_enqueue_whose_response_was_lost_creates_one_job() {
     assert_eq!(handle.get().await.unwrap().payload, 7);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retried_batches_and_keyed_enqueues_create_each_job_once() {
-    let h = Harness::new(Kind::Http);
+async fn retried_batches_and_keyed_enqueues_create_each_job_once(backend: Backend) {
+    let h = Harness::new(Kind::Http, backend);
     let proxy = LossyProxy::start(h.url.as_ref().unwrap(), 2).await;
     let client =
         Client::connect_with(&proxy.url, ClientOptions::new().retry(quick_retries())).unwrap();
@@ -146,9 +142,8 @@ async fn retried_batches_and_keyed_enqueues_create_each_job_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_completion_whose_answer_was_lost_is_retried_and_reported_done() {
-    let h = Harness::new(Kind::Http);
+async fn a_completion_whose_answer_was_lost_is_retried_and_reported_done(backend: Backend) {
+    let h = Harness::new(Kind::Http, backend);
     let direct = h.client();
     let handle = direct.queue::<u32>("q").enqueue(&1).await.unwrap();
     // Leased through a proxy that loses the second connection's answer:
@@ -171,8 +166,7 @@ async fn a_completion_whose_answer_was_lost_is_retried_and_reported_done() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_started_before_its_server_waits_for_it_and_then_works() {
+async fn a_worker_started_before_its_server_waits_for_it_and_then_works(backend: Backend) {
     let addr = {
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         free.local_addr().unwrap()
@@ -188,7 +182,7 @@ async fn a_worker_started_before_its_server_waits_for_it_and_then_works() {
     let error = client.stats("late").await.unwrap_err();
     assert!(error.is_transient(), "{error:?}");
 
-    let h = Harness::http_at(&addr.to_string());
+    let h = Harness::http_at(backend, &addr.to_string());
     let handle = h.client().queue::<u32>("late").enqueue(&41).await.unwrap();
     assert_eq!(
         handle.wait::<u32>(crate::common::PATIENCE).await.unwrap(),
@@ -196,4 +190,19 @@ async fn a_worker_started_before_its_server_waits_for_it_and_then_works() {
     );
     stop.shutdown();
     assert_eq!(task.await.unwrap().unwrap().completed, 1);
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bearer_token_is_sent_and_a_wrong_one_is_unauthorized;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_response_without_retries_still_took_effect;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_enqueue_whose_response_was_lost_creates_one_job;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retried_batches_and_keyed_enqueues_create_each_job_once;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_completion_whose_answer_was_lost_is_retried_and_reported_done;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_started_before_its_server_waits_for_it_and_then_works;
 }

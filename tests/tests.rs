@@ -39,8 +39,24 @@
 //! - `sdk_kill9`: producers on the client SDK keep going through a SIGKILL
 //!   and restart of the binary; every enqueue they were told succeeded is
 //!   there exactly once (retries with the SDK's idempotency keys).
+//! - `database_faults`: the binary on PostgreSQL when the database fails:
+//!   its own cluster stopped mid-requests (503 `unavailable`, nothing
+//!   half-applied, service resumes when it is back), an unreachable
+//!   database and a newer schema at start (a clear error).
+//! - `multi_server`: three binaries on one PostgreSQL database (a fresh
+//!   one on the test cluster), producers and workers spread over them, the
+//!   servers SIGKILLed and restarted at random: acknowledged enqueues and
+//!   completions survive, no job is leased twice at once, every job drains,
+//!   each schedule tick fires once, each owed callback is delivered.
 //! - `soak`: (ignored; `scripts/soak.sh`) a thousand SIGKILL cycles of the
 //!   binary under producers and workers, every acknowledgement checked.
+
+//! Sled only, on purpose: `kill9`, `callback_kill9`, `schedule_kill9`,
+//! `sdk_kill9` and `soak` kill the binary on a data directory (the embedded
+//! store's crash safety; on PostgreSQL the database keeps the data, and
+//! `multi_server` and `database_faults` kill and stop what can fail there);
+//! `binary` tests flags and the data directory; `cli` and `dashboard` are
+//! clients of the HTTP API, tested on both backends in queue-server/tests.
 
 // Scenarios are plain functions run by the `both!` macros' tests; like
 // test functions, they report a failure by panicking.
@@ -56,9 +72,11 @@ mod call;
 mod callback_kill9;
 mod cli;
 mod dashboard;
+mod database_faults;
 mod http;
 mod kill9;
 mod listing;
+mod multi_server;
 mod schedule_kill9;
 mod sdk_kill9;
 mod soak;

@@ -11,7 +11,9 @@ use queue_client::{
 use queue_server::ServerConfig;
 
 use crate::both_blocking;
-use crate::common::{Harness, Kind, PATIENCE, Server, capture_job_spans, logged_in_job};
+use crate::common::{
+    Backend, Harness, Kind, PATIENCE, Server, Store, capture_job_spans, logged_in_job,
+};
 
 both_blocking!(
     blocking_job_events_follow_a_handler_to_the_end,
@@ -37,8 +39,8 @@ fn quick(worker: Worker) -> Worker {
     worker.poll_wait(Duration::from_millis(100))
 }
 
-fn blocking_job_events_follow_a_handler_to_the_end(kind: Kind) {
-    let h = Harness::new(kind);
+fn blocking_job_events_follow_a_handler_to_the_end(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.blocking();
     let jobs = client.queue::<u32>("bjobs");
     let handle = jobs
@@ -79,8 +81,8 @@ fn blocking_job_events_follow_a_handler_to_the_end(kind: Kind) {
     assert_eq!(thread.join().unwrap().unwrap().completed, 1);
 }
 
-fn a_blocking_event_iterator_yields_a_gap_as_a_value(kind: Kind) {
-    let h = Harness::pruning(kind, 4);
+fn a_blocking_event_iterator_yields_a_gap_as_a_value(kind: Kind, backend: Backend) {
+    let h = Harness::pruning(kind, backend, 4);
     let client = h.blocking();
     let mut watch = client.events(EventFilter::new().queue("bgap")).unwrap();
     let jobs = client.queue::<u32>("bgap");
@@ -104,11 +106,14 @@ fn a_blocking_event_iterator_yields_a_gap_as_a_value(kind: Kind) {
     assert!(ids.contains(&next.event_id) && next.event_id > ids[1]);
 }
 
-fn the_blocking_handler_runs_in_a_span_with_the_job_and_its_correlation_id(kind: Kind) {
+fn the_blocking_handler_runs_in_a_span_with_the_job_and_its_correlation_id(
+    kind: Kind,
+    backend: Backend,
+) {
     capture_job_spans();
-    let h = Harness::new(kind);
+    let h = Harness::new(kind, backend);
     let client = h.blocking();
-    let queue = format!("spans-blocking-{kind:?}");
+    let queue = format!("spans-blocking-{kind:?}-{backend}");
     let handle = client
         .queue::<u32>(&queue)
         .enqueue_with(&3, EnqueueOptions::new().correlation_id("bspan"))
@@ -133,10 +138,9 @@ fn the_blocking_handler_runs_in_a_span_with_the_job_and_its_correlation_id(kind:
     assert_eq!(logged[0].span["attempt"], "1");
 }
 
-#[test]
-fn a_blocking_stream_resumes_across_a_server_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = || queue_core::Config::new(dir.path());
+fn a_blocking_stream_resumes_across_a_server_restart(backend: Backend) {
+    let dir = Store::new(backend);
+    let config = || dir.config();
     let server = Server::start(config());
     let addr = server.addr.to_string();
     let client = Client::connect(&server.url).unwrap();
@@ -171,10 +175,9 @@ fn a_blocking_stream_resumes_across_a_server_restart() {
     server.stop_blocking();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blocking_streams_refuse_to_run_inside_a_runtime() {
+async fn blocking_streams_refuse_to_run_inside_a_runtime(backend: Backend) {
     for kind in [Kind::Http, Kind::Embedded] {
-        let h = Harness::new(kind);
+        let h = Harness::new(kind, backend);
         let client = h.blocking();
         assert!(matches!(
             client.events(EventFilter::new()),
@@ -193,4 +196,11 @@ async fn blocking_streams_refuse_to_run_inside_a_runtime() {
         assert!(events.next().is_none());
         assert!(events.next_timeout(Duration::from_millis(1)).is_none());
     }
+}
+
+test_support::backend_tests! {
+    #[test]
+    fn a_blocking_stream_resumes_across_a_server_restart;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_streams_refuse_to_run_inside_a_runtime;
 }

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -16,6 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::{oneshot, watch};
+
+pub use test_support::{Backend, Store};
 
 /// A long bound for waits that normally end in milliseconds.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -30,8 +31,8 @@ pub enum Kind {
 /// A store's settings for a scenario: prune quickly (at most `max_events`
 /// events kept) and run no timers, so that the test prunes by calling
 /// `Queue::run_due` when it wants a gap.
-pub fn pruning(dir: &Path, max_events: u64) -> Config {
-    let mut config = Config::new(dir).max_events(max_events);
+pub fn pruning(store: &Store, max_events: u64) -> Config {
+    let mut config = store.config().max_events(max_events);
     config.background_timers = false;
     config
 }
@@ -129,17 +130,20 @@ pub struct Harness {
     /// The engine underneath (the server's, or the embedded client's).
     pub core: Queue,
     pub server: Option<Server>,
-    _dir: tempfile::TempDir,
+    _dir: Store,
 }
 
 impl Harness {
-    pub fn new(kind: Kind) -> Harness {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = Config::new(dir.path());
+    /// A harness on a fresh store of `backend`.
+    pub fn new(kind: Kind, backend: Backend) -> Harness {
+        let dir = Store::new(backend);
+        let config = dir.config();
         Harness::with_config(kind, dir, config)
     }
 
-    pub fn with_config(kind: Kind, dir: tempfile::TempDir, config: Config) -> Harness {
+    /// A harness on `dir` (kept until the harness is dropped), opened with
+    /// `config`.
+    pub fn with_config(kind: Kind, dir: Store, config: Config) -> Harness {
         match kind {
             Kind::Http => {
                 let server = Server::start(config);
@@ -159,9 +163,9 @@ impl Harness {
 
     /// A harness whose store keeps at most `max_events` events and prunes
     /// only when the test calls `core.run_due()`.
-    pub fn pruning(kind: Kind, max_events: u64) -> Harness {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = pruning(dir.path(), max_events);
+    pub fn pruning(kind: Kind, backend: Backend, max_events: u64) -> Harness {
+        let dir = Store::new(backend);
+        let config = pruning(&dir, max_events);
         Harness::with_config(kind, dir, config)
     }
 
@@ -180,42 +184,68 @@ impl Harness {
     }
 }
 
-/// Runs an async scenario `async fn(Kind)` on both transports, as two tests
-/// named `http` and `embedded` in a module named after the scenario.
+/// Runs an async scenario `async fn(Kind, Backend)` on both transports and
+/// both backends, as four tests named `sled_http`, `sled_embedded`,
+/// `postgres_http` and `postgres_embedded` in a module named after the
+/// scenario.
 #[macro_export]
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
+                use $crate::common::{Backend, Kind};
+
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn http() {
-                    super::$name($crate::common::Kind::Http).await;
+                async fn sled_http() {
+                    super::$name(Kind::Http, Backend::Sled).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn embedded() {
-                    super::$name($crate::common::Kind::Embedded).await;
+                async fn sled_embedded() {
+                    super::$name(Kind::Embedded, Backend::Sled).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres_http() {
+                    super::$name(Kind::Http, Backend::Postgres).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres_embedded() {
+                    super::$name(Kind::Embedded, Backend::Postgres).await;
                 }
             }
         )*
     };
 }
 
-/// Runs a blocking scenario `fn(Kind)` on both transports, outside any
-/// runtime.
+/// Runs a blocking scenario `fn(Kind, Backend)` on both transports and both
+/// backends, outside any runtime (tests named as in [`both!`]).
 #[macro_export]
 macro_rules! both_blocking {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
+                use $crate::common::{Backend, Kind};
+
                 #[test]
-                fn http() {
-                    super::$name($crate::common::Kind::Http);
+                fn sled_http() {
+                    super::$name(Kind::Http, Backend::Sled);
                 }
 
                 #[test]
-                fn embedded() {
-                    super::$name($crate::common::Kind::Embedded);
+                fn sled_embedded() {
+                    super::$name(Kind::Embedded, Backend::Sled);
+                }
+
+                #[test]
+                fn postgres_http() {
+                    super::$name(Kind::Http, Backend::Postgres);
+                }
+
+                #[test]
+                fn postgres_embedded() {
+                    super::$name(Kind::Embedded, Backend::Postgres);
                 }
             }
         )*

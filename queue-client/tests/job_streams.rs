@@ -11,7 +11,8 @@ use queue_server::ServerConfig;
 
 use crate::both;
 use crate::common::{
-    CuttingProxy, Harness, Kind, Server, assert_ends, next_event, next_item, pruning,
+    Backend, CuttingProxy, Harness, Kind, Server, Store, assert_ends, next_event, next_item,
+    pruning,
 };
 
 both!(
@@ -20,8 +21,8 @@ both!(
     a_fresh_job_stream_of_a_job_whose_events_were_pruned_shows_no_gap,
 );
 
-async fn a_job_stream_ends_after_the_terminal_event(kind: Kind) {
-    let h = Harness::new(kind);
+async fn a_job_stream_ends_after_the_terminal_event(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let jobs = client.queue::<u32>("ends");
     let done = jobs.enqueue(&20).await.unwrap();
@@ -75,8 +76,8 @@ async fn a_job_stream_ends_after_the_terminal_event(kind: Kind) {
     assert!(matches!(error, Error::NotFound { .. }), "{error:?}");
 }
 
-async fn a_job_stream_of_a_finished_job_is_its_last_event(kind: Kind) {
-    let h = Harness::new(kind);
+async fn a_job_stream_of_a_finished_job_is_its_last_event(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let jobs = client.queue::<u32>("finished");
     let handle = jobs.enqueue(&1).await.unwrap();
@@ -97,8 +98,11 @@ async fn a_job_stream_of_a_finished_job_is_its_last_event(kind: Kind) {
     assert_eq!(next_event(&mut others).await.state, JobState::Ready);
 }
 
-async fn a_fresh_job_stream_of_a_job_whose_events_were_pruned_shows_no_gap(kind: Kind) {
-    let h = Harness::pruning(kind, 4);
+async fn a_fresh_job_stream_of_a_job_whose_events_were_pruned_shows_no_gap(
+    kind: Kind,
+    backend: Backend,
+) {
+    let h = Harness::pruning(kind, backend, 4);
     let client = h.client();
     let jobs = client.queue::<u32>("old");
     let old = jobs.enqueue(&1).await.unwrap();
@@ -125,9 +129,8 @@ async fn a_fresh_job_stream_of_a_job_whose_events_were_pruned_shows_no_gap(kind:
     assert_ends(&mut events).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_stream_resumes_after_cut_connections_and_still_ends() {
-    let h = Harness::new(Kind::Http);
+async fn a_job_stream_resumes_after_cut_connections_and_still_ends(backend: Backend) {
+    let h = Harness::new(Kind::Http, backend);
     let url = h.server.as_ref().unwrap().url.clone();
     let proxy = CuttingProxy::start(&url, |n| 560 + (n * 211) % 500).await;
     let direct = Client::connect(&url).unwrap();
@@ -171,10 +174,9 @@ async fn a_job_stream_resumes_after_cut_connections_and_still_ends() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_stream_rereads_the_job_after_a_gap_and_still_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(pruning(dir.path(), 4));
+async fn a_job_stream_rereads_the_job_after_a_gap_and_still_ends(backend: Backend) {
+    let dir = Store::new(backend);
+    let server = Server::start(pruning(&dir, 4));
     let addr = server.addr.to_string();
     let client = Client::connect(&server.url).unwrap();
     let handle = client.queue::<u32>("reread").enqueue(&1).await.unwrap();
@@ -186,7 +188,7 @@ async fn a_job_stream_rereads_the_job_after_a_gap_and_still_ends() {
     // happen that its own are pruned: resuming, the stream gets a gap.
     server.stop().await;
     {
-        let core = Queue::open_with(pruning(dir.path(), 4)).unwrap();
+        let core = Queue::open_with(pruning(&dir, 4)).unwrap();
         let offline = Client::embedded(core.clone());
         let jobs = offline.queue::<u32>("reread");
         let leased = jobs.lease(&LeaseOptions::new()).await.unwrap().remove(0);
@@ -197,7 +199,7 @@ async fn a_job_stream_rereads_the_job_after_a_gap_and_still_ends() {
         }
         assert!(core.run_due().await.unwrap().pruned_events > 0);
     }
-    let server = Server::start_with(pruning(dir.path(), 4), ServerConfig::default(), &addr);
+    let server = Server::start_with(pruning(&dir, 4), ServerConfig::default(), &addr);
 
     let StreamItem::Gap(gap) = next_item(&mut events).await else {
         panic!("a gap first");
@@ -214,10 +216,9 @@ async fn a_job_stream_rereads_the_job_after_a_gap_and_still_ends() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_stream_passes_over_a_gap_that_hid_nothing_of_its_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(pruning(dir.path(), 4));
+async fn a_job_stream_passes_over_a_gap_that_hid_nothing_of_its_job(backend: Backend) {
+    let dir = Store::new(backend);
+    let server = Server::start(pruning(&dir, 4));
     let addr = server.addr.to_string();
     let client = Client::connect(&server.url).unwrap();
     let jobs = client.queue::<u32>("quiet");
@@ -230,14 +231,14 @@ async fn a_job_stream_passes_over_a_gap_that_hid_nothing_of_its_job() {
     // is pruned under other jobs' events.
     server.stop().await;
     {
-        let core = Queue::open_with(pruning(dir.path(), 4)).unwrap();
+        let core = Queue::open_with(pruning(&dir, 4)).unwrap();
         let busy = Client::embedded(core.clone()).queue::<u32>("busy");
         for i in 0..10 {
             busy.enqueue(&i).await.unwrap();
         }
         assert!(core.run_due().await.unwrap().pruned_events > 0);
     }
-    let server = Server::start_with(pruning(dir.path(), 4), ServerConfig::default(), &addr);
+    let server = Server::start_with(pruning(&dir, 4), ServerConfig::default(), &addr);
     // The resumed stream has missed nothing of this job: no gap, just what
     // happens to it next.
     let leased = jobs.lease(&LeaseOptions::new()).await.unwrap().remove(0);
@@ -255,4 +256,13 @@ async fn a_job_stream_passes_over_a_gap_that_hid_nothing_of_its_job() {
     assert_eq!(states, [JobState::Leased, JobState::Completed]);
     assert_ends(&mut events).await;
     server.stop().await;
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_stream_resumes_after_cut_connections_and_still_ends;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_stream_rereads_the_job_after_a_gap_and_still_ends;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_stream_passes_over_a_gap_that_hid_nothing_of_its_job;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use queue_client::{EnqueueOptions, Error, LeaseOptions, Limits, QueueLimits, RateLimit};
 
-use crate::common::{Harness, Kind};
+use crate::common::{Backend, Harness, Kind};
 use crate::{both, both_blocking};
 
 both!(
@@ -15,8 +15,8 @@ both!(
 );
 both_blocking!(the_blocking_client_sets_limits);
 
-async fn set_limits_sets_shows_and_removes_limits(kind: Kind) {
-    let h = Harness::new(kind);
+async fn set_limits_sets_shows_and_removes_limits(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let jobs = client.queue::<u32>("limited");
     for n in 0..3 {
@@ -85,8 +85,8 @@ async fn set_limits_sets_shows_and_removes_limits(kind: Kind) {
     assert_eq!(stats.limits, QueueLimits::default());
 }
 
-async fn a_bad_limit_is_refused_naming_the_field(kind: Kind) {
-    let h = Harness::new(kind);
+async fn a_bad_limit_is_refused_naming_the_field(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let before = client
         .set_limits("q", &Limits::new().max_leased(3))
@@ -125,8 +125,8 @@ async fn a_bad_limit_is_refused_naming_the_field(kind: Kind) {
     }
 }
 
-fn the_blocking_client_sets_limits(kind: Kind) {
-    let h = Harness::new(kind);
+fn the_blocking_client_sets_limits(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.blocking();
     let stats = client
         .set_limits("b", &Limits::new().max_leased(1).paused(true))

@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::both;
 use crate::common::{
-    Harness, Kind, PATIENCE, Recorded, RecordingProxy, capture_job_spans, logged_in_job, next_event,
+    Backend, Harness, Kind, PATIENCE, Recorded, RecordingProxy, capture_job_spans, logged_in_job,
+    next_event,
 };
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -27,8 +28,8 @@ both!(
     the_handler_runs_in_a_span_with_the_job_and_its_correlation_id,
 );
 
-async fn enqueue_options_round_trip(kind: Kind) {
-    let h = Harness::new(kind);
+async fn enqueue_options_round_trip(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let meta = client.queue::<u32>("meta");
     let mut events = client
@@ -98,11 +99,14 @@ async fn enqueue_options_round_trip(kind: Kind) {
     );
 }
 
-async fn the_handler_runs_in_a_span_with_the_job_and_its_correlation_id(kind: Kind) {
+async fn the_handler_runs_in_a_span_with_the_job_and_its_correlation_id(
+    kind: Kind,
+    backend: Backend,
+) {
     capture_job_spans();
-    let h = Harness::new(kind);
+    let h = Harness::new(kind, backend);
     let client = h.client();
-    let queue = format!("spans-async-{kind:?}");
+    let queue = format!("spans-async-{kind:?}-{backend}");
     let jobs = client.queue::<u32>(&queue);
     // Another job first, so that the span's job is not simply the first.
     let other = jobs
@@ -173,9 +177,10 @@ fn calls_about(requests: &[Recorded], id: &str) -> Vec<(String, Option<String>)>
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_id_given_at_enqueue_follows_the_job_to_the_worker_and_its_events() {
-    let h = Harness::new(Kind::Http);
+async fn a_request_id_given_at_enqueue_follows_the_job_to_the_worker_and_its_events(
+    backend: Backend,
+) {
+    let h = Harness::new(Kind::Http, backend);
     let url = h.server.as_ref().unwrap().url.clone();
     let proxy = RecordingProxy::start(&url).await;
     let client = h.client();
@@ -224,9 +229,8 @@ async fn a_request_id_given_at_enqueue_follows_the_job_to_the_worker_and_its_eve
 /// With one call per job (`settle_and_lease(false)`), every call carries
 /// the job's correlation id. (With settle, a request about one job does;
 /// see the test above.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_worker_sends_the_correlation_id_on_every_call_about_the_job() {
-    let h = Harness::new(Kind::Http);
+async fn the_worker_sends_the_correlation_id_on_every_call_about_the_job(backend: Backend) {
+    let h = Harness::new(Kind::Http, backend);
     let proxy = RecordingProxy::start(&h.server.as_ref().unwrap().url).await;
     let client = h.client();
     let calls = client.queue::<String>("calls");
@@ -302,4 +306,11 @@ async fn the_worker_sends_the_correlation_id_on_every_call_about_the_job() {
             );
         }
     }
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_id_given_at_enqueue_follows_the_job_to_the_worker_and_its_events;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_worker_sends_the_correlation_id_on_every_call_about_the_job;
 }

@@ -8,7 +8,7 @@ use queue_client::{Error, EventFilter, EventType, Failure, Job, JobState, LeaseO
 use serde_json::json;
 
 use crate::both;
-use crate::common::{Harness, Kind, assert_ends, next_event};
+use crate::common::{Backend, Harness, Kind, assert_ends, next_event};
 
 both!(
     a_handler_reports_progress_as_an_event,
@@ -19,8 +19,8 @@ both!(
     a_timeout_ends_the_attempt_however_often_the_worker_reports,
 );
 
-async fn a_handler_reports_progress_as_an_event(kind: Kind) {
-    let h = Harness::new(kind);
+async fn a_handler_reports_progress_as_an_event(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let imports = client.queue::<u32>("imports");
     let handle = imports.enqueue(&3).await.unwrap();
@@ -58,8 +58,8 @@ async fn a_handler_reports_progress_as_an_event(kind: Kind) {
     running.await.unwrap().unwrap();
 }
 
-async fn the_latest_progress_is_sent_before_the_outcome(kind: Kind) {
-    let h = Harness::new(kind);
+async fn the_latest_progress_is_sent_before_the_outcome(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let mut events = client
         .events(
@@ -114,8 +114,8 @@ async fn the_latest_progress_is_sent_before_the_outcome(kind: Kind) {
     assert_eq!(running.await.unwrap().unwrap().completed, 8);
 }
 
-async fn progress_by_hand_is_durable_on_return(kind: Kind) {
-    let h = Harness::new(kind);
+async fn progress_by_hand_is_durable_on_return(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let jobs = client.queue::<u32>("by-hand");
     let handle = jobs.enqueue(&1).await.unwrap();
@@ -154,8 +154,8 @@ async fn progress_by_hand_is_durable_on_return(kind: Kind) {
     assert_ends(&mut events).await;
 }
 
-async fn progress_is_refused_outside_a_worker_and_over_the_limit(kind: Kind) {
-    let h = Harness::new(kind);
+async fn progress_is_refused_outside_a_worker_and_over_the_limit(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let jobs = client.queue::<u32>("limits");
     let handle = jobs.enqueue(&1).await.unwrap();
@@ -201,8 +201,8 @@ async fn progress_is_refused_outside_a_worker_and_over_the_limit(kind: Kind) {
 /// A handler that only reports progress keeps its job: each report is a
 /// heartbeat. The worker's own heartbeats are an hour apart here, so
 /// without the reports the one-second lease would end mid-run.
-async fn progress_extends_the_lease(kind: Kind) {
-    let h = Harness::new(kind);
+async fn progress_extends_the_lease(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let imports = client.queue::<u32>("imports");
     let handle = imports
@@ -237,8 +237,8 @@ async fn progress_extends_the_lease(kind: Kind) {
 /// `timeout` bounds an attempt however alive its worker is: the handler
 /// runs on, reporting progress, and still loses the job at the timeout,
 /// which counts the attempt and records why.
-async fn a_timeout_ends_the_attempt_however_often_the_worker_reports(kind: Kind) {
-    let h = Harness::new(kind);
+async fn a_timeout_ends_the_attempt_however_often_the_worker_reports(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let imports = client.queue::<u32>("imports");
     let handle = imports

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use queue_client::{CatchUp, EnqueueOptions, Error, JobState, LeaseOptions};
-use queue_core::{Config, ManualClock};
+use queue_core::ManualClock;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Harness, Kind, PATIENCE};
+use crate::common::{Backend, Harness, Kind, PATIENCE, Store};
 use crate::{both, both_blocking};
 
 /// 2026-11-25T00:00:00Z.
@@ -27,15 +27,15 @@ both!(
 );
 both_blocking!(the_blocking_client_manages_schedules);
 
-fn manual(kind: Kind) -> (Harness, ManualClock) {
-    let dir = tempfile::tempdir().unwrap();
+fn manual(kind: Kind, backend: Backend) -> (Harness, ManualClock) {
+    let dir = Store::new(backend);
     let clock = ManualClock::new(T0);
-    let config = Config::new(dir.path()).clock(clock.clone());
+    let config = dir.config().clock(clock.clone());
     (Harness::with_config(kind, dir, config), clock)
 }
 
-async fn the_builder_stores_a_typed_schedule(kind: Kind) {
-    let (h, _clock) = manual(kind);
+async fn the_builder_stores_a_typed_schedule(kind: Kind, backend: Backend) {
+    let (h, _clock) = manual(kind, backend);
     let client = h.client();
     let nightly = client
         .schedule("nightly")
@@ -106,8 +106,8 @@ async fn the_builder_stores_a_typed_schedule(kind: Kind) {
     );
 }
 
-async fn ticks_reach_a_worker_with_their_payload(kind: Kind) {
-    let (h, clock) = manual(kind);
+async fn ticks_reach_a_worker_with_their_payload(kind: Kind, backend: Backend) {
+    let (h, clock) = manual(kind, backend);
     let client = h.client();
     client
         .schedule("every-second")
@@ -150,8 +150,8 @@ async fn ticks_reach_a_worker_with_their_payload(kind: Kind) {
     }
 }
 
-async fn a_trigger_returns_a_handle_and_leaves_the_next_tick(kind: Kind) {
-    let (h, _clock) = manual(kind);
+async fn a_trigger_returns_a_handle_and_leaves_the_next_tick(kind: Kind, backend: Backend) {
+    let (h, _clock) = manual(kind, backend);
     let client = h.client();
     let stored = client
         .schedule("hourly")
@@ -171,8 +171,8 @@ async fn a_trigger_returns_a_handle_and_leaves_the_next_tick(kind: Kind) {
     assert_eq!(after.last_job_id.as_ref(), Some(handle.id()));
 }
 
-async fn mistakes_come_back_as_typed_errors(kind: Kind) {
-    let (h, _clock) = manual(kind);
+async fn mistakes_come_back_as_typed_errors(kind: Kind, backend: Backend) {
+    let (h, _clock) = manual(kind, backend);
     let client = h.client();
     let invalid = |result: queue_client::Result<queue_client::Schedule>, field: &str| match result {
         Err(Error::InvalidRequest { message }) => {
@@ -245,8 +245,8 @@ async fn mistakes_come_back_as_typed_errors(kind: Kind) {
     ));
 }
 
-fn the_blocking_client_manages_schedules(kind: Kind) {
-    let (h, clock) = manual(kind);
+fn the_blocking_client_manages_schedules(kind: Kind, backend: Backend) {
+    let (h, clock) = manual(kind, backend);
     let client = h.blocking();
     let stored = client
         .schedule("minutely")

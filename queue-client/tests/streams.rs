@@ -11,7 +11,7 @@ use queue_server::ServerConfig;
 
 use crate::both;
 use crate::common::{
-    CuttingProxy, Harness, Kind, PATIENCE, Server, next_event, next_item, pruning,
+    Backend, CuttingProxy, Harness, Kind, PATIENCE, Server, Store, next_event, next_item, pruning,
 };
 
 both!(
@@ -45,8 +45,8 @@ async fn read_ready(stream: &mut EventStream, queue: &str, n: usize) -> Vec<(u64
     read
 }
 
-async fn filters_choose_queues_jobs_and_types(kind: Kind) {
-    let h = Harness::new(kind);
+async fn filters_choose_queues_jobs_and_types(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let mut two_queues = client
         .events(EventFilter::new().queue("fa").queue("fb"))
@@ -118,8 +118,8 @@ async fn filters_choose_queues_jobs_and_types(kind: Kind) {
     assert!(matches!(error, Error::InvalidRequest { .. }), "{error:?}");
 }
 
-async fn after_replays_the_retained_events_then_goes_live(kind: Kind) {
-    let h = Harness::new(kind);
+async fn after_replays_the_retained_events_then_goes_live(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let mut first = client
         .events(EventFilter::new().queue("replay"))
@@ -150,8 +150,11 @@ async fn after_replays_the_retained_events_then_goes_live(kind: Kind) {
     );
 }
 
-async fn a_start_id_whose_events_were_pruned_yields_a_gap_then_the_rest(kind: Kind) {
-    let h = Harness::pruning(kind, 4);
+async fn a_start_id_whose_events_were_pruned_yields_a_gap_then_the_rest(
+    kind: Kind,
+    backend: Backend,
+) {
+    let h = Harness::pruning(kind, backend, 4);
     let client = h.client();
     let mut watch = client
         .events(EventFilter::new().queue("pruned"))
@@ -183,10 +186,9 @@ async fn a_start_id_whose_events_were_pruned_yields_a_gap_then_the_rest(kind: Ki
     assert_eq!(next_event(&mut late).await.id, live[0]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_resumes_across_a_server_restart_without_duplicates_or_losses() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = || queue_core::Config::new(dir.path());
+async fn a_stream_resumes_across_a_server_restart_without_duplicates_or_losses(backend: Backend) {
+    let dir = Store::new(backend);
+    let config = || dir.config();
     let server = Server::start(config());
     let (url, addr) = (server.url.clone(), server.addr.to_string());
     let client = Client::connect(&url).unwrap();
@@ -225,9 +227,8 @@ async fn a_stream_resumes_across_a_server_restart_without_duplicates_or_losses()
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_resumes_after_connections_cut_in_the_middle_of_events() {
-    let h = Harness::new(Kind::Http);
+async fn a_stream_resumes_after_connections_cut_in_the_middle_of_events(backend: Backend) {
+    let h = Harness::new(Kind::Http, backend);
     let url = h.server.as_ref().unwrap().url.clone();
     // Each connection passes 600 to ~1000 bytes of the answer: its head and
     // one to three events, and then part of one.
@@ -262,10 +263,9 @@ async fn a_stream_resumes_after_connections_cut_in_the_middle_of_events() {
     assert_eq!(next_event(&mut stream).await.id, sentinel[0]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_that_resumes_after_pruned_events_reports_the_gap() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(pruning(dir.path(), 4));
+async fn a_stream_that_resumes_after_pruned_events_reports_the_gap(backend: Backend) {
+    let dir = Store::new(backend);
+    let server = Server::start(pruning(&dir, 4));
     let addr = server.addr.to_string();
     let client = Client::connect(&server.url).unwrap();
     let mut stream = client
@@ -277,14 +277,14 @@ async fn a_stream_that_resumes_after_pruned_events_reports_the_gap() {
 
     server.stop().await;
     let offline_ids = {
-        let core = Queue::open_with(pruning(dir.path(), 4)).unwrap();
+        let core = Queue::open_with(pruning(&dir, 4)).unwrap();
         let offline = Client::embedded(core.clone());
         let ids = enqueue_n(&offline, "away", 10).await;
         let report = core.run_due().await.unwrap();
         assert!(report.pruned_events > 0);
         ids
     };
-    let server = Server::start_with(pruning(dir.path(), 4), ServerConfig::default(), &addr);
+    let server = Server::start_with(pruning(&dir, 4), ServerConfig::default(), &addr);
 
     let StreamItem::Gap(gap) = next_item(&mut stream).await else {
         panic!("a gap first");
@@ -307,11 +307,10 @@ async fn a_stream_that_resumes_after_pruned_events_reports_the_gap() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_ends_with_an_error_it_cannot_get_past() {
+async fn a_stream_ends_with_an_error_it_cannot_get_past(backend: Backend) {
     // A token the restarted server refuses: reconnecting cannot help.
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(queue_core::Config::new(dir.path()));
+    let dir = Store::new(backend);
+    let server = Server::start(dir.config());
     let addr = server.addr.to_string();
     let client = Client::connect(&server.url).unwrap();
     let mut stream = client.events(EventFilter::new()).await.unwrap();
@@ -322,7 +321,7 @@ async fn a_stream_ends_with_an_error_it_cannot_get_past() {
         token: Some("s3cret".to_owned()),
         ..ServerConfig::default()
     };
-    let server = Server::start_with(queue_core::Config::new(dir.path()), locked, &addr);
+    let server = Server::start_with(dir.config(), locked, &addr);
     let end = tokio::time::timeout(PATIENCE, stream.next())
         .await
         .expect("an item in time");
@@ -333,4 +332,15 @@ async fn a_stream_ends_with_an_error_it_cannot_get_past() {
     let end = tokio::time::timeout(PATIENCE, stream.next()).await.unwrap();
     assert!(end.is_none(), "{end:?}");
     server.stop().await;
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_resumes_across_a_server_restart_without_duplicates_or_losses;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_resumes_after_connections_cut_in_the_middle_of_events;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_that_resumes_after_pruned_events_reports_the_gap;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_ends_with_an_error_it_cannot_get_past;
 }

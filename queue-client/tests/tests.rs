@@ -2,7 +2,11 @@
 //! process on 127.0.0.1 (and stopped and started again on the same data
 //! directory and port where a scenario needs the connection cut), and
 //! against the embedded transport. Scenarios run on both transports unless
-//! they are about HTTP itself.
+//! they are about HTTP itself, and on both storage backends (sled in a
+//! temporary directory, PostgreSQL in a fresh database: `test-support`):
+//! `both!` names its four tests `sled_http`, `sled_embedded`,
+//! `postgres_http` and `postgres_embedded`; the HTTP-only tests are listed in
+//! their file's `backend_tests!` (`sled::name`, `postgres::name`).
 //!
 //! - `common`: the server and two-transport harness, a recording proxy, a
 //!   connection-cutting proxy, and a capture of the worker's `tracing` spans.

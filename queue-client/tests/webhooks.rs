@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::common::{PATIENCE, Server};
+use crate::common::{Backend, PATIENCE, Server, Store};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -67,12 +67,11 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} header"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callback_from_the_server_verifies_and_a_tampered_one_does_not() {
+async fn a_callback_from_the_server_verifies_and_a_tampered_one_does_not(backend: Backend) {
     let secret: Secret = SECRET.parse().unwrap();
     let other: Secret = OTHER_SECRET.parse().unwrap();
     let (url, delivered) = receive_one().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Store::new(backend);
     let config = ServerConfig {
         callbacks: CallbackConfig {
             secrets: vec![secret.clone()],
@@ -80,7 +79,7 @@ async fn a_callback_from_the_server_verifies_and_a_tampered_one_does_not() {
         },
         ..ServerConfig::default()
     };
-    let server = Server::start_with(queue_core::Config::new(dir.path()), config, "127.0.0.1:0");
+    let server = Server::start_with(dir.config(), config, "127.0.0.1:0");
     let client = Client::connect(&server.url).unwrap();
     let jobs = client.queue::<u32>("hooked");
     jobs.enqueue(&4).await.unwrap();
@@ -194,4 +193,9 @@ fn a_delivery_signed_with_sign_verifies_and_a_tampered_one_does_not() {
         ),
         Err(VerifyError::TooOld)
     );
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_callback_from_the_server_verifies_and_a_tampered_one_does_not;
 }

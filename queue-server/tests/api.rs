@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
+use crate::common::{Backend, Store, TestServer};
 use queue_server::ServerConfig;
 
 fn ids(jobs: &[Value]) -> Vec<String> {
@@ -12,9 +12,8 @@ fn ids(jobs: &[Value]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enqueue_answers_202_with_location_and_the_job() {
-    let server = TestServer::start().await;
+async fn enqueue_answers_202_with_location_and_the_job(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let reply = c
         .post("/v1/queues/emails/jobs", json!({"payload": {"to": "ada"}}))
@@ -51,9 +50,8 @@ async fn enqueue_answers_202_with_location_and_the_job() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enqueue_options_are_honoured() {
-    let server = TestServer::start().await;
+async fn enqueue_options_are_honoured(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let delayed = c
         .enqueue(
@@ -87,9 +85,8 @@ async fn enqueue_options_are_honoured() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_requests_are_400_and_change_nothing() {
-    let server = TestServer::start().await;
+async fn invalid_requests_are_400_and_change_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     c.enqueue("q", json!({"payload": 0})).await;
     let bad_bodies = [
@@ -163,9 +160,8 @@ async fn invalid_requests_are_400_and_change_nothing() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotent_replays_return_the_stored_job() {
-    let server = TestServer::start().await;
+async fn idempotent_replays_return_the_stored_job(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let first = c
         .enqueue("q", json!({"payload": 1, "idempotency_key": "order-7"}))
@@ -267,9 +263,8 @@ async fn idempotent_replays_return_the_stored_job() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_are_all_or_nothing_in_input_order() {
-    let server = TestServer::start().await;
+async fn batches_are_all_or_nothing_in_input_order(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let stored = c
         .enqueue("q", json!({"payload": 0, "idempotency_key": "old"}))
@@ -322,9 +317,8 @@ async fn batches_are_all_or_nothing_in_input_order() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_lease_heartbeat_and_complete_with_fencing() {
-    let server = TestServer::start().await;
+async fn workers_lease_heartbeat_and_complete_with_fencing(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let low = c
         .enqueue("q", json!({"payload": "low", "priority": -1}))
@@ -421,9 +415,8 @@ async fn workers_lease_heartbeat_and_complete_with_fencing() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fail_retries_or_dead_letters_and_release_gives_back() {
-    let server = TestServer::start().await;
+async fn fail_retries_or_dead_letters_and_release_gives_back(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     for i in 0..3 {
         c.enqueue(
@@ -497,9 +490,8 @@ async fn fail_retries_or_dead_letters_and_release_gives_back() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_revokes_leases_and_conflicts_when_finished() {
-    let server = TestServer::start().await;
+async fn cancel_revokes_leases_and_conflicts_when_finished(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let a = c.enqueue("q", json!({"payload": 1})).await;
     let b = c.enqueue("q", json!({"payload": 2})).await;
@@ -534,9 +526,8 @@ async fn cancel_revokes_leases_and_conflicts_when_finished() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_with_wait_ms_long_polls_until_terminal() {
-    let server = TestServer::start().await;
+async fn get_with_wait_ms_long_polls_until_terminal(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = server.client.clone();
     let job = c.enqueue("q", json!({"payload": 1})).await;
     let id = job["id"].as_str().unwrap().to_owned();
@@ -577,9 +568,8 @@ async fn get_with_wait_ms_long_polls_until_terminal() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_synchronous_call_returns_the_result() {
-    let server = TestServer::start().await;
+async fn the_synchronous_call_returns_the_result(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = server.client.clone();
     let worker = {
         let c = c.clone();
@@ -624,9 +614,8 @@ async fn the_synchronous_call_returns_the_result() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lease_long_polls_wake_on_enqueue() {
-    let server = TestServer::start().await;
+async fn lease_long_polls_wake_on_enqueue(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = server.client.clone();
     let waiter = {
         let c = c.clone();
@@ -646,9 +635,8 @@ async fn lease_long_polls_wake_on_enqueue() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queues_stats_pause_and_resume() {
-    let server = TestServer::start().await;
+async fn queues_stats_pause_and_resume(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     c.enqueue("b", json!({"payload": 1})).await;
     c.enqueue("a", json!({"payload": 1})).await;
@@ -695,9 +683,8 @@ async fn queues_stats_pause_and_resume() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_list_requeue_and_purge() {
-    let server = TestServer::start().await;
+async fn dead_letters_list_requeue_and_purge(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let mut dead = Vec::new();
     for i in 0..5 {
@@ -756,12 +743,14 @@ async fn dead_letters_list_requeue_and_purge() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_bodies_are_413_and_store_nothing() {
-    let server = TestServer::start_with(ServerConfig {
-        max_body: 1024,
-        ..ServerConfig::default()
-    })
+async fn oversized_bodies_are_413_and_store_nothing(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        ServerConfig {
+            max_body: 1024,
+            ..ServerConfig::default()
+        },
+    )
     .await;
     let c = &server.client;
     let big = json!({"payload": "x".repeat(2000)});
@@ -788,9 +777,8 @@ async fn oversized_bodies_are_413_and_store_nothing() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_routes_404_and_wrong_methods_405_with_allow() {
-    let server = TestServer::start().await;
+async fn unknown_routes_404_and_wrong_methods_405_with_allow(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let reply = c.get("/v2/nothing").await;
     assert_eq!((reply.status, reply.code()), (404, "not_found"));
@@ -805,12 +793,14 @@ async fn unknown_routes_404_and_wrong_methods_405_with_allow() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_guards_everything_but_healthz() {
-    let server = TestServer::start_with(ServerConfig {
-        token: Some("s3cret".into()),
-        ..ServerConfig::default()
-    })
+async fn a_token_guards_everything_but_healthz(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        ServerConfig {
+            token: Some("s3cret".into()),
+            ..ServerConfig::default()
+        },
+    )
     .await;
     let c = &server.client;
     let health = c.get("/healthz").await;
@@ -866,9 +856,8 @@ async fn a_token_guards_everything_but_healthz() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_ids_are_echoed_or_generated() {
-    let server = TestServer::start().await;
+async fn request_ids_are_echoed_or_generated(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let mine = c
         .send("GET", "/healthz", None, &[("X-Request-Id", "trace-42")])
@@ -891,9 +880,8 @@ async fn request_ids_are_echoed_or_generated() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_report_queues_counters_run_times_and_requests() {
-    let server = TestServer::start().await;
+async fn metrics_report_queues_counters_run_times_and_requests(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     for i in 0..3 {
         c.enqueue("mail", json!({"payload": i})).await;
@@ -937,10 +925,9 @@ async fn metrics_report_queues_counters_run_times_and_requests() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_keeps_the_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_at(dir.path(), ServerConfig::default(), |c| c).await;
+async fn a_restart_keeps_the_data(backend: Backend) {
+    let dir = Store::new(backend);
+    let server = TestServer::start_at(&dir, ServerConfig::default(), |c| c).await;
     let job = server
         .client
         .enqueue("q", json!({"payload": {"keep": "me"}}))
@@ -952,7 +939,7 @@ async fn a_restart_keeps_the_data() {
         .await;
     server.stop().await;
 
-    let server = TestServer::start_at(dir.path(), ServerConfig::default(), |c| c).await;
+    let server = TestServer::start_at(&dir, ServerConfig::default(), |c| c).await;
     let back = server.client.job(job["id"].as_str().unwrap()).await;
     assert_eq!(back["payload"], json!({"keep": "me"}));
     assert_eq!(back["state"], "leased");
@@ -970,4 +957,45 @@ async fn a_restart_keeps_the_data() {
         .await;
     assert_eq!(done.status, 200, "a lease survives the restart");
     server.stop().await;
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn enqueue_answers_202_with_location_and_the_job;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn enqueue_options_are_honoured;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn invalid_requests_are_400_and_change_nothing;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idempotent_replays_return_the_stored_job;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_are_all_or_nothing_in_input_order;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn workers_lease_heartbeat_and_complete_with_fencing;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fail_retries_or_dead_letters_and_release_gives_back;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancel_revokes_leases_and_conflicts_when_finished;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn get_with_wait_ms_long_polls_until_terminal;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_synchronous_call_returns_the_result;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lease_long_polls_wake_on_enqueue;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queues_stats_pause_and_resume;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dead_letters_list_requeue_and_purge;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_bodies_are_413_and_store_nothing;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_routes_404_and_wrong_methods_405_with_allow;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_guards_everything_but_healthz;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn request_ids_are_echoed_or_generated;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_report_queues_counters_run_times_and_requests;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_keeps_the_data;
 }

@@ -27,7 +27,7 @@ use queue_server::{CallbackConfig, ServerConfig};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::common::TestServer;
+use crate::common::{Backend, Store, TestServer};
 
 const T0: u64 = 1_800_000_000_000;
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -174,13 +174,17 @@ impl Drop for Decrement {
     }
 }
 
-/// A server on the manual clock at `T0`, with `callbacks`.
-async fn server_with(callbacks: CallbackConfig) -> (TestServer, ManualClock, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+/// A server on a fresh store of `backend` on the manual clock at `T0`,
+/// with `callbacks`.
+async fn server_with(
+    backend: Backend,
+    callbacks: CallbackConfig,
+) -> (TestServer, ManualClock, Store) {
+    let dir = Store::new(backend);
     let clock = ManualClock::new(T0);
     let core = clock.clone();
     let server = TestServer::start_at(
-        dir.path(),
+        &dir,
         ServerConfig {
             callbacks,
             ..ServerConfig::default()
@@ -243,15 +247,14 @@ async fn settled(server: &TestServer, n: u64) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_attempts_follow_the_schedule_and_retry_after_until_delivered() {
+async fn failed_attempts_follow_the_schedule_and_retry_after_until_delivered(backend: Backend) {
     let mut receiver = Receiver::start(&[
         Answer::Status(500, None),
         Answer::Status(429, Some(120)),
         Answer::Status(204, None),
     ])
     .await;
-    let (server, clock, _dir) = server_with(signed(Duration::from_secs(10))).await;
+    let (server, clock, _dir) = server_with(backend, signed(Duration::from_secs(10))).await;
     let job = finish(&server, &receiver.url(), "req-77").await;
     let id = job["id"].as_str().unwrap();
 
@@ -361,16 +364,18 @@ async fn failed_attempts_follow_the_schedule_and_retry_after_until_delivered() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gone_fails_at_once_and_an_operator_retry_is_a_new_delivery() {
+async fn gone_fails_at_once_and_an_operator_retry_is_a_new_delivery(backend: Backend) {
     let mut receiver =
         Receiver::start(&[Answer::Status(410, None), Answer::Status(200, None)]).await;
     // The system clock, so that the reference verifier (which reads it)
     // can check the timestamp.
-    let server = TestServer::start_with(ServerConfig {
-        callbacks: signed(Duration::from_secs(10)),
-        ..ServerConfig::default()
-    })
+    let server = TestServer::start_with(
+        backend,
+        ServerConfig {
+            callbacks: signed(Duration::from_secs(10)),
+            ..ServerConfig::default()
+        },
+    )
     .await;
     let job = finish(&server, &receiver.url(), "req-gone").await;
     let id = job["id"].as_str().unwrap();
@@ -425,10 +430,9 @@ async fn gone_fails_at_once_and_an_operator_retry_is_a_new_delivery() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_that_never_answers_times_out_and_is_retried() {
+async fn a_receiver_that_never_answers_times_out_and_is_retried(backend: Backend) {
     let mut receiver = Receiver::start(&[Answer::Hang]).await;
-    let (server, clock, _dir) = server_with(signed(Duration::from_millis(300))).await;
+    let (server, clock, _dir) = server_with(backend, signed(Duration::from_millis(300))).await;
     let job = finish(&server, &receiver.url(), "req-hang").await;
     let id = job["id"].as_str().unwrap();
     receiver.next().await;
@@ -451,14 +455,16 @@ async fn a_receiver_that_never_answers_times_out_and_is_retried() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attempts_under_way_are_bounded_and_never_hold_up_the_queue() {
+async fn attempts_under_way_are_bounded_and_never_hold_up_the_queue(backend: Backend) {
     let mut receiver = Receiver::start(&[Answer::Hang]).await;
-    let (server, _clock, _dir) = server_with(CallbackConfig {
-        concurrency: 2,
-        timeout: Duration::from_secs(60),
-        ..signed(Duration::from_secs(60))
-    })
+    let (server, _clock, _dir) = server_with(
+        backend,
+        CallbackConfig {
+            concurrency: 2,
+            timeout: Duration::from_secs(60),
+            ..signed(Duration::from_secs(60))
+        },
+    )
     .await;
     for n in 0..5 {
         finish(&server, &receiver.url(), &format!("req-{n}")).await;
@@ -509,9 +515,8 @@ async fn attempts_under_way_are_bounded_and_never_hold_up_the_queue() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn callback_calls_refuse_what_does_not_fit() {
-    let (server, _clock, _dir) = server_with(signed(Duration::from_secs(10))).await;
+async fn callback_calls_refuse_what_does_not_fit(backend: Backend) {
+    let (server, _clock, _dir) = server_with(backend, signed(Duration::from_secs(10))).await;
     let c = &server.client;
     let plain = c.enqueue("q", json!({"payload": 1})).await;
     let waiting = c
@@ -552,12 +557,14 @@ async fn callback_calls_refuse_what_does_not_fit() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn public_only_servers_refuse_private_and_loopback_receivers() {
-    let (server, _clock, _dir) = server_with(CallbackConfig {
-        hosts: CallbackHosts::Public,
-        ..signed(Duration::from_secs(10))
-    })
+async fn public_only_servers_refuse_private_and_loopback_receivers(backend: Backend) {
+    let (server, _clock, _dir) = server_with(
+        backend,
+        CallbackConfig {
+            hosts: CallbackHosts::Public,
+            ..signed(Duration::from_secs(10))
+        },
+    )
     .await;
     for url in [
         "http://127.0.0.1:8080/hook",
@@ -594,10 +601,9 @@ async fn public_only_servers_refuse_private_and_loopback_receivers() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_and_cancelled_jobs_are_reported_too() {
+async fn dead_and_cancelled_jobs_are_reported_too(backend: Backend) {
     let mut receiver = Receiver::start(&[Answer::Status(200, None)]).await;
-    let (server, _clock, _dir) = server_with(signed(Duration::from_secs(10))).await;
+    let (server, _clock, _dir) = server_with(backend, signed(Duration::from_secs(10))).await;
     let c = &server.client;
     let url = receiver.url();
     let doomed = c
@@ -632,4 +638,21 @@ async fn dead_and_cancelled_jobs_are_reported_too() {
     let delivered = c.get("/v1/callbacks?state=delivered").await;
     assert_eq!(delivered.json["jobs"].as_array().unwrap().len(), 2);
     server.stop().await;
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_attempts_follow_the_schedule_and_retry_after_until_delivered;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gone_fails_at_once_and_an_operator_retry_is_a_new_delivery;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receiver_that_never_answers_times_out_and_is_retried;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attempts_under_way_are_bounded_and_never_hold_up_the_queue;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callback_calls_refuse_what_does_not_fit;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn public_only_servers_refuse_private_and_loopback_receivers;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dead_and_cancelled_jobs_are_reported_too;
 }

@@ -1,7 +1,11 @@
 //! A real server on 127.0.0.1:0 and a small HTTP client for the tests.
+//!
+//! A server runs on a [`Store`] of either [`Backend`]: the tests that are
+//! not about the embedded store's files take the backend as a parameter and
+//! are listed in their file's `backend_tests!`, which runs each of them as
+//! `sled::name` and `postgres::name`.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use queue_core::{Config, Queue};
 use queue_server::{App, ServerConfig, run};
 use serde_json::Value;
+pub use test_support::{Backend, Store};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -26,32 +31,34 @@ pub struct TestServer {
     pub client: Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), queue_core::Error>>>,
-    _dir: Option<tempfile::TempDir>,
+    _store: Option<Store>,
 }
 
 impl TestServer {
-    /// A server with the defaults on a fresh directory.
-    pub async fn start() -> TestServer {
-        Self::start_with(ServerConfig::default()).await
+    /// A server with the defaults on a fresh store of `backend`.
+    pub async fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, ServerConfig::default()).await
     }
 
-    /// A server with `config` on a fresh directory.
-    pub async fn start_with(config: ServerConfig) -> TestServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut server = Self::start_at(dir.path(), config, |c| c).await;
-        server._dir = Some(dir);
+    /// A server with `config` on a fresh store of `backend`.
+    pub async fn start_with(backend: Backend, config: ServerConfig) -> TestServer {
+        let store = tokio::task::spawn_blocking(move || Store::new(backend))
+            .await
+            .expect("store task");
+        let mut server = Self::start_at(&store, config, |c| c).await;
+        server._store = Some(store);
         server
     }
 
-    /// A server on `path` (kept by the caller), with the store's config
-    /// adjusted by `core`.
+    /// A server on `store` (kept by the caller, so that a later server
+    /// opens it again), with the store's config adjusted by `core`.
     pub async fn start_at(
-        path: &Path,
+        store: &Store,
         config: ServerConfig,
         core: impl FnOnce(Config) -> Config + Send + 'static,
     ) -> TestServer {
-        let owned = path.to_owned();
-        let queue = tokio::task::spawn_blocking(move || Queue::open_with(core(Config::new(owned))))
+        let base = store.config();
+        let queue = tokio::task::spawn_blocking(move || Queue::open_with(core(base)))
             .await
             .expect("open task")
             .expect("open queue");
@@ -70,7 +77,7 @@ impl TestServer {
             client: Client::new(addr),
             stop: Some(stop),
             task: Some(task),
-            _dir: None,
+            _store: None,
         }
     }
 

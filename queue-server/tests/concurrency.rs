@@ -5,11 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::common::TestServer;
+use crate::common::{Backend, TestServer};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_job_completes_once_and_is_never_held_twice() {
-    let server = TestServer::start().await;
+async fn every_job_completes_once_and_is_never_held_twice(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let total = 300usize;
     let jobs: Vec<_> = (0..total).map(|i| json!({"payload": i})).collect();
     for chunk in jobs.chunks(100) {
@@ -72,4 +71,9 @@ async fn every_job_completes_once_and_is_never_held_twice() {
         (Some(total as u64), Some(0))
     );
     server.stop().await;
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_job_completes_once_and_is_never_held_twice;
 }

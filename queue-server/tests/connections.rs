@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::common::TestServer;
+use crate::common::{Backend, TestServer};
 
 /// Generous: these are not timing checks, only "served at all".
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -84,12 +84,14 @@ fn patient() -> ServerConfig {
     }
 }
 
-#[tokio::test]
-async fn a_full_table_sheds_idle_then_stalled_connections_for_new_clients() {
-    let server = TestServer::start_with(ServerConfig {
-        max_connections: 3,
-        ..patient()
-    })
+async fn a_full_table_sheds_idle_then_stalled_connections_for_new_clients(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        ServerConfig {
+            max_connections: 3,
+            ..patient()
+        },
+    )
     .await;
     let addr = server.addr;
     // One client fills the table: two stalled bodies, then an idle
@@ -145,15 +147,17 @@ async fn a_full_table_sheds_idle_then_stalled_connections_for_new_clients() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_table_full_of_event_streams_sheds_none_and_admits_when_one_ends() {
-    let server = TestServer::start_with(ServerConfig {
-        max_connections: 2,
-        sse_keep_alive: Duration::from_millis(20),
-        // Streams are never idle, however short the idle timeout.
-        idle_timeout: Duration::from_millis(100),
-        ..patient()
-    })
+async fn a_table_full_of_event_streams_sheds_none_and_admits_when_one_ends(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        ServerConfig {
+            max_connections: 2,
+            sse_keep_alive: Duration::from_millis(20),
+            // Streams are never idle, however short the idle timeout.
+            idle_timeout: Duration::from_millis(100),
+            ..patient()
+        },
+    )
     .await;
     let addr = server.addr;
     let open_stream = || async move {
@@ -193,12 +197,14 @@ async fn a_table_full_of_event_streams_sheds_none_and_admits_when_one_ends() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn idle_connections_are_closed_after_the_idle_timeout() {
-    let server = TestServer::start_with(ServerConfig {
-        idle_timeout: Duration::from_millis(50),
-        ..patient()
-    })
+async fn idle_connections_are_closed_after_the_idle_timeout(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        ServerConfig {
+            idle_timeout: Duration::from_millis(50),
+            ..patient()
+        },
+    )
     .await;
     // Never sends a request.
     let mut silent = TcpStream::connect(server.addr).await.expect("connect");
@@ -224,12 +230,14 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_body_slower_than_the_body_timeout_is_answered_400() {
-    let server = TestServer::start_with(ServerConfig {
-        body_timeout: Duration::from_millis(100),
-        ..patient()
-    })
+async fn a_body_slower_than_the_body_timeout_is_answered_400(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        ServerConfig {
+            body_timeout: Duration::from_millis(100),
+            ..patient()
+        },
+    )
     .await;
     let mut tcp = stalled_body(server.addr).await;
     let mut answer = Vec::new();
@@ -278,12 +286,14 @@ async fn wait_streams_open(server: &TestServer, want: (u64, u64)) {
     panic!("queue_event_streams_open reads {last:?}, not {want:?}");
 }
 
-#[tokio::test]
-async fn the_gauge_counts_open_event_streams() {
-    let server = TestServer::start_with(ServerConfig {
-        sse_keep_alive: Duration::from_millis(50),
-        ..ServerConfig::default()
-    })
+async fn the_gauge_counts_open_event_streams(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        ServerConfig {
+            sse_keep_alive: Duration::from_millis(50),
+            ..ServerConfig::default()
+        },
+    )
     .await;
     assert_eq!(streams_open(&server).await, (0, 0));
     let mut sse = TcpStream::connect(server.addr).await.expect("connect");
@@ -318,9 +328,8 @@ async fn the_gauge_counts_open_event_streams() {
 /// itself with a bare 400 (no JSON body, no `X-Request-Id`), and nothing is
 /// stored. Should a hyper upgrade change that, this test and the docs change
 /// together.
-#[tokio::test]
-async fn framing_errors_get_the_http_librarys_bare_400() {
-    let server = TestServer::start().await;
+async fn framing_errors_get_the_http_librarys_bare_400(backend: Backend) {
+    let server = TestServer::start(backend).await;
     for request in [
         "POST /v1/queues/q/jobs HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n{}",
         "POST /v1/queues/q/jobs HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\
@@ -339,4 +348,19 @@ async fn framing_errors_get_the_http_librarys_bare_400() {
     let stats = server.client.get("/v1/queues/q").await;
     assert_eq!(stats.json["ready"], 0, "{:?}", stats.json);
     server.stop().await;
+}
+
+test_support::backend_tests! {
+    #[tokio::test]
+    async fn a_full_table_sheds_idle_then_stalled_connections_for_new_clients;
+    #[tokio::test]
+    async fn a_table_full_of_event_streams_sheds_none_and_admits_when_one_ends;
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout;
+    #[tokio::test]
+    async fn a_body_slower_than_the_body_timeout_is_answered_400;
+    #[tokio::test]
+    async fn the_gauge_counts_open_event_streams;
+    #[tokio::test]
+    async fn framing_errors_get_the_http_librarys_bare_400;
 }

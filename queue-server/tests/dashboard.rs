@@ -5,11 +5,10 @@
 
 use queue_server::ServerConfig;
 
-use crate::common::TestServer;
+use crate::common::{Backend, TestServer};
 
-#[tokio::test]
-async fn the_root_and_the_folder_without_slash_redirect_to_the_dashboard() {
-    let server = TestServer::start().await;
+async fn the_root_and_the_folder_without_slash_redirect_to_the_dashboard(backend: Backend) {
+    let server = TestServer::start(backend).await;
     for path in ["/", "/ui"] {
         let reply = server.client.get(path).await;
         assert_eq!(reply.status, 302, "{path}");
@@ -18,9 +17,8 @@ async fn the_root_and_the_folder_without_slash_redirect_to_the_dashboard() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn every_file_has_its_content_type_an_etag_and_no_cache() {
-    let server = TestServer::start().await;
+async fn every_file_has_its_content_type_an_etag_and_no_cache(backend: Backend) {
+    let server = TestServer::start(backend).await;
     for (path, content_type, starts) in [
         ("/ui/", "text/html; charset=utf-8", "<!doctype html>"),
         (
@@ -86,9 +84,8 @@ async fn every_file_has_its_content_type_an_etag_and_no_cache() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn an_unknown_file_is_a_404_and_other_methods_a_405() {
-    let server = TestServer::start().await;
+async fn an_unknown_file_is_a_404_and_other_methods_a_405(backend: Backend) {
+    let server = TestServer::start(backend).await;
     for path in [
         "/ui/nope.js",
         "/ui/vendor/",
@@ -113,12 +110,14 @@ async fn an_unknown_file_is_a_404_and_other_methods_a_405() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn with_a_token_the_files_are_public_and_the_api_is_not() {
-    let server = TestServer::start_with(ServerConfig {
-        token: Some("s3cret".into()),
-        ..ServerConfig::default()
-    })
+async fn with_a_token_the_files_are_public_and_the_api_is_not(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        ServerConfig {
+            token: Some("s3cret".into()),
+            ..ServerConfig::default()
+        },
+    )
     .await;
     for path in [
         "/",
@@ -149,4 +148,15 @@ async fn with_a_token_the_files_are_public_and_the_api_is_not() {
         .await;
     assert_eq!(api.status, 200);
     server.stop().await;
+}
+
+test_support::backend_tests! {
+    #[tokio::test]
+    async fn the_root_and_the_folder_without_slash_redirect_to_the_dashboard;
+    #[tokio::test]
+    async fn every_file_has_its_content_type_an_etag_and_no_cache;
+    #[tokio::test]
+    async fn an_unknown_file_is_a_404_and_other_methods_a_405;
+    #[tokio::test]
+    async fn with_a_token_the_files_are_public_and_the_api_is_not;
 }

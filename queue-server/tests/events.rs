@@ -11,7 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use queue_server::ServerConfig;
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
+use crate::common::{Backend, Store, TestServer};
 
 /// An open event stream, read frame by frame.
 pub(crate) struct Stream {
@@ -106,9 +106,8 @@ impl Stream {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_follow_each_state_change_with_filters() {
-    let server = TestServer::start().await;
+async fn events_follow_each_state_change_with_filters(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let mut all = Stream::open(&server, "/v1/events").await;
     assert_eq!(all.next().await.as_deref(), Some(": connected\nid: 0"));
@@ -164,9 +163,8 @@ async fn events_follow_each_state_change_with_filters() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_filters_are_400() {
-    let server = TestServer::start().await;
+async fn bad_filters_are_400(backend: Backend) {
+    let server = TestServer::start(backend).await;
     for path in ["/v1/events?queue=bad%20name", "/v1/events?job=nope"] {
         let reply = server.client.get(path).await;
         assert_eq!(
@@ -178,12 +176,14 @@ async fn bad_filters_are_400() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_streams_get_keep_alive_comments() {
-    let server = TestServer::start_with(ServerConfig {
-        sse_keep_alive: Duration::from_millis(20),
-        ..ServerConfig::default()
-    })
+async fn idle_streams_get_keep_alive_comments(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        ServerConfig {
+            sse_keep_alive: Duration::from_millis(20),
+            ..ServerConfig::default()
+        },
+    )
     .await;
     let mut stream = Stream::open(&server, "/v1/events").await;
     assert_eq!(stream.next().await.as_deref(), Some(": connected\nid: 0"));
@@ -191,10 +191,9 @@ async fn idle_streams_get_keep_alive_comments() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_ends_streams_and_long_polls_and_keeps_the_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_at(dir.path(), ServerConfig::default(), |c| c).await;
+async fn shutdown_ends_streams_and_long_polls_and_keeps_the_data(backend: Backend) {
+    let dir = Store::new(backend);
+    let server = TestServer::start_at(&dir, ServerConfig::default(), |c| c).await;
     let c = server.client.clone();
     let job = c.enqueue("q", json!({"payload": 1})).await;
     let mut stream = Stream::open(&server, "/v1/events").await;
@@ -227,10 +226,21 @@ async fn shutdown_ends_streams_and_long_polls_and_keeps_the_data() {
     assert_eq!(stream.next().await, None, "the event stream ends");
     stopped.await.unwrap();
 
-    let again = TestServer::start_at(dir.path(), ServerConfig::default(), |c| c).await;
+    let again = TestServer::start_at(&dir, ServerConfig::default(), |c| c).await;
     assert_eq!(
         again.client.job(job["id"].as_str().unwrap()).await["state"],
         "ready"
     );
     again.stop().await;
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_follow_each_state_change_with_filters;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_filters_are_400;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_streams_get_keep_alive_comments;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_ends_streams_and_long_polls_and_keeps_the_data;
 }

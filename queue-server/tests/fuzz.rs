@@ -10,9 +10,11 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, RngSeed, TestCaseError, TestRunner};
-use queue_core::{Config, Queue};
+use queue_core::Queue;
 use queue_server::{App, ServerConfig};
 use serde_json::{Map, Value, json};
+
+use crate::common::{Backend, Store};
 
 fn runner(cases: u32, seed: u64) -> TestRunner {
     TestRunner::new(RunnerConfig {
@@ -23,17 +25,18 @@ fn runner(cases: u32, seed: u64) -> TestRunner {
     })
 }
 
-/// The app on a fresh directory, a runtime to drive it, and the directory.
-fn app() -> (App, tokio::runtime::Runtime, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let queue = Queue::open_with(Config::new(dir.path())).expect("open");
+/// The app on a fresh store of `backend`, a runtime to drive it, and the
+/// store.
+fn app(backend: Backend) -> (App, tokio::runtime::Runtime, Store) {
+    let store = Store::new(backend);
+    let queue = Queue::open_with(store.config()).expect("open");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
     let app = runtime.block_on(async { App::new(queue, ServerConfig::default()) });
-    (app, runtime, dir)
+    (app, runtime, store)
 }
 
 /// Sends one request; checks the answer is no server error and that an
@@ -261,9 +264,8 @@ fn leased(app: &App, runtime: &tokio::runtime::Runtime) -> (String, String) {
     (id, lease_id)
 }
 
-#[test]
-fn random_and_mutated_bodies_get_an_answer_on_every_route() {
-    let (app, runtime, _dir) = app();
+fn random_and_mutated_bodies_get_an_answer_on_every_route(backend: Backend) {
+    let (app, runtime, _dir) = app(backend);
     let (id, lease_id) = leased(&app, &runtime);
     let routes = bodies(&id, &lease_id);
     // Valid bodies first: each is accepted as it stands.
@@ -307,9 +309,8 @@ fn random_and_mutated_bodies_get_an_answer_on_every_route() {
         .unwrap();
 }
 
-#[test]
-fn random_ids_names_and_query_strings_get_an_answer() {
-    let (app, runtime, _dir) = app();
+fn random_ids_names_and_query_strings_get_an_answer(backend: Backend) {
+    let (app, runtime, _dir) = app(backend);
     let (id, lease_id) = leased(&app, &runtime);
     // A finished job: a `wait_ms` on it answers at once.
     let done = format!(r#"{{"lease_id": "{lease_id}"}}"#);
@@ -367,4 +368,11 @@ fn random_ids_names_and_query_strings_get_an_answer() {
             Ok(())
         })
         .unwrap();
+}
+
+test_support::backend_tests! {
+    #[test]
+    fn random_and_mutated_bodies_get_an_answer_on_every_route;
+    #[test]
+    fn random_ids_names_and_query_strings_get_an_answer;
 }

@@ -11,13 +11,13 @@ use queue_core::{Config, ManualClock};
 use queue_server::ServerConfig;
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
+use crate::common::{Backend, Store, TestServer};
 
 /// 2026-11-25T00:00:00Z.
 const T0: u64 = 1_795_564_800_000;
 const MINUTE: u64 = 60_000;
 
-async fn manual_server(dir: &std::path::Path, clock: &ManualClock) -> TestServer {
+async fn manual_server(dir: &Store, clock: &ManualClock) -> TestServer {
     let core = clock.clone();
     TestServer::start_at(dir, ServerConfig::default(), move |c: Config| c.clock(core)).await
 }
@@ -29,11 +29,10 @@ fn idle(at: u64, ready: u64, scheduled: u64, leased: u64) -> Value {
            "run_ms_p50": null, "run_ms_p95": null, "wait_ms_p50": null, "wait_ms_p95": null})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_reports_minutes_and_merges_them_to_the_step() {
-    let dir = tempfile::tempdir().unwrap();
+async fn history_reports_minutes_and_merges_them_to_the_step(backend: Backend) {
+    let dir = Store::new(backend);
     let clock = ManualClock::new(T0);
-    let server = manual_server(dir.path(), &clock).await;
+    let server = manual_server(&dir, &clock).await;
     let c = &server.client;
     for n in 0..3 {
         c.enqueue("h", json!({"payload": n})).await;
@@ -103,7 +102,7 @@ async fn history_reports_minutes_and_merges_them_to_the_step() {
     assert_eq!(points[60]["at"], T0 + MINUTE);
     server.stop().await;
     // A restart keeps the history.
-    let server = manual_server(dir.path(), &clock).await;
+    let server = manual_server(&dir, &clock).await;
     let again = server
         .client
         .get(&format!("/v1/queues/h/history?from={T0}&to={to}"))
@@ -112,11 +111,10 @@ async fn history_reports_minutes_and_merges_them_to_the_step() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_history_queries_are_400_naming_the_field() {
-    let dir = tempfile::tempdir().unwrap();
+async fn bad_history_queries_are_400_naming_the_field(backend: Backend) {
+    let dir = Store::new(backend);
     let clock = ManualClock::new(T0);
-    let server = manual_server(dir.path(), &clock).await;
+    let server = manual_server(&dir, &clock).await;
     let c = &server.client;
     c.enqueue("h", json!({"payload": 1})).await;
     let week = 10_080 * MINUTE;
@@ -156,4 +154,11 @@ async fn bad_history_queries_are_400_naming_the_field() {
     let stats = c.get("/v1/queues/h").await.json;
     assert_eq!(stats["ready"], 1);
     server.stop().await;
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn history_reports_minutes_and_merges_them_to_the_step;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_history_queries_are_400_naming_the_field;
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
+use crate::common::{Backend, Store, TestServer};
 
 async fn patch(server: &TestServer, queue: &str, body: &str) -> crate::common::Reply {
     server
@@ -22,9 +22,8 @@ fn no_limits() -> Value {
     json!({"max_leased": null, "rate_limit": null, "group_max_leased": null})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn patch_sets_limits_and_every_stats_answer_shows_them() {
-    let server = TestServer::start().await;
+async fn patch_sets_limits_and_every_stats_answer_shows_them(backend: Backend) {
+    let server = TestServer::start(backend).await;
     server.client.enqueue("q", json!({"payload": 1})).await;
     let stats = server.client.get("/v1/queues/q").await;
     assert_eq!(stats.json["limits"], no_limits(), "{}", stats.text);
@@ -85,9 +84,8 @@ async fn patch_sets_limits_and_every_stats_answer_shows_them() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_bad_field_is_a_400_naming_it_and_changes_nothing() {
-    let server = TestServer::start().await;
+async fn each_bad_field_is_a_400_naming_it_and_changes_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let set = patch(&server, "q", r#"{"max_leased": 5, "group_max_leased": 2}"#).await;
     assert_eq!(set.status, 200);
     let before = server.client.get("/v1/queues/q").await.json;
@@ -154,11 +152,10 @@ async fn each_bad_field_is_a_400_naming_it_and_changes_nothing() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_keeps_the_limits() {
-    let dir = tempfile::tempdir().unwrap();
+async fn a_restart_keeps_the_limits(backend: Backend) {
+    let dir = Store::new(backend);
     let config = queue_server::ServerConfig::default;
-    let server = TestServer::start_at(dir.path(), config(), |c| c).await;
+    let server = TestServer::start_at(&dir, config(), |c| c).await;
     let body =
         r#"{"max_leased": 2, "rate_limit": {"jobs": 10, "per_ms": 60000}, "group_max_leased": 1}"#;
     assert_eq!(patch(&server, "q", body).await.status, 200);
@@ -168,7 +165,7 @@ async fn a_restart_keeps_the_limits() {
     assert_eq!(server.client.lease("q", 10, 600_000).await.len(), 2);
     server.stop().await;
 
-    let server = TestServer::start_at(dir.path(), config(), |c| c).await;
+    let server = TestServer::start_at(&dir, config(), |c| c).await;
     let stats = server.client.get("/v1/queues/q").await.json;
     assert_eq!(
         stats["limits"],
@@ -182,9 +179,8 @@ async fn a_restart_keeps_the_limits() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn limits_hold_for_many_workers_and_groups_run_in_order() {
-    let server = TestServer::start().await;
+async fn limits_hold_for_many_workers_and_groups_run_in_order(backend: Backend) {
+    let server = TestServer::start(backend).await;
     const MAX: usize = 4;
     let set = patch(
         &server,
@@ -280,9 +276,8 @@ async fn limits_hold_for_many_workers_and_groups_run_in_order() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_poll_waiting_on_max_leased_wakes_when_a_job_completes() {
-    let server = TestServer::start().await;
+async fn a_long_poll_waiting_on_max_leased_wakes_when_a_job_completes(backend: Backend) {
+    let server = TestServer::start(backend).await;
     assert_eq!(
         patch(&server, "q", r#"{"max_leased": 1}"#).await.status,
         200
@@ -310,4 +305,17 @@ async fn a_long_poll_waiting_on_max_leased_wakes_when_a_job_completes() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json["jobs"][0]["id"], second["id"]);
     server.stop().await;
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn patch_sets_limits_and_every_stats_answer_shows_them;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_bad_field_is_a_400_naming_it_and_changes_nothing;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_keeps_the_limits;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn limits_hold_for_many_workers_and_groups_run_in_order;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_poll_waiting_on_max_leased_wakes_when_a_job_completes;
 }

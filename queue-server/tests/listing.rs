@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::common::{Client, TestServer};
+use crate::common::{Backend, Client, TestServer};
 
 fn ids(reply: &Value) -> Vec<String> {
     reply["jobs"]
@@ -68,9 +68,8 @@ async fn one_of_each(c: &Client, queue: &str) -> BTreeMap<&'static str, Vec<Stri
     ])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_state_lists_the_queues_jobs_in_it() {
-    let server = TestServer::start().await;
+async fn every_state_lists_the_queues_jobs_in_it(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let q = one_of_each(c, "q").await;
     let other = one_of_each(c, "other").await;
@@ -100,9 +99,8 @@ async fn every_state_lists_the_queues_jobs_in_it() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pages_follow_next_to_the_end() {
-    let server = TestServer::start().await;
+async fn pages_follow_next_to_the_end(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let mut want = Vec::new();
     for i in 0..7 {
@@ -145,9 +143,8 @@ async fn pages_follow_next_to_the_end() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_correlation_id_lists_its_jobs_across_queues() {
-    let server = TestServer::start().await;
+async fn a_correlation_id_lists_its_jobs_across_queues(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let a = c
         .enqueue(
@@ -192,9 +189,8 @@ async fn a_correlation_id_lists_its_jobs_across_queues() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_or_missing_parameters_are_refused_naming_them() {
-    let server = TestServer::start().await;
+async fn bad_or_missing_parameters_are_refused_naming_them(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     c.enqueue("q", json!({"payload": 1})).await;
     let refused = [
@@ -255,4 +251,15 @@ impl StrId for Value {
     fn str_id(&self) -> String {
         self["id"].as_str().expect("an id").to_owned()
     }
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_state_lists_the_queues_jobs_in_it;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pages_follow_next_to_the_end;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_correlation_id_lists_its_jobs_across_queues;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_or_missing_parameters_are_refused_naming_them;
 }

@@ -15,7 +15,7 @@ use queue_server::{CallbackConfig, ServerConfig};
 use serde_json::{Value, json};
 
 use crate::callbacks::{Answer, Receiver};
-use crate::common::TestServer;
+use crate::common::{Backend, Store, TestServer};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -245,12 +245,12 @@ fn parse_sample(line: &str) -> Sample {
 }
 
 /// A server on the manual clock at `T0`, delivering callbacks.
-async fn server() -> (TestServer, ManualClock, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+async fn server(backend: Backend) -> (TestServer, ManualClock, Store) {
+    let dir = Store::new(backend);
     let clock = ManualClock::new(T0);
     let core = clock.clone();
     let server = TestServer::start_at(
-        dir.path(),
+        &dir,
         ServerConfig {
             callbacks: CallbackConfig {
                 secrets: vec!["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse().unwrap()],
@@ -334,9 +334,8 @@ async fn known_workload(server: &TestServer, clock: &ManualClock) -> Vec<String>
     ids
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_a_known_workload_per_queue() {
-    let (server, clock, _dir) = server().await;
+async fn metrics_count_a_known_workload_per_queue(backend: Backend) {
+    let (server, clock, _dir) = server(backend).await;
     let ids = known_workload(&server, &clock).await;
     let reply = server.client.get("/metrics").await;
     assert_eq!(reply.status, 200);
@@ -538,8 +537,7 @@ fn strings_under(value: &Value, key: &str, into: &mut Vec<String>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_grafana_dashboard_uses_only_series_the_server_exposes() {
+async fn the_grafana_dashboard_uses_only_series_the_server_exposes(backend: Backend) {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../docs/grafana-dashboard.json"
@@ -590,7 +588,7 @@ async fn the_grafana_dashboard_uses_only_series_the_server_exposes() {
 
     // Every name used is exposed by a real server after the workload
     // (which makes every family have samples).
-    let (server, clock, _dir) = server().await;
+    let (server, clock, _dir) = server(backend).await;
     known_workload(&server, &clock).await;
     // Once more so that /metrics itself has a request series.
     server.client.get("/metrics").await;
@@ -629,4 +627,11 @@ fn metric_names_are_read_from_expressions() {
         names.into_iter().collect::<Vec<_>>(),
         ["queue_job_wait_seconds_bucket"]
     );
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_count_a_known_workload_per_queue;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_grafana_dashboard_uses_only_series_the_server_exposes;
 }

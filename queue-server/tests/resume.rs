@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::common::TestServer;
+use crate::common::{Backend, Store, TestServer};
 use crate::events::{Sse, Stream};
 
 /// Enqueues, leases and completes a job on `queue`; returns its id.
@@ -43,9 +43,10 @@ async fn take(stream: &mut Stream, n: usize) -> Vec<Sse> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_event_has_a_durable_id_and_a_dropped_client_resumes_without_gap_or_duplicate() {
-    let server = TestServer::start().await;
+async fn every_event_has_a_durable_id_and_a_dropped_client_resumes_without_gap_or_duplicate(
+    backend: Backend,
+) {
+    let server = TestServer::start(backend).await;
     let mut stream = Stream::open(&server, "/v1/events").await;
     stream.next().await;
     let first = run_one(&server, "q", json!(1)).await;
@@ -108,10 +109,9 @@ async fn every_event_has_a_durable_id_and_a_dropped_client_resumes_without_gap_o
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_resumes_after_a_server_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_at(dir.path(), ServerConfig::default(), |c| c).await;
+async fn a_stream_resumes_after_a_server_restart(backend: Backend) {
+    let dir = Store::new(backend);
+    let server = TestServer::start_at(&dir, ServerConfig::default(), |c| c).await;
     let mut stream = Stream::open(&server, "/v1/events").await;
     stream.next().await;
     run_one(&server, "q", json!("a")).await;
@@ -121,7 +121,7 @@ async fn a_stream_resumes_after_a_server_restart() {
     let second = run_one(&server, "q", json!("b")).await;
     server.stop().await;
     drop(stream);
-    let again = TestServer::start_at(dir.path(), ServerConfig::default(), |c| c).await;
+    let again = TestServer::start_at(&dir, ServerConfig::default(), |c| c).await;
     let after = position.to_string();
     let mut resumed =
         Stream::open_with(&again, "/v1/events", &[("Last-Event-ID", after.as_str())]).await;
@@ -147,12 +147,11 @@ async fn a_stream_resumes_after_a_server_restart() {
     again.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resuming_from_a_pruned_id_starts_with_a_gap() {
-    let dir = tempfile::tempdir().unwrap();
+async fn resuming_from_a_pruned_id_starts_with_a_gap(backend: Backend) {
+    let dir = Store::new(backend);
     let clock = ManualClock::new(1_800_000_000_000);
     let core_clock = clock.clone();
-    let server = TestServer::start_at(dir.path(), ServerConfig::default(), move |c: Config| {
+    let server = TestServer::start_at(&dir, ServerConfig::default(), move |c: Config| {
         c.clock(core_clock)
             .background_timers(false)
             .event_retention(Duration::from_secs(60))
@@ -184,9 +183,8 @@ async fn resuming_from_a_pruned_id_starts_with_a_gap() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn type_and_queue_filters_repeat_and_unknown_values_are_400() {
-    let server = TestServer::start().await;
+async fn type_and_queue_filters_repeat_and_unknown_values_are_400(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let mut done = Stream::open(
         &server,
         "/v1/events?type=completed&type=dead&queue=a&queue=b",
@@ -261,9 +259,8 @@ async fn type_and_queue_filters_repeat_and_unknown_values_are_400() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_jobs_stream_starts_with_its_state_and_ends_after_its_terminal_event() {
-    let server = TestServer::start().await;
+async fn one_jobs_stream_starts_with_its_state_and_ends_after_its_terminal_event(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let job = c.enqueue("q", json!({"payload": 1})).await;
     let id = job["id"].as_str().unwrap().to_owned();
@@ -356,9 +353,8 @@ async fn one_jobs_stream_starts_with_its_state_and_ends_after_its_terminal_event
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_id_given_at_enqueue_is_the_correlation_id_everywhere() {
-    let server = TestServer::start().await;
+async fn a_request_id_given_at_enqueue_is_the_correlation_id_everywhere(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let mut stream = Stream::open(&server, "/v1/events").await;
     stream.next().await;
@@ -506,12 +502,14 @@ async fn next_message(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_clients_get_the_same_events_as_sse() {
-    let server = TestServer::start_with(ServerConfig {
-        sse_keep_alive: Duration::from_millis(50),
-        ..ServerConfig::default()
-    })
+async fn websocket_clients_get_the_same_events_as_sse(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        ServerConfig {
+            sse_keep_alive: Duration::from_millis(50),
+            ..ServerConfig::default()
+        },
+    )
     .await;
     let mut sse = Stream::open(&server, "/v1/events").await;
     sse.next().await;
@@ -575,9 +573,8 @@ async fn websocket_clients_get_the_same_events_as_sse() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_closes_websockets_as_going_away() {
-    let server = TestServer::start().await;
+async fn shutdown_closes_websockets_as_going_away(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let mut ws = websocket(&server, "/v1/events").await;
     server.client.enqueue("q", json!({"payload": 1})).await;
     assert!(next_message(&mut ws).await.is_some());
@@ -594,4 +591,23 @@ async fn shutdown_closes_websockets_as_going_away() {
     };
     let frame = close.expect("a close frame with a code");
     assert_eq!(u16::from(frame.code), 1001);
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_event_has_a_durable_id_and_a_dropped_client_resumes_without_gap_or_duplicate;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_resumes_after_a_server_restart;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resuming_from_a_pruned_id_starts_with_a_gap;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn type_and_queue_filters_repeat_and_unknown_values_are_400;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_jobs_stream_starts_with_its_state_and_ends_after_its_terminal_event;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_id_given_at_enqueue_is_the_correlation_id_everywhere;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn websocket_clients_get_the_same_events_as_sse;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_closes_websockets_as_going_away;
 }

@@ -8,7 +8,7 @@ use queue_core::ManualClock;
 use queue_server::ServerConfig;
 use serde_json::{Value, json};
 
-use crate::common::{Client, TestServer};
+use crate::common::{Backend, Client, Store, TestServer};
 
 /// 2026-11-25T00:00:00Z.
 const T0: u64 = 1_795_564_800_000;
@@ -39,16 +39,15 @@ async fn put(c: &Client, name: &str, body: Value) -> crate::common::Reply {
     .await
 }
 
-async fn manual_server(clock: &ManualClock, dir: &std::path::Path) -> TestServer {
+async fn manual_server(clock: &ManualClock, dir: &Store) -> TestServer {
     let clock = clock.clone();
     TestServer::start_at(dir, ServerConfig::default(), move |c| c.clock(clock)).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn put_creates_with_201_then_replaces_with_200() {
-    let dir = tempfile::tempdir().unwrap();
+async fn put_creates_with_201_then_replaces_with_200(backend: Backend) {
+    let dir = Store::new(backend);
     let clock = ManualClock::new(T0 + 10_000);
-    let server = manual_server(&clock, dir.path()).await;
+    let server = manual_server(&clock, &dir).await;
     let c = &server.client;
     let body = json!({
         "queue": "reports",
@@ -117,9 +116,8 @@ async fn put_creates_with_201_then_replaces_with_200() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_schedule_is_a_400_naming_the_field_and_stores_nothing() {
-    let server = TestServer::start().await;
+async fn a_bad_schedule_is_a_400_naming_the_field_and_stores_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let job = json!({"payload": 1});
     let cases = [
@@ -216,9 +214,8 @@ async fn a_bad_schedule_is_a_400_naming_the_field_and_stores_nothing() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_schedules_are_404_and_wrong_methods_405() {
-    let server = TestServer::start().await;
+async fn unknown_schedules_are_404_and_wrong_methods_405(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     for (method, path) in [
         ("GET", "/v1/schedules/nope"),
@@ -241,11 +238,10 @@ async fn unknown_schedules_are_404_and_wrong_methods_405() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ticks_pause_resume_trigger_and_delete() {
-    let dir = tempfile::tempdir().unwrap();
+async fn ticks_pause_resume_trigger_and_delete(backend: Backend) {
+    let dir = Store::new(backend);
     let clock = ManualClock::new(T0);
-    let server = manual_server(&clock, dir.path()).await;
+    let server = manual_server(&clock, &dir).await;
     let c = &server.client;
     let reply = put(
         c,
@@ -309,4 +305,15 @@ async fn ticks_pause_resume_trigger_and_delete() {
         "ready"
     );
     server.stop().await;
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn put_creates_with_201_then_replaces_with_200;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_schedule_is_a_400_naming_the_field_and_stores_nothing;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_schedules_are_404_and_wrong_methods_405;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ticks_pause_resume_trigger_and_delete;
 }

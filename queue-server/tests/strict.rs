@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Client, TestServer};
+use crate::common::{Backend, Client, TestServer};
 use queue_proto::limits::MAX_JSON_DEPTH;
 use queue_server::ServerConfig;
 
@@ -49,9 +49,8 @@ fn stats_count(stats: &Value, state: &str) -> u64 {
     stats[state].as_u64().unwrap_or(u64::MAX)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_body_fields_are_refused_on_every_route() {
-    let server = TestServer::start().await;
+async fn unknown_body_fields_are_refused_on_every_route(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let job = c.enqueue("q", json!({"payload": 1})).await;
     let id = job["id"].as_str().unwrap_or_default().to_owned();
@@ -145,9 +144,8 @@ async fn unknown_body_fields_are_refused_on_every_route() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_query_parameters_are_refused_on_every_route() {
-    let server = TestServer::start().await;
+async fn unknown_query_parameters_are_refused_on_every_route(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let job = c.enqueue("q", json!({"payload": 1})).await;
     let id = job["id"].as_str().unwrap_or_default().to_owned();
@@ -196,9 +194,8 @@ async fn unknown_query_parameters_are_refused_on_every_route() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn arrays_where_objects_are_expected_are_refused() {
-    let server = TestServer::start().await;
+async fn arrays_where_objects_are_expected_are_refused(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let dead = dead_job(c, "q").await;
     let job = c.enqueue("q", json!({"payload": 1})).await;
@@ -303,9 +300,8 @@ async fn arrays_where_objects_are_expected_are_refused() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payloads_results_and_progress_nest_at_most_the_limit() {
-    let server = TestServer::start().await;
+async fn payloads_results_and_progress_nest_at_most_the_limit(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
     let at_limit = deep(MAX_JSON_DEPTH);
@@ -378,9 +374,8 @@ async fn payloads_results_and_progress_nest_at_most_the_limit() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn percent_encoded_queue_names_name_the_real_character() {
-    let server = TestServer::start().await;
+async fn percent_encoded_queue_names_name_the_real_character(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let c = &server.client;
     for (segment, shown) in [
         ("a%20b", "' '"),
@@ -404,12 +399,14 @@ async fn percent_encoded_queue_names_name_the_real_character() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_bearer_scheme_is_case_insensitive() {
-    let server = TestServer::start_with(ServerConfig {
-        token: Some("s3cret".into()),
-        ..ServerConfig::default()
-    })
+async fn the_bearer_scheme_is_case_insensitive(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        ServerConfig {
+            token: Some("s3cret".into()),
+            ..ServerConfig::default()
+        },
+    )
     .await;
     let c = &server.client;
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
@@ -426,4 +423,19 @@ async fn the_bearer_scheme_is_case_insensitive() {
         assert_eq!(reply.status, 401, "{auth}: {}", reply.text);
     }
     server.stop().await;
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_body_fields_are_refused_on_every_route;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_query_parameters_are_refused_on_every_route;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn arrays_where_objects_are_expected_are_refused;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn payloads_results_and_progress_nest_at_most_the_limit;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn percent_encoded_queue_names_name_the_real_character;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bearer_scheme_is_case_insensitive;
 }

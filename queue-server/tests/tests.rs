@@ -1,6 +1,11 @@
 //! Integration tests of queue-server, one binary, in-process: the server
 //! alone, driven over HTTP. (The built binary, the client SDK against a real
-//! server and the kill -9 runs are in the workspace's tests/ crate.) Modules:
+//! server and the kill -9 runs are in the workspace's tests/ crate.) Every test that
+//! goes through a store runs on both backends, as `<module>::sled::<name>`
+//! and `<module>::postgres::<name>` (each file's `backend_tests!` list; the
+//! PostgreSQL cluster comes from `scripts/postgres.sh`, or
+//! `QUEUE_TEST_DATABASE_URL`, see the `test-support` crate). `openapi` and
+//! the pure parsing tests read no store and run once. Modules:
 //!
 //! - `common`: a real server on 127.0.0.1:0 and a small keep-alive client.
 //! - `api`: every endpoint, default and error code, auth, request ids,
@@ -40,6 +45,10 @@
 //!   for objects, nesting depth, percent-encoded names, the bearer scheme.
 //! - `timeouts`: per-attempt timeouts and job time-to-live on the manual
 //!   clock; the job object's 1.1 fields.
+
+// The bodies `backend_tests!` runs on both backends are plain functions,
+// which clippy's `allow-unwrap-in-tests` (clippy.toml) does not see as tests.
+#![allow(clippy::unwrap_used)]
 
 mod api;
 mod callbacks;

@@ -11,16 +11,16 @@ use queue_core::{Config, ManualClock};
 use queue_server::ServerConfig;
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
+use crate::common::{Backend, Store, TestServer};
 
 /// 2026-11-25T00:00:00Z.
 const T0: u64 = 1_795_564_800_000;
 
-async fn manual_server() -> (TestServer, ManualClock, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+async fn manual_server(backend: Backend) -> (TestServer, ManualClock, Store) {
+    let dir = Store::new(backend);
     let clock = ManualClock::new(T0);
     let core = clock.clone();
-    let server = TestServer::start_at(dir.path(), ServerConfig::default(), move |c: Config| {
+    let server = TestServer::start_at(&dir, ServerConfig::default(), move |c: Config| {
         c.clock(core)
     })
     .await;
@@ -43,9 +43,8 @@ async fn wait_state(server: &TestServer, id: &str, state: &str) -> Value {
     panic!("job {id} never became {state}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_job_object_carries_the_new_fields() {
-    let (server, _clock, _dir) = manual_server().await;
+async fn every_job_object_carries_the_new_fields(backend: Backend) {
+    let (server, _clock, _dir) = manual_server(backend).await;
     let c = &server.client;
     let plain = c.enqueue("q", json!({"payload": 1})).await;
     for field in [
@@ -78,9 +77,8 @@ async fn every_job_object_carries_the_new_fields() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_deadlines_are_refused_naming_the_field_and_change_nothing() {
-    let (server, _clock, _dir) = manual_server().await;
+async fn bad_deadlines_are_refused_naming_the_field_and_change_nothing(backend: Backend) {
+    let (server, _clock, _dir) = manual_server(backend).await;
     let c = &server.client;
     for (body, field) in [
         (json!({"payload": 1, "timeout_ms": 0}), "timeout_ms"),
@@ -122,9 +120,8 @@ async fn bad_deadlines_are_refused_naming_the_field_and_change_nothing() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeats_stop_at_the_timeout_and_the_timer_fails_the_attempt() {
-    let (server, clock, _dir) = manual_server().await;
+async fn heartbeats_stop_at_the_timeout_and_the_timer_fails_the_attempt(backend: Backend) {
+    let (server, clock, _dir) = manual_server(backend).await;
     let c = &server.client;
     let job = c
         .enqueue(
@@ -163,9 +160,8 @@ async fn heartbeats_stop_at_the_timeout_and_the_timer_fails_the_attempt() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_waiting_past_its_expiry_is_dead() {
-    let (server, clock, _dir) = manual_server().await;
+async fn a_job_waiting_past_its_expiry_is_dead(backend: Backend) {
+    let (server, clock, _dir) = manual_server(backend).await;
     let c = &server.client;
     let job = c.enqueue("q", json!({"payload": 1, "ttl_ms": 60000})).await;
     let id = job["id"].as_str().unwrap();
@@ -203,4 +199,15 @@ async fn a_job_waiting_past_its_expiry_is_dead() {
         "{metrics}"
     );
     server.stop().await;
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_job_object_carries_the_new_fields;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_deadlines_are_refused_naming_the_field_and_change_nothing;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn heartbeats_stop_at_the_timeout_and_the_timer_fails_the_attempt;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_waiting_past_its_expiry_is_dead;
 }
