@@ -11,15 +11,15 @@ use queue_client::{
 use tokio::sync::{Notify, mpsc};
 
 use crate::both;
-use crate::common::{Harness, Kind, PATIENCE, RecordingProxy};
+use crate::common::{Backend, Harness, Kind, PATIENCE, RecordingProxy};
 
 both!(
     settle_answers_each_item_and_leases_the_next,
     the_worker_settles_each_outcome_right,
 );
 
-async fn settle_answers_each_item_and_leases_the_next(kind: Kind) {
-    let h = Harness::new(kind);
+async fn settle_answers_each_item_and_leases_the_next(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let jobs = client.queue::<u32>("cs");
     let mut handles = Vec::new();
@@ -125,8 +125,8 @@ async fn until_counts(h: &Harness, queue: &str, done: impl Fn(&queue_client::Que
 /// Completed, failed and retried, failed for good, and cancelled while it
 /// ran (the worker learns it from the settle's answer, not a heartbeat):
 /// each counted as what it is, each job in its state.
-async fn the_worker_settles_each_outcome_right(kind: Kind) {
-    let h = Harness::new(kind);
+async fn the_worker_settles_each_outcome_right(kind: Kind, backend: Backend) {
+    let h = Harness::new(kind, backend);
     let client = h.client();
     let mix = client.queue::<String>("mix");
     let mut handles = Vec::new();
@@ -202,8 +202,13 @@ async fn the_worker_settles_each_outcome_right(kind: Kind) {
 /// Runs a worker of `concurrency` on `jobs` jobs already enqueued, through
 /// a recording proxy, until all are completed; returns the (method, path)
 /// of every request it sent before the last completion was counted.
-async fn drain_through_proxy(jobs: u32, concurrency: usize, settle: bool) -> Vec<String> {
-    let h = Harness::new(Kind::Http);
+async fn drain_through_proxy(
+    backend: Backend,
+    jobs: u32,
+    concurrency: usize,
+    settle: bool,
+) -> Vec<String> {
+    let h = Harness::new(Kind::Http, backend);
     let proxy = RecordingProxy::start(&h.server.as_ref().unwrap().url).await;
     let queue = h.client().queue::<u32>("count");
     for n in 0..jobs {
@@ -238,9 +243,8 @@ fn count(requests: &[String], suffix: &str) -> usize {
 
 /// One handler: each job costs one request, the settle that completes it
 /// and leases the next (the first job comes from a lease).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_worker_pays_one_request_per_job_over_http() {
-    let requests = drain_through_proxy(20, 1, true).await;
+async fn the_worker_pays_one_request_per_job_over_http(backend: Backend) {
+    let requests = drain_through_proxy(backend, 20, 1, true).await;
     assert_eq!(count(&requests, "/settle"), 20, "{requests:?}");
     // The first lease, and perhaps the long-poll sent once the queue ran
     // dry.
@@ -251,9 +255,8 @@ async fn the_worker_pays_one_request_per_job_over_http() {
 
 /// Several handlers: still at most one request per job (plus the pollers'
 /// first leases); never a complete or fail call of its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handlers_finishing_together_share_settle_requests() {
-    let requests = drain_through_proxy(60, 6, true).await;
+async fn handlers_finishing_together_share_settle_requests(backend: Backend) {
+    let requests = drain_through_proxy(backend, 60, 6, true).await;
     assert_eq!(count(&requests, "/complete"), 0, "{requests:?}");
     assert_eq!(count(&requests, "/fail"), 0, "{requests:?}");
     assert!(count(&requests, "/settle") <= 60, "{requests:?}");
@@ -261,10 +264,18 @@ async fn handlers_finishing_together_share_settle_requests() {
 }
 
 /// Without settle, the old way: a complete per job and leases between.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_settle_the_worker_completes_job_by_job() {
-    let requests = drain_through_proxy(10, 1, false).await;
+async fn without_settle_the_worker_completes_job_by_job(backend: Backend) {
+    let requests = drain_through_proxy(backend, 10, 1, false).await;
     assert_eq!(count(&requests, "/settle"), 0, "{requests:?}");
     assert_eq!(count(&requests, "/complete"), 10, "{requests:?}");
     assert!(count(&requests, "/lease") >= 10, "{requests:?}");
+}
+
+test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_worker_pays_one_request_per_job_over_http;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handlers_finishing_together_share_settle_requests;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_settle_the_worker_completes_job_by_job;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
+use crate::common::{Backend, TestServer};
 
 /// Enqueues `n` jobs on `queue` and leases them all; returns the leased jobs.
 async fn leased(s: &TestServer, queue: &str, n: u32) -> Vec<Value> {
@@ -28,9 +28,8 @@ fn lease(job: &Value) -> String {
     job["lease_id"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn settle_answers_each_item_as_its_endpoint_would_and_leases_the_next() {
-    let s = TestServer::start().await;
+async fn settle_answers_each_item_as_its_endpoint_would_and_leases_the_next(backend: Backend) {
+    let s = TestServer::start(backend).await;
     let c = &s.client;
     let held = leased(&s, "mail", 4).await;
     let foreign = leased(&s, "sms", 1).await;
@@ -126,9 +125,8 @@ async fn settle_answers_each_item_as_its_endpoint_would_and_leases_the_next() {
     assert_eq!((mail.completed, mail.failed, mail.dead), (1, 2, 1));
 }
 
-#[tokio::test]
-async fn settle_emits_the_events_the_single_endpoints_emit() {
-    let s = TestServer::start().await;
+async fn settle_emits_the_events_the_single_endpoints_emit(backend: Backend) {
+    let s = TestServer::start(backend).await;
     let held = leased(&s, "ev", 2).await;
     let mut events = s.app.queue().subscribe();
     let reply = s
@@ -160,9 +158,8 @@ async fn settle_emits_the_events_the_single_endpoints_emit() {
     );
 }
 
-#[tokio::test]
-async fn a_bad_settle_is_refused_whole_naming_the_item_and_changes_nothing() {
-    let s = TestServer::start().await;
+async fn a_bad_settle_is_refused_whole_naming_the_item_and_changes_nothing(backend: Backend) {
+    let s = TestServer::start(backend).await;
     let c = &s.client;
     let held = leased(&s, "bad", 2).await;
     c.enqueue("bad", json!({"payload": "ready"})).await;
@@ -217,9 +214,8 @@ async fn a_bad_settle_is_refused_whole_naming_the_item_and_changes_nothing() {
     assert_eq!(empty.json, json!({"results": [], "jobs": []}));
 }
 
-#[tokio::test]
-async fn a_settle_lease_with_wait_ms_waits_for_a_job_after_settling() {
-    let s = TestServer::start().await;
+async fn a_settle_lease_with_wait_ms_waits_for_a_job_after_settling(backend: Backend) {
+    let s = TestServer::start(backend).await;
     let held = leased(&s, "wait", 1).await;
     let c = s.client.clone();
     let body = json!({
@@ -242,4 +238,15 @@ async fn a_settle_lease_with_wait_ms_waits_for_a_job_after_settling() {
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json["results"][0]["status"], 200);
     assert_eq!(reply.json["jobs"][0]["id"], next["id"]);
+}
+
+test_support::backend_tests! {
+    #[tokio::test]
+    async fn settle_answers_each_item_as_its_endpoint_would_and_leases_the_next;
+    #[tokio::test]
+    async fn settle_emits_the_events_the_single_endpoints_emit;
+    #[tokio::test]
+    async fn a_bad_settle_is_refused_whole_naming_the_item_and_changes_nothing;
+    #[tokio::test]
+    async fn a_settle_lease_with_wait_ms_waits_for_a_job_after_settling;
 }

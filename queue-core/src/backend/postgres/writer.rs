@@ -63,8 +63,8 @@ enum Done {
 struct Gathered {
     counts: BTreeMap<(String, i16), i64>,
     groups: BTreeMap<(String, String), i64>,
-    /// Encoded events with their times, in commit order.
-    events: Vec<(i64, Vec<u8>)>,
+    /// Encoded events with their times and jobs, in commit order.
+    events: Vec<(i64, i64, Vec<u8>)>,
     history: BTreeMap<(String, u64), Rollup>,
     wake: Wake,
 }
@@ -186,11 +186,6 @@ impl Writer {
                     let _ = reply.send(Err(Error::Internal("writer answers mixed up".into())));
                 }
             }
-        }
-        if !gathered.events.is_empty() {
-            let latest = first_event + gathered.events.len() as u64 - 1;
-            self.latest
-                .send_modify(|value| *value = (*value).max(latest));
         }
     }
 
@@ -574,8 +569,20 @@ impl Writer {
         let group_names: Vec<&str> = groups.iter().map(|((_, g), _)| g.as_str()).collect();
         let group_deltas: Vec<i64> = groups.iter().map(|(_, d)| **d).collect();
         let n = gathered.events.len() as i64;
-        let ats: Vec<i64> = gathered.events.iter().map(|(at, _)| *at).collect();
-        let records: Vec<&[u8]> = gathered.events.iter().map(|(_, r)| r.as_slice()).collect();
+        let ats: Vec<i64> = gathered.events.iter().map(|(at, _, _)| *at).collect();
+        let records: Vec<&[u8]> = gathered
+            .events
+            .iter()
+            .map(|(_, _, r)| r.as_slice())
+            .collect();
+        // Each job's record notes its latest event (the job streams start
+        // from it): the position of its last event in this batch, 1-based.
+        let mut last_of_job: BTreeMap<i64, i64> = BTreeMap::new();
+        for (at, (_, job, _)) in gathered.events.iter().enumerate() {
+            last_of_job.insert(*job, at as i64 + 1);
+        }
+        let stamped: Vec<i64> = last_of_job.keys().copied().collect();
+        let ordinals: Vec<i64> = last_of_job.values().copied().collect();
         let history = std::mem::take(&mut gathered.history);
         let keys: Vec<(String, i64, i64)> = history
             .keys()
@@ -606,7 +613,7 @@ impl Writer {
             if n == 0 {
                 return Ok(None);
             }
-            c.query_one(&log_events, &[&n, &ats, &records])
+            c.query_one(&log_events, &[&n, &ats, &records, &stamped, &ordinals])
                 .await
                 .map(|row| Some(row.get::<_, i64>(0)))
         };
@@ -882,7 +889,9 @@ impl Gathered {
             // Encoding an event the rules built cannot fail; if it did,
             // the event would be lost silently: say so loudly instead.
             match codec::encode_item(event, &mut bytes) {
-                Ok(()) => self.events.push((big(event.at), bytes)),
+                Ok(()) => self
+                    .events
+                    .push((big(event.at), big(change.id.as_u64()), bytes)),
                 Err(e) => tracing::error!(error = %e, "an event could not be encoded"),
             }
         }
@@ -1179,13 +1188,18 @@ const ADD_GROUPS: &str = "INSERT INTO queue_group_leased (queue, grp, n) \
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
     ON CONFLICT (queue, grp) DO UPDATE SET n = queue_group_leased.n + excluded.n";
 /// Takes the next `$1` event ids (the counter row stays locked until the
-/// commit, so ids increase in commit order across processes) and logs the
-/// events under them; answers the last id.
+/// commit, so ids increase in commit order across processes), logs the
+/// events under them, and writes each job's latest event id into its
+/// record (the big-endian `u64` at bytes 9..17 of the encoding, see
+/// `codec::LAST_EVENT_AT`); answers the last id.
 const LOG_EVENTS: &str = "WITH ids AS (UPDATE queue_meta SET value = value + $1 \
     WHERE key = 'last_event' RETURNING value), \
     logged AS (INSERT INTO queue_events (id, at, record) \
     SELECT ids.value - $1 + e.ord, e.at, e.record FROM ids, \
-    unnest($2::bigint[], $3::bytea[]) WITH ORDINALITY AS e(at, record, ord)) \
+    unnest($2::bigint[], $3::bytea[]) WITH ORDINALITY AS e(at, record, ord)), \
+    stamped AS (UPDATE queue_jobs j SET record = overlay(j.record PLACING \
+    int8send(ids.value - $1 + s.ord) FROM 10 FOR 8) FROM ids, \
+    unnest($4::bigint[], $5::bigint[]) AS s(id, ord) WHERE j.id = s.id) \
     SELECT value FROM ids";
 const NOTIFY: &str = "SELECT pg_notify('queue_wake', $1)";
 /// A queue's minute and the next one, locked.
@@ -1214,3 +1228,15 @@ const INSERT_SCHEDULE: &str = "INSERT INTO queue_schedules (name, revision, next
 const UPDATE_SCHEDULE: &str = "UPDATE queue_schedules SET revision = $3, next_run_at = $4, \
     record = $5 WHERE name = $1 AND revision = $2";
 const DELETE_SCHEDULE: &str = "DELETE FROM queue_schedules WHERE name = $1 AND revision = $2";
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::sled::codec;
+
+    #[test]
+    fn the_event_id_is_stamped_where_the_record_keeps_it() {
+        // LOG_EVENTS overlays 8 bytes from (1-based) byte 10.
+        assert_eq!(codec::LAST_EVENT_AT, 9..17);
+        assert!(super::LOG_EVENTS.contains("FROM 10 FOR 8"));
+    }
+}
