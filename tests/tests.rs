@@ -50,7 +50,7 @@
 //!   each schedule tick fires once, each owed callback is delivered.
 //! - `soak`: (ignored; `scripts/soak.sh`) a thousand SIGKILL cycles of the
 //!   binary under producers and workers, every acknowledgement checked.
-
+//!
 //! Sled only, on purpose: `kill9`, `callback_kill9`, `schedule_kill9`,
 //! `sdk_kill9` and `soak` kill the binary on a data directory (the embedded
 //! store's crash safety; on PostgreSQL the database keeps the data, and

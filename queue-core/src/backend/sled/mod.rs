@@ -57,8 +57,13 @@ const _: () = assert!(2 * MAX_PAYLOAD_LIMIT + 64 * 1024 < SEGMENT_SIZE / 4);
 /// default tree. Format 1 (the first release) kept paused flags instead of
 /// settings records and had no event log; format 2 (up to the operator
 /// tools) had no listing entries (`j`, `o`) and kept the dead-letter list
-/// in `d`. Both are upgraded at open, one step after the other.
-const FORMAT_VERSION: u8 = 3;
+/// in `d`; format 3 (up to the journal) wrote durable batches only into
+/// sled's own log. Format 4 adds the `journal` file: a durable batch may be
+/// only there until sled is flushed, so a build that does not read the
+/// journal must refuse the directory (it would miss those batches after a
+/// crash), which the format number makes it do. Each older format is
+/// upgraded at open, one step after the other.
+const FORMAT_VERSION: u8 = 4;
 const FORMAT_KEY: &[u8] = b"format";
 
 /// The most entries one batch of a format upgrade writes.
@@ -185,6 +190,14 @@ impl Store {
         }
         if format < 3 {
             store.upgrade_from_format_2()?;
+        }
+        if format < 4 {
+            // Nothing to convert: a format-3 directory has no journal yet.
+            // The format key goes first, durably, before any batch is
+            // acknowledged through the journal.
+            store.db.insert(FORMAT_KEY, &[4]).map_err(storage)?;
+            store.flush_now()?;
+            tracing::info!("upgraded the data directory to format 4 (the journal)");
         }
         Ok(store)
     }
@@ -1698,8 +1711,23 @@ mod tests {
             .err()
             .expect("refused");
         assert!(
-            matches!(&error, Error::Corrupt(m) if m.contains("format [4]")),
+            matches!(&error, Error::Corrupt(m) if m.contains("format [5]")),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_format_3_directory_becomes_format_4_so_that_older_builds_refuse_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+            store.db.insert(FORMAT_KEY, &[3]).unwrap();
+            store.flush_now().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        assert_eq!(
+            store.db.get(FORMAT_KEY).unwrap().as_deref(),
+            Some(&[4u8][..])
         );
     }
 }
