@@ -122,8 +122,8 @@ impl Writer {
         let mut attempts = 0;
         loop {
             match self.transaction(conn, &batch).await {
-                Ok((done, gathered, first_event)) => {
-                    self.finished(batch, done, gathered, first_event);
+                Ok((done, order, gathered, first_event)) => {
+                    self.finished(batch, done, &order, gathered, first_event);
                     return;
                 }
                 Err(Failure::Retry) if attempts < RETRIES => attempts += 1,
@@ -152,29 +152,47 @@ impl Writer {
     }
 
     /// Answers the operations of a committed batch and announces it.
-    fn finished(&self, batch: Vec<Op>, done: Vec<Done>, gathered: Gathered, first_event: u64) {
+    fn finished(
+        &self,
+        batch: Vec<Op>,
+        done: Vec<Done>,
+        order: &[usize],
+        gathered: Gathered,
+        first_event: u64,
+    ) {
         // Subscribers may read the events before anyone is answered.
         if !gathered.events.is_empty() {
             let latest = first_event + gathered.events.len() as u64 - 1;
             self.latest
                 .send_modify(|value| *value = (*value).max(latest));
         }
+        // The events were logged in the order the operations were applied.
+        let mut firsts = vec![0; done.len()];
         let mut next_event = first_event;
-        for (op, done) in batch.into_iter().zip(done) {
-            let mut stamp = |mut committed: Committed| {
-                let count: u64 = committed
+        for &i in order {
+            firsts[i] = next_event;
+            next_event += match &done[i] {
+                Done::Commit(Some(committed)) | Done::Lease(committed) => committed
+                    .applied
+                    .iter()
+                    .map(|c| c.outcome.events().count() as u64)
+                    .sum(),
+                Done::Commit(None) => 0,
+            };
+        }
+        for ((op, done), first) in batch.into_iter().zip(done).zip(firsts) {
+            let stamp = |mut committed: Committed| {
+                committed.events = committed
                     .applied
                     .iter()
                     .map(|c| c.outcome.events().count() as u64)
                     .sum();
-                committed.events = count;
-                committed.first_event = next_event;
-                next_event += count;
+                committed.first_event = first;
                 committed
             };
             match (op, done) {
                 (Op::Commit { reply, .. }, Done::Commit(committed)) => {
-                    let _ = reply.send(Ok(committed.map(&mut stamp)));
+                    let _ = reply.send(Ok(committed.map(stamp)));
                 }
                 (Op::Lease { reply, .. }, Done::Lease(committed)) => {
                     let _ = reply.send(Ok(stamp(committed)));
@@ -194,7 +212,7 @@ impl Writer {
         &self,
         conn: &Conn,
         batch: &[Op],
-    ) -> std::result::Result<(Vec<Done>, Gathered, u64), Failure> {
+    ) -> std::result::Result<(Vec<Done>, Vec<usize>, Gathered, u64), Failure> {
         conn.client
             .batch_execute("BEGIN")
             .await
@@ -218,11 +236,19 @@ impl Writer {
         &self,
         conn: &Conn,
         batch: &[Op],
-    ) -> std::result::Result<(Vec<Done>, Gathered, u64), Failure> {
+    ) -> std::result::Result<(Vec<Done>, Vec<usize>, Gathered, u64), Failure> {
         let mut gathered = Gathered::default();
-        let mut done = Vec::with_capacity(batch.len());
+        let mut done: Vec<Option<Done>> = batch.iter().map(|_| None).collect();
+        // The order the operations are applied in (their events' order).
+        let mut order = Vec::with_capacity(batch.len());
+        let mut leases: Vec<usize> = Vec::new();
         let mut at = 0;
         while at < batch.len() {
+            if let Op::Lease { .. } = &batch[at] {
+                leases.push(at);
+                at += 1;
+                continue;
+            }
             // A run of simple commits (no savepoint, nothing to decide
             // between their statements) is sent pipelined: one round trip
             // for the run instead of one per operation.
@@ -238,24 +264,57 @@ impl Writer {
                         Op::Lease { .. } => None,
                     })
                     .collect();
-                for committed in self.simple_commits(conn, &commits, &mut gathered).await? {
-                    done.push(Done::Commit(committed));
+                let answers = self.simple_commits(conn, &commits, &mut gathered).await?;
+                for (offset, committed) in answers.into_iter().enumerate() {
+                    done[at + offset] = Some(Done::Commit(committed));
+                    order.push(at + offset);
                 }
                 at += run;
                 continue;
             }
-            done.push(match &batch[at] {
-                Op::Commit { commit, .. } => {
-                    Done::Commit(self.commit(conn, commit, &mut gathered).await?)
-                }
-                Op::Lease { queue, plan, .. } => {
-                    Done::Lease(self.lease(conn, queue, plan, &mut gathered).await?)
-                }
-            });
+            if let Op::Commit { commit, .. } = &batch[at] {
+                done[at] = Some(Done::Commit(
+                    self.commit(conn, commit, &mut gathered).await?,
+                ));
+                order.push(at);
+            }
             at += 1;
         }
+        // The lease calls last (they were concurrent with the rest: any
+        // order is one they could have run in, and this one lets them
+        // take what the batch's settlements freed), those on one queue
+        // served from the same candidate rows one call after the other.
+        let mut queues: Vec<&str> = Vec::new();
+        for &i in &leases {
+            if let Op::Lease { queue, .. } = &batch[i] {
+                if !queues.contains(&queue.as_str()) {
+                    queues.push(queue);
+                }
+            }
+        }
+        for queue in queues {
+            let calls: Vec<(usize, &LeasePlan)> = leases
+                .iter()
+                .filter_map(|&i| match &batch[i] {
+                    Op::Lease { queue: q, plan, .. } if q == queue => Some((i, plan)),
+                    _ => None,
+                })
+                .collect();
+            let plans: Vec<&LeasePlan> = calls.iter().map(|(_, plan)| *plan).collect();
+            let answers = self.lease(conn, queue, &plans, &mut gathered).await?;
+            for ((i, _), committed) in calls.into_iter().zip(answers) {
+                done[i] = Some(Done::Lease(committed));
+                order.push(i);
+            }
+        }
+        let done = done
+            .into_iter()
+            .map(|d| {
+                d.ok_or_else(|| Failure::Engine(Error::Internal("an operation was not run".into())))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let first_event = self.write_end(conn, &mut gathered).await?;
-        Ok((done, gathered, first_event))
+        Ok((done, order, gathered, first_event))
     }
 
     /// Simple commits (see [`simple`]), their writes pipelined; each
@@ -390,13 +449,17 @@ impl Writer {
 
     // ---- one lease round -------------------------------------------------
 
+    /// The lease calls `plans` on `queue`, one round after the other (each
+    /// starting from the settings, bucket and leased count the one before
+    /// left), served from one scan of the ready rows in lease order; their
+    /// writes go pipelined at the end.
     async fn lease(
         &self,
         conn: &Conn,
         queue: &str,
-        plan: &LeasePlan,
+        plans: &[&LeasePlan],
         gathered: &mut Gathered,
-    ) -> std::result::Result<Committed, Failure> {
+    ) -> std::result::Result<Vec<Committed>, Failure> {
         let stmt = conn
             .stmt(SETTINGS_AND_LEASED)
             .await
@@ -420,80 +483,48 @@ impl Writer {
             settings = settings_for_update(conn, queue).await?;
             leased_stored = count(conn, queue, JobState::Leased).await?;
         }
-        let leased = leased_stored
-            + gathered
-                .counts
-                .get(&(queue.to_owned(), state_code(JobState::Leased)))
-                .copied()
-                .unwrap_or(0);
-        let mut round = plan.round(&settings, unbig(leased.max(0)));
-        let mut taken = Vec::new();
-        let mut after: (i32, i64, i64) = (i32::MIN, i64::MIN, i64::MIN);
+        let leased_before = unbig(
+            (leased_stored
+                + gathered
+                    .counts
+                    .get(&(queue.to_owned(), state_code(JobState::Leased)))
+                    .copied()
+                    .unwrap_or(0))
+            .max(0),
+        );
         let group_limit = settings.limits.group_max_leased.map(i64::from);
-        let mut group_counts: HashMap<String, u64> = HashMap::new();
-        while round.wants_more() {
-            let page: i64 = 64;
-            let stmt = conn.stmt(READY_PAGE).await.map_err(Failure::Engine)?;
-            let rows = conn
-                .client
-                .query(
-                    &stmt,
-                    &[&queue, &after.0, &after.1, &after.2, &group_limit, &page],
-                )
-                .await
-                .map_err(Failure::of)?;
-            if rows.is_empty() {
-                break;
-            }
-            let full = rows.len() as i64 == page;
-            // The groups of this page not counted yet.
-            let missing: Vec<String> = rows
-                .iter()
-                .filter_map(|row| row.get::<_, Option<String>>(4))
-                .filter(|g| !group_counts.contains_key(g))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            if !missing.is_empty() {
-                let stmt = conn.stmt(GROUP_COUNTS).await.map_err(Failure::Engine)?;
-                for row in conn
-                    .client
-                    .query(&stmt, &[&queue, &missing])
-                    .await
-                    .map_err(Failure::of)?
-                {
-                    let group: String = row.get(0);
-                    let n: i64 = row.get(1);
-                    group_counts.insert(group, unbig(n));
-                }
-                for group in missing {
-                    let pending = gathered
-                        .groups
-                        .get(&(queue.to_owned(), group.clone()))
-                        .copied()
-                        .unwrap_or(0);
-                    let n = group_counts.entry(group).or_insert(0);
-                    *n = unbig((*n as i64).saturating_add(pending).max(0));
-                }
-            }
-            let mut page_taken = Vec::new();
-            for row in &rows {
-                let rank: i32 = row.get(1);
-                let run_at: i64 = row.get(2);
-                let id: i64 = row.get(0);
-                after = (rank, run_at, id);
-                if !round.wants_more() {
+        let mut scan = Scan {
+            after: (i32::MIN, i64::MIN, i64::MIN),
+            rows: std::collections::VecDeque::new(),
+            done: false,
+            group_counts: HashMap::new(),
+        };
+        // Jobs taken by the earlier calls of this group, per job group.
+        let mut taken_in_group: HashMap<String, u64> = HashMap::new();
+        let mut taken_total: u64 = 0;
+        let mut bucket_changed = false;
+        let mut answers = Vec::with_capacity(plans.len());
+        let mut writes: Vec<(usize, Change, Write)> = Vec::new();
+        for (call, plan) in plans.iter().enumerate() {
+            let mut round = plan.round(&settings, leased_before + taken_total);
+            let before_this_call = taken_in_group.clone();
+            while round.wants_more() {
+                let Some(row) = scan.next(conn, queue, group_limit, gathered).await? else {
                     break;
-                }
+                };
                 let revision: i64 = row.get(3);
                 let bytes: &[u8] = row.get(5);
                 let (job, _) = codec::decode_job(bytes).map_err(Failure::Engine)?;
                 let group_leased = job
                     .group
                     .as_ref()
-                    .and_then(|g| group_counts.get(g).copied())
+                    .map(|g| {
+                        scan.group_counts.get(g).copied().unwrap_or(0)
+                            + before_this_call.get(g).copied().unwrap_or(0)
+                    })
                     .unwrap_or(0);
                 let lease_id = LeaseId::from_u64(unbig(row.get::<_, i64>(6)));
+                let group = job.group.clone();
                 if let Offer::Take(outcome) = round.offer(&job, lease_id, group_leased) {
                     let change = Change::of(
                         crate::backend::Loaded {
@@ -503,41 +534,45 @@ impl Writer {
                         *outcome,
                     );
                     let write = Write::of(&change).map_err(Failure::Engine)?;
-                    page_taken.push((change, write));
+                    writes.push((call, change, write));
+                    taken_total += 1;
+                    if let Some(group) = group {
+                        *taken_in_group.entry(group).or_default() += 1;
+                    }
                 }
             }
-            if let Some((_, write)) = page_taken.first() {
-                write.statement(conn).await?;
+            let end = round.finish();
+            if let Some(bucket) = end.bucket {
+                settings.bucket = Some(bucket);
+                bucket_changed = true;
             }
-            let written = futures_util::future::join_all(
-                page_taken.iter().map(|(_, write)| write.execute(conn)),
-            )
-            .await;
-            for ((change, _), written) in page_taken.into_iter().zip(written) {
-                if written? != 1 {
-                    return Err(Failure::Engine(Error::Internal(format!(
-                        "job {} changed under its row lock",
-                        change.id
-                    ))));
-                }
-                gathered.change(&change, self.history_ms > 0, &self.retention);
-                taken.push(change);
-            }
-            if !full {
-                break;
-            }
+            answers.push(Committed {
+                applied: Vec::new(),
+                events: 0,
+                first_event: 0,
+                retry_at: end.retry_at,
+            });
         }
-        let end = round.finish();
-        if let Some(bucket) = end.bucket {
-            settings.bucket = Some(bucket);
+        if let Some((_, _, write)) = writes.first() {
+            write.statement(conn).await?;
+        }
+        let written =
+            futures_util::future::join_all(writes.iter().map(|(_, _, write)| write.execute(conn)))
+                .await;
+        for ((call, change, _), written) in writes.into_iter().zip(written) {
+            if written? != 1 {
+                return Err(Failure::Engine(Error::Internal(format!(
+                    "job {} changed under its row lock",
+                    change.id
+                ))));
+            }
+            gathered.change(&change, self.history_ms > 0, &self.retention);
+            answers[call].applied.push(change);
+        }
+        if bucket_changed {
             put_settings(conn, queue, &settings).await?;
         }
-        Ok(Committed {
-            applied: taken,
-            events: 0,
-            first_event: 0,
-            retry_at: end.retry_at,
-        })
+        Ok(answers)
     }
 
     // ---- the end of a batch ---------------------------------------------
@@ -705,6 +740,85 @@ impl Writer {
         }
         notified.map_err(Failure::of)?;
         Ok(first_event)
+    }
+}
+
+/// The ready rows of one queue in lease order, read a page at a time,
+/// locked (`FOR UPDATE SKIP LOCKED`) as they are read.
+struct Scan {
+    /// The lease order of the last row read.
+    after: (i32, i64, i64),
+    rows: std::collections::VecDeque<tokio_postgres::Row>,
+    /// No row after `after`.
+    done: bool,
+    /// Leased jobs per job group (stored, plus this batch's earlier
+    /// changes), for the groups of the rows read.
+    group_counts: HashMap<String, u64>,
+}
+
+impl Scan {
+    /// The next candidate, reading the next page when needed.
+    async fn next(
+        &mut self,
+        conn: &Conn,
+        queue: &str,
+        group_limit: Option<i64>,
+        gathered: &Gathered,
+    ) -> std::result::Result<Option<tokio_postgres::Row>, Failure> {
+        if self.rows.is_empty() && !self.done {
+            let page: i64 = 64;
+            let stmt = conn.stmt(READY_PAGE).await.map_err(Failure::Engine)?;
+            let rows = conn
+                .client
+                .query(
+                    &stmt,
+                    &[
+                        &queue,
+                        &self.after.0,
+                        &self.after.1,
+                        &self.after.2,
+                        &group_limit,
+                        &page,
+                    ],
+                )
+                .await
+                .map_err(Failure::of)?;
+            self.done = (rows.len() as i64) < page;
+            if let Some(last) = rows.last() {
+                self.after = (last.get(1), last.get(2), last.get(0));
+            }
+            let missing: Vec<String> = rows
+                .iter()
+                .filter_map(|row| row.get::<_, Option<String>>(4))
+                .filter(|g| !self.group_counts.contains_key(g))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !missing.is_empty() {
+                let stmt = conn.stmt(GROUP_COUNTS).await.map_err(Failure::Engine)?;
+                let mut stored: HashMap<String, i64> = HashMap::new();
+                for row in conn
+                    .client
+                    .query(&stmt, &[&queue, &missing])
+                    .await
+                    .map_err(Failure::of)?
+                {
+                    stored.insert(row.get(0), row.get(1));
+                }
+                for group in missing {
+                    let pending = gathered
+                        .groups
+                        .get(&(queue.to_owned(), group.clone()))
+                        .copied()
+                        .unwrap_or(0);
+                    let n = stored.get(&group).copied().unwrap_or(0);
+                    self.group_counts
+                        .insert(group, unbig(n.saturating_add(pending).max(0)));
+                }
+            }
+            self.rows.extend(rows);
+        }
+        Ok(self.rows.pop_front())
     }
 }
 
