@@ -898,32 +898,41 @@ impl Write {
 
     /// Rows written: 1, or 0 when the expectation does not hold.
     async fn execute(&self, conn: &Conn) -> std::result::Result<u64, Failure> {
+        /// The row's values, in the order both statements number them.
+        fn row<'a>(
+            id: &'a i64,
+            revision: &'a i64,
+            c: &'a JobColumns,
+            record: &'a Vec<u8>,
+        ) -> Vec<&'a (dyn ToSql + Sync)> {
+            vec![
+                id,
+                revision,
+                &c.queue,
+                &c.state,
+                &c.lease_rank,
+                &c.run_at,
+                &c.group,
+                &c.idempotency_key,
+                &c.correlation_id,
+                &c.callback_status,
+                &c.due_kind,
+                &c.due_at,
+                &c.due_lease,
+                &c.due_callback,
+                &c.due_ttl,
+                record,
+            ]
+        }
         match self {
             Write::Insert {
                 id,
                 revision,
-                columns: c,
+                columns,
                 record,
             } => {
                 let stmt = conn.stmt(INSERT_JOB).await.map_err(Failure::Engine)?;
-                let params: [&(dyn ToSql + Sync); 16] = [
-                    id,
-                    revision,
-                    &c.queue,
-                    &c.state,
-                    &c.lease_rank,
-                    &c.run_at,
-                    &c.group,
-                    &c.idempotency_key,
-                    &c.correlation_id,
-                    &c.callback_status,
-                    &c.due_kind,
-                    &c.due_at,
-                    &c.due_lease,
-                    &c.due_callback,
-                    &c.due_ttl,
-                    record,
-                ];
+                let params = row(id, revision, columns, record);
                 conn.client
                     .execute(&stmt, &params)
                     .await
@@ -933,29 +942,12 @@ impl Write {
                 id,
                 expected,
                 revision,
-                columns: c,
+                columns,
                 record,
             } => {
                 let stmt = conn.stmt(UPDATE_JOB).await.map_err(Failure::Engine)?;
-                let params: [&(dyn ToSql + Sync); 17] = [
-                    id,
-                    expected,
-                    revision,
-                    &c.queue,
-                    &c.state,
-                    &c.lease_rank,
-                    &c.run_at,
-                    &c.group,
-                    &c.idempotency_key,
-                    &c.correlation_id,
-                    &c.callback_status,
-                    &c.due_kind,
-                    &c.due_at,
-                    &c.due_lease,
-                    &c.due_callback,
-                    &c.due_ttl,
-                    record,
-                ];
+                let mut params = row(id, revision, columns, record);
+                params.push(expected);
                 conn.client
                     .execute(&stmt, &params)
                     .await
@@ -1271,10 +1263,10 @@ const INSERT_JOB: &str = "INSERT INTO queue_jobs (id, revision, queue, state, le
     grp, idempotency_key, correlation_id, callback_status, due_kind, due_at, due_lease, \
     due_callback, due_ttl, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
     $13, $14, $15, $16) ON CONFLICT DO NOTHING";
-const UPDATE_JOB: &str = "UPDATE queue_jobs SET revision = $3, queue = $4, state = $5, \
-    lease_rank = $6, run_at = $7, grp = $8, idempotency_key = $9, correlation_id = $10, \
-    callback_status = $11, due_kind = $12, due_at = $13, due_lease = $14, due_callback = $15, \
-    due_ttl = $16, record = $17 WHERE id = $1 AND revision = $2";
+const UPDATE_JOB: &str = "UPDATE queue_jobs SET revision = $2, queue = $3, state = $4, \
+    lease_rank = $5, run_at = $6, grp = $7, idempotency_key = $8, correlation_id = $9, \
+    callback_status = $10, due_kind = $11, due_at = $12, due_lease = $13, due_callback = $14, \
+    due_ttl = $15, record = $16 WHERE id = $1 AND revision = $17";
 const DELETE_JOB: &str = "DELETE FROM queue_jobs WHERE id = $1 AND revision = $2";
 /// The next ready jobs in lease order after a position, skipping those
 /// other transactions hold and (when the queue has a group limit) the
