@@ -10,6 +10,13 @@
 //! store is consistent, and that each acknowledged change has its event
 //! exactly once: a batch in the journal but not yet in the trees is applied
 //! once, however often it is replayed.
+//!
+//! Half the rounds enqueue small jobs instead: many batches then sit in
+//! the overlay of committed writes (`backend/sled/pending.rs`) that reach
+//! the trees only at a checkpoint, so a kill takes them from memory and
+//! the reopen must replay every one; the periodic rounds among them pass
+//! a checkpoint every few dozen batches (the slots are reused), so kills
+//! also land between a checkpoint's writes.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -25,13 +32,16 @@ use crate::common::assert_consistent;
 
 const DIR_ENV: &str = "QUEUE_JOURNAL_CHILD_DIR";
 const MODE_ENV: &str = "QUEUE_JOURNAL_CHILD_MODE";
+const PAD_ENV: &str = "QUEUE_JOURNAL_CHILD_PAD";
 const QUEUE: &str = "journal";
 /// Large enough that a few hundred enqueues pass the journal's cut size
 /// (8 MiB) more than once.
 const PAD: usize = 48 * 1024;
+/// Small enough that hundreds of batches stay in the overlay.
+const SMALL_PAD: usize = 16;
 
-fn payload(marker: &str) -> Vec<u8> {
-    format!(r#"{{"marker":"{marker}","pad":"{}"}}"#, "x".repeat(PAD)).into_bytes()
+fn payload(marker: &str, pad: usize) -> Vec<u8> {
+    format!(r#"{{"marker":"{marker}","pad":"{}"}}"#, "x".repeat(pad)).into_bytes()
 }
 
 /// xorshift64*, so that a failing run repeats.
@@ -48,7 +58,8 @@ impl Rng {
 
 #[derive(Default)]
 struct Acked {
-    enqueued: HashMap<JobId, String>,
+    /// Each acknowledged job's marker and padding.
+    enqueued: HashMap<JobId, (String, usize)>,
     completed: HashSet<JobId>,
 }
 
@@ -57,17 +68,20 @@ fn journal_cuts_and_replays_survive_sigkill() {
     let mut rng = Rng(0x10_0A11_CAFE);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut acked = Acked::default();
-    for round in 0..8u64 {
-        // Every fourth round runs periodic: its acknowledgements promise
+    for round in 0..12u64 {
+        // Every third round runs periodic: its acknowledgements promise
         // nothing after a kill, but the journal of the round before is
         // replayed by its open and must be cut, not replayed again.
-        let periodic = round % 4 == 3;
+        let periodic = round % 3 == 2;
+        // Two rounds of large jobs, then two of small ones.
+        let pad = if (round / 2) % 2 == 0 { PAD } else { SMALL_PAD };
         let kill_after = match rng.below(4) {
             0 => rng.below(5),
+            _ if pad == SMALL_PAD => 200 + rng.below(2000),
             _ => 50 + rng.below(300),
         };
-        let seen = run_child(dir.path(), periodic, kill_after, &mut acked);
-        eprintln!("round {round} (periodic: {periodic}): killed after {seen} acks");
+        let seen = run_child(dir.path(), periodic, pad, kill_after, &mut acked);
+        eprintln!("round {round} (periodic: {periodic}, pad {pad}): killed after {seen} acks");
         check(dir.path(), &acked);
     }
     let journal = std::fs::metadata(dir.path().join("journal")).expect("journal file");
@@ -78,7 +92,7 @@ fn journal_cuts_and_replays_survive_sigkill() {
     );
 }
 
-fn run_child(dir: &Path, periodic: bool, kill_after: u64, acked: &mut Acked) -> u64 {
+fn run_child(dir: &Path, periodic: bool, pad: usize, kill_after: u64, acked: &mut Acked) -> u64 {
     let exe = std::env::current_exe().expect("test binary");
     let mut child = Command::new(exe)
         .args([
@@ -90,6 +104,7 @@ fn run_child(dir: &Path, periodic: bool, kill_after: u64, acked: &mut Acked) -> 
         ])
         .env(DIR_ENV, dir)
         .env(MODE_ENV, if periodic { "periodic" } else { "sync" })
+        .env(PAD_ENV, pad.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -115,7 +130,7 @@ fn run_child(dir: &Path, periodic: bool, kill_after: u64, acked: &mut Acked) -> 
             (Some("E"), Some(id), Some(marker)) => {
                 acked
                     .enqueued
-                    .insert(id.parse().expect("job id"), marker.to_owned());
+                    .insert(id.parse().expect("job id"), (marker.to_owned(), pad));
             }
             (Some("C"), Some(id), None) => {
                 acked.completed.insert(id.parse().expect("job id"));
@@ -156,12 +171,12 @@ fn run_child(dir: &Path, periodic: bool, kill_after: u64, acked: &mut Acked) -> 
 fn check(dir: &Path, acked: &Acked) {
     let queue = Queue::open_with(Config::new(dir).background_timers(false)).expect("reopen");
     assert_consistent(&queue);
-    for (id, marker) in &acked.enqueued {
+    for (id, (marker, pad)) in &acked.enqueued {
         let job = queue
             .get(*id)
             .expect("get")
             .unwrap_or_else(|| panic!("acknowledged enqueue of {id} lost"));
-        assert!(job.payload == payload(marker), "payload of {id}");
+        assert!(job.payload == payload(marker, *pad), "payload of {id}");
     }
     for id in &acked.completed {
         let job = queue.get(*id).expect("get").expect("completed job exists");
@@ -203,6 +218,10 @@ fn journal_child() {
         Ok("periodic") => Durability::Periodic(50),
         _ => Durability::Sync,
     };
+    let pad: usize = std::env::var(PAD_ENV)
+        .ok()
+        .and_then(|pad| pad.parse().ok())
+        .unwrap_or(PAD);
     let queue = Queue::open_with(Config::new(&dir).durability(durability)).expect("child opens");
     let stdout = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let workers: Vec<_> = (0..2u64)
@@ -224,7 +243,7 @@ fn journal_child() {
                     n += 1;
                     let marker = format!("{stamp}-{worker}-{n}");
                     let done = queue
-                        .enqueue(QUEUE, NewJob::new(payload(&marker)))
+                        .enqueue(QUEUE, NewJob::new(payload(&marker, pad)))
                         .expect("enqueue");
                     ack(format!("E {} {marker}", done.job.id));
                     if n % 3 == 0 {

@@ -12,13 +12,17 @@
 //! each, which capped durable throughput at a third of what this design
 //! reaches (see BENCHMARKS.md). Under `Durability::Sync` the record is one
 //! frame of the journal, a file of its own (see [`journal`]), written in
-//! place and fdatasynced before the trees are written; sled is flushed
-//! only when the journal is cut. Under `Durability::Periodic` it is one
-//! sled insert (into the batch's slot, or in pieces of a MiB for large
-//! batches) before the trees are written, flushed with them. A reopen
-//! replays the records (frames and slots) after the checkpoint. sled
-//! recovers a prefix of its log, so the trees are never ahead of their
-//! record.
+//! place and fdatasynced; under `Durability::Periodic` it is one sled
+//! insert (into the batch's slot, or in pieces of a MiB for large
+//! batches), flushed by sled's own timer. Then the batch's writes join the
+//! overlay of committed writes ([`pending`]), which every read consults
+//! before the trees; the trees get the overlay at the next checkpoint
+//! (when the journal is cut, or before a slot still needed is reused),
+//! and sled is flushed then under `Sync`. A reopen replays the records
+//! (frames and slots) after the checkpoint. sled recovers a prefix of its
+//! log, so the trees are never ahead of their records.
+//!
+//! [`pending`]: super::pending
 //!
 //! The event log rides on the same records: a batch's events are in its
 //! slot, and every so often a batch gathers them into one chunk of the
@@ -27,6 +31,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -228,7 +233,7 @@ impl Tx<'_> {
     /// how many events went.
     pub(crate) fn prune_chunks(&self, cut: u64) -> TxResult<u64> {
         let mut removed = 0;
-        for item in self.store.events.iter() {
+        for item in self.store.scan(EVENTS, Bound::Unbounded, Bound::Unbounded) {
             let (key, value) = item?;
             let first =
                 keys::u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
@@ -262,7 +267,7 @@ impl Tx<'_> {
         if let Some(v) = self.batch.get(&k) {
             return Ok(v.as_deref().map(IVec::from));
         }
-        Ok(self.store.tree(tree).get(key)?)
+        Ok(self.store.get(tree, key)?)
     }
 
     /// Writes `key` of `tree` (tests of the write-ahead log).
@@ -406,7 +411,7 @@ impl Tx<'_> {
             .iter()
             .filter_map(|(key, value)| value.as_ref().map(|v| (key.clone(), v.clone())))
             .collect();
-        let stored = self.store.index.scan_prefix(&prefix);
+        let stored = self.store.scan_prefix(INDEX, &prefix);
         MergedEntries {
             stored: stored.peekable(),
             overlay,
@@ -477,8 +482,11 @@ impl Tx<'_> {
         {
             consider(key.clone());
         }
-        for key in self.store.tree(tree).range(start..).keys() {
-            let key = key?;
+        for entry in self
+            .store
+            .scan(tree, Bound::Included(start), super::prefix_end(prefix))
+        {
+            let key = entry?.0;
             if !key.starts_with(prefix) {
                 break;
             }
@@ -760,7 +768,7 @@ impl Tx<'_> {
         if let Some(rollup) = cached {
             return Ok(Some(rollup));
         }
-        match self.store.meta.get(key)? {
+        match self.store.get(META, key)? {
             Some(bytes) => Ok(Some(codec::decode_rollup(&bytes)?)),
             None => Ok(None),
         }
@@ -809,8 +817,8 @@ pub(crate) struct ReadyHead {
 /// Entries of a tree's prefix merged with a batch's writes to it: stored
 /// entries the writes do not touch, and the entries the writes put, in
 /// key order.
-struct MergedEntries {
-    stored: std::iter::Peekable<sled::Iter>,
+struct MergedEntries<'s> {
+    stored: std::iter::Peekable<super::pending::Scan<'s>>,
     /// Every key of the prefix the writes touch: its value after them, or
     /// `None` if removed.
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
@@ -818,7 +826,7 @@ struct MergedEntries {
     added: VecDeque<(Vec<u8>, Vec<u8>)>,
 }
 
-impl Iterator for MergedEntries {
+impl Iterator for MergedEntries<'_> {
     type Item = TxResult<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -1283,15 +1291,26 @@ impl Store {
     }
 
     /// Commits a batch so that a crash leaves all of it or none of it: the
-    /// write-ahead record first, then (under `Sync`) the flush, then the
-    /// trees. sled recovers a prefix of its log, so the trees are never
-    /// ahead of the record; and since the trees are written only after the
-    /// flush, readers never see a change that a crash could still take back.
+    /// write-ahead record first, then (under `Sync`) its sync, then the
+    /// writes join the overlay of committed writes ([`pending`]), which
+    /// every read consults before the trees; the trees get them at the
+    /// next checkpoint. Since the writes are readable only after the
+    /// record is stored (and synced), readers never see a change that a
+    /// crash could still take back.
     ///
-    /// The record goes to the batch's slot, with the batch's events (see
-    /// [`codec`]). Once enough events are gathered, or their oldest slot is
-    /// about to be reused, or an operation asks, the batch also writes them
-    /// as one chunk of the `events` tree, and the checkpoint.
+    /// The record goes to the journal (`Sync`) or the batch's slot, with
+    /// the batch's events (see [`codec`]). Once enough events are
+    /// gathered, or an operation asks, or at a checkpoint, the batch also
+    /// writes them as one chunk of the `events` tree.
+    ///
+    /// A checkpoint applies the overlay to the trees (the checkpoint key
+    /// last, its tree sorts last) and forgets it: under `Sync` when the
+    /// journal is cut (sled is flushed first, then the next frame starts a
+    /// new lap), under `Periodic` before the oldest slot that a reopen
+    /// would still replay is reused, and in both when the overlay passes
+    /// [`PENDING_MAX`] bytes or a record is too large for a slot.
+    ///
+    /// [`pending`]: super::pending
     fn commit_batch(&self, running: &mut Running) -> Result<()> {
         let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
         let seq = gathered.next;
@@ -1301,26 +1320,31 @@ impl Store {
         } else {
             None
         };
-        // A journal past its size is cut after a sealed batch.
-        let cut = journal.as_ref().is_some_and(|j| j.len() >= journal::CUT_AT);
-        let mut sealed = count >= CHUNK_EVENTS
-            || seq.saturating_sub(gathered.checkpoint) >= SLOTS - 1
-            || running.seal
-            || cut;
+        let mut checkpoint = match journal.as_ref() {
+            Some(journal) => journal.len() >= journal::CUT_AT,
+            None => seq.saturating_sub(gathered.checkpoint) >= SLOTS - 1,
+        } || self.pending.bytes() >= PENDING_MAX;
+        // Events leave the write-ahead records at a checkpoint: they go
+        // into a chunk then at the latest.
+        let mut sealed = count >= CHUNK_EVENTS || running.seal || checkpoint;
         if sealed {
-            Self::add_checkpoint(&gathered, running, seq);
+            Self::add_chunk(&gathered, running);
+        }
+        if checkpoint {
+            Self::add_checkpoint(running, seq);
         }
         let mut record = encode(&running.writes)?;
         if let Some(journal) = journal.as_mut() {
-            // Durable: the frame is synced, then the trees are written
-            // (sled is not flushed: the journal holds the batch).
+            // Durable: the frame is synced, then the writes are readable.
             let items: &[u8] = if sealed { &[] } else { &running.items };
             journal.append(&codec::encode_slot(seq, running.first, items, &record)?)?;
-            self.apply(&running.writes)?;
-            if cut {
+            self.pending.absorb(std::mem::take(&mut running.writes));
+            if checkpoint {
                 // This batch wrote the checkpoint `seq`, after the last
                 // frame: once sled is flushed, no frame is needed.
+                self.apply_pending()?;
                 self.flush_now()?;
+                self.pending.clear();
                 journal.cut();
             }
         } else if record.len() <= SLOT_RECORD_MAX {
@@ -1331,26 +1355,32 @@ impl Store {
                     codec::encode_slot(seq, running.first, items, &record)?,
                 )
                 .map_err(storage)?;
-            if self.sync {
-                self.flush_now()?;
+            self.pending.absorb(std::mem::take(&mut running.writes));
+            if checkpoint {
+                self.apply_pending()?;
+                self.pending.clear();
             }
-            self.apply(&running.writes)?;
         } else {
             // Too large for a slot: the record is stored in pieces (removed
             // once applied), with a checkpoint, since no slot holds this
-            // batch.
-            if !sealed {
-                Self::add_checkpoint(&gathered, running, seq);
-                sealed = true;
+            // batch; the overlay goes to the trees first.
+            if !checkpoint {
+                if !sealed {
+                    Self::add_chunk(&gathered, running);
+                    sealed = true;
+                }
+                Self::add_checkpoint(running, seq);
+                checkpoint = true;
                 record = encode(&running.writes)?;
             }
+            self.apply_pending()?;
+            self.pending.clear();
             self.commit_pieces(&running.writes, &record, seq)?;
         }
         gathered.next = seq + 1;
         if sealed {
             gathered.items.clear();
             gathered.count = 0;
-            gathered.checkpoint = seq;
             self.chunked.store(running.next_event, Ordering::Release);
         } else if running.count() > 0 {
             if gathered.count == 0 {
@@ -1359,14 +1389,15 @@ impl Store {
             gathered.items.extend_from_slice(&running.items);
             gathered.count += running.count();
         }
+        if checkpoint {
+            gathered.checkpoint = seq;
+        }
         Ok(())
     }
 
-    /// Adds to the batch `seq`'s writes the chunk of the gathered and its
-    /// own events, if any, and the checkpoint `seq`. The checkpoint is
-    /// written last of all (its tree sorts last), so a checkpoint on disk
-    /// means the chunk is too.
-    fn add_checkpoint(gathered: &Gathered, running: &mut Running, seq: u64) {
+    /// Adds to the batch's writes the chunk of the gathered and its own
+    /// events, if any.
+    fn add_chunk(gathered: &Gathered, running: &mut Running) {
         let first = if gathered.count > 0 {
             gathered.first
         } else {
@@ -1378,10 +1409,30 @@ impl Store {
                 Some(codec::chunk_value(&[&gathered.items, &running.items])),
             );
         }
+    }
+
+    /// Adds to the batch `seq`'s writes the checkpoint `seq`. It is
+    /// written last of all (its tree sorts last), so a checkpoint on disk
+    /// means the writes before it are too.
+    fn add_checkpoint(running: &mut Running, seq: u64) {
         running.writes.insert(
             (keys::WAL, keys::CHECKPOINT.to_vec()),
             Some(seq.to_be_bytes().to_vec()),
         );
+    }
+
+    /// Writes the overlay of committed writes to the trees, in (tree, key)
+    /// order (the caller then forgets it).
+    fn apply_pending(&self) -> Result<()> {
+        self.pending
+            .for_each(|tree, key, value| {
+                match value {
+                    Some(value) => self.tree(tree).insert(key, value),
+                    None => self.tree(tree).remove(key),
+                }
+                .map(drop)
+            })
+            .map_err(storage)
     }
 
     /// Writes `writes` (encoded as `record`) as batch `seq`, the record
@@ -1556,6 +1607,11 @@ pub(crate) const SLOTS: u64 = 64;
 /// splits and merges cost more than the copying of a larger slot: 16 KiB
 /// holds a batch of about forty 200-byte jobs (it was 2 KiB, five jobs).
 pub(crate) const SLOT_RECORD_MAX: usize = 16 * 1024;
+
+/// The bytes of committed writes the overlay holds (see
+/// [`pending`](super::pending)) past which the next batch applies them to
+/// the trees.
+pub(crate) const PENDING_MAX: usize = 8 * 1024 * 1024;
 
 /// Events gathered in slots before a batch writes them as one chunk.
 pub(crate) const CHUNK_EVENTS: u64 = 64;

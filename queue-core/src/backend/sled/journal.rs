@@ -2,8 +2,9 @@
 //! append-only file beside sled's (`journal` in the data directory).
 //!
 //! A durable batch appends one frame and `fdatasync`s the file, then
-//! applies its writes to sled's trees without flushing sled: the journal
-//! is what makes the batch durable, and sled is flushed only when the
+//! adds its writes to the overlay of committed writes (`pending.rs`),
+//! without touching sled: the journal is what makes the batch durable, and
+//! the overlay reaches sled's trees, which are flushed then, only when the
 //! journal is cut (see [`Journal::cut`]). Before the journal, each durable
 //! batch inserted its record into a sled slot and flushed sled; that flush
 //! (sled serializing and writing its buffers, `sync_file_range`, then the

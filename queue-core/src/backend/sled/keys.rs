@@ -32,9 +32,11 @@
 //! - `wal`: the write-ahead log of `Durability::Periodic` batches: slots
 //!   used in turn (8-byte keys), the pieces of a record too large for a
 //!   slot (16-byte keys: sequence, piece, pieces), removed once applied;
-//!   and the checkpoint of every batch, periodic or durable (durable
-//!   batches write their record to the `journal` file instead, see
-//!   `journal.rs`).
+//!   and the checkpoint: the batch up to which the trees hold every write,
+//!   periodic or durable (durable batches write their record to the
+//!   `journal` file instead, see `journal.rs`). Committed writes reach the
+//!   trees at checkpoints only; until then they are read from an overlay
+//!   (`pending.rs`).
 //!
 //! Every entry of `index` and `timers` and every count is a function of the
 //! records: [`entries`] gives those of one record; the group heads (an `r`

@@ -15,16 +15,18 @@ mod batch;
 pub(crate) mod codec;
 mod journal;
 mod keys;
+mod pending;
 mod verify;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use sled::Tree;
+use sled::{IVec, Tree};
 use tokio::sync::watch;
 
 use self::batch::{Batcher, Gathered, Prepared, PreparedSchedule, Tail, TxError, Writes};
@@ -82,6 +84,10 @@ pub(crate) struct Store {
     db: sled::Db,
     /// The write-ahead log: slots, pieces of large records, the checkpoint.
     wal: Tree,
+    /// Committed writes not yet in the trees (see [`pending`]): every read
+    /// goes through [`Store::get`] and [`Store::scan`], which look here
+    /// first.
+    pending: pending::Pending,
     /// Set when a batch could not be applied: the trees may be half-written
     /// until a reopen replays the write-ahead log, so nothing else is done.
     poisoned: AtomicBool,
@@ -160,6 +166,7 @@ impl Store {
         let open_tree = |name: &str| db.open_tree(name).map_err(storage);
         let store = Store {
             wal: open_tree("wal")?,
+            pending: pending::Pending::default(),
             poisoned: AtomicBool::new(false),
             log,
             journal: Mutex::new(journal),
@@ -367,6 +374,37 @@ impl Store {
         }
     }
 
+    /// The committed value of `key` in `tree`: the overlay's write, else
+    /// the tree's.
+    fn get(&self, tree: u8, key: &[u8]) -> Result<Option<IVec>> {
+        match self.pending.get(tree, key) {
+            Some(value) => Ok(value),
+            None => self.tree(tree).get(key).map_err(storage),
+        }
+    }
+
+    /// The committed entries of `tree` in a range, in key order.
+    fn scan(&self, tree: u8, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> pending::Scan<'_> {
+        pending::Scan::new(&self.pending, self.tree(tree), tree, from, to)
+    }
+
+    /// The committed entries of `tree` whose keys start with `prefix`.
+    fn scan_prefix(&self, tree: u8, prefix: &[u8]) -> pending::Scan<'_> {
+        self.scan(tree, Bound::Included(prefix.to_vec()), prefix_end(prefix))
+    }
+
+    /// The last committed entry of `tree` in a range.
+    fn last_in(
+        &self,
+        tree: u8,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+    ) -> Result<Option<(IVec, IVec)>> {
+        self.pending
+            .last_in(self.tree(tree), tree, from, to)
+            .map_err(storage)
+    }
+
     /// Makes everything written so far durable: sled's flush writes its
     /// buffers, the fdatasync pushes them (and the file size) through the
     /// device cache.
@@ -377,7 +415,7 @@ impl Store {
     }
 
     fn load(&self, id: JobId) -> Result<Option<Loaded>> {
-        match self.jobs.get(job_key(id)).map_err(storage)? {
+        match self.get(JOBS, &job_key(id))? {
             Some(bytes) => {
                 let (job, revision) = codec::decode_job(&bytes)?;
                 Ok(Some(Loaded { job, revision }))
@@ -387,7 +425,7 @@ impl Store {
     }
 
     fn find_idempotent(&self, queue: &str, key: &str) -> Result<Option<Loaded>> {
-        match self.index.get(idem_key(queue, key)).map_err(storage)? {
+        match self.get(INDEX, &idem_key(queue, key))? {
             Some(value) => {
                 let id = u64_at(&value, 0).map(JobId::from_u64).ok_or_else(|| {
                     Error::Corrupt(format!("bad idempotency entry in queue {queue}"))
@@ -407,29 +445,37 @@ impl Store {
     fn due(&self, kind: TimerKind, upto: u64, limit: usize) -> Result<Vec<Due>> {
         let start = timer_key(kind, 0, JobId::from_u64(0));
         let end = timer_key(kind, upto, JobId::from_u64(u64::MAX));
-        self.timers
-            .range(start..=end)
-            .take(limit)
-            .map(|item| {
-                let (key, value) = item.map_err(storage)?;
-                let at = u64_at(&key, 1).ok_or_else(|| Error::Corrupt("short timer key".into()))?;
-                Ok(Due {
-                    id: id_at_end(&key)?,
-                    deadline: Deadline {
-                        kind,
-                        at,
-                        lease: u64_at(&value, 0).map(LeaseId::from_u64),
-                    },
-                })
+        self.scan(
+            keys::TIMERS,
+            Bound::Included(start.to_vec()),
+            Bound::Included(end.to_vec()),
+        )
+        .take(limit)
+        .map(|item| {
+            let (key, value) = item.map_err(storage)?;
+            let at = u64_at(&key, 1).ok_or_else(|| Error::Corrupt("short timer key".into()))?;
+            Ok(Due {
+                id: id_at_end(&key)?,
+                deadline: Deadline {
+                    kind,
+                    at,
+                    lease: u64_at(&value, 0).map(LeaseId::from_u64),
+                },
             })
-            .collect()
+        })
+        .collect()
     }
 
     fn first_due(&self, kind: TimerKind) -> Result<Option<u64>> {
         let start = timer_key(kind, 0, JobId::from_u64(0));
         let end = timer_key(kind, u64::MAX, JobId::from_u64(u64::MAX));
-        match self.timers.range(start..=end).keys().next() {
-            Some(key) => Ok(u64_at(&key.map_err(storage)?, 1)),
+        let mut scan = self.scan(
+            keys::TIMERS,
+            Bound::Included(start.to_vec()),
+            Bound::Included(end.to_vec()),
+        );
+        match scan.next() {
+            Some(entry) => Ok(u64_at(&entry.map_err(storage)?.0, 1)),
             None => Ok(None),
         }
     }
@@ -451,28 +497,25 @@ impl Store {
             }
             None => prefix.clone(),
         };
-        self.index
-            .range(start..)
-            .keys()
-            .take_while(|key| key.as_ref().map_or(true, |k| k.starts_with(&prefix)))
+        self.scan(INDEX, Bound::Included(start), prefix_end(&prefix))
             .take(limit)
-            .map(|key| id_at_end(&key.map_err(storage)?))
+            .map(|entry| id_at_end(&entry.map_err(storage)?.0))
             .collect()
     }
 
     fn history(&self, queue: &str, from: u64, to: u64) -> Result<HistoryRange> {
         let prefix = queue_prefix(keys::HISTORY, queue);
         let start = keys::history_key(queue, from);
-        let before = match self.meta.range(prefix.clone()..start.clone()).next_back() {
-            Some(item) => {
-                let (_, value) = item.map_err(storage)?;
-                Some(codec::decode_rollup(&value)?.depths)
-            }
+        let before = match self.last_in(META, Bound::Included(&prefix), Bound::Excluded(&start))? {
+            Some((_, value)) => Some(codec::decode_rollup(&value)?.depths),
             None => None,
         };
         let minutes = self
-            .meta
-            .range(start..=keys::history_key(queue, to))
+            .scan(
+                META,
+                Bound::Included(start),
+                Bound::Included(keys::history_key(queue, to)),
+            )
             .map(|item| {
                 let (key, value) = item.map_err(storage)?;
                 let minute = u64_at(&key, prefix.len())
@@ -484,7 +527,7 @@ impl Store {
     }
 
     fn load_schedule(&self, name: &str) -> Result<Option<LoadedSchedule>> {
-        match self.meta.get(keys::schedule_key(name)).map_err(storage)? {
+        match self.get(META, &keys::schedule_key(name))? {
             Some(bytes) => {
                 let (schedule, revision) = codec::decode_schedule(&bytes)?;
                 Ok(Some(LoadedSchedule { schedule, revision }))
@@ -494,11 +537,9 @@ impl Store {
     }
 
     fn schedules(&self) -> Result<Vec<LoadedSchedule>> {
-        self.meta
-            .scan_prefix([keys::SCHEDULE])
-            .values()
-            .map(|bytes| {
-                let (schedule, revision) = codec::decode_schedule(&bytes.map_err(storage)?)?;
+        self.scan_prefix(META, &[keys::SCHEDULE])
+            .map(|entry| {
+                let (schedule, revision) = codec::decode_schedule(&entry.map_err(storage)?.1)?;
                 Ok(LoadedSchedule { schedule, revision })
             })
             .collect()
@@ -506,8 +547,8 @@ impl Store {
 
     fn due_schedules(&self, upto: u64, limit: usize) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for key in self.meta.scan_prefix([keys::SCHEDULE_DUE]).keys() {
-            let key = key.map_err(storage)?;
+        for entry in self.scan_prefix(META, &[keys::SCHEDULE_DUE]) {
+            let key = entry.map_err(storage)?.0;
             let at =
                 u64_at(&key, 1).ok_or_else(|| Error::Corrupt("short schedule entry".into()))?;
             if at > upto || out.len() >= limit {
@@ -521,14 +562,14 @@ impl Store {
     }
 
     fn first_schedule_due(&self) -> Result<Option<u64>> {
-        match self.meta.scan_prefix([keys::SCHEDULE_DUE]).keys().next() {
-            Some(key) => Ok(u64_at(&key.map_err(storage)?, 1)),
+        match self.scan_prefix(META, &[keys::SCHEDULE_DUE]).next() {
+            Some(entry) => Ok(u64_at(&entry.map_err(storage)?.0, 1)),
             None => Ok(None),
         }
     }
 
     fn settings(&self, queue: &str) -> Result<QueueSettings> {
-        match self.meta.get(settings_key(queue)).map_err(storage)? {
+        match self.get(META, &settings_key(queue))? {
             Some(bytes) => codec::decode_settings(&bytes),
             None => Ok(QueueSettings::default()),
         }
@@ -537,7 +578,7 @@ impl Store {
     fn counts(&self, queue: &str) -> Result<Counts> {
         let mut counts = Counts::default();
         let prefix = queue_prefix(COUNT, queue);
-        for item in self.meta.scan_prefix(&prefix) {
+        for item in self.scan_prefix(META, &prefix) {
             let (key, value) = item.map_err(storage)?;
             let state = key.get(prefix.len()).and_then(|byte| {
                 queue_proto::JobState::ALL
@@ -553,9 +594,9 @@ impl Store {
 
     fn oldest_ready(&self, queue: &str) -> Result<Option<u64>> {
         let prefix = queue_prefix(AGE, queue);
-        match self.index.scan_prefix(&prefix).keys().next() {
-            Some(key) => {
-                let key = key.map_err(storage)?;
+        match self.scan_prefix(INDEX, &prefix).next() {
+            Some(entry) => {
+                let key = entry.map_err(storage)?.0;
                 u64_at(&key, prefix.len())
                     .map(Some)
                     .ok_or_else(|| Error::Corrupt("short age key".into()))
@@ -566,14 +607,14 @@ impl Store {
 
     fn queue_names(&self) -> Result<Vec<String>> {
         let mut names = std::collections::BTreeSet::new();
-        for key in self.meta.scan_prefix([COUNT]).keys() {
-            let key = key.map_err(storage)?;
+        for entry in self.scan_prefix(META, &[COUNT]) {
+            let key = entry.map_err(storage)?.0;
             if let Some(end) = key.iter().position(|b| *b == 0) {
                 names.insert(String::from_utf8_lossy(&key[1..end]).into_owned());
             }
         }
-        for key in self.meta.scan_prefix([SETTINGS]).keys() {
-            let key = key.map_err(storage)?;
+        for entry in self.scan_prefix(META, &[SETTINGS]) {
+            let key = entry.map_err(storage)?.0;
             names.insert(String::from_utf8_lossy(&key[1..]).into_owned());
         }
         Ok(names.into_iter().collect())
@@ -592,19 +633,17 @@ impl Store {
             return Ok(events);
         }
         // The chunk holding `wanted` starts at or before it.
-        let start = match self
-            .events
-            .range(..=event_key(wanted))
-            .next_back()
-            .transpose()
-            .map_err(storage)?
-        {
-            Some((key, _)) => key,
-            None => event_key(wanted).to_vec().into(),
+        let start = match self.last_in(
+            EVENTS,
+            Bound::Unbounded,
+            Bound::Included(&event_key(wanted)),
+        )? {
+            Some((key, _)) => key.to_vec(),
+            None => event_key(wanted).to_vec(),
         };
         let latest = self.event_seq.load(Ordering::Acquire);
         let mut out = Vec::new();
-        for item in self.events.range(start..) {
+        for item in self.scan(EVENTS, Bound::Included(start), Bound::Unbounded) {
             let (key, value) = item.map_err(storage)?;
             let first = u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
             for event in codec::decode_chunk(first, &value)? {
@@ -645,7 +684,12 @@ impl Store {
     }
 
     fn event_bounds(&self) -> Result<EventBounds> {
-        let oldest = match self.events.first().map_err(storage)? {
+        let first = self
+            .scan(EVENTS, Bound::Unbounded, Bound::Unbounded)
+            .next()
+            .transpose()
+            .map_err(storage)?;
+        let oldest = match first {
             Some((key, value)) => {
                 let first =
                     u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
@@ -675,7 +719,7 @@ impl Store {
         let mut cut = latest.saturating_sub(keep);
         let mut oldest = None;
         let mut young = false;
-        for item in self.events.iter() {
+        for item in self.scan(EVENTS, Bound::Unbounded, Bound::Unbounded) {
             let (key, value) = item.map_err(storage)?;
             let first = u64_at(&key, 0).ok_or_else(|| Error::Corrupt("short event key".into()))?;
             for event in codec::decode_chunk(first, &value)? {
@@ -716,6 +760,19 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .trim(cut);
     }
+}
+
+/// The end (exclusive) of the keys that start with `prefix`: the prefix
+/// with its last byte below 255 increased, shorter; none if it is all 255s.
+fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Bound::Excluded(end);
+        }
+    }
+    Bound::Unbounded
 }
 
 /// The id and time of the last event of the chunk stored at `key`.
@@ -1381,6 +1438,75 @@ mod tests {
             .unwrap();
         assert_eq!(store.journal.lock().unwrap().len(), 0);
         assert!(store.wal.get(keys::slot_key(2)).unwrap().is_some());
+    }
+
+    /// Runs one batch that writes `writes`.
+    fn commit_writes(store: &Store, writes: Writes) {
+        store
+            .transact(move |tx| {
+                for ((tree, key), value) in &writes {
+                    tx.put_for_test(*tree, key, value.as_deref());
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn committed_writes_are_read_from_the_overlay_until_a_checkpoint_applies_them() {
+        for durability in [Durability::Sync, Durability::Periodic(100)] {
+            let dir = tempfile::tempdir().unwrap();
+            let job = ready_job();
+            let listed = Page::State {
+                queue: job.queue.clone(),
+                state: job.state,
+            };
+            let mut other = ready_job();
+            other.id = JobId::from_u64(5);
+            {
+                let store = Store::open(dir.path(), 1 << 20, durability).unwrap();
+                commit_writes(&store, writes_of(&job));
+                // Committed and readable, not in the trees yet.
+                assert_eq!(
+                    store.load(job.id).unwrap().map(|l| l.job),
+                    Some(job.clone())
+                );
+                assert_eq!(store.page(&listed, None, 10).unwrap(), vec![job.id]);
+                assert_eq!(store.counts(&job.queue).unwrap().get(job.state), 1);
+                assert!(store.jobs.get(job_key(job.id)).unwrap().is_none());
+                // Removed again before a checkpoint: the trees never see it.
+                let gone: Writes = writes_of(&job).into_keys().map(|k| (k, None)).collect();
+                commit_writes(&store, gone);
+                assert!(store.load(job.id).unwrap().is_none());
+                assert_eq!(store.page(&listed, None, 10).unwrap(), vec![]);
+                commit_writes(&store, writes_of(&other));
+                assert_eq!(store.index.len(), 0, "{durability:?}");
+                assert!(verify::verify(&store).unwrap().is_ok());
+                if durability != Durability::Sync {
+                    // Periodic: the slots run out, and a checkpoint applies
+                    // the overlay before the first of them is reused.
+                    for n in 0..batch::SLOTS {
+                        let mut more = ready_job();
+                        more.id = JobId::from_u64(100 + n);
+                        // One per queue: `writes_of` writes a count of 1.
+                        more.queue = format!("more-{n}");
+                        commit_writes(&store, writes_of(&more));
+                    }
+                    assert!(store.jobs.get(job_key(other.id)).unwrap().is_some());
+                    assert!(!store.index.is_empty());
+                    assert!(store.jobs.get(job_key(job.id)).unwrap().is_none());
+                    let report = verify::verify(&store).unwrap();
+                    assert!(report.is_ok(), "{:?}", report.problems);
+                }
+            }
+            // A reopen replays what the trees missed, and only that.
+            let store = Store::open(dir.path(), 1 << 20, durability).unwrap();
+            assert!(store.jobs.get(job_key(other.id)).unwrap().is_some());
+            assert!(store.load(job.id).unwrap().is_none());
+            assert_eq!(store.page(&listed, None, 1).unwrap(), vec![other.id]);
+            let report = verify::verify(&store).unwrap();
+            assert!(report.is_ok(), "{durability:?}: {:?}", report.problems);
+        }
     }
 
     #[test]

@@ -3,12 +3,13 @@
 //! group heads and per-group leased counts included.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use queue_proto::JobState;
 
 use super::keys::{
-    COUNT, Family, GROUP_HEAD, GROUP_LEASED, count_key, decode_u64, entries, group_head_key,
-    group_leased_key, job_key, order_suffix, ready_key_of,
+    COUNT, EVENTS, Family, GROUP_HEAD, GROUP_LEASED, INDEX, JOBS, META, TIMERS, count_key,
+    decode_u64, entries, group_head_key, group_leased_key, job_key, order_suffix, ready_key_of,
 };
 use super::{Store, codec, storage};
 use crate::counts::state_index;
@@ -24,7 +25,7 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
     // (queue, group) → the lease order of its first ready job.
     let mut heads: BTreeMap<(String, String), [u8; 20]> = BTreeMap::new();
     let mut group_leased: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-    for item in store.jobs.iter() {
+    for item in store.scan(JOBS, Bound::Unbounded, Bound::Unbounded) {
         let (key, bytes) = item.map_err(storage)?;
         let job = match codec::decode_job(&bytes) {
             Ok((job, _)) => job,
@@ -62,17 +63,11 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
             }
         }
         for entry in entries(&job) {
-            let tree = match entry.family {
-                Family::Index => {
-                    expected_index += 1;
-                    &store.index
-                }
-                Family::Timers => {
-                    expected_timers += 1;
-                    &store.timers
-                }
-            };
-            match tree.get(&entry.key).map_err(storage)? {
+            match entry.family {
+                Family::Index => expected_index += 1,
+                Family::Timers => expected_timers += 1,
+            }
+            match store.get(entry.family.tree(), &entry.key)? {
                 Some(v) if v.as_ref() == entry.value.as_slice() => {}
                 Some(_) => problems.push(format!(
                     "{:?} entry of job {} has a wrong value",
@@ -89,7 +84,7 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
     for ((queue, group), order) in &heads {
         let key = ready_key_of(queue, order);
         expected_index += 1;
-        match store.index.get(&key).map_err(storage)? {
+        match store.get(INDEX, &key)? {
             Some(value) if value.as_ref() == group.as_bytes() => {}
             Some(_) => problems.push(format!(
                 "the head entry of group {group:?} of queue {queue} names another group"
@@ -101,7 +96,7 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
         pointers.insert(group_head_key(queue, group), key);
     }
     let mut stored_pointers = BTreeMap::new();
-    for item in store.meta.scan_prefix([GROUP_HEAD]) {
+    for item in store.scan_prefix(META, &[GROUP_HEAD]) {
         let (key, value) = item.map_err(storage)?;
         stored_pointers.insert(key.to_vec(), value.to_vec());
     }
@@ -111,7 +106,7 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
         ));
     }
     let mut stored_group_leased = BTreeMap::new();
-    for item in store.meta.scan_prefix([GROUP_LEASED]) {
+    for item in store.scan_prefix(META, &[GROUP_LEASED]) {
         let (key, value) = item.map_err(storage)?;
         stored_group_leased.insert(key.to_vec(), decode_u64(&value)?);
     }
@@ -121,13 +116,17 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
              {group_leased:?}"
         ));
     }
-    let index_len = store.index.len();
+    let index_len = store
+        .scan(INDEX, Bound::Unbounded, Bound::Unbounded)
+        .count();
     if index_len != expected_index {
         problems.push(format!(
             "index holds {index_len} entries, the records imply {expected_index}"
         ));
     }
-    let timers_len = store.timers.len();
+    let timers_len = store
+        .scan(TIMERS, Bound::Unbounded, Bound::Unbounded)
+        .count();
     if timers_len != expected_timers {
         problems.push(format!(
             "timers hold {timers_len} entries, the records imply {expected_timers}"
@@ -136,7 +135,7 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
     // Every active schedule has its due entry, and every due entry is one
     // that a schedule record implies.
     let mut expected_due = std::collections::BTreeSet::new();
-    for item in store.meta.scan_prefix([super::keys::SCHEDULE]) {
+    for item in store.scan_prefix(META, &[super::keys::SCHEDULE]) {
         let (key, bytes) = item.map_err(storage)?;
         match codec::decode_schedule(&bytes) {
             Ok((schedule, _)) => {
@@ -160,8 +159,8 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
         }
     }
     let mut stored_due = std::collections::BTreeSet::new();
-    for key in store.meta.scan_prefix([super::keys::SCHEDULE_DUE]).keys() {
-        stored_due.insert(key.map_err(storage)?.to_vec());
+    for entry in store.scan_prefix(META, &[super::keys::SCHEDULE_DUE]) {
+        stored_due.insert(entry.map_err(storage)?.0.to_vec());
     }
     if stored_due != expected_due {
         problems.push(format!(
@@ -174,7 +173,7 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
     }
     // History minutes are records of their own (not derived from the
     // jobs): each must decode, under a key naming a queue and a minute.
-    for item in store.meta.scan_prefix([super::keys::HISTORY]) {
+    for item in store.scan_prefix(META, &[super::keys::HISTORY]) {
         let (key, bytes) = item.map_err(storage)?;
         let minute = key
             .iter()
@@ -189,7 +188,7 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
         }
     }
     let mut stored_counts = BTreeMap::new();
-    for item in store.meta.scan_prefix([COUNT]) {
+    for item in store.scan_prefix(META, &[COUNT]) {
         let (key, value) = item.map_err(storage)?;
         stored_counts.insert(key.to_vec(), decode_u64(&value)?);
     }
@@ -201,7 +200,7 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
     // The event log is a contiguous run of ids ending at the latest, in
     // chunks, with no write-ahead record left unapplied.
     let mut previous: Option<u64> = None;
-    for item in store.events.iter() {
+    for item in store.scan(EVENTS, Bound::Unbounded, Bound::Unbounded) {
         let (key, value) = item.map_err(storage)?;
         let Some(first) = super::keys::u64_at(&key, 0) else {
             problems.push(format!("event key {key:?} is short"));

@@ -1,0 +1,441 @@
+//! Writes that are committed but not yet in sled's trees.
+//!
+//! A batch is committed once its write-ahead record is stored: a frame of
+//! the journal (`Durability::Sync`) or a slot of the `wal` tree
+//! (`Durability::Periodic`). Its writes then join this overlay instead of
+//! going to the trees one by one; they reach the trees together at the
+//! next checkpoint (the journal's cut, or before a slot that is still
+//! needed would be reused), and leave the overlay then. Every read of the
+//! store looks here first ([`Store::get`](super::Store) and
+//! [`Store::scan`](super::Store)), so a reader sees the trees as if every
+//! committed batch were applied.
+//!
+//! Why: a job lives through a few batches (enqueue, lease, complete) that
+//! write its record three times and add and remove its ready, age, listing
+//! and lease-timer entries. sled pays for every write (a copy of the leaf,
+//! a log record, a deferred free: about half of a transition's
+//! instructions, see BENCHMARKS.md), whatever it holds. In the overlay the
+//! writes of a key between two checkpoints fold into the last one, and an
+//! entry added and removed meanwhile never reaches sled at all: a job that
+//! is enqueued and done between two checkpoints costs sled its final
+//! record, its listing entry and its retention timer.
+//!
+//! Crash safety is the write-ahead log's, unchanged: a batch's record is
+//! stored before its writes join the overlay, and the checkpoint that
+//! lets a reopen skip a record is written to sled only with (after, in the
+//! same apply) every write the overlay held. A reopen replays the records
+//! after the checkpoint into the trees, so the overlay starts empty.
+//!
+//! Readers and the batch leader share it behind a lock: the leader adds a
+//! batch's writes once the batch is durable, and empties the overlay only
+//! after the trees hold its writes, so a reader that misses a key here
+//! finds it (or an older value) in the tree. Scans copy the overlay's part
+//! of their range a few entries at a time, never holding the lock while
+//! they read sled (only [`Pending::last_in`] does, for one short reverse
+//! read).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::RwLock;
+
+use sled::IVec;
+
+use super::batch::Writes;
+
+/// Trees with writes (tree ids 0 to 5, see [`keys`](super::keys)).
+const TREES: usize = 6;
+
+/// Overlay entries a scan copies at a time.
+const CHUNK: usize = 64;
+
+/// One tree's committed writes: key → value, `None` for a removal.
+type TreeWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+#[derive(Default)]
+struct Inner {
+    trees: [TreeWrites; TREES],
+    /// Bytes of keys and values held (a bound on memory, and when to
+    /// checkpoint).
+    bytes: usize,
+}
+
+/// The committed writes not yet applied to the trees.
+#[derive(Default)]
+pub(crate) struct Pending {
+    inner: RwLock<Inner>,
+}
+
+impl Pending {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The committed value of `key` in `tree` if the overlay holds it:
+    /// `Some(None)` for a removal, `None` if the tree has the answer.
+    pub(crate) fn get(&self, tree: u8, key: &[u8]) -> Option<Option<IVec>> {
+        let inner = self.read();
+        inner
+            .trees
+            .get(usize::from(tree))?
+            .get(key)
+            .map(|value| value.as_deref().map(IVec::from))
+    }
+
+    /// Adds a durable batch's writes, each replacing what the overlay held
+    /// for its key.
+    pub(crate) fn absorb(&self, writes: Writes) {
+        let mut inner = self.write();
+        for ((tree, key), value) in writes {
+            let Some(map) = inner.trees.get_mut(usize::from(tree)) else {
+                continue;
+            };
+            let key_len = key.len();
+            let added = key_len + value.as_ref().map_or(0, Vec::len);
+            let old = map.insert(key, value);
+            let removed = old.map_or(0, |value| key_len + value.map_or(0, |v| v.len()));
+            inner.bytes = inner.bytes.saturating_add(added).saturating_sub(removed);
+        }
+    }
+
+    /// About how many bytes the overlay holds.
+    pub(crate) fn bytes(&self) -> usize {
+        self.read().bytes
+    }
+
+    /// Calls `f` with each write, in (tree, key) order, under the read lock
+    /// (readers go on; only the batch leader writes the overlay, and it is
+    /// the caller).
+    pub(crate) fn for_each<E>(
+        &self,
+        mut f: impl FnMut(u8, &[u8], Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let inner = self.read();
+        for (tree, map) in inner.trees.iter().enumerate() {
+            let tree = u8::try_from(tree).unwrap_or(u8::MAX);
+            for (key, value) in map {
+                f(tree, key, value.as_deref())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every write: the trees hold them now.
+    pub(crate) fn clear(&self) {
+        let mut inner = self.write();
+        for map in &mut inner.trees {
+            map.clear();
+        }
+        inner.bytes = 0;
+    }
+
+    /// Up to [`CHUNK`] writes of `tree` from `from` on (in key order),
+    /// below `to`.
+    fn chunk(
+        &self,
+        tree: u8,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+    ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let inner = self.read();
+        let Some(map) = inner.trees.get(usize::from(tree)) else {
+            return Vec::new();
+        };
+        if map.is_empty() || !valid(from, to) {
+            return Vec::new();
+        }
+        map.range::<[u8], _>((from, to))
+            .take(CHUNK)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
+
+    /// The last entry of `tree` in the range as committed: the overlay's
+    /// last live write in it, or the tree's last entry that the overlay
+    /// does not hold, whichever sorts later.
+    pub(crate) fn last_in(
+        &self,
+        tree: &sled::Tree,
+        id: u8,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+    ) -> sled::Result<Option<(IVec, IVec)>> {
+        if !valid(from, to) {
+            return Ok(None);
+        }
+        let inner = self.read();
+        let map = inner.trees.get(usize::from(id));
+        let ours = map.and_then(|map| {
+            map.range::<[u8], _>((from, to))
+                .rev()
+                .find_map(|(key, value)| value.as_ref().map(|v| (key, v)))
+        });
+        let range = (from.map(<[u8]>::to_vec), to.map(<[u8]>::to_vec));
+        let mut theirs = None;
+        for item in tree.range(range).rev() {
+            let (key, value) = item?;
+            if map.is_some_and(|map| map.contains_key(key.as_ref())) {
+                continue;
+            }
+            theirs = Some((key, value));
+            break;
+        }
+        Ok(match (ours, theirs) {
+            (Some((key, _)), Some(stored)) if stored.0.as_ref() > key.as_slice() => Some(stored),
+            (Some((key, value)), _) => {
+                Some((IVec::from(key.as_slice()), IVec::from(value.as_slice())))
+            }
+            (None, theirs) => theirs,
+        })
+    }
+}
+
+/// Whether a range is not empty in the way `BTreeMap::range` would panic
+/// on (start after end, or equal and not both included).
+fn valid(from: Bound<&[u8]>, to: Bound<&[u8]>) -> bool {
+    match (from, to) {
+        (Bound::Included(a), Bound::Included(b)) => a <= b,
+        (Bound::Included(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b))
+        | (Bound::Excluded(a), Bound::Excluded(b)) => a < b,
+        _ => true,
+    }
+}
+
+/// The entries of a tree in a range as committed: the tree's merged with
+/// the overlay's writes, in key order (the item type of sled's own
+/// iterators).
+pub(crate) struct Scan<'a> {
+    pending: &'a Pending,
+    id: u8,
+    stored: std::iter::Peekable<sled::Iter>,
+    /// The overlay's writes copied so far and not yet merged.
+    writes: std::collections::VecDeque<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Where the next copy of the overlay starts.
+    next_from: Bound<Vec<u8>>,
+    to: Bound<Vec<u8>>,
+    /// The overlay has nothing more in the range.
+    writes_done: bool,
+}
+
+impl<'a> Scan<'a> {
+    pub(crate) fn new(
+        pending: &'a Pending,
+        tree: &sled::Tree,
+        id: u8,
+        from: Bound<Vec<u8>>,
+        to: Bound<Vec<u8>>,
+    ) -> Scan<'a> {
+        let stored = if valid(as_slice(&from), as_slice(&to)) {
+            tree.range((from.clone(), to.clone()))
+        } else {
+            // An empty range (sled panics on an inverted one too).
+            tree.range(Vec::<u8>::new()..Vec::new())
+        };
+        Scan {
+            pending,
+            id,
+            stored: stored.peekable(),
+            writes: std::collections::VecDeque::new(),
+            next_from: from,
+            to,
+            writes_done: false,
+        }
+    }
+
+    /// Copies the next writes of the overlay if those copied are merged.
+    fn refill(&mut self) {
+        if !self.writes.is_empty() || self.writes_done {
+            return;
+        }
+        let chunk = self
+            .pending
+            .chunk(self.id, as_slice(&self.next_from), as_slice(&self.to));
+        if chunk.len() < CHUNK {
+            self.writes_done = true;
+        }
+        if let Some((last, _)) = chunk.last() {
+            self.next_from = Bound::Excluded(last.clone());
+        }
+        self.writes.extend(chunk);
+    }
+}
+
+fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(key) => Bound::Included(key.as_slice()),
+        Bound::Excluded(key) => Bound::Excluded(key.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl Iterator for Scan<'_> {
+    type Item = sled::Result<(IVec, IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.refill();
+            let stored_key = match self.stored.peek() {
+                Some(Err(_)) => return self.stored.next(),
+                Some(Ok((key, _))) => Some(key.clone()),
+                None => None,
+            };
+            let write_key = self.writes.front().map(|(key, _)| key.as_slice());
+            match (stored_key, write_key) {
+                (None, None) => return None,
+                (Some(stored), Some(write)) if stored.as_ref() < write => {
+                    return self.stored.next();
+                }
+                (Some(_), None) => return self.stored.next(),
+                (stored, Some(write)) => {
+                    if stored.is_some_and(|stored| stored.as_ref() == write) {
+                        // The overlay's value replaces the tree's.
+                        self.stored.next();
+                    }
+                    let Some((key, value)) = self.writes.pop_front() else {
+                        continue;
+                    };
+                    if let Some(value) = value {
+                        return Some(Ok((IVec::from(key), IVec::from(value))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u32) -> Vec<u8> {
+        n.to_be_bytes().to_vec()
+    }
+
+    /// A tree holding the even keys 0..400 (value: the key), and an
+    /// overlay over it (tree id 1) that removes the multiples of 10,
+    /// replaces the multiples of 4 and adds the odd multiples of 3.
+    fn fixture() -> (sled::Db, sled::Tree, Pending, BTreeMap<Vec<u8>, Vec<u8>>) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let mut model = BTreeMap::new();
+        for n in (0..400).step_by(2) {
+            tree.insert(key(n), key(n)).unwrap();
+            model.insert(key(n), key(n));
+        }
+        let pending = Pending::default();
+        let mut writes = Writes::new();
+        for n in 0..400u32 {
+            let value = if n % 10 == 0 {
+                model.remove(&key(n));
+                None
+            } else if n % 4 == 0 || (n % 3 == 0 && n % 2 == 1) {
+                let value = format!("new {n}").into_bytes();
+                model.insert(key(n), value.clone());
+                Some(value)
+            } else {
+                continue;
+            };
+            writes.insert((1, key(n)), value);
+        }
+        // Another tree's writes are not this tree's.
+        writes.insert((2, key(1)), Some(b"other".to_vec()));
+        pending.absorb(writes);
+        (db, tree, pending, model)
+    }
+
+    fn scanned(scan: Scan<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        scan.map(|item| {
+            let (k, v) = item.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_scan_merges_the_overlay_over_the_tree_across_chunks() {
+        let (_db, tree, pending, model) = fixture();
+        let all = scanned(Scan::new(
+            &pending,
+            &tree,
+            1,
+            Bound::Unbounded,
+            Bound::Unbounded,
+        ));
+        let expected: Vec<_> = model.clone().into_iter().collect();
+        assert!(all.len() > 3 * CHUNK, "the overlay spans several chunks");
+        assert_eq!(all, expected);
+        for (from, to) in [(0u32, 400u32), (7, 8), (9, 300), (100, 100), (398, 399)] {
+            for (lo, hi) in [
+                (Bound::Included(key(from)), Bound::Excluded(key(to))),
+                (Bound::Excluded(key(from)), Bound::Included(key(to))),
+            ] {
+                let got = scanned(Scan::new(&pending, &tree, 1, lo.clone(), hi.clone()));
+                let want: Vec<_> = model
+                    .range::<Vec<u8>, _>((lo.clone(), hi.clone()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(got, want, "{lo:?}..{hi:?}");
+            }
+        }
+        // An inverted range is empty, as sled's would be, without a panic.
+        let none = Scan::new(
+            &pending,
+            &tree,
+            1,
+            Bound::Included(key(9)),
+            Bound::Excluded(key(3)),
+        );
+        assert_eq!(scanned(none), vec![]);
+    }
+
+    #[test]
+    fn point_reads_and_the_last_entry_of_a_range_see_the_overlay() {
+        let (_db, tree, pending, model) = fixture();
+        assert_eq!(pending.get(1, &key(10)), Some(None), "removed");
+        assert_eq!(
+            pending.get(1, &key(8)).flatten().map(|v| v.to_vec()),
+            Some(b"new 8".to_vec())
+        );
+        assert_eq!(pending.get(1, &key(2)), None, "the tree answers");
+        for to in [0u32, 1, 10, 11, 21, 40, 41, 399, 400] {
+            let got = pending
+                .last_in(&tree, 1, Bound::Unbounded, Bound::Included(&key(to)))
+                .unwrap()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()));
+            let want = model
+                .range(..=key(to))
+                .next_back()
+                .map(|(k, v)| (k.clone(), v.clone()));
+            assert_eq!(got, want, "..={to}");
+        }
+    }
+
+    #[test]
+    fn clearing_forgets_the_writes_and_their_bytes() {
+        let (_db, tree, pending, _) = fixture();
+        assert!(pending.bytes() > 0);
+        let mut seen = 0;
+        pending
+            .for_each::<()>(|tree, _, _| {
+                assert!(tree == 1 || tree == 2);
+                seen += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, 40 + 80 + 67 + 1, "every write, once");
+        pending.clear();
+        assert_eq!(pending.bytes(), 0);
+        let all = scanned(Scan::new(
+            &pending,
+            &tree,
+            1,
+            Bound::Unbounded,
+            Bound::Unbounded,
+        ));
+        assert_eq!(all.len(), 200, "the tree alone");
+    }
+}
