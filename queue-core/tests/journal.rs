@@ -77,7 +77,7 @@ fn journal_cuts_and_replays_survive_sigkill() {
         let pad = if (round / 2) % 2 == 0 { PAD } else { SMALL_PAD };
         let kill_after = match rng.below(4) {
             0 => rng.below(5),
-            _ if pad == SMALL_PAD => 200 + rng.below(2000),
+            _ if pad == SMALL_PAD => 300 + rng.below(3000),
             _ => 50 + rng.below(300),
         };
         let seen = run_child(dir.path(), periodic, pad, kill_after, &mut acked);

@@ -1596,8 +1596,13 @@ impl Store {
 pub(crate) const TAIL: u64 = 4096;
 
 /// Slots of the write-ahead log, used in turn. A slot holds its record
-/// until it is reused, so this bounds the log's size too.
-pub(crate) const SLOTS: u64 = 64;
+/// until it is reused, so this bounds the log's size too (16 MiB at most).
+/// Under `Durability::Periodic` a checkpoint applies the overlay of
+/// committed writes before a slot still needed is reused: so the overlay
+/// folds the writes of up to this many batches (it was 64 before the
+/// overlay; 1,024 let a job's whole life fold into its last write even
+/// when each batch is one operation, as with a single caller).
+pub(crate) const SLOTS: u64 = 1024;
 
 /// The largest record kept in a slot (`Durability::Periodic`: durable
 /// batches go through the journal). sled rewrites a page whole now and
