@@ -198,6 +198,10 @@ impl PreparedSchedule {
 pub(crate) struct Tx<'a> {
     store: &'a Store,
     batch: &'a Writes,
+    /// The writes of the durable batches before this one whose frames are
+    /// not synced yet, oldest first: decided, so this batch builds on
+    /// them, but not readable outside the batches until they are durable.
+    inflight: &'a [Arc<Writes>],
     own: RefCell<Writes>,
     deltas: RefCell<BTreeMap<Vec<u8>, i64>>,
     /// The (queue, group)s whose ready jobs changed: their heads are
@@ -266,6 +270,11 @@ impl Tx<'_> {
         }
         if let Some(v) = self.batch.get(&k) {
             return Ok(v.as_deref().map(IVec::from));
+        }
+        for writes in self.inflight.iter().rev() {
+            if let Some(v) = writes.get(&k) {
+                return Ok(v.as_deref().map(IVec::from));
+            }
         }
         Ok(self.store.get(tree, key)?)
     }
@@ -399,7 +408,13 @@ impl Tx<'_> {
     ) -> impl Iterator<Item = TxResult<ReadyHead>> + 's {
         let prefix = queue_prefix(keys::READY, queue);
         let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for writes in [self.batch, &*self.own.borrow()] {
+        let own = self.own.borrow();
+        let layers = self
+            .inflight
+            .iter()
+            .map(|writes| &**writes)
+            .chain([self.batch, &*own]);
+        for writes in layers {
             for ((_, key), value) in writes
                 .range((INDEX, prefix.clone())..)
                 .take_while(|((t, k), _)| *t == INDEX && k.starts_with(&prefix))
@@ -458,6 +473,7 @@ impl Tx<'_> {
             let k = (tree, key.to_vec());
             own.get(&k)
                 .or_else(|| self.batch.get(&k))
+                .or_else(|| self.inflight.iter().rev().find_map(|w| w.get(&k)))
                 .map(Option::is_some)
         };
         let in_range = |t: u8, key: &[u8]| t == tree && key.starts_with(prefix);
@@ -474,13 +490,14 @@ impl Tx<'_> {
         {
             consider(key.clone());
         }
-        if let Some(((_, key), _)) = self
-            .batch
-            .range((tree, start.clone())..)
-            .take_while(|((t, k), _)| in_range(*t, k))
-            .find(|((_, k), _)| present(k) == Some(true))
-        {
-            consider(key.clone());
+        for layer in std::iter::once(self.batch).chain(self.inflight.iter().map(|w| &**w)) {
+            if let Some(((_, key), _)) = layer
+                .range((tree, start.clone())..)
+                .take_while(|((t, k), _)| in_range(*t, k))
+                .find(|((_, k), _)| present(k) == Some(true))
+            {
+                consider(key.clone());
+            }
         }
         for entry in self
             .store
@@ -755,7 +772,10 @@ impl Tx<'_> {
     fn rollup_at(&self, key: &[u8]) -> TxResult<Option<Rollup>> {
         let k = (META, key.to_vec());
         let written = self.own.borrow().get(&k).cloned();
-        if let Some(value) = written.or_else(|| self.batch.get(&k).cloned()) {
+        let written = written
+            .or_else(|| self.batch.get(&k).cloned())
+            .or_else(|| self.inflight.iter().rev().find_map(|w| w.get(&k).cloned()));
+        if let Some(value) = written {
             return Ok(value.as_deref().map(codec::decode_rollup).transpose()?);
         }
         let cached = self
@@ -871,6 +891,9 @@ pub(crate) struct Batcher {
     state: Mutex<BatchState>,
     /// Wakes the committer thread, which leads when no thread caller does.
     committer: Condvar,
+    /// Wakes the syncer thread, which syncs staged batches when no thread
+    /// caller does.
+    syncer: Condvar,
 }
 
 /// How a waiting caller is woken (one each, so that a handover wakes only
@@ -889,6 +912,98 @@ struct BatchState {
     pending: Vec<Waiter>,
     leading: bool,
     stop: bool,
+    /// Durable batches decided and encoded, in order, waiting for their
+    /// frames to be synced ([`Store::sync`]).
+    staged: VecDeque<Staged>,
+    /// Someone is syncing a group of staged batches.
+    syncing: bool,
+    /// Staged batches not finished yet (those being synced included).
+    in_flight: usize,
+}
+
+impl BatchState {
+    /// Whether a waiting caller should lead the next batch now.
+    fn may_lead(&self) -> bool {
+        !self.leading && !self.pending.is_empty() && self.in_flight < MAX_IN_FLIGHT
+    }
+
+    /// Whether a waiting caller should sync staged batches now.
+    fn may_sync(&self) -> bool {
+        !self.syncing && !self.staged.is_empty()
+    }
+}
+
+/// A test's hold on syncs: while closed, [`Store::sync`] waits before
+/// writing frames; it also counts the batches staged.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct TestGate {
+    state: Mutex<(bool, u64)>,
+    changed: Condvar,
+}
+
+#[cfg(test)]
+impl TestGate {
+    /// Closes (`false`) or opens the gate.
+    pub(crate) fn set_closed(&self, closed: bool) {
+        self.state.lock().unwrap().0 = closed;
+        self.changed.notify_all();
+    }
+
+    fn wait_open(&self) {
+        let mut state = self.state.lock().unwrap();
+        while state.0 {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
+
+    fn staged(&self) {
+        self.state.lock().unwrap().1 += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until `n` batches have been staged in all (at most 10 s).
+    pub(crate) fn wait_staged(&self, n: u64) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut state = self.state.lock().unwrap();
+        while state.1 < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self.changed.wait_timeout(state, left).unwrap().0;
+        }
+        true
+    }
+}
+
+/// Durable batches that may be staged at once: a leader decides the next
+/// batch while these are written and synced, and waits past this many.
+const MAX_IN_FLIGHT: usize = 8;
+
+/// A durable batch decided and encoded, waiting for its journal frame to
+/// be written and synced ([`Store::sync`]): only then do its writes join
+/// the overlay of committed writes and its callers learn their outcomes.
+/// Meanwhile the next batches are decided on top of its writes (the
+/// store's `inflight` list, see [`Tx`]), so the `fdatasync` of one batch
+/// overlaps the work of the next.
+pub(crate) struct Staged {
+    /// The journal frame; `None` for a batch that wrote nothing, which
+    /// still waits for the batches before it (its operations may have read
+    /// their writes).
+    frame: Option<Vec<u8>>,
+    /// The checkpoint is in this batch: once synced, the overlay goes to
+    /// the trees, sled is flushed and the journal cut.
+    checkpoint: bool,
+    /// The batch's events went into a chunk (the readers' view of the
+    /// gathered events is updated as the leader's was).
+    sealed: bool,
+    first: u64,
+    count: u64,
+    next_event: u64,
+    items: Vec<u8>,
+    ops: Vec<Arc<dyn PendingOp>>,
+    threads: Vec<Arc<Condvar>>,
 }
 
 impl Batcher {
@@ -900,6 +1015,9 @@ impl Batcher {
 /// A batch being run: its writes and the events its operations emitted.
 pub(crate) struct Running {
     writes: Writes,
+    /// The writes of the batches staged before this one, not yet durable
+    /// (see [`Tx`]), oldest first.
+    inflight: Vec<Arc<Writes>>,
     /// The batch's events, encoded, the first with id `first`.
     items: Vec<u8>,
     first: u64,
@@ -986,6 +1104,7 @@ where
             let tx = Tx {
                 store,
                 batch: &batch.writes,
+                inflight: &batch.inflight,
                 own: RefCell::new(Writes::new()),
                 deltas: RefCell::new(BTreeMap::new()),
                 touched: RefCell::new(BTreeSet::new()),
@@ -1068,9 +1187,9 @@ impl Running {
 
 impl Store {
     /// Runs `f` atomically, batched with the operations of concurrent
-    /// callers, on this thread (which may lead the batch, fsync included).
-    /// Under `Sync` durability it returns after the batch is flushed.
-    /// `Ok(None)`: `f` gave up as stale.
+    /// callers, on this thread (which may lead the batch, or sync staged
+    /// batches, fsync included). Under `Sync` durability it returns after
+    /// the batch is durable. `Ok(None)`: `f` gave up as stale.
     ///
     /// `f` may only read and write through the [`Tx`].
     pub(crate) fn transact<R, F>(&self, f: F) -> OpOutcome<R>
@@ -1089,11 +1208,13 @@ impl Store {
             .pending
             .push((as_pending, Wake::Thread(Arc::clone(&cv))));
         while !op.done.load(Ordering::Acquire) {
-            if state.leading {
+            if state.may_lead() {
+                state = self.lead(state);
+            } else if state.may_sync() {
+                state = self.sync(state);
+            } else {
                 state = cv.wait(state).unwrap_or_else(|p| p.into_inner());
-                continue;
             }
-            state = self.lead(state);
         }
         drop(state);
         op.take_outcome()
@@ -1114,7 +1235,7 @@ impl Store {
                 return Err(Error::Closed);
             }
             state.pending.push((as_pending, Wake::Task));
-            if !state.leading {
+            if state.may_lead() {
                 self.batcher.committer.notify_one();
             }
         }
@@ -1124,8 +1245,10 @@ impl Store {
         op.take_outcome()
     }
 
-    /// Leads one batch: takes every waiting operation, runs and commits
-    /// them, wakes their callers and hands over to the next leader.
+    /// Leads one batch: takes every waiting operation and runs them; a
+    /// durable batch is then staged for its sync (its callers are answered
+    /// by [`Store::sync`]), any other is committed and its callers woken.
+    /// Then hands over to the next leader.
     fn lead<'a>(
         &'a self,
         mut state: std::sync::MutexGuard<'a, BatchState>,
@@ -1134,22 +1257,169 @@ impl Store {
         let batch = std::mem::take(&mut state.pending);
         drop(state);
         let ops: Vec<Arc<dyn PendingOp>> = batch.iter().map(|(op, _)| Arc::clone(op)).collect();
-        self.run_batch(&ops);
+        let staged = self.run_batch(ops);
         let mut state = self.batcher.lock();
         state.leading = false;
-        for (_, wake) in &batch {
-            if let Wake::Thread(cv) = wake {
-                cv.notify_one();
+        let threads = batch.into_iter().filter_map(|(_, wake)| match wake {
+            Wake::Thread(cv) => Some(cv),
+            Wake::Task => None,
+        });
+        match staged {
+            Some(mut staged) => {
+                staged.threads = threads.collect();
+                // A thread caller syncs its own batch when it is not
+                // leading the next (the syncer thread is for tasks).
+                if staged.threads.is_empty() && !state.syncing {
+                    self.batcher.syncer.notify_one();
+                }
+                state.staged.push_back(staged);
+                state.in_flight += 1;
+                #[cfg(test)]
+                self.test_gate.staged();
+            }
+            None => {
+                for cv in threads {
+                    cv.notify_one();
+                }
             }
         }
-        // The next batch needs a leader: the oldest waiting thread, or the
-        // committer thread when the oldest waiter is a task.
+        self.hand_over(&state);
+        state
+    }
+
+    /// Wakes the next leader if a batch is waiting and may start: the
+    /// oldest waiting thread, or the committer thread when the oldest
+    /// waiter is a task.
+    fn hand_over(&self, state: &BatchState) {
+        if !state.may_lead() {
+            return;
+        }
         match state.pending.first() {
             Some((_, Wake::Thread(cv))) => cv.notify_one(),
             Some((_, Wake::Task)) => self.batcher.committer.notify_one(),
             None => {}
         }
+    }
+
+    /// Syncs the staged batches up to the next checkpoint (one `fdatasync`
+    /// for all their frames), then, in order, makes their writes readable,
+    /// publishes their events and answers their callers.
+    fn sync<'a>(
+        &'a self,
+        mut state: std::sync::MutexGuard<'a, BatchState>,
+    ) -> std::sync::MutexGuard<'a, BatchState> {
+        state.syncing = true;
+        let mut group = Vec::new();
+        while let Some(staged) = state.staged.pop_front() {
+            let checkpoint = staged.checkpoint;
+            group.push(staged);
+            if checkpoint {
+                break;
+            }
+        }
+        drop(state);
+        let synced = self.sync_group(&group);
+        if let Err(e) = &synced {
+            // The frames may be in the journal and replayed at the next
+            // open: stop until then (the batches staged after these were
+            // decided on their writes, and fail too).
+            tracing::error!(error = %e, "commit failed");
+            self.poisoned.store(true, Ordering::Release);
+            self.inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+        for staged in &mut group {
+            match &synced {
+                Ok(()) => {
+                    self.gather_published(staged.sealed, staged.first, staged.count, &staged.items);
+                    self.publish(
+                        staged.first,
+                        staged.count,
+                        staged.next_event,
+                        std::mem::take(&mut staged.items),
+                    );
+                }
+                Err(e) => {
+                    for op in &staged.ops {
+                        op.not_durable(e);
+                    }
+                }
+            }
+            for op in &staged.ops {
+                op.finish();
+            }
+        }
+        let mut state = self.batcher.lock();
+        state.syncing = false;
+        state.in_flight = state.in_flight.saturating_sub(group.len());
+        for staged in &group {
+            for cv in &staged.threads {
+                cv.notify_one();
+            }
+        }
+        if state.may_sync() {
+            // Whoever may sync next: a thread caller of the next staged
+            // batch, or the syncer thread for a batch of tasks.
+            match state.staged.front().and_then(|s| s.threads.first()) {
+                Some(cv) => cv.notify_one(),
+                None => self.batcher.syncer.notify_one(),
+            }
+        }
+        self.hand_over(&state);
         state
+    }
+
+    /// Writes the frames of `group` (staged batches in order, a checkpoint
+    /// only last), syncs them once, then adds their writes to the overlay
+    /// in order; at a checkpoint the overlay goes to the trees, sled is
+    /// flushed and the journal cut.
+    fn sync_group(&self, group: &[Staged]) -> Result<()> {
+        #[cfg(test)]
+        self.test_gate.wait_open();
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Storage(crate::error::StorageError::new(
+                "an earlier batch failed to commit; reopen the queue",
+            )));
+        }
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        let mut written = false;
+        for staged in group {
+            if let Some(frame) = &staged.frame {
+                journal.write(frame)?;
+                written = true;
+            }
+        }
+        if written {
+            journal.sync()?;
+        }
+        for staged in group {
+            if staged.frame.is_none() {
+                continue;
+            }
+            {
+                // Under the list's lock, so that a leader taking its view
+                // finds these writes in the list or in the overlay.
+                let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                let writes = inflight
+                    .pop_front()
+                    .ok_or_else(|| Error::Internal("a staged batch without its writes".into()))?;
+                match Arc::try_unwrap(writes) {
+                    Ok(writes) => self.pending.absorb(writes),
+                    Err(shared) => self.pending.absorb((*shared).clone()),
+                }
+            }
+            if staged.checkpoint {
+                // The batch wrote the checkpoint, after the last frame of
+                // the lap: once sled is flushed, no frame is needed.
+                self.apply_pending()?;
+                self.flush_now()?;
+                self.pending.clear();
+                journal.cut();
+            }
+        }
+        Ok(())
     }
 
     /// The committer thread's body: leads batches for async callers until
@@ -1157,11 +1427,11 @@ impl Store {
     pub(crate) fn run_committer(&self) {
         let mut state = self.batcher.lock();
         loop {
-            if !state.leading && !state.pending.is_empty() {
+            if state.may_lead() {
                 state = self.lead(state);
                 continue;
             }
-            if state.stop {
+            if state.stop && state.pending.is_empty() {
                 return;
             }
             state = self
@@ -1172,27 +1442,62 @@ impl Store {
         }
     }
 
-    /// Stops the committer thread once nothing is pending; later
-    /// operations fail with [`Error::Closed`].
+    /// The syncer thread's body: syncs the staged batches of async callers
+    /// (and of thread callers when they are busy) until
+    /// [`Store::stop_committer`] and nothing is left.
+    pub(crate) fn run_syncer(&self) {
+        let mut state = self.batcher.lock();
+        loop {
+            if state.may_sync() {
+                state = self.sync(state);
+                continue;
+            }
+            if state.stop
+                && state.pending.is_empty()
+                && state.staged.is_empty()
+                && !state.leading
+                && !state.syncing
+            {
+                return;
+            }
+            state = self
+                .batcher
+                .syncer
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Stops the committer and syncer threads once nothing is pending;
+    /// later operations fail with [`Error::Closed`].
     pub(crate) fn stop_committer(&self) {
         self.batcher.lock().stop = true;
         self.batcher.committer.notify_all();
+        self.batcher.syncer.notify_all();
     }
 
-    fn run_batch(&self, batch: &[Arc<dyn PendingOp>]) {
+    fn run_batch(&self, batch: Vec<Arc<dyn PendingOp>>) -> Option<Staged> {
         if self.poisoned.load(Ordering::Acquire) {
             let e = Error::Storage(crate::error::StorageError::new(
                 "an earlier batch failed to commit; reopen the queue",
             ));
-            for op in batch {
+            for op in &batch {
                 op.not_durable(&e);
                 op.finish();
             }
-            return;
+            return None;
         }
-        let latest = self.event_seq.load(Ordering::Acquire);
+        let latest = self.assigned.load(Ordering::Acquire);
+        let inflight: Vec<Arc<Writes>> = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
         let mut running = Running {
             writes: Writes::new(),
+            inflight,
             items: Vec::new(),
             first: latest + 1,
             next_event: latest,
@@ -1200,19 +1505,19 @@ impl Store {
             history: BTreeMap::new(),
             rollups: Rollups::new(),
         };
-        for op in batch {
+        for op in &batch {
             op.run(self, &mut running);
         }
         if let Err(e) = self.write_batch_history(&mut running) {
             // Nothing of the batch is written: its operations fail.
             tracing::error!(error = %e, "history of a batch could not be written");
-            for op in batch {
+            for op in &batch {
                 op.not_durable(&e);
                 op.finish();
             }
-            return;
+            return None;
         }
-        let mut committed = Ok(());
+        let mut committed = Ok(None);
         if !running.writes.is_empty() || running.seal {
             committed = self.commit_batch(&mut running);
             if committed.is_err() {
@@ -1223,7 +1528,8 @@ impl Store {
         }
         let mut cache = self.history_cache.lock().unwrap_or_else(|p| p.into_inner());
         if committed.is_ok() {
-            // The trees hold these minutes now.
+            // The minutes as committed (or, staged, as the next batches
+            // build on them; a failed sync stops the store).
             for (key, rollup) in std::mem::take(&mut running.rollups) {
                 match rollup {
                     Some(rollup) => {
@@ -1242,17 +1548,46 @@ impl Store {
         }
         drop(cache);
         match committed {
-            Ok(()) => self.publish(running),
+            Ok(Some(mut staged)) => {
+                self.assigned.store(running.next_event, Ordering::Release);
+                staged.ops = batch;
+                return Some(staged);
+            }
+            Ok(None) if !running.inflight.is_empty() => {
+                // Nothing to write, but its operations may have read the
+                // writes of staged batches: answered after them.
+                return Some(Staged {
+                    frame: None,
+                    checkpoint: false,
+                    sealed: false,
+                    first: running.first,
+                    count: 0,
+                    next_event: running.next_event,
+                    items: Vec::new(),
+                    ops: batch,
+                    threads: Vec::new(),
+                });
+            }
+            Ok(None) => {
+                self.assigned.store(running.next_event, Ordering::Release);
+                self.publish(
+                    running.first,
+                    running.count(),
+                    running.next_event,
+                    std::mem::take(&mut running.items),
+                );
+            }
             Err(e) => {
                 tracing::error!(error = %e, "commit failed");
-                for op in batch {
+                for op in &batch {
                     op.not_durable(&e);
                 }
             }
         }
-        for op in batch {
+        for op in &batch {
             op.finish();
         }
+        None
     }
 
     /// Folds the history samples of the batch's operations into the stored
@@ -1267,6 +1602,7 @@ impl Store {
             let tx = Tx {
                 store: self,
                 batch: &running.writes,
+                inflight: &running.inflight,
                 own: RefCell::new(Writes::new()),
                 deltas: RefCell::new(BTreeMap::new()),
                 touched: RefCell::new(BTreeSet::new()),
@@ -1298,10 +1634,15 @@ impl Store {
     /// record is stored (and synced), readers never see a change that a
     /// crash could still take back.
     ///
-    /// The record goes to the journal (`Sync`) or the batch's slot, with
-    /// the batch's events (see [`codec`]). Once enough events are
-    /// gathered, or an operation asks, or at a checkpoint, the batch also
-    /// writes them as one chunk of the `events` tree.
+    /// Under `Sync` the batch is staged: the record is encoded as a frame
+    /// of the journal, and its writing, sync and the rest are left to
+    /// [`Store::sync`], while the next batch is decided on top of these
+    /// writes (the `inflight` list). Under `Periodic` all of it is done
+    /// here: the record goes to the batch's slot.
+    ///
+    /// The batch's events go with the record (see [`codec`]). Once enough
+    /// events are gathered, or an operation asks, or at a checkpoint, the
+    /// batch also writes them as one chunk of the `events` tree.
     ///
     /// A checkpoint applies the overlay to the trees (the checkpoint key
     /// last, its tree sorts last) and forgets it: under `Sync` when the
@@ -1311,18 +1652,14 @@ impl Store {
     /// [`PENDING_MAX`] bytes or a record is too large for a slot.
     ///
     /// [`pending`]: super::pending
-    fn commit_batch(&self, running: &mut Running) -> Result<()> {
+    fn commit_batch(&self, running: &mut Running) -> Result<Option<Staged>> {
         let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
         let seq = gathered.next;
         let count = gathered.count + running.count();
-        let mut journal = if self.sync {
-            Some(self.journal.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut checkpoint = if self.sync {
+            gathered.journal_at >= journal::CUT_AT
         } else {
-            None
-        };
-        let mut checkpoint = match journal.as_ref() {
-            Some(journal) => journal.len() >= journal::CUT_AT,
-            None => seq.saturating_sub(gathered.checkpoint) >= SLOTS - 1,
+            seq.saturating_sub(gathered.checkpoint) >= SLOTS - 1
         } || self.pending.bytes() >= PENDING_MAX;
         // Events leave the write-ahead records at a checkpoint: they go
         // into a chunk then at the latest.
@@ -1334,21 +1671,33 @@ impl Store {
             Self::add_checkpoint(running, seq);
         }
         let mut record = encode(&running.writes)?;
-        if let Some(journal) = journal.as_mut() {
-            // Durable: the frame is synced, then the writes are readable.
-            let items: &[u8] = if sealed { &[] } else { &running.items };
-            journal.append(&codec::encode_slot(seq, running.first, items, &record)?)?;
-            self.pending.absorb(std::mem::take(&mut running.writes));
-            if checkpoint {
-                // This batch wrote the checkpoint `seq`, after the last
-                // frame: once sled is flushed, no frame is needed.
-                self.apply_pending()?;
-                self.flush_now()?;
-                self.pending.clear();
-                journal.cut();
-            }
+        let items: &[u8] = if sealed { &[] } else { &running.items };
+        let mut staged = None;
+        if self.sync {
+            // Durable: staged; the frame is synced before anything is
+            // readable or answered.
+            let frame = codec::encode_slot(seq, running.first, items, &record)?;
+            gathered.journal_at = if checkpoint {
+                0
+            } else {
+                gathered.journal_at + journal::frame_len(frame.len())
+            };
+            self.inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(Arc::new(std::mem::take(&mut running.writes)));
+            staged = Some(Staged {
+                frame: Some(frame),
+                checkpoint,
+                sealed,
+                first: running.first,
+                count: running.count(),
+                next_event: running.next_event,
+                items: running.items.clone(),
+                ops: Vec::new(),
+                threads: Vec::new(),
+            });
         } else if record.len() <= SLOT_RECORD_MAX {
-            let items: &[u8] = if sealed { &[] } else { &running.items };
             self.wal
                 .insert(
                     keys::slot_key(seq % SLOTS),
@@ -1378,21 +1727,28 @@ impl Store {
             self.commit_pieces(&running.writes, &record, seq)?;
         }
         gathered.next = seq + 1;
-        if sealed {
-            gathered.items.clear();
-            gathered.count = 0;
-            self.chunked.store(running.next_event, Ordering::Release);
-        } else if running.count() > 0 {
-            if gathered.count == 0 {
-                gathered.first = running.first;
-            }
-            gathered.items.extend_from_slice(&running.items);
-            gathered.count += running.count();
-        }
+        gather(
+            &mut gathered,
+            sealed,
+            running.first,
+            running.count(),
+            &running.items,
+        );
         if checkpoint {
             gathered.checkpoint = seq;
         }
-        Ok(())
+        drop(gathered);
+        if staged.is_none() {
+            self.gather_published(sealed, running.first, running.count(), &running.items);
+        }
+        Ok(staged)
+    }
+
+    /// Updates the readers' view of the events not yet in a chunk as a
+    /// durable batch leaves them.
+    fn gather_published(&self, sealed: bool, first: u64, count: u64, items: &[u8]) {
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        gather(&mut published, sealed, first, count, items);
     }
 
     /// Adds to the batch's writes the chunk of the gathered and its own
@@ -1574,20 +1930,18 @@ impl Store {
         Ok(())
     }
 
-    /// Announces a durable batch's events: the in-memory tail and the
-    /// subscribers' wake-up.
-    fn publish(&self, running: Running) {
-        if running.count() == 0 {
+    /// Announces a durable batch's events (`count` from `first`, the last
+    /// `next_event`): the in-memory tail and the subscribers' wake-up.
+    fn publish(&self, first: u64, count: u64, next_event: u64, items: Vec<u8>) {
+        if count == 0 {
             return;
         }
-        let latest = running.next_event;
-        self.event_seq.store(latest, Ordering::Release);
-        self.tail.lock().unwrap_or_else(|p| p.into_inner()).push(
-            running.first,
-            running.count(),
-            running.items,
-        );
-        self.latest.send_replace(latest);
+        self.event_seq.store(next_event, Ordering::Release);
+        self.tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(first, count, items);
+        self.latest.send_replace(next_event);
     }
 }
 
@@ -1634,6 +1988,24 @@ pub(crate) struct Gathered {
     pub(crate) checkpoint: u64,
     /// The sequence number of the next batch: its slot is `next % SLOTS`.
     pub(crate) next: u64,
+    /// Where the next journal frame goes, as the staged batches leave it
+    /// (`Durability::Sync`; a new lap starts at every open).
+    pub(crate) journal_at: u64,
+}
+
+/// Adds a batch's events to `gathered` (events committed but not yet in a
+/// chunk), or empties it when the batch wrote them all into a chunk.
+fn gather(gathered: &mut Gathered, sealed: bool, first: u64, count: u64, items: &[u8]) {
+    if sealed {
+        gathered.items.clear();
+        gathered.count = 0;
+    } else if count > 0 {
+        if gathered.count == 0 {
+            gathered.first = first;
+        }
+        gathered.items.extend_from_slice(items);
+        gathered.count += count;
+    }
 }
 
 /// A batch's writes as a write-ahead record.

@@ -27,8 +27,12 @@
 //! Reading starts at offset 0 and stops at the first frame that is short,
 //! empty (zeroes), fails its CRC, or does not have a higher batch
 //! sequence than the one before it (what is left of the previous lap). A
-//! crash can tear only the frame being written (each write is synced
-//! before the next starts), so whatever follows it is of the previous lap.
+//! crash can tear or lose only frames written since the last sync (several
+//! frames may be written and then synced together, see [`Journal::write`]),
+//! and reading stops at the first of them that is missing, so a reopen
+//! replays a prefix of the batches, every acknowledged one included
+//! (acknowledgements wait for the sync); whatever follows is of the
+//! previous lap or of batches nobody was told about.
 //!
 //! Replay ([`Store::replay_wal`](super::Store)) treats a frame like a
 //! slot: applied again if its sequence is after the checkpoint. sled
@@ -57,6 +61,11 @@ const GROW: u64 = 1024 * 1024;
 
 /// Bytes of a frame's header: length and CRC.
 const HEADER: usize = 8;
+
+/// The bytes a frame holding `body_len` bytes takes in the file.
+pub(crate) fn frame_len(body_len: usize) -> u64 {
+    (HEADER + body_len) as u64
+}
 
 /// The journal file.
 pub(crate) struct Journal {
@@ -98,7 +107,18 @@ impl Journal {
 
     /// Writes one frame holding `body` at the end of the lap and makes it
     /// durable (`fdatasync`).
+    #[cfg(test)]
     pub(crate) fn append(&mut self, body: &[u8]) -> Result<()> {
+        self.write(body)?;
+        self.sync()
+    }
+
+    /// Writes one frame holding `body` at the end of the lap, not synced:
+    /// frames written one after the other are made durable together by
+    /// [`Journal::sync`]. Until then a crash may keep any of them or none;
+    /// reading stops at the first one missing, so a reopen replays a
+    /// prefix of them, and their batches were not acknowledged.
+    pub(crate) fn write(&mut self, body: &[u8]) -> Result<()> {
         let len = u32::try_from(body.len())
             .map_err(|_| Error::Internal("journal frame over 4 GiB".into()))?;
         let mut frame = Vec::with_capacity(HEADER + body.len() + HEADER);
@@ -108,19 +128,24 @@ impl Journal {
         let end = self.at + frame.len() as u64;
         if end > self.size {
             // Zeroes first, so that the step's blocks and size are
-            // committed once, by this sync.
+            // committed once, by the next sync.
             let grown = end.div_ceil(GROW) * GROW;
             let zeroes = vec![0u8; usize::try_from(grown - self.size).unwrap_or(usize::MAX)];
             self.file.write_all_at(&zeroes, self.size).map_err(io)?;
             self.size = grown;
         }
         self.file.write_all_at(&frame, self.at).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
         self.at = end;
         Ok(())
     }
 
+    /// Makes the frames written so far durable (`fdatasync`).
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.file.sync_data().map_err(io)
+    }
+
     /// Where the next frame goes: the bytes of the current lap.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> u64 {
         self.at
     }

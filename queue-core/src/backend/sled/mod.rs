@@ -103,10 +103,22 @@ pub(crate) struct Store {
     batcher: Batcher,
     /// The id of the latest event committed.
     event_seq: AtomicU64,
-    /// Events committed but not yet in a chunk of the `events` tree.
+    /// The batch sequence and the events not yet in a chunk of the
+    /// `events` tree as the batch leader sees them (staged batches
+    /// included).
     gathered: Mutex<Gathered>,
-    /// The id of the last event in a chunk.
-    chunked: AtomicU64,
+    /// The events not yet in a chunk as readers see them: those of durable
+    /// batches.
+    published: Mutex<Gathered>,
+    /// The writes of staged batches (decided, their frames not yet synced),
+    /// oldest first: the next batches build on them, readers do not see
+    /// them (see `batch::Staged`).
+    inflight: Mutex<std::collections::VecDeque<Arc<Writes>>>,
+    /// The id of the latest event given to a batch (staged ones included).
+    assigned: AtomicU64,
+    /// Lets a test hold syncs back.
+    #[cfg(test)]
+    test_gate: batch::TestGate,
     /// The latest events, for subscribers that keep up.
     tail: Mutex<Tail>,
     /// Wakes event subscribers with the latest event id.
@@ -175,7 +187,11 @@ impl Store {
             batcher: Batcher::default(),
             event_seq: AtomicU64::new(0),
             gathered: Mutex::new(Gathered::default()),
-            chunked: AtomicU64::new(0),
+            published: Mutex::new(Gathered::default()),
+            inflight: Mutex::new(std::collections::VecDeque::new()),
+            assigned: AtomicU64::new(0),
+            #[cfg(test)]
+            test_gate: batch::TestGate::default(),
             tail: Mutex::new(Tail::default()),
             latest: watch::Sender::new(0),
             jobs: open_tree("jobs")?,
@@ -358,7 +374,7 @@ impl Store {
             gathered.next = last_batch + 1;
         }
         self.event_seq.store(latest, Ordering::Release);
-        self.chunked.store(latest, Ordering::Release);
+        self.assigned.store(latest, Ordering::Release);
         self.latest.send_replace(latest);
         Ok(())
     }
@@ -663,7 +679,7 @@ impl Store {
         // lies between `wanted` and them is gone, which the reader reports
         // as a gap.
         {
-            let gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+            let gathered = self.published.lock().unwrap_or_else(|p| p.into_inner());
             if gathered.count > 0 && gathered.first.saturating_add(gathered.count) > wanted {
                 out.extend(
                     codec::decode_items(gathered.first, &gathered.items)?
@@ -699,7 +715,7 @@ impl Store {
             }
             // Nothing chunked yet: the oldest is among the gathered events.
             None => {
-                let gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+                let gathered = self.published.lock().unwrap_or_else(|p| p.into_inner());
                 codec::decode_items(gathered.first, &gathered.items)?
                     .first()
                     .map(|e| (e.event_id, e.at))
@@ -735,7 +751,7 @@ impl Store {
             }
         }
         if !young {
-            let gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+            let gathered = self.published.lock().unwrap_or_else(|p| p.into_inner());
             for event in codec::decode_items(gathered.first, &gathered.items)? {
                 oldest.get_or_insert(event.event_id);
                 if event.at >= before_at {
@@ -749,7 +765,7 @@ impl Store {
 
     /// Whether events up to `cut` are still gathered, not in a chunk.
     fn gathered_upto(&self, cut: u64) -> bool {
-        let gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+        let gathered = self.published.lock().unwrap_or_else(|p| p.into_inner());
         gathered.count > 0 && gathered.first <= cut
     }
 
@@ -828,7 +844,10 @@ fn open_waiting_for_lock(config: &sled::Config, path: &std::path::Path) -> Resul
 /// batches for async callers.
 pub(crate) struct SledBackend {
     store: Arc<Store>,
-    committer: Mutex<Option<JoinHandle<()>>>,
+    /// The committer thread (leads batches for async callers) and, under
+    /// `Durability::Sync`, the syncer thread (syncs their staged batches
+    /// while the next is decided).
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl SledBackend {
@@ -860,9 +879,26 @@ impl SledBackend {
             .name("queue-core-commit".into())
             .spawn(move || committer.run_committer())
             .map_err(io)?;
+        let mut threads = vec![thread];
+        if store.sync {
+            let syncer = Arc::clone(&store);
+            let spawned = std::thread::Builder::new()
+                .name("queue-core-sync".into())
+                .spawn(move || syncer.run_syncer());
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    store.stop_committer();
+                    for thread in threads {
+                        let _ = thread.join();
+                    }
+                    return Err(io(e));
+                }
+            }
+        }
         Ok(SledBackend {
             store,
-            committer: Mutex::new(Some(thread)),
+            threads: Mutex::new(threads),
         })
     }
 
@@ -1178,12 +1214,8 @@ impl Backend for SledBackend {
 
     fn close(&self) {
         self.store.stop_committer();
-        let thread = self
-            .committer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(thread) = thread {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
             let _ = thread.join();
         }
         if let Err(e) = self.store.flush_now() {
@@ -1507,6 +1539,62 @@ mod tests {
             let report = verify::verify(&store).unwrap();
             assert!(report.is_ok(), "{durability:?}: {:?}", report.problems);
         }
+    }
+
+    #[test]
+    fn a_durable_batch_is_decided_while_the_one_before_syncs_and_answered_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap());
+        let job = ready_job();
+        store.test_gate.set_closed(true);
+        let first = {
+            let store = Arc::clone(&store);
+            let writes = writes_of(&job);
+            std::thread::spawn(move || commit_writes(&store, writes))
+        };
+        assert!(store.test_gate.wait_staged(1), "the first batch is staged");
+        // The second batch reads what the first wrote: decided on top of
+        // it while its sync is held back.
+        let (saw, seen) = std::sync::mpsc::channel();
+        let second = {
+            let store = Arc::clone(&store);
+            let id = job.id;
+            std::thread::spawn(move || {
+                store
+                    .transact(move |tx| {
+                        let record = tx.load(id)?;
+                        saw.send(record.is_some()).unwrap();
+                        tx.put_for_test(META, b"second", Some(b"1"));
+                        Ok(())
+                    })
+                    .unwrap()
+            })
+        };
+        assert!(
+            store.test_gate.wait_staged(2),
+            "the second batch is staged too"
+        );
+        assert!(seen.recv().unwrap(), "it saw the first batch's write");
+        // Neither is readable nor answered before the frames are synced.
+        assert!(store.load(job.id).unwrap().is_none());
+        assert!(store.get(META, b"second").unwrap().is_none());
+        assert!(!first.is_finished() && !second.is_finished());
+        assert_eq!(store.journal.lock().unwrap().len(), 0, "no frame written");
+        store.test_gate.set_closed(false);
+        first.join().unwrap();
+        second.join().unwrap();
+        assert_eq!(
+            store.load(job.id).unwrap().map(|l| l.job),
+            Some(job.clone())
+        );
+        assert!(store.get(META, b"second").unwrap().is_some());
+        let journal = std::fs::read(dir.path().join(journal::FILE)).unwrap();
+        let (frames, _) = journal::read_frames(&journal);
+        let seqs: Vec<u64> = frames
+            .iter()
+            .map(|frame| codec::decode_slot(frame).unwrap().seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2], "both frames, in order");
     }
 
     #[test]

@@ -219,7 +219,7 @@ pub(crate) fn verify(store: &Store) -> Result<Verification> {
     // The events not yet in a chunk follow the last one, up to the latest.
     let latest = store.event_seq.load(std::sync::atomic::Ordering::Acquire);
     let gathered: Vec<u64> = {
-        let gathered = store.gathered.lock().unwrap_or_else(|p| p.into_inner());
+        let gathered = store.published.lock().unwrap_or_else(|p| p.into_inner());
         match codec::decode_items(gathered.first, &gathered.items) {
             Ok(events) => events.iter().map(|e| e.event_id).collect(),
             Err(e) => {
