@@ -2,10 +2,20 @@
 //!
 //! The first caller leads: it takes every waiting operation, runs them in
 //! order (each sees the writes of those before it; one that fails leaves
-//! nothing), commits the batch through the write-ahead record, flushes,
-//! and hands over; whatever arrived meanwhile forms the next batch. Async
-//! callers never lead (they must not block their runtime): the committer
-//! thread leads for them.
+//! nothing), commits the batch through the write-ahead record, and hands
+//! over; whatever arrived meanwhile forms the next batch. Async callers
+//! never lead (they must not block their runtime): the committer thread
+//! leads for them.
+//!
+//! Durable batches are pipelined: the leader encodes the batch's journal
+//! frame and stages it ([`Staged`]), and the next leader decides the next
+//! batch on top of the staged writes while a syncer writes the staged
+//! frames and syncs them once (a thread caller whose operation is staged,
+//! or the syncer thread for async callers). Only then are the batches'
+//! writes readable and their callers answered, in order; a batch that
+//! wrote nothing is answered after the batches it may have read. So an
+//! `fdatasync` overlaps the work of the next batch instead of stopping
+//! every caller.
 //!
 //! A batch is made atomic by a write-ahead record rather than a sled
 //! transaction: sled serializes transactions and forces log writes for
@@ -1209,7 +1219,7 @@ impl Store {
             .push((as_pending, Wake::Thread(Arc::clone(&cv))));
         while !op.done.load(Ordering::Acquire) {
             if state.may_lead() {
-                state = self.lead(state);
+                state = self.lead(state, Some(&cv));
             } else if state.may_sync() {
                 state = self.sync(state);
             } else {
@@ -1249,9 +1259,11 @@ impl Store {
     /// durable batch is then staged for its sync (its callers are answered
     /// by [`Store::sync`]), any other is committed and its callers woken.
     /// Then hands over to the next leader.
+    /// `me`: the leading thread caller's wake-up (`None`: the committer).
     fn lead<'a>(
         &'a self,
         mut state: std::sync::MutexGuard<'a, BatchState>,
+        me: Option<&Arc<Condvar>>,
     ) -> std::sync::MutexGuard<'a, BatchState> {
         state.leading = true;
         let batch = std::mem::take(&mut state.pending);
@@ -1267,10 +1279,17 @@ impl Store {
         match staged {
             Some(mut staged) => {
                 staged.threads = threads.collect();
-                // A thread caller syncs its own batch when it is not
-                // leading the next (the syncer thread is for tasks).
-                if staged.threads.is_empty() && !state.syncing {
-                    self.batcher.syncer.notify_one();
+                // Someone must sync it: a leading thread caller with an
+                // operation in it syncs it itself once it stops leading;
+                // else a thread caller of the batch (waiting, and unable
+                // to lead), or the syncer thread for a batch of tasks. A
+                // sync under way hands over to the next one itself.
+                let mine = me.is_some_and(|me| staged.threads.iter().any(|cv| Arc::ptr_eq(cv, me)));
+                if !mine && !state.syncing {
+                    match staged.threads.first() {
+                        Some(cv) => cv.notify_one(),
+                        None => self.batcher.syncer.notify_one(),
+                    }
                 }
                 state.staged.push_back(staged);
                 state.in_flight += 1;
@@ -1428,7 +1447,7 @@ impl Store {
         let mut state = self.batcher.lock();
         loop {
             if state.may_lead() {
-                state = self.lead(state);
+                state = self.lead(state, None);
                 continue;
             }
             if state.stop && state.pending.is_empty() {

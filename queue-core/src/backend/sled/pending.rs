@@ -57,6 +57,10 @@ struct Inner {
     /// Bytes of keys and values held (a bound on memory, and when to
     /// checkpoint).
     bytes: usize,
+    /// How many times the overlay was emptied (its writes applied to the
+    /// trees): a scan that sees it change reads the trees again from where
+    /// it is (see [`Scan`]).
+    generation: u64,
 }
 
 /// The committed writes not yet applied to the trees.
@@ -130,27 +134,35 @@ impl Pending {
             map.clear();
         }
         inner.bytes = 0;
+        inner.generation += 1;
     }
 
     /// Up to [`CHUNK`] writes of `tree` from `from` on (in key order),
-    /// below `to`.
+    /// below `to`, and the overlay's generation when they were copied.
     fn chunk(
         &self,
         tree: u8,
         from: Bound<&[u8]>,
         to: Bound<&[u8]>,
-    ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    ) -> (Vec<(Vec<u8>, Option<Vec<u8>>)>, u64) {
         let inner = self.read();
+        let generation = inner.generation;
         let Some(map) = inner.trees.get(usize::from(tree)) else {
-            return Vec::new();
+            return (Vec::new(), generation);
         };
         if map.is_empty() || !valid(from, to) {
-            return Vec::new();
+            return (Vec::new(), generation);
         }
-        map.range::<[u8], _>((from, to))
+        let chunk = map
+            .range::<[u8], _>((from, to))
             .take(CHUNK)
             .map(|(key, value)| (key.clone(), value.clone()))
-            .collect()
+            .collect();
+        (chunk, generation)
+    }
+
+    fn generation(&self) -> u64 {
+        self.read().generation
     }
 
     /// The last entry of `tree` in the range as committed: the overlay's
@@ -208,9 +220,20 @@ fn valid(from: Bound<&[u8]>, to: Bound<&[u8]>) -> bool {
 /// The entries of a tree in a range as committed: the tree's merged with
 /// the overlay's writes, in key order (the item type of sled's own
 /// iterators).
+///
+/// The overlay is copied a chunk at a time while sled's iterator runs. If
+/// the overlay is applied to the tree and emptied meanwhile, a chunk not
+/// yet copied is gone from it, and sled's iterator may hold a part of the
+/// tree read before the apply: so when a copy finds the overlay's
+/// generation changed, the scan reads the tree again, from its position
+/// on (the apply is complete before the overlay is emptied).
 pub(crate) struct Scan<'a> {
     pending: &'a Pending,
     id: u8,
+    tree: sled::Tree,
+    generation: u64,
+    /// Just after the last key the scan consumed (from either side).
+    at: Bound<IVec>,
     stored: std::iter::Peekable<sled::Iter>,
     /// The overlay's writes copied so far and not yet merged.
     writes: std::collections::VecDeque<(Vec<u8>, Option<Vec<u8>>)>,
@@ -229,16 +252,14 @@ impl<'a> Scan<'a> {
         from: Bound<Vec<u8>>,
         to: Bound<Vec<u8>>,
     ) -> Scan<'a> {
-        let stored = if valid(as_slice(&from), as_slice(&to)) {
-            tree.range((from.clone(), to.clone()))
-        } else {
-            // An empty range (sled panics on an inverted one too).
-            tree.range(Vec::<u8>::new()..Vec::new())
-        };
+        let generation = pending.generation();
         Scan {
             pending,
             id,
-            stored: stored.peekable(),
+            tree: tree.clone(),
+            generation,
+            at: from.clone().map(IVec::from),
+            stored: stored_range(tree, &from.clone().map(IVec::from), &to).peekable(),
             writes: std::collections::VecDeque::new(),
             next_from: from,
             to,
@@ -251,9 +272,13 @@ impl<'a> Scan<'a> {
         if !self.writes.is_empty() || self.writes_done {
             return;
         }
-        let chunk = self
-            .pending
-            .chunk(self.id, as_slice(&self.next_from), as_slice(&self.to));
+        let (chunk, generation) =
+            self.pending
+                .chunk(self.id, as_slice(&self.next_from), as_slice(&self.to));
+        if generation != self.generation {
+            self.generation = generation;
+            self.stored = stored_range(&self.tree, &self.at, &self.to).peekable();
+        }
         if chunk.len() < CHUNK {
             self.writes_done = true;
         }
@@ -261,6 +286,21 @@ impl<'a> Scan<'a> {
             self.next_from = Bound::Excluded(last.clone());
         }
         self.writes.extend(chunk);
+    }
+}
+
+/// sled's iterator over a range; empty for an inverted range (on which
+/// sled, like `BTreeMap`, would panic).
+fn stored_range(tree: &sled::Tree, from: &Bound<IVec>, to: &Bound<Vec<u8>>) -> sled::Iter {
+    let from_slice = match from {
+        Bound::Included(key) => Bound::Included(key.as_ref()),
+        Bound::Excluded(key) => Bound::Excluded(key.as_ref()),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    if valid(from_slice, as_slice(to)) {
+        tree.range((from.clone(), to.clone().map(IVec::from)))
+    } else {
+        tree.range(Vec::<u8>::new()..Vec::new())
     }
 }
 
@@ -287,9 +327,13 @@ impl Iterator for Scan<'_> {
             match (stored_key, write_key) {
                 (None, None) => return None,
                 (Some(stored), Some(write)) if stored.as_ref() < write => {
+                    self.at = Bound::Excluded(stored);
                     return self.stored.next();
                 }
-                (Some(_), None) => return self.stored.next(),
+                (Some(stored), None) => {
+                    self.at = Bound::Excluded(stored);
+                    return self.stored.next();
+                }
                 (stored, Some(write)) => {
                     if stored.is_some_and(|stored| stored.as_ref() == write) {
                         // The overlay's value replaces the tree's.
@@ -298,8 +342,10 @@ impl Iterator for Scan<'_> {
                     let Some((key, value)) = self.writes.pop_front() else {
                         continue;
                     };
+                    let key = IVec::from(key);
+                    self.at = Bound::Excluded(key.clone());
                     if let Some(value) = value {
-                        return Some(Ok((IVec::from(key), IVec::from(value))));
+                        return Some(Ok((key, IVec::from(value))));
                     }
                 }
             }
@@ -412,6 +458,32 @@ mod tests {
                 .map(|(k, v)| (k.clone(), v.clone()));
             assert_eq!(got, want, "..={to}");
         }
+    }
+
+    #[test]
+    fn a_scan_reads_the_tree_again_when_the_overlay_is_applied_meanwhile() {
+        let (_db, tree, pending, model) = fixture();
+        let mut scan = Scan::new(&pending, &tree, 1, Bound::Unbounded, Bound::Unbounded);
+        let mut got: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for item in scan.by_ref().take(10) {
+            let (k, v) = item.unwrap();
+            got.push((k.to_vec(), v.to_vec()));
+        }
+        // A checkpoint: the overlay goes to the tree, then is emptied.
+        pending
+            .for_each(|id, key, value| match (id, value) {
+                (1, Some(value)) => tree.insert(key, value).map(drop),
+                (1, None) => tree.remove(key).map(drop),
+                _ => Ok(()),
+            })
+            .unwrap();
+        pending.clear();
+        for item in scan {
+            let (k, v) = item.unwrap();
+            got.push((k.to_vec(), v.to_vec()));
+        }
+        let expected: Vec<_> = model.into_iter().collect();
+        assert_eq!(got, expected);
     }
 
     #[test]
