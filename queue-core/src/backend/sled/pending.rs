@@ -51,6 +51,9 @@ const CHUNK: usize = 64;
 /// One tree's committed writes: key → value, `None` for a removal.
 type TreeWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// One write: key and value, `None` for a removal.
+type Write = (Vec<u8>, Option<Vec<u8>>);
+
 #[derive(Default)]
 struct Inner {
     trees: [TreeWrites; TREES],
@@ -139,12 +142,7 @@ impl Pending {
 
     /// Up to [`CHUNK`] writes of `tree` from `from` on (in key order),
     /// below `to`, and the overlay's generation when they were copied.
-    fn chunk(
-        &self,
-        tree: u8,
-        from: Bound<&[u8]>,
-        to: Bound<&[u8]>,
-    ) -> (Vec<(Vec<u8>, Option<Vec<u8>>)>, u64) {
+    fn chunk(&self, tree: u8, from: Bound<&[u8]>, to: Bound<&[u8]>) -> (Vec<Write>, u64) {
         let inner = self.read();
         let generation = inner.generation;
         let Some(map) = inner.trees.get(usize::from(tree)) else {
@@ -236,7 +234,7 @@ pub(crate) struct Scan<'a> {
     at: Bound<IVec>,
     stored: std::iter::Peekable<sled::Iter>,
     /// The overlay's writes copied so far and not yet merged.
-    writes: std::collections::VecDeque<(Vec<u8>, Option<Vec<u8>>)>,
+    writes: std::collections::VecDeque<Write>,
     /// Where the next copy of the overlay starts.
     next_from: Bound<Vec<u8>>,
     to: Bound<Vec<u8>>,
