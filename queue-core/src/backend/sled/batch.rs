@@ -61,8 +61,7 @@ use crate::rules::history::{self, Depths, Rollup, Sample};
 use crate::settings::QueueSettings;
 use crate::{Error, Event, Job, JobId, Result};
 
-/// Writes of a batch: (tree, key) → new value, `None` for a removal.
-pub(crate) type Writes = BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>;
+pub(crate) use super::pending::Writes;
 
 /// Why an operation inside a batch gave up; its writes are discarded.
 #[derive(Debug)]
@@ -1536,6 +1535,10 @@ impl Store {
             }
             return None;
         }
+        // The staged batches' writes are read no more: dropping this view
+        // lets the syncer move them into the overlay instead of copying.
+        let built_on_staged = !running.inflight.is_empty();
+        running.inflight = Vec::new();
         let mut committed = Ok(None);
         if !running.writes.is_empty() || running.seal {
             committed = self.commit_batch(&mut running);
@@ -1572,7 +1575,7 @@ impl Store {
                 staged.ops = batch;
                 return Some(staged);
             }
-            Ok(None) if !running.inflight.is_empty() => {
+            Ok(None) if built_on_staged => {
                 // Nothing to write, but its operations may have read the
                 // writes of staged batches: answered after them.
                 return Some(Staged {

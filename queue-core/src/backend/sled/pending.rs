@@ -40,7 +40,8 @@ use std::sync::RwLock;
 
 use sled::IVec;
 
-use super::batch::Writes;
+/// Writes of a batch: (tree, key) → new value, `None` for a removal.
+pub(crate) type Writes = BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>;
 
 /// Trees with writes (tree ids 0 to 5, see [`keys`](super::keys)).
 const TREES: usize = 6;
