@@ -1217,10 +1217,12 @@ impl Store {
             .pending
             .push((as_pending, Wake::Thread(Arc::clone(&cv))));
         while !op.done.load(Ordering::Acquire) {
-            if state.may_lead() {
-                state = self.lead(state, Some(&cv));
-            } else if state.may_sync() {
+            // Syncing first: while this thread waits in `fdatasync`, the
+            // next leader (woken by the hand-over) decides the next batch.
+            if state.may_sync() {
                 state = self.sync(state);
+            } else if state.may_lead() {
+                state = self.lead(state, Some(&cv));
             } else {
                 state = cv.wait(state).unwrap_or_else(|p| p.into_inner());
             }
