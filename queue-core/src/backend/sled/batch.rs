@@ -1425,10 +1425,10 @@ impl Store {
                 let writes = inflight
                     .pop_front()
                     .ok_or_else(|| Error::Internal("a staged batch without its writes".into()))?;
-                match Arc::try_unwrap(writes) {
-                    Ok(writes) => self.pending.absorb(writes),
-                    Err(shared) => self.pending.absorb((*shared).clone()),
-                }
+                let writes = Arc::try_unwrap(writes).unwrap_or_else(|shared| (*shared).clone());
+                self.pending
+                    .absorb(writes, |id| self.tree(id))
+                    .map_err(storage)?;
             }
             if staged.checkpoint {
                 // The batch wrote the checkpoint, after the last frame of
@@ -1728,7 +1728,9 @@ impl Store {
                     codec::encode_slot(seq, running.first, items, &record)?,
                 )
                 .map_err(storage)?;
-            self.pending.absorb(std::mem::take(&mut running.writes));
+            self.pending
+                .absorb(std::mem::take(&mut running.writes), |id| self.tree(id))
+                .map_err(storage)?;
             if checkpoint {
                 self.apply_pending()?;
                 self.pending.clear();

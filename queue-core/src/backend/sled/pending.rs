@@ -82,8 +82,9 @@ impl Pending {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The committed value of `key` in `tree` if the overlay holds it:
-    /// `Some(None)` for a removal, `None` if the tree has the answer.
+    /// The committed value of `key` in `tree` if the overlay holds it
+    /// (`Some(None)` for a removal, which the overlay does not keep today:
+    /// see [`Pending::absorb`]), `None` if the tree has the answer.
     pub(crate) fn get(&self, tree: u8, key: &[u8]) -> Option<Option<IVec>> {
         let inner = self.read();
         inner
@@ -94,8 +95,30 @@ impl Pending {
     }
 
     /// Adds a durable batch's writes, each replacing what the overlay held
-    /// for its key.
-    pub(crate) fn absorb(&self, writes: Writes) {
+    /// for its key. A removal is not kept: the key leaves the overlay, and
+    /// the tree (`trees` gives it by id) if it holds the key, at once. So
+    /// the overlay holds no removals for scans to step over (a queue
+    /// drained between checkpoints would otherwise make every lease walk
+    /// the ready entries of the jobs leased before it), and an entry added
+    /// and removed between checkpoints costs the tree one lookup.
+    ///
+    /// The tree's removal comes first, then the overlay's, so that a reader
+    /// meanwhile finds the overlay's value (as before the batch), never an
+    /// older one of the tree. Like the overlay's writes, it comes after the
+    /// batch's record is stored: the trees are never ahead of the records.
+    pub(crate) fn absorb<'t>(
+        &self,
+        writes: Writes,
+        trees: impl Fn(u8) -> &'t sled::Tree,
+    ) -> sled::Result<()> {
+        for ((tree, key), value) in &writes {
+            if value.is_none() && usize::from(*tree) < TREES {
+                let tree = trees(*tree);
+                if tree.contains_key(key)? {
+                    tree.remove(key)?;
+                }
+            }
+        }
         let mut inner = self.write();
         for ((tree, key), value) in writes {
             let Some(map) = inner.trees.get_mut(usize::from(tree)) else {
@@ -103,10 +126,14 @@ impl Pending {
             };
             let key_len = key.len();
             let added = key_len + value.as_ref().map_or(0, Vec::len);
-            let old = map.insert(key, value);
+            let old = match value {
+                Some(value) => map.insert(key, Some(value)),
+                None => map.remove(&key),
+            };
             let removed = old.map_or(0, |value| key_len + value.map_or(0, |v| v.len()));
             inner.bytes = inner.bytes.saturating_add(added).saturating_sub(removed);
         }
+        Ok(())
     }
 
     /// About how many bytes the overlay holds.
@@ -361,8 +388,9 @@ mod tests {
     }
 
     /// A tree holding the even keys 0..400 (value: the key), and an
-    /// overlay over it (tree id 1) that removes the multiples of 10,
-    /// replaces the multiples of 4 and adds the odd multiples of 3.
+    /// overlay over it (tree id 1) that removes the multiples of 10 (from
+    /// the tree, at once), replaces the multiples of 4 and adds the odd
+    /// multiples of 3.
     fn fixture() -> (sled::Db, sled::Tree, Pending, BTreeMap<Vec<u8>, Vec<u8>>) {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("t").unwrap();
@@ -388,7 +416,10 @@ mod tests {
         }
         // Another tree's writes are not this tree's.
         writes.insert((2, key(1)), Some(b"other".to_vec()));
-        pending.absorb(writes);
+        let other = db.open_tree("other").unwrap();
+        pending
+            .absorb(writes, |id| if id == 1 { &tree } else { &other })
+            .unwrap();
         (db, tree, pending, model)
     }
 
@@ -440,7 +471,11 @@ mod tests {
     #[test]
     fn point_reads_and_the_last_entry_of_a_range_see_the_overlay() {
         let (_db, tree, pending, model) = fixture();
-        assert_eq!(pending.get(1, &key(10)), Some(None), "removed");
+        assert_eq!(pending.get(1, &key(10)), None, "removed: not kept");
+        assert!(
+            tree.get(key(10)).unwrap().is_none(),
+            "removed from the tree"
+        );
         assert_eq!(
             pending.get(1, &key(8)).flatten().map(|v| v.to_vec()),
             Some(b"new 8".to_vec())
@@ -486,6 +521,32 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_added_and_removed_between_checkpoints_leaves_no_trace() {
+        let (_db, tree, pending, model) = fixture();
+        let other = tree.clone();
+        let born = key(1001);
+        let mut writes = Writes::new();
+        writes.insert((1, born.clone()), Some(b"x".to_vec()));
+        pending.absorb(writes, |_| &other).unwrap();
+        assert!(pending.get(1, &born).is_some());
+        let bytes = pending.bytes();
+        let mut writes = Writes::new();
+        writes.insert((1, born.clone()), None);
+        pending.absorb(writes, |_| &other).unwrap();
+        assert_eq!(pending.get(1, &born), None);
+        assert!(tree.get(&born).unwrap().is_none());
+        assert!(pending.bytes() < bytes);
+        let all = scanned(Scan::new(
+            &pending,
+            &tree,
+            1,
+            Bound::Unbounded,
+            Bound::Unbounded,
+        ));
+        assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+    }
+
+    #[test]
     fn clearing_forgets_the_writes_and_their_bytes() {
         let (_db, tree, pending, _) = fixture();
         assert!(pending.bytes() > 0);
@@ -497,7 +558,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        assert_eq!(seen, 40 + 80 + 67 + 1, "every write, once");
+        assert_eq!(seen, 80 + 67 + 1, "every write but the removals, once");
         pending.clear();
         assert_eq!(pending.bytes(), 0);
         let all = scanned(Scan::new(
@@ -507,6 +568,6 @@ mod tests {
             Bound::Unbounded,
             Bound::Unbounded,
         ));
-        assert_eq!(all.len(), 200, "the tree alone");
+        assert_eq!(all.len(), 160, "the tree alone, less the removed entries");
     }
 }
