@@ -1,14 +1,27 @@
 //! `POST /v1/queues/{queue}/settle`: many settlements and the next lease in
-//! one request, each item answered as its single endpoint would, a bad
-//! request refused whole.
+//! one request and one durable commit, each item answered as its single
+//! endpoint would, a bad request refused whole.
 
 #![allow(clippy::unwrap_used)]
 
+use std::path::Path;
 use std::time::Duration;
 
+use queue_core::{Config, ManualClock};
+use queue_server::ServerConfig;
 use serde_json::{Value, json};
 
-use crate::common::{Backend, TestServer};
+use crate::common::{Backend, Store, TestServer};
+
+/// 2026-11-25T00:00:00Z.
+const T0: u64 = 1_795_564_800_000;
+
+/// A server on `store` whose clock stands still at [`T0`] unless the test
+/// moves it: nothing falls due behind the test's back.
+async fn manual_server(store: &Store, clock: &ManualClock) -> TestServer {
+    let core = clock.clone();
+    TestServer::start_at(store, ServerConfig::default(), move |c: Config| c.clock(core)).await
+}
 
 /// Enqueues `n` jobs on `queue` and leases them all; returns the leased jobs.
 async fn leased(s: &TestServer, queue: &str, n: u32) -> Vec<Value> {
@@ -26,6 +39,40 @@ fn id(job: &Value) -> String {
 
 fn lease(job: &Value) -> String {
     job["lease_id"].as_str().unwrap().to_owned()
+}
+
+/// The job id of a job on the wire as PostgreSQL stores it (a `bigint`).
+fn row_id(job: &Value) -> i64 {
+    i64::from_str_radix(&id(job), 16).unwrap()
+}
+
+/// The frames of the sled store's journal in `dir` (its `journal` file:
+/// frames of `len` u32 BE, CRC u32 BE, `len` bytes, from offset 0, then
+/// zeroes): one per durable batch since the store was created (the file
+/// is cut only past 8 MiB, which no test here comes near).
+fn journal_frames(dir: &Path) -> usize {
+    let bytes = std::fs::read(dir.join("journal")).unwrap_or_default();
+    let (mut at, mut frames) = (0, 0);
+    while at + 8 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 || at + 8 + len > bytes.len() {
+            break;
+        }
+        frames += 1;
+        at += 8 + len;
+    }
+    frames
+}
+
+/// The distinct transactions (`xmin`) that last wrote the rows `sql`
+/// selects (its first column must be `xmin::text`).
+fn writers(store: &Store, sql: &str) -> Vec<String> {
+    let url = store.url().unwrap();
+    test_support::query_texts(url, sql)
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect()
 }
 
 async fn settle_answers_each_item_as_its_endpoint_would_and_leases_the_next(backend: Backend) {
@@ -240,7 +287,227 @@ async fn a_settle_lease_with_wait_ms_waits_for_a_job_after_settling(backend: Bac
     assert_eq!(reply.json["jobs"][0]["id"], next["id"]);
 }
 
+async fn a_settle_and_its_lease_are_one_durable_commit(backend: Backend) {
+    let store = Store::new(backend);
+    let clock = ManualClock::new(T0);
+    let s = manual_server(&store, &clock).await;
+    let c = &s.client;
+    let held = leased(&s, "one", 2).await;
+    let mut ready = Vec::new();
+    for n in 0..3 {
+        ready.push(c.enqueue("one", json!({"payload": n})).await);
+    }
+    let frames_before = store.dir().map(journal_frames);
+    let last_event_before = store.url().map(|url| {
+        test_support::query_texts(url, "SELECT coalesce(max(id), 0)::text FROM queue_events")
+            .unwrap()[0]
+            .clone()
+            .unwrap()
+    });
+
+    let reply = c
+        .post(
+            "/v1/queues/one/settle",
+            json!({
+                "complete": [{"id": id(&held[0]), "lease_id": lease(&held[0])}],
+                "fail": [{"id": id(&held[1]), "lease_id": lease(&held[1]), "error": "no", "retryable": false}],
+                "lease": {"max_jobs": 2, "lease_ms": 30000},
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let statuses: Vec<&Value> = reply.json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["status"])
+        .collect();
+    assert_eq!(statuses, [&json!(200), &json!(200)]);
+    let jobs = reply.json["jobs"].as_array().unwrap();
+    assert_eq!(
+        jobs.iter().map(id).collect::<Vec<_>>(),
+        vec![id(&ready[0]), id(&ready[1])]
+    );
+
+    match backend {
+        // One durable batch: one frame appended and fdatasynced.
+        Backend::Sled => {
+            let frames = journal_frames(store.dir().unwrap());
+            assert_eq!(
+                frames - frames_before.unwrap(),
+                1,
+                "the settlements and the lease are one journal frame"
+            );
+        }
+        // One transaction: every row the request wrote, and every event
+        // it logged, carries the same xmin.
+        Backend::Postgres => {
+            let ids = [&held[0], &held[1], &jobs[0], &jobs[1]]
+                .map(|job| row_id(job).to_string())
+                .join(",");
+            let rows = writers(
+                &store,
+                &format!("SELECT DISTINCT xmin::text FROM queue_jobs WHERE id IN ({ids})"),
+            );
+            assert_eq!(rows.len(), 1, "rows written by {rows:?}");
+            let events = writers(
+                &store,
+                &format!(
+                    "SELECT DISTINCT xmin::text FROM queue_events WHERE id > {}",
+                    last_event_before.unwrap()
+                ),
+            );
+            assert_eq!(events, rows, "the events are the same transaction's");
+            // The rows the request did not touch were written before.
+            let untouched = writers(
+                &store,
+                &format!(
+                    "SELECT DISTINCT xmin::text FROM queue_jobs WHERE id = {}",
+                    row_id(&ready[2])
+                ),
+            );
+            assert_ne!(untouched, rows);
+        }
+    }
+    let stats = c.get("/v1/queues/one").await.json;
+    assert_eq!(
+        (&stats["ready"], &stats["leased"], &stats["completed"], &stats["dead"]),
+        (&json!(1), &json!(2), &json!(1), &json!(1))
+    );
+}
+
+async fn a_settlement_that_frees_a_limit_lets_the_same_request_lease(backend: Backend) {
+    let store = Store::new(backend);
+    let clock = ManualClock::new(T0);
+    let s = manual_server(&store, &clock).await;
+    let c = &s.client;
+    let patch = |queue: &'static str, body: &'static str| async move {
+        let path = format!("/v1/queues/{queue}");
+        let reply = c.send("PATCH", &path, Some(body), &[]).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    };
+
+    // max_leased: the queue is full until the settlement frees its slot.
+    patch("cap", r#"{"max_leased": 1}"#).await;
+    let first = c.enqueue("cap", json!({"payload": 1})).await;
+    let second = c.enqueue("cap", json!({"payload": 2})).await;
+    c.enqueue("cap", json!({"payload": 3})).await;
+    let held = c.lease("cap", 3, 60_000).await;
+    assert_eq!(held.iter().map(id).collect::<Vec<_>>(), vec![id(&first)]);
+    assert!(c.lease("cap", 1, 60_000).await.is_empty(), "at max_leased");
+    let reply = c
+        .post(
+            "/v1/queues/cap/settle",
+            json!({
+                "complete": [{"id": id(&held[0]), "lease_id": lease(&held[0])}],
+                "lease": {"max_jobs": 3},
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["results"][0]["status"], 200);
+    let jobs = reply.json["jobs"].as_array().unwrap();
+    assert_eq!(jobs.iter().map(id).collect::<Vec<_>>(), vec![id(&second)]);
+    let stats = c.get("/v1/queues/cap").await.json;
+    assert_eq!((&stats["leased"], &stats["ready"]), (&json!(1), &json!(1)));
+
+    // group_max_leased: a failure retried at once puts its job back at the
+    // head of its group (the clock stands still: same run_at, lower id)
+    // and frees the group's slot; the same request leases it again.
+    patch("grp", r#"{"group_max_leased": 1}"#).await;
+    let g1 = c.enqueue("grp", json!({"payload": 1, "group": "g"})).await;
+    c.enqueue("grp", json!({"payload": 2, "group": "g"})).await;
+    let held = c.lease("grp", 2, 60_000).await;
+    assert_eq!(held.iter().map(id).collect::<Vec<_>>(), vec![id(&g1)]);
+    let reply = c
+        .post(
+            "/v1/queues/grp/settle",
+            json!({
+                "fail": [{"id": id(&held[0]), "lease_id": lease(&held[0]), "error": "again", "retry_in_ms": 0}],
+                "lease": {"max_jobs": 2},
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["results"][0]["job"]["state"], "ready");
+    let jobs = reply.json["jobs"].as_array().unwrap();
+    assert_eq!(jobs.iter().map(id).collect::<Vec<_>>(), vec![id(&g1)]);
+    assert_eq!(jobs[0]["attempts"], 2);
+    assert_ne!(lease(&jobs[0]), lease(&held[0]));
+    let stats = c.get("/v1/queues/grp").await.json;
+    assert_eq!((&stats["leased"], &stats["ready"]), (&json!(1), &json!(1)));
+}
+
+async fn lost_leases_and_unknown_jobs_do_not_stop_the_lease(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let c = &s.client;
+    let held = leased(&s, "mixed", 2).await;
+    let mut ready = Vec::new();
+    for n in 0..3 {
+        ready.push(c.enqueue("mixed", json!({"payload": n})).await);
+    }
+    let unknown = "00000000ffffffff";
+    // One good item among a lost lease and an unknown job.
+    let reply = c
+        .post(
+            "/v1/queues/mixed/settle",
+            json!({
+                "complete": [
+                    {"id": id(&held[0]), "lease_id": lease(&held[1])},
+                    {"id": id(&held[0]), "lease_id": lease(&held[0])},
+                    {"id": unknown, "lease_id": lease(&held[0])},
+                ],
+                "lease": {"max_jobs": 1},
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let statuses: Vec<&Value> = reply.json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["status"])
+        .collect();
+    assert_eq!(statuses, [&json!(409), &json!(200), &json!(404)]);
+    let jobs = reply.json["jobs"].as_array().unwrap();
+    assert_eq!(jobs.iter().map(id).collect::<Vec<_>>(), vec![id(&ready[0])]);
+
+    // Nothing to commit at all: every item refused, the lease still runs.
+    let reply = c
+        .post(
+            "/v1/queues/mixed/settle",
+            json!({
+                "complete": [{"id": id(&held[1]), "lease_id": lease(&held[0])}],
+                "fail": [{"id": unknown, "lease_id": lease(&held[1]), "error": "x"}],
+                "lease": {"max_jobs": 1},
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let statuses: Vec<&Value> = reply.json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["status"])
+        .collect();
+    assert_eq!(statuses, [&json!(409), &json!(404)]);
+    let jobs = reply.json["jobs"].as_array().unwrap();
+    assert_eq!(jobs.iter().map(id).collect::<Vec<_>>(), vec![id(&ready[1])]);
+    assert_eq!(c.job(&id(&held[1])).await["state"], "leased");
+    let stats = c.get("/v1/queues/mixed").await.json;
+    assert_eq!(
+        (&stats["ready"], &stats["leased"], &stats["completed"]),
+        (&json!(1), &json!(3), &json!(1))
+    );
+}
+
 test_support::backend_tests! {
+    #[tokio::test]
+    async fn a_settle_and_its_lease_are_one_durable_commit;
+    #[tokio::test]
+    async fn a_settlement_that_frees_a_limit_lets_the_same_request_lease;
+    #[tokio::test]
+    async fn lost_leases_and_unknown_jobs_do_not_stop_the_lease;
     #[tokio::test]
     async fn settle_answers_each_item_as_its_endpoint_would_and_leases_the_next;
     #[tokio::test]
