@@ -20,7 +20,10 @@ const T0: u64 = 1_795_564_800_000;
 /// moves it: nothing falls due behind the test's back.
 async fn manual_server(store: &Store, clock: &ManualClock) -> TestServer {
     let core = clock.clone();
-    TestServer::start_at(store, ServerConfig::default(), move |c: Config| c.clock(core)).await
+    TestServer::start_at(store, ServerConfig::default(), move |c: Config| {
+        c.clock(core)
+    })
+    .await
 }
 
 /// Enqueues `n` jobs on `queue` and leases them all; returns the leased jobs.
@@ -371,7 +374,12 @@ async fn a_settle_and_its_lease_are_one_durable_commit(backend: Backend) {
     }
     let stats = c.get("/v1/queues/one").await.json;
     assert_eq!(
-        (&stats["ready"], &stats["leased"], &stats["completed"], &stats["dead"]),
+        (
+            &stats["ready"],
+            &stats["leased"],
+            &stats["completed"],
+            &stats["dead"]
+        ),
         (&json!(1), &json!(2), &json!(1), &json!(1))
     );
 }

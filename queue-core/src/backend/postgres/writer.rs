@@ -862,6 +862,12 @@ impl Scan {
     ) -> std::result::Result<Option<tokio_postgres::Row>, Failure> {
         if self.rows.is_empty() && !self.done {
             let page: i64 = 64;
+            let (pending_groups, pending_deltas): (Vec<&str>, Vec<i64>) = gathered
+                .groups
+                .iter()
+                .filter(|((q, _), delta)| q == queue && **delta != 0)
+                .map(|((_, group), delta)| (group.as_str(), *delta))
+                .unzip();
             let stmt = conn.stmt(READY_PAGE).await.map_err(Failure::Engine)?;
             let rows = conn
                 .client
@@ -874,6 +880,8 @@ impl Scan {
                         &self.after.2,
                         &group_limit,
                         &page,
+                        &pending_groups,
+                        &pending_deltas,
                     ],
                 )
                 .await
@@ -1369,11 +1377,17 @@ const DELETE_JOB: &str = "DELETE FROM queue_jobs WHERE id = $1 AND revision = $2
 /// The next ready jobs in lease order after a position, skipping those
 /// other transactions hold and (when the queue has a group limit) the
 /// groups at it.
+///
+/// Groups at their limit (`$5`) are left out, their leased counts being the
+/// stored ones plus the changes of the batch not yet written (`$7`, `$8`:
+/// groups and deltas), so that a settlement earlier in the batch that
+/// freed a group's slot lets a lease take from it.
 const READY_PAGE: &str = "SELECT id, lease_rank, run_at, revision, grp, record, \
     nextval('queue_ids') FROM queue_jobs \
     WHERE queue = $1 AND state = 1 AND (lease_rank, run_at, id) > ($2, $3, $4) \
     AND ($5::bigint IS NULL OR grp IS NULL OR grp NOT IN (SELECT g.grp FROM queue_group_leased g \
-    WHERE g.queue = $1 AND g.n >= $5)) \
+    LEFT JOIN unnest($7::text[], $8::bigint[]) AS p(grp, d) ON p.grp = g.grp \
+    WHERE g.queue = $1 AND g.n + coalesce(p.d, 0) >= $5)) \
     ORDER BY lease_rank, run_at, id LIMIT $6 FOR UPDATE SKIP LOCKED";
 /// A queue's settings and leased count, in one round trip.
 const SETTINGS_AND_LEASED: &str = "SELECT (SELECT record FROM queue_settings WHERE queue = $1), \
