@@ -509,7 +509,80 @@ async fn lost_leases_and_unknown_jobs_do_not_stop_the_lease(backend: Backend) {
     );
 }
 
+/// Workers settling and leasing at the same time share batches (sled) and
+/// transactions (PostgreSQL), where each commit and lease's events lie
+/// among the others': every job it returns, settled or leased, carries the
+/// id of its own latest event, as the store keeps it.
+async fn concurrent_settles_and_leases_get_their_own_event_ids(backend: Backend) {
+    let store = Store::new(backend);
+    let config = store.config();
+    let queue = tokio::task::spawn_blocking(move || queue_core::Queue::open_with(config))
+        .await
+        .unwrap()
+        .unwrap();
+    const WORKERS: u32 = 8;
+    const JOBS: u32 = 64;
+    for n in 0..JOBS {
+        let payload = format!("{{\"n\":{n}}}").into_bytes();
+        queue
+            .enqueue("ids", queue_core::NewJob::new(payload))
+            .await
+            .unwrap();
+    }
+    let opts = queue_core::LeaseOptions::default()
+        .max_jobs(1)
+        .lease(Duration::from_secs(60));
+    let first = queue
+        .lease("ids", &opts.clone().max_jobs(WORKERS))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), WORKERS as usize);
+    let mut workers = Vec::new();
+    for held in first {
+        let (queue, opts) = (queue.clone(), opts.clone());
+        workers.push(tokio::spawn(async move {
+            let mut held = Some(held);
+            let mut checked = 0;
+            // Bounded: each round completes one job of the JOBS.
+            for _ in 0..JOBS {
+                let Some(job) = held.take() else { break };
+                let settlement = queue_core::Settlement {
+                    id: job.job.id,
+                    lease_id: job.lease_id,
+                    outcome: queue_core::Settle::Complete { result: None },
+                };
+                let (results, leased) = queue
+                    .settle_and_lease("ids", &[settlement], &opts)
+                    .await
+                    .unwrap();
+                let settled = results.into_iter().next().unwrap().unwrap();
+                let stored = queue.get(settled.id).await.unwrap().unwrap();
+                assert_eq!(settled.last_event_id, stored.last_event_id, "settled");
+                assert!(settled.last_event_id.is_some());
+                checked += 1;
+                if let Some(next) = leased.into_iter().next() {
+                    // Held by this worker alone: nothing changes it meanwhile.
+                    let stored = queue.get(next.job.id).await.unwrap().unwrap();
+                    assert_eq!(next.job.last_event_id, stored.last_event_id, "leased");
+                    assert!(next.job.last_event_id.is_some());
+                    assert!(next.job.last_event_id > settled.last_event_id);
+                    held = Some(next);
+                }
+            }
+            checked
+        }));
+    }
+    let mut settled = 0;
+    for worker in workers {
+        settled += worker.await.unwrap();
+    }
+    assert_eq!(settled, JOBS);
+    assert_eq!(queue.stats("ids").await.unwrap().completed, u64::from(JOBS));
+}
+
 test_support::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_settles_and_leases_get_their_own_event_ids;
     #[tokio::test]
     async fn a_settle_and_its_lease_are_one_durable_commit;
     #[tokio::test]
