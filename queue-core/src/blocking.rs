@@ -200,7 +200,30 @@ impl Queue {
     /// # Errors
     /// As [`crate::Queue::settle`].
     pub fn settle(&self, queue: &str, items: &[Settlement]) -> Result<Vec<Result<Job>>> {
-        block_on(self.inner.engine().settle(Mode::Blocking, queue, items))
+        block_on(
+            self.inner
+                .engine()
+                .settle(Mode::Blocking, queue, items, None),
+        )
+        .map(|settled| settled.results)
+    }
+
+    /// [`crate::Queue::settle_and_lease`].
+    ///
+    /// # Errors
+    /// As [`crate::Queue::settle_and_lease`].
+    pub fn settle_and_lease(
+        &self,
+        queue: &str,
+        items: &[Settlement],
+        opts: &LeaseOptions,
+    ) -> Result<(Vec<Result<Job>>, Vec<Leased>)> {
+        block_on(
+            self.inner
+                .engine()
+                .settle(Mode::Blocking, queue, items, Some(opts)),
+        )
+        .map(|settled| (settled.results, settled.leased))
     }
 
     /// [`crate::Queue::release`].

@@ -39,6 +39,13 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// What [`Engine::settle`] did: one result per item, in order, and what
+/// its lease round took.
+pub(crate) struct SettledAndLeased {
+    pub(crate) results: Vec<Result<Job>>,
+    pub(crate) leased: Vec<Leased>,
+}
+
 pub(crate) struct Engine {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) config: Config,
@@ -265,6 +272,12 @@ impl Engine {
             now: self.now(),
         };
         let committed = self.backend.lease(queue, plan, mode).await?;
+        Ok(self.leased(committed))
+    }
+
+    /// Announces what a lease round committed; returns the jobs it leased
+    /// and its `retry_at` (see [`Engine::lease_round`]).
+    fn leased(&self, committed: Committed) -> (Vec<Leased>, Option<u64>) {
         let committed = self.announce(committed);
         let retry_at = committed.retry_at;
         let leased = committed
@@ -276,7 +289,7 @@ impl Engine {
                 Some(Leased { lease_id, job })
             })
             .collect();
-        Ok((leased, retry_at))
+        (leased, retry_at)
     }
 
     /// How long a waiting lease may sleep before trying again because of
@@ -524,12 +537,20 @@ impl Engine {
     /// anything is written. Returns one result per item, in order: the job
     /// as settled, or why it was not ([`Error::NotFound`] also for a job of
     /// another queue, [`Error::LeaseLost`], [`Error::Conflict`]).
+    ///
+    /// With `lease`, one lease round on `queue` goes in the same atomic
+    /// write as the first commit ([`Backend::commit_and_lease`]: still one
+    /// durable flush), seeing its settlements (a freed `max_leased` or
+    /// group slot is taken at once). Items decided again in a later commit
+    /// land after the round; when no item needs a commit (none, or every
+    /// one refused), the round runs alone after the items are decided.
     pub(crate) async fn settle(
         &self,
         mode: Mode,
         queue: &str,
         items: &[Settlement],
-    ) -> Result<Vec<Result<Job>>> {
+        lease: Option<&LeaseOptions>,
+    ) -> Result<SettledAndLeased> {
         check_queue(queue)?;
         if items.len() > MAX_BATCH {
             return Err(Error::invalid(
@@ -540,6 +561,12 @@ impl Engine {
         for item in items {
             self.check_settlement(item)?;
         }
+        if let Some(opts) = lease {
+            rules::lease::validate(opts)?;
+        }
+        // The lease round still to run: with the first commit.
+        let mut lease = lease;
+        let mut leased = Vec::new();
         let mut results: Vec<Option<Result<Job>>> = items.iter().map(|_| None).collect();
         let mut pending: Vec<usize> = (0..items.len()).collect();
         while !pending.is_empty() {
@@ -585,12 +612,39 @@ impl Engine {
                 }
             }
             if !changes.is_empty() {
-                let committed = self
-                    .backend
-                    .commit(Commit::each(changes), mode)
-                    .await?
-                    .unwrap_or_default();
-                let committed = self.announce(committed);
+                let committed = match lease.take() {
+                    Some(opts) => {
+                        let plan = LeasePlan {
+                            opts: opts.clone(),
+                            now,
+                        };
+                        let both = self
+                            .backend
+                            .commit_and_lease(Commit::each(changes), queue, plan, mode)
+                            .await?;
+                        match both {
+                            Some((committed, round)) => {
+                                let committed = self.announce(committed);
+                                leased = self.leased(round).0;
+                                committed
+                            }
+                            // Nothing applied, no round run: the round
+                            // goes with the next commit.
+                            None => {
+                                lease = Some(opts);
+                                Committed::default()
+                            }
+                        }
+                    }
+                    None => {
+                        let committed = self
+                            .backend
+                            .commit(Commit::each(changes), mode)
+                            .await?
+                            .unwrap_or_default();
+                        self.announce(committed)
+                    }
+                };
                 let mut applied: HashMap<JobId, Option<Job>> = committed
                     .applied
                     .into_iter()
@@ -611,12 +665,16 @@ impl Engine {
             later.sort_unstable();
             pending = later;
         }
-        results
+        if let Some(opts) = lease {
+            leased = self.lease_round(mode, queue, opts).await?.0;
+        }
+        let results = results
             .into_iter()
             .map(|result| {
                 result.ok_or_else(|| Error::Internal("a settlement left undecided".into()))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SettledAndLeased { results, leased })
     }
 
     pub(crate) async fn release(&self, mode: Mode, id: JobId, lease: LeaseId) -> Result<Job> {

@@ -308,8 +308,8 @@ impl Queue {
     /// committed together: one durable flush for the lot, not one per job
     /// (an item whose record changed meanwhile, or the second item about
     /// one job, goes in a next commit, decided against what the first
-    /// left). Durable on return. Follow it with [`Queue::lease`] to take
-    /// the next jobs: that is what `POST /v1/queues/{queue}/settle` does.
+    /// left). Durable on return. To take the next jobs in the same commit,
+    /// use [`Queue::settle_and_lease`].
     ///
     /// Returns one result per item, in order: the job as settled, or
     /// [`Error::NotFound`] (unknown, or a job of another queue),
@@ -322,7 +322,46 @@ impl Queue {
     /// delay, [`Error::TooLarge`] for an oversized result. Then
     /// [`Error::Storage`] (settlements committed before it stay committed).
     pub async fn settle(&self, queue: &str, items: &[Settlement]) -> Result<Vec<Result<Job>>> {
-        self.engine().settle(Mode::Async, queue, items).await
+        Ok(self
+            .engine()
+            .settle(Mode::Async, queue, items, None)
+            .await?
+            .results)
+    }
+
+    /// [`Queue::settle`], and a [`Queue::lease`] of `queue` with `opts` in
+    /// the same atomic commit as the settlements: one durable flush for
+    /// both, where a settle followed by a lease costs two. This is what
+    /// `POST /v1/queues/{queue}/settle` with a `lease` does, and what the
+    /// SDK's worker uses to finish a job and take the next.
+    ///
+    /// The lease sees the settlements: a settled job that frees a
+    /// `max_leased` or group slot lets it take a job at once. Settlements
+    /// that cannot go in the first commit (an item whose record changed
+    /// meanwhile, the second item about one job) are committed after it,
+    /// so the lease does not see those; when no item needs a commit (none
+    /// given, or every one refused), the lease runs alone after the items
+    /// are decided. Does not wait: with nothing to take it returns no
+    /// jobs (follow it with [`Queue::lease_wait`] to wait, as the endpoint
+    /// does with `wait_ms`). Durable on return, leases included.
+    ///
+    /// Returns one result per item, in order, as [`Queue::settle`] does,
+    /// and the jobs leased.
+    ///
+    /// # Errors
+    /// As [`Queue::settle`], and [`Error::InvalidArgument`] for bad lease
+    /// options, before anything is written.
+    pub async fn settle_and_lease(
+        &self,
+        queue: &str,
+        items: &[Settlement],
+        opts: &LeaseOptions,
+    ) -> Result<(Vec<Result<Job>>, Vec<Leased>)> {
+        let settled = self
+            .engine()
+            .settle(Mode::Async, queue, items, Some(opts))
+            .await?;
+        Ok((settled.results, settled.leased))
     }
 
     /// Gives job `id` back: it is `ready` at once, in its old place, and the

@@ -637,10 +637,13 @@ impl Service {
         })
     }
 
-    /// `POST /v1/queues/{queue}/settle`: settles the items (see
-    /// [`Queue::settle`]: one commit for all of them), then, once they are
-    /// durable, runs the request's `lease` as [`Service::lease`] does (its
-    /// wait included).
+    /// `POST /v1/queues/{queue}/settle`: settles the items and runs the
+    /// request's `lease` in one commit (see [`Queue::settle_and_lease`]:
+    /// one durable flush for the settlements and the lease, the lease
+    /// seeing the capacity they free). If that lease takes nothing and
+    /// `lease.wait_ms` is above 0, it then waits as [`Service::lease`]
+    /// does, the settlements already durable. Without items, the lease is
+    /// a plain [`Service::lease`].
     ///
     /// Each item is answered as its single endpoint would: a malformed job
     /// id, an unknown job or a job of another queue is a 404 result, a
@@ -732,7 +735,19 @@ impl Service {
             };
             answers.push((raw_id, answer));
         }
-        let settled = self.inner.queue.settle(queue, &settlements).await?;
+        // The settlements and the lease's first round in one commit.
+        let (settled, leased) = match &request.lease {
+            Some(lease) if !settlements.is_empty() => {
+                let opts = LeaseOptions::from(lease.clone());
+                let (settled, leased) = self
+                    .inner
+                    .queue
+                    .settle_and_lease(queue, &settlements, &opts)
+                    .await?;
+                (settled, Some(leased))
+            }
+            Some(_) | None => (self.inner.queue.settle(queue, &settlements).await?, None),
+        };
         for (position, result) in positions.into_iter().zip(settled) {
             answers[position].1 = Some(result.map_err(|e| match e {
                 Error::NotFound { id } => {
@@ -770,9 +785,20 @@ impl Service {
                 },
             })
             .collect();
-        let jobs = match request.lease {
-            Some(lease) => self.lease_until(queue, lease, cancel).await?.jobs,
-            None => Vec::new(),
+        let jobs = match (request.lease, leased) {
+            (Some(lease), Some(leased))
+                if !leased.is_empty() || lease.wait_ms.unwrap_or(0) == 0 =>
+            {
+                leased
+                    .iter()
+                    .map(|l| l.job.to_wire(Some(l.lease_id)))
+                    .collect()
+            }
+            // Nothing taken and a wait asked for (or no items): a lease
+            // call, whose wait starts with a round of its own, so that a
+            // job that became ready since is not missed.
+            (Some(lease), _) => self.lease_until(queue, lease, cancel).await?.jobs,
+            (None, _) => Vec::new(),
         };
         Ok(SettleResponse { results, jobs })
     }

@@ -661,6 +661,58 @@ fn settle_decides_each_item_as_its_single_call_and_refuses_bad_input_whole() {
 }
 
 #[test]
+fn settle_and_lease_leases_what_its_settlements_free_in_the_same_commit() {
+    let (_dir, _clock, queue) = setup();
+    let limits = queue_core::PatchQueueRequest {
+        max_leased: Some(Some(2)),
+        group_max_leased: Some(Some(1)),
+        ..queue_core::PatchQueueRequest::default()
+    };
+    queue.update_queue("q", &limits).unwrap();
+    let grouped = |n: u64| NewJob::new(payload(n)).group("g");
+    let g1 = queue.enqueue("q", grouped(1)).unwrap().job;
+    let g2 = queue.enqueue("q", grouped(2)).unwrap().job;
+    let free = enqueue_n(&queue, "q", 2);
+    let held = lease_n(&queue, "q", 4, 60_000);
+    let ids: Vec<JobId> = held.iter().map(|l| l.job.id).collect();
+    assert_eq!(ids, vec![g1.id, free[0].id], "at both limits");
+
+    // Completing g1 frees a max_leased slot and the group's: the round of
+    // the same commit takes g2 (the group's next), not free[1].
+    let items = [
+        Settlement::complete(held[0].job.id, held[0].lease_id, None),
+        // The same job again: decided in a later commit, after the round.
+        Settlement::complete(held[0].job.id, held[0].lease_id, None),
+    ];
+    let opts = LeaseOptions::default().max_jobs(4);
+    let (results, leased) = queue.settle_and_lease("q", &items, &opts).unwrap();
+    assert_eq!(results[0].as_ref().unwrap().state, JobState::Completed);
+    assert!(matches!(
+        results[1],
+        Err(Error::LeaseLost {
+            reason: LeaseLostReason::Finished(JobState::Completed),
+            ..
+        })
+    ));
+    let taken: Vec<JobId> = leased.iter().map(|l| l.job.id).collect();
+    assert_eq!(taken, vec![g2.id]);
+    assert_eq!(state(&queue, g2.id), JobState::Leased);
+    let stats = queue.stats("q").unwrap();
+    assert_eq!((stats.leased, stats.ready, stats.completed), (2, 1, 1));
+    // The counts and group entries the commit wrote twice (after the
+    // settlements, then after the round) agree with the records.
+    assert_consistent(&queue);
+
+    // Nothing freed: the round takes nothing, and does not wait.
+    let (results, leased) = queue.settle_and_lease("q", &[], &opts).unwrap();
+    assert!(results.is_empty() && leased.is_empty());
+    assert!(matches!(
+        queue.settle_and_lease("q", &[], &LeaseOptions::default().max_jobs(0)),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+#[test]
 fn release_gives_the_attempt_back_and_keeps_the_place() {
     let (_dir, _clock, queue) = setup();
     let jobs = enqueue_n(&queue, "q", 3);

@@ -171,6 +171,48 @@ pub fn execute(url: &str, statement: &str) -> Result<(), String> {
     .map_err(|_| "the database thread panicked".to_owned())?
 }
 
+/// Runs the query `sql` on the server at `url` (on a thread and runtime of
+/// its own, as [`execute`]) and returns the first column of each row as
+/// text (`NULL` as `None`): for tests that check what the database holds,
+/// such as which transaction wrote a row (`SELECT xmin::text …`).
+pub fn query_texts(url: &str, sql: &str) -> Result<Vec<Option<String>>, String> {
+    let url = url.to_owned();
+    let sql = sql.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        runtime.block_on(async move {
+            let (client, connection) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| format!("connecting to the test database server: {e}"))?;
+            let driver = tokio::spawn(connection);
+            let result = client
+                .simple_query(&sql)
+                .await
+                .map_err(|e| format!("{sql}: {e}"))
+                .map(|messages| {
+                    messages
+                        .iter()
+                        .filter_map(|message| match message {
+                            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                                Some(row.get(0).map(str::to_owned))
+                            }
+                            _ => None,
+                        })
+                        .collect()
+                });
+            drop(client);
+            let _ = driver.await;
+            result
+        })
+    })
+    .join()
+    .map_err(|_| "the database thread panicked".to_owned())?
+}
+
 /// A database of its own for one test, dropped with this value.
 #[derive(Debug)]
 pub struct TestDatabase {

@@ -54,7 +54,8 @@
 //! increase in commit order. [`Backend::lease`] is `SELECT … WHERE queue = $1
 //! AND state = 'ready' ORDER BY priority DESC, run_at, id FOR UPDATE SKIP
 //! LOCKED`, the round deciding row by row, then the updates, in one
-//! transaction.
+//! transaction. [`Backend::commit_and_lease`] is both in one transaction,
+//! the commit's statements first: the lease's scan and counts see them.
 //!
 //! Queue limits on PostgreSQL: the settings (limits and the token bucket's
 //! `units` and `refilled_at`) are a row per queue, which the lease
@@ -430,6 +431,39 @@ pub(crate) trait Backend: Send + Sync + 'static {
         mode: Mode,
     ) -> BoxFuture<'a, Result<Committed>>;
 
+    /// Applies `commit` as [`Backend::commit`] does and then runs one lease
+    /// round on `queue` as [`Backend::lease`] does, in the same atomic
+    /// write (one durable flush under
+    /// [`Durability::Sync`](crate::Durability::Sync)): a worker settling
+    /// its jobs and taking the next pays for one commit, not two.
+    ///
+    /// The round sees the commit's changes: it starts from the settings and
+    /// the number of leased jobs (of the queue and of each group) as the
+    /// commit leaves them, so a settlement that frees a `max_leased` or
+    /// group slot lets the round take a job, and a job the commit made
+    /// ready may be taken. Either both parts are durable or neither is.
+    ///
+    /// Returns what the commit applied and what the round took, each a
+    /// [`Committed`] with its own `first_event` and `events`: the
+    /// commit's events are logged before the round's, each part's
+    /// consecutively (other callers' operations sharing the write may log
+    /// theirs in between). The round's `retry_at` is on the second.
+    /// `None`: an all-or-nothing commit found a record not as expected;
+    /// nothing is applied and no round runs.
+    ///
+    /// On PostgreSQL both run in one transaction: the commit's statements
+    /// (as [`Backend::commit`]), then the lease round's `SELECT … FOR
+    /// UPDATE SKIP LOCKED` and updates (as [`Backend::lease`]), which see
+    /// the commit's row changes and counts because they are the same
+    /// transaction's; one `COMMIT` makes both durable.
+    fn commit_and_lease<'a>(
+        &'a self,
+        commit: Commit,
+        queue: &'a str,
+        plan: LeasePlan,
+        mode: Mode,
+    ) -> BoxFuture<'a, Result<Option<(Committed, Committed)>>>;
+
     /// Up to `limit` timer entries of `kind` whose time is `<= upto`,
     /// earliest first.
     fn due(&self, kind: TimerKind, upto: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Due>>>;
@@ -470,7 +504,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The stored history minutes of `queue` that start in `from..=to`
     /// (minute starts, unix ms), oldest first, and the depths of the
     /// latest minute stored before `from`. History minutes are written by
-    /// [`Backend::commit`] and [`Backend::lease`] (see the module docs).
+    /// [`Backend::commit`], [`Backend::lease`] and
+    /// [`Backend::commit_and_lease`] (see the module docs).
     fn history<'a>(
         &'a self,
         queue: &'a str,

@@ -327,6 +327,26 @@ impl super::Backend for PgBackend {
         })
     }
 
+    fn commit_and_lease<'a>(
+        &'a self,
+        commit: Commit,
+        queue: &'a str,
+        plan: LeasePlan,
+        _mode: Mode,
+    ) -> BoxFuture<'a, Result<Option<(Committed, Committed)>>> {
+        let (reply, answered) = oneshot::channel();
+        let sent = self.send(Op::CommitAndLease {
+            commit,
+            queue: queue.to_owned(),
+            plan,
+            reply,
+        });
+        Box::pin(async move {
+            sent?;
+            answer(answered).await
+        })
+    }
+
     fn due(&self, kind: TimerKind, upto: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Due>>> {
         self.read(move |pool| async move {
             let conn = pool.get().await?;

@@ -1,10 +1,12 @@
 //! The writer: every commit, lease round and event pruning of this process
 //! goes through one connection, in batches: the operations waiting when a
 //! batch starts run in one transaction, so that they share one commit (and
-//! one WAL flush), and the rows every transaction touches (counts, the
-//! event counter, history minutes) are locked once per batch and in key
-//! order, released at its commit. Other processes' writers serialize with
-//! this one on those rows, never deadlock on them.
+//! one WAL flush); a commit and lease ([`Op::CommitAndLease`]) is one
+//! operation, so both its parts are in that one transaction. The rows
+//! every transaction touches (counts, the event counter, history minutes)
+//! are locked once per batch and in key order, released at its commit.
+//! Other processes' writers serialize with this one on those rows, never
+//! deadlock on them.
 //!
 //! An operation whose expectation does not hold (stale) changes nothing:
 //! a single change is an `UPDATE … WHERE revision = $r` that matches no
@@ -50,12 +52,72 @@ pub(crate) enum Op {
         plan: LeasePlan,
         reply: oneshot::Sender<Result<Committed>>,
     },
+    /// A commit and a lease round on `queue` in the same transaction:
+    /// the commit is applied at its place in the batch, the round with the
+    /// batch's other lease calls of its queue (after every commit, so it
+    /// sees this one's changes). No round runs if the commit is stale.
+    CommitAndLease {
+        commit: Commit,
+        queue: String,
+        plan: LeasePlan,
+        reply: oneshot::Sender<Result<Option<(Committed, Committed)>>>,
+    },
+}
+
+impl Op {
+    /// The commit of this operation, if it has one that is simple (see
+    /// [`simple`]).
+    fn simple_commit(&self) -> Option<&Commit> {
+        match self {
+            Op::Commit { commit, .. } | Op::CommitAndLease { commit, .. } if simple(commit) => {
+                Some(commit)
+            }
+            Op::Commit { .. } | Op::CommitAndLease { .. } | Op::Lease { .. } => None,
+        }
+    }
 }
 
 /// What an operation did, before its event ids are known.
 enum Done {
     Commit(Option<Committed>),
     Lease(Committed),
+    /// The commit's part and the round's (`None`: the commit was stale).
+    CommitAndLease(Option<(Committed, Committed)>),
+}
+
+impl Done {
+    /// What `commit` answered, for an operation made of it.
+    fn of_commit(op: &Op, committed: Option<Committed>) -> Done {
+        match op {
+            Op::CommitAndLease { .. } => {
+                Done::CommitAndLease(committed.map(|c| (c, Committed::default())))
+            }
+            Op::Commit { .. } | Op::Lease { .. } => Done::Commit(committed),
+        }
+    }
+
+    /// The part `part` of what the operation applied (a commit or a lease
+    /// is one part; a commit and lease both).
+    fn part(&self, part: Part) -> Option<&Committed> {
+        match (self, part) {
+            (Done::Commit(committed), Part::Commit) => committed.as_ref(),
+            (Done::Lease(committed), Part::Lease) => Some(committed),
+            (Done::CommitAndLease(Some((committed, _))), Part::Commit) => Some(committed),
+            (Done::CommitAndLease(Some((_, leased))), Part::Lease) => Some(leased),
+            (Done::Commit(_), Part::Lease)
+            | (Done::Lease(_), Part::Commit)
+            | (Done::CommitAndLease(None), _) => None,
+        }
+    }
+}
+
+/// A part of an operation, in the order the batch applied them: a commit
+/// (applied at the operation's place in the batch) or a lease round
+/// (applied after every commit of the batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Commit,
+    Lease,
 }
 
 /// What a batch gathers from its operations, written at its end.
@@ -156,7 +218,7 @@ impl Writer {
         &self,
         batch: Vec<Op>,
         done: Vec<Done>,
-        order: &[usize],
+        order: &[(usize, Part)],
         gathered: Gathered,
         first_event: u64,
     ) {
@@ -166,41 +228,49 @@ impl Writer {
             self.latest
                 .send_modify(|value| *value = (*value).max(latest));
         }
-        // The events were logged in the order the operations were applied.
-        let mut firsts = vec![0; done.len()];
+        let events_of = |committed: &Committed| -> u64 {
+            committed
+                .applied
+                .iter()
+                .map(|c| c.outcome.events().count() as u64)
+                .sum()
+        };
+        // The events were logged in the order the parts were applied: the
+        // first event id of each operation's commit part and lease part.
+        let mut firsts = vec![(0, 0); done.len()];
         let mut next_event = first_event;
-        for &i in order {
-            firsts[i] = next_event;
-            next_event += match &done[i] {
-                Done::Commit(Some(committed)) | Done::Lease(committed) => committed
-                    .applied
-                    .iter()
-                    .map(|c| c.outcome.events().count() as u64)
-                    .sum(),
-                Done::Commit(None) => 0,
-            };
+        for &(i, part) in order {
+            match part {
+                Part::Commit => firsts[i].0 = next_event,
+                Part::Lease => firsts[i].1 = next_event,
+            }
+            next_event += done[i].part(part).map_or(0, events_of);
         }
-        for ((op, done), first) in batch.into_iter().zip(done).zip(firsts) {
-            let stamp = |mut committed: Committed| {
-                committed.events = committed
-                    .applied
-                    .iter()
-                    .map(|c| c.outcome.events().count() as u64)
-                    .sum();
+        for ((op, done), (first, first_leased)) in batch.into_iter().zip(done).zip(firsts) {
+            let stamp = |mut committed: Committed, first: u64| {
+                committed.events = events_of(&committed);
                 committed.first_event = first;
                 committed
             };
             match (op, done) {
                 (Op::Commit { reply, .. }, Done::Commit(committed)) => {
-                    let _ = reply.send(Ok(committed.map(stamp)));
+                    let _ = reply.send(Ok(committed.map(|c| stamp(c, first))));
                 }
                 (Op::Lease { reply, .. }, Done::Lease(committed)) => {
-                    let _ = reply.send(Ok(stamp(committed)));
+                    let _ = reply.send(Ok(stamp(committed, first_leased)));
                 }
-                (Op::Commit { reply, .. }, Done::Lease(_)) => {
+                (Op::CommitAndLease { reply, .. }, Done::CommitAndLease(parts)) => {
+                    let _ = reply.send(Ok(parts.map(|(committed, leased)| {
+                        (stamp(committed, first), stamp(leased, first_leased))
+                    })));
+                }
+                (Op::Commit { reply, .. }, Done::Lease(_) | Done::CommitAndLease(_)) => {
                     let _ = reply.send(Err(Error::Internal("writer answers mixed up".into())));
                 }
-                (Op::Lease { reply, .. }, Done::Commit(_)) => {
+                (Op::Lease { reply, .. }, Done::Commit(_) | Done::CommitAndLease(_)) => {
+                    let _ = reply.send(Err(Error::Internal("writer answers mixed up".into())));
+                }
+                (Op::CommitAndLease { reply, .. }, Done::Commit(_) | Done::Lease(_)) => {
                     let _ = reply.send(Err(Error::Internal("writer answers mixed up".into())));
                 }
             }
@@ -212,7 +282,7 @@ impl Writer {
         &self,
         conn: &Conn,
         batch: &[Op],
-    ) -> std::result::Result<(Vec<Done>, Vec<usize>, Gathered, u64), Failure> {
+    ) -> std::result::Result<(Vec<Done>, Vec<(usize, Part)>, Gathered, u64), Failure> {
         conn.client
             .batch_execute("BEGIN")
             .await
@@ -236,11 +306,13 @@ impl Writer {
         &self,
         conn: &Conn,
         batch: &[Op],
-    ) -> std::result::Result<(Vec<Done>, Vec<usize>, Gathered, u64), Failure> {
+    ) -> std::result::Result<(Vec<Done>, Vec<(usize, Part)>, Gathered, u64), Failure> {
         let mut gathered = Gathered::default();
         let mut done: Vec<Option<Done>> = batch.iter().map(|_| None).collect();
-        // The order the operations are applied in (their events' order).
+        // The order the parts of the operations are applied in (their
+        // events' order).
         let mut order = Vec::with_capacity(batch.len());
+        // The operations with a lease round, in batch order.
         let mut leases: Vec<usize> = Vec::new();
         let mut at = 0;
         while at < batch.len() {
@@ -254,40 +326,60 @@ impl Writer {
             // for the run instead of one per operation.
             let run = batch[at..]
                 .iter()
-                .take_while(|op| matches!(op, Op::Commit { commit, .. } if simple(commit)))
+                .take_while(|op| op.simple_commit().is_some())
                 .count();
             if run > 1 {
                 let commits: Vec<&Commit> = batch[at..at + run]
                     .iter()
-                    .filter_map(|op| match op {
-                        Op::Commit { commit, .. } => Some(commit),
-                        Op::Lease { .. } => None,
-                    })
+                    .filter_map(Op::simple_commit)
                     .collect();
                 let answers = self.simple_commits(conn, &commits, &mut gathered).await?;
                 for (offset, committed) in answers.into_iter().enumerate() {
-                    done[at + offset] = Some(Done::Commit(committed));
-                    order.push(at + offset);
+                    let i = at + offset;
+                    if matches!(batch[i], Op::CommitAndLease { .. }) && committed.is_some() {
+                        leases.push(i);
+                    }
+                    done[i] = Some(Done::of_commit(&batch[i], committed));
+                    order.push((i, Part::Commit));
                 }
                 at += run;
                 continue;
             }
-            if let Op::Commit { commit, .. } = &batch[at] {
-                done[at] = Some(Done::Commit(
-                    self.commit(conn, commit, &mut gathered).await?,
-                ));
-                order.push(at);
+            match &batch[at] {
+                Op::Commit { commit, .. } => {
+                    let committed = self.commit(conn, commit, &mut gathered).await?;
+                    done[at] = Some(Done::Commit(committed));
+                    order.push((at, Part::Commit));
+                }
+                Op::CommitAndLease { commit, .. } => {
+                    let committed = self.commit(conn, commit, &mut gathered).await?;
+                    if committed.is_some() {
+                        leases.push(at);
+                    }
+                    done[at] = Some(Done::of_commit(&batch[at], committed));
+                    order.push((at, Part::Commit));
+                }
+                Op::Lease { .. } => {}
             }
             at += 1;
         }
         // The lease calls last (they were concurrent with the rest: any
         // order is one they could have run in, and this one lets them
-        // take what the batch's settlements freed), those on one queue
-        // served from the same candidate rows one call after the other.
+        // take what the batch's settlements freed; a commit and lease's
+        // round comes after its own commit, as it must), those on one
+        // queue served from the same candidate rows one call after the
+        // other.
+        let lease_of = |i: usize| match &batch[i] {
+            Op::Lease { queue, plan, .. } | Op::CommitAndLease { queue, plan, .. } => {
+                Some((queue.as_str(), plan))
+            }
+            Op::Commit { .. } => None,
+        };
+        leases.sort_unstable();
         let mut queues: Vec<&str> = Vec::new();
         for &i in &leases {
-            if let Op::Lease { queue, .. } = &batch[i] {
-                if !queues.contains(&queue.as_str()) {
+            if let Some((queue, _)) = lease_of(i) {
+                if !queues.contains(&queue) {
                     queues.push(queue);
                 }
             }
@@ -295,16 +387,19 @@ impl Writer {
         for queue in queues {
             let calls: Vec<(usize, &LeasePlan)> = leases
                 .iter()
-                .filter_map(|&i| match &batch[i] {
-                    Op::Lease { queue: q, plan, .. } if q == queue => Some((i, plan)),
+                .filter_map(|&i| match lease_of(i) {
+                    Some((q, plan)) if q == queue => Some((i, plan)),
                     _ => None,
                 })
                 .collect();
             let plans: Vec<&LeasePlan> = calls.iter().map(|(_, plan)| *plan).collect();
             let answers = self.lease(conn, queue, &plans, &mut gathered).await?;
             for ((i, _), committed) in calls.into_iter().zip(answers) {
-                done[i] = Some(Done::Lease(committed));
-                order.push(i);
+                match &mut done[i] {
+                    Some(Done::CommitAndLease(Some((_, leased)))) => *leased = committed,
+                    slot => *slot = Some(Done::Lease(committed)),
+                }
+                order.push((i, Part::Lease));
             }
         }
         let done = done
@@ -767,6 +862,12 @@ impl Scan {
     ) -> std::result::Result<Option<tokio_postgres::Row>, Failure> {
         if self.rows.is_empty() && !self.done {
             let page: i64 = 64;
+            let (pending_groups, pending_deltas): (Vec<&str>, Vec<i64>) = gathered
+                .groups
+                .iter()
+                .filter(|((q, _), delta)| q == queue && **delta != 0)
+                .map(|((_, group), delta)| (group.as_str(), *delta))
+                .unzip();
             let stmt = conn.stmt(READY_PAGE).await.map_err(Failure::Engine)?;
             let rows = conn
                 .client
@@ -779,6 +880,8 @@ impl Scan {
                         &self.after.2,
                         &group_limit,
                         &page,
+                        &pending_groups,
+                        &pending_deltas,
                     ],
                 )
                 .await
@@ -1061,6 +1164,9 @@ fn fail_all(batch: Vec<Op>, error: &Error) {
             Op::Lease { reply, .. } => {
                 let _ = reply.send(Err(again()));
             }
+            Op::CommitAndLease { reply, .. } => {
+                let _ = reply.send(Err(again()));
+            }
         }
     }
 }
@@ -1271,11 +1377,17 @@ const DELETE_JOB: &str = "DELETE FROM queue_jobs WHERE id = $1 AND revision = $2
 /// The next ready jobs in lease order after a position, skipping those
 /// other transactions hold and (when the queue has a group limit) the
 /// groups at it.
+///
+/// Groups at their limit (`$5`) are left out, their leased counts being the
+/// stored ones plus the changes of the batch not yet written (`$7`, `$8`:
+/// groups and deltas), so that a settlement earlier in the batch that
+/// freed a group's slot lets a lease take from it.
 const READY_PAGE: &str = "SELECT id, lease_rank, run_at, revision, grp, record, \
     nextval('queue_ids') FROM queue_jobs \
     WHERE queue = $1 AND state = 1 AND (lease_rank, run_at, id) > ($2, $3, $4) \
     AND ($5::bigint IS NULL OR grp IS NULL OR grp NOT IN (SELECT g.grp FROM queue_group_leased g \
-    WHERE g.queue = $1 AND g.n >= $5)) \
+    LEFT JOIN unnest($7::text[], $8::bigint[]) AS p(grp, d) ON p.grp = g.grp \
+    WHERE g.queue = $1 AND g.n + coalesce(p.d, 0) >= $5)) \
     ORDER BY lease_rank, run_at, id LIMIT $6 FOR UPDATE SKIP LOCKED";
 /// A queue's settings and leased count, in one round trip.
 const SETTINGS_AND_LEASED: &str = "SELECT (SELECT record FROM queue_settings WHERE queue = $1), \

@@ -552,6 +552,16 @@ impl Tx<'_> {
         .transpose()
     }
 
+    /// Writes what this operation's changes so far imply for the group
+    /// heads and the counts (as its end does), so that what it reads next
+    /// sees them: [`Tx::count`], [`Tx::group_leased`] and
+    /// [`Tx::ready_heads`] then count its own changes too. For an
+    /// operation that commits and then runs a lease round.
+    pub(crate) fn bring_derived_up_to_date(&self) -> TxResult<()> {
+        self.update_heads()?;
+        self.write_counts()
+    }
+
     /// Brings the head entry (in `r`) and its pointer (in `meta`) of every
     /// group whose ready jobs this operation changed up to date.
     fn update_heads(&self) -> TxResult<()> {

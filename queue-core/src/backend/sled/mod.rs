@@ -914,6 +914,163 @@ impl SledBackend {
     }
 }
 
+/// A commit with everything that does not depend on the batch computed
+/// beforehand, on the caller's thread.
+struct PreparedCommit {
+    changes: Vec<Prepared>,
+    schedules: Vec<PreparedSchedule>,
+    settings: Vec<(String, crate::settings::SettingsUpdate)>,
+    policy: Policy,
+}
+
+impl PreparedCommit {
+    fn new(commit: &Commit) -> Result<PreparedCommit> {
+        Ok(PreparedCommit {
+            changes: commit
+                .changes
+                .iter()
+                .map(Prepared::new)
+                .collect::<Result<Vec<_>>>()?,
+            schedules: commit
+                .schedules
+                .iter()
+                .map(PreparedSchedule::new)
+                .collect::<Result<Vec<_>>>()?,
+            settings: commit.settings.clone(),
+            policy: commit.policy,
+        })
+    }
+
+    /// The commit's body inside its batch operation: returns the indices
+    /// of the changes applied.
+    fn run(&self, tx: &batch::Tx<'_>) -> batch::TxResult<Vec<usize>> {
+        let mut applied = Vec::with_capacity(self.changes.len());
+        for (i, prepared) in self.changes.iter().enumerate() {
+            if tx.is_current(prepared)? {
+                tx.apply(prepared);
+                applied.push(i);
+            } else if self.policy == Policy::AllOrNothing {
+                return Err(TxError::Stale);
+            }
+        }
+        for schedule in &self.schedules {
+            if !tx.schedule_is_current(schedule)? {
+                return Err(TxError::Stale);
+            }
+            tx.apply_schedule(schedule);
+        }
+        for (queue, update) in &self.settings {
+            let stored = tx.settings(queue)?;
+            tx.set_settings(queue, &update.apply(&stored))?;
+        }
+        Ok(applied)
+    }
+}
+
+/// The changes of `changes` whose indices are in `applied` (ascending).
+fn applied_changes(mut changes: Vec<Change>, applied: &[usize]) -> Vec<Change> {
+    if applied.len() < changes.len() {
+        let mut index = 0;
+        changes.retain(|_| {
+            index += 1;
+            applied.binary_search(&(index - 1)).is_ok()
+        });
+    }
+    changes
+}
+
+/// A lease round's body inside its batch operation: what it took, and when
+/// the rate limit's next token arrives if its tokens bounded the round.
+///
+/// The scan runs inside the batch, where writes are serialized: ready jobs
+/// taken by earlier operations of the batch are skipped, and the counts the
+/// limits are checked against include their leases and settlements, so a
+/// lease never comes back empty while a job it could take is ready, and no
+/// limit is exceeded by concurrent calls.
+fn lease_round(
+    tx: &batch::Tx<'_>,
+    queue: &str,
+    plan: &LeasePlan,
+) -> batch::TxResult<(Vec<Change>, Option<u64>)> {
+    let settings = tx.settings(queue)?;
+    let leased = tx.count(queue, queue_proto::JobState::Leased)?;
+    let mut round = plan.round(&settings, leased);
+    let mut taken = Vec::with_capacity(plan.opts.max_jobs.min(64) as usize);
+    // Candidates in lease order: the `r` entries (jobs without a group, and
+    // each group's head), merged with the next job of each group this
+    // round took from.
+    let mut heads = tx.ready_heads(queue).peekable();
+    let mut next_of_group: BinaryHeap<Reverse<([u8; keys::ORDER_LEN], JobId)>> = BinaryHeap::new();
+    while round.wants_more() {
+        let from_heads = match heads.peek() {
+            Some(Ok(head)) => Some(head.order),
+            Some(Err(_)) => {
+                return Err(heads.next().and_then(|r| r.err()).unwrap_or(TxError::Stale));
+            }
+            None => None,
+        };
+        let from_group = next_of_group.peek().map(|Reverse((order, _))| *order);
+        let take_group = match (from_heads, from_group) {
+            (Some(h), Some(g)) => g < h,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (None, None) => break,
+        };
+        let (order, id) = if take_group {
+            match next_of_group.pop() {
+                Some(Reverse(candidate)) => candidate,
+                None => break,
+            }
+        } else {
+            match heads.next() {
+                Some(head) => {
+                    let head = head?;
+                    // A group at its limit costs this entry only: its job
+                    // is not even loaded.
+                    if let Some(group) = &head.group {
+                        let leased = tx.group_leased(queue, group)?;
+                        if !round.group_has_room(group, leased) {
+                            continue;
+                        }
+                    }
+                    (head.order, head.id)
+                }
+                None => break,
+            }
+        };
+        let Some((job, revision)) = tx.load(id)? else {
+            continue;
+        };
+        let group_leased = match &job.group {
+            Some(group) => tx.group_leased(queue, group)?,
+            None => 0,
+        };
+        let lease_id = LeaseId::from_u64(tx.generate_id()?);
+        let group = job.group.clone();
+        if let Offer::Take(outcome) = round.offer(&job, lease_id, group_leased) {
+            let change = Change::of(Loaded { job, revision }, *outcome);
+            tx.apply(&Prepared::new(&change)?);
+            taken.push(change);
+            // The group's next job becomes a candidate if the group may
+            // give another.
+            if let Some(group) = group {
+                if round.wants_more() && round.group_has_room(&group, group_leased) {
+                    if let Some(next) = tx.next_in_group(queue, &group, &order)? {
+                        next_of_group.push(Reverse(next));
+                    }
+                }
+            }
+        }
+    }
+    let end = round.finish();
+    if let Some(bucket) = end.bucket {
+        let mut stored = settings;
+        stored.bucket = Some(bucket);
+        tx.set_settings(queue, &stored)?;
+    }
+    Ok((taken, end.retry_at))
+}
+
 /// A future already resolved: sled's reads are synchronous.
 fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
     Box::pin(std::future::ready(value))
@@ -944,55 +1101,13 @@ impl Backend for SledBackend {
 
     fn commit(&self, commit: Commit, mode: Mode) -> BoxFuture<'_, Result<Option<Committed>>> {
         Box::pin(async move {
-            let prepared = commit
-                .changes
-                .iter()
-                .map(Prepared::new)
-                .collect::<Result<Vec<_>>>()?;
-            let schedules = commit
-                .schedules
-                .iter()
-                .map(PreparedSchedule::new)
-                .collect::<Result<Vec<_>>>()?;
-            let settings = commit.settings.clone();
-            let policy = commit.policy;
-            let outcome = self
-                .run(mode, move |tx| {
-                    let mut applied = Vec::with_capacity(prepared.len());
-                    for (i, prepared) in prepared.iter().enumerate() {
-                        if tx.is_current(prepared)? {
-                            tx.apply(prepared);
-                            applied.push(i);
-                        } else if policy == Policy::AllOrNothing {
-                            return Err(TxError::Stale);
-                        }
-                    }
-                    for schedule in &schedules {
-                        if !tx.schedule_is_current(schedule)? {
-                            return Err(TxError::Stale);
-                        }
-                        tx.apply_schedule(schedule);
-                    }
-                    for (queue, update) in &settings {
-                        let stored = tx.settings(queue)?;
-                        tx.set_settings(queue, &update.apply(&stored))?;
-                    }
-                    Ok(applied)
-                })
-                .await?;
+            let prepared = PreparedCommit::new(&commit)?;
+            let outcome = self.run(mode, move |tx| prepared.run(tx)).await?;
             let Some((applied, logged)) = outcome else {
                 return Ok(None);
             };
-            let mut changes = commit.changes;
-            if applied.len() < changes.len() {
-                let mut index = 0;
-                changes.retain(|_| {
-                    index += 1;
-                    applied.binary_search(&(index - 1)).is_ok()
-                });
-            }
             Ok(Some(Committed {
-                applied: changes,
+                applied: applied_changes(commit.changes, &applied),
                 events: logged.count,
                 first_event: logged.first,
                 retry_at: None,
@@ -1008,97 +1123,8 @@ impl Backend for SledBackend {
     ) -> BoxFuture<'a, Result<Committed>> {
         let queue = queue.to_owned();
         Box::pin(async move {
-            // The scan runs inside the batch, where writes are serialized:
-            // ready jobs taken by earlier operations of the batch are
-            // skipped, and the counts the limits are checked against
-            // include their leases and settlements, so a lease never comes
-            // back empty while a job it could take is ready, and no limit
-            // is exceeded by concurrent calls.
             let outcome = self
-                .run(mode, move |tx| {
-                    let settings = tx.settings(&queue)?;
-                    let leased = tx.count(&queue, queue_proto::JobState::Leased)?;
-                    let mut round = plan.round(&settings, leased);
-                    let mut taken = Vec::with_capacity(plan.opts.max_jobs.min(64) as usize);
-                    // Candidates in lease order: the `r` entries (jobs
-                    // without a group, and each group's head), merged with
-                    // the next job of each group this round took from.
-                    let mut heads = tx.ready_heads(&queue).peekable();
-                    let mut next_of_group: BinaryHeap<Reverse<([u8; keys::ORDER_LEN], JobId)>> =
-                        BinaryHeap::new();
-                    while round.wants_more() {
-                        let from_heads = match heads.peek() {
-                            Some(Ok(head)) => Some(head.order),
-                            Some(Err(_)) => {
-                                return Err(heads
-                                    .next()
-                                    .and_then(|r| r.err())
-                                    .unwrap_or(TxError::Stale));
-                            }
-                            None => None,
-                        };
-                        let from_group = next_of_group.peek().map(|Reverse((order, _))| *order);
-                        let take_group = match (from_heads, from_group) {
-                            (Some(h), Some(g)) => g < h,
-                            (Some(_), None) => false,
-                            (None, Some(_)) => true,
-                            (None, None) => break,
-                        };
-                        let (order, id) = if take_group {
-                            match next_of_group.pop() {
-                                Some(Reverse(candidate)) => candidate,
-                                None => break,
-                            }
-                        } else {
-                            match heads.next() {
-                                Some(head) => {
-                                    let head = head?;
-                                    // A group at its limit costs this entry
-                                    // only: its job is not even loaded.
-                                    if let Some(group) = &head.group {
-                                        let leased = tx.group_leased(&queue, group)?;
-                                        if !round.group_has_room(group, leased) {
-                                            continue;
-                                        }
-                                    }
-                                    (head.order, head.id)
-                                }
-                                None => break,
-                            }
-                        };
-                        let Some((job, revision)) = tx.load(id)? else {
-                            continue;
-                        };
-                        let group_leased = match &job.group {
-                            Some(group) => tx.group_leased(&queue, group)?,
-                            None => 0,
-                        };
-                        let lease_id = LeaseId::from_u64(tx.generate_id()?);
-                        let group = job.group.clone();
-                        if let Offer::Take(outcome) = round.offer(&job, lease_id, group_leased) {
-                            let change = Change::of(Loaded { job, revision }, *outcome);
-                            tx.apply(&Prepared::new(&change)?);
-                            taken.push(change);
-                            // The group's next job becomes a candidate if
-                            // the group may give another.
-                            if let Some(group) = group {
-                                if round.wants_more() && round.group_has_room(&group, group_leased)
-                                {
-                                    if let Some(next) = tx.next_in_group(&queue, &group, &order)? {
-                                        next_of_group.push(Reverse(next));
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    let end = round.finish();
-                    if let Some(bucket) = end.bucket {
-                        let mut stored = settings;
-                        stored.bucket = Some(bucket);
-                        tx.set_settings(&queue, &stored)?;
-                    }
-                    Ok((taken, end.retry_at))
-                })
+                .run(mode, move |tx| lease_round(tx, &queue, &plan))
                 .await?;
             let ((applied, retry_at), logged) =
                 outcome.ok_or_else(|| Error::Internal("a lease round went stale".into()))?;
@@ -1108,6 +1134,53 @@ impl Backend for SledBackend {
                 first_event: logged.first,
                 retry_at,
             })
+        })
+    }
+
+    fn commit_and_lease<'a>(
+        &'a self,
+        commit: Commit,
+        queue: &'a str,
+        plan: LeasePlan,
+        mode: Mode,
+    ) -> BoxFuture<'a, Result<Option<(Committed, Committed)>>> {
+        let queue = queue.to_owned();
+        Box::pin(async move {
+            let prepared = PreparedCommit::new(&commit)?;
+            // One operation of the batch: the commit's body, then the
+            // round's, which reads the counts and group heads as the
+            // commit leaves them.
+            let outcome = self
+                .run(mode, move |tx| {
+                    let applied = prepared.run(tx)?;
+                    tx.bring_derived_up_to_date()?;
+                    let round = lease_round(tx, &queue, &plan)?;
+                    Ok((applied, round))
+                })
+                .await?;
+            let Some(((applied, (leased, retry_at)), logged)) = outcome else {
+                return Ok(None);
+            };
+            let settled = applied_changes(commit.changes, &applied);
+            // The operation's events are the commit's, then the round's.
+            let settled_events: u64 = settled
+                .iter()
+                .map(|change| change.outcome.events().count() as u64)
+                .sum();
+            Ok(Some((
+                Committed {
+                    applied: settled,
+                    events: settled_events,
+                    first_event: logged.first,
+                    retry_at: None,
+                },
+                Committed {
+                    applied: leased,
+                    events: logged.count.saturating_sub(settled_events),
+                    first_event: logged.first + settled_events,
+                    retry_at,
+                },
+            )))
         })
     }
 
