@@ -804,6 +804,31 @@ impl super::Backend for PgBackend {
 }
 
 /// Recomputes the derived columns and the counts from the records.
+/// Compares a count table (`sql` selects key, key, count) with the counts
+/// the records imply, noting a difference among `problems`.
+async fn compare_counts<K>(
+    conn: &Conn,
+    sql: &str,
+    what: &str,
+    expected: &std::collections::BTreeMap<(String, K), i64>,
+    problems: &mut Vec<String>,
+) -> Result<()>
+where
+    K: Ord + std::fmt::Debug + for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    let rows = conn.client.query(sql, &[]).await.map_err(db_error)?;
+    let stored: std::collections::BTreeMap<(String, K), i64> = rows
+        .iter()
+        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+        .collect();
+    if &stored != expected {
+        problems.push(format!(
+            "stored {what} {stored:?} differ from the records' {expected:?}"
+        ));
+    }
+    Ok(())
+}
+
 async fn verify(conn: &Conn) -> Result<Verification> {
     let mut report = Verification {
         jobs: 0,
@@ -887,37 +912,22 @@ async fn verify(conn: &Conn) -> Result<Verification> {
             }
         }
     }
-    let rows = conn
-        .client
-        .query("SELECT queue, state, n FROM queue_counts WHERE n <> 0", &[])
-        .await
-        .map_err(db_error)?;
-    let stored: std::collections::BTreeMap<(String, i16), i64> = rows
-        .iter()
-        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
-        .collect();
-    if stored != counts {
-        report.problems.push(format!(
-            "stored counts {stored:?} differ from the records' {counts:?}"
-        ));
-    }
-    let rows = conn
-        .client
-        .query(
-            "SELECT queue, grp, n FROM queue_group_leased WHERE n <> 0",
-            &[],
-        )
-        .await
-        .map_err(db_error)?;
-    let stored: std::collections::BTreeMap<(String, String), i64> = rows
-        .iter()
-        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
-        .collect();
-    if stored != groups {
-        report.problems.push(format!(
-            "stored group counts {stored:?} differ from the records' {groups:?}"
-        ));
-    }
+    compare_counts(
+        conn,
+        "SELECT queue, state, n FROM queue_counts WHERE n <> 0",
+        "counts",
+        &counts,
+        &mut report.problems,
+    )
+    .await?;
+    compare_counts(
+        conn,
+        "SELECT queue, grp, n FROM queue_group_leased WHERE n <> 0",
+        "group counts",
+        &groups,
+        &mut report.problems,
+    )
+    .await?;
     let rows = conn
         .client
         .query(

@@ -1817,13 +1817,7 @@ impl Store {
     /// order (the caller then forgets it).
     fn apply_pending(&self) -> Result<()> {
         self.pending
-            .for_each(|tree, key, value| {
-                match value {
-                    Some(value) => self.tree(tree).insert(key, value),
-                    None => self.tree(tree).remove(key),
-                }
-                .map(drop)
-            })
+            .for_each(|tree, key, value| self.write_tree(tree, key, value))
             .map_err(storage)
     }
 
@@ -1852,11 +1846,8 @@ impl Store {
     /// Writes a batch's writes to the trees, in (tree, key) order.
     pub(crate) fn apply(&self, writes: &Writes) -> Result<()> {
         for ((tree, key), value) in writes {
-            match value {
-                Some(value) => self.tree(*tree).insert(key.as_slice(), value.as_slice()),
-                None => self.tree(*tree).remove(key.as_slice()),
-            }
-            .map_err(storage)?;
+            self.write_tree(*tree, key, value.as_deref())
+                .map_err(storage)?;
         }
         Ok(())
     }
@@ -1957,11 +1948,8 @@ impl Store {
 
     fn apply_decoded(&self, writes: Vec<codec::WalWrite>) -> Result<()> {
         for (tree, key, value) in writes {
-            match value {
-                Some(value) => self.tree(tree).insert(key, value),
-                None => self.tree(tree).remove(key),
-            }
-            .map_err(storage)?;
+            self.write_tree(tree, &key, value.as_deref())
+                .map_err(storage)?;
         }
         Ok(())
     }

@@ -390,6 +390,15 @@ impl Store {
         }
     }
 
+    /// Writes `key` of `tree` directly (`None` removes it), bypassing the
+    /// overlay: for checkpoints, replays and records in pieces.
+    fn write_tree(&self, tree: u8, key: &[u8], value: Option<&[u8]>) -> sled::Result<()> {
+        match value {
+            Some(value) => self.tree(tree).insert(key, value).map(drop),
+            None => self.tree(tree).remove(key).map(drop),
+        }
+    }
+
     /// The committed value of `key` in `tree`: the overlay's write, else
     /// the tree's.
     fn get(&self, tree: u8, key: &[u8]) -> Result<Option<IVec>> {
@@ -1302,6 +1311,23 @@ mod tests {
     use super::*;
     use crate::rules::testing::{leased_job, ready_job};
 
+    /// The enqueue event `event_id` of `job`, as the log holds it.
+    fn enqueue_event(event_id: u64, job: &crate::Job) -> Event {
+        Event {
+            event_id,
+            id: job.id,
+            queue: job.queue.clone(),
+            state: job.state,
+            attempts: 0,
+            at: job.updated_at,
+            transition: crate::Transition::Enqueue,
+            correlation_id: job.correlation_id.clone(),
+            result: None,
+            last_error: None,
+            progress: None,
+        }
+    }
+
     fn writes_of(job: &crate::Job) -> Writes {
         let mut writes = Writes::new();
         writes.insert(
@@ -1362,19 +1388,7 @@ mod tests {
         let mut pending = ready_job();
         pending.id = JobId::from_u64(8);
         pending.queue = "r".into();
-        let event = |event_id, job: &crate::Job| Event {
-            event_id,
-            id: job.id,
-            queue: job.queue.clone(),
-            state: job.state,
-            attempts: 0,
-            at: job.updated_at,
-            transition: crate::Transition::Enqueue,
-            correlation_id: job.correlation_id.clone(),
-            result: None,
-            last_error: None,
-            progress: None,
-        };
+        let event = enqueue_event;
         let (first, second) = (event(1, &applied), event(2, &pending));
         let encode = |writes: &Writes| batch::encode(writes).unwrap();
         {
@@ -1426,19 +1440,7 @@ mod tests {
         pending.queue = "r".into();
         let mut stale = ready_job();
         stale.id = JobId::from_u64(77);
-        let event = |event_id, job: &crate::Job| Event {
-            event_id,
-            id: job.id,
-            queue: job.queue.clone(),
-            state: job.state,
-            attempts: 0,
-            at: job.updated_at,
-            transition: crate::Transition::Enqueue,
-            correlation_id: job.correlation_id.clone(),
-            result: None,
-            last_error: None,
-            progress: None,
-        };
+        let event = enqueue_event;
         let (first, second) = (event(1, &applied), event(2, &pending));
         let item = |event: &Event| {
             let mut items = Vec::new();
