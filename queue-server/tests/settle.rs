@@ -444,6 +444,9 @@ async fn a_settlement_that_frees_a_limit_lets_the_same_request_lease(backend: Ba
     assert_ne!(lease(&jobs[0]), lease(&held[0]));
     let stats = c.get("/v1/queues/grp").await.json;
     assert_eq!((&stats["leased"], &stats["ready"]), (&json!(1), &json!(1)));
+    // Counts and group counts as the records imply, on either backend.
+    let report = s.app.queue().verify().await.expect("verify");
+    assert!(report.is_ok(), "{:?}", report.problems);
 }
 
 async fn lost_leases_and_unknown_jobs_do_not_stop_the_lease(backend: Backend) {
