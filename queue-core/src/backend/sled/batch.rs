@@ -44,6 +44,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 
 use sled::IVec;
 
@@ -53,7 +54,7 @@ use super::keys::{
     group_leased_key, group_prefix, id_at_end, idem_key, job_key, queue_prefix, ready_key_of,
     settings_key,
 };
-use super::{Store, journal, storage};
+use super::{Store, io, journal, pending, storage};
 use queue_proto::{HISTORY_MINUTE_MS, JobState};
 
 use crate::backend::{Change, Expect, Revision, ScheduleChange};
@@ -1442,14 +1443,64 @@ impl Store {
             }
             if staged.checkpoint {
                 // The batch wrote the checkpoint, after the last frame of
-                // the lap: once sled is flushed, no frame is needed.
-                self.apply_pending()?;
-                self.flush_now()?;
-                self.pending.clear();
-                journal.cut();
+                // the lap: the lap's writes go to the trees behind, and
+                // the next lap to the other file.
+                self.end_lap(&mut journal)?;
             }
         }
         Ok(())
+    }
+
+    /// Ends a journal lap whose last batch (holding the checkpoint) is in
+    /// the overlay. The next lap goes to the journal's other file, which
+    /// holds the lap before this one: so first that lap's checkpoint must
+    /// be finished (applied and flushed). Then the overlay is frozen and a
+    /// thread applies it to the trees, the checkpoint key last (its tree
+    /// sorts last), and flushes sled, while the next batches go on into a
+    /// new layer. A crash before that flush replays this lap's frames
+    /// (and the next lap's) from both files.
+    ///
+    /// Only if the lap before is still being applied when this one ends
+    /// (its writes took longer than this whole lap) do batches wait here.
+    fn end_lap(&self, journal: &mut journal::Journal) -> Result<()> {
+        self.finish_behind()?;
+        self.pending
+            .freeze()
+            .map_err(|e| Error::Internal(e.into()))?;
+        journal.cut();
+        let behind = self.behind_job()?;
+        let spawned = std::thread::Builder::new()
+            .name("queue-core-checkpoint".into())
+            .spawn(move || behind.run());
+        match spawned {
+            Ok(handle) => {
+                *self.behind.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+                Ok(())
+            }
+            // No thread: the checkpoint is applied here, before the next
+            // batch.
+            Err(_) => self.behind_job()?.run(),
+        }
+    }
+
+    fn behind_job(&self) -> Result<Behind> {
+        Ok(Behind {
+            pending: Arc::clone(&self.pending),
+            trees: std::array::from_fn(|id| self.tree(u8::try_from(id).unwrap_or(u8::MAX)).clone()),
+            db: self.db.clone(),
+            log: self.log.try_clone().map_err(io)?,
+        })
+    }
+
+    /// Waits for the checkpoint applying the last lap behind, if one is
+    /// running, and returns how it ended.
+    pub(crate) fn finish_behind(&self) -> Result<()> {
+        let handle = self.behind.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match handle.map(JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(Error::Internal("the checkpoint thread panicked".into())),
+        }
     }
 
     /// The committer thread's body: leads batches for async callers until
@@ -1966,6 +2017,49 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .push(first, count, items);
         self.latest.send_replace(next_event);
+    }
+}
+
+/// A journal lap's checkpoint, applied to the trees behind the batches
+/// that follow it (see [`Store::end_lap`]): what it needs of the store.
+struct Behind {
+    pending: Arc<pending::Pending>,
+    /// The trees by id.
+    trees: [sled::Tree; pending::TREES],
+    db: sled::Db,
+    /// sled's log file, for the fsync that sled's own flush leaves out.
+    log: std::fs::File,
+}
+
+impl Behind {
+    /// Writes the frozen layer of the overlay to the trees, flushes sled
+    /// (durably), then lets the overlay forget the layer.
+    fn run(self) -> Result<()> {
+        let outcome = self
+            .pending
+            .apply_frozen(|tree, key, value| {
+                let tree = &self.trees[usize::from(tree)];
+                match value {
+                    Some(value) => tree.insert(key, value).map(drop),
+                    None => tree.remove(key).map(drop),
+                }
+            })
+            .map_err(storage)
+            .and_then(|()| self.db.flush().map_err(storage))
+            .and_then(|_| self.log.sync_data().map_err(io));
+        match outcome {
+            Ok(()) => {
+                self.pending.release_frozen();
+                Ok(())
+            }
+            Err(e) => {
+                // The layer stays readable; the next lap's end reports it,
+                // and the store stops then (the journal still holds both
+                // laps for a reopen).
+                tracing::error!(error = %e, "checkpoint failed");
+                Err(e)
+            }
+        }
     }
 }
 

@@ -16,23 +16,33 @@
 //! tree ([`codec::encode_slot`]: batch sequence, events, write-ahead
 //! record). Frames are written one after the other in batch order.
 //!
-//! The file is written in place, never truncated: `fdatasync` of a write
+//! There are two files, `journal` and `journal-2`, and the laps alternate
+//! between them: when a lap ends, the next one starts at offset 0 of the
+//! other file while the lap just ended is applied to sled's trees behind,
+//! on a thread of its own (see [`Store::sync_group`](super::Store)). A
+//! lap starts in a file only once the lap that file held before is in the
+//! trees and sled is flushed with its checkpoint, so every frame of a file
+//! that a reopen may need is of its current lap.
+//!
+//! A file is written in place, never truncated: `fdatasync` of a write
 //! that grows a file also commits the file system's metadata (its size,
 //! its new blocks), which on this machine made each durable batch wait
-//! ten times longer than an overwrite. So the file grows in zeroed steps
-//! of [`GROW`] bytes (one metadata commit per step), and a cut does not
-//! empty it: the next frame is written at offset 0 again, over the frames
-//! of the lap before, which the checkpoint already covers.
+//! ten times longer than an overwrite. So a file grows in zeroed steps of
+//! [`GROW`] bytes (one metadata commit per step), and a new lap does not
+//! empty it: its frames are written from offset 0 again, over the frames
+//! of the lap before, which a checkpoint already covers.
 //!
-//! Reading starts at offset 0 and stops at the first frame that is short,
-//! empty (zeroes), fails its CRC, or does not have a higher batch
-//! sequence than the one before it (what is left of the previous lap). A
-//! crash can tear or lose only frames written since the last sync (several
-//! frames may be written and then synced together, see [`Journal::write`]),
-//! and reading stops at the first of them that is missing, so a reopen
-//! replays a prefix of the batches, every acknowledged one included
+//! Reading a file starts at offset 0 and stops at the first frame that is
+//! short, empty (zeroes), fails its CRC, or does not have a higher batch
+//! sequence than the one before it (what is left of the file's previous
+//! lap). A crash can tear or lose only frames written since the last sync
+//! (several frames may be written and then synced together, see
+//! [`Journal::write`]; a group of them never spans two laps), and reading
+//! stops at the first of them that is missing, so a reopen replays a
+//! prefix of the batches, every acknowledged one included
 //! (acknowledgements wait for the sync); whatever follows is of the
-//! previous lap or of batches nobody was told about.
+//! previous lap or of batches nobody was told about. A reopen reads both
+//! files and replays, in sequence order, the frames after the checkpoint.
 //!
 //! Replay ([`Store::replay_wal`](super::Store)) treats a frame like a
 //! slot: applied again if its sequence is after the checkpoint. sled
@@ -49,11 +59,13 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
-/// The journal's file name in the data directory.
-pub(crate) const FILE: &str = "journal";
+/// The journal's file names in the data directory; laps alternate
+/// between them.
+pub(crate) const FILES: [&str; 2] = ["journal", "journal-2"];
 
-/// The write position past which the next sealed batch cuts the journal
-/// (flushes sled, then writes from offset 0 again).
+/// The write position past which the next sealed batch ends the lap (its
+/// writes go to the trees behind, and the next frame starts the other
+/// file).
 pub(crate) const CUT_AT: u64 = 8 * 1024 * 1024;
 
 /// The file grows by zeroed steps of this many bytes.
@@ -67,13 +79,20 @@ pub(crate) fn frame_len(body_len: usize) -> u64 {
     (HEADER + body_len) as u64
 }
 
-/// The journal file.
-pub(crate) struct Journal {
+/// One of the journal's files.
+struct Lap {
     file: File,
-    /// Where the next frame goes (the end of the current lap).
-    at: u64,
     /// The file's size: zeroes or frames up to here.
     size: u64,
+}
+
+/// The journal's files.
+pub(crate) struct Journal {
+    files: [Lap; 2],
+    /// The file of the current lap.
+    current: usize,
+    /// Where the next frame goes (the end of the current lap).
+    at: u64,
 }
 
 fn io(e: std::io::Error) -> Error {
@@ -81,26 +100,42 @@ fn io(e: std::io::Error) -> Error {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal of the data directory `dir` and
-    /// reads the frames of its current lap, in order. The next frame goes
-    /// at offset 0: the caller replays them and checkpoints them before
-    /// it writes one ([`Store::open`](super::Store)).
+    /// Opens (creating them if need be) both files, and returns the frames
+    /// each holds (a reopen replays those after the checkpoint, in
+    /// sequence order). The next frame goes to offset 0 of the first file:
+    /// after a reopen's replay every frame read is in the trees and behind
+    /// the checkpoint.
     pub(crate) fn open(dir: &Path) -> Result<(Journal, Vec<Vec<u8>>)> {
-        let path = dir.join(FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
-        let (frames, _) = read_frames(&bytes);
+        let mut frames = Vec::new();
+        let mut created = false;
+        let mut open = |name: &str| -> Result<Lap> {
+            let path = dir.join(name);
+            created |= !path.exists();
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io)?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(io)?;
+            frames.extend(read_frames(&bytes).0);
+            Ok(Lap {
+                file,
+                size: bytes.len() as u64,
+            })
+        };
+        let files = [open(FILES[0])?, open(FILES[1])?];
+        if created {
+            // A new file's name must be durable before a frame in it is
+            // acknowledged.
+            File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)?;
+        }
         let journal = Journal {
-            file,
+            files,
+            current: 0,
             at: 0,
-            size: bytes.len() as u64,
         };
         Ok((journal, frames))
     }
@@ -126,22 +161,21 @@ impl Journal {
         frame.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
         frame.extend_from_slice(body);
         let end = self.at + frame.len() as u64;
-        if end > self.size {
-            // Zeroes first, so that the step's blocks and size are
-            // committed once, by the next sync.
+        let lap = &mut self.files[self.current];
+        if end > lap.size {
             let grown = end.div_ceil(GROW) * GROW;
-            let zeroes = vec![0u8; usize::try_from(grown - self.size).unwrap_or(usize::MAX)];
-            self.file.write_all_at(&zeroes, self.size).map_err(io)?;
-            self.size = grown;
+            let zeroes = vec![0u8; usize::try_from(grown - lap.size).unwrap_or(usize::MAX)];
+            lap.file.write_all_at(&zeroes, lap.size).map_err(io)?;
+            lap.size = grown;
         }
-        self.file.write_all_at(&frame, self.at).map_err(io)?;
+        lap.file.write_all_at(&frame, self.at).map_err(io)?;
         self.at = end;
         Ok(())
     }
 
-    /// Makes the frames written so far durable (`fdatasync`).
+    /// Makes the frames written so far in this lap durable (`fdatasync`).
     pub(crate) fn sync(&mut self) -> Result<()> {
-        self.file.sync_data().map_err(io)
+        self.files[self.current].file.sync_data().map_err(io)
     }
 
     /// Where the next frame goes: the bytes of the current lap.
@@ -150,11 +184,13 @@ impl Journal {
         self.at
     }
 
-    /// Starts a new lap: the next frame goes at offset 0. The caller has
-    /// made every batch of this lap durable in sled first (a checkpoint at
-    /// or after the last one, flushed), so the frames it overwrites, and
-    /// those a crash leaves after the new lap's end, are never replayed.
+    /// Starts a new lap: the next frame goes at offset 0 of the other
+    /// file. The caller has made every batch of the lap that file held
+    /// durable in sled first (a checkpoint at or after the last one,
+    /// flushed), so the frames it overwrites, and those a crash leaves
+    /// after the new lap's end, are never replayed.
     pub(crate) fn cut(&mut self) {
+        self.current = 1 - self.current;
         self.at = 0;
     }
 }
@@ -208,7 +244,7 @@ mod tests {
     #[test]
     fn frames_of_the_lap_come_back_in_order_up_to_a_torn_or_damaged_one() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE);
+        let path = dir.path().join(FILES[0]);
         {
             let (mut journal, frames) = Journal::open(dir.path()).unwrap();
             assert!(frames.is_empty());
@@ -248,13 +284,29 @@ mod tests {
         assert_eq!(frames, vec![body(7, b"seven")]);
         journal.append(&body(8, b"a")).unwrap();
         journal.append(&body(9, b"b")).unwrap();
+        // A cut: the next lap goes to the other file, and both are read.
         journal.cut();
         assert_eq!(journal.len(), 0);
         journal.append(&body(10, b"ten")).unwrap();
         drop(journal);
-        // Frame 10 overwrote 8; 9 is left behind it with a lower sequence.
+        let second = std::fs::read(dir.path().join(FILES[1])).unwrap();
+        assert_eq!(read_frames(&second).0, vec![body(10, b"ten")]);
         let (_, frames) = Journal::open(dir.path()).unwrap();
-        assert_eq!(frames, vec![body(10, b"ten")]);
+        assert_eq!(frames, vec![body(8, b"a"), body(9, b"b"), body(10, b"ten")]);
+        // The laps alternate between the files (after a reopen, the first
+        // file first), and each file reads back its latest lap only: what
+        // is left of older laps behind it has lower sequences.
+        let (mut journal, _) = Journal::open(dir.path()).unwrap();
+        journal.append(&body(11, b"x")).unwrap();
+        journal.cut();
+        journal.append(&body(12, b"y")).unwrap();
+        journal.cut();
+        journal.append(&body(13, b"z")).unwrap();
+        drop(journal);
+        let first = std::fs::read(dir.path().join(FILES[0])).unwrap();
+        assert_eq!(read_frames(&first).0, vec![body(13, b"z")]);
+        let second = std::fs::read(dir.path().join(FILES[1])).unwrap();
+        assert_eq!(read_frames(&second).0, vec![body(12, b"y")]);
     }
 
     #[test]
@@ -265,7 +317,7 @@ mod tests {
         journal.append(&big).unwrap();
         journal.append(&body(2, b"after")).unwrap();
         drop(journal);
-        let len = std::fs::metadata(dir.path().join(FILE)).unwrap().len();
+        let len = std::fs::metadata(dir.path().join(FILES[0])).unwrap().len();
         assert_eq!(len, 2 * GROW);
         let (_, frames) = Journal::open(dir.path()).unwrap();
         assert_eq!(frames, vec![big, body(2, b"after")]);

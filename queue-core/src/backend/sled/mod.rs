@@ -63,9 +63,11 @@ const _: () = assert!(2 * MAX_PAYLOAD_LIMIT + 64 * 1024 < SEGMENT_SIZE / 4);
 /// sled's own log. Format 4 adds the `journal` file: a durable batch may be
 /// only there until sled is flushed, so a build that does not read the
 /// journal must refuse the directory (it would miss those batches after a
-/// crash), which the format number makes it do. Each older format is
-/// upgraded at open, one step after the other.
-const FORMAT_VERSION: u8 = 4;
+/// crash), which the format number makes it do. Format 5 adds the
+/// journal's second file, `journal-2`: its laps alternate between the two,
+/// so a build that reads only the first must refuse it too. Each older
+/// format is upgraded at open, one step after the other.
+const FORMAT_VERSION: u8 = 5;
 const FORMAT_KEY: &[u8] = b"format";
 
 /// The most entries one batch of a format upgrade writes.
@@ -86,8 +88,13 @@ pub(crate) struct Store {
     wal: Tree,
     /// Committed writes not yet in the trees (see [`pending`]): every read
     /// goes through [`Store::get`] and [`Store::scan`], which look here
-    /// first.
-    pending: pending::Pending,
+    /// first. Shared with the checkpoint that applies its frozen layer
+    /// behind (see [`Store::sync_group`]).
+    pending: Arc<pending::Pending>,
+    /// The checkpoint of the last journal lap, applying it to the trees
+    /// behind (`Durability::Sync`): joined before the next lap ends, and
+    /// at close.
+    behind: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
     /// Set when a batch could not be applied: the trees may be half-written
     /// until a reopen replays the write-ahead log, so nothing else is done.
     poisoned: AtomicBool,
@@ -141,6 +148,16 @@ pub(crate) struct Store {
     history_cache: Mutex<std::collections::HashMap<Vec<u8>, crate::rules::history::Rollup>>,
 }
 
+impl Drop for Store {
+    /// A checkpoint still applying a lap behind holds sled open: it
+    /// finishes first, so that the directory can be opened again at once.
+    fn drop(&mut self) {
+        if let Err(e) = self.finish_behind() {
+            tracing::error!(error = %e, "the last checkpoint failed");
+        }
+    }
+}
+
 impl Store {
     fn open(path: &std::path::Path, cache_capacity: u64, durability: Durability) -> Result<Store> {
         let flush_every_ms = match durability {
@@ -178,7 +195,8 @@ impl Store {
         let open_tree = |name: &str| db.open_tree(name).map_err(storage);
         let store = Store {
             wal: open_tree("wal")?,
-            pending: pending::Pending::default(),
+            pending: Arc::new(pending::Pending::default()),
+            behind: Mutex::new(None),
             poisoned: AtomicBool::new(false),
             log,
             journal: Mutex::new(journal),
@@ -214,13 +232,19 @@ impl Store {
         if format < 3 {
             store.upgrade_from_format_2()?;
         }
-        if format < 4 {
-            // Nothing to convert: a format-3 directory has no journal yet.
-            // The format key goes first, durably, before any batch is
-            // acknowledged through the journal.
-            store.db.insert(FORMAT_KEY, &[4]).map_err(storage)?;
+        if format < FORMAT_VERSION {
+            // Nothing to convert: a format-3 directory has no journal yet,
+            // a format-4 one no second journal file (an empty one reads
+            // as no frames). The format key goes first, durably, before any
+            // batch is acknowledged through the journal.
+            store
+                .db
+                .insert(FORMAT_KEY, &[FORMAT_VERSION])
+                .map_err(storage)?;
             store.flush_now()?;
-            tracing::info!("upgraded the data directory to format 4 (the journal)");
+            tracing::info!(
+                "upgraded the data directory to format {FORMAT_VERSION} (the journal's two files)"
+            );
         }
         Ok(store)
     }
@@ -1300,6 +1324,9 @@ impl Backend for SledBackend {
         for thread in threads {
             let _ = thread.join();
         }
+        if let Err(e) = self.store.finish_behind() {
+            tracing::error!(error = %e, "the last checkpoint failed");
+        }
         if let Err(e) = self.store.flush_now() {
             tracing::error!(error = %e, "final flush failed");
         }
@@ -1518,7 +1545,7 @@ mod tests {
                     Ok(())
                 })
                 .unwrap();
-            let journal = std::fs::read(dir.path().join(journal::FILE)).unwrap();
+            let journal = std::fs::read(dir.path().join(journal::FILES[0])).unwrap();
             let (frames, _) = journal::read_frames(&journal);
             assert_eq!(frames.len(), 1, "one frame for the batch");
             assert_eq!(codec::decode_slot(&frames[0]).unwrap().seq, 1);
@@ -1663,7 +1690,7 @@ mod tests {
             Some(job.clone())
         );
         assert!(store.get(META, b"second").unwrap().is_some());
-        let journal = std::fs::read(dir.path().join(journal::FILE)).unwrap();
+        let journal = std::fs::read(dir.path().join(journal::FILES[0])).unwrap();
         let (frames, _) = journal::read_frames(&journal);
         let seqs: Vec<u64> = frames
             .iter()
@@ -2000,23 +2027,26 @@ mod tests {
             .err()
             .expect("refused");
         assert!(
-            matches!(&error, Error::Corrupt(m) if m.contains("format [5]")),
+            matches!(&error, Error::Corrupt(m) if m.contains("format [6]")),
             "{error}"
         );
     }
 
     #[test]
-    fn a_format_3_directory_becomes_format_4_so_that_older_builds_refuse_it() {
-        let dir = tempfile::tempdir().unwrap();
-        {
+    fn an_older_directory_becomes_format_5_so_that_older_builds_refuse_it() {
+        for older in [3u8, 4] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+                store.db.insert(FORMAT_KEY, &[older]).unwrap();
+                store.flush_now().unwrap();
+            }
             let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
-            store.db.insert(FORMAT_KEY, &[3]).unwrap();
-            store.flush_now().unwrap();
+            assert_eq!(
+                store.db.get(FORMAT_KEY).unwrap().as_deref(),
+                Some(&[5u8][..]),
+                "from format {older}"
+            );
         }
-        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
-        assert_eq!(
-            store.db.get(FORMAT_KEY).unwrap().as_deref(),
-            Some(&[4u8][..])
-        );
     }
 }

@@ -36,7 +36,8 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use sled::IVec;
 
@@ -44,10 +45,15 @@ use sled::IVec;
 pub(crate) type Writes = BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>;
 
 /// Trees with writes (tree ids 0 to 5, see [`keys`](super::keys)).
-const TREES: usize = 6;
+pub(crate) const TREES: usize = 6;
 
-/// Overlay entries a scan copies at a time.
+/// Overlay entries a scan copies at a time, at most; its first copy is of
+/// [`FIRST_CHUNK`] entries, and each next one twice the last (most scans
+/// read one entry or a few: the head of a queue's ready entries).
 const CHUNK: usize = 64;
+
+/// Overlay entries a scan copies first.
+const FIRST_CHUNK: usize = 2;
 
 /// One tree's committed writes: key → value, `None` for a removal.
 type TreeWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -55,73 +61,161 @@ type TreeWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// One write: key and value, `None` for a removal.
 type Write = (Vec<u8>, Option<Vec<u8>>);
 
+/// Writes of one layer of the overlay, tree by tree.
 #[derive(Default)]
-struct Inner {
+struct Layer {
     trees: [TreeWrites; TREES],
     /// Bytes of keys and values held (a bound on memory, and when to
     /// checkpoint).
     bytes: usize,
-    /// How many times the overlay was emptied (its writes applied to the
-    /// trees): a scan that sees it change reads the trees again from where
-    /// it is (see [`Scan`]).
-    generation: u64,
+    /// The frozen layer's apply: the chunk being written to the trees
+    /// (tree, first and last key), and the last key written.
+    in_flight: Option<(usize, Vec<u8>, Vec<u8>)>,
+    applied: Option<(usize, Vec<u8>)>,
 }
 
-/// The committed writes not yet applied to the trees.
+impl Layer {
+    fn is_empty(&self) -> bool {
+        self.trees.iter().all(BTreeMap::is_empty)
+    }
+
+    /// Takes `key` out of `tree`'s writes, with its bytes; whether it
+    /// held it.
+    fn remove(&mut self, tree: usize, key: &[u8]) -> bool {
+        let Some(old) = self.trees.get_mut(tree).and_then(|map| map.remove(key)) else {
+            return false;
+        };
+        let removed = key.len() + old.map_or(0, |v| v.len());
+        self.bytes = self.bytes.saturating_sub(removed);
+        true
+    }
+
+    /// Whether the chunk being written to the trees holds `key` of `tree`.
+    fn writing(&self, tree: usize, key: &[u8]) -> bool {
+        self.in_flight.as_ref().is_some_and(|(t, first, last)| {
+            *t == tree && first.as_slice() <= key && key <= last.as_slice()
+        })
+    }
+
+    /// Whether the apply has written `key` of `tree` (it goes in (tree,
+    /// key) order).
+    fn written(&self, tree: usize, key: &[u8]) -> bool {
+        self.applied
+            .as_ref()
+            .is_some_and(|(t, last)| *t > tree || (*t == tree && key <= last.as_slice()))
+    }
+}
+
+/// The committed writes not yet applied to the trees: the current layer,
+/// and the layer of the lap before while a checkpoint applies it behind
+/// (`Durability::Sync`, see [`Pending::freeze`]). The current layer's
+/// write of a key replaces the frozen one's.
 #[derive(Default)]
 pub(crate) struct Pending {
-    inner: RwLock<Inner>,
+    current: RwLock<Layer>,
+    /// Being applied to the trees; empty when no checkpoint is behind.
+    frozen: RwLock<Layer>,
+    /// How many times writes left the overlay for the trees (the current
+    /// layer applied and emptied, or the frozen one released): a scan that
+    /// sees it change reads the trees again from where it is (see
+    /// [`Scan`]). Changed under the write lock of the layer emptied.
+    generation: AtomicU64,
+    /// How many chunks of frozen layers were written to the trees, and its
+    /// signal, for a batch waiting for the chunk that holds a key it
+    /// removes (taken under the frozen layer's lock, never the reverse).
+    chunks: Mutex<u64>,
+    chunk_done: Condvar,
+    /// Told when a batch waits for a chunk (tests).
+    #[cfg(test)]
+    waiting: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+/// Writes of the frozen layer a checkpoint writes to the trees at a time
+/// (a batch that removes one of them waits for the chunk, see
+/// [`Pending::absorb`]).
+const APPLY_CHUNK: usize = 64;
+
+fn read(lock: &RwLock<Layer>) -> RwLockReadGuard<'_, Layer> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write(lock: &RwLock<Layer>) -> RwLockWriteGuard<'_, Layer> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Pending {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The committed value of `key` in `tree` if the overlay holds it
     /// (`Some(None)` for a removal, which the overlay does not keep today:
     /// see [`Pending::absorb`]), `None` if the tree has the answer.
     pub(crate) fn get(&self, tree: u8, key: &[u8]) -> Option<Option<IVec>> {
-        let inner = self.read();
-        inner
-            .trees
-            .get(usize::from(tree))?
-            .get(key)
-            .map(|value| value.as_deref().map(IVec::from))
+        let tree = usize::from(tree);
+        let found = |layer: &Layer| {
+            layer
+                .trees
+                .get(tree)?
+                .get(key)
+                .map(|value| value.as_deref().map(IVec::from))
+        };
+        if let Some(value) = found(&read(&self.current)) {
+            return Some(value);
+        }
+        found(&read(&self.frozen))
     }
 
     /// Adds a durable batch's writes, each replacing what the overlay held
-    /// for its key. A removal is not kept: the key leaves the overlay, and
-    /// the tree (`trees` gives it by id) if it holds the key, at once. So
+    /// for its key. A removal is not kept: the key leaves the tree
+    /// (`trees` gives it by id) and the overlay (both layers) at once. So
     /// the overlay holds no removals for scans to step over (a queue
     /// drained between checkpoints would otherwise make every lease walk
     /// the ready entries of the jobs leased before it), and an entry added
-    /// and removed between checkpoints costs the tree one lookup.
+    /// and removed between checkpoints costs the tree one lookup (sled's
+    /// removal of a missing key writes nothing).
     ///
     /// The tree's removal comes first, then the overlay's, so that a reader
     /// meanwhile finds the overlay's value (as before the batch), never an
-    /// older one of the tree. Like the overlay's writes, it comes after the
-    /// batch's record is stored: the trees are never ahead of the records.
+    /// older one of the tree. A checkpoint applying the frozen layer
+    /// behind may write the key to the tree meanwhile: a key in the chunk
+    /// it is writing waits for the chunk, and a key it has written is
+    /// removed from the tree again (once the frozen layer no longer holds
+    /// it, nothing writes it back). Like the overlay's writes, removals
+    /// come after the batch's record is stored: the trees are never ahead
+    /// of the records.
     pub(crate) fn absorb<'t>(
         &self,
         writes: Writes,
         trees: impl Fn(u8) -> &'t sled::Tree,
     ) -> sled::Result<()> {
         for ((tree, key), value) in &writes {
-            if value.is_none() && usize::from(*tree) < TREES {
-                let tree = trees(*tree);
-                if tree.contains_key(key)? {
-                    tree.remove(key)?;
+            if value.is_some() || usize::from(*tree) >= TREES {
+                continue;
+            }
+            let id = usize::from(*tree);
+            trees(*tree).remove(key)?;
+            let written_back = loop {
+                let mut frozen = write(&self.frozen);
+                if frozen.is_empty() {
+                    break false;
                 }
+                if frozen.writing(id, key) {
+                    let seen = *self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+                    drop(frozen);
+                    #[cfg(test)]
+                    if let Some(waiting) = &*self.waiting.lock().unwrap() {
+                        let _ = waiting.send(());
+                    }
+                    self.wait_for_chunk(seen);
+                    continue;
+                }
+                let held = frozen.remove(id, key);
+                break held && frozen.written(id, key);
+            };
+            if written_back {
+                trees(*tree).remove(key)?;
             }
         }
-        let mut inner = self.write();
+        let mut current = write(&self.current);
         for ((tree, key), value) in writes {
-            let Some(map) = inner.trees.get_mut(usize::from(tree)) else {
+            let Some(map) = current.trees.get_mut(usize::from(tree)) else {
                 continue;
             };
             let key_len = key.len();
@@ -131,25 +225,37 @@ impl Pending {
                 None => map.remove(&key),
             };
             let removed = old.map_or(0, |value| key_len + value.map_or(0, |v| v.len()));
-            inner.bytes = inner.bytes.saturating_add(added).saturating_sub(removed);
+            current.bytes = current.bytes.saturating_add(added).saturating_sub(removed);
         }
         Ok(())
     }
 
-    /// About how many bytes the overlay holds.
-    pub(crate) fn bytes(&self) -> usize {
-        self.read().bytes
+    /// Waits until the frozen layer's chunk count passes `seen` (a chunk
+    /// written to the trees).
+    fn wait_for_chunk(&self, seen: u64) {
+        let mut done = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        while *done == seen {
+            done = self
+                .chunk_done
+                .wait(done)
+                .unwrap_or_else(|p| p.into_inner());
+        }
     }
 
-    /// Calls `f` with each write, in (tree, key) order, under the read lock
-    /// (readers go on; only the batch leader writes the overlay, and it is
-    /// the caller).
+    /// About how many bytes the current layer holds.
+    pub(crate) fn bytes(&self) -> usize {
+        read(&self.current).bytes
+    }
+
+    /// Calls `f` with each write of the current layer, in (tree, key)
+    /// order, under its read lock (readers go on; only the batch leader
+    /// writes the overlay, and it is the caller).
     pub(crate) fn for_each<E>(
         &self,
         mut f: impl FnMut(u8, &[u8], Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let inner = self.read();
-        for (tree, map) in inner.trees.iter().enumerate() {
+        let current = read(&self.current);
+        for (tree, map) in current.trees.iter().enumerate() {
             let tree = u8::try_from(tree).unwrap_or(u8::MAX);
             for (key, value) in map {
                 f(tree, key, value.as_deref())?;
@@ -158,42 +264,141 @@ impl Pending {
         Ok(())
     }
 
-    /// Forgets every write: the trees hold them now.
+    /// Forgets every write of the current layer: the trees hold them now.
     pub(crate) fn clear(&self) {
-        let mut inner = self.write();
-        for map in &mut inner.trees {
-            map.clear();
-        }
-        inner.bytes = 0;
-        inner.generation += 1;
+        let mut current = write(&self.current);
+        *current = Layer::default();
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Up to [`CHUNK`] writes of `tree` from `from` on (in key order),
-    /// below `to`, and the overlay's generation when they were copied.
-    fn chunk(&self, tree: u8, from: Bound<&[u8]>, to: Bound<&[u8]>) -> (Vec<Write>, u64) {
-        let inner = self.read();
-        let generation = inner.generation;
-        let Some(map) = inner.trees.get(usize::from(tree)) else {
+    /// Makes the current layer the frozen one, for a checkpoint to apply
+    /// behind ([`Pending::apply_frozen`], then [`Pending::release_frozen`]);
+    /// the next writes start a new current layer. Readers see the same
+    /// writes before and after. Fails if the last frozen layer was not
+    /// released (its checkpoint did not finish).
+    pub(crate) fn freeze(&self) -> Result<(), &'static str> {
+        let mut current = write(&self.current);
+        let mut frozen = write(&self.frozen);
+        if !frozen.is_empty() {
+            return Err("the overlay's last checkpoint did not finish");
+        }
+        std::mem::swap(&mut *current, &mut *frozen);
+        Ok(())
+    }
+
+    /// Calls `f` with each write of the frozen layer, in (tree, key)
+    /// order, [`APPLY_CHUNK`] writes at a time: each chunk is copied and
+    /// marked as being written under the layer's lock, then written
+    /// without it (so readers and batches go on while sled writes, which
+    /// may wait for its own I/O), then marked as written. A batch that
+    /// removes a key of the chunk being written waits for it (see
+    /// [`Pending::absorb`]).
+    pub(crate) fn apply_frozen<E>(
+        &self,
+        mut f: impl FnMut(u8, &[u8], Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for tree in 0..TREES {
+            let id = u8::try_from(tree).unwrap_or(u8::MAX);
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let chunk: Vec<Write> = {
+                    let mut frozen = write(&self.frozen);
+                    let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+                    let chunk: Vec<Write> = frozen.trees[tree]
+                        .range::<[u8], _>((from, Bound::Unbounded))
+                        .take(APPLY_CHUNK)
+                        .map(|(key, value)| (key.clone(), value.clone()))
+                        .collect();
+                    if let (Some((first, _)), Some((last, _))) = (chunk.first(), chunk.last()) {
+                        frozen.in_flight = Some((tree, first.clone(), last.clone()));
+                    }
+                    chunk
+                };
+                let Some((last, _)) = chunk.last() else {
+                    break;
+                };
+                let last = last.clone();
+                let outcome = chunk
+                    .iter()
+                    .try_for_each(|(key, value)| f(id, key, value.as_deref()));
+                {
+                    let mut frozen = write(&self.frozen);
+                    frozen.in_flight = None;
+                    frozen.applied = Some((tree, last.clone()));
+                    *self.chunks.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                }
+                self.chunk_done.notify_all();
+                outcome?;
+                if chunk.len() < APPLY_CHUNK {
+                    break;
+                }
+                after = Some(last);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the frozen layer: the trees hold its writes now.
+    pub(crate) fn release_frozen(&self) {
+        let mut frozen = write(&self.frozen);
+        *frozen = Layer::default();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Up to `limit` writes of `tree` from `from` on (in key order),
+    /// below `to`, both layers merged (the current one's write of a key
+    /// replaces the frozen one's), and the overlay's generation when they
+    /// were copied.
+    fn chunk(
+        &self,
+        tree: u8,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        limit: usize,
+    ) -> (Vec<Write>, u64) {
+        let current = read(&self.current);
+        let frozen = read(&self.frozen);
+        let generation = self.generation.load(Ordering::Acquire);
+        let (Some(ours), Some(older)) = (
+            current.trees.get(usize::from(tree)),
+            frozen.trees.get(usize::from(tree)),
+        ) else {
             return (Vec::new(), generation);
         };
-        if map.is_empty() || !valid(from, to) {
+        if (ours.is_empty() && older.is_empty()) || !valid(from, to) {
             return (Vec::new(), generation);
         }
-        let chunk = map
-            .range::<[u8], _>((from, to))
-            .take(CHUNK)
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
+        let mut ours = ours.range::<[u8], _>((from, to)).peekable();
+        let mut older = older.range::<[u8], _>((from, to)).peekable();
+        let mut chunk = Vec::new();
+        while chunk.len() < limit {
+            let next = match (ours.peek(), older.peek()) {
+                (None, None) => break,
+                (Some(_), None) => ours.next(),
+                (None, Some(_)) => older.next(),
+                (Some((a, _)), Some((b, _))) => match a.cmp(b) {
+                    std::cmp::Ordering::Less => ours.next(),
+                    std::cmp::Ordering::Greater => older.next(),
+                    std::cmp::Ordering::Equal => {
+                        older.next();
+                        ours.next()
+                    }
+                },
+            };
+            if let Some((key, value)) = next {
+                chunk.push((key.clone(), value.clone()));
+            }
+        }
         (chunk, generation)
     }
 
     fn generation(&self) -> u64 {
-        self.read().generation
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The last entry of `tree` in the range as committed: the overlay's
-    /// last live write in it, or the tree's last entry that the overlay
-    /// does not hold, whichever sorts later.
+    /// last live write in it (either layer), or the tree's last entry
+    /// that the overlay does not hold, whichever sorts later.
     pub(crate) fn last_in(
         &self,
         tree: &sled::Tree,
@@ -204,18 +409,34 @@ impl Pending {
         if !valid(from, to) {
             return Ok(None);
         }
-        let inner = self.read();
-        let map = inner.trees.get(usize::from(id));
-        let ours = map.and_then(|map| {
+        let current = read(&self.current);
+        let frozen = read(&self.frozen);
+        let maps: Vec<&TreeWrites> = [&*current, &*frozen]
+            .into_iter()
+            .filter_map(|layer| layer.trees.get(usize::from(id)))
+            .collect();
+        fn last<'m>(
+            map: &'m TreeWrites,
+            from: Bound<&[u8]>,
+            to: Bound<&[u8]>,
+        ) -> Option<&'m Vec<u8>> {
             map.range::<[u8], _>((from, to))
                 .rev()
-                .find_map(|(key, value)| value.as_ref().map(|v| (key, v)))
+                .find_map(|(key, value)| value.as_ref().map(|_| key))
+        }
+        // The current layer's write of a key replaces the frozen one's;
+        // neither holds removals, so the later key of the two is live.
+        let ours = maps.iter().filter_map(|map| last(map, from, to)).max();
+        let ours = ours.and_then(|key| {
+            maps.iter()
+                .find_map(|map| map.get(key))
+                .and_then(|value| value.as_ref().map(|value| (key, value)))
         });
         let range = (from.map(<[u8]>::to_vec), to.map(<[u8]>::to_vec));
         let mut theirs = None;
         for item in tree.range(range).rev() {
             let (key, value) = item?;
-            if map.is_some_and(|map| map.contains_key(key.as_ref())) {
+            if maps.iter().any(|map| map.contains_key(key.as_ref())) {
                 continue;
             }
             theirs = Some((key, value));
@@ -268,6 +489,8 @@ pub(crate) struct Scan<'a> {
     to: Bound<Vec<u8>>,
     /// The overlay has nothing more in the range.
     writes_done: bool,
+    /// How many writes the next copy takes.
+    chunk: usize,
 }
 
 impl<'a> Scan<'a> {
@@ -290,6 +513,7 @@ impl<'a> Scan<'a> {
             next_from: from,
             to,
             writes_done: false,
+            chunk: FIRST_CHUNK,
         }
     }
 
@@ -298,16 +522,20 @@ impl<'a> Scan<'a> {
         if !self.writes.is_empty() || self.writes_done {
             return;
         }
-        let (chunk, generation) =
-            self.pending
-                .chunk(self.id, as_slice(&self.next_from), as_slice(&self.to));
+        let (chunk, generation) = self.pending.chunk(
+            self.id,
+            as_slice(&self.next_from),
+            as_slice(&self.to),
+            self.chunk,
+        );
         if generation != self.generation {
             self.generation = generation;
             self.stored = stored_range(&self.tree, &self.at, &self.to).peekable();
         }
-        if chunk.len() < CHUNK {
+        if chunk.len() < self.chunk {
             self.writes_done = true;
         }
+        self.chunk = (self.chunk * 2).min(CHUNK);
         if let Some((last, _)) = chunk.last() {
             self.next_from = Bound::Excluded(last.clone());
         }
@@ -569,5 +797,150 @@ mod tests {
             Bound::Unbounded,
         ));
         assert_eq!(all.len(), 160, "the tree alone, less the removed entries");
+    }
+
+    /// Applies the frozen layer of `pending` to the tree of id 1.
+    fn apply_to(pending: &Pending, tree: &sled::Tree) {
+        pending
+            .apply_frozen(|id, key, value| match (id, value) {
+                (1, Some(value)) => tree.insert(key, value).map(drop),
+                (1, None) => tree.remove(key).map(drop),
+                _ => Ok(()),
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_frozen_layer_reads_as_before_under_the_next_writes_until_released() {
+        let (_db, tree, pending, mut model) = fixture();
+        pending.freeze().unwrap();
+        assert_eq!(pending.bytes(), 0, "a new current layer");
+        assert!(pending.freeze().is_err(), "one frozen layer at a time");
+        let all = |pending: &Pending| {
+            scanned(Scan::new(
+                pending,
+                &tree,
+                1,
+                Bound::Unbounded,
+                Bound::Unbounded,
+            ))
+        };
+        assert_eq!(all(&pending), model.clone().into_iter().collect::<Vec<_>>());
+        // The next writes replace the frozen ones and add their own.
+        let mut writes = Writes::new();
+        for n in [8u32, 9, 12, 500, 501] {
+            let value = format!("newer {n}").into_bytes();
+            model.insert(key(n), value.clone());
+            writes.insert((1, key(n)), Some(value));
+        }
+        pending.absorb(writes, |_| &tree).unwrap();
+        assert_eq!(
+            pending.get(1, &key(8)).flatten().map(|v| v.to_vec()),
+            Some(b"newer 8".to_vec())
+        );
+        assert_eq!(
+            pending.get(1, &key(4)).flatten().map(|v| v.to_vec()),
+            Some(b"new 4".to_vec()),
+            "the frozen layer answers"
+        );
+        assert_eq!(all(&pending), model.clone().into_iter().collect::<Vec<_>>());
+        for to in [3u32, 8, 9, 13, 399, 499, 500, 600] {
+            let got = pending
+                .last_in(&tree, 1, Bound::Unbounded, Bound::Included(&key(to)))
+                .unwrap()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()));
+            let want = model
+                .range(..=key(to))
+                .next_back()
+                .map(|(k, v)| (k.clone(), v.clone()));
+            assert_eq!(got, want, "..={to}");
+        }
+        // Applied and released: the tree holds the frozen writes, the
+        // current layer still replaces some of them.
+        let generation = pending.generation();
+        apply_to(&pending, &tree);
+        pending.release_frozen();
+        assert!(pending.generation() > generation);
+        assert_eq!(
+            tree.get(key(4)).unwrap().map(|v| v.to_vec()),
+            Some(b"new 4".to_vec())
+        );
+        assert_eq!(
+            tree.get(key(8)).unwrap().map(|v| v.to_vec()),
+            Some(b"new 8".to_vec())
+        );
+        assert!(
+            tree.get(key(500)).unwrap().is_none(),
+            "current: not applied"
+        );
+        assert_eq!(all(&pending), model.into_iter().collect::<Vec<_>>());
+        pending.freeze().unwrap();
+    }
+
+    #[test]
+    fn a_key_removed_while_its_frozen_layer_is_applied_is_not_written_back() {
+        let (_db, tree, pending, model) = fixture();
+        pending.freeze().unwrap();
+        // The first chunk of writes holds keys 3 to 100 or so; 8 is in
+        // it, 392 in a later one.
+        let (early, late) = (key(8), key(392));
+        assert!(pending.get(1, &early).is_some() && pending.get(1, &late).is_some());
+        let (removing, removed) = std::sync::mpsc::channel::<()>();
+        let (waiting, waits) = std::sync::mpsc::channel::<()>();
+        *pending.waiting.lock().unwrap() = Some(waiting);
+        let remover = {
+            let tree = tree.clone();
+            let (early, late) = (early.clone(), late.clone());
+            let pending = &pending;
+            move || {
+                removed.recv().unwrap();
+                let mut writes = Writes::new();
+                writes.insert((1, early), None);
+                writes.insert((1, late), None);
+                pending.absorb(writes, |_| &tree).unwrap();
+            }
+        };
+        std::thread::scope(|scope| {
+            let remover = scope.spawn(remover);
+            let mut written = 0;
+            pending
+                .apply_frozen(|id, key, value| {
+                    written += 1;
+                    if written == 1 {
+                        // The first chunk is being written, 8 not yet: the
+                        // removal takes 8 from the tree, then waits for
+                        // the chunk, which writes 8 back.
+                        removing.send(()).unwrap();
+                        waits.recv().unwrap();
+                    }
+                    match (id, value) {
+                        (1, Some(value)) => tree.insert(key, value).map(drop),
+                        (1, None) => tree.remove(key).map(drop),
+                        _ => Ok(()),
+                    }
+                })
+                .unwrap();
+            remover.join().unwrap();
+        });
+        pending.release_frozen();
+        assert!(
+            tree.get(&early).unwrap().is_none(),
+            "removed after its chunk"
+        );
+        assert!(
+            tree.get(&late).unwrap().is_none(),
+            "removed before its chunk"
+        );
+        let mut model = model;
+        model.remove(&early);
+        model.remove(&late);
+        let all = scanned(Scan::new(
+            &pending,
+            &tree,
+            1,
+            Bound::Unbounded,
+            Bound::Unbounded,
+        ));
+        assert_eq!(all, model.into_iter().collect::<Vec<_>>());
     }
 }
