@@ -37,9 +37,9 @@ const DIR_ENV: &str = "QUEUE_JOURNAL_CHILD_DIR";
 const MODE_ENV: &str = "QUEUE_JOURNAL_CHILD_MODE";
 const PAD_ENV: &str = "QUEUE_JOURNAL_CHILD_PAD";
 const QUEUE: &str = "journal";
-/// Large enough that a few hundred enqueues pass the journal's cut size
-/// (8 MiB) more than once.
-const PAD: usize = 48 * 1024;
+/// Large enough that a few hundred enqueues pass the journal's lap size
+/// (32 MiB) more than once.
+const PAD: usize = 256 * 1024;
 /// Small enough that hundreds of batches stay in the overlay.
 const SMALL_PAD: usize = 16;
 
@@ -90,7 +90,7 @@ fn journal_cuts_and_replays_survive_sigkill() {
     for file in ["journal", "journal-2"] {
         let journal = std::fs::metadata(dir.path().join(file)).expect("journal file");
         assert!(
-            journal.len() <= 10 * 1024 * 1024,
+            journal.len() <= 34 * 1024 * 1024,
             "the journal's laps end as they grow: {file} has {} bytes",
             journal.len()
         );

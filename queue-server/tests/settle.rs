@@ -51,8 +51,9 @@ fn row_id(job: &Value) -> i64 {
 
 /// The frames of the sled store's journal in `dir` (its `journal` file:
 /// frames of `len` u32 BE, CRC u32 BE, `len` bytes, from offset 0, then
-/// zeroes): one per durable batch since the store was created (the file
-/// is cut only past 8 MiB, which no test here comes near).
+/// zeroes): one per durable batch since the store was created (a lap
+/// ends, and the next goes to the other file, only past 32 MiB, which no
+/// test here comes near).
 fn journal_frames(dir: &Path) -> usize {
     let bytes = std::fs::read(dir.join("journal")).unwrap_or_default();
     let (mut at, mut frames) = (0, 0);

@@ -26,9 +26,12 @@
 //! insert (into the batch's slot, or in pieces of a MiB for large
 //! batches), flushed by sled's own timer. Then the batch's writes join the
 //! overlay of committed writes ([`pending`]), which every read consults
-//! before the trees; the trees get the overlay at the next checkpoint
-//! (when the journal is cut, or before a slot still needed is reused),
-//! and sled is flushed then under `Sync`. A reopen replays the records
+//! before the trees; the trees get the overlay at the next checkpoint.
+//! Under `Sync` that is when a journal lap ends: the overlay is frozen and
+//! applied to the trees behind, on a thread of its own, and sled flushed,
+//! while the next batches go on into a new layer and the journal's other
+//! file (see [`Store::end_lap`]). Under `Periodic` it is before a slot
+//! still needed is reused, done by the batch. A reopen replays the records
 //! (frames and slots) after the checkpoint. sled recovers a prefix of its
 //! log, so the trees are never ahead of their records.
 //!
@@ -1731,9 +1734,9 @@ impl Store {
     ///
     /// A checkpoint applies the overlay to the trees (the checkpoint key
     /// last, its tree sorts last) and forgets it: under `Sync` when the
-    /// journal is cut (sled is flushed first, then the next frame starts a
-    /// new lap), under `Periodic` before the oldest slot that a reopen
-    /// would still replay is reused, and in both when the overlay passes
+    /// journal's lap ends, behind the next batches ([`Store::end_lap`]),
+    /// under `Periodic` before the oldest slot that a reopen would still
+    /// replay is reused, and in both when the overlay passes
     /// [`PENDING_MAX`] bytes or a record is too large for a slot.
     ///
     /// [`pending`]: super::pending
@@ -2085,10 +2088,13 @@ pub(crate) const SLOTS: u64 = 1024;
 /// holds a batch of about forty 200-byte jobs (it was 2 KiB, five jobs).
 pub(crate) const SLOT_RECORD_MAX: usize = 16 * 1024;
 
-/// The bytes of committed writes the overlay holds (see
+/// The bytes of committed writes the overlay's current layer holds (see
 /// [`pending`](super::pending)) past which the next batch applies them to
-/// the trees.
-pub(crate) const PENDING_MAX: usize = 8 * 1024 * 1024;
+/// the trees. It bounds the overlay's memory: a lap of the journal
+/// ([`journal::CUT_AT`]) holds about as much, so under `Sync` a lap ends
+/// first, and the overlay holds at most two of them (the current layer and
+/// the frozen one being applied).
+pub(crate) const PENDING_MAX: usize = 32 * 1024 * 1024;
 
 /// Events gathered in slots before a batch writes them as one chunk.
 pub(crate) const CHUNK_EVENTS: u64 = 64;

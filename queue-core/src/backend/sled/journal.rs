@@ -1,11 +1,12 @@
-//! The journal: the write-ahead log of `Durability::Sync` batches, a plain
-//! append-only file beside sled's (`journal` in the data directory).
+//! The journal: the write-ahead log of `Durability::Sync` batches, plain
+//! append-only files beside sled's (`journal` and `journal-2` in the data
+//! directory).
 //!
 //! A durable batch appends one frame and `fdatasync`s the file, then
 //! adds its writes to the overlay of committed writes (`pending.rs`),
 //! without touching sled: the journal is what makes the batch durable, and
-//! the overlay reaches sled's trees, which are flushed then, only when the
-//! journal is cut (see [`Journal::cut`]). Before the journal, each durable
+//! the overlay reaches sled's trees, which are flushed then, only when a
+//! lap of the journal ends (see [`Journal::cut`]). Before the journal, each durable
 //! batch inserted its record into a sled slot and flushed sled; that flush
 //! (sled serializing and writing its buffers, `sync_file_range`, then the
 //! `fdatasync`) and the slot's insert were most of a durable batch's CPU
@@ -65,8 +66,14 @@ pub(crate) const FILES: [&str; 2] = ["journal", "journal-2"];
 
 /// The write position past which the next sealed batch ends the lap (its
 /// writes go to the trees behind, and the next frame starts the other
-/// file).
-pub(crate) const CUT_AT: u64 = 8 * 1024 * 1024;
+/// file). A job enqueued and finished within a lap never costs the trees
+/// its intermediate writes (see [`pending`](super::pending)): at 32 MiB
+/// that is some 25,000 jobs of 200 bytes through their whole life. It
+/// also bounds the overlay's memory (about a lap's bytes, two while one
+/// is applied behind) and what a reopen after a crash replays (at most two
+/// laps). It was 8 MiB while the lap's end paused every batch for the
+/// apply; see BENCHMARKS.md for both.
+pub(crate) const CUT_AT: u64 = 32 * 1024 * 1024;
 
 /// The file grows by zeroed steps of this many bytes.
 const GROW: u64 = 1024 * 1024;

@@ -26,13 +26,25 @@
 //! same apply) every write the overlay held. A reopen replays the records
 //! after the checkpoint into the trees, so the overlay starts empty.
 //!
-//! Readers and the batch leader share it behind a lock: the leader adds a
-//! batch's writes once the batch is durable, and empties the overlay only
+//! Under `Durability::Sync` the overlay has two layers. When a journal
+//! lap ends, its writes (the current layer) are frozen and a thread
+//! applies them to the trees behind, in (tree, key) order, a chunk at a
+//! time, then flushes sled and releases the frozen layer; the next
+//! batches go into a new current layer, whose write of a key replaces the
+//! frozen one's. A batch that removes a key of the frozen layer takes it
+//! out of it (so the apply never writes it back; if the key is in the
+//! chunk being written, the batch waits for that chunk, and removes it
+//! from the tree again). Before this, a journal cut applied the whole
+//! overlay while every batch waited: pauses of 0.2 to 0.5 s at 8 MiB laps
+//! (see BENCHMARKS.md).
+//!
+//! Readers and the batch leader share it behind locks: the syncer adds a
+//! batch's writes once the batch is durable, and a layer is emptied only
 //! after the trees hold its writes, so a reader that misses a key here
 //! finds it (or an older value) in the tree. Scans copy the overlay's part
-//! of their range a few entries at a time, never holding the lock while
-//! they read sled (only [`Pending::last_in`] does, for one short reverse
-//! read).
+//! of their range a few entries at a time (2, then 4, up to 64: most
+//! scans read the head of a range), never holding a lock while they read
+//! sled (only [`Pending::last_in`] does, for one short reverse read).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
