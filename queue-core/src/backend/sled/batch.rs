@@ -1312,9 +1312,13 @@ impl Store {
                 self.test_gate.staged();
             }
             None => {
-                for cv in threads {
+                // Woken after the lock is released (see `sync`).
+                let threads: Vec<Arc<Condvar>> = threads.collect();
+                drop(state);
+                for cv in &threads {
                     cv.notify_one();
                 }
+                state = self.batcher.lock();
             }
         }
         self.hand_over(&state);
@@ -1388,11 +1392,16 @@ impl Store {
         let mut state = self.batcher.lock();
         state.syncing = false;
         state.in_flight = state.in_flight.saturating_sub(group.len());
+        drop(state);
+        // Woken after the lock is released, so that a woken caller does
+        // not wake only to wait for the lock (each one's `done` is set
+        // before, so a caller that has not slept yet will not).
         for staged in &group {
             for cv in &staged.threads {
                 cv.notify_one();
             }
         }
+        let state = self.batcher.lock();
         if state.may_sync() {
             // Whoever may sync next: a thread caller of the next staged
             // batch, or the syncer thread for a batch of tasks.
@@ -1418,14 +1427,12 @@ impl Store {
             )));
         }
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        let mut written = false;
-        for staged in group {
-            if let Some(frame) = &staged.frame {
-                journal.write(frame)?;
-                written = true;
-            }
-        }
-        if written {
+        let frames: Vec<&[u8]> = group
+            .iter()
+            .filter_map(|staged| staged.frame.as_deref())
+            .collect();
+        if !frames.is_empty() {
+            journal.write(&frames)?;
             journal.sync()?;
         }
         for staged in group {

@@ -151,23 +151,30 @@ impl Journal {
     /// durable (`fdatasync`).
     #[cfg(test)]
     pub(crate) fn append(&mut self, body: &[u8]) -> Result<()> {
-        self.write(body)?;
+        self.write(&[body])?;
         self.sync()
     }
 
-    /// Writes one frame holding `body` at the end of the lap, not synced:
-    /// frames written one after the other are made durable together by
-    /// [`Journal::sync`]. Until then a crash may keep any of them or none;
-    /// reading stops at the first one missing, so a reopen replays a
-    /// prefix of them, and their batches were not acknowledged.
-    pub(crate) fn write(&mut self, body: &[u8]) -> Result<()> {
-        let len = u32::try_from(body.len())
-            .map_err(|_| Error::Internal("journal frame over 4 GiB".into()))?;
-        let mut frame = Vec::with_capacity(HEADER + body.len() + HEADER);
-        frame.extend_from_slice(&len.to_be_bytes());
-        frame.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
-        frame.extend_from_slice(body);
-        let end = self.at + frame.len() as u64;
+    /// Writes one frame per body at the end of the lap, in order, with one
+    /// write, not synced: frames written one after the other are made
+    /// durable together by [`Journal::sync`]. Until then a crash may keep
+    /// any of them or none; reading stops at the first one missing, so a
+    /// reopen replays a prefix of them, and their batches were not
+    /// acknowledged.
+    pub(crate) fn write(&mut self, bodies: &[&[u8]]) -> Result<()> {
+        let total: usize = bodies.iter().map(|body| HEADER + body.len()).sum();
+        let mut frames = Vec::with_capacity(total);
+        for body in bodies {
+            let len = u32::try_from(body.len())
+                .map_err(|_| Error::Internal("journal frame over 4 GiB".into()))?;
+            frames.extend_from_slice(&len.to_be_bytes());
+            frames.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+            frames.extend_from_slice(body);
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let end = self.at + frames.len() as u64;
         let lap = &mut self.files[self.current];
         if end > lap.size {
             let grown = end.div_ceil(GROW) * GROW;
@@ -175,7 +182,7 @@ impl Journal {
             lap.file.write_all_at(&zeroes, lap.size).map_err(io)?;
             lap.size = grown;
         }
-        lap.file.write_all_at(&frame, self.at).map_err(io)?;
+        lap.file.write_all_at(&frames, self.at).map_err(io)?;
         self.at = end;
         Ok(())
     }
@@ -246,6 +253,30 @@ mod tests {
         out.extend_from_slice(&seq.to_be_bytes());
         out.extend_from_slice(rest);
         out
+    }
+
+    #[test]
+    fn frames_written_together_read_back_as_written_one_by_one() {
+        let together = tempfile::tempdir().unwrap();
+        let apart = tempfile::tempdir().unwrap();
+        let bodies = [body(1, b"one"), body(2, b""), body(3, b"three")];
+        let (mut journal, _) = Journal::open(together.path()).unwrap();
+        let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        journal.write(&slices).unwrap();
+        journal.write(&[]).unwrap();
+        journal.write(&[&body(4, b"four")]).unwrap();
+        journal.sync().unwrap();
+        let (mut one_by_one, _) = Journal::open(apart.path()).unwrap();
+        for body in bodies.iter().chain([&body(4, b"four")]) {
+            one_by_one.append(body).unwrap();
+        }
+        assert_eq!(journal.len(), one_by_one.len());
+        drop((journal, one_by_one));
+        let read = |dir: &tempfile::TempDir| std::fs::read(dir.path().join(FILES[0])).unwrap();
+        assert_eq!(read(&together), read(&apart));
+        let (_, frames) = Journal::open(together.path()).unwrap();
+        assert_eq!(frames.len(), 4);
+        assert_eq!(frames[3], body(4, b"four"));
     }
 
     #[test]
