@@ -1587,6 +1587,77 @@ mod tests {
     }
 
     #[test]
+    fn the_batches_after_a_lap_commit_while_its_checkpoint_is_applied_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = ready_job();
+        let mut later = ready_job();
+        later.id = JobId::from_u64(9);
+        later.queue = "later".into();
+        let filler_key = (META, b"t-filler".to_vec());
+        {
+            let store = Arc::new(Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap());
+            store.pending.hold.set_closed(true);
+            // One batch fills a lap of the journal; the next one, which
+            // writes the job, ends the lap (and holds its checkpoint key).
+            let size = usize::try_from(journal::CUT_AT).unwrap();
+            let filler: Writes = [(filler_key.clone(), Some(vec![7u8; size]))].into();
+            commit_writes(&store, filler);
+            let ending = {
+                let store = Arc::clone(&store);
+                let writes = writes_of(&job);
+                std::thread::spawn(move || commit_writes(&store, writes))
+            };
+            let reached = store.pending.hold.wait_reached();
+            // Held before it writes anything: the next batch commits
+            // meanwhile (a checkpoint applied in the batch would hold it).
+            let (done, committed) = std::sync::mpsc::channel();
+            let next = {
+                let store = Arc::clone(&store);
+                let writes = writes_of(&later);
+                std::thread::spawn(move || {
+                    commit_writes(&store, writes);
+                    let _ = done.send(());
+                })
+            };
+            let in_time = committed
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .is_ok();
+            let loaded: Vec<Option<crate::Job>> = [&job, &later]
+                .iter()
+                .map(|j| store.load(j.id).unwrap().map(|l| l.job))
+                .collect();
+            let in_trees = store.jobs.get(job_key(job.id)).unwrap().is_some();
+            store.pending.hold.set_closed(false);
+            ending.join().unwrap();
+            next.join().unwrap();
+            assert!(reached, "the lap's checkpoint started");
+            assert!(
+                in_time,
+                "the next batch committed while the checkpoint was held"
+            );
+            assert_eq!(loaded, vec![Some(job.clone()), Some(later.clone())]);
+            assert!(!in_trees, "nothing applied while held");
+            store.finish_behind().unwrap();
+            // The ended lap is in the trees, the next one still in the
+            // overlay.
+            assert!(store.jobs.get(job_key(job.id)).unwrap().is_some());
+            assert!(store.jobs.get(job_key(later.id)).unwrap().is_none());
+            let checkpoint = store.wal.get(keys::CHECKPOINT).unwrap().unwrap();
+            assert_eq!(keys::decode_u64(&checkpoint).unwrap(), 2);
+            commit_writes(&store, [(filler_key, None)].into());
+            let report = verify::verify(&store).unwrap();
+            assert!(report.is_ok(), "{:?}", report.problems);
+        }
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        for expected in [&job, &later] {
+            let loaded = store.load(expected.id).unwrap().map(|l| l.job);
+            assert_eq!(loaded.as_ref(), Some(expected));
+        }
+        let report = verify::verify(&store).unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+    }
+
+    #[test]
     fn committed_writes_are_read_from_the_overlay_until_a_checkpoint_applies_them() {
         for durability in [Durability::Sync, Durability::Periodic(100)] {
             let dir = tempfile::tempdir().unwrap();

@@ -140,6 +140,52 @@ pub(crate) struct Pending {
     /// Told when a batch waits for a chunk (tests).
     #[cfg(test)]
     waiting: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    /// Holds a checkpoint before it writes the frozen layer (tests).
+    #[cfg(test)]
+    pub(crate) hold: TestHold,
+}
+
+/// A test's hold on the checkpoint applied behind: while closed,
+/// [`Pending::apply_frozen`] waits before writing anything; it also says
+/// when it got there.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct TestHold {
+    /// (closed, reached)
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+#[cfg(test)]
+impl TestHold {
+    /// Closes (`true`) or opens the hold.
+    pub(crate) fn set_closed(&self, closed: bool) {
+        self.state.lock().unwrap().0 = closed;
+        self.changed.notify_all();
+    }
+
+    /// Waits until a checkpoint reached the hold (at most 10 s).
+    pub(crate) fn wait_reached(&self) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut state = self.state.lock().unwrap();
+        while !state.1 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self.changed.wait_timeout(state, left).unwrap().0;
+        }
+        true
+    }
+
+    fn pass(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.1 = true;
+        self.changed.notify_all();
+        while state.0 {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
 }
 
 /// Writes of the frozen layer a checkpoint writes to the trees at a time
@@ -309,6 +355,8 @@ impl Pending {
         &self,
         mut f: impl FnMut(u8, &[u8], Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
+        #[cfg(test)]
+        self.hold.pass();
         for tree in 0..TREES {
             let id = u8::try_from(tree).unwrap_or(u8::MAX);
             let mut after: Option<Vec<u8>> = None;
