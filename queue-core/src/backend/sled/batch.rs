@@ -956,50 +956,6 @@ impl BatchState {
     }
 }
 
-/// A test's hold on syncs: while closed, [`Store::sync`] waits before
-/// writing frames; it also counts the batches staged.
-#[cfg(test)]
-#[derive(Default)]
-pub(crate) struct TestGate {
-    state: Mutex<(bool, u64)>,
-    changed: Condvar,
-}
-
-#[cfg(test)]
-impl TestGate {
-    /// Closes (`false`) or opens the gate.
-    pub(crate) fn set_closed(&self, closed: bool) {
-        self.state.lock().unwrap().0 = closed;
-        self.changed.notify_all();
-    }
-
-    fn wait_open(&self) {
-        let mut state = self.state.lock().unwrap();
-        while state.0 {
-            state = self.changed.wait(state).unwrap();
-        }
-    }
-
-    fn staged(&self) {
-        self.state.lock().unwrap().1 += 1;
-        self.changed.notify_all();
-    }
-
-    /// Waits until `n` batches have been staged in all (at most 10 s).
-    pub(crate) fn wait_staged(&self, n: u64) -> bool {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut state = self.state.lock().unwrap();
-        while state.1 < n {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            state = self.changed.wait_timeout(state, left).unwrap().0;
-        }
-        true
-    }
-}
-
 /// Durable batches that may be staged at once: a leader decides the next
 /// batch while these are written and synced, and waits past this many.
 const MAX_IN_FLIGHT: usize = 8;
@@ -1309,7 +1265,7 @@ impl Store {
                 state.staged.push_back(staged);
                 state.in_flight += 1;
                 #[cfg(test)]
-                self.test_gate.staged();
+                self.test_gate.arrive();
             }
             None => {
                 // Woken after the lock is released (see `sync`).

@@ -125,7 +125,7 @@ pub(crate) struct Store {
     assigned: AtomicU64,
     /// Lets a test hold syncs back.
     #[cfg(test)]
-    test_gate: batch::TestGate,
+    test_gate: pending::TestGate,
     /// The latest events, for subscribers that keep up.
     tail: Mutex<Tail>,
     /// Wakes event subscribers with the latest event id.
@@ -209,7 +209,7 @@ impl Store {
             inflight: Mutex::new(std::collections::VecDeque::new()),
             assigned: AtomicU64::new(0),
             #[cfg(test)]
-            test_gate: batch::TestGate::default(),
+            test_gate: pending::TestGate::default(),
             tail: Mutex::new(Tail::default()),
             latest: watch::Sender::new(0),
             jobs: open_tree("jobs")?,
@@ -1607,7 +1607,7 @@ mod tests {
                 let writes = writes_of(&job);
                 std::thread::spawn(move || commit_writes(&store, writes))
             };
-            let reached = store.pending.hold.wait_reached();
+            let reached = store.pending.hold.wait_arrived(1);
             // Held before it writes anything: the next batch commits
             // meanwhile (a checkpoint applied in the batch would hold it).
             let (done, committed) = std::sync::mpsc::channel();
@@ -1725,7 +1725,7 @@ mod tests {
             let writes = writes_of(&job);
             std::thread::spawn(move || commit_writes(&store, writes))
         };
-        assert!(store.test_gate.wait_staged(1), "the first batch is staged");
+        assert!(store.test_gate.wait_arrived(1), "the first batch is staged");
         // The second batch reads what the first wrote: decided on top of
         // it while its sync is held back.
         let (saw, seen) = std::sync::mpsc::channel();
@@ -1744,7 +1744,7 @@ mod tests {
             })
         };
         assert!(
-            store.test_gate.wait_staged(2),
+            store.test_gate.wait_arrived(2),
             "the second batch is staged too"
         );
         assert!(seen.recv().unwrap(), "it saw the first batch's write");

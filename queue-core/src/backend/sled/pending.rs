@@ -142,33 +142,48 @@ pub(crate) struct Pending {
     waiting: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     /// Holds a checkpoint before it writes the frozen layer (tests).
     #[cfg(test)]
-    pub(crate) hold: TestHold,
+    pub(crate) hold: TestGate,
 }
 
-/// A test's hold on the checkpoint applied behind: while closed,
-/// [`Pending::apply_frozen`] waits before writing anything; it also says
-/// when it got there.
+/// A test's hold on a step of the store: while closed, the step waits
+/// ([`TestGate::wait_open`]); the gate also counts arrivals at a point
+/// ([`TestGate::arrive`]). The store has one on its syncs (closed: a
+/// sync waits before writing frames; arrivals: batches staged), the
+/// overlay one on its checkpoint behind (closed: it waits before writing
+/// anything; arrivals: checkpoints started).
 #[cfg(test)]
 #[derive(Default)]
-pub(crate) struct TestHold {
-    /// (closed, reached)
-    state: Mutex<(bool, bool)>,
+pub(crate) struct TestGate {
+    /// (closed, arrivals)
+    state: Mutex<(bool, u64)>,
     changed: Condvar,
 }
 
 #[cfg(test)]
-impl TestHold {
-    /// Closes (`true`) or opens the hold.
+impl TestGate {
+    /// Closes (`true`) or opens the gate.
     pub(crate) fn set_closed(&self, closed: bool) {
         self.state.lock().unwrap().0 = closed;
         self.changed.notify_all();
     }
 
-    /// Waits until a checkpoint reached the hold (at most 10 s).
-    pub(crate) fn wait_reached(&self) -> bool {
+    pub(crate) fn wait_open(&self) {
+        let mut state = self.state.lock().unwrap();
+        while state.0 {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
+
+    pub(crate) fn arrive(&self) {
+        self.state.lock().unwrap().1 += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until `n` arrivals in all (at most 10 s).
+    pub(crate) fn wait_arrived(&self, n: u64) -> bool {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let mut state = self.state.lock().unwrap();
-        while !state.1 {
+        while state.1 < n {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return false;
@@ -176,15 +191,6 @@ impl TestHold {
             state = self.changed.wait_timeout(state, left).unwrap().0;
         }
         true
-    }
-
-    fn pass(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.1 = true;
-        self.changed.notify_all();
-        while state.0 {
-            state = self.changed.wait(state).unwrap();
-        }
     }
 }
 
@@ -356,7 +362,10 @@ impl Pending {
         mut f: impl FnMut(u8, &[u8], Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
         #[cfg(test)]
-        self.hold.pass();
+        {
+            self.hold.arrive();
+            self.hold.wait_open();
+        }
         for tree in 0..TREES {
             let id = u8::try_from(tree).unwrap_or(u8::MAX);
             let mut after: Option<Vec<u8>> = None;
@@ -756,6 +765,38 @@ mod tests {
         assert_eq!(scanned(none), vec![]);
     }
 
+    /// A whole scan of the overlay over `tree` gives the model.
+    fn assert_scans_as(pending: &Pending, tree: &sled::Tree, model: BTreeMap<Vec<u8>, Vec<u8>>) {
+        let all = scanned(Scan::new(
+            pending,
+            tree,
+            1,
+            Bound::Unbounded,
+            Bound::Unbounded,
+        ));
+        assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+    }
+
+    /// The overlay's last entry up to each key of `tos` is the model's.
+    fn assert_last_in(
+        pending: &Pending,
+        tree: &sled::Tree,
+        model: &BTreeMap<Vec<u8>, Vec<u8>>,
+        tos: &[u32],
+    ) {
+        for &to in tos {
+            let got = pending
+                .last_in(tree, 1, Bound::Unbounded, Bound::Included(&key(to)))
+                .unwrap()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()));
+            let want = model
+                .range(..=key(to))
+                .next_back()
+                .map(|(k, v)| (k.clone(), v.clone()));
+            assert_eq!(got, want, "..={to}");
+        }
+    }
+
     #[test]
     fn point_reads_and_the_last_entry_of_a_range_see_the_overlay() {
         let (_db, tree, pending, model) = fixture();
@@ -769,17 +810,12 @@ mod tests {
             Some(b"new 8".to_vec())
         );
         assert_eq!(pending.get(1, &key(2)), None, "the tree answers");
-        for to in [0u32, 1, 10, 11, 21, 40, 41, 399, 400] {
-            let got = pending
-                .last_in(&tree, 1, Bound::Unbounded, Bound::Included(&key(to)))
-                .unwrap()
-                .map(|(k, v)| (k.to_vec(), v.to_vec()));
-            let want = model
-                .range(..=key(to))
-                .next_back()
-                .map(|(k, v)| (k.clone(), v.clone()));
-            assert_eq!(got, want, "..={to}");
-        }
+        assert_last_in(
+            &pending,
+            &tree,
+            &model,
+            &[0, 1, 10, 11, 21, 40, 41, 399, 400],
+        );
     }
 
     #[test]
@@ -824,14 +860,7 @@ mod tests {
         assert_eq!(pending.get(1, &born), None);
         assert!(tree.get(&born).unwrap().is_none());
         assert!(pending.bytes() < bytes);
-        let all = scanned(Scan::new(
-            &pending,
-            &tree,
-            1,
-            Bound::Unbounded,
-            Bound::Unbounded,
-        ));
-        assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+        assert_scans_as(&pending, &tree, model);
     }
 
     #[test]
@@ -904,17 +933,7 @@ mod tests {
             "the frozen layer answers"
         );
         assert_eq!(all(&pending), model.clone().into_iter().collect::<Vec<_>>());
-        for to in [3u32, 8, 9, 13, 399, 499, 500, 600] {
-            let got = pending
-                .last_in(&tree, 1, Bound::Unbounded, Bound::Included(&key(to)))
-                .unwrap()
-                .map(|(k, v)| (k.to_vec(), v.to_vec()));
-            let want = model
-                .range(..=key(to))
-                .next_back()
-                .map(|(k, v)| (k.clone(), v.clone()));
-            assert_eq!(got, want, "..={to}");
-        }
+        assert_last_in(&pending, &tree, &model, &[3, 8, 9, 13, 399, 499, 500, 600]);
         // Applied and released: the tree holds the frozen writes, the
         // current layer still replaces some of them.
         let generation = pending.generation();
@@ -994,13 +1013,6 @@ mod tests {
         let mut model = model;
         model.remove(&early);
         model.remove(&late);
-        let all = scanned(Scan::new(
-            &pending,
-            &tree,
-            1,
-            Bound::Unbounded,
-            Bound::Unbounded,
-        ));
-        assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+        assert_scans_as(&pending, &tree, model);
     }
 }
