@@ -161,6 +161,13 @@ pub struct PeersArgs {
     /// Rounds of `--targets`.
     #[arg(long, default_value_t = 3, requires = "targets")]
     pub rounds: usize,
+    /// Our embedded rows enqueue then drain N jobs this many times on one
+    /// store, and report all of it as one row: so that the store's laps
+    /// of committed writes end during the measured phases, and their
+    /// writes to the trees are counted (one round of 20,000 jobs fits in
+    /// one durable lap, whose writes reach the trees after the run).
+    #[arg(long, default_value_t = 1)]
+    pub store_rounds: usize,
     /// CPU per job (µs) of the build to compare with, from the `CPU per
     /// job` line of its own `--targets` run in the same sitting: the CPU
     /// target (at most half of it) is judged against it.
@@ -306,7 +313,17 @@ pub fn run(args: &PeersArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for target in &targets {
         for c in &concurrency {
-            rows.extend(run_logged(*target, &parent, jobs, *c, limit, &payload)?);
+            rows.extend(run_logged(
+                *target,
+                &parent,
+                Load {
+                    jobs,
+                    c: *c,
+                    store_rounds: args.store_rounds,
+                },
+                limit,
+                &payload,
+            )?);
         }
     }
 
@@ -332,17 +349,27 @@ pub fn run(args: &PeersArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How much one system is given: `jobs` per round at concurrency `c`, in
+/// `store_rounds` rounds on one store (our embedded rows; others run
+/// one round).
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    jobs: usize,
+    c: usize,
+    store_rounds: usize,
+}
+
 /// `run_target` with progress lines.
 fn run_logged(
     target: Target,
     parent: &Path,
-    jobs: usize,
-    c: usize,
+    load: Load,
     limit: Duration,
     payload: &[u8],
 ) -> anyhow::Result<Vec<Measured>> {
+    let c = load.c;
     eprintln!("{} C={c} ...", target.label());
-    let rows = run_target(target, parent, jobs, c, limit, payload)
+    let rows = run_target(target, parent, load, limit, payload)
         .with_context(|| format!("{} at C={c}", target.label()))?;
     for measured in &rows {
         eprintln!("  {}", measured.row.line());
@@ -413,7 +440,12 @@ fn run_targets(args: &PeersArgs) -> anyhow::Result<()> {
         let probe = fsync::measure(&parent, 5000, Duration::from_secs(2))?;
         let mut rows = Vec::new();
         for (target, c, jobs) in plan {
-            rows.extend(run_logged(target, &parent, jobs, c, limit, &payload)?);
+            let load = Load {
+                jobs,
+                c,
+                store_rounds: args.store_rounds,
+            };
+            rows.extend(run_logged(target, &parent, load, limit, &payload)?);
         }
         println!();
         println!(
@@ -677,12 +709,16 @@ fn bullmq_dir() -> PathBuf {
 fn run_target(
     target: Target,
     parent: &Path,
-    jobs: usize,
-    c: usize,
+    load: Load,
     limit: Duration,
     payload: &[u8],
 ) -> anyhow::Result<Vec<Measured>> {
+    let Load { jobs, c, .. } = load;
     let label = target.label();
+    let rounds = match target {
+        Target::Embedded(_) => load.store_rounds.max(1),
+        _ => 1,
+    };
     let row = |phase: &'static str, (result, cpu): (Phase, Option<Duration>)| {
         let done = result.samples.len();
         Measured {
@@ -690,7 +726,7 @@ fn run_target(
                 mode: label.clone(),
                 phase,
                 concurrency: c,
-                target: jobs,
+                target: jobs * rounds,
                 elapsed: result.elapsed,
                 timed_out: result.timed_out,
                 latency: Summary::of(result.samples),
@@ -704,20 +740,25 @@ fn run_target(
                 .prefix("peers-ours-")
                 .tempdir_in(parent)?;
             let queue = Queue::open_with(Config::new(dir.path()).durability(durability))?;
-            let enqueue = with_cpu(false, || {
-                threads(c, jobs, limit, |_| {
-                    queue.enqueue("peers", NewJob::new(payload.to_vec()))?;
-                    Ok(())
-                })
-            })?;
-            let drain = with_cpu(false, || {
-                threads(c, jobs, limit, |_| {
-                    let leased = queue.lease("peers", &LeaseOptions::default())?;
-                    let job = leased.first().ok_or_else(|| anyhow!("no job to lease"))?;
-                    queue.complete(job.job.id, job.lease_id, None)?;
-                    Ok(())
-                })
-            })?;
+            let mut enqueues = Vec::new();
+            let mut drains = Vec::new();
+            for _ in 0..load.store_rounds.max(1) {
+                enqueues.push(with_cpu(false, || {
+                    threads(c, jobs, limit, |_| {
+                        queue.enqueue("peers", NewJob::new(payload.to_vec()))?;
+                        Ok(())
+                    })
+                })?);
+                drains.push(with_cpu(false, || {
+                    threads(c, jobs, limit, |_| {
+                        let leased = queue.lease("peers", &LeaseOptions::default())?;
+                        let job = leased.first().ok_or_else(|| anyhow!("no job to lease"))?;
+                        queue.complete(job.job.id, job.lease_id, None)?;
+                        Ok(())
+                    })
+                })?);
+            }
+            let (enqueue, drain) = (merged(enqueues), merged(drains));
             check_ours(&queue.stats("peers")?, &enqueue.0, &drain.0)?;
             Ok(vec![row("enqueue", enqueue), row("drain", drain)])
         }
@@ -852,6 +893,24 @@ fn run_target(
             })
         }
     }
+}
+
+/// The phases of several rounds as one: their operations, wall times and
+/// CPU times added up.
+fn merged(phases: Vec<(Phase, Option<Duration>)>) -> (Phase, Option<Duration>) {
+    let mut all = Phase {
+        samples: Vec::new(),
+        elapsed: Duration::ZERO,
+        timed_out: false,
+    };
+    let mut cpu = Some(Duration::ZERO);
+    for (phase, phase_cpu) in phases {
+        all.samples.extend(phase.samples);
+        all.elapsed += phase.elapsed;
+        all.timed_out |= phase.timed_out;
+        cpu = cpu.zip(phase_cpu).map(|(a, b)| a + b);
+    }
+    (all, cpu)
 }
 
 /// Runs `phase` and measures the CPU time this process spent in it; with
@@ -1503,7 +1562,12 @@ mod tests {
         ];
         for (target, phases) in cases {
             // 31 jobs over 4 workers: the settle loops end unevenly.
-            let rows = run_target(target, parent.path(), 31, 4, limit, &payload).unwrap();
+            let load = Load {
+                jobs: 31,
+                c: 4,
+                store_rounds: 1,
+            };
+            let rows = run_target(target, parent.path(), load, limit, &payload).unwrap();
             let got: Vec<&str> = rows.iter().map(|m| m.row.phase).collect();
             assert_eq!(got, phases, "{}", target.label());
             for measured in &rows {
@@ -1515,6 +1579,30 @@ mod tests {
         }
         // Nothing left behind in the parent directory.
         assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn embedded_rounds_on_one_store_count_as_one_row() {
+        let parent = tempfile::tempdir().unwrap();
+        let load = Load {
+            jobs: 31,
+            c: 4,
+            store_rounds: 3,
+        };
+        let rows = run_target(
+            Target::Embedded(Durability::Sync),
+            parent.path(),
+            load,
+            Duration::from_secs(60),
+            &json_payload(50),
+        )
+        .unwrap();
+        let got: Vec<(&str, usize, usize)> = rows
+            .iter()
+            .map(|m| (m.row.phase, m.row.jobs(), m.row.target))
+            .collect();
+        // The store's own counts were checked against all three rounds.
+        assert_eq!(got, vec![("enqueue", 93, 93), ("drain", 93, 93)]);
     }
 
     #[test]
