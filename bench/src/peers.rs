@@ -161,11 +161,12 @@ pub struct PeersArgs {
     /// Rounds of `--targets`.
     #[arg(long, default_value_t = 3, requires = "targets")]
     pub rounds: usize,
-    /// Our embedded rows enqueue then drain N jobs this many times on one
-    /// store, and report all of it as one row: so that the store's laps
-    /// of committed writes end during the measured phases, and their
-    /// writes to the trees are counted (one round of 20,000 jobs fits in
-    /// one durable lap, whose writes reach the trees after the run).
+    /// Our rows (embedded and HTTP) enqueue then drain N jobs this many
+    /// times on one store, and report all of it as one row: so that the
+    /// store's laps of committed writes end during the measured phases,
+    /// and their writes to the trees are counted (one round of 20,000
+    /// jobs fits in one durable lap, whose writes reach the trees after
+    /// the run). The other systems run one round.
     #[arg(long, default_value_t = 1)]
     pub store_rounds: usize,
     /// CPU per job (µs) of the build to compare with, from the `CPU per
@@ -350,8 +351,7 @@ pub fn run(args: &PeersArgs) -> anyhow::Result<()> {
 }
 
 /// How much one system is given: `jobs` per round at concurrency `c`, in
-/// `store_rounds` rounds on one store (our embedded rows; others run
-/// one round).
+/// `store_rounds` rounds on one store (our rows; others run one round).
 #[derive(Debug, Clone, Copy)]
 struct Load {
     jobs: usize,
@@ -716,7 +716,7 @@ fn run_target(
     let Load { jobs, c, .. } = load;
     let label = target.label();
     let rounds = match target {
-        Target::Embedded(_) => load.store_rounds.max(1),
+        Target::Embedded(_) | Target::Http(_) | Target::HttpSettle(_) => load.store_rounds.max(1),
         _ => 1,
     };
     let row = |phase: &'static str, (result, cpu): (Phase, Option<Duration>)| {
@@ -742,7 +742,7 @@ fn run_target(
             let queue = Queue::open_with(Config::new(dir.path()).durability(durability))?;
             let mut enqueues = Vec::new();
             let mut drains = Vec::new();
-            for _ in 0..load.store_rounds.max(1) {
+            for _ in 0..rounds {
                 enqueues.push(with_cpu(false, || {
                     threads(c, jobs, limit, |_| {
                         queue.enqueue("peers", NewJob::new(payload.to_vec()))?;
@@ -768,21 +768,27 @@ fn run_target(
             let addr = server.addr;
             let enqueue_body = enqueue_body(payload);
             let result = (|| {
-                let enqueue = with_cpu(true, || {
-                    connections(c, jobs, limit, addr, Protocol::Http, move |conn| {
-                        let body = enqueue_body.clone();
-                        Box::pin(async move { conn.http_enqueue(&body).await })
-                    })
-                })?;
-                let drain = with_cpu(true, || {
-                    if settle {
-                        settle_drain(c, jobs, limit, addr)
-                    } else {
-                        connections(c, jobs, limit, addr, Protocol::Http, |conn| {
-                            Box::pin(async move { conn.http_drain_one().await })
+                let mut enqueues = Vec::new();
+                let mut drains = Vec::new();
+                for _ in 0..rounds {
+                    let body = enqueue_body.clone();
+                    enqueues.push(with_cpu(true, || {
+                        connections(c, jobs, limit, addr, Protocol::Http, move |conn| {
+                            let body = body.clone();
+                            Box::pin(async move { conn.http_enqueue(&body).await })
                         })
-                    }
-                })?;
+                    })?);
+                    drains.push(with_cpu(true, || {
+                        if settle {
+                            settle_drain(c, jobs, limit, addr)
+                        } else {
+                            connections(c, jobs, limit, addr, Protocol::Http, |conn| {
+                                Box::pin(async move { conn.http_drain_one().await })
+                            })
+                        }
+                    })?);
+                }
+                let (enqueue, drain) = (merged(enqueues), merged(drains));
                 check_http(addr, enqueue.0.samples.len(), drain.0.samples.len())?;
                 Ok::<_, anyhow::Error>((enqueue, drain))
             })();
@@ -1582,27 +1588,37 @@ mod tests {
     }
 
     #[test]
-    fn embedded_rounds_on_one_store_count_as_one_row() {
+    fn rounds_on_one_store_count_as_one_row() {
         let parent = tempfile::tempdir().unwrap();
         let load = Load {
             jobs: 31,
             c: 4,
             store_rounds: 3,
         };
-        let rows = run_target(
-            Target::Embedded(Durability::Sync),
-            parent.path(),
-            load,
-            Duration::from_secs(60),
-            &json_payload(50),
-        )
-        .unwrap();
-        let got: Vec<(&str, usize, usize)> = rows
-            .iter()
-            .map(|m| (m.row.phase, m.row.jobs(), m.row.target))
-            .collect();
-        // The store's own counts were checked against all three rounds.
-        assert_eq!(got, vec![("enqueue", 93, 93), ("drain", 93, 93)]);
+        for (target, phases) in [
+            (
+                Target::Embedded(Durability::Sync),
+                &["enqueue", "drain"][..],
+            ),
+            (Target::Http(Durability::Sync), &["enqueue", "drain"][..]),
+            (Target::HttpSettle(Durability::Sync), &["drain"][..]),
+        ] {
+            let rows = run_target(
+                target,
+                parent.path(),
+                load,
+                Duration::from_secs(60),
+                &json_payload(50),
+            )
+            .unwrap();
+            let got: Vec<(&str, usize, usize)> = rows
+                .iter()
+                .map(|m| (m.row.phase, m.row.jobs(), m.row.target))
+                .collect();
+            // The store's own counts were checked against all three rounds.
+            let want: Vec<(&str, usize, usize)> = phases.iter().map(|p| (*p, 93, 93)).collect();
+            assert_eq!(got, want, "{}", target.label());
+        }
     }
 
     #[test]
