@@ -36,6 +36,16 @@ async fn leased(s: &TestServer, queue: &str, n: u32) -> Vec<Value> {
     jobs
 }
 
+/// The HTTP status of each item of a settle's `results`, in order.
+fn statuses(reply: &Value) -> Vec<u64> {
+    reply["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect()
+}
+
 fn id(job: &Value) -> String {
     job["id"].as_str().unwrap().to_owned()
 }
@@ -320,13 +330,7 @@ async fn a_settle_and_its_lease_are_one_durable_commit(backend: Backend) {
         )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
-    let statuses: Vec<&Value> = reply.json["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| &r["status"])
-        .collect();
-    assert_eq!(statuses, [&json!(200), &json!(200)]);
+    assert_eq!(statuses(&reply.json), [200, 200]);
     let jobs = reply.json["jobs"].as_array().unwrap();
     assert_eq!(
         jobs.iter().map(id).collect::<Vec<_>>(),
@@ -474,13 +478,7 @@ async fn lost_leases_and_unknown_jobs_do_not_stop_the_lease(backend: Backend) {
         )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
-    let statuses: Vec<&Value> = reply.json["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| &r["status"])
-        .collect();
-    assert_eq!(statuses, [&json!(409), &json!(200), &json!(404)]);
+    assert_eq!(statuses(&reply.json), [409, 200, 404]);
     let jobs = reply.json["jobs"].as_array().unwrap();
     assert_eq!(jobs.iter().map(id).collect::<Vec<_>>(), vec![id(&ready[0])]);
 
@@ -496,13 +494,7 @@ async fn lost_leases_and_unknown_jobs_do_not_stop_the_lease(backend: Backend) {
         )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
-    let statuses: Vec<&Value> = reply.json["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| &r["status"])
-        .collect();
-    assert_eq!(statuses, [&json!(409), &json!(404)]);
+    assert_eq!(statuses(&reply.json), [409, 404]);
     let jobs = reply.json["jobs"].as_array().unwrap();
     assert_eq!(jobs.iter().map(id).collect::<Vec<_>>(), vec![id(&ready[1])]);
     assert_eq!(c.job(&id(&held[1])).await["state"], "leased");

@@ -142,11 +142,16 @@ pub fn with_database(url: &str, database: &str) -> String {
     format!("{}{authority}/{database}{query}", &url[..scheme_end])
 }
 
-/// Runs `statement` on the server at `url`, on a thread and runtime of its
-/// own (so that it works from plain tests and from inside a runtime alike).
-pub fn execute(url: &str, statement: &str) -> Result<(), String> {
+/// Connects to the server at `url` on a thread and runtime of its own (so
+/// that it works from plain tests and from inside a runtime alike), runs
+/// `work` with the client, then closes the connection.
+fn with_client<R, F, Fut>(url: &str, work: F) -> Result<R, String>
+where
+    R: Send + 'static,
+    F: FnOnce(tokio_postgres::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<R, String>>,
+{
     let url = url.to_owned();
-    let statement = statement.to_owned();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -158,11 +163,8 @@ pub fn execute(url: &str, statement: &str) -> Result<(), String> {
                     .await
                     .map_err(|e| format!("connecting to the test database server: {e}"))?;
             let driver = tokio::spawn(connection);
-            let result = client
-                .batch_execute(&statement)
-                .await
-                .map_err(|e| format!("{statement}: {e}"));
-            drop(client);
+            // The client goes with `work`: dropped, it ends the connection.
+            let result = work(client).await;
             let _ = driver.await;
             result
         })
@@ -171,46 +173,36 @@ pub fn execute(url: &str, statement: &str) -> Result<(), String> {
     .map_err(|_| "the database thread panicked".to_owned())?
 }
 
-/// Runs the query `sql` on the server at `url` (on a thread and runtime of
-/// its own, as [`execute`]) and returns the first column of each row as
-/// text (`NULL` as `None`): for tests that check what the database holds,
-/// such as which transaction wrote a row (`SELECT xmin::text …`).
-pub fn query_texts(url: &str, sql: &str) -> Result<Vec<Option<String>>, String> {
-    let url = url.to_owned();
-    let sql = sql.to_owned();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("runtime: {e}"))?;
-        runtime.block_on(async move {
-            let (client, connection) =
-                tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| format!("connecting to the test database server: {e}"))?;
-            let driver = tokio::spawn(connection);
-            let result = client
-                .simple_query(&sql)
-                .await
-                .map_err(|e| format!("{sql}: {e}"))
-                .map(|messages| {
-                    messages
-                        .iter()
-                        .filter_map(|message| match message {
-                            tokio_postgres::SimpleQueryMessage::Row(row) => {
-                                Some(row.get(0).map(str::to_owned))
-                            }
-                            _ => None,
-                        })
-                        .collect()
-                });
-            drop(client);
-            let _ = driver.await;
-            result
-        })
+/// Runs `statement` on the server at `url` (see [`with_client`]).
+pub fn execute(url: &str, statement: &str) -> Result<(), String> {
+    let statement = statement.to_owned();
+    with_client(url, move |client| async move {
+        client
+            .batch_execute(&statement)
+            .await
+            .map_err(|e| format!("{statement}: {e}"))
     })
-    .join()
-    .map_err(|_| "the database thread panicked".to_owned())?
+}
+
+/// Runs the query `sql` on the server at `url` (as [`execute`]) and
+/// returns the first column of each row as text (`NULL` as `None`): for
+/// tests that check what the database holds, such as which transaction
+/// wrote a row (`SELECT xmin::text …`).
+pub fn query_texts(url: &str, sql: &str) -> Result<Vec<Option<String>>, String> {
+    let sql = sql.to_owned();
+    with_client(url, move |client| async move {
+        let messages = client
+            .simple_query(&sql)
+            .await
+            .map_err(|e| format!("{sql}: {e}"))?;
+        Ok(messages
+            .iter()
+            .filter_map(|message| match message {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
+                _ => None,
+            })
+            .collect())
+    })
 }
 
 /// A database of its own for one test, dropped with this value.

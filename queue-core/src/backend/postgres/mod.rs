@@ -179,11 +179,20 @@ impl PgBackend {
             _ => Err(Error::Closed),
         }
     }
-}
 
-/// A reply from the writer.
-async fn answer<T>(reply: oneshot::Receiver<Result<T>>) -> Result<T> {
-    reply.await.map_err(|_| Error::Closed)?
+    /// Sends the writer the operation `op` makes of a reply channel, and
+    /// awaits its reply.
+    fn ask<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T>>) -> Op,
+    ) -> BoxFuture<'static, Result<T>> {
+        let (reply, answered) = oneshot::channel();
+        let sent = self.send(op(reply));
+        Box::pin(async move {
+            sent?;
+            answered.await.map_err(|_| Error::Closed)?
+        })
+    }
 }
 
 /// Counts from `(state, n)` rows.
@@ -301,12 +310,7 @@ impl super::Backend for PgBackend {
     }
 
     fn commit(&self, commit: Commit, _mode: Mode) -> BoxFuture<'_, Result<Option<Committed>>> {
-        let (reply, answered) = oneshot::channel();
-        let sent = self.send(Op::Commit { commit, reply });
-        Box::pin(async move {
-            sent?;
-            answer(answered).await
-        })
+        self.ask(|reply| Op::Commit { commit, reply })
     }
 
     fn lease<'a>(
@@ -315,15 +319,10 @@ impl super::Backend for PgBackend {
         plan: LeasePlan,
         _mode: Mode,
     ) -> BoxFuture<'a, Result<Committed>> {
-        let (reply, answered) = oneshot::channel();
-        let sent = self.send(Op::Lease {
+        self.ask(|reply| Op::Lease {
             queue: queue.to_owned(),
             plan,
             reply,
-        });
-        Box::pin(async move {
-            sent?;
-            answer(answered).await
         })
     }
 
@@ -334,16 +333,11 @@ impl super::Backend for PgBackend {
         plan: LeasePlan,
         _mode: Mode,
     ) -> BoxFuture<'a, Result<Option<(Committed, Committed)>>> {
-        let (reply, answered) = oneshot::channel();
-        let sent = self.send(Op::CommitAndLease {
+        self.ask(|reply| Op::CommitAndLease {
             commit,
             queue: queue.to_owned(),
             plan,
             reply,
-        });
-        Box::pin(async move {
-            sent?;
-            answer(answered).await
         })
     }
 
