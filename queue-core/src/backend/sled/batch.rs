@@ -230,6 +230,10 @@ pub(crate) struct Tx<'a> {
     /// The history minutes this view wrote (`None`: removed), decoded, for
     /// the store's cache once the batch is durable.
     rollups: RefCell<Rollups>,
+    /// Where this operation's lease scans found each queue's `r` entries
+    /// to start: prefix and key, for the store's starts if it succeeds
+    /// (see [`starts`](super::starts)).
+    scanned: RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 /// History minutes by key, decoded; `None`: removed.
@@ -415,6 +419,12 @@ impl Tx<'_> {
     /// order suffix, the job id and, for a group's head, the group (the
     /// entry's value), so that a group at its limit is skipped without
     /// loading its job.
+    ///
+    /// The scan starts where the store's [`starts`](super::starts) say the
+    /// queue's first entry may be (the entries before it were taken by
+    /// earlier batches that are not yet durable, or by earlier operations
+    /// of this one); a lease round says where the next may start with
+    /// [`Tx::ready_scanned`].
     pub(crate) fn ready_heads<'s>(
         &'s self,
         queue: &str,
@@ -422,6 +432,7 @@ impl Tx<'_> {
         let prefix = queue_prefix(keys::READY, queue);
         let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         let own = self.own.borrow();
+        let start = self.store.ready_starts.start(&prefix, &own);
         let layers = self
             .inflight
             .iter()
@@ -429,7 +440,7 @@ impl Tx<'_> {
             .chain([self.batch, &*own]);
         for writes in layers {
             for ((_, key), value) in writes
-                .range((INDEX, prefix.clone())..)
+                .range((INDEX, start.clone())..)
                 .take_while(|((t, k), _)| *t == INDEX && k.starts_with(&prefix))
             {
                 overlay.insert(key.clone(), value.clone());
@@ -439,7 +450,9 @@ impl Tx<'_> {
             .iter()
             .filter_map(|(key, value)| value.as_ref().map(|v| (key.clone(), v.clone())))
             .collect();
-        let stored = self.store.scan_prefix(INDEX, &prefix);
+        let stored = self
+            .store
+            .scan(INDEX, Bound::Included(start), super::prefix_end(&prefix));
         MergedEntries {
             stored: stored.peekable(),
             overlay,
@@ -462,6 +475,23 @@ impl Tx<'_> {
                 group,
             })
         })
+    }
+
+    /// Says where the next scan of `queue`'s `r` entries may start, as this
+    /// operation leaves them: `order` is the lease order suffix of an entry
+    /// before which none is left (see [`Tx::ready_heads`]), and `after`
+    /// whether that entry is gone too. Counted only if the operation
+    /// succeeds.
+    pub(crate) fn ready_scanned(&self, queue: &str, order: &[u8; ORDER_LEN], after: bool) {
+        let key = keys::ready_key_of(queue, order);
+        let start = if after {
+            super::starts::just_after(&key)
+        } else {
+            key
+        };
+        self.scanned
+            .borrow_mut()
+            .push((queue_prefix(keys::READY, queue), start));
     }
 
     /// The first key of `tree` with `prefix` after `after` (exclusive; from
@@ -1091,6 +1121,7 @@ where
                 seal: std::cell::Cell::new(false),
                 history: RefCell::new(BTreeMap::new()),
                 rollups: RefCell::new(Rollups::new()),
+                scanned: RefCell::new(Vec::new()),
             };
             let outcome = (self.f)(&tx).and_then(|value| {
                 tx.update_heads()?;
@@ -1101,12 +1132,18 @@ where
             (
                 outcome,
                 tx.own.into_inner(),
-                (tx.events.into_inner(), seal, tx.history.into_inner()),
+                (
+                    tx.events.into_inner(),
+                    seal,
+                    tx.history.into_inner(),
+                    tx.scanned.into_inner(),
+                ),
             )
         };
-        let (drafts, seal, history) = drafts;
+        let (drafts, seal, history, scanned) = drafts;
         match outcome {
             Ok(value) => {
+                store.ready_starts.commit(scanned, &own);
                 batch.seal |= seal;
                 for (key, rollup) in history {
                     batch.history.entry(key).or_default().merge(&rollup);
@@ -1319,6 +1356,7 @@ impl Store {
             // decided on their writes, and fail too).
             tracing::error!(error = %e, "commit failed");
             self.poisoned.store(true, Ordering::Release);
+            self.ready_starts.forget();
             self.inflight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -1558,6 +1596,7 @@ impl Store {
         if let Err(e) = self.write_batch_history(&mut running) {
             // Nothing of the batch is written: its operations fail.
             tracing::error!(error = %e, "history of a batch could not be written");
+            self.ready_starts.forget();
             for op in &batch {
                 op.not_durable(&e);
                 op.finish();
@@ -1575,6 +1614,7 @@ impl Store {
                 // The record may be stored and replayed at the next open, or
                 // the trees half-written: stop until then.
                 self.poisoned.store(true, Ordering::Release);
+                self.ready_starts.forget();
             }
         }
         let mut cache = self.history_cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -1661,6 +1701,7 @@ impl Store {
                 seal: std::cell::Cell::new(false),
                 history: RefCell::new(std::mem::take(&mut running.history)),
                 rollups: RefCell::new(Rollups::new()),
+                scanned: RefCell::new(Vec::new()),
             };
             match tx.write_history() {
                 Ok(()) => {

@@ -16,6 +16,7 @@ pub(crate) mod codec;
 mod journal;
 mod keys;
 mod pending;
+mod starts;
 mod verify;
 
 use std::cmp::Reverse;
@@ -121,6 +122,8 @@ pub(crate) struct Store {
     /// oldest first: the next batches build on them, readers do not see
     /// them (see `batch::Staged`).
     inflight: Mutex<std::collections::VecDeque<Arc<Writes>>>,
+    /// Where each queue's lease scan may start (see [`starts`]).
+    ready_starts: starts::Starts,
     /// The id of the latest event given to a batch (staged ones included).
     assigned: AtomicU64,
     /// Lets a test hold syncs back.
@@ -207,6 +210,7 @@ impl Store {
             gathered: Mutex::new(Gathered::default()),
             published: Mutex::new(Gathered::default()),
             inflight: Mutex::new(std::collections::VecDeque::new()),
+            ready_starts: starts::Starts::default(),
             assigned: AtomicU64::new(0),
             #[cfg(test)]
             test_gate: pending::TestGate::default(),
@@ -1034,6 +1038,10 @@ fn lease_round(
     // round took from.
     let mut heads = tx.ready_heads(queue).peekable();
     let mut next_of_group: BinaryHeap<Reverse<([u8; keys::ORDER_LEN], JobId)>> = BinaryHeap::new();
+    // Where the next round may start: the first `r` entry this one leaves
+    // in place, else just after the last one it takes (see `starts`).
+    let mut first_left: Option<[u8; keys::ORDER_LEN]> = None;
+    let mut last_taken: Option<[u8; keys::ORDER_LEN]> = None;
     while round.wants_more() {
         let from_heads = match heads.peek() {
             Some(Ok(head)) => Some(head.order),
@@ -1063,6 +1071,7 @@ fn lease_round(
                     if let Some(group) = &head.group {
                         let leased = tx.group_leased(queue, group)?;
                         if !round.group_has_room(group, leased) {
+                            first_left.get_or_insert(head.order);
                             continue;
                         }
                     }
@@ -1071,7 +1080,12 @@ fn lease_round(
                 None => break,
             }
         };
+        // Whether the candidate is an `r` entry, which leaves `r` if taken.
+        let from_heads = !take_group;
         let Some((job, revision)) = tx.load(id)? else {
+            if from_heads {
+                first_left.get_or_insert(order);
+            }
             continue;
         };
         let group_leased = match &job.group {
@@ -1084,6 +1098,9 @@ fn lease_round(
             let change = Change::of(Loaded { job, revision }, *outcome);
             tx.apply(&Prepared::new(&change)?);
             taken.push(change);
+            if from_heads {
+                last_taken = Some(order);
+            }
             // The group's next job becomes a candidate if the group may
             // give another.
             if let Some(group) = group {
@@ -1093,7 +1110,14 @@ fn lease_round(
                     }
                 }
             }
+        } else if from_heads {
+            first_left.get_or_insert(order);
         }
+    }
+    match (first_left, last_taken) {
+        (Some(order), _) => tx.ready_scanned(queue, &order, false),
+        (None, Some(order)) => tx.ready_scanned(queue, &order, true),
+        (None, None) => {}
     }
     let end = round.finish();
     if let Some(bucket) = end.bucket {
