@@ -4,14 +4,15 @@
 //! order (each sees the writes of those before it; one that fails leaves
 //! nothing), commits the batch through the write-ahead record, and hands
 //! over; whatever arrived meanwhile forms the next batch. Async callers
-//! never lead (they must not block their runtime): the committer thread
-//! leads for them.
+//! never lead (they must not block their runtime): the batch threads lead
+//! for them.
 //!
 //! Durable batches are pipelined: the leader encodes the batch's journal
 //! frame and stages it ([`Staged`]), and the next leader decides the next
 //! batch on top of the staged writes while a syncer writes the staged
 //! frames and syncs them once (a thread caller whose operation is staged,
-//! or the syncer thread for async callers). Only then are the batches'
+//! or a batch thread for async callers: the one that staged the batch, while
+//! the other leads the next). Only then are the batches'
 //! writes readable and their callers answered, in order; a batch that
 //! wrote nothing is answered after the batches it may have read. So an
 //! `fdatasync` overlaps the work of the next batch instead of stopping
@@ -942,11 +943,9 @@ impl Iterator for MergedEntries<'_> {
 #[derive(Default)]
 pub(crate) struct Batcher {
     state: Mutex<BatchState>,
-    /// Wakes the committer thread, which leads when no thread caller does.
-    committer: Condvar,
-    /// Wakes the syncer thread, which syncs staged batches when no thread
-    /// caller does.
-    syncer: Condvar,
+    /// Wakes the batch threads, which lead and sync for async callers
+    /// (see [`Store::run_worker`]).
+    workers: Condvar,
 }
 
 /// How a waiting caller is woken (one each, so that a handover wakes only
@@ -1227,7 +1226,7 @@ impl Store {
             // Syncing first: while this thread waits in `fdatasync`, the
             // next leader (woken by the hand-over) decides the next batch.
             if state.may_sync() {
-                state = self.sync(state);
+                state = self.sync(state, false);
             } else if state.may_lead() {
                 state = self.lead(state, Some(&cv));
             } else {
@@ -1254,7 +1253,7 @@ impl Store {
             }
             state.pending.push((as_pending, Wake::Task));
             if state.may_lead() {
-                self.batcher.committer.notify_one();
+                self.batcher.workers.notify_one();
             }
         }
         while !op.done.load(Ordering::Acquire) {
@@ -1267,7 +1266,7 @@ impl Store {
     /// durable batch is then staged for its sync (its callers are answered
     /// by [`Store::sync`]), any other is committed and its callers woken.
     /// Then hands over to the next leader.
-    /// `me`: the leading thread caller's wake-up (`None`: the committer).
+    /// `me`: the leading thread caller's wake-up (`None`: a batch thread).
     fn lead<'a>(
         &'a self,
         mut state: std::sync::MutexGuard<'a, BatchState>,
@@ -1288,15 +1287,16 @@ impl Store {
             Some(mut staged) => {
                 staged.threads = threads.collect();
                 // Someone must sync it: a leading thread caller with an
-                // operation in it syncs it itself once it stops leading;
-                // else a thread caller of the batch (waiting, and unable
-                // to lead), or the syncer thread for a batch of tasks. A
-                // sync under way hands over to the next one itself.
-                let mine = me.is_some_and(|me| staged.threads.iter().any(|cv| Arc::ptr_eq(cv, me)));
+                // operation in it, or a leading batch thread, syncs it
+                // itself once it stops leading; else a thread caller of
+                // the batch (waiting, and unable to lead), or a batch
+                // thread for a batch of tasks. A sync under way hands over
+                // to the next one itself.
+                let mine = me.is_none_or(|me| staged.threads.iter().any(|cv| Arc::ptr_eq(cv, me)));
                 if !mine && !state.syncing {
                     match staged.threads.first() {
                         Some(cv) => cv.notify_one(),
-                        None => self.batcher.syncer.notify_one(),
+                        None => self.batcher.workers.notify_one(),
                     }
                 }
                 state.staged.push_back(staged);
@@ -1319,15 +1319,15 @@ impl Store {
     }
 
     /// Wakes the next leader if a batch is waiting and may start: the
-    /// oldest waiting thread, or the committer thread when the oldest
-    /// waiter is a task.
+    /// oldest waiting thread, or a batch thread when the oldest waiter is a
+    /// task.
     fn hand_over(&self, state: &BatchState) {
         if !state.may_lead() {
             return;
         }
         match state.pending.first() {
             Some((_, Wake::Thread(cv))) => cv.notify_one(),
-            Some((_, Wake::Task)) => self.batcher.committer.notify_one(),
+            Some((_, Wake::Task)) => self.batcher.workers.notify_one(),
             None => {}
         }
     }
@@ -1335,9 +1335,12 @@ impl Store {
     /// Syncs the staged batches up to the next checkpoint (one `fdatasync`
     /// for all their frames), then, in order, makes their writes readable,
     /// publishes their events and answers their callers.
+    /// `worker`: a batch thread syncs, which syncs the next staged batch
+    /// itself if there is one.
     fn sync<'a>(
         &'a self,
         mut state: std::sync::MutexGuard<'a, BatchState>,
+        worker: bool,
     ) -> std::sync::MutexGuard<'a, BatchState> {
         state.syncing = true;
         let mut group = Vec::new();
@@ -1398,10 +1401,12 @@ impl Store {
         let state = self.batcher.lock();
         if state.may_sync() {
             // Whoever may sync next: a thread caller of the next staged
-            // batch, or the syncer thread for a batch of tasks.
+            // batch, or a batch thread for a batch of tasks (this one, if
+            // it is one).
             match state.staged.front().and_then(|s| s.threads.first()) {
                 Some(cv) => cv.notify_one(),
-                None => self.batcher.syncer.notify_one(),
+                None if !worker => self.batcher.workers.notify_one(),
+                None => {}
             }
         }
         self.hand_over(&state);
@@ -1507,34 +1512,21 @@ impl Store {
         }
     }
 
-    /// The committer thread's body: leads batches for async callers until
-    /// [`Store::stop_committer`].
-    pub(crate) fn run_committer(&self) {
-        let mut state = self.batcher.lock();
-        loop {
-            if state.may_lead() {
-                state = self.lead(state, None);
-                continue;
-            }
-            if state.stop && state.pending.is_empty() {
-                return;
-            }
-            state = self
-                .batcher
-                .committer
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    /// The syncer thread's body: syncs the staged batches of async callers
-    /// (and of thread callers when they are busy) until
-    /// [`Store::stop_committer`] and nothing is left.
-    pub(crate) fn run_syncer(&self) {
+    /// A batch thread's body, until [`Store::stop_workers`] and nothing is
+    /// left: it does for async callers what a waiting thread caller does,
+    /// syncing first, then leading. Under `Durability::Sync` there are two:
+    /// the one that staged a batch syncs it at once (no hand-over to
+    /// another thread between the two), while the other decides the next
+    /// batch.
+    pub(crate) fn run_worker(&self) {
         let mut state = self.batcher.lock();
         loop {
             if state.may_sync() {
-                state = self.sync(state);
+                state = self.sync(state, true);
+                continue;
+            }
+            if state.may_lead() {
+                state = self.lead(state, None);
                 continue;
             }
             if state.stop
@@ -1543,22 +1535,23 @@ impl Store {
                 && !state.leading
                 && !state.syncing
             {
+                // The other batch thread, if waiting, stops too.
+                self.batcher.workers.notify_all();
                 return;
             }
             state = self
                 .batcher
-                .syncer
+                .workers
                 .wait(state)
                 .unwrap_or_else(|p| p.into_inner());
         }
     }
 
-    /// Stops the committer and syncer threads once nothing is pending;
-    /// later operations fail with [`Error::Closed`].
-    pub(crate) fn stop_committer(&self) {
+    /// Stops the batch threads once nothing is pending; later operations
+    /// fail with [`Error::Closed`].
+    pub(crate) fn stop_workers(&self) {
         self.batcher.lock().stop = true;
-        self.batcher.committer.notify_all();
-        self.batcher.syncer.notify_all();
+        self.batcher.workers.notify_all();
     }
 
     fn run_batch(&self, batch: Vec<Arc<dyn PendingOp>>) -> Option<Staged> {

@@ -877,13 +877,12 @@ fn open_waiting_for_lock(config: &sled::Config, path: &std::path::Path) -> Resul
     }
 }
 
-/// The embedded backend: a [`Store`] and the committer thread that leads
-/// batches for async callers.
+/// The embedded backend: a [`Store`] and the batch threads that lead and
+/// sync batches for async callers.
 pub(crate) struct SledBackend {
     store: Arc<Store>,
-    /// The committer thread (leads batches for async callers) and, under
-    /// `Durability::Sync`, the syncer thread (syncs their staged batches
-    /// while the next is decided).
+    /// The batch threads: two under `Durability::Sync` (one syncs the batch
+    /// it staged while the other decides the next), one otherwise.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -911,21 +910,18 @@ impl SledBackend {
         let mut store = Store::open(path, *cache_capacity, config.durability)?;
         store.history_ms = u64::try_from(config.history_retention.as_millis()).unwrap_or(u64::MAX);
         let store = Arc::new(store);
-        let committer = Arc::clone(&store);
-        let thread = std::thread::Builder::new()
-            .name("queue-core-commit".into())
-            .spawn(move || committer.run_committer())
-            .map_err(io)?;
-        let mut threads = vec![thread];
-        if store.sync {
-            let syncer = Arc::clone(&store);
+        // Two batch threads under `Sync` (one syncs while the other
+        // decides the next batch), one otherwise (nothing is staged).
+        let mut threads = Vec::new();
+        for _ in 0..if store.sync { 2 } else { 1 } {
+            let worker = Arc::clone(&store);
             let spawned = std::thread::Builder::new()
-                .name("queue-core-sync".into())
-                .spawn(move || syncer.run_syncer());
+                .name("queue-core-batch".into())
+                .spawn(move || worker.run_worker());
             match spawned {
                 Ok(thread) => threads.push(thread),
                 Err(e) => {
-                    store.stop_committer();
+                    store.stop_workers();
                     for thread in threads {
                         let _ = thread.join();
                     }
@@ -1343,7 +1339,7 @@ impl Backend for SledBackend {
     }
 
     fn close(&self) {
-        self.store.stop_committer();
+        self.store.stop_workers();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for thread in threads {
             let _ = thread.join();
