@@ -1607,6 +1607,87 @@ mod tests {
     }
 
     #[test]
+    fn the_batch_threads_answer_every_async_operation_and_stop_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(SledBackend::open(&Config::new(dir.path())).unwrap());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        // Syncs held: one batch thread waits in its sync while the other
+        // leads what else is pending and then has nothing it may do.
+        backend.store.test_gate.set_closed(true);
+        const OPS: u32 = 200;
+        let tasks: Vec<_> = (0..OPS)
+            .map(|i| {
+                let backend = Arc::clone(&backend);
+                runtime.spawn(async move {
+                    let key = format!("op-{i:04}").into_bytes();
+                    backend
+                        .store
+                        .transact_async(move |tx| {
+                            tx.put_for_test(META, &key, Some(b"1"));
+                            Ok(())
+                        })
+                        .await
+                        .map(|_| ())
+                })
+            })
+            .collect();
+        assert!(backend.store.test_gate.wait_arrived(1), "a batch is staged");
+        // Closed with batches staged and their sync held; the operations
+        // not yet joined are refused.
+        backend.store.stop_workers();
+        let (closed_tx, closed) = std::sync::mpsc::channel();
+        let closer = {
+            let backend = Arc::clone(&backend);
+            std::thread::spawn(move || {
+                backend.close();
+                closed_tx.send(()).unwrap();
+            })
+        };
+        backend.store.test_gate.set_closed(false);
+        assert!(
+            closed
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .is_ok(),
+            "close returns: both batch threads stopped"
+        );
+        closer.join().unwrap();
+        let outcomes: Vec<Result<()>> = tasks
+            .into_iter()
+            .map(|task| {
+                runtime
+                    .block_on(async {
+                        tokio::time::timeout(std::time::Duration::from_secs(60), task).await
+                    })
+                    .expect("every operation is answered")
+                    .unwrap()
+            })
+            .collect();
+        for outcome in &outcomes {
+            assert!(
+                matches!(outcome, Ok(()) | Err(Error::Closed)),
+                "{outcome:?}"
+            );
+        }
+        let done: Vec<u32> = (0..OPS).filter(|i| outcomes[*i as usize].is_ok()).collect();
+        assert!(!done.is_empty());
+        drop(backend);
+        // What was answered as done is durable, and only that.
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        for i in 0..OPS {
+            let key = format!("op-{i:04}").into_bytes();
+            assert_eq!(
+                store.get(META, &key).unwrap().is_some(),
+                done.contains(&i),
+                "op {i}"
+            );
+        }
+    }
+
+    #[test]
     fn the_batches_after_a_lap_commit_while_its_checkpoint_is_applied_behind() {
         let dir = tempfile::tempdir().unwrap();
         let job = ready_job();
