@@ -1688,6 +1688,45 @@ mod tests {
     }
 
     #[test]
+    fn lease_starts_are_forgotten_when_a_batch_is_dropped_after_its_operations_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        store.history_ms = 7 * 24 * 3_600_000;
+        let first = ready_job();
+        let mut second = ready_job();
+        second.id = JobId::from_u64(first.id.as_u64() + 1);
+        commit_writes(&store, writes_of(&first));
+        commit_writes(&store, writes_of(&second));
+        let plan = LeasePlan {
+            opts: crate::LeaseOptions::default(),
+            now: first.run_at + 1_000,
+        };
+        let lease = |store: &Store| {
+            let plan = plan.clone();
+            store
+                .transact(move |tx| {
+                    let (taken, _) = lease_round(tx, "q", &plan)?;
+                    Ok(taken.iter().map(|change| change.id).collect::<Vec<_>>())
+                })
+                .map(|outcome| outcome.map(|(ids, _)| ids))
+        };
+        // The lease's history minute cannot be decoded: its batch fails
+        // after the round ran, took `first` and moved the queue's start.
+        let minute = keys::history_key("q", crate::rules::history::minute_of(plan.now));
+        let mut corrupt = Writes::new();
+        corrupt.insert((META, minute.clone()), Some(b"not a minute".to_vec()));
+        commit_writes(&store, corrupt);
+        assert!(lease(&store).is_err());
+        // Repaired, the next round finds `first` again: the batch's writes
+        // were dropped, and so was the start it left.
+        let mut repair = Writes::new();
+        repair.insert((META, minute), None);
+        commit_writes(&store, repair);
+        assert_eq!(lease(&store).unwrap(), Some(vec![first.id]));
+        assert_eq!(lease(&store).unwrap(), Some(vec![second.id]));
+    }
+
+    #[test]
     fn the_batches_after_a_lap_commit_while_its_checkpoint_is_applied_behind() {
         let dir = tempfile::tempdir().unwrap();
         let job = ready_job();
