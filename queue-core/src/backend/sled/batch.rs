@@ -485,11 +485,7 @@ impl Tx<'_> {
     /// succeeds.
     pub(crate) fn ready_scanned(&self, queue: &str, order: &[u8; ORDER_LEN], after: bool) {
         let key = keys::ready_key_of(queue, order);
-        let start = if after {
-            super::starts::just_after(&key)
-        } else {
-            key
-        };
+        let start = if after { keys::just_after(&key) } else { key };
         self.scanned
             .borrow_mut()
             .push((queue_prefix(keys::READY, queue), start));
@@ -505,11 +501,7 @@ impl Tx<'_> {
         after: Option<&[u8]>,
     ) -> TxResult<Option<Vec<u8>>> {
         let start = match after {
-            Some(after) => {
-                let mut key = after.to_vec();
-                key.push(0);
-                key
-            }
+            Some(after) => keys::just_after(after),
             None => prefix.to_vec(),
         };
         let own = self.own.borrow();

@@ -127,6 +127,15 @@ pub(crate) fn id_at_end(key: &[u8]) -> Result<JobId> {
 }
 
 /// `family` + queue name + 0 (a byte no queue name contains).
+/// The smallest key after `key` (`key` and a 0 byte): where a range that
+/// excludes `key` starts.
+pub(crate) fn just_after(key: &[u8]) -> Vec<u8> {
+    let mut after = Vec::with_capacity(key.len() + 1);
+    after.extend_from_slice(key);
+    after.push(0);
+    after
+}
+
 pub(crate) fn queue_prefix(family: u8, queue: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(queue.len() + 40);
     key.push(family);

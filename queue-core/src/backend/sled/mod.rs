@@ -542,12 +542,7 @@ impl Store {
         // Every key of a page is its prefix and an 8-byte id: the first key
         // after `after` is the one after prefix + id + 0.
         let start = match after {
-            Some(id) => {
-                let mut key = prefix.clone();
-                key.extend_from_slice(&job_key(id));
-                key.push(0);
-                key
-            }
+            Some(id) => keys::just_after(&[prefix.as_slice(), &job_key(id)].concat()),
             None => prefix.clone(),
         };
         self.scan(INDEX, Bound::Included(start), prefix_end(&prefix))

@@ -66,6 +66,16 @@ impl Starts {
     /// then moves back the start of every queue to which its writes (`own`)
     /// add an `r` entry before it.
     pub(crate) fn commit(&self, scanned: Vec<(Vec<u8>, Vec<u8>)>, own: &Writes) {
+        let mut added = own
+            .range((INDEX, vec![READY])..(INDEX, vec![READY + 1]))
+            .filter(|(_, value)| value.is_some())
+            .map(|((_, key), _)| key)
+            .peekable();
+        if scanned.is_empty() && added.peek().is_none() {
+            // An operation that neither scans nor adds a ready entry (a
+            // completion, a heartbeat...) takes no lock.
+            return;
+        }
         let mut by_prefix = self.by_prefix.lock().unwrap_or_else(|p| p.into_inner());
         for (prefix, start) in scanned {
             if by_prefix.len() >= MAX_QUEUES && !by_prefix.contains_key(&prefix) {
@@ -76,10 +86,7 @@ impl Starts {
         if by_prefix.is_empty() {
             return;
         }
-        for ((_, key), value) in own.range((INDEX, vec![READY])..(INDEX, vec![READY + 1])) {
-            if value.is_none() {
-                continue;
-            }
+        for key in added {
             // The queue's prefix: `r` + queue + 0 (queue names have no 0).
             let Some(end) = key.iter().skip(1).position(|b| *b == 0) else {
                 continue;
@@ -100,14 +107,6 @@ impl Starts {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
     }
-}
-
-/// The smallest key after `key`.
-pub(crate) fn just_after(key: &[u8]) -> Vec<u8> {
-    let mut after = Vec::with_capacity(key.len() + 1);
-    after.extend_from_slice(key);
-    after.push(0);
-    after
 }
 
 #[cfg(test)]
