@@ -126,7 +126,6 @@ pub(crate) fn id_at_end(key: &[u8]) -> Result<JobId> {
         .ok_or_else(|| Error::Corrupt(format!("short index key {key:?}")))
 }
 
-/// `family` + queue name + 0 (a byte no queue name contains).
 /// The smallest key after `key` (`key` and a 0 byte): where a range that
 /// excludes `key` starts.
 pub(crate) fn just_after(key: &[u8]) -> Vec<u8> {
@@ -136,6 +135,7 @@ pub(crate) fn just_after(key: &[u8]) -> Vec<u8> {
     after
 }
 
+/// `family` + queue name + 0 (a byte no queue name contains).
 pub(crate) fn queue_prefix(family: u8, queue: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(queue.len() + 40);
     key.push(family);
