@@ -2217,6 +2217,41 @@ mod tests {
         assert_eq!(problems(&store).len(), 1, "not a minute");
     }
 
+    /// sled 0.34.7 as published loses a 16 MiB segment whose first buffer
+    /// a claim fills to its last byte (the header's 24-bit offset carries
+    /// into the writer count), and every flush after it waits forever:
+    /// vendor/sled/PATCHED.md. This sequence of writes (one thread, sled's
+    /// own flusher off, so the layout of the log is the same on every run)
+    /// ends such a claim exactly there; against the unpatched crate the
+    /// flush below never returns and the test fails at its deadline.
+    #[test]
+    fn a_segment_filled_to_its_last_byte_is_written_and_flush_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path())
+            .segment_size(SEGMENT_SIZE)
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let value = [7u8; 31];
+        for i in 0..180_000u64 {
+            tree.insert(i.to_be_bytes(), &value[..]).unwrap();
+        }
+        let (told, flushed) = std::sync::mpsc::channel();
+        let flushing = db.clone();
+        std::thread::spawn(move || {
+            let _ = told.send(flushing.flush());
+        });
+        // A deadline, not a sleep: the answer comes as soon as the flush
+        // returns; only a flush that never returns waits it out.
+        let outcome = flushed
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("sled's flush never returned: a segment was never written");
+        outcome.unwrap();
+        assert_eq!(tree.len(), 180_000);
+    }
+
     #[test]
     fn a_data_directory_of_a_newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
