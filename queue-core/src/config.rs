@@ -13,10 +13,12 @@ pub enum Durability {
     /// flushed (fsync). Concurrent callers share one flush (group commit), so
     /// throughput grows with concurrency. The default.
     Sync,
-    /// Operations return once applied in memory; the store is flushed every
-    /// this many milliseconds. A crash can lose the changes of the last
-    /// interval (acknowledged enqueues and completions included), but never
-    /// leaves a job half-changed.
+    /// Operations return once their batch is written to the journal,
+    /// before its fsync; the journal is fsynced every this many
+    /// milliseconds. A crash of the process loses nothing acknowledged; a
+    /// crash of the machine can lose the changes of the last interval
+    /// (acknowledged enqueues and completions included), but never leaves a
+    /// job half-changed.
     Periodic(u64),
 }
 

@@ -21,20 +21,21 @@
 //! A batch is made atomic by a write-ahead record rather than a sled
 //! transaction: sled serializes transactions and forces log writes for
 //! each, which capped durable throughput at a third of what this design
-//! reaches (see BENCHMARKS.md). Under `Durability::Sync` the record is one
-//! frame of the journal, a file of its own (see [`journal`]), written in
-//! place and fdatasynced; under `Durability::Periodic` it is one sled
-//! insert (into the batch's slot, or in pieces of a MiB for large
-//! batches), flushed by sled's own timer. Then the batch's writes join the
-//! overlay of committed writes ([`pending`]), which every read consults
-//! before the trees; the trees get the overlay at the next checkpoint.
-//! Under `Sync` that is when a journal lap ends: the overlay is frozen and
-//! applied to the trees behind, on a thread of its own, and sled flushed,
-//! while the next batches go on into a new layer and the journal's other
-//! file (see [`Store::end_lap`]). Under `Periodic` it is before a slot
-//! still needed is reused, done by the batch. A reopen replays the records
-//! (frames and slots) after the checkpoint. sled recovers a prefix of its
-//! log, so the trees are never ahead of their records.
+//! reaches (see BENCHMARKS.md). The record is one frame of the journal, a
+//! file of its own (see [`journal`]), written in place; under
+//! `Durability::Sync` it is fdatasynced before anything else, under
+//! `Durability::Periodic` a flush thread syncs the journal every interval
+//! ([`Store::sync_journal`]). Then the batch's writes join the overlay of
+//! committed writes ([`pending`]), which every read consults before the
+//! trees; the trees get the overlay at the next checkpoint, when a journal
+//! lap ends: the overlay is frozen and applied to the trees behind, on a
+//! thread of its own, and sled flushed, while the next batches go on into
+//! a new layer and the journal's other file (see [`Store::end_lap`]). A
+//! reopen replays the records (frames, and the slots of older releases)
+//! after the checkpoint. sled recovers a prefix of its log, and nothing
+//! reaches the trees before its frame is synced (under `Periodic` a
+//! batch's removals wait in the overlay as tombstones until the flush
+//! thread's sync), so the trees are never ahead of their records.
 //!
 //! [`pending`]: super::pending
 //!
@@ -1424,7 +1425,9 @@ impl Store {
             .collect();
         if !frames.is_empty() {
             journal.write(&frames)?;
-            journal.sync()?;
+            if self.sync {
+                journal.sync()?;
+            }
         }
         for staged in group {
             if staged.frame.is_none() {
@@ -1438,9 +1441,14 @@ impl Store {
                     .pop_front()
                     .ok_or_else(|| Error::Internal("a staged batch without its writes".into()))?;
                 let writes = Arc::try_unwrap(writes).unwrap_or_else(|shared| (*shared).clone());
-                self.pending
-                    .absorb(writes, |id| self.tree(id))
-                    .map_err(storage)?;
+                if self.sync {
+                    self.pending
+                        .absorb(writes, |id| self.tree(id))
+                        .map_err(storage)?;
+                } else {
+                    // Not synced yet: its removals wait for the flush.
+                    self.pending.absorb_keeping_removals(writes);
+                }
             }
             if staged.checkpoint {
                 // The batch wrote the checkpoint, after the last frame of
@@ -1465,6 +1473,12 @@ impl Store {
     /// (its writes took longer than this whole lap) do batches wait here.
     fn end_lap(&self, journal: &mut journal::Journal) -> Result<()> {
         self.finish_behind()?;
+        if !self.sync {
+            // The lap's frames are durable before its writes (tombstones
+            // included) go to the trees: sled may write them to disk at
+            // any time.
+            journal.sync()?;
+        }
         self.pending
             .freeze()
             .map_err(|e| Error::Internal(e.into()))?;
@@ -1539,11 +1553,76 @@ impl Store {
         }
     }
 
-    /// Stops the batch threads once nothing is pending; later operations
-    /// fail with [`Error::Closed`].
+    /// Stops the batch threads once nothing is pending, and the flush
+    /// thread; later operations fail with [`Error::Closed`].
     pub(crate) fn stop_workers(&self) {
         self.batcher.lock().stop = true;
         self.batcher.workers.notify_all();
+        let (stopped, told) = &self.flusher_stop;
+        *stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        told.notify_all();
+    }
+
+    /// The flush thread's body under `Durability::Periodic`: every flush
+    /// interval it syncs the journal ([`Store::sync_journal`]), until
+    /// [`Store::stop_workers`] (close syncs it a last time).
+    pub(crate) fn run_flusher(&self) {
+        let Some(every) = self.flush_every else {
+            return;
+        };
+        let (stopped, told) = &self.flusher_stop;
+        let mut stop = stopped.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let deadline = std::time::Instant::now() + every;
+            while !*stop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                stop = told
+                    .wait_timeout(stop, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            if *stop {
+                return;
+            }
+            drop(stop);
+            if let Err(e) = self.sync_journal() {
+                tracing::error!(error = %e, "the periodic sync of the journal failed");
+            }
+            stop = stopped.lock().unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Under `Durability::Periodic`, where batches are answered once their
+    /// frames are written: makes those frames durable (`fdatasync` of
+    /// both journal files; a lap's end syncs its file too), then lets the
+    /// removals of their batches, kept as tombstones in the overlay until
+    /// now, reach the trees (see [`Pending::absorb_keeping_removals`]).
+    /// A failed sync stops the store, as under `Sync`: the frames may be
+    /// lost, and nothing tells which.
+    ///
+    /// [`Pending::absorb_keeping_removals`]: super::pending::Pending::absorb_keeping_removals
+    pub(crate) fn sync_journal(&self) -> Result<()> {
+        if self.sync {
+            return Ok(());
+        }
+        // Taken first: every removal taken belongs to a batch whose frame
+        // was written before it joined the overlay, so the sync covers it.
+        let removals = self.pending.take_removals();
+        let synced = self
+            .journal_files
+            .iter()
+            .try_for_each(std::fs::File::sync_data)
+            .map_err(io);
+        if let Err(e) = synced {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(e);
+        }
+        self.pending
+            .drop_removals(&removals, |id| self.tree(id))
+            .map_err(storage)
     }
 
     fn run_batch(&self, batch: Vec<Arc<dyn PendingOp>>) -> Option<Staged> {
@@ -1594,10 +1673,11 @@ impl Store {
         running.inflight = Vec::new();
         let mut committed = Ok(None);
         if !running.writes.is_empty() || running.seal {
-            committed = self.commit_batch(&mut running);
+            committed = self.commit_batch(&mut running).map(Some);
             if committed.is_err() {
-                // The record may be stored and replayed at the next open, or
-                // the trees half-written: stop until then.
+                // The batch could not be encoded, and the batches staged
+                // after it would be decided on its writes: stop until a
+                // reopen.
                 self.poisoned.store(true, Ordering::Release);
                 self.ready_starts.forget();
             }
@@ -1708,103 +1788,58 @@ impl Store {
     /// writes join the overlay of committed writes ([`pending`]), which
     /// every read consults before the trees; the trees get them at the
     /// next checkpoint. Since the writes are readable only after the
-    /// record is stored (and synced), readers never see a change that a
-    /// crash could still take back.
+    /// record is stored (and, under `Sync`, synced), readers never see a
+    /// change that a crash could still take back (under `Periodic`, one
+    /// that a crash of the process could).
     ///
-    /// Under `Sync` the batch is staged: the record is encoded as a frame
-    /// of the journal, and its writing, sync and the rest are left to
+    /// The batch is staged: the record is encoded as a frame of the
+    /// journal, and its writing, sync and the rest are left to
     /// [`Store::sync`], while the next batch is decided on top of these
-    /// writes (the `inflight` list). Under `Periodic` all of it is done
-    /// here: the record goes to the batch's slot.
+    /// writes (the `inflight` list).
     ///
     /// The batch's events go with the record (see [`codec`]). Once enough
     /// events are gathered, or an operation asks, or at a checkpoint, the
     /// batch also writes them as one chunk of the `events` tree.
     ///
     /// A checkpoint applies the overlay to the trees (the checkpoint key
-    /// last, its tree sorts last) and forgets it: under `Sync` when the
-    /// journal's lap ends, behind the next batches ([`Store::end_lap`]),
-    /// under `Periodic` before the oldest slot that a reopen would still
-    /// replay is reused, and in both when the overlay passes
-    /// [`PENDING_MAX`] bytes or a record is too large for a slot.
+    /// last, its tree sorts last) and forgets it, behind the next batches
+    /// ([`Store::end_lap`]): when the journal's lap ends, or when the
+    /// overlay passes [`PENDING_MAX`] bytes. (Before the journal took
+    /// `Periodic` batches too, they wrote their records to 1,024 slots of
+    /// the `wal` tree, and a record larger than 16 KiB in pieces with a
+    /// checkpoint applied at once: about forty jobs' batch, so at 64
+    /// callers most periodic batches stopped to write the whole overlay.)
     ///
     /// [`pending`]: super::pending
-    fn commit_batch(&self, running: &mut Running) -> Result<Option<Staged>> {
+    fn commit_batch(&self, running: &mut Running) -> Result<Staged> {
         let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
         let seq = gathered.next;
         let count = gathered.count + running.count();
-        let mut checkpoint = if self.sync {
-            gathered.journal_at >= journal::CUT_AT
-        } else {
-            seq.saturating_sub(gathered.checkpoint) >= SLOTS - 1
-        } || self.pending.bytes() >= PENDING_MAX;
+        let checkpoint =
+            gathered.journal_at >= journal::CUT_AT || self.pending.bytes() >= PENDING_MAX;
         // Events leave the write-ahead records at a checkpoint: they go
         // into a chunk then at the latest.
-        let mut sealed = count >= CHUNK_EVENTS || running.seal || checkpoint;
+        let sealed = count >= CHUNK_EVENTS || running.seal || checkpoint;
         if sealed {
             Self::add_chunk(&gathered, running);
         }
         if checkpoint {
             Self::add_checkpoint(running, seq);
         }
-        let mut record = encode(&running.writes)?;
+        let record = encode(&running.writes)?;
         let items: &[u8] = if sealed { &[] } else { &running.items };
-        let mut staged = None;
-        if self.sync {
-            // Durable: staged; the frame is synced before anything is
-            // readable or answered.
-            let frame = codec::encode_slot(seq, running.first, items, &record)?;
-            gathered.journal_at = if checkpoint {
-                0
-            } else {
-                gathered.journal_at + journal::frame_len(frame.len())
-            };
-            self.inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push_back(Arc::new(std::mem::take(&mut running.writes)));
-            staged = Some(Staged {
-                frame: Some(frame),
-                checkpoint,
-                sealed,
-                first: running.first,
-                count: running.count(),
-                next_event: running.next_event,
-                items: running.items.clone(),
-                ops: Vec::new(),
-                threads: Vec::new(),
-            });
-        } else if record.len() <= SLOT_RECORD_MAX {
-            self.wal
-                .insert(
-                    keys::slot_key(seq % SLOTS),
-                    codec::encode_slot(seq, running.first, items, &record)?,
-                )
-                .map_err(storage)?;
-            self.pending
-                .absorb(std::mem::take(&mut running.writes), |id| self.tree(id))
-                .map_err(storage)?;
-            if checkpoint {
-                self.apply_pending()?;
-                self.pending.clear();
-            }
+        // Staged: the frame is written (and under `Sync` synced) before
+        // anything is readable or answered.
+        let frame = codec::encode_slot(seq, running.first, items, &record)?;
+        gathered.journal_at = if checkpoint {
+            0
         } else {
-            // Too large for a slot: the record is stored in pieces (removed
-            // once applied), with a checkpoint, since no slot holds this
-            // batch; the overlay goes to the trees first.
-            if !checkpoint {
-                if !sealed {
-                    Self::add_chunk(&gathered, running);
-                    sealed = true;
-                }
-                Self::add_checkpoint(running, seq);
-                checkpoint = true;
-                record = encode(&running.writes)?;
-            }
-            self.apply_pending()?;
-            self.pending.clear();
-            self.commit_pieces(&running.writes, &record, seq)?;
-        }
+            gathered.journal_at + journal::frame_len(frame.len())
+        };
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(Arc::new(std::mem::take(&mut running.writes)));
         gathered.next = seq + 1;
         gather(
             &mut gathered,
@@ -1816,11 +1851,17 @@ impl Store {
         if checkpoint {
             gathered.checkpoint = seq;
         }
-        drop(gathered);
-        if staged.is_none() {
-            self.gather_published(sealed, running.first, running.count(), &running.items);
-        }
-        Ok(staged)
+        Ok(Staged {
+            frame: Some(frame),
+            checkpoint,
+            sealed,
+            first: running.first,
+            count: running.count(),
+            next_event: running.next_event,
+            items: running.items.clone(),
+            ops: Vec::new(),
+            threads: Vec::new(),
+        })
     }
 
     /// Updates the readers' view of the events not yet in a chunk as a
@@ -1854,14 +1895,6 @@ impl Store {
             (keys::WAL, keys::CHECKPOINT.to_vec()),
             Some(seq.to_be_bytes().to_vec()),
         );
-    }
-
-    /// Writes the overlay of committed writes to the trees, in (tree, key)
-    /// order (the caller then forgets it).
-    fn apply_pending(&self) -> Result<()> {
-        self.pending
-            .for_each(|tree, key, value| self.write_tree(tree, key, value))
-            .map_err(storage)
     }
 
     /// Writes `writes` (encoded as `record`) as batch `seq`, the record
@@ -2058,24 +2091,6 @@ impl Behind {
 /// Events kept in memory for subscribers that keep up (more than every
 /// event not yet in a chunk: fewer than [`CHUNK_EVENTS`]).
 pub(crate) const TAIL: u64 = 4096;
-
-/// Slots of the write-ahead log, used in turn. A slot holds its record
-/// until it is reused, so this bounds the log's size too (16 MiB at most).
-/// Under `Durability::Periodic` a checkpoint applies the overlay of
-/// committed writes before a slot still needed is reused: so the overlay
-/// folds the writes of up to this many batches (it was 64 before the
-/// overlay; 1,024 let a job's whole life fold into its last write even
-/// when each batch is one operation, as with a single caller).
-pub(crate) const SLOTS: u64 = 1024;
-
-/// The largest record kept in a slot (`Durability::Periodic`: durable
-/// batches go through the journal). sled rewrites a page whole now and
-/// then, so the slots' page must stay small; larger batches (many jobs, or
-/// large payloads) write their record in pieces, removed once applied.
-/// A record in pieces costs an insert and a removal of fresh keys, whose
-/// splits and merges cost more than the copying of a larger slot: 16 KiB
-/// holds a batch of about forty 200-byte jobs (it was 2 KiB, five jobs).
-pub(crate) const SLOT_RECORD_MAX: usize = 16 * 1024;
 
 /// The bytes of committed writes the overlay's current layer holds (see
 /// [`pending`](super::pending)) past which the next batch applies them to

@@ -23,18 +23,17 @@
 //! | slot | 2 | `t`, the same with version 2 items |
 //! | journal frame | – | body length (u32 big-endian), CRC-32 of the body (u32 big-endian), a slot (version 2) as body; see [`journal`](super::journal) |
 //!
-//! Slots are the write-ahead log of ordinary batches: [`SLOTS`] keys of the
-//! `wal` tree used in turn (overwriting a key costs sled far less than
-//! growing a tree or removing a key). A batch's record stays in its slot
-//! after it is applied, and so do its events, until a later batch writes
-//! the events gathered so far as one chunk of the `events` tree together
-//! with a checkpoint: the sequence number up to which no slot needs
-//! replaying. A reopen replays, in order, every slot after the checkpoint
-//! (records already applied rewrite the values they wrote, which later
-//! records then rewrite in turn: the result is the state after the last),
-//! and gathers their events into a chunk.
-//!
-//! [`SLOTS`]: super::batch::SLOTS
+//! Every batch's record, with its events, is a slot: a frame of the
+//! journal today (both durabilities). Before, `Durability::Periodic`
+//! batches wrote slots as keys of the `wal` tree used in turn (1,024 of
+//! them; and records too large for a slot in pieces of fresh keys); a
+//! reopen still replays those. A batch's events stay in its slot until a
+//! later batch writes the events gathered so far as one chunk of the
+//! `events` tree, at the latest with a checkpoint: the sequence number up
+//! to which no slot needs replaying. A reopen replays, in order, every
+//! slot after the checkpoint (records already applied rewrite the values
+//! they wrote, which later records then rewrite in turn: the result is
+//! the state after the last), and gathers their events into a chunk.
 //!
 //! Job record version 2 adds the revision in front of the body, where a
 //! commit's compare-and-swap reads it without decoding the body; the body

@@ -1,6 +1,5 @@
-//! The journal: the write-ahead log of `Durability::Sync` batches, plain
-//! append-only files beside sled's (`journal` and `journal-2` in the data
-//! directory).
+//! The journal: the write-ahead log of batches, plain append-only files
+//! beside sled's (`journal` and `journal-2` in the data directory).
 //!
 //! A durable batch appends one frame and `fdatasync`s the file, then
 //! adds its writes to the overlay of committed writes (`pending.rs`),
@@ -50,6 +49,14 @@
 //! recovers a prefix of its log and a batch's writes reach sled only after
 //! its frame is synced, so the trees are never ahead of the journal; and a
 //! checkpoint in sled means every batch up to it is in the trees.
+//!
+//! Under `Durability::Periodic` a batch is answered once its frame is
+//! written, not synced: a crash of the process keeps it (the kernel
+//! holds the write), a crash of the machine may lose the frames written
+//! since the last sync, which a flush thread does every interval (see
+//! `Store::sync_journal`). The rule above holds there too: a batch's
+//! removals stay in the overlay as tombstones until that sync, and a
+//! lap's end syncs its file before its writes go to the trees.
 //!
 //! [`codec::encode_slot`]: super::codec::encode_slot
 
@@ -185,6 +192,15 @@ impl Journal {
         lap.file.write_all_at(&frames, self.at).map_err(io)?;
         self.at = end;
         Ok(())
+    }
+
+    /// Handles of both files, for a thread that syncs them without the
+    /// journal's lock (`Durability::Periodic`: see `Store::sync_journal`).
+    pub(crate) fn handles(&self) -> Result<[File; 2]> {
+        Ok([
+            self.files[0].file.try_clone().map_err(io)?,
+            self.files[1].file.try_clone().map_err(io)?,
+        ])
     }
 
     /// Makes the frames written so far in this lap durable (`fdatasync`).

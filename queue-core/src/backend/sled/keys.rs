@@ -29,12 +29,12 @@
 //!   start) ([`history_key`]; records of their own, not derived from the
 //!   jobs); format 1 stored `p` paused flags.
 //! - `events`: first event id → a chunk of consecutive events.
-//! - `wal`: the write-ahead log of `Durability::Periodic` batches: slots
-//!   used in turn (8-byte keys), the pieces of a record too large for a
-//!   slot (16-byte keys: sequence, piece, pieces), removed once applied;
-//!   and the checkpoint: the batch up to which the trees hold every write,
-//!   periodic or durable (durable batches write their record to the
-//!   `journal` file instead, see `journal.rs`). Committed writes reach the
+//! - `wal`: the checkpoint: the batch up to which the trees hold every
+//!   write (batches write their records to the `journal` files, see
+//!   `journal.rs`); the pieces of the format upgrade's records (16-byte
+//!   keys: sequence, piece, pieces), removed once applied; and, in
+//!   directories of older releases, the slots of `Durability::Periodic`
+//!   batches (8-byte keys), replayed at open. Committed writes reach the
 //!   trees at checkpoints only; until then they are read from an overlay
 //!   (`pending.rs`).
 //!
@@ -102,7 +102,10 @@ pub(crate) fn job_key(id: JobId) -> [u8; 8] {
 }
 
 /// A slot of the write-ahead log (8 bytes; pieces of large records have
-/// 16-byte keys).
+/// 16-byte keys). Batches under `Durability::Periodic` wrote their records
+/// to slots before they went to the journal too; a reopen still replays
+/// the slots a directory holds, and tests write them.
+#[cfg(test)]
 pub(crate) fn slot_key(slot: u64) -> [u8; 8] {
     slot.to_be_bytes()
 }

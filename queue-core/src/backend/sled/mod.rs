@@ -106,8 +106,15 @@ pub(crate) struct Store {
     journal: Mutex<journal::Journal>,
     /// The journal's frames read at open, until they are replayed.
     journal_frames: Mutex<Vec<Vec<u8>>>,
+    /// The journal's two files, synced by the flush thread under
+    /// `Durability::Periodic` (see [`Store::sync_journal`]).
+    journal_files: [File; 2],
     /// Whether a batch is flushed before its callers return.
     sync: bool,
+    /// Under `Durability::Periodic`, how often the flush thread syncs the
+    /// journal; told to stop at close.
+    flush_every: Option<std::time::Duration>,
+    flusher_stop: (Mutex<bool>, std::sync::Condvar),
     batcher: Batcher,
     /// The id of the latest event committed.
     event_seq: AtomicU64,
@@ -163,17 +170,15 @@ impl Drop for Store {
 
 impl Store {
     fn open(path: &std::path::Path, cache_capacity: u64, durability: Durability) -> Result<Store> {
-        let flush_every_ms = match durability {
-            // Flushes are explicit; sled's own periodic flush stays on as a
-            // backstop for the rare write that no caller waits for.
-            Durability::Sync => Some(1000),
-            Durability::Periodic(ms) => Some(ms.max(1)),
-        };
+        // Flushes of sled are explicit (batches reach the trees at a
+        // checkpoint, which flushes and syncs them); sled's own periodic
+        // flush stays on as a backstop for the rare write that no caller
+        // waits for.
         let sled_config = sled::Config::new()
             .path(path)
             .segment_size(SEGMENT_SIZE)
             .cache_capacity(cache_capacity)
-            .flush_every_ms(flush_every_ms);
+            .flush_every_ms(Some(1000));
         let db = open_waiting_for_lock(&sled_config, path)?;
         let format = match db.get(FORMAT_KEY).map_err(storage)? {
             None => {
@@ -195,6 +200,7 @@ impl Store {
             .and_then(|dir| dir.sync_all())
             .map_err(io)?;
         let (journal, journal_frames) = journal::Journal::open(path)?;
+        let journal_files = journal.handles()?;
         let open_tree = |name: &str| db.open_tree(name).map_err(storage);
         let store = Store {
             wal: open_tree("wal")?,
@@ -204,7 +210,13 @@ impl Store {
             log,
             journal: Mutex::new(journal),
             journal_frames: Mutex::new(journal_frames),
+            journal_files,
             sync: durability == Durability::Sync,
+            flush_every: match durability {
+                Durability::Sync => None,
+                Durability::Periodic(ms) => Some(std::time::Duration::from_millis(ms.max(1))),
+            },
+            flusher_stop: (Mutex::new(false), std::sync::Condvar::new()),
             batcher: Batcher::default(),
             event_seq: AtomicU64::new(0),
             gathered: Mutex::new(Gathered::default()),
@@ -905,24 +917,28 @@ impl SledBackend {
         let mut store = Store::open(path, *cache_capacity, config.durability)?;
         store.history_ms = u64::try_from(config.history_retention.as_millis()).unwrap_or(u64::MAX);
         let store = Arc::new(store);
-        // Two batch threads under `Sync` (one syncs while the other
-        // decides the next batch), one otherwise (nothing is staged).
+        // Two batch threads (one writes and syncs the batches staged while
+        // the other decides the next one), and under `Periodic` the thread
+        // that syncs the journal.
         let mut threads = Vec::new();
-        for _ in 0..if store.sync { 2 } else { 1 } {
-            let worker = Arc::clone(&store);
-            let spawned = std::thread::Builder::new()
-                .name("queue-core-batch".into())
-                .spawn(move || worker.run_worker());
-            match spawned {
-                Ok(thread) => threads.push(thread),
-                Err(e) => {
-                    store.stop_workers();
-                    for thread in threads {
-                        let _ = thread.join();
-                    }
-                    return Err(io(e));
-                }
+        let mut spawn = |name: &str, body: fn(&Store)| {
+            let store = Arc::clone(&store);
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || body(&store))
+                .map(|thread| threads.push(thread))
+        };
+        let mut spawned = spawn("queue-core-batch", Store::run_worker)
+            .and_then(|()| spawn("queue-core-batch", Store::run_worker));
+        if store.flush_every.is_some() {
+            spawned = spawned.and_then(|()| spawn("queue-core-flush", Store::run_flusher));
+        }
+        if let Err(e) = spawned {
+            store.stop_workers();
+            for thread in threads {
+                let _ = thread.join();
             }
+            return Err(io(e));
         }
         Ok(SledBackend {
             store,
@@ -1326,7 +1342,11 @@ impl Backend for SledBackend {
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
-        ready(self.store.flush_now())
+        ready(
+            self.store
+                .sync_journal()
+                .and_then(|()| self.store.flush_now()),
+        )
     }
 
     fn verify(&self) -> BoxFuture<'_, Result<Verification>> {
@@ -1341,6 +1361,9 @@ impl Backend for SledBackend {
         }
         if let Err(e) = self.store.finish_behind() {
             tracing::error!(error = %e, "the last checkpoint failed");
+        }
+        if let Err(e) = self.store.sync_journal() {
+            tracing::error!(error = %e, "the final sync of the journal failed");
         }
         if let Err(e) = self.store.flush_now() {
             tracing::error!(error = %e, "final flush failed");
@@ -1546,24 +1569,21 @@ mod tests {
     }
 
     #[test]
-    fn a_durable_batch_goes_through_the_journal_and_a_periodic_one_does_not() {
+    fn every_batch_goes_through_the_journal_in_both_durabilities() {
         let dir = tempfile::tempdir().unwrap();
         let job = ready_job();
-        {
-            let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
-            let writes = writes_of(&job);
-            store
-                .transact(move |tx| {
-                    for ((tree, key), value) in &writes {
-                        tx.put_for_test(*tree, key, value.as_deref());
-                    }
-                    Ok(())
-                })
-                .unwrap();
+        let frames = || {
             let journal = std::fs::read(dir.path().join(journal::FILES[0])).unwrap();
             let (frames, _) = journal::read_frames(&journal);
-            assert_eq!(frames.len(), 1, "one frame for the batch");
-            assert_eq!(codec::decode_slot(&frames[0]).unwrap().seq, 1);
+            frames
+                .iter()
+                .map(|frame| codec::decode_slot(frame).unwrap().seq)
+                .collect::<Vec<u64>>()
+        };
+        {
+            let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+            commit_writes(&store, writes_of(&job));
+            assert_eq!(frames(), vec![1], "one frame for the batch");
             assert!(
                 store.wal.get(keys::slot_key(1)).unwrap().is_none(),
                 "no slot written"
@@ -1576,17 +1596,119 @@ mod tests {
         );
         let mut other = ready_job();
         other.id = JobId::from_u64(5);
-        let writes = writes_of(&other);
-        store
-            .transact(move |tx| {
-                for ((tree, key), value) in &writes {
-                    tx.put_for_test(*tree, key, value.as_deref());
-                }
-                Ok(())
+        commit_writes(&store, writes_of(&other));
+        // The reopen replayed batch 1 and started a new lap with batch 2.
+        assert_eq!(frames(), vec![2]);
+        assert!(store.wal.get(keys::slot_key(2)).unwrap().is_none());
+    }
+
+    /// What a machine crash under `Durability::Periodic` may leave: sled's
+    /// files with everything sled was given (it writes its log whenever it
+    /// likes), and the journal as of its last sync. Copies `dir` so into
+    /// `to`, the journal files from `synced`.
+    fn power_loss_copy(
+        store: &Store,
+        dir: &std::path::Path,
+        synced: &[Vec<u8>; 2],
+        to: &std::path::Path,
+    ) {
+        store.db.flush().unwrap();
+        copy_dir(dir, to);
+        for (name, bytes) in journal::FILES.iter().zip(synced) {
+            std::fs::write(to.join(name), bytes).unwrap();
+        }
+    }
+
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_periodic_batch_changes_nothing_in_the_trees_before_its_frame_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, Durability::Periodic(3_600_000)).unwrap();
+        let jobs: Vec<crate::Job> = (1..=20)
+            .map(|n| {
+                let mut job = ready_job();
+                job.id = JobId::from_u64(n);
+                job
             })
-            .unwrap();
-        assert_eq!(store.journal.lock().unwrap().len(), 0);
-        assert!(store.wal.get(keys::slot_key(2)).unwrap().is_some());
+            .collect();
+        let mut writes = Writes::new();
+        for job in &jobs {
+            writes.extend(writes_of(job));
+        }
+        // `writes_of` counts each job alone: one count for the queue.
+        let count = (META, keys::count_key(&jobs[0].queue, jobs[0].state));
+        writes.insert(count.clone(), Some(20u64.to_be_bytes().to_vec()));
+        commit_writes(&store, writes);
+        // A lap's end puts them in the trees, with the checkpoint: as if
+        // the lap were full, the next batch ends it.
+        store.gathered.lock().unwrap().journal_at = journal::CUT_AT;
+        commit_writes(
+            &store,
+            [((META, b"filler".to_vec()), Some(b"1".to_vec()))].into(),
+        );
+        store.finish_behind().unwrap();
+        assert!(store.wal.get(keys::CHECKPOINT).unwrap().is_some());
+        assert!(store.jobs.get(job_key(jobs[0].id)).unwrap().is_some());
+        store.sync_journal().unwrap();
+        let synced = journal::FILES.map(|name| std::fs::read(dir.path().join(name)).unwrap());
+        // Then half of them are removed, with their entries, by batches
+        // whose frames are written and not synced.
+        for job in &jobs[..10] {
+            let gone: Writes = writes_of(job).into_keys().map(|key| (key, None)).collect();
+            let mut gone = gone;
+            gone.remove(&count);
+            commit_writes(&store, gone);
+        }
+        commit_writes(
+            &store,
+            [(count.clone(), Some(10u64.to_be_bytes().to_vec()))].into(),
+        );
+        assert!(
+            store.load(jobs[0].id).unwrap().is_none(),
+            "removed as readers see it"
+        );
+        let lost = tempfile::tempdir().unwrap();
+        power_loss_copy(&store, dir.path(), &synced, lost.path());
+        {
+            let reopened = Store::open(lost.path(), 1 << 20, Durability::Periodic(100)).unwrap();
+            for job in &jobs {
+                assert!(
+                    reopened.load(job.id).unwrap().is_some(),
+                    "the removals were lost"
+                );
+            }
+            let report = verify::verify(&reopened).unwrap();
+            assert!(
+                report.is_ok(),
+                "the trees got ahead of the journal: {:?}",
+                report.problems
+            );
+        }
+        // Once the journal is synced, the removals reach the trees, and a
+        // crash then keeps them.
+        store.sync_journal().unwrap();
+        assert!(store.jobs.get(job_key(jobs[0].id)).unwrap().is_none());
+        let synced = journal::FILES.map(|name| std::fs::read(dir.path().join(name)).unwrap());
+        let later = tempfile::tempdir().unwrap();
+        power_loss_copy(&store, dir.path(), &synced, later.path());
+        let reopened = Store::open(later.path(), 1 << 20, Durability::Periodic(100)).unwrap();
+        for (n, job) in jobs.iter().enumerate() {
+            assert_eq!(reopened.load(job.id).unwrap().is_some(), n >= 10);
+        }
+        let report = verify::verify(&reopened).unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
     }
 
     /// Runs one batch that writes `writes`.
@@ -1823,18 +1945,15 @@ mod tests {
                 assert_eq!(store.index.len(), 0, "{durability:?}");
                 assert!(verify::verify(&store).unwrap().is_ok());
                 if durability != Durability::Sync {
-                    // Periodic: the slots run out, and a checkpoint applies
-                    // the overlay before the first of them is reused.
-                    for n in 0..batch::SLOTS {
-                        let mut more = ready_job();
-                        more.id = JobId::from_u64(100 + n);
-                        // One per queue: `writes_of` writes a count of 1.
-                        more.queue = format!("more-{n}");
-                        commit_writes(&store, writes_of(&more));
-                    }
-                    assert!(store.jobs.get(job_key(other.id)).unwrap().is_some());
-                    assert!(!store.index.is_empty());
-                    assert!(store.jobs.get(job_key(job.id)).unwrap().is_none());
+                    // Periodic: the removals stay in the overlay until the
+                    // journal is synced, then leave it for the trees.
+                    assert!(matches!(
+                        store.pending.get(JOBS, &job_key(job.id)),
+                        Some(None)
+                    ));
+                    store.sync_journal().unwrap();
+                    assert_eq!(store.pending.get(JOBS, &job_key(job.id)), None);
+                    assert!(store.load(job.id).unwrap().is_none());
                     let report = verify::verify(&store).unwrap();
                     assert!(report.is_ok(), "{:?}", report.problems);
                 }

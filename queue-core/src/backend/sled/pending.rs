@@ -1,11 +1,10 @@
 //! Writes that are committed but not yet in sled's trees.
 //!
 //! A batch is committed once its write-ahead record is stored: a frame of
-//! the journal (`Durability::Sync`) or a slot of the `wal` tree
+//! the journal, synced (`Durability::Sync`) or written
 //! (`Durability::Periodic`). Its writes then join this overlay instead of
 //! going to the trees one by one; they reach the trees together at the
-//! next checkpoint (the journal's cut, or before a slot that is still
-//! needed would be reused), and leave the overlay then. Every read of the
+//! next checkpoint (the journal's cut), and leave the overlay then. Every read of the
 //! store looks here first ([`Store::get`](super::Store) and
 //! [`Store::scan`](super::Store)), so a reader sees the trees as if every
 //! committed batch were applied.
@@ -26,7 +25,7 @@
 //! same apply) every write the overlay held. A reopen replays the records
 //! after the checkpoint into the trees, so the overlay starts empty.
 //!
-//! Under `Durability::Sync` the overlay has two layers. When a journal
+//! The overlay has two layers. When a journal
 //! lap ends, its writes (the current layer) are frozen and a thread
 //! applies them to the trees behind, in (tree, key) order, a chunk at a
 //! time, then flushes sled and releases the frozen layer; the next
@@ -84,6 +83,10 @@ struct Layer {
     /// (tree, first and last key), and the last key written.
     in_flight: Option<(usize, Vec<u8>, Vec<u8>)>,
     applied: Option<(usize, Vec<u8>)>,
+    /// The removals this layer keeps as tombstones until the journal is
+    /// synced (`Durability::Periodic`, see [`Pending::absorb_keeping_removals`]),
+    /// in the order they came.
+    deferred: Vec<(u8, Vec<u8>)>,
 }
 
 impl Layer {
@@ -209,8 +212,9 @@ fn write(lock: &RwLock<Layer>) -> RwLockWriteGuard<'_, Layer> {
 
 impl Pending {
     /// The committed value of `key` in `tree` if the overlay holds it
-    /// (`Some(None)` for a removal, which the overlay does not keep today:
-    /// see [`Pending::absorb`]), `None` if the tree has the answer.
+    /// (`Some(None)` for a removal, which only batches not yet synced
+    /// leave: see [`Pending::absorb_keeping_removals`]), `None` if the tree
+    /// has the answer.
     pub(crate) fn get(&self, tree: u8, key: &[u8]) -> Option<Option<IVec>> {
         let tree = usize::from(tree);
         let found = |layer: &Layer| {
@@ -250,35 +254,42 @@ impl Pending {
         trees: impl Fn(u8) -> &'t sled::Tree,
     ) -> sled::Result<()> {
         for ((tree, key), value) in &writes {
-            if value.is_some() || usize::from(*tree) >= TREES {
-                continue;
-            }
-            let id = usize::from(*tree);
-            trees(*tree).remove(key)?;
-            let written_back = loop {
-                let mut frozen = write(&self.frozen);
-                if frozen.is_empty() {
-                    break false;
-                }
-                if frozen.writing(id, key) {
-                    let seen = *self.chunks.lock().unwrap_or_else(|p| p.into_inner());
-                    drop(frozen);
-                    #[cfg(test)]
-                    if let Some(waiting) = &*self.waiting.lock().unwrap() {
-                        let _ = waiting.send(());
-                    }
-                    self.wait_for_chunk(seen);
-                    continue;
-                }
-                let held = frozen.remove(id, key);
-                break held && frozen.written(id, key);
-            };
-            if written_back {
-                trees(*tree).remove(key)?;
+            if value.is_none() {
+                self.remove_stored(*tree, key, &trees)?;
             }
         }
+        self.add(writes, false);
+        Ok(())
+    }
+
+    /// [`Pending::absorb`] for a batch whose journal frame is written but
+    /// not yet synced (`Durability::Periodic`): its removals must not reach
+    /// the trees before the frame is durable, since sled may write them to
+    /// disk at any time, and a machine crash that lost the frame would
+    /// then leave the trees ahead of the journal (a job's ready entry gone
+    /// while its record, as the journal replays it, still waits). So a
+    /// removal stays in the current layer as a tombstone, which readers
+    /// take as the key's absence, until [`Pending::drop_removals`] removes
+    /// it from the trees and from here once the journal is synced; a
+    /// checkpoint applies the tombstones it finds like any write. Lease
+    /// scans start after the tombstones of the jobs they took (see
+    /// [`starts`](super::starts)); other scans step over at most a flush
+    /// interval's worth of them.
+    pub(crate) fn absorb_keeping_removals(&self, writes: Writes) {
+        self.add(writes, true);
+    }
+
+    /// Adds a batch's writes to the current layer; a removal is kept as a
+    /// tombstone (`keep`) or takes the key out.
+    fn add(&self, writes: Writes, keep: bool) {
         let mut current = write(&self.current);
         for ((tree, key), value) in writes {
+            if usize::from(tree) >= TREES {
+                continue;
+            }
+            if keep && value.is_none() {
+                current.deferred.push((tree, key.clone()));
+            }
             let Some(map) = current.trees.get_mut(usize::from(tree)) else {
                 continue;
             };
@@ -286,11 +297,95 @@ impl Pending {
             let added = key_len + value.as_ref().map_or(0, Vec::len);
             let old = match value {
                 Some(value) => map.insert(key, Some(value)),
+                None if keep => map.insert(key, None),
                 None => map.remove(&key),
             };
             let removed = old.map_or(0, |value| key_len + value.map_or(0, |v| v.len()));
             current.bytes = current.bytes.saturating_add(added).saturating_sub(removed);
         }
+    }
+
+    /// Removes `key` from `tree` (given by id by `trees`) and from the
+    /// frozen layer, the tree first, so that a reader meanwhile finds the
+    /// overlay's value, never an older one of the tree. A checkpoint
+    /// applying the frozen layer behind may write the key to the tree
+    /// meanwhile: a key in the chunk it is writing waits for the chunk,
+    /// and a key it has written is removed from the tree again (once the
+    /// frozen layer no longer holds it, nothing writes it back).
+    fn remove_stored<'t>(
+        &self,
+        tree: u8,
+        key: &[u8],
+        trees: &impl Fn(u8) -> &'t sled::Tree,
+    ) -> sled::Result<()> {
+        let id = usize::from(tree);
+        if id >= TREES {
+            return Ok(());
+        }
+        trees(tree).remove(key)?;
+        let written_back = loop {
+            let mut frozen = write(&self.frozen);
+            if frozen.is_empty() {
+                break false;
+            }
+            if frozen.writing(id, key) {
+                let seen = *self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+                drop(frozen);
+                #[cfg(test)]
+                if let Some(waiting) = &*self.waiting.lock().unwrap() {
+                    let _ = waiting.send(());
+                }
+                self.wait_for_chunk(seen);
+                continue;
+            }
+            let held = frozen.remove(id, key);
+            break held && frozen.written(id, key);
+        };
+        if written_back {
+            trees(tree).remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// The tombstones the current layer kept since the last call (see
+    /// [`Pending::absorb_keeping_removals`]): their batches' frames are
+    /// written, so once the journal is synced they may reach the trees
+    /// ([`Pending::drop_removals`]).
+    pub(crate) fn take_removals(&self) -> Vec<(u8, Vec<u8>)> {
+        std::mem::take(&mut write(&self.current).deferred)
+    }
+
+    /// Applies `removals` (from [`Pending::take_removals`], their frames
+    /// synced since) to the trees and the frozen layer, then forgets the
+    /// current layer's tombstones of them (a key written again meanwhile
+    /// keeps its new value). A scan that meanwhile read a tree reads it
+    /// again (the generation moves), so it never takes a removed key's old
+    /// value for a live one once the tombstone is gone.
+    pub(crate) fn drop_removals<'t>(
+        &self,
+        removals: &[(u8, Vec<u8>)],
+        trees: impl Fn(u8) -> &'t sled::Tree,
+    ) -> sled::Result<()> {
+        if removals.is_empty() {
+            return Ok(());
+        }
+        for (tree, key) in removals {
+            self.remove_stored(*tree, key, &trees)?;
+        }
+        let mut current = write(&self.current);
+        for (tree, key) in removals {
+            let Some(map) = current.trees.get_mut(usize::from(*tree)) else {
+                continue;
+            };
+            if matches!(map.get(key), Some(None)) {
+                map.remove(key);
+                current.bytes = current.bytes.saturating_sub(key.len());
+            }
+        }
+        // Under the lock: a scan copies the overlay and reads the
+        // generation under it.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        drop(current);
         Ok(())
     }
 
@@ -311,30 +406,6 @@ impl Pending {
         read(&self.current).bytes
     }
 
-    /// Calls `f` with each write of the current layer, in (tree, key)
-    /// order, under its read lock (readers go on; only the batch leader
-    /// writes the overlay, and it is the caller).
-    pub(crate) fn for_each<E>(
-        &self,
-        mut f: impl FnMut(u8, &[u8], Option<&[u8]>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let current = read(&self.current);
-        for (tree, map) in current.trees.iter().enumerate() {
-            let tree = u8::try_from(tree).unwrap_or(u8::MAX);
-            for (key, value) in map {
-                f(tree, key, value.as_deref())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Forgets every write of the current layer: the trees hold them now.
-    pub(crate) fn clear(&self) {
-        let mut current = write(&self.current);
-        *current = Layer::default();
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
     /// Makes the current layer the frozen one, for a checkpoint to apply
     /// behind ([`Pending::apply_frozen`], then [`Pending::release_frozen`]);
     /// the next writes start a new current layer. Readers see the same
@@ -347,6 +418,9 @@ impl Pending {
             return Err("the overlay's last checkpoint did not finish");
         }
         std::mem::swap(&mut *current, &mut *frozen);
+        // The checkpoint applies the frozen tombstones itself (the journal
+        // is synced before it starts).
+        frozen.deferred = Vec::new();
         Ok(())
     }
 
@@ -484,23 +558,37 @@ impl Pending {
             .into_iter()
             .filter_map(|layer| layer.trees.get(usize::from(id)))
             .collect();
-        fn last<'m>(
-            map: &'m TreeWrites,
-            from: Bound<&[u8]>,
-            to: Bound<&[u8]>,
-        ) -> Option<&'m Vec<u8>> {
-            map.range::<[u8], _>((from, to))
-                .rev()
-                .find_map(|(key, value)| value.as_ref().map(|_| key))
+        // The overlay's last live key in the range: walking both layers
+        // backwards, the current layer's write of a key (a tombstone
+        // included) replaces the frozen one's.
+        let mut ours = None;
+        if let [newer, rest @ ..] = maps.as_slice() {
+            let mut newer = newer.range::<[u8], _>((from, to)).rev().peekable();
+            let mut older = rest
+                .first()
+                .map(|map| map.range::<[u8], _>((from, to)).rev().peekable());
+            loop {
+                let older_key = older
+                    .as_mut()
+                    .and_then(|older| older.peek().map(|(key, _)| *key));
+                let next = match (newer.peek().map(|(key, _)| *key), older_key) {
+                    (None, None) => break,
+                    (Some(a), Some(b)) if a < b => older.as_mut().and_then(Iterator::next),
+                    (Some(a), Some(b)) => {
+                        if a == b {
+                            older.as_mut().and_then(Iterator::next);
+                        }
+                        newer.next()
+                    }
+                    (Some(_), None) => newer.next(),
+                    (None, Some(_)) => older.as_mut().and_then(Iterator::next),
+                };
+                if let Some((key, Some(value))) = next {
+                    ours = Some((key, value));
+                    break;
+                }
+            }
         }
-        // The current layer's write of a key replaces the frozen one's;
-        // neither holds removals, so the later key of the two is live.
-        let ours = maps.iter().filter_map(|map| last(map, from, to)).max();
-        let ours = ours.and_then(|key| {
-            maps.iter()
-                .find_map(|map| map.get(key))
-                .and_then(|value| value.as_ref().map(|value| (key, value)))
-        });
         let range = (from.map(<[u8]>::to_vec), to.map(<[u8]>::to_vec));
         let mut theirs = None;
         for item in tree.range(range).rev() {
@@ -827,15 +915,10 @@ mod tests {
             let (k, v) = item.unwrap();
             got.push((k.to_vec(), v.to_vec()));
         }
-        // A checkpoint: the overlay goes to the tree, then is emptied.
-        pending
-            .for_each(|id, key, value| match (id, value) {
-                (1, Some(value)) => tree.insert(key, value).map(drop),
-                (1, None) => tree.remove(key).map(drop),
-                _ => Ok(()),
-            })
-            .unwrap();
-        pending.clear();
+        // A checkpoint: the overlay goes to the tree, then is released.
+        pending.freeze().unwrap();
+        apply_to(&pending, &tree);
+        pending.release_frozen();
         for item in scan {
             let (k, v) = item.unwrap();
             got.push((k.to_vec(), v.to_vec()));
@@ -864,28 +947,70 @@ mod tests {
     }
 
     #[test]
-    fn clearing_forgets_the_writes_and_their_bytes() {
-        let (_db, tree, pending, _) = fixture();
-        assert!(pending.bytes() > 0);
-        let mut seen = 0;
-        pending
-            .for_each::<()>(|tree, _, _| {
-                assert!(tree == 1 || tree == 2);
-                seen += 1;
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(seen, 80 + 67 + 1, "every write but the removals, once");
-        pending.clear();
-        assert_eq!(pending.bytes(), 0);
-        let all = scanned(Scan::new(
-            &pending,
-            &tree,
-            1,
-            Bound::Unbounded,
-            Bound::Unbounded,
-        ));
-        assert_eq!(all.len(), 160, "the tree alone, less the removed entries");
+    fn kept_removals_read_as_absent_and_reach_the_tree_only_when_dropped() {
+        let (_db, tree, pending, mut model) = fixture();
+        let other = tree.clone();
+        let mut writes = Writes::new();
+        // Keys of the tree (2, 398: the last), of the overlay (8), and one
+        // removed, then written again by a later batch (4).
+        for n in [2u32, 398, 8, 4] {
+            writes.insert((1, key(n)), None);
+            model.remove(&key(n));
+        }
+        pending.absorb_keeping_removals(writes);
+        let mut again = Writes::new();
+        again.insert((1, key(4)), Some(b"again".to_vec()));
+        model.insert(key(4), b"again".to_vec());
+        pending.absorb_keeping_removals(again);
+        assert_eq!(pending.get(1, &key(2)), Some(None), "a tombstone");
+        assert!(tree.get(key(2)).unwrap().is_some(), "still in the tree");
+        assert!(tree.get(key(398)).unwrap().is_some());
+        assert_scans_as(&pending, &tree, model.clone());
+        assert_last_in(&pending, &tree, &model, &[2, 3, 8, 9, 398, 399]);
+        // Frozen, the tombstones still hide the tree's entries under a new
+        // layer.
+        pending.freeze().unwrap();
+        assert_scans_as(&pending, &tree, model.clone());
+        assert_last_in(&pending, &tree, &model, &[2, 398, 399]);
+        // A tombstone in the new layer hides the frozen layer's write.
+        let mut writes = Writes::new();
+        writes.insert((1, key(396)), None);
+        model.remove(&key(396));
+        pending.absorb_keeping_removals(writes);
+        assert_scans_as(&pending, &tree, model.clone());
+        assert_last_in(&pending, &tree, &model, &[396, 397, 399]);
+        apply_to(&pending, &tree);
+        pending.release_frozen();
+        assert!(
+            tree.get(key(2)).unwrap().is_none(),
+            "the checkpoint applied it"
+        );
+        assert_scans_as(&pending, &tree, model.clone());
+        // Kept in a current layer, then dropped.
+        let mut writes = Writes::new();
+        for n in [6u32, 12, 4] {
+            writes.insert((1, key(n)), None);
+            model.remove(&key(n));
+        }
+        pending.absorb_keeping_removals(writes);
+        let mut again = Writes::new();
+        again.insert((1, key(12)), Some(b"back".to_vec()));
+        model.insert(key(12), b"back".to_vec());
+        pending.absorb_keeping_removals(again);
+        assert!(tree.get(key(6)).unwrap().is_some());
+        let removals = pending.take_removals();
+        assert_eq!(removals.len(), 4, "396 and these three");
+        assert!(pending.take_removals().is_empty(), "taken once");
+        pending.drop_removals(&removals, |_| &other).unwrap();
+        assert!(tree.get(key(6)).unwrap().is_none(), "removed from the tree");
+        assert_eq!(pending.get(1, &key(6)), None, "the tombstone is gone");
+        assert_eq!(
+            pending.get(1, &key(12)).flatten().map(|v| v.to_vec()),
+            Some(b"back".to_vec()),
+            "a key written again keeps its value"
+        );
+        assert_scans_as(&pending, &tree, model.clone());
+        assert_last_in(&pending, &tree, &model, &[4, 6, 12, 398, 399]);
     }
 
     /// Applies the frozen layer of `pending` to the tree of id 1.
