@@ -996,6 +996,9 @@ pub(crate) struct Staged {
     /// The checkpoint is in this batch: once synced, the overlay goes to
     /// the trees, sled is flushed and the journal cut.
     checkpoint: bool,
+    /// The batch's sequence number (a checkpoint's next one is its lap's
+    /// carry, see [`Store::end_lap`]).
+    seq: u64,
     /// The batch's events went into a chunk (the readers' view of the
     /// gathered events is updated as the leader's was).
     sealed: bool,
@@ -1454,7 +1457,7 @@ impl Store {
                 // The batch wrote the checkpoint, after the last frame of
                 // the lap: the lap's writes go to the trees behind, and
                 // the next lap to the other file.
-                self.end_lap(&mut journal)?;
+                self.end_lap(&mut journal, staged.seq + 1)?;
             }
         }
         Ok(())
@@ -1471,7 +1474,18 @@ impl Store {
     ///
     /// Only if the lap before is still being applied when this one ends
     /// (its writes took longer than this whole lap) do batches wait here.
-    fn end_lap(&self, journal: &mut journal::Journal) -> Result<()> {
+    ///
+    /// The jobs still waiting at the lap's end are carried into the next
+    /// lap instead (up to [`CARRY_MAX`] bytes, in lease order): their
+    /// records and entries stay in the overlay's new layer, and are
+    /// journaled again as the next lap's first frame, the batch `carry`
+    /// (the sequence number the checkpoint kept), synced before the
+    /// checkpoint starts. A job leased in the next lap then never costs
+    /// the trees its waiting record, its ready, age and listing entries,
+    /// nor their removals. A reopen replays the carry after the
+    /// checkpoint like any batch (its writes are absolute); a crash before
+    /// the checkpoint is in sled replays the lap before it, then the carry.
+    fn end_lap(&self, journal: &mut journal::Journal, carry: u64) -> Result<()> {
         self.finish_behind()?;
         if !self.sync {
             // The lap's frames are durable before its writes (tombstones
@@ -1479,11 +1493,34 @@ impl Store {
             // any time.
             journal.sync()?;
         }
+        // No batch adds writes meanwhile: they do it under the journal's
+        // lock, which this holds.
+        let mut carried_before = self.carried.lock().unwrap_or_else(|p| p.into_inner());
+        let waiting = self
+            .pending
+            .with_current(|trees| pick_waiting(trees, CARRY_MAX, &carried_before));
+        *carried_before = waiting
+            .iter()
+            .filter(|(tree, _)| *tree == JOBS)
+            .map(|(_, key)| key.clone())
+            .collect();
+        drop(carried_before);
         self.pending
             .freeze()
             .map_err(|e| Error::Internal(e.into()))?;
+        let carried = self.pending.carry(&waiting);
         journal.cut();
-        let behind = self.behind_job()?;
+        let frame = codec::encode_slot(carry, 0, &[], &carried)?;
+        // Written now, before the next lap's frames; synced by the
+        // checkpoint before it writes anything to the trees (and by the
+        // next sync of this file, under `Sync`).
+        journal.write(&[&frame])?;
+        self.gathered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .journal_at += journal::frame_len(frame.len());
+        let carry_file = journal.current_file()?;
+        let behind = self.behind_job(carry_file.try_clone().map_err(io)?)?;
         let spawned = std::thread::Builder::new()
             .name("queue-core-checkpoint".into())
             .spawn(move || behind.run());
@@ -1494,12 +1531,13 @@ impl Store {
             }
             // No thread: the checkpoint is applied here, before the next
             // batch.
-            Err(_) => self.behind_job()?.run(),
+            Err(_) => self.behind_job(carry_file)?.run(),
         }
     }
 
-    fn behind_job(&self) -> Result<Behind> {
+    fn behind_job(&self, carry: std::fs::File) -> Result<Behind> {
         Ok(Behind {
+            carry,
             pending: Arc::clone(&self.pending),
             trees: std::array::from_fn(|id| self.tree(u8::try_from(id).unwrap_or(u8::MAX)).clone()),
             db: self.db.clone(),
@@ -1715,6 +1753,7 @@ impl Store {
                 return Some(Staged {
                     frame: None,
                     checkpoint: false,
+                    seq: 0,
                     sealed: false,
                     first: running.first,
                     count: 0,
@@ -1840,7 +1879,8 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push_back(Arc::new(std::mem::take(&mut running.writes)));
-        gathered.next = seq + 1;
+        // A checkpoint keeps the next sequence number for its lap's carry.
+        gathered.next = if checkpoint { seq + 2 } else { seq + 1 };
         gather(
             &mut gathered,
             sealed,
@@ -1854,6 +1894,7 @@ impl Store {
         Ok(Staged {
             frame: Some(frame),
             checkpoint,
+            seq,
             sealed,
             first: running.first,
             count: running.count(),
@@ -2048,6 +2089,9 @@ impl Store {
 /// A journal lap's checkpoint, applied to the trees behind the batches
 /// that follow it (see [`Store::end_lap`]): what it needs of the store.
 struct Behind {
+    /// The next lap's journal file, whose first frame (the carry) must be
+    /// durable before the checkpoint is.
+    carry: std::fs::File,
     pending: Arc<pending::Pending>,
     /// The trees by id.
     trees: [sled::Tree; pending::TREES],
@@ -2061,15 +2105,20 @@ impl Behind {
     /// (durably), then lets the overlay forget the layer.
     fn run(self) -> Result<()> {
         let outcome = self
-            .pending
-            .apply_frozen(|tree, key, value| {
-                let tree = &self.trees[usize::from(tree)];
-                match value {
-                    Some(value) => tree.insert(key, value).map(drop),
-                    None => tree.remove(key).map(drop),
-                }
+            .carry
+            .sync_data()
+            .map_err(io)
+            .and_then(|()| {
+                self.pending
+                    .apply_frozen(|tree, key, value| {
+                        let tree = &self.trees[usize::from(tree)];
+                        match value {
+                            Some(value) => tree.insert(key, value).map(drop),
+                            None => tree.remove(key).map(drop),
+                        }
+                    })
+                    .map_err(storage)
             })
-            .map_err(storage)
             .and_then(|()| self.db.flush().map_err(storage))
             .and_then(|_| self.log.sync_data().map_err(io));
         match outcome {
@@ -2091,6 +2140,101 @@ impl Behind {
 /// Events kept in memory for subscribers that keep up (more than every
 /// event not yet in a chunk: fewer than [`CHUNK_EVENTS`]).
 pub(crate) const TAIL: u64 = 4096;
+
+/// The bytes of waiting jobs' writes a lap's end carries into the next lap
+/// at most (see [`Store::end_lap`]): a quarter of a lap, so that a standing
+/// backlog costs the journal at most that much again per lap.
+pub(crate) const CARRY_MAX: usize = 8 * 1024 * 1024;
+
+/// The writes of the jobs waiting at a lap's end that the lap carries
+/// into the next one: in lease order (the ready entries, then the groups'
+/// own), for each job its record, its ready (or group) entry, its age
+/// entry and its listing entry, those the overlay holds, while the total
+/// stays within `max` bytes. The keys come from the ready entry (queue and
+/// lease order), without decoding the record: the lap's end holds every
+/// batch back while it picks. A job whose record the overlay does not
+/// hold (it is in the trees already) is left to the trees, and so are its
+/// other entries (an idempotency key, a correlation, a deadline). So is a
+/// job whose record key is in `before` (the records the last lap carried):
+/// a job still waiting after a whole lap is carried once, not lap after
+/// lap (a standing backlog, or a paused queue, would otherwise cost the
+/// journal its first `max` bytes again at every lap's end).
+pub(crate) fn pick_waiting(
+    trees: &[pending::TreeWrites; pending::TREES],
+    max: usize,
+    before: &std::collections::HashSet<Vec<u8>>,
+) -> Vec<(u8, Vec<u8>)> {
+    let mut picked = Vec::new();
+    let mut bytes = 0usize;
+    let (Some(index), Some(jobs)) = (trees.get(usize::from(INDEX)), trees.get(usize::from(JOBS)))
+    else {
+        return picked;
+    };
+    let held = |tree: u8, key: &[u8]| -> Option<usize> {
+        match trees.get(usize::from(tree)).and_then(|map| map.get(key)) {
+            Some(Some(value)) => Some(key.len() + value.len()),
+            _ => None,
+        }
+    };
+    for family in [keys::READY, keys::GROUP_READY] {
+        let live = index
+            .range::<[u8], _>((
+                Bound::Included(&[family][..]),
+                Bound::Excluded(&[family + 1][..]),
+            ))
+            .filter(|(_, value)| value.is_some());
+        for (key, _) in live {
+            // family, queue, 0, (group,) lease order: priority, run_at, id.
+            let Some(order) = key
+                .len()
+                .checked_sub(ORDER_LEN)
+                .and_then(|at| key.get(at..))
+            else {
+                continue;
+            };
+            let Some(queue) = key
+                .get(1..)
+                .and_then(|rest| rest.iter().position(|b| *b == 0))
+                .and_then(|end| key.get(1..=end))
+                .and_then(|queue| std::str::from_utf8(queue).ok())
+            else {
+                continue;
+            };
+            let Some(id) = keys::u64_at(order, 12).map(JobId::from_u64) else {
+                continue;
+            };
+            let record = job_key(id).to_vec();
+            if before.contains(&record) {
+                continue;
+            }
+            let Some(record_bytes) = jobs
+                .get(&record)
+                .and_then(|value| value.as_ref())
+                .map(|value| record.len() + value.len())
+            else {
+                continue;
+            };
+            let mut age = queue_prefix(keys::AGE, queue);
+            age.extend_from_slice(&order[4..]);
+            let listing = keys::state_key(queue, JobState::Ready, id);
+            let mut own = vec![(INDEX, key.clone())];
+            let mut size = record_bytes + key.len();
+            for (tree, key) in [(INDEX, age), (INDEX, listing)] {
+                if let Some(n) = held(tree, &key) {
+                    size += n;
+                    own.push((tree, key));
+                }
+            }
+            if bytes + size > max {
+                return picked;
+            }
+            bytes += size;
+            picked.push((JOBS, record));
+            picked.extend(own);
+        }
+    }
+    picked
+}
 
 /// The bytes of committed writes the overlay's current layer holds (see
 /// [`pending`](super::pending)) past which the next batch applies them to

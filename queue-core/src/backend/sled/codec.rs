@@ -1096,19 +1096,35 @@ pub(crate) fn encode_writes<'a>(
     out.push(WAL_VERSION);
     put_varint(&mut out, writes.len() as u64);
     for (tree, key, value) in writes {
-        out.push(tree);
-        put_varint(&mut out, key.len() as u64);
-        out.extend_from_slice(key);
-        match value {
-            None => out.push(0),
-            Some(value) => {
-                out.push(1);
-                put_varint(&mut out, value.len() as u64);
-                out.extend_from_slice(value);
-            }
-        }
+        encode_write(&mut out, tree, key, value);
     }
     Ok(out)
+}
+
+/// Appends one write as [`encode_writes`] encodes it; `count` of them
+/// then make a record with [`writes_record`].
+pub(crate) fn encode_write(out: &mut Vec<u8>, tree: u8, key: &[u8], value: Option<&[u8]>) {
+    out.push(tree);
+    put_varint(out, key.len() as u64);
+    out.extend_from_slice(key);
+    match value {
+        None => out.push(0),
+        Some(value) => {
+            out.push(1);
+            put_varint(out, value.len() as u64);
+            out.extend_from_slice(value);
+        }
+    }
+}
+
+/// The write-ahead record of `count` writes appended to `body` by
+/// [`encode_write`].
+pub(crate) fn writes_record(count: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + body.len());
+    out.push(WAL_VERSION);
+    put_varint(&mut out, count);
+    out.extend_from_slice(body);
+    out
 }
 
 /// bincode's varint (standard configuration): below 251 one byte, else a

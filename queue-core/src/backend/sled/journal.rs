@@ -203,6 +203,12 @@ impl Journal {
         ])
     }
 
+    /// A handle of the current lap's file (for the checkpoint, which syncs
+    /// the lap's first frame before it writes the trees).
+    pub(crate) fn current_file(&self) -> Result<File> {
+        self.files[self.current].file.try_clone().map_err(io)
+    }
+
     /// Makes the frames written so far in this lap durable (`fdatasync`).
     pub(crate) fn sync(&mut self) -> Result<()> {
         self.files[self.current].file.sync_data().map_err(io)

@@ -131,6 +131,9 @@ pub(crate) struct Store {
     inflight: Mutex<std::collections::VecDeque<Arc<Writes>>>,
     /// Where each queue's lease scan may start (see [`starts`]).
     ready_starts: starts::Starts,
+    /// The record keys of the jobs the last lap's end carried into the
+    /// current lap (see `Store::end_lap`).
+    carried: Mutex<std::collections::HashSet<Vec<u8>>>,
     /// The id of the latest event given to a batch (staged ones included).
     assigned: AtomicU64,
     /// Lets a test hold syncs back.
@@ -223,6 +226,7 @@ impl Store {
             published: Mutex::new(Gathered::default()),
             inflight: Mutex::new(std::collections::VecDeque::new()),
             ready_starts: starts::Starts::default(),
+            carried: Mutex::new(std::collections::HashSet::new()),
             assigned: AtomicU64::new(0),
             #[cfg(test)]
             test_gate: pending::TestGate::default(),
@@ -1636,9 +1640,11 @@ mod tests {
     fn a_periodic_batch_changes_nothing_in_the_trees_before_its_frame_is_synced() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20, Durability::Periodic(3_600_000)).unwrap();
+        // Leased: a lap's end writes them to the trees (it would carry
+        // waiting jobs into the next lap).
         let jobs: Vec<crate::Job> = (1..=20)
             .map(|n| {
-                let mut job = ready_job();
+                let mut job = leased_job(n);
                 job.id = JobId::from_u64(n);
                 job
             })
@@ -1843,10 +1849,207 @@ mod tests {
         assert_eq!(lease(&store).unwrap(), Some(vec![second.id]));
     }
 
+    /// The keys `job` writes: its record and every entry it implies.
+    fn keys_of(job: &crate::Job) -> Vec<(u8, Vec<u8>)> {
+        let mut keys = vec![(JOBS, job_key(job.id).to_vec())];
+        keys.extend(
+            keys::entries(job)
+                .into_iter()
+                .map(|e| (e.family.tree(), e.key)),
+        );
+        keys
+    }
+
+    #[test]
+    fn a_lap_carries_its_waiting_jobs_into_the_next_lap_and_a_reopen_replays_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let waiting = ready_job();
+        let mut leased = leased_job(4);
+        leased.id = JobId::from_u64(8);
+        {
+            let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+            commit_writes(&store, writes_of(&waiting));
+            commit_writes(&store, writes_of(&leased));
+            // As if the lap were full: the next batch (3) ends it, and
+            // keeps 4 for the carry.
+            store.gathered.lock().unwrap().journal_at = journal::CUT_AT;
+            commit_writes(
+                &store,
+                [((META, b"t-filler".to_vec()), Some(b"1".to_vec()))].into(),
+            );
+            store.finish_behind().unwrap();
+            let checkpoint = store.wal.get(keys::CHECKPOINT).unwrap().unwrap();
+            assert_eq!(keys::decode_u64(&checkpoint).unwrap(), 3);
+            // The leased job is in the trees; the waiting one is not, and
+            // reads as before from the overlay.
+            for (tree, key) in keys_of(&leased) {
+                assert!(store.tree(tree).get(&key).unwrap().is_some(), "{key:?}");
+            }
+            for (tree, key) in keys_of(&waiting) {
+                assert!(
+                    store.tree(tree).get(&key).unwrap().is_none(),
+                    "{key:?} carried"
+                );
+                assert!(store.get(tree, &key).unwrap().is_some(), "{key:?} readable");
+            }
+            // The next lap's file starts with the carry: batch 4, the
+            // waiting job's writes.
+            let journal = std::fs::read(dir.path().join(journal::FILES[1])).unwrap();
+            let (frames, _) = journal::read_frames(&journal);
+            let carry = codec::decode_slot(&frames[0]).unwrap();
+            assert_eq!(carry.seq, 4);
+            let mut carried: Vec<(u8, Vec<u8>)> = codec::decode_writes(&carry.record)
+                .unwrap()
+                .into_iter()
+                .map(|(tree, key, _)| (tree, key))
+                .collect();
+            carried.sort();
+            let mut expected = keys_of(&waiting);
+            expected.sort();
+            assert_eq!(carried, expected);
+            // The next batch is 5, after the carry.
+            commit_writes(
+                &store,
+                [((META, b"t-next".to_vec()), Some(b"1".to_vec()))].into(),
+            );
+            let journal = std::fs::read(dir.path().join(journal::FILES[1])).unwrap();
+            let (frames, _) = journal::read_frames(&journal);
+            let seqs: Vec<u64> = frames
+                .iter()
+                .map(|frame| codec::decode_slot(frame).unwrap().seq)
+                .collect();
+            assert_eq!(seqs, vec![4, 5]);
+            let report = verify::verify(&store).unwrap();
+            assert!(report.is_ok(), "{:?}", report.problems);
+            // Still waiting at the next lap's end (batch 6 ends it): not
+            // carried again, the trees get it.
+            store.gathered.lock().unwrap().journal_at = journal::CUT_AT;
+            commit_writes(
+                &store,
+                [((META, b"t-filler".to_vec()), Some(b"2".to_vec()))].into(),
+            );
+            store.finish_behind().unwrap();
+            for (tree, key) in keys_of(&waiting) {
+                assert!(
+                    store.tree(tree).get(&key).unwrap().is_some(),
+                    "{key:?} applied"
+                );
+            }
+            let journal = std::fs::read(dir.path().join(journal::FILES[0])).unwrap();
+            let (frames, _) = journal::read_frames(&journal);
+            let carry = codec::decode_slot(&frames[0]).unwrap();
+            assert_eq!(carry.seq, 7);
+            assert!(codec::decode_writes(&carry.record).unwrap().is_empty());
+        }
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        for job in [&waiting, &leased] {
+            assert_eq!(
+                store.load(job.id).unwrap().map(|l| l.job).as_ref(),
+                Some(job)
+            );
+        }
+        let report = verify::verify(&store).unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+    }
+
+    #[test]
+    fn a_crash_after_a_lap_carried_its_waiting_jobs_replays_the_carry() {
+        let dir = tempfile::tempdir().unwrap();
+        let waiting = ready_job();
+        {
+            let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+            commit_writes(&store, writes_of(&waiting));
+            store.gathered.lock().unwrap().journal_at = journal::CUT_AT;
+            commit_writes(
+                &store,
+                [((META, b"t-filler".to_vec()), Some(b"1".to_vec()))].into(),
+            );
+            store.finish_behind().unwrap();
+            assert!(
+                store.jobs.get(job_key(waiting.id)).unwrap().is_none(),
+                "carried"
+            );
+        }
+        // A crash (the store dropped, nothing closed): the reopen replays
+        // the carry after the checkpoint.
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        assert_eq!(
+            store.load(waiting.id).unwrap().map(|l| l.job).as_ref(),
+            Some(&waiting)
+        );
+        for (tree, key) in keys_of(&waiting) {
+            assert!(
+                store.tree(tree).get(&key).unwrap().is_some(),
+                "{key:?} replayed"
+            );
+        }
+        let report = verify::verify(&store).unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+    }
+
+    #[test]
+    fn a_lap_carries_whole_waiting_jobs_in_lease_order_up_to_its_bound() {
+        // Three waiting jobs (the second with a higher priority, so first
+        // in lease order), one in a group, and a leased one.
+        let mut jobs: Vec<crate::Job> = (1..=4)
+            .map(|n| {
+                let mut job = ready_job();
+                job.id = JobId::from_u64(n);
+                job
+            })
+            .collect();
+        jobs[1].priority = 5;
+        jobs[2].group = Some("g".into());
+        jobs[3] = leased_job(2);
+        jobs[3].id = JobId::from_u64(4);
+        let mut trees: [pending::TreeWrites; pending::TREES] = Default::default();
+        let mut size = |job: &crate::Job| -> usize {
+            let mut bytes = 0;
+            for ((tree, key), value) in writes_of(job) {
+                let value = value.unwrap();
+                if tree != META {
+                    bytes += key.len() + value.len();
+                }
+                trees[usize::from(tree)].insert(key, Some(value));
+            }
+            bytes
+        };
+        let sizes: Vec<usize> = jobs.iter().map(&mut size).collect();
+        // A job whose record is in the trees already is left to them.
+        let mut stored = ready_job();
+        stored.id = JobId::from_u64(9);
+        for entry in keys::entries(&stored) {
+            trees[usize::from(entry.family.tree())].insert(entry.key, Some(entry.value));
+        }
+        let picked = |max: usize| -> Vec<(u8, Vec<u8>)> {
+            let mut picked = batch::pick_waiting(&trees, max, &Default::default());
+            picked.sort();
+            picked
+        };
+        let whole = |chosen: &[&crate::Job]| -> Vec<(u8, Vec<u8>)> {
+            let mut keys: Vec<(u8, Vec<u8>)> = chosen.iter().flat_map(|job| keys_of(job)).collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(picked(usize::MAX), whole(&[&jobs[0], &jobs[1], &jobs[2]]));
+        // The bound: the first in lease order, then the next whole or not.
+        assert_eq!(picked(sizes[1]), whole(&[&jobs[1]]));
+        assert_eq!(picked(sizes[1] + sizes[0] - 1), whole(&[&jobs[1]]));
+        assert_eq!(picked(sizes[1] + sizes[0]), whole(&[&jobs[1], &jobs[0]]));
+        assert_eq!(picked(sizes[1] - 1), vec![]);
+        // A job the last lap carried is not carried again.
+        let before = [job_key(jobs[1].id).to_vec()].into_iter().collect();
+        let mut again = batch::pick_waiting(&trees, usize::MAX, &before);
+        again.sort();
+        assert_eq!(again, whole(&[&jobs[0], &jobs[2]]));
+    }
+
     #[test]
     fn the_batches_after_a_lap_commit_while_its_checkpoint_is_applied_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let job = ready_job();
+        // Leased: the lap's end writes it to the trees (it would carry a
+        // waiting job into the next lap).
+        let job = leased_job(3);
         let mut later = ready_job();
         later.id = JobId::from_u64(9);
         later.queue = "later".into();

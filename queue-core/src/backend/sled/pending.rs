@@ -66,8 +66,11 @@ const CHUNK: usize = 64;
 /// Overlay entries a scan copies first.
 const FIRST_CHUNK: usize = 2;
 
+/// Keys [`Pending::carry`] moves under one hold of the locks.
+const CARRY_CHUNK: usize = 1024;
+
 /// One tree's committed writes: key → value, `None` for a removal.
-type TreeWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+pub(crate) type TreeWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// One write: key and value, `None` for a removal.
 type Write = (Vec<u8>, Option<Vec<u8>>);
@@ -422,6 +425,49 @@ impl Pending {
         // is synced before it starts).
         frozen.deferred = Vec::new();
         Ok(())
+    }
+
+    /// Calls `f` with the current layer's writes, tree by tree, under its
+    /// read lock (readers go on).
+    pub(crate) fn with_current<R>(&self, f: impl FnOnce(&[TreeWrites; TREES]) -> R) -> R {
+        f(&read(&self.current).trees)
+    }
+
+    /// Moves `keys` from the frozen layer to the current one, before a
+    /// checkpoint applies the frozen layer, so that the trees do not get
+    /// them; returns the write-ahead record of their values (only live
+    /// values move). The value of a key is the same in both layers, so
+    /// readers see no change; the move goes [`CARRY_CHUNK`] keys at a time,
+    /// each under the layers' write locks. Only the batch that ends a lap
+    /// calls it, while no batch adds writes (see `Store::end_lap`).
+    pub(crate) fn carry(&self, keys: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut count = 0u64;
+        for chunk in keys.chunks(CARRY_CHUNK) {
+            let mut current = write(&self.current);
+            let mut frozen = write(&self.frozen);
+            for (tree, key) in chunk {
+                let id = usize::from(*tree);
+                let (Some(from), true) = (frozen.trees.get_mut(id), id < TREES) else {
+                    continue;
+                };
+                let Some((key, value)) = from.remove_entry(key) else {
+                    continue;
+                };
+                let Some(value) = value else {
+                    // A removal stays for the checkpoint.
+                    from.insert(key, None);
+                    continue;
+                };
+                let bytes = key.len() + value.len();
+                frozen.bytes = frozen.bytes.saturating_sub(bytes);
+                current.bytes = current.bytes.saturating_add(bytes);
+                super::codec::encode_write(&mut body, *tree, &key, Some(&value));
+                count += 1;
+                current.trees[id].insert(key, Some(value));
+            }
+        }
+        super::codec::writes_record(count, &body)
     }
 
     /// Calls `f` with each write of the frozen layer, in (tree, key)
