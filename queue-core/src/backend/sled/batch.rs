@@ -2119,8 +2119,23 @@ impl Behind {
                     })
                     .map_err(storage)
             })
-            .and_then(|()| self.db.flush().map_err(storage))
-            .and_then(|_| self.log.sync_data().map_err(io));
+            .and_then(|()| {
+                let started = std::time::Instant::now();
+                watched(
+                    || self.db.flush().map(drop),
+                    FLUSH_WARN_EVERY,
+                    move || {
+                        tracing::error!(
+                            waited_s = started.elapsed().as_secs(),
+                            "the checkpoint's flush of sled has not returned; every \
+                             write waits for it at the next lap's end (the journal \
+                             keeps the lap: a restart replays it)"
+                        );
+                    },
+                )
+                .map_err(storage)
+            })
+            .and_then(|()| self.log.sync_data().map_err(io));
         match outcome {
             Ok(()) => {
                 self.pending.release_frozen();
@@ -2135,6 +2150,38 @@ impl Behind {
             }
         }
     }
+}
+
+/// How long a checkpoint's flush of sled may take before [`watched`] says
+/// so (and again after each further such wait). A lap's flush takes well
+/// under a second here; sled 0.34.7 as published could wait forever (see
+/// vendor/sled/PATCHED.md).
+const FLUSH_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `work` on this thread while a watchdog thread calls `warn` each
+/// time `every` passes before it returns: a stall that would otherwise be
+/// silent (every caller waiting, no error) shows in the log. Without a
+/// thread to spare, `work` runs unwatched.
+pub(crate) fn watched<T>(
+    work: impl FnOnce() -> T,
+    every: std::time::Duration,
+    warn: impl Fn() + Send + 'static,
+) -> T {
+    let (done, watching) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::Builder::new()
+        .name("queue-core-watchdog".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watching.recv_timeout(every)
+            {
+                warn();
+            }
+        });
+    let outcome = work();
+    drop(done);
+    if let Ok(watchdog) = watchdog {
+        let _ = watchdog.join();
+    }
+    outcome
 }
 
 /// Events kept in memory for subscribers that keep up (more than every

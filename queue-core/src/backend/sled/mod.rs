@@ -2539,6 +2539,48 @@ mod tests {
         assert_eq!(problems(&store).len(), 1, "not a minute");
     }
 
+    /// The checkpoint's flush is watched: a wait longer than the interval
+    /// is reported, again after each further interval, and not once the
+    /// work has returned (the watchdog has stopped: its end of the channel
+    /// is gone).
+    #[test]
+    fn a_watched_wait_is_reported_while_it_lasts_and_not_after() {
+        use std::sync::mpsc::{TryRecvError, channel};
+        use std::time::Duration;
+        let (release, released) = channel::<()>();
+        let (warned_to, warned) = channel::<()>();
+        let work = std::thread::spawn(move || {
+            batch::watched(
+                move || released.recv().map(|()| 7),
+                Duration::from_millis(10),
+                move || {
+                    let _ = warned_to.send(());
+                },
+            )
+        });
+        for nth in ["first", "second", "third"] {
+            warned
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no {nth} report while the work waits"));
+        }
+        release.send(()).unwrap();
+        assert_eq!(work.join().unwrap(), Ok(7));
+        while warned.try_recv().is_ok() {}
+        assert_eq!(warned.try_recv(), Err(TryRecvError::Disconnected));
+
+        // Work that returns within the interval is never reported.
+        let (warned_to, warned) = channel::<()>();
+        let outcome = batch::watched(
+            || 1,
+            Duration::from_secs(3600),
+            move || {
+                let _ = warned_to.send(());
+            },
+        );
+        assert_eq!(outcome, 1);
+        assert_eq!(warned.try_recv(), Err(TryRecvError::Disconnected));
+    }
+
     /// sled 0.34.7 as published loses a 16 MiB segment whose first buffer
     /// a claim fills to its last byte (the header's 24-bit offset carries
     /// into the writer count), and every flush after it waits forever:
