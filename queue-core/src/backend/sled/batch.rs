@@ -2261,8 +2261,7 @@ pub(crate) fn pick_waiting(
             else {
                 continue;
             };
-            let mut age = queue_prefix(keys::AGE, queue);
-            age.extend_from_slice(&order[4..]);
+            let age = keys::age_key_of(queue, order);
             let listing = keys::state_key(queue, JobState::Ready, id);
             let mut own = vec![(INDEX, key.clone())];
             let mut size = record_bytes + key.len();

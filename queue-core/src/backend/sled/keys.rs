@@ -202,9 +202,14 @@ pub(crate) fn group_head_key(queue: &str, group: &str) -> Vec<u8> {
 }
 
 fn age_key(job: &Job) -> Vec<u8> {
-    let mut key = queue_prefix(AGE, &job.queue);
-    key.extend_from_slice(&job.run_at.to_be_bytes());
-    key.extend_from_slice(&job_key(job.id));
+    age_key_of(&job.queue, &order_suffix(job))
+}
+
+/// The `a` key of the job of `queue` whose lease order is `order`
+/// ([`order_suffix`]): its `run_at` and id, the priority left out.
+pub(crate) fn age_key_of(queue: &str, order: &[u8]) -> Vec<u8> {
+    let mut key = queue_prefix(AGE, queue);
+    key.extend_from_slice(order.get(4..).unwrap_or_default());
     key
 }
 
