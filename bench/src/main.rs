@@ -55,6 +55,12 @@
 //!
 //! See `BENCHMARKS.md` at the repository root for what each phase measures.
 
+/// The allocator the queue-server binary ships with (the `jemalloc`
+/// feature), so that the server started in-process is measured as it runs.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod claims;
 mod client;
 mod compare;

@@ -10,6 +10,11 @@ use queue_server::cli::{Args, Listen, LogFormat};
 use queue_server::{App, run};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc rather than the system allocator: see the `jemalloc` feature.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
