@@ -944,13 +944,41 @@ pub(crate) struct Batcher {
 /// How a waiting caller is woken (one each, so that a handover wakes only
 /// the callers concerned).
 enum Wake {
-    /// A thread sleeping on its own condition variable; it may lead.
-    Thread(Arc<Condvar>),
+    /// A thread sleeping on its own [`Parker`]; it may lead.
+    Thread(Arc<Parker>),
     /// An async task awaiting the operation's `Notify`; it never leads.
     Task,
 }
 
 type Waiter = (Arc<dyn PendingOp>, Wake);
+
+/// A waiting thread caller's own wake-up. It sleeps without the batcher's
+/// lock: a caller woken because its operation is done returns at once,
+/// instead of waking only to wait for the lock that the thread that woke it
+/// and the other callers it woke are taking. Only a caller woken to lead or
+/// to sync takes the lock again.
+#[derive(Default)]
+struct Parker {
+    woken: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Parker {
+    /// Wakes the caller (now, or at its next [`Parker::wait`]).
+    fn notify_one(&self) {
+        *self.woken.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_one();
+    }
+
+    /// Sleeps until [`Parker::notify_one`] (at once if it came meanwhile).
+    fn wait(&self) {
+        let mut woken = self.woken.lock().unwrap_or_else(|p| p.into_inner());
+        while !*woken {
+            woken = self.cv.wait(woken).unwrap_or_else(|p| p.into_inner());
+        }
+        *woken = false;
+    }
+}
 
 #[derive(Default)]
 struct BatchState {
@@ -1007,7 +1035,7 @@ pub(crate) struct Staged {
     next_event: u64,
     items: Vec<u8>,
     ops: Vec<Arc<dyn PendingOp>>,
-    threads: Vec<Arc<Condvar>>,
+    threads: Vec<Arc<Parker>>,
 }
 
 impl Batcher {
@@ -1210,23 +1238,32 @@ impl Store {
     {
         let op = Op::new(f);
         let as_pending: Arc<dyn PendingOp> = op.clone();
-        let cv = Arc::new(Condvar::new());
+        let me = Arc::new(Parker::default());
         let mut state = self.batcher.lock();
         if state.stop {
             return Err(Error::Closed);
         }
         state
             .pending
-            .push((as_pending, Wake::Thread(Arc::clone(&cv))));
+            .push((as_pending, Wake::Thread(Arc::clone(&me))));
         while !op.done.load(Ordering::Acquire) {
             // Syncing first: while this thread waits in `fdatasync`, the
             // next leader (woken by the hand-over) decides the next batch.
             if state.may_sync() {
                 state = self.sync(state, false);
             } else if state.may_lead() {
-                state = self.lead(state, Some(&cv));
+                state = self.lead(state, Some(&me));
             } else {
-                state = cv.wait(state).unwrap_or_else(|p| p.into_inner());
+                // Whoever changes what this caller waits for (its
+                // operation done, a batch to lead or to sync) wakes it
+                // after the change: a wake-up that comes before the wait
+                // is kept by the parker.
+                drop(state);
+                me.wait();
+                if op.done.load(Ordering::Acquire) {
+                    return op.take_outcome();
+                }
+                state = self.batcher.lock();
             }
         }
         drop(state);
@@ -1266,7 +1303,7 @@ impl Store {
     fn lead<'a>(
         &'a self,
         mut state: std::sync::MutexGuard<'a, BatchState>,
-        me: Option<&Arc<Condvar>>,
+        me: Option<&Arc<Parker>>,
     ) -> std::sync::MutexGuard<'a, BatchState> {
         state.leading = true;
         let batch = std::mem::take(&mut state.pending);
@@ -1302,7 +1339,7 @@ impl Store {
             }
             None => {
                 // Woken after the lock is released (see `sync`).
-                let threads: Vec<Arc<Condvar>> = threads.collect();
+                let threads: Vec<Arc<Parker>> = threads.collect();
                 drop(state);
                 for cv in &threads {
                     cv.notify_one();
@@ -2413,4 +2450,45 @@ pub(crate) fn wal_key(seq: u64, part: u32, parts: u32) -> [u8; 16] {
     key[8..12].copy_from_slice(&part.to_be_bytes());
     key[12..].copy_from_slice(&parts.to_be_bytes());
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Parker;
+    use std::sync::Arc;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Starts a wait on `parker` on a thread of its own, then runs `wake`:
+    /// whether the wait returned (within a deadline: not a sleep, the
+    /// answer comes as soon as the wait returns).
+    fn wait_returns_after(parker: &Arc<Parker>, wake: impl FnOnce(&Parker)) -> bool {
+        let (tx, rx) = mpsc::channel();
+        let waiter = Arc::clone(parker);
+        std::thread::spawn(move || {
+            waiter.wait();
+            let _ = tx.send(());
+        });
+        wake(parker);
+        rx.recv_timeout(Duration::from_secs(30)).is_ok()
+    }
+
+    #[test]
+    fn a_wake_up_before_the_wait_is_kept_and_used_once() {
+        let parker = Arc::new(Parker::default());
+        parker.notify_one();
+        assert!(
+            wait_returns_after(&parker, |_| {}),
+            "a wake-up that came before the wait was lost"
+        );
+        // Used up: the next wait sleeps until the next wake-up.
+        assert!(
+            !*parker.woken.lock().unwrap(),
+            "a wake-up was used and kept for the next wait"
+        );
+        assert!(
+            wait_returns_after(&parker, |p| p.notify_one()),
+            "a sleeping waiter was not woken"
+        );
+    }
 }
