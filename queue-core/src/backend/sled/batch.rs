@@ -1313,7 +1313,7 @@ impl Store {
         let mut state = self.batcher.lock();
         state.leading = false;
         let threads = batch.into_iter().filter_map(|(_, wake)| match wake {
-            Wake::Thread(cv) => Some(cv),
+            Wake::Thread(parker) => Some(parker),
             Wake::Task => None,
         });
         match staged {
@@ -1325,10 +1325,10 @@ impl Store {
                 // the batch (waiting, and unable to lead), or a batch
                 // thread for a batch of tasks. A sync under way hands over
                 // to the next one itself.
-                let mine = me.is_none_or(|me| staged.threads.iter().any(|cv| Arc::ptr_eq(cv, me)));
+                let mine = me.is_none_or(|me| staged.threads.iter().any(|p| Arc::ptr_eq(p, me)));
                 if !mine && !state.syncing {
                     match staged.threads.first() {
-                        Some(cv) => cv.notify_one(),
+                        Some(parker) => parker.notify_one(),
                         None => self.batcher.workers.notify_one(),
                     }
                 }
@@ -1341,8 +1341,8 @@ impl Store {
                 // Woken after the lock is released (see `sync`).
                 let threads: Vec<Arc<Parker>> = threads.collect();
                 drop(state);
-                for cv in &threads {
-                    cv.notify_one();
+                for parker in &threads {
+                    parker.notify_one();
                 }
                 state = self.batcher.lock();
             }
@@ -1359,7 +1359,7 @@ impl Store {
             return;
         }
         match state.pending.first() {
-            Some((_, Wake::Thread(cv))) => cv.notify_one(),
+            Some((_, Wake::Thread(parker))) => parker.notify_one(),
             Some((_, Wake::Task)) => self.batcher.workers.notify_one(),
             None => {}
         }
@@ -1427,8 +1427,8 @@ impl Store {
         // not wake only to wait for the lock (each one's `done` is set
         // before, so a caller that has not slept yet will not).
         for staged in &group {
-            for cv in &staged.threads {
-                cv.notify_one();
+            for parker in &staged.threads {
+                parker.notify_one();
             }
         }
         let state = self.batcher.lock();
@@ -1437,7 +1437,7 @@ impl Store {
             // batch, or a batch thread for a batch of tasks (this one, if
             // it is one).
             match state.staged.front().and_then(|s| s.threads.first()) {
-                Some(cv) => cv.notify_one(),
+                Some(parker) => parker.notify_one(),
                 None if !worker => self.batcher.workers.notify_one(),
                 None => {}
             }
