@@ -61,6 +61,15 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The allocator this build of the bench (and of the server and engine it
+/// runs in-process) uses, for the reports: CPU per job depends on it.
+pub(crate) const ALLOCATOR_NAME: &str = if cfg!(all(feature = "jemalloc", not(target_env = "msvc")))
+{
+    "jemalloc"
+} else {
+    "the system allocator"
+};
+
 mod claims;
 mod client;
 mod compare;

@@ -171,7 +171,10 @@ pub struct PeersArgs {
     pub store_rounds: usize,
     /// CPU per job (µs) of the build to compare with, from the `CPU per
     /// job` line of its own `--targets` run in the same sitting: the CPU
-    /// target (at most half of it) is judged against it.
+    /// target (at most half of it) is judged against it. The line names
+    /// this build's allocator (builds before it was named used the
+    /// system's); for the engine alone, compare builds with the same one
+    /// (`--no-default-features`: the system's).
     #[arg(long, requires = "targets")]
     pub cpu_baseline_us: Option<f64>,
 }
@@ -660,7 +663,8 @@ fn targets_table(rounds: &[Round], cpu_baseline_us: Option<f64>) -> String {
     let cpu: Vec<f64> = rounds.iter().filter_map(|r| r.embedded_cpu_us).collect();
     out.push('\n');
     out.push_str(&format!(
-        "CPU per job, embedded durable enqueue + drain: {} µs (median {}){}\n",
+        "CPU per job, embedded durable enqueue + drain, with {}: {} µs (median {}){}\n",
+        crate::ALLOCATOR_NAME,
         cpu.iter()
             .map(|c| format!("{c:.1}"))
             .collect::<Vec<_>>()
@@ -1694,6 +1698,11 @@ mod tests {
         assert_eq!(result_of(&table, "fdatasync p50, embedded"), "1.33× met");
         assert_eq!(result_of(&table, "fdatasync p50, HTTP"), "2.00× not met");
         assert!(table.contains("40.0, 40.0, 40.0 µs (median 40.0); baseline 100.0 µs"));
+        // The allocator the CPU was measured with is named.
+        assert!(
+            table.contains(&format!("drain, with {}:", crate::ALLOCATOR_NAME)),
+            "{table}"
+        );
         // Without a baseline the CPU target is not judged.
         let table = targets_table(&rounds, None);
         assert_eq!(result_of(&table, "CPU per job"), "– not measured");
