@@ -348,9 +348,14 @@ impl TransactionalTree {
         self.tree.context.pagecache.generate_id_inner()
     }
 
-    fn unstage(&self) {
-        unimplemented!()
-    }
+    // PATCHED: published as a panic ("not implemented"). Staging takes no lock and
+    // no state per tree (`TransactionalTrees::stage` returns the one
+    // global write lock, released when the caller drops it), and this
+    // tree's pending writes live in `self.writes`, dropped with the
+    // overlay before a retry makes a new one: there is nothing per tree
+    // to give back. (0.34.7 never calls this: `stage` always succeeds and
+    // `validate` is always true.)
+    fn unstage(&self) {}
 
     const fn validate(&self) -> bool {
         true
