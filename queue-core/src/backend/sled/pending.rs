@@ -992,22 +992,34 @@ mod tests {
         assert_scans_as(&pending, &tree, model);
     }
 
-    #[test]
-    fn kept_removals_read_as_absent_and_reach_the_tree_only_when_dropped() {
-        let (_db, tree, pending, mut model) = fixture();
-        let other = tree.clone();
+    /// Removes `removed` in one periodic batch (the removals kept), then
+    /// writes `back` again with `value` in a later one; `model` follows.
+    fn remove_then_write_back(
+        pending: &Pending,
+        model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+        removed: &[u32],
+        back: u32,
+        value: &[u8],
+    ) {
         let mut writes = Writes::new();
-        // Keys of the tree (2, 398: the last), of the overlay (8), and one
-        // removed, then written again by a later batch (4).
-        for n in [2u32, 398, 8, 4] {
+        for &n in removed {
             writes.insert((1, key(n)), None);
             model.remove(&key(n));
         }
         pending.absorb_keeping_removals(writes);
         let mut again = Writes::new();
-        again.insert((1, key(4)), Some(b"again".to_vec()));
-        model.insert(key(4), b"again".to_vec());
+        again.insert((1, key(back)), Some(value.to_vec()));
+        model.insert(key(back), value.to_vec());
         pending.absorb_keeping_removals(again);
+    }
+
+    #[test]
+    fn kept_removals_read_as_absent_and_reach_the_tree_only_when_dropped() {
+        let (_db, tree, pending, mut model) = fixture();
+        let other = tree.clone();
+        // Keys of the tree (2, 398: the last), of the overlay (8), and one
+        // removed, then written again by a later batch (4).
+        remove_then_write_back(&pending, &mut model, &[2, 398, 8, 4], 4, b"again");
         assert_eq!(pending.get(1, &key(2)), Some(None), "a tombstone");
         assert!(tree.get(key(2)).unwrap().is_some(), "still in the tree");
         assert!(tree.get(key(398)).unwrap().is_some());
@@ -1033,16 +1045,7 @@ mod tests {
         );
         assert_scans_as(&pending, &tree, model.clone());
         // Kept in a current layer, then dropped.
-        let mut writes = Writes::new();
-        for n in [6u32, 12, 4] {
-            writes.insert((1, key(n)), None);
-            model.remove(&key(n));
-        }
-        pending.absorb_keeping_removals(writes);
-        let mut again = Writes::new();
-        again.insert((1, key(12)), Some(b"back".to_vec()));
-        model.insert(key(12), b"back".to_vec());
-        pending.absorb_keeping_removals(again);
+        remove_then_write_back(&pending, &mut model, &[6, 12, 4], 12, b"back");
         assert!(tree.get(key(6)).unwrap().is_some());
         let removals = pending.take_removals();
         assert_eq!(removals.len(), 4, "396 and these three");
