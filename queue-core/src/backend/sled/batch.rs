@@ -217,6 +217,9 @@ pub(crate) struct Tx<'a> {
     /// not synced yet, oldest first: decided, so this batch builds on
     /// them, but not readable outside the batches until they are durable.
     inflight: &'a [Arc<Writes>],
+    /// The key being looked up in the write maps, as they hold keys
+    /// (tree, bytes): one buffer per batch, so a lookup allocates nothing.
+    lookup: &'a RefCell<(u8, Vec<u8>)>,
     own: RefCell<Writes>,
     deltas: RefCell<BTreeMap<Vec<u8>, i64>>,
     /// The (queue, group)s whose ready jobs changed: their heads are
@@ -241,9 +244,24 @@ pub(crate) struct Tx<'a> {
 /// History minutes by key, decoded; `None`: removed.
 pub(crate) type Rollups = BTreeMap<Vec<u8>, Option<Rollup>>;
 
+/// The store's cache of history minutes, decoded (`None`: known absent).
+pub(crate) type HistoryCache = std::collections::HashMap<Vec<u8>, Option<Rollup>>;
+
 /// The most history minutes the store keeps decoded (see
 /// [`Store::history_cache`](super::Store)); past it the cache starts over.
 const HISTORY_CACHE: usize = 4096;
+
+/// The most queues whose settings the store keeps decoded (see
+/// [`Tx::settings`]); past it the cache starts over.
+const SETTINGS_CACHE: usize = 4096;
+
+/// Remembers the minute at `key` as the trees hold it (`None`: absent).
+fn cache_rollup(cache: &mut HistoryCache, key: Vec<u8>, rollup: Option<Rollup>) {
+    if cache.len() >= HISTORY_CACHE && !cache.contains_key(&key) {
+        cache.clear();
+    }
+    cache.insert(key, rollup);
+}
 
 impl Tx<'_> {
     /// Asks the batch to write the events gathered so far as a chunk.
@@ -283,19 +301,33 @@ impl Tx<'_> {
     }
 
     fn get(&self, tree: u8, key: &[u8]) -> TxResult<Option<IVec>> {
-        let k = (tree, key.to_vec());
-        if let Some(v) = self.own.borrow().get(&k) {
-            return Ok(v.as_deref().map(IVec::from));
-        }
-        if let Some(v) = self.batch.get(&k) {
-            return Ok(v.as_deref().map(IVec::from));
-        }
-        for writes in self.inflight.iter().rev() {
-            if let Some(v) = writes.get(&k) {
-                return Ok(v.as_deref().map(IVec::from));
-            }
+        if let Some(value) = self.written(tree, key, |v| v.map(IVec::from)) {
+            return Ok(value);
         }
         Ok(self.store.get(tree, key)?)
+    }
+
+    /// `read` of the newest value this view's writes hold for `key` of
+    /// `tree` (its own, the batch's, the staged batches'; `None` inside:
+    /// removed), or `None` if none of them wrote it: the trees have the
+    /// answer.
+    fn written<T>(&self, tree: u8, key: &[u8], read: impl FnOnce(Option<&[u8]>) -> T) -> Option<T> {
+        let mut lookup = self.lookup.borrow_mut();
+        lookup.0 = tree;
+        lookup.1.clear();
+        lookup.1.extend_from_slice(key);
+        let k = &*lookup;
+        if let Some(v) = self.own.borrow().get(k) {
+            return Some(read(v.as_deref()));
+        }
+        if let Some(v) = self.batch.get(k) {
+            return Some(read(v.as_deref()));
+        }
+        self.inflight
+            .iter()
+            .rev()
+            .find_map(|writes| writes.get(k))
+            .map(|v| read(v.as_deref()))
     }
 
     /// Writes `key` of `tree` (tests of the write-ahead log).
@@ -640,12 +672,44 @@ impl Tx<'_> {
         Ok(self.store.db.generate_id()?)
     }
 
-    /// The settings of `queue`, as seen by this operation.
+    /// The settings of `queue`, as seen by this operation: its own writes,
+    /// the batch's, the staged batches', then the store's cache of the
+    /// settings the trees hold (every lease round reads its queue's, most
+    /// often the defaults, which are stored as nothing: a lookup through
+    /// the overlay and the tree that finds nothing), then the tree, whose
+    /// answer the cache keeps.
     pub(crate) fn settings(&self, queue: &str) -> TxResult<QueueSettings> {
-        match self.get(META, &settings_key(queue))? {
-            Some(bytes) => Ok(codec::decode_settings(&bytes)?),
-            None => Ok(QueueSettings::default()),
+        let key = settings_key(queue);
+        if let Some(written) = self.written(META, &key, |v| v.map(codec::decode_settings)) {
+            return Ok(written.transpose()?.unwrap_or_default());
         }
+        let cached = self
+            .store
+            .settings_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(queue)
+            .cloned();
+        if let Some(settings) = cached {
+            return Ok(settings);
+        }
+        let settings = match self.store.get(META, &key)? {
+            Some(bytes) => codec::decode_settings(&bytes)?,
+            None => QueueSettings::default(),
+        };
+        // Only batch leaders write settings, one at a time, and one that
+        // writes any empties the cache once its batch is staged (see
+        // `Store::run_batch`): what the tree holds now stays true until then.
+        let mut cache = self
+            .store
+            .settings_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= SETTINGS_CACHE {
+            cache.clear();
+        }
+        cache.insert(queue.to_owned(), settings.clone());
+        Ok(settings)
     }
 
     /// Stores the settings of `queue`; the defaults are stored as nothing.
@@ -815,15 +879,13 @@ impl Tx<'_> {
 
     /// The history minute at `key` as this view sees it: its own writes,
     /// the batch's, then the store's cache of decoded minutes (which holds
-    /// what the trees hold), then the tree.
+    /// what the trees hold, absences included), then the tree, whose
+    /// answer the cache keeps. Every batch looks for the minute after the
+    /// one it writes, which is nearly always absent: known absent, that
+    /// costs no lookup in the overlay and the tree.
     fn rollup_at(&self, key: &[u8]) -> TxResult<Option<Rollup>> {
-        let k = (META, key.to_vec());
-        let written = self.own.borrow().get(&k).cloned();
-        let written = written
-            .or_else(|| self.batch.get(&k).cloned())
-            .or_else(|| self.inflight.iter().rev().find_map(|w| w.get(&k).cloned()));
-        if let Some(value) = written {
-            return Ok(value.as_deref().map(codec::decode_rollup).transpose()?);
+        if let Some(decoded) = self.written(META, key, |v| v.map(codec::decode_rollup)) {
+            return Ok(decoded.transpose()?);
         }
         let cached = self
             .store
@@ -833,12 +895,25 @@ impl Tx<'_> {
             .get(key)
             .cloned();
         if let Some(rollup) = cached {
-            return Ok(Some(rollup));
+            return Ok(rollup);
         }
-        match self.store.get(META, key)? {
-            Some(bytes) => Ok(Some(codec::decode_rollup(&bytes)?)),
-            None => Ok(None),
-        }
+        let stored = match self.store.get(META, key)? {
+            Some(bytes) => Some(codec::decode_rollup(&bytes)?),
+            None => None,
+        };
+        // Only batch leaders write minutes, one at a time, and each updates
+        // the cache with what it wrote once its batch is staged (see
+        // `Store::lead`): what the tree holds now stays true until then.
+        cache_rollup(
+            &mut self
+                .store
+                .history_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            key.to_vec(),
+            stored.clone(),
+        );
+        Ok(stored)
     }
 
     /// Writes (or removes) the history minute at `key`, and remembers it
@@ -1062,6 +1137,8 @@ pub(crate) struct Running {
     history: BTreeMap<(String, u64), Rollup>,
     /// The history minutes the batch writes, decoded (for the cache).
     rollups: Rollups,
+    /// The buffer of its operations' lookups ([`Tx::written`]).
+    lookup: RefCell<(u8, Vec<u8>)>,
 }
 
 /// One caller's operation waiting in a batch.
@@ -1137,6 +1214,7 @@ where
                 store,
                 batch: &batch.writes,
                 inflight: &batch.inflight,
+                lookup: &batch.lookup,
                 own: RefCell::new(Writes::new()),
                 deltas: RefCell::new(BTreeMap::new()),
                 touched: RefCell::new(BTreeSet::new()),
@@ -1728,6 +1806,7 @@ impl Store {
             seal: false,
             history: BTreeMap::new(),
             rollups: Rollups::new(),
+            lookup: RefCell::new((0, Vec::with_capacity(64))),
         };
         for op in &batch {
             op.run(self, &mut running);
@@ -1746,6 +1825,11 @@ impl Store {
         // lets the syncer move them into the overlay instead of copying.
         let built_on_staged = !running.inflight.is_empty();
         running.inflight = Vec::new();
+        let settings_written = running
+            .writes
+            .range((META, vec![keys::SETTINGS])..(META, vec![keys::SETTINGS + 1]))
+            .next()
+            .is_some();
         let mut committed = Ok(None);
         if !running.writes.is_empty() || running.seal {
             committed = self.commit_batch(&mut running).map(Some);
@@ -1762,22 +1846,18 @@ impl Store {
             // The minutes as committed (or, staged, as the next batches
             // build on them; a failed sync stops the store).
             for (key, rollup) in std::mem::take(&mut running.rollups) {
-                match rollup {
-                    Some(rollup) => {
-                        if cache.len() >= HISTORY_CACHE {
-                            cache.clear();
-                        }
-                        cache.insert(key, rollup);
-                    }
-                    None => {
-                        cache.remove(&key);
-                    }
-                }
+                cache_rollup(&mut cache, key, rollup);
             }
         } else {
             cache.clear();
         }
         drop(cache);
+        if settings_written || committed.is_err() {
+            self.settings_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
         match committed {
             Ok(Some(mut staged)) => {
                 self.assigned.store(running.next_event, Ordering::Release);
@@ -1835,6 +1915,7 @@ impl Store {
                 store: self,
                 batch: &running.writes,
                 inflight: &running.inflight,
+                lookup: &running.lookup,
                 own: RefCell::new(Writes::new()),
                 deltas: RefCell::new(BTreeMap::new()),
                 touched: RefCell::new(BTreeSet::new()),

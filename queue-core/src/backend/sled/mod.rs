@@ -153,12 +153,16 @@ pub(crate) struct Store {
     /// Where the sweep over every queue's history minutes resumes (the
     /// last key it looked at; `None`: from the start). A hint only.
     history_sweep: Mutex<Option<Vec<u8>>>,
-    /// The history minutes the last batches wrote, decoded, as the trees
-    /// hold them: a batch folds its samples into them without reading and
-    /// decoding them again (that was a fifth of a batch's instructions).
-    /// Only the batch leader writes history minutes, and it updates this
-    /// once its batch is durable.
-    history_cache: Mutex<std::collections::HashMap<Vec<u8>, crate::rules::history::Rollup>>,
+    /// The history minutes the last batches wrote or read, decoded, as the
+    /// trees hold them (`None`: absent): a batch folds its samples into
+    /// them without reading and decoding them again (that was a fifth of a
+    /// batch's instructions). Only the batch leader writes history
+    /// minutes, and it updates this once its batch is staged.
+    history_cache: Mutex<batch::HistoryCache>,
+    /// The settings of the queues the last batches read, as the trees hold
+    /// them (see [`batch::Tx::settings`]); emptied by a batch that writes
+    /// any.
+    settings_cache: Mutex<std::collections::HashMap<String, QueueSettings>>,
 }
 
 impl Drop for Store {
@@ -240,6 +244,7 @@ impl Store {
             history_ms: 0,
             history_sweep: Mutex::new(None),
             history_cache: Mutex::new(std::collections::HashMap::new()),
+            settings_cache: Mutex::new(std::collections::HashMap::new()),
             db,
         };
         let (slot_events, last_batch) = store.replay_wal()?;
