@@ -217,11 +217,15 @@ impl Engine {
                     last_use[*i] = at;
                 }
             }
-            let mut created_jobs: Vec<Option<Job>> = committed
-                .applied
-                .into_iter()
-                .map(|change| change.outcome.job)
-                .collect();
+            // Gathered into a new vector: collecting in place would shrink
+            // the changes' (larger) allocation, a reallocation per call.
+            let mut created_jobs: Vec<Option<Job>> = Vec::with_capacity(created);
+            created_jobs.extend(
+                committed
+                    .applied
+                    .into_iter()
+                    .map(|change| change.outcome.job),
+            );
             let mut seen = vec![false; created];
             return slots
                 .into_iter()
@@ -280,15 +284,14 @@ impl Engine {
     fn leased(&self, committed: Committed) -> (Vec<Leased>, Option<u64>) {
         let committed = self.announce(committed);
         let retry_at = committed.retry_at;
-        let leased = committed
-            .applied
-            .into_iter()
-            .filter_map(|change| {
-                let job = change.outcome.job?;
-                let lease_id = job.lease.as_ref()?.id;
-                Some(Leased { lease_id, job })
-            })
-            .collect();
+        // A new vector: collecting in place would shrink the changes'
+        // (larger) allocation, a reallocation per lease.
+        let mut leased = Vec::with_capacity(committed.applied.len());
+        leased.extend(committed.applied.into_iter().filter_map(|change| {
+            let job = change.outcome.job?;
+            let lease_id = job.lease.as_ref()?.id;
+            Some(Leased { lease_id, job })
+        }));
         (leased, retry_at)
     }
 

@@ -151,7 +151,8 @@ impl Prepared {
             _ => None,
         };
         let place = |job: &Job| (job.queue.clone(), job.state);
-        let mut events = Vec::new();
+        let mut events =
+            Vec::with_capacity(change.outcome.events().map(codec::item_size_hint).sum());
         let mut event_count = 0;
         for event in change.outcome.events() {
             codec::encode_item(event, &mut events)?;

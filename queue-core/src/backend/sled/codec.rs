@@ -402,7 +402,7 @@ impl TryFrom<CallbackV1> for Callback {
 
 /// A job record of the current version at `revision`.
 pub(crate) fn encode_job(job: &Job, revision: Revision) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(96 + job.payload.len());
+    let mut out = Vec::with_capacity(job_size_hint(job));
     out.push(JOB_VERSION);
     out.extend_from_slice(&revision.0.to_be_bytes());
     out.extend_from_slice(&job.last_event_id.unwrap_or(0).to_be_bytes());
@@ -423,6 +423,39 @@ pub(crate) fn encode_job(job: &Job, revision: Revision) -> Result<Vec<u8>> {
     };
     encode_into(&mut out, &(JobV1Ref::from(job), ext, ext4), "a job record")?;
     Ok(out)
+}
+
+/// At least the bytes of `job`'s record (fixed fields at their widest,
+/// plus the variable ones), so that encoding it never grows its buffer.
+fn job_size_hint(job: &Job) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let bytes = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+    let headers: usize = job
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 18)
+        .sum();
+    let callback = job
+        .callback
+        .as_ref()
+        .map_or(0, |c| 64 + c.last_error.as_ref().map_or(0, String::len));
+    let lease = job
+        .lease
+        .as_ref()
+        .map_or(0, |l| 64 + l.worker.as_ref().map_or(0, String::len));
+    384 + job.payload.len()
+        + lease
+        + job.queue.len()
+        + text(&job.idempotency_key)
+        + bytes(&job.result)
+        + text(&job.last_error)
+        + text(&job.correlation_id)
+        + headers
+        + bytes(&job.progress)
+        + text(&job.callback_url)
+        + callback
+        + text(&job.group)
+        + text(&job.schedule)
 }
 
 /// The revision of a stored job record, read without decoding its body.
@@ -889,6 +922,16 @@ const SLOT_V1: u8 = b's';
 /// The tag of a slot record whose events are version 2 items.
 const SLOT: u8 = b't';
 
+/// At least the bytes [`encode_item`] appends for `event` (fixed fields at
+/// their widest, plus the variable ones), to size its buffer beforehand.
+pub(crate) fn item_size_hint(event: &EventDraft) -> usize {
+    64 + event.queue.len()
+        + event.correlation_id.as_ref().map_or(0, String::len)
+        + event.result.as_ref().map_or(0, Vec::len)
+        + event.last_error.as_ref().map_or(0, String::len)
+        + event.progress.as_ref().map_or(0, Vec::len)
+}
+
 /// Appends the encoding of one event (its id is implied by its place) to
 /// `out`. Events are encoded once, when their change is prepared, and the
 /// bytes travel from there to the slot, the chunk and the in-memory tail.
@@ -1279,6 +1322,70 @@ mod tests {
             Err(Error::Corrupt(_))
         ));
         assert!(matches!(decode_rollup(&[2, 0]), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn size_hints_cover_every_byte_at_the_widest() {
+        // Every number at its widest varint, every text longer than the
+        // hint's slack for the fixed fields (so that leaving one out of the
+        // hint fails): the buffer sized by the hint never grows.
+        let long = |n: usize| "x".repeat(n);
+        let mut job = full_job();
+        job.priority = i32::MIN;
+        job.attempts = u32::MAX;
+        job.max_attempts = u32::MAX;
+        (job.backoff_ms, job.created_at, job.updated_at, job.run_at) =
+            (u64::MAX, u64::MAX, u64::MAX, u64::MAX);
+        job.finished_at = Some(u64::MAX);
+        job.payload = long(1000).into_bytes();
+        job.queue = long(700);
+        job.result = Some(long(800).into_bytes());
+        job.last_error = Some(long(900));
+        job.idempotency_key = Some(long(550));
+        job.correlation_id = Some(long(560));
+        for i in 0..20 {
+            job.headers.insert(format!("h{i}-{}", long(530)), long(570));
+        }
+        job.progress = Some(long(580).into_bytes());
+        job.callback_url = Some(long(590));
+        if let Some(callback) = &mut job.callback {
+            (callback.delivery, callback.attempts) = (u32::MAX, u32::MAX);
+            callback.last_status = Some(u16::MAX);
+            callback.last_error = Some(long(600));
+            callback.next_attempt_at = Some(u64::MAX);
+            callback.delivered_at = Some(u64::MAX);
+        }
+        if let Some(lease) = &mut job.lease {
+            (lease.expires_at, lease.lease_ms, lease.leased_at) = (u64::MAX, u64::MAX, u64::MAX);
+            lease.worker = Some(long(620));
+        }
+        job.group = Some(long(540));
+        (job.timeout_ms, job.expires_at, job.started_at) =
+            (Some(u64::MAX), Some(u64::MAX), Some(u64::MAX));
+        job.schedule = Some(long(530));
+        job.last_event_id = Some(u64::MAX);
+        let bytes = encode_job(&job, Revision(u64::MAX)).unwrap();
+        assert!(
+            bytes.len() <= job_size_hint(&job),
+            "{} bytes, hint {}",
+            bytes.len(),
+            job_size_hint(&job)
+        );
+        let event = EventDraft {
+            job: JobId::from_u64(u64::MAX),
+            queue: long(700),
+            state: JobState::Dead,
+            attempts: u32::MAX,
+            at: u64::MAX,
+            transition: Transition::Fail,
+            correlation_id: Some(long(560)),
+            result: Some(long(800).into_bytes()),
+            last_error: Some(long(900)),
+            progress: Some(long(580).into_bytes()),
+        };
+        let mut items = Vec::new();
+        encode_item(&event, &mut items).unwrap();
+        assert!(items.len() <= item_size_hint(&event), "{}", items.len());
     }
 
     #[test]
