@@ -52,6 +52,29 @@ fn help_explains_every_flag() {
     }
 }
 
+/// The binary is built with jemalloc's options from the workspace's
+/// `.cargo/config.toml` (`JEMALLOC_SYS_WITH_MALLOC_CONF`): asked to print
+/// its statistics at exit, jemalloc shows them compiled in and in force.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[test]
+fn the_binary_runs_with_the_workspace_s_jemalloc_options() {
+    let output = Command::new(env!("CARGO_BIN_EXE_queue-server-under-test"))
+        .arg("--help")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("run queue-server");
+    assert_eq!(output.status.code(), Some(0));
+    let stats = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stats.contains("config.malloc_conf: \"tcache_gc_incr_bytes:4194304\""),
+        "compiled-in options missing from jemalloc's statistics:\n{stats}"
+    );
+    assert!(
+        stats.contains("opt.tcache_gc_incr_bytes: 4194304"),
+        "the option is not in force:\n{stats}"
+    );
+}
+
 #[test]
 fn bad_flags_exit_2_with_a_clear_message() {
     for (args, needle) in [
