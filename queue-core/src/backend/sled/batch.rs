@@ -308,6 +308,16 @@ impl Tx<'_> {
         Ok(self.store.get(tree, key)?)
     }
 
+    /// `read` of the value of `key` in `tree` as this view sees it, as
+    /// [`Tx::get`] but without copying it out (a job record, read to
+    /// decode it or to check its revision).
+    fn read<T>(&self, tree: u8, key: &[u8], read: impl Fn(Option<&[u8]>) -> T) -> TxResult<T> {
+        if let Some(value) = self.written(tree, key, &read) {
+            return Ok(value);
+        }
+        Ok(self.store.read(tree, key, read)?)
+    }
+
     /// `read` of the newest value this view's writes hold for `key` of
     /// `tree` (its own, the batch's, the staged batches'; `None` inside:
     /// removed), or `None` if none of them wrote it: the trees have the
@@ -346,7 +356,9 @@ impl Tx<'_> {
     /// Whether the store is as `prepared` expects: the record at its
     /// revision, or, for a new job, no record and its idempotency key free.
     pub(crate) fn is_current(&self, prepared: &Prepared) -> TxResult<bool> {
-        let stored = self.get(JOBS, &job_key(prepared.id))?;
+        let stored = self.read(JOBS, &job_key(prepared.id), |bytes| {
+            bytes.map(job_revision).transpose()
+        })??;
         match (prepared.expect, stored) {
             (Expect::Absent, Some(_)) => Ok(false),
             (Expect::Absent, None) => match &prepared.claims {
@@ -354,7 +366,7 @@ impl Tx<'_> {
                 None => Ok(true),
             },
             (Expect::At(_), None) => Ok(false),
-            (Expect::At(revision), Some(bytes)) => Ok(job_revision(&bytes)? == revision),
+            (Expect::At(revision), Some(stored)) => Ok(stored == revision),
         }
     }
 
@@ -441,10 +453,9 @@ impl Tx<'_> {
 
     /// The stored record of `id` with its revision, as this operation sees it.
     pub(crate) fn load(&self, id: JobId) -> TxResult<Option<(Job, Revision)>> {
-        match self.get(JOBS, &job_key(id))? {
-            Some(bytes) => Ok(Some(decode_job(&bytes)?)),
-            None => Ok(None),
-        }
+        Ok(self.read(JOBS, &job_key(id), |bytes| {
+            bytes.map(decode_job).transpose()
+        })??)
     }
 
     /// The `r` entries of `queue` in lease order (its ready jobs without a

@@ -457,6 +457,17 @@ impl Store {
         }
     }
 
+    /// `read` of the committed value of `key` in `tree`, as [`Store::get`]
+    /// but without copying a value the overlay holds (a job record, read
+    /// to decode it or to check its revision).
+    fn read<T>(&self, tree: u8, key: &[u8], read: impl Fn(Option<&[u8]>) -> T) -> Result<T> {
+        if let Some(value) = self.pending.read(tree, key, &read) {
+            return Ok(value);
+        }
+        let stored = self.tree(tree).get(key).map_err(storage)?;
+        Ok(read(stored.as_deref()))
+    }
+
     /// The committed entries of `tree` in a range, in key order.
     fn scan(&self, tree: u8, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> pending::Scan<'_> {
         pending::Scan::new(&self.pending, self.tree(tree), tree, from, to)
@@ -489,13 +500,14 @@ impl Store {
     }
 
     fn load(&self, id: JobId) -> Result<Option<Loaded>> {
-        match self.get(JOBS, &job_key(id))? {
-            Some(bytes) => {
-                let (job, revision) = codec::decode_job(&bytes)?;
-                Ok(Some(Loaded { job, revision }))
-            }
-            None => Ok(None),
-        }
+        self.read(JOBS, &job_key(id), |bytes| {
+            bytes
+                .map(|bytes| {
+                    let (job, revision) = codec::decode_job(bytes)?;
+                    Ok(Loaded { job, revision })
+                })
+                .transpose()
+        })?
     }
 
     fn find_idempotent(&self, queue: &str, key: &str) -> Result<Option<Loaded>> {

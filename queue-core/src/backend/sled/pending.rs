@@ -233,6 +233,26 @@ impl Pending {
         found(&read(&self.frozen))
     }
 
+    /// `with` the committed value of `key` in `tree` if the overlay holds
+    /// it, as [`Pending::get`] but without copying the value out.
+    pub(crate) fn read<T>(
+        &self,
+        tree: u8,
+        key: &[u8],
+        with: impl FnOnce(Option<&[u8]>) -> T,
+    ) -> Option<T> {
+        let tree = usize::from(tree);
+        {
+            let current = read(&self.current);
+            if let Some(value) = current.trees.get(tree).and_then(|map| map.get(key)) {
+                return Some(with(value.as_deref()));
+            }
+        }
+        let frozen = read(&self.frozen);
+        let value = frozen.trees.get(tree)?.get(key)?;
+        Some(with(value.as_deref()))
+    }
+
     /// Adds a durable batch's writes, each replacing what the overlay held
     /// for its key. A removal is not kept: the key leaves the tree
     /// (`trees` gives it by id) and the overlay (both layers) at once. So
