@@ -497,7 +497,7 @@ impl Service {
         }
         Ok(EnqueueReply {
             finished: wait_ms > 0 && job.state.is_terminal(),
-            job: job.to_wire(None),
+            job: job.into_wire(None),
             replayed: enqueued.replayed,
         })
     }
@@ -527,7 +527,10 @@ impl Service {
             .collect::<ServiceResult<Vec<_>>>()?;
         let enqueued = self.inner.queue.enqueue_batch(queue, jobs).await?;
         Ok(BatchResponse {
-            jobs: enqueued.iter().map(|e| e.job.to_wire(None)).collect(),
+            jobs: enqueued
+                .into_iter()
+                .map(|e| e.job.into_wire(None))
+                .collect(),
         })
     }
 
@@ -631,8 +634,8 @@ impl Service {
         };
         Ok(LeaseResponse {
             jobs: leased
-                .iter()
-                .map(|l| l.job.to_wire(Some(l.lease_id)))
+                .into_iter()
+                .map(|l| l.job.into_wire(Some(l.lease_id)))
                 .collect(),
         })
     }
@@ -762,7 +765,7 @@ impl Service {
                 Some(Ok(job)) => SettleResult {
                     id,
                     status: 200,
-                    job: Some(job.to_wire(None)),
+                    job: Some(job.into_wire(None)),
                     error: None,
                 },
                 Some(Err(e)) => SettleResult {
@@ -790,8 +793,8 @@ impl Service {
                 if !leased.is_empty() || lease.wait_ms.unwrap_or(0) == 0 =>
             {
                 leased
-                    .iter()
-                    .map(|l| l.job.to_wire(Some(l.lease_id)))
+                    .into_iter()
+                    .map(|l| l.job.into_wire(Some(l.lease_id)))
                     .collect()
             }
             // Nothing taken and a wait asked for (or no items): a lease

@@ -14,9 +14,19 @@ impl Job {
     /// responses. Payload and result bytes that are not JSON (an embedded
     /// user may store anything) are shown as a JSON string.
     pub fn to_wire(&self, lease_id: Option<LeaseId>) -> queue_proto::Job {
+        self.clone().into_wire(lease_id)
+    }
+
+    /// [`Job::to_wire`] of a job the caller no longer needs: its texts and
+    /// headers move into the wire object instead of being copied (a lease,
+    /// settle or enqueue response's jobs). The payload, result and progress
+    /// are copied still: a JSON value is checked as it is made, and a
+    /// failed check would leave nothing to show as a string.
+    pub fn into_wire(self, lease_id: Option<LeaseId>) -> queue_proto::Job {
+        let lease_expires_at = self.lease_expires_at();
         queue_proto::Job {
             id: self.id.to_string(),
-            queue: self.queue.clone(),
+            queue: self.queue,
             state: self.state,
             payload: raw_json(&self.payload),
             priority: self.priority,
@@ -26,23 +36,23 @@ impl Job {
             created_at: self.created_at,
             updated_at: self.updated_at,
             run_at: self.run_at,
-            lease_expires_at: self.lease_expires_at(),
-            worker: self.lease.as_ref().and_then(|lease| lease.worker.clone()),
-            idempotency_key: self.idempotency_key.clone(),
+            lease_expires_at,
+            worker: self.lease.and_then(|lease| lease.worker),
+            idempotency_key: self.idempotency_key,
             result: self.result.as_deref().map(raw_json),
-            last_error: self.last_error.clone(),
+            last_error: self.last_error,
             finished_at: self.finished_at,
             lease_id: lease_id.map(|id| id.to_string()),
-            correlation_id: self.correlation_id.clone(),
-            headers: self.headers.clone(),
+            correlation_id: self.correlation_id,
+            headers: self.headers,
             progress: self.progress.as_deref().map(raw_json),
-            callback_url: self.callback_url.clone(),
+            callback_url: self.callback_url,
             callback: self.callback.as_ref().map(Callback::to_wire),
-            group: self.group.clone(),
+            group: self.group,
             timeout_ms: self.timeout_ms,
             expires_at: self.expires_at,
             started_at: self.started_at,
-            schedule: self.schedule.clone(),
+            schedule: self.schedule,
         }
     }
 }
@@ -216,6 +226,64 @@ mod tests {
         assert_eq!(raw_json(br#"{"a":1}"#).get(), r#"{"a":1}"#);
         assert_eq!(raw_json(b"not json").get(), r#""not json""#);
         assert_eq!(raw_json(&[0xff, b'a']).get(), "\"\u{fffd}a\"");
+    }
+
+    #[test]
+    fn a_job_moves_into_the_wire_object_field_by_field() {
+        let mut job = crate::rules::testing::full_job();
+        job.last_error = Some("boom".into());
+        job.finished_at = Some(91);
+        if let Some(lease) = &mut job.lease {
+            lease.worker = Some("w-1".into());
+        }
+        let lease_id = job.lease.as_ref().map(|lease| lease.id);
+        let wire = job.clone().into_wire(lease_id);
+        assert_eq!(wire.id, job.id.to_string());
+        assert_eq!(wire.queue, job.queue);
+        assert_eq!(wire.state, job.state);
+        assert_eq!(wire.payload.get().as_bytes(), &job.payload[..]);
+        assert_eq!(
+            (
+                wire.priority,
+                wire.attempts,
+                wire.max_attempts,
+                wire.backoff_ms
+            ),
+            (job.priority, job.attempts, job.max_attempts, job.backoff_ms)
+        );
+        assert_eq!(
+            (wire.created_at, wire.updated_at, wire.run_at),
+            (job.created_at, job.updated_at, job.run_at)
+        );
+        assert_eq!(wire.lease_expires_at, job.lease_expires_at());
+        assert_eq!(wire.worker.as_deref(), Some("w-1"));
+        assert_eq!(wire.idempotency_key, job.idempotency_key);
+        assert_eq!(
+            wire.result.as_ref().map(|r| r.get().as_bytes().to_vec()),
+            job.result
+        );
+        assert_eq!(wire.last_error, job.last_error);
+        assert_eq!(wire.finished_at, job.finished_at);
+        assert_eq!(wire.lease_id, lease_id.map(|id| id.to_string()));
+        assert_eq!(wire.correlation_id, job.correlation_id);
+        assert_eq!(wire.headers, job.headers);
+        assert_eq!(
+            wire.progress.as_ref().map(|p| p.get().as_bytes().to_vec()),
+            job.progress
+        );
+        assert_eq!(wire.callback_url, job.callback_url);
+        assert_eq!(wire.callback, job.callback.as_ref().map(Callback::to_wire));
+        assert_eq!(wire.group, job.group);
+        assert_eq!(
+            (wire.timeout_ms, wire.expires_at, wire.started_at),
+            (job.timeout_ms, job.expires_at, job.started_at)
+        );
+        assert_eq!(wire.schedule, job.schedule);
+        // A copy of a job shows the same.
+        assert_eq!(
+            serde_json::to_string(&job.to_wire(lease_id)).unwrap(),
+            serde_json::to_string(&wire).unwrap()
+        );
     }
 
     #[test]
