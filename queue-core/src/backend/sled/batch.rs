@@ -245,8 +245,16 @@ pub(crate) struct Tx<'a> {
 /// History minutes by key, decoded; `None`: removed.
 pub(crate) type Rollups = BTreeMap<Vec<u8>, Option<Rollup>>;
 
+/// A cache of decoded `meta` records as the trees hold them, by key (see
+/// [`Tx::meta_cached`]).
+pub(crate) type MetaCache<V> = std::collections::HashMap<Vec<u8>, V>;
+
 /// The store's cache of history minutes, decoded (`None`: known absent).
-pub(crate) type HistoryCache = std::collections::HashMap<Vec<u8>, Option<Rollup>>;
+pub(crate) type HistoryCache = MetaCache<Option<Rollup>>;
+
+/// The store's cache of queue settings, by settings key (the defaults for
+/// a queue that has none stored).
+pub(crate) type SettingsCache = MetaCache<QueueSettings>;
 
 /// The most history minutes the store keeps decoded (see
 /// [`Store::history_cache`](super::Store)); past it the cache starts over.
@@ -256,12 +264,13 @@ const HISTORY_CACHE: usize = 4096;
 /// [`Tx::settings`]); past it the cache starts over.
 const SETTINGS_CACHE: usize = 4096;
 
-/// Remembers the minute at `key` as the trees hold it (`None`: absent).
-fn cache_rollup(cache: &mut HistoryCache, key: Vec<u8>, rollup: Option<Rollup>) {
-    if cache.len() >= HISTORY_CACHE && !cache.contains_key(&key) {
+/// Remembers `value` for `key` in `cache`, which starts over once it holds
+/// `limit` other keys.
+fn remember<V>(cache: &mut MetaCache<V>, limit: usize, key: Vec<u8>, value: V) {
+    if cache.len() >= limit && !cache.contains_key(&key) {
         cache.clear();
     }
-    cache.insert(key, rollup);
+    cache.insert(key, value);
 }
 
 impl Tx<'_> {
@@ -691,37 +700,42 @@ impl Tx<'_> {
     /// the overlay and the tree that finds nothing), then the tree, whose
     /// answer the cache keeps.
     pub(crate) fn settings(&self, queue: &str) -> TxResult<QueueSettings> {
-        let key = settings_key(queue);
-        if let Some(written) = self.written(META, &key, |v| v.map(codec::decode_settings)) {
-            return Ok(written.transpose()?.unwrap_or_default());
+        self.meta_cached(
+            &settings_key(queue),
+            &self.store.settings_cache,
+            SETTINGS_CACHE,
+            |bytes| {
+                Ok(bytes
+                    .map(codec::decode_settings)
+                    .transpose()?
+                    .unwrap_or_default())
+            },
+        )
+    }
+
+    /// `decode` of the `meta` record at `key` as this view sees it: its
+    /// own writes, the batch's and the staged batches', then `cache` (what
+    /// the trees hold: only batch leaders write the records cached so, one
+    /// at a time, and each updates or empties the cache once its batch is
+    /// staged, see `Store::run_batch`), then the tree, whose answer the
+    /// cache keeps until it holds `limit` keys.
+    fn meta_cached<V: Clone>(
+        &self,
+        key: &[u8],
+        cache: &Mutex<MetaCache<V>>,
+        limit: usize,
+        decode: impl Fn(Option<&[u8]>) -> Result<V>,
+    ) -> TxResult<V> {
+        if let Some(written) = self.written(META, key, &decode) {
+            return Ok(written?);
         }
-        let cached = self
-            .store
-            .settings_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(queue)
-            .cloned();
-        if let Some(settings) = cached {
-            return Ok(settings);
+        let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cached) = lock().get(key).cloned() {
+            return Ok(cached);
         }
-        let settings = match self.store.get(META, &key)? {
-            Some(bytes) => codec::decode_settings(&bytes)?,
-            None => QueueSettings::default(),
-        };
-        // Only batch leaders write settings, one at a time, and one that
-        // writes any empties the cache once its batch is staged (see
-        // `Store::run_batch`): what the tree holds now stays true until then.
-        let mut cache = self
-            .store
-            .settings_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= SETTINGS_CACHE {
-            cache.clear();
-        }
-        cache.insert(queue.to_owned(), settings.clone());
-        Ok(settings)
+        let stored = self.store.read(META, key, &decode)??;
+        remember(&mut lock(), limit, key.to_vec(), stored.clone());
+        Ok(stored)
     }
 
     /// Stores the settings of `queue`; the defaults are stored as nothing.
@@ -896,36 +910,9 @@ impl Tx<'_> {
     /// one it writes, which is nearly always absent: known absent, that
     /// costs no lookup in the overlay and the tree.
     fn rollup_at(&self, key: &[u8]) -> TxResult<Option<Rollup>> {
-        if let Some(decoded) = self.written(META, key, |v| v.map(codec::decode_rollup)) {
-            return Ok(decoded.transpose()?);
-        }
-        let cached = self
-            .store
-            .history_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned();
-        if let Some(rollup) = cached {
-            return Ok(rollup);
-        }
-        let stored = match self.store.get(META, key)? {
-            Some(bytes) => Some(codec::decode_rollup(&bytes)?),
-            None => None,
-        };
-        // Only batch leaders write minutes, one at a time, and each updates
-        // the cache with what it wrote once its batch is staged (see
-        // `Store::lead`): what the tree holds now stays true until then.
-        cache_rollup(
-            &mut self
-                .store
-                .history_cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-            key.to_vec(),
-            stored.clone(),
-        );
-        Ok(stored)
+        self.meta_cached(key, &self.store.history_cache, HISTORY_CACHE, |bytes| {
+            bytes.map(codec::decode_rollup).transpose()
+        })
     }
 
     /// Writes (or removes) the history minute at `key`, and remembers it
@@ -1858,7 +1845,7 @@ impl Store {
             // The minutes as committed (or, staged, as the next batches
             // build on them; a failed sync stops the store).
             for (key, rollup) in std::mem::take(&mut running.rollups) {
-                cache_rollup(&mut cache, key, rollup);
+                remember(&mut cache, HISTORY_CACHE, key, rollup);
             }
         } else {
             cache.clear();

@@ -162,7 +162,7 @@ pub(crate) struct Store {
     /// The settings of the queues the last batches read, as the trees hold
     /// them (see [`batch::Tx::settings`]); emptied by a batch that writes
     /// any.
-    settings_cache: Mutex<std::collections::HashMap<String, QueueSettings>>,
+    settings_cache: Mutex<batch::SettingsCache>,
 }
 
 impl Drop for Store {
