@@ -9,12 +9,63 @@ use queue_proto::{
 
 use crate::{Callback, CallbackStatus, Event, Failure, Job, LeaseId, LeaseOptions, NewJob};
 
+/// The job object of `$job` (a `Job` or a `&Job`), each text, map and
+/// the lease taken by `$take`: `moved!` for [`Job::into_wire`], `cloned!`
+/// for [`Job::to_wire`]. One list of the fields for both.
+macro_rules! wire_job {
+    ($job:expr, $lease_id:expr, $take:ident) => {{
+        let lease_expires_at = $job.lease_expires_at();
+        queue_proto::Job {
+            id: $job.id.to_string(),
+            queue: $take!($job.queue),
+            state: $job.state,
+            payload: raw_json(&$job.payload),
+            priority: $job.priority,
+            attempts: $job.attempts,
+            max_attempts: $job.max_attempts,
+            backoff_ms: $job.backoff_ms,
+            created_at: $job.created_at,
+            updated_at: $job.updated_at,
+            run_at: $job.run_at,
+            lease_expires_at,
+            worker: $take!($job.lease).and_then(|lease| lease.worker),
+            idempotency_key: $take!($job.idempotency_key),
+            result: $job.result.as_deref().map(raw_json),
+            last_error: $take!($job.last_error),
+            finished_at: $job.finished_at,
+            lease_id: $lease_id.map(|id: LeaseId| id.to_string()),
+            correlation_id: $take!($job.correlation_id),
+            headers: $take!($job.headers),
+            progress: $job.progress.as_deref().map(raw_json),
+            callback_url: $take!($job.callback_url),
+            callback: $job.callback.as_ref().map(Callback::to_wire),
+            group: $take!($job.group),
+            timeout_ms: $job.timeout_ms,
+            expires_at: $job.expires_at,
+            started_at: $job.started_at,
+            schedule: $take!($job.schedule),
+        }
+    }};
+}
+
+macro_rules! moved {
+    ($field:expr) => {
+        $field
+    };
+}
+
+macro_rules! cloned {
+    ($field:expr) => {
+        $field.clone()
+    };
+}
+
 impl Job {
     /// The job object of the HTTP contract; `lease_id` is set only in lease
     /// responses. Payload and result bytes that are not JSON (an embedded
     /// user may store anything) are shown as a JSON string.
     pub fn to_wire(&self, lease_id: Option<LeaseId>) -> queue_proto::Job {
-        self.clone().into_wire(lease_id)
+        wire_job!(self, lease_id, cloned)
     }
 
     /// [`Job::to_wire`] of a job the caller no longer needs: its texts and
@@ -23,37 +74,7 @@ impl Job {
     /// are copied still: a JSON value is checked as it is made, and a
     /// failed check would leave nothing to show as a string.
     pub fn into_wire(self, lease_id: Option<LeaseId>) -> queue_proto::Job {
-        let lease_expires_at = self.lease_expires_at();
-        queue_proto::Job {
-            id: self.id.to_string(),
-            queue: self.queue,
-            state: self.state,
-            payload: raw_json(&self.payload),
-            priority: self.priority,
-            attempts: self.attempts,
-            max_attempts: self.max_attempts,
-            backoff_ms: self.backoff_ms,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            run_at: self.run_at,
-            lease_expires_at,
-            worker: self.lease.and_then(|lease| lease.worker),
-            idempotency_key: self.idempotency_key,
-            result: self.result.as_deref().map(raw_json),
-            last_error: self.last_error,
-            finished_at: self.finished_at,
-            lease_id: lease_id.map(|id| id.to_string()),
-            correlation_id: self.correlation_id,
-            headers: self.headers,
-            progress: self.progress.as_deref().map(raw_json),
-            callback_url: self.callback_url,
-            callback: self.callback.as_ref().map(Callback::to_wire),
-            group: self.group,
-            timeout_ms: self.timeout_ms,
-            expires_at: self.expires_at,
-            started_at: self.started_at,
-            schedule: self.schedule,
-        }
+        wire_job!(self, lease_id, moved)
     }
 }
 

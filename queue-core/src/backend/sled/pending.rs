@@ -219,18 +219,7 @@ impl Pending {
     /// leave: see [`Pending::absorb_keeping_removals`]), `None` if the tree
     /// has the answer.
     pub(crate) fn get(&self, tree: u8, key: &[u8]) -> Option<Option<IVec>> {
-        let tree = usize::from(tree);
-        let found = |layer: &Layer| {
-            layer
-                .trees
-                .get(tree)?
-                .get(key)
-                .map(|value| value.as_deref().map(IVec::from))
-        };
-        if let Some(value) = found(&read(&self.current)) {
-            return Some(value);
-        }
-        found(&read(&self.frozen))
+        self.read(tree, key, |value| value.map(IVec::from))
     }
 
     /// `with` the committed value of `key` in `tree` if the overlay holds
