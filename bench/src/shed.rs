@@ -87,13 +87,12 @@ async fn measure(args: &ShedArgs) -> anyhow::Result<()> {
         }
         hostile.push(tcp);
     }
-    let mut in_flight = app.in_flight();
     tokio::time::timeout(
         Duration::from_secs(60),
-        in_flight.wait_for(|&n| n == stalled_n),
+        app.wait_in_flight(|n| n == stalled_n),
     )
     .await
-    .context("the stalled bodies were not all admitted in 60 s")??;
+    .context("the stalled bodies were not all admitted in 60 s")?;
     // Phase 1: new clients that keep their connection (keep-alive, as real
     // clients do): each finds the table full and sheds a hostile idle one.
     let idle_n = args.cap - stalled_n;
@@ -110,10 +109,10 @@ async fn measure(args: &ShedArgs) -> anyhow::Result<()> {
     }
     tokio::time::timeout(
         Duration::from_secs(60),
-        in_flight.wait_for(|&n| n == args.cap),
+        app.wait_in_flight(|n| n == args.cap),
     )
     .await
-    .context("the new stalled bodies were not all admitted in 60 s")??;
+    .context("the new stalled bodies were not all admitted in 60 s")?;
     // Phase 2: each new client sheds the oldest stalled body (a hostile
     // one), then stalls its own.
     let mut stalled_latencies = Vec::with_capacity(args.clients);

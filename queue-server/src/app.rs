@@ -13,7 +13,6 @@ use http::{HeaderMap, Request, Response};
 use queue_core::Queue;
 use queue_core::service::Service;
 use queue_proto::ErrorCode;
-use tokio::sync::watch;
 
 use crate::call::{Call, Handled, Shared};
 use crate::config::ServerConfig;
@@ -47,7 +46,7 @@ impl App {
                     service: Service::with_callback_hosts(queue, config.callbacks.hosts),
                     config,
                     http: HttpMetrics::default(),
-                    in_flight: watch::Sender::new(0),
+                    in_flight: crate::call::InFlight::default(),
                     callbacks: Arc::default(),
                 },
                 request_seq: AtomicU64::new(0),
@@ -82,10 +81,15 @@ impl App {
     }
 
     /// The number of admitted requests being served (past authentication and
-    /// the shutdown check), as a watch: tests wait on it, `/metrics` reports
-    /// it.
-    pub fn in_flight(&self) -> watch::Receiver<usize> {
-        self.inner.shared.in_flight.subscribe()
+    /// the shutdown check); `/metrics` reports it.
+    pub fn in_flight(&self) -> usize {
+        self.inner.shared.in_flight.get()
+    }
+
+    /// Waits until `until` holds of the number of admitted requests being
+    /// served (see [`App::in_flight`]); the number then.
+    pub async fn wait_in_flight(&self, until: impl Fn(usize) -> bool) -> usize {
+        self.inner.shared.in_flight.wait_for(until).await
     }
 
     /// Serves one request: authentication, routing, the endpoint, the
@@ -98,11 +102,13 @@ impl App {
         let started = Instant::now();
         let request_id = self.request_id(request.headers());
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // For the log line: a clone shares the request's bytes.
+        let uri = request.uri().clone();
+        let path = uri.path();
         let (label, handled) = self.dispatch(request, &request_id).await;
         let mut response = handled.unwrap_or_else(|e| error_response(&e));
         if let Ok(value) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert("x-request-id", value);
+            response.headers_mut().insert(X_REQUEST_ID, value);
         }
         let status = response.status().as_u16();
         // Up to the response head: an event stream's life is not its
@@ -131,13 +137,13 @@ impl App {
     /// The caller's request id if it is 1..=128 visible ASCII characters,
     /// else a fresh one.
     fn request_id(&self, headers: &HeaderMap) -> String {
-        if let Some(given) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        if let Some(given) = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
             if (1..=128).contains(&given.len()) && given.bytes().all(|b| b.is_ascii_graphic()) {
                 return given.to_owned();
             }
         }
         let seq = self.inner.request_seq.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}-{seq:08x}", (self.inner.boot >> 16) as u32)
+        made_request_id((self.inner.boot >> 16) as u32, seq)
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
@@ -195,8 +201,7 @@ impl App {
         // Admitted: from here on the request is served to the end, and a
         // long-poll answers with what it has when shutdown begins.
         let shared = &self.inner.shared;
-        shared.in_flight.send_modify(|n| *n += 1);
-        let _in_flight = InFlight(&shared.in_flight);
+        let _in_flight = shared.in_flight.enter();
         let params = query(parts.uri.query());
         let max = shared.config.max_body;
         let conn = parts.extensions.remove::<Conn>();
@@ -238,12 +243,28 @@ impl App {
 
 /// Counts a request out of the in-flight gauge however its future ends
 /// (a client that disconnects drops it midway).
-struct InFlight<'a>(&'a watch::Sender<usize>);
+/// The request id header (named once, not parsed per request).
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+/// A request id made here: `{boot:08x}-{seq:08x}` (at least eight hex
+/// digits of the sequence), written without the formatting machinery.
+fn made_request_id(boot: u32, seq: u64) -> String {
+    fn hex(out: &mut String, n: u64, min_digits: u32) {
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(min_digits);
+        for shift in (0..digits).rev() {
+            let nibble = ((n >> (shift * 4)) & 0xf) as u8;
+            out.push(char::from(if nibble < 10 {
+                b'0' + nibble
+            } else {
+                b'a' + nibble - 10
+            }));
+        }
     }
+    let mut id = String::with_capacity(25);
+    hex(&mut id, u64::from(boot), 8);
+    id.push('-');
+    hex(&mut id, seq, 8);
+    id
 }
 
 /// `/healthz` and `/metrics`, logged at DEBUG when they succeed.
@@ -284,7 +305,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::bearer_credentials;
+    use super::{bearer_credentials, made_request_id};
+
+    #[test]
+    fn made_request_ids_read_as_the_formatted_ones() {
+        for (boot, seq) in [
+            (0, 0),
+            (0xdead_beef, 1),
+            (7, 0xffff_ffff),
+            (u32::MAX, 0x1_0000_0000),
+            (0x0123_4567, u64::MAX),
+        ] {
+            assert_eq!(
+                made_request_id(boot, seq),
+                format!("{boot:08x}-{seq:08x}"),
+                "{boot} {seq}"
+            );
+        }
+    }
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {

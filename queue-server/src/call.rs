@@ -3,7 +3,6 @@
 use http::{HeaderMap, Response};
 use queue_core::service::Service;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
@@ -16,9 +15,49 @@ pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) http: HttpMetrics,
     /// Admitted requests being served.
-    pub(crate) in_flight: watch::Sender<usize>,
+    pub(crate) in_flight: InFlight,
     /// Callback outcomes.
     pub(crate) callbacks: std::sync::Arc<crate::callbacks::CallbackMetrics>,
+}
+
+/// The number of admitted requests being served, for `/metrics` and for
+/// those who wait for a number of them (tests, the bench).
+#[derive(Default)]
+pub(crate) struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    changed: crate::signal::Signal,
+}
+
+impl InFlight {
+    /// Counts a request until the guard drops.
+    pub(crate) fn enter(&self) -> Serving<'_> {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.changed.changed();
+        Serving(self)
+    }
+
+    pub(crate) fn get(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `until` holds of the count; the count then.
+    pub(crate) async fn wait_for(&self, until: impl Fn(usize) -> bool) -> usize {
+        self.changed
+            .wait_until(|| Some(self.get()).filter(|n| until(*n)))
+            .await
+    }
+}
+
+/// One request counted in [`InFlight`].
+pub(crate) struct Serving<'a>(&'a InFlight);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.changed();
+    }
 }
 
 /// What an endpoint answers.

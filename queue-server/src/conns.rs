@@ -21,14 +21,18 @@
 //! `crate::http::read_body`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::signal::Signal;
 
 /// What a connection is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum State {
     /// No request under way.
     Idle,
@@ -40,6 +44,17 @@ pub(crate) enum State {
     Stream,
 }
 
+impl State {
+    fn from_u8(n: u8) -> State {
+        match n {
+            0 => State::Idle,
+            1 => State::Body,
+            2 => State::Busy,
+            _ => State::Stream,
+        }
+    }
+}
+
 /// Why a connection is told to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shed {
@@ -49,9 +64,23 @@ pub(crate) enum Shed {
     Stalled,
 }
 
+/// What a connection is doing, and since when: written by the connection
+/// without the table's lock (twice per request), read by the table's scans.
+struct Slot {
+    /// A [`State`].
+    state: AtomicU8,
+    /// Since when, in nanoseconds after the table's `epoch`.
+    since: AtomicU64,
+}
+
+impl Slot {
+    fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::SeqCst))
+    }
+}
+
 struct Entry {
-    state: State,
-    since: Instant,
+    slot: Arc<Slot>,
     /// Tells the connection to close (and, for one told to close when idle
     /// that has started a request since, to drop it if that body stalls).
     shed: watch::Sender<Option<Shed>>,
@@ -67,8 +96,13 @@ struct Slots {
 pub(crate) struct Table {
     cap: usize,
     slots: Mutex<Slots>,
-    /// Signalled when a slot frees or changes state.
-    changed: Notify,
+    /// Signalled when a slot frees or changes state, for a connection
+    /// waiting for room and the shutdown waiting for the last one to end
+    /// (a change of state, which every request makes twice, costs nothing
+    /// more when nobody waits).
+    changed: Signal,
+    /// What the slots' `since` count from.
+    epoch: Instant,
 }
 
 impl Table {
@@ -77,8 +111,14 @@ impl Table {
         Arc::new(Table {
             cap: cap.max(1),
             slots: Mutex::default(),
-            changed: Notify::new(),
+            changed: Signal::default(),
+            epoch: Instant::now(),
         })
+    }
+
+    /// Now, in nanoseconds after `epoch`.
+    fn now(&self) -> u64 {
+        u64::try_from(Instant::now().duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn slots(&self) -> MutexGuard<'_, Slots> {
@@ -89,62 +129,66 @@ impl Table {
     /// after shedding an idle or stalled connection, else when one ends.
     /// The receiver tells the connection when it must close.
     pub(crate) async fn admit(self: &Arc<Self>) -> (Conn, watch::Receiver<Option<Shed>>) {
-        loop {
-            let changed = self.changed.notified();
-            let mut changed = std::pin::pin!(changed);
-            changed.as_mut().enable();
-            {
-                let mut slots = self.slots();
-                if slots.entries.len() < self.cap {
-                    let (tx, rx) = watch::channel(None);
-                    let id = slots.next;
-                    slots.next += 1;
-                    slots.entries.insert(
-                        id,
-                        Entry {
-                            state: State::Idle,
-                            since: Instant::now(),
-                            shed: tx,
-                        },
-                    );
-                    let conn = Conn(Arc::new(ConnInner {
-                        table: Arc::clone(self),
-                        id,
-                    }));
-                    return (conn, rx);
-                }
-                // Full. Unless a connection told to close is already on its
-                // way out, shed one: the longest idle, else the longest
-                // stalled body. (One told to close when idle that has
-                // started a request since is finishing it: it does not hold
-                // the next shedding back, and its body can be shed too.)
-                let closing = slots.entries.values().any(|e| match *e.shed.borrow() {
-                    Some(Shed::Stalled) => true,
-                    Some(Shed::Idle) => e.state == State::Idle,
-                    None => false,
-                });
-                if !closing {
-                    let victim = pick(&slots, State::Idle).or_else(|| pick(&slots, State::Body));
-                    if let Some((id, kind)) = victim {
-                        if let Some(entry) = slots.entries.get(&id) {
-                            tracing::debug!(?kind, "connection table full: shedding a connection");
-                            entry.shed.send_replace(Some(kind));
-                        }
-                    }
+        self.changed.wait_until(|| self.try_admit()).await
+    }
+
+    /// A slot at once if the table has room; else sheds an idle or stalled
+    /// connection (unless one is already on its way out) and gives none.
+    fn try_admit(self: &Arc<Self>) -> Option<(Conn, watch::Receiver<Option<Shed>>)> {
+        let mut slots = self.slots();
+        if slots.entries.len() < self.cap {
+            let (tx, rx) = watch::channel(None);
+            let id = slots.next;
+            slots.next += 1;
+            let slot = Arc::new(Slot {
+                state: AtomicU8::new(State::Idle as u8),
+                since: AtomicU64::new(self.now()),
+            });
+            slots.entries.insert(
+                id,
+                Entry {
+                    slot: Arc::clone(&slot),
+                    shed: tx,
+                },
+            );
+            let conn = Conn(Arc::new(ConnInner {
+                table: Arc::clone(self),
+                id,
+                slot,
+            }));
+            return Some((conn, rx));
+        }
+        // Full. Unless a connection told to close is already on its
+        // way out, shed one: the longest idle, else the longest
+        // stalled body. (One told to close when idle that has
+        // started a request since is finishing it: it does not hold
+        // the next shedding back, and its body can be shed too.)
+        let closing = slots.entries.values().any(|e| match *e.shed.borrow() {
+            Some(Shed::Stalled) => true,
+            Some(Shed::Idle) => e.slot.state() == State::Idle,
+            None => false,
+        });
+        if !closing {
+            let victim = pick(&slots, State::Idle).or_else(|| pick(&slots, State::Body));
+            if let Some((id, kind)) = victim {
+                if let Some(entry) = slots.entries.get(&id) {
+                    tracing::debug!(?kind, "connection table full: shedding a connection");
+                    entry.shed.send_replace(Some(kind));
                 }
             }
-            changed.await;
         }
+        None
     }
 
     /// Closes the connections idle for longer than `idle_timeout`. Returns
     /// how many it told to close.
     pub(crate) fn shed_idle_since(&self, idle_timeout: Duration) -> usize {
-        let now = Instant::now();
+        let now = self.now();
+        let idle_timeout = u64::try_from(idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         let mut shed = 0;
         for entry in self.slots().entries.values() {
-            if entry.state == State::Idle
-                && now.duration_since(entry.since) >= idle_timeout
+            if entry.slot.state() == State::Idle
+                && now.saturating_sub(entry.slot.since.load(Ordering::SeqCst)) >= idle_timeout
                 && entry.shed.borrow().is_none()
             {
                 entry.shed.send_replace(Some(Shed::Idle));
@@ -161,32 +205,20 @@ impl Table {
 
     /// Waits until every connection has ended.
     pub(crate) async fn all_closed(&self) {
-        loop {
-            let changed = self.changed.notified();
-            let mut changed = std::pin::pin!(changed);
-            changed.as_mut().enable();
-            if self.len() == 0 {
-                return;
-            }
-            changed.await;
-        }
+        self.changed
+            .wait_until(|| (self.len() == 0).then_some(()))
+            .await;
     }
 
-    fn set(&self, id: u64, state: State) {
-        let mut slots = self.slots();
-        if let Some(entry) = slots.entries.get_mut(&id) {
-            if entry.state != state {
-                entry.state = state;
-                entry.since = Instant::now();
-                drop(slots);
-                self.changed.notify_waiters();
-            }
+    /// Records a connection's state, without the table's lock; signals
+    /// `changed` only if a task waits for it.
+    fn set(&self, slot: &Slot, state: State) {
+        if slot.state() == state {
+            return;
         }
-    }
-
-    #[cfg(test)]
-    fn state(&self, id: u64) -> Option<State> {
-        self.slots().entries.get(&id).map(|e| e.state)
+        slot.since.store(self.now(), Ordering::SeqCst);
+        slot.state.store(state as u8, Ordering::SeqCst);
+        self.changed.changed();
     }
 }
 
@@ -201,7 +233,7 @@ fn pick(slots: &Slots, state: State) -> Option<(u64, Shed)> {
         .entries
         .iter()
         .filter(|(_, e)| {
-            e.state == state
+            e.slot.state() == state
                 && match *e.shed.borrow() {
                     None => true,
                     // Told to close when idle, then a request began whose
@@ -210,19 +242,20 @@ fn pick(slots: &Slots, state: State) -> Option<(u64, Shed)> {
                     Some(Shed::Stalled) => false,
                 }
         })
-        .min_by_key(|(id, e)| (e.since, **id))
+        .min_by_key(|(id, e)| (e.slot.since.load(Ordering::SeqCst), **id))
         .map(|(id, _)| (*id, kind))
 }
 
 struct ConnInner {
     table: Arc<Table>,
     id: u64,
+    slot: Arc<Slot>,
 }
 
 impl Drop for ConnInner {
     fn drop(&mut self) {
         self.table.slots().entries.remove(&self.id);
-        self.table.changed.notify_waiters();
+        self.table.changed.changed();
     }
 }
 
@@ -234,13 +267,13 @@ pub(crate) struct Conn(Arc<ConnInner>);
 impl Conn {
     /// Records what the connection is doing.
     pub(crate) fn set(&self, state: State) {
-        self.0.table.set(self.0.id, state);
+        self.0.table.set(&self.0.slot, state);
     }
 
     /// What the connection is doing.
     #[cfg(test)]
-    pub(crate) fn state(&self) -> Option<State> {
-        self.0.table.state(self.0.id)
+    pub(crate) fn state(&self) -> State {
+        self.0.slot.state()
     }
 }
 
@@ -297,7 +330,38 @@ mod tests {
         assert_eq!(table.shed_idle_since(Duration::ZERO), 1);
         assert_eq!(*a_shed.borrow(), Some(Shed::Idle));
         assert_eq!(*b_shed.borrow(), None);
-        assert_eq!(a.state(), Some(State::Idle));
-        assert_eq!(b.state(), Some(State::Stream));
+        assert_eq!(a.state(), State::Idle);
+        assert_eq!(b.state(), State::Stream);
+    }
+
+    #[tokio::test]
+    async fn a_connection_waiting_for_room_is_let_in_when_a_busy_one_turns_idle() {
+        let table = Table::new(2);
+        let (a, mut a_shed) = table.admit().await;
+        let (b, b_shed) = table.admit().await;
+        a.set(State::Busy);
+        b.set(State::Busy);
+        let table2 = Arc::clone(&table);
+        let mut next = tokio::spawn(async move { table2.admit().await });
+        // Full of busy connections: it waits (and counts as waiting).
+        tokio::select! {
+            _ = &mut next => panic!("admitted into a full table of busy connections"),
+            () = async {
+                while table.changed.waiting() == 0 {
+                    tokio::task::yield_now().await;
+                }
+            } => {}
+        }
+        // Only the change of state can wake it: nothing ends.
+        a.set(State::Idle);
+        tokio::time::timeout(Duration::from_secs(10), a_shed.wait_for(Option::is_some))
+            .await
+            .expect("the waiting admission was not woken by the change of state")
+            .unwrap();
+        assert_eq!(*a_shed.borrow(), Some(Shed::Idle));
+        assert_eq!(*b_shed.borrow(), None);
+        drop(a);
+        let _ = next.await.unwrap();
+        assert_eq!(table.changed.waiting(), 0);
     }
 }

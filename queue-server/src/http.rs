@@ -164,7 +164,7 @@ pub fn query(raw: Option<&str>) -> Params {
             .filter(|pair| !pair.is_empty())
             .map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (decode(k, true), decode(v, true))
+                (decode(k, true).into_owned(), decode(v, true).into_owned())
             })
             .collect(),
     )
@@ -172,9 +172,16 @@ pub fn query(raw: Option<&str>) -> Params {
 
 /// Percent-decodes `text` (a query component when `plus_is_space`, a path
 /// segment otherwise). A `%` not followed by two hex digits stays as it
-/// is; bytes that do not form UTF-8 become U+FFFD.
-pub(crate) fn decode(text: &str, plus_is_space: bool) -> String {
+/// is; bytes that do not form UTF-8 become U+FFFD. Text with nothing to
+/// decode (most paths) is borrowed, not copied.
+pub(crate) fn decode(text: &str, plus_is_space: bool) -> std::borrow::Cow<'_, str> {
     let bytes = text.as_bytes();
+    if !bytes
+        .iter()
+        .any(|b| *b == b'%' || (plus_is_space && *b == b'+'))
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -194,7 +201,7 @@ pub(crate) fn decode(text: &str, plus_is_space: bool) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// A non-negative integer query parameter, if given.
@@ -229,6 +236,16 @@ mod tests {
         assert_eq!(decode("a+b%2B", true), "a b+");
         assert_eq!(decode("a+b%20%2F%C3%A9", false), "a+b /\u{e9}");
         assert_eq!(decode("%FF", false), "\u{fffd}");
+        // Nothing to decode: borrowed, not copied.
+        assert!(matches!(
+            decode("a+b", false),
+            std::borrow::Cow::Borrowed("a+b")
+        ));
+        assert!(matches!(
+            decode("ab", true),
+            std::borrow::Cow::Borrowed("ab")
+        ));
+        assert!(matches!(decode("a+b", true), std::borrow::Cow::Owned(_)));
     }
 
     #[test]

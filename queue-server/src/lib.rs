@@ -42,6 +42,7 @@ mod http;
 mod metrics;
 pub mod routes;
 mod server;
+mod signal;
 
 pub use app::App;
 pub use callbacks::CallbackConfig;

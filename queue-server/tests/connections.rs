@@ -68,11 +68,9 @@ async fn stalled_body(addr: SocketAddr) -> TcpStream {
 
 /// Waits (bounded) until `n` requests are being served.
 async fn in_flight(server: &TestServer, n: usize) {
-    let mut watch = server.app.in_flight();
-    tokio::time::timeout(DEADLINE, watch.wait_for(|&m| m == n))
+    tokio::time::timeout(DEADLINE, server.app.wait_in_flight(|m| m == n))
         .await
-        .expect("requests admitted before the deadline")
-        .expect("the server is running");
+        .expect("requests admitted before the deadline");
 }
 
 fn patient() -> ServerConfig {
@@ -121,7 +119,7 @@ async fn a_full_table_sheds_idle_then_stalled_connections_for_new_clients(backen
         closed_by_server(&mut idle).await,
         "the idle connection is shed"
     );
-    assert_eq!(*server.app.in_flight().borrow(), 2, "no stalled body shed");
+    assert_eq!(server.app.in_flight(), 2, "no stalled body shed");
     // That client stalls a body of its own on the same connection: the
     // table is full of stalled bodies.
     keeper

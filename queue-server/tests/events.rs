@@ -210,8 +210,7 @@ async fn shutdown_ends_streams_and_long_polls_and_keeps_the_data(backend: Backen
         tokio::spawn(async move { c.get(&format!("/v1/jobs/{id}?wait_ms=60000")).await })
     };
     // Both long-polls are inside the server before it is told to stop.
-    let mut in_flight = server.app.in_flight();
-    in_flight.wait_for(|n| *n >= 2).await.unwrap();
+    server.app.wait_in_flight(|n| n >= 2).await;
     let stopped = tokio::spawn(server.stop());
     let lease = poll.await.unwrap();
     assert_eq!(

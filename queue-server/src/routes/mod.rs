@@ -191,12 +191,12 @@ pub enum RouteError {
 /// # Errors
 /// [`RouteError`] when nothing matches.
 pub fn route(method: &Method, path: &str) -> Result<Routed, RouteError> {
-    let decoded: Vec<String> = path
+    let decoded: Vec<std::borrow::Cow<'_, str>> = path
         .trim_start_matches('/')
         .split('/')
         .map(|segment| crate::http::decode(segment, false))
         .collect();
-    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    let segments: Vec<&str> = decoded.iter().map(|segment| &**segment).collect();
     let found = |m: Match<Endpoint>| -> Option<Result<Routed, RouteError>> {
         match m {
             Match::Found(endpoint, pattern, captures) => Some(Ok(Routed {

@@ -40,7 +40,7 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
                 queues: &queues,
                 counters: &counters,
                 http: &shared.http,
-                in_flight: *shared.in_flight.borrow(),
+                in_flight: shared.in_flight.get(),
                 callbacks: &shared.callbacks,
             });
             let mut response = Response::new(full(text));

@@ -68,6 +68,14 @@ pub(crate) fn find<E: Copy>(
 }
 
 fn match_pattern(pattern: &str, segments: &[&str]) -> Option<Captures> {
+    // A pattern without a rest matches only paths of as many segments: the
+    // count is cheaper than a walk (every request tries the patterns in
+    // order until one matches).
+    if !pattern.ends_with("{*rest}")
+        && pattern.bytes().filter(|b| *b == b'/').count() != segments.len()
+    {
+        return None;
+    }
     let mut parts = pattern.trim_start_matches('/').split('/').peekable();
     let (mut queue, mut id, mut name) = (None, None, None);
     let mut i = 0;
