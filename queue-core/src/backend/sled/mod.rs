@@ -1058,7 +1058,13 @@ fn lease_round(
     plan: &LeasePlan,
 ) -> batch::TxResult<(Vec<Change>, Option<u64>)> {
     let settings = tx.settings(queue)?;
-    let leased = tx.count(queue, queue_proto::JobState::Leased)?;
+    // The leased count bounds the round only under a limit on it: without
+    // one (most queues) it is not read.
+    let leased = if settings.limits.max_leased.is_some() && !settings.paused {
+        tx.count(queue, queue_proto::JobState::Leased)?
+    } else {
+        0
+    };
     let mut round = plan.round(&settings, leased);
     let mut taken = Vec::with_capacity(plan.opts.max_jobs.min(64) as usize);
     // Candidates in lease order: the `r` entries (jobs without a group, and
