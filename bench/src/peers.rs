@@ -1244,7 +1244,8 @@ async fn settle_loop(
 }
 
 /// The raw settle request completing `job` and, with `lease_next`, leasing
-/// one more job as [`lease_one_request`] does.
+/// one more job as [`lease_one_request`] does. It prefers `return=minimal`,
+/// as the SDK's worker does: each settled item's state, not its job.
 fn settle_request(host: &str, job: &LeasedJob, lease_next: bool) -> Vec<u8> {
     let lease = if lease_next {
         r#","lease":{"max_jobs":1,"lease_ms":60000}"#
@@ -1255,7 +1256,16 @@ fn settle_request(host: &str, job: &LeasedJob, lease_next: bool) -> Vec<u8> {
         r#"{{"complete":[{{"id":"{}","lease_id":"{}"}}]{lease}}}"#,
         job.id, job.lease_id
     );
-    request("POST", "/v1/queues/peers/settle", host, body.as_bytes())
+    let mut out = request("POST", "/v1/queues/peers/settle", host, body.as_bytes());
+    let after_request_line = out
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map_or(0, |at| at + 2);
+    out.splice(
+        after_request_line..after_request_line,
+        b"Prefer: return=minimal\r\n".iter().copied(),
+    );
+    out
 }
 
 /// The settle response of [`settle_request`]: `200`, one result of status
@@ -1275,12 +1285,20 @@ fn settled(
         id: String,
         status: u16,
         #[serde(default)]
+        state: Option<String>,
+        #[serde(default)]
+        job: Option<serde_json::Value>,
+        #[serde(default)]
         error: Option<serde_json::Value>,
     }
     response.expect(200, "settle")?;
     let settled: Settled = serde_json::from_slice(response.body).context("settle response")?;
     match settled.results.as_slice() {
-        [result] if result.id == job.id && result.status == 200 => {}
+        [result]
+            if result.id == job.id
+                && result.status == 200
+                && result.state.as_deref() == Some("completed")
+                && result.job.is_none() => {}
         [result] => bail!(
             "settle: job {} answered {} {:?}",
             result.id,
@@ -1783,7 +1801,9 @@ mod tests {
             lease_id: "l1".to_owned(),
         };
         let with = String::from_utf8(settle_request("h", &job, true)).unwrap();
-        assert!(with.starts_with("POST /v1/queues/peers/settle HTTP/1.1\r\n"));
+        assert!(with.starts_with(
+            "POST /v1/queues/peers/settle HTTP/1.1\r\nPrefer: return=minimal\r\nHost: h\r\n"
+        ));
         assert!(with.ends_with(
             r#"{"complete":[{"id":"j1","lease_id":"l1"}],"lease":{"max_jobs":1,"lease_ms":60000}}"#
         ));
@@ -1802,7 +1822,7 @@ mod tests {
             body: body.as_bytes(),
         };
         let next = settled(
-            ok(r#"{"results":[{"id":"j1","status":200,"job":{}}],"jobs":[{"id":"j2","lease_id":"l2","payload":1}]}"#),
+            ok(r#"{"results":[{"id":"j1","status":200,"state":"completed"}],"jobs":[{"id":"j2","lease_id":"l2","payload":1}]}"#),
             &job,
             true,
         )
@@ -1811,7 +1831,7 @@ mod tests {
         assert_eq!((next.id.as_str(), next.lease_id.as_str()), ("j2", "l2"));
         assert!(
             settled(
-                ok(r#"{"results":[{"id":"j1","status":200}],"jobs":[]}"#),
+                ok(r#"{"results":[{"id":"j1","status":200,"state":"completed"}],"jobs":[]}"#),
                 &job,
                 false
             )
@@ -1821,15 +1841,18 @@ mod tests {
         let lost = r#"{"results":[{"id":"j1","status":409,"error":{"code":"lease_lost","message":"x"}}],"jobs":[]}"#;
         let error = settled(ok(lost), &job, false).unwrap_err();
         assert!(format!("{error:#}").contains("409"), "{error:#}");
-        let empty = r#"{"results":[{"id":"j1","status":200}],"jobs":[]}"#;
+        let empty = r#"{"results":[{"id":"j1","status":200,"state":"completed"}],"jobs":[]}"#;
         let error = settled(ok(empty), &job, true).unwrap_err();
         assert!(
             format!("{error:#}").contains("no job to lease"),
             "{error:#}"
         );
-        let extra =
-            r#"{"results":[{"id":"j1","status":200}],"jobs":[{"id":"j2","lease_id":"l2"}]}"#;
+        let extra = r#"{"results":[{"id":"j1","status":200,"state":"completed"}],"jobs":[{"id":"j2","lease_id":"l2"}]}"#;
         assert!(settled(ok(extra), &job, false).is_err());
+        // The preference not applied: the whole job came back.
+        let whole =
+            r#"{"results":[{"id":"j1","status":200,"state":"completed","job":{}}],"jobs":[]}"#;
+        assert!(settled(ok(whole), &job, false).is_err());
         let refused = Response {
             status: 404,
             body: b"{}",

@@ -342,7 +342,7 @@ where
             .into_iter()
             .map(|item| SettleOutcome {
                 id: JobId::from(item.id.clone()),
-                outcome: item.outcome().map(|job| job.state),
+                outcome: item.outcome(),
             })
             .collect();
         let jobs = take_leased(&self.client, reply.jobs).await;

@@ -808,7 +808,7 @@ where
             let outcomes: Vec<Outcome> = ordered
                 .iter()
                 .zip(reply.results)
-                .map(|(finished, item)| outcome_of(finished, item.outcome().map(|job| job.state)))
+                .map(|(finished, item)| outcome_of(finished, item.outcome()))
                 .collect();
             (outcomes, reply.jobs)
         }
@@ -829,7 +829,7 @@ where
                             Err(Error::LeaseLost { message }) => {
                                 landed(client, finished, Error::LeaseLost { message }).await
                             }
-                            other => other.map(|job| job.state),
+                            other => other,
                         };
                         outcomes.push(outcome_of(finished, result));
                     }

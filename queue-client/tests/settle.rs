@@ -231,6 +231,15 @@ async fn drain_through_proxy(
         .unwrap()
         .unwrap();
     assert_eq!(report.completed, u64::from(jobs));
+    // The worker reads each settled item's state only: it asks the server
+    // not to send the jobs back.
+    for settle in requests.iter().filter(|r| r.path.ends_with("/settle")) {
+        assert_eq!(
+            settle.headers.get("prefer").map(String::as_str),
+            Some("return=minimal"),
+            "{settle:?}"
+        );
+    }
     requests
         .into_iter()
         .map(|r| format!("{} {}", r.method, r.path))

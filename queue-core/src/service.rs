@@ -239,6 +239,17 @@ pub fn is_public(ip: std::net::IpAddr) -> bool {
     }
 }
 
+/// What a settle answers for each item it settled, as RFC 7240's
+/// `Prefer: return=` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Return {
+    /// The job after the settlement, and its state (the default).
+    #[default]
+    Representation,
+    /// Only the state the settlement left the job in.
+    Minimal,
+}
+
 /// The answer to an enqueue.
 #[derive(Debug)]
 pub struct EnqueueReply {
@@ -663,8 +674,13 @@ impl Service {
         queue: &str,
         request: SettleRequest,
     ) -> ServiceResult<SettleResponse> {
-        self.settle_until(queue, request, std::future::pending())
-            .await
+        self.settle_until(
+            queue,
+            request,
+            Return::Representation,
+            std::future::pending(),
+        )
+        .await
     }
 
     /// [`Service::settle`] whose lease wait also ends, with no jobs, when
@@ -673,10 +689,15 @@ impl Service {
     ///
     /// # Errors
     /// The contract's.
+    /// `give`: whether each settled item carries its job
+    /// ([`Return::Representation`]) or only the state it was left in
+    /// ([`Return::Minimal`], `Prefer: return=minimal`: what a worker needs,
+    /// without its payload and result sent back).
     pub async fn settle_until(
         &self,
         queue: &str,
         request: SettleRequest,
+        give: Return,
         cancel: impl Future<Output = ()>,
     ) -> ServiceResult<SettleResponse> {
         check_queue(queue)?;
@@ -765,12 +786,14 @@ impl Service {
                 Some(Ok(job)) => SettleResult {
                     id,
                     status: 200,
-                    job: Some(job.into_wire(None)),
+                    state: Some(job.state),
+                    job: (give == Return::Representation).then(|| job.into_wire(None)),
                     error: None,
                 },
                 Some(Err(e)) => SettleResult {
                     id,
                     status: e.code.status(),
+                    state: None,
                     job: None,
                     error: Some(ErrorDetail {
                         code: e.code,
@@ -780,6 +803,7 @@ impl Service {
                 None => SettleResult {
                     id,
                     status: 500,
+                    state: None,
                     job: None,
                     error: Some(ErrorDetail {
                         code: ErrorCode::Internal,

@@ -428,7 +428,12 @@ pub struct SettleResult {
     pub id: String,
     /// 200 settled; 404 `not_found`; 409 `lease_lost` or `conflict`.
     pub status: u16,
-    /// The job after the settlement (status 200).
+    /// The state the settlement left the job in (status 200): `completed`,
+    /// or after a failure `scheduled` (a retry) or `dead`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+    /// The job after the settlement (status 200), unless the request asked
+    /// for `Prefer: return=minimal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<Job>,
     /// Why the item was not settled (status 404 or 409).

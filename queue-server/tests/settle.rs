@@ -147,11 +147,16 @@ async fn settle_answers_each_item_as_its_endpoint_would_and_leases_the_next(back
     let want: Vec<(String, u64, &str)> = want.into_iter().collect();
     assert_eq!(got, want);
     assert_eq!(results[0]["job"]["state"], "completed");
+    assert_eq!(results[0]["state"], "completed");
     assert_eq!(results[0]["job"]["result"], json!({"sent": 1}));
     assert!(results[0].get("error").is_none());
     assert!(results[1].get("job").is_none());
+    assert!(results[1].get("state").is_none());
     assert_eq!(results[6]["job"]["state"], "dead");
+    assert_eq!(results[6]["state"], "dead");
     assert_eq!(results[7]["job"]["state"], "scheduled");
+    assert_eq!(results[7]["state"], "scheduled");
+    assert!(reply.header("preference-applied").is_none());
     assert_eq!(results[7]["job"]["last_error"], "later");
     let message = results[5]["error"]["message"].as_str().unwrap();
     assert!(message.contains("not found in queue mail"), "{message}");
@@ -184,6 +189,59 @@ async fn settle_answers_each_item_as_its_endpoint_would_and_leases_the_next(back
     let counters = s.app.queue().queue_counters();
     let mail = &counters["mail"];
     assert_eq!((mail.completed, mail.failed, mail.dead), (1, 2, 1));
+}
+
+async fn prefer_return_minimal_answers_each_settled_item_with_its_state_only(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let c = &s.client;
+    let held = leased(&s, "mail", 3).await;
+    let next = c.enqueue("mail", json!({"payload": "next"})).await;
+    let body = json!({
+        "complete": [
+            {"id": id(&held[0]), "lease_id": lease(&held[0]), "result": {"sent": 1}},
+            {"id": id(&held[1]), "lease_id": "garbage"},
+        ],
+        "fail": [
+            {"id": id(&held[2]), "lease_id": lease(&held[2]), "error": "no", "retryable": false},
+        ],
+        "lease": {"max_jobs": 1},
+    });
+    let reply = c
+        .send(
+            "POST",
+            "/v1/queues/mail/settle",
+            Some(&body.to_string()),
+            &[("prefer", "respond-async, Return=Minimal")],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("preference-applied"), Some("return=minimal"));
+    let results = reply.json["results"].as_array().unwrap();
+    assert_eq!(
+        results[0],
+        json!({"id": id(&held[0]), "status": 200, "state": "completed"})
+    );
+    assert_eq!(results[1]["status"], 409);
+    assert_eq!(results[1]["error"]["code"], "lease_lost");
+    assert!(results[1].get("state").is_none());
+    assert_eq!(
+        results[2],
+        json!({"id": id(&held[2]), "status": 200, "state": "dead"})
+    );
+    // The leased jobs come whole: the worker runs them.
+    let jobs = reply.json["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["id"], next["id"]);
+    assert_eq!(jobs[0]["payload"], "next");
+    assert!(jobs[0]["lease_id"].is_string());
+    // Settled as without the preference.
+    let done = c.job(&id(&held[0])).await;
+    assert_eq!(
+        (&done["state"], &done["result"]),
+        (&json!("completed"), &json!({"sent": 1}))
+    );
+    assert_eq!(c.job(&id(&held[1])).await["state"], "leased");
+    assert_eq!(c.job(&id(&held[2])).await["state"], "dead");
 }
 
 async fn settle_emits_the_events_the_single_endpoints_emit(backend: Backend) {
@@ -589,6 +647,8 @@ test_support::backend_tests! {
     async fn settle_answers_each_item_as_its_endpoint_would_and_leases_the_next;
     #[tokio::test]
     async fn settle_emits_the_events_the_single_endpoints_emit;
+    #[tokio::test]
+    async fn prefer_return_minimal_answers_each_settled_item_with_its_state_only;
     #[tokio::test]
     async fn a_bad_settle_is_refused_whole_naming_the_item_and_changes_nothing;
     #[tokio::test]

@@ -92,9 +92,15 @@ impl Embedded {
         request: &SettleRequest,
         _request_id: Option<&str>,
     ) -> Result<SettleReply> {
+        // Each settled item's state is all the SDK reads of it.
         let reply = self
             .service
-            .settle(queue, request.clone())
+            .settle_until(
+                queue,
+                request.clone(),
+                queue_core::service::Return::Minimal,
+                std::future::pending(),
+            )
             .await
             .map_err(map)?;
         Ok(SettleReply {
@@ -104,6 +110,7 @@ impl Embedded {
                 .map(|item| ItemReply {
                     id: item.id,
                     status: item.status,
+                    state: item.state,
                     job: item.job.map(Brief::of),
                     error: item.error,
                 })

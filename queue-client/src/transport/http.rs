@@ -171,6 +171,20 @@ impl Http {
         wait: Duration,
         request_id: Option<&str>,
     ) -> Result<Reply<T>> {
+        self.call_with(method, path, body, wait, request_id, None)
+            .await
+    }
+
+    /// [`HttpTransport::call_as`] with one more request header.
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        wait: Duration,
+        request_id: Option<&str>,
+        header: Option<(http::HeaderName, HeaderValue)>,
+    ) -> Result<Reply<T>> {
         let body = match body {
             Some(body) => Some(serde_json::to_vec(body).map_err(|source| Error::Encode {
                 what: "request",
@@ -185,6 +199,9 @@ impl Http {
             if let Ok(value) = HeaderValue::from_str(id) {
                 request.headers_mut().insert(REQUEST_ID, value);
             }
+        }
+        if let Some((name, value)) = header {
+            request.headers_mut().insert(name, value);
         }
         let limit = self.request_timeout.saturating_add(wait);
         let exchange = async {
@@ -307,8 +324,21 @@ impl Http {
                 .and_then(|lease| lease.wait_ms)
                 .unwrap_or(0),
         );
+        // Each settled item's state is all the SDK reads of it: not its
+        // job, payload and result included, sent back.
+        let minimal = (
+            http::HeaderName::from_static("prefer"),
+            HeaderValue::from_static("return=minimal"),
+        );
         Ok(self
-            .call_as(Method::POST, &path, Some(request), wait, request_id)
+            .call_with(
+                Method::POST,
+                &path,
+                Some(request),
+                wait,
+                request_id,
+                Some(minimal),
+            )
             .await?
             .body)
     }

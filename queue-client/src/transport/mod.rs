@@ -132,6 +132,11 @@ pub(crate) struct SettleReply {
 pub(crate) struct ItemReply {
     pub(crate) id: String,
     pub(crate) status: u16,
+    /// The state the job was left in (servers before it was added send
+    /// only the job).
+    #[serde(default)]
+    pub(crate) state: Option<JobState>,
+    /// The job, unless the request preferred `return=minimal`.
     #[serde(default)]
     pub(crate) job: Option<Brief>,
     #[serde(default)]
@@ -141,9 +146,10 @@ pub(crate) struct ItemReply {
 impl ItemReply {
     /// The item's outcome: the state its job was left in, or the error its
     /// single endpoint would have answered with.
-    pub(crate) fn outcome(self) -> Result<Brief> {
-        match (self.job, self.error) {
-            (Some(job), None) if self.status == 200 => Ok(job),
+    pub(crate) fn outcome(self) -> Result<JobState> {
+        let state = self.state.or(self.job.map(|job| job.state));
+        match (state, self.error) {
+            (Some(state), None) if self.status == 200 => Ok(state),
             (_, Some(error)) => Err(Error::from_code(
                 self.status,
                 Some(error.code),
@@ -153,7 +159,7 @@ impl ItemReply {
                 self.status,
                 None,
                 format!(
-                    "the settle answered {} for job {} without a job",
+                    "the settle answered {} for job {} without its state",
                     self.status, self.id
                 ),
             )),
@@ -463,5 +469,35 @@ impl Transport {
 
     pub(crate) async fn health(&self) -> Result<()> {
         dispatch!(self, t => t.health().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(json: &str) -> ItemReply {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_settled_item_s_state_is_read_with_or_without_its_job() {
+        // Under `Prefer: return=minimal`.
+        let minimal = item(r#"{"id":"a","status":200,"state":"dead"}"#);
+        assert_eq!(minimal.outcome().unwrap(), JobState::Dead);
+        // A server before `state` was added: the job's.
+        let whole =
+            item(r#"{"id":"a","status":200,"job":{"id":"a","state":"scheduled","attempts":1}}"#);
+        assert_eq!(whole.outcome().unwrap(), JobState::Scheduled);
+        let both = item(
+            r#"{"id":"a","status":200,"state":"completed","job":{"id":"a","state":"completed","attempts":1}}"#,
+        );
+        assert_eq!(both.outcome().unwrap(), JobState::Completed);
+        let lost =
+            item(r#"{"id":"a","status":409,"error":{"code":"lease_lost","message":"gone"}}"#);
+        assert!(matches!(lost.outcome(), Err(Error::LeaseLost { .. })));
+        let neither = item(r#"{"id":"a","status":200}"#);
+        let error = neither.outcome().unwrap_err();
+        assert!(error.to_string().contains("without its state"), "{error}");
     }
 }

@@ -4,6 +4,7 @@
 //! its per-minute history.
 
 use http::StatusCode;
+use queue_core::service::Return;
 use queue_proto::{LeaseRequest, PatchQueueRequest, SettleRequest};
 
 use super::spec::RouteSpec;
@@ -113,10 +114,77 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
         }
         Endpoint::Settle => {
             let request: SettleRequest = call.json(true)?;
-            Ok(json(
-                StatusCode::OK,
-                &service.settle(call.queue(), request).await?,
-            ))
+            let give = if prefers_minimal(call.headers) {
+                Return::Minimal
+            } else {
+                Return::Representation
+            };
+            let settled = service
+                .settle_until(call.queue(), request, give, std::future::pending())
+                .await?;
+            let mut response = json(StatusCode::OK, &settled);
+            if give == Return::Minimal {
+                response.headers_mut().insert(
+                    http::HeaderName::from_static("preference-applied"),
+                    http::HeaderValue::from_static("return=minimal"),
+                );
+            }
+            Ok(response)
+        }
+    }
+}
+
+/// Whether the request's `Prefer` headers (RFC 7240) hold `return=minimal`:
+/// preferences are comma-separated, each `name[=value]` with parameters
+/// after `;`, names and these values compared without case. Anything else
+/// (another preference, a malformed one) is ignored, as the RFC asks.
+fn prefers_minimal(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::HeaderName::from_static("prefer"))
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|preference| {
+            let preference = preference.split(';').next()?;
+            let (name, value) = preference.split_once('=')?;
+            Some((name.trim(), value.trim().trim_matches('"')))
+        })
+        .any(|(name, value)| {
+            name.eq_ignore_ascii_case("return") && value.eq_ignore_ascii_case("minimal")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefers_minimal;
+
+    fn headers(values: &[&str]) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        for value in values {
+            headers.append("prefer", http::HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn return_minimal_is_found_among_the_preferences() {
+        for values in [
+            &["return=minimal"][..],
+            &["Return = Minimal"],
+            &["respond-async, return=minimal; foo=bar"],
+            &["wait=10", "return=\"minimal\""],
+        ] {
+            assert!(prefers_minimal(&headers(values)), "{values:?}");
+        }
+        for values in [
+            &[][..],
+            &["return=representation"],
+            &["return"],
+            &["minimal"],
+            &["handling=lenient; return=minimal"],
+            &["returns=minimal"],
+        ] {
+            assert!(!prefers_minimal(&headers(values)), "{values:?}");
         }
     }
 }
