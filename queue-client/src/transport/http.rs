@@ -151,7 +151,7 @@ impl Http {
         body: Option<&impl Serialize>,
         wait: Duration,
     ) -> Result<Reply<T>> {
-        self.call_as(method, path, body, wait, None).await
+        self.call_as(method, path, body, wait, None, None).await
     }
 
     /// A request without a body and without a long-poll: its answer's body.
@@ -162,21 +162,9 @@ impl Http {
             .body)
     }
 
-    /// [`Http::call`] sent with `X-Request-Id: request_id`, when given.
+    /// [`Http::call`] sent with `X-Request-Id: request_id` and `header`,
+    /// when given.
     async fn call_as<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&impl Serialize>,
-        wait: Duration,
-        request_id: Option<&str>,
-    ) -> Result<Reply<T>> {
-        self.call_with(method, path, body, wait, request_id, None)
-            .await
-    }
-
-    /// [`HttpTransport::call_as`] with one more request header.
-    async fn call_with<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -278,7 +266,14 @@ impl Http {
     ) -> Result<V> {
         let path = format!("/v1/jobs/{}/{action}", encode(id));
         Ok(self
-            .call_as(Method::POST, &path, Some(body), Duration::ZERO, request_id)
+            .call_as(
+                Method::POST,
+                &path,
+                Some(body),
+                Duration::ZERO,
+                request_id,
+                None,
+            )
             .await?
             .body)
     }
@@ -331,7 +326,7 @@ impl Http {
             HeaderValue::from_static("return=minimal"),
         );
         Ok(self
-            .call_with(
+            .call_as(
                 Method::POST,
                 &path,
                 Some(request),
