@@ -687,12 +687,13 @@ impl Service {
     /// `cancel` completes (see [`Service::lease_until`]); the settlements
     /// are made in any case.
     ///
-    /// # Errors
-    /// The contract's.
     /// `give`: whether each settled item carries its job
     /// ([`Return::Representation`]) or only the state it was left in
     /// ([`Return::Minimal`], `Prefer: return=minimal`: what a worker needs,
     /// without its payload and result sent back).
+    ///
+    /// # Errors
+    /// The contract's.
     pub async fn settle_until(
         &self,
         queue: &str,

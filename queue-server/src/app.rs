@@ -241,8 +241,6 @@ impl App {
     }
 }
 
-/// Counts a request out of the in-flight gauge however its future ends
-/// (a client that disconnects drops it midway).
 /// The request id header (named once, not parsed per request).
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 

@@ -48,7 +48,8 @@ impl InFlight {
     }
 }
 
-/// One request counted in [`InFlight`].
+/// One request counted in [`InFlight`]: counted out however its future
+/// ends (a client that disconnects drops it midway).
 pub(crate) struct Serving<'a>(&'a InFlight);
 
 impl Drop for Serving<'_> {
