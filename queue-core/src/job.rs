@@ -31,7 +31,9 @@ macro_rules! hex_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:016x}", self.0)
+                let digits = hex16(self.0);
+                // Sixteen ASCII hex digits.
+                f.pad(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
             }
         }
 
@@ -57,6 +59,22 @@ macro_rules! hex_id {
             }
         }
     };
+}
+
+/// `n` as 16 lowercase hexadecimal digits, written by hand: ids are shown
+/// in every answer, and `{:016x}` writes its zero padding one character at
+/// a time.
+fn hex16(n: u64) -> [u8; 16] {
+    let mut out = [b'0'; 16];
+    for (i, digit) in out.iter_mut().enumerate() {
+        let nibble = ((n >> ((15 - i) * 4)) & 0xf) as u8;
+        *digit = if nibble < 10 {
+            b'0' + nibble
+        } else {
+            b'a' + nibble - 10
+        };
+    }
+    out
 }
 
 hex_id!(
@@ -735,3 +753,36 @@ pub struct JobPage {
 
 /// One page of dead letters: a [`JobPage`].
 pub type DeadPage = JobPage;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_show_as_sixteen_hex_digits_and_parse_back() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            15,
+            16,
+            0xabc,
+            0x0123_4567_89ab_cdef,
+            0xfedc_ba98_7654_3210,
+            u64::MAX,
+        ] {
+            let id = JobId::from_u64(n);
+            let shown = id.to_string();
+            assert_eq!(shown, format!("{n:016x}"));
+            assert_eq!(LeaseId::from_u64(n).to_string(), shown);
+            assert_eq!(shown.parse::<JobId>().unwrap(), id);
+            // Width and alignment are a string's.
+            assert_eq!(
+                format!("{id:>20}|{id:<18}|"),
+                format!("{shown:>20}|{shown:<18}|")
+            );
+            assert_eq!(format!("{id:?}"), format!("JobId({n:016x})"));
+        }
+    }
+}
