@@ -245,23 +245,18 @@ impl App {
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// A request id made here: `{boot:08x}-{seq:08x}` (at least eight hex
-/// digits of the sequence), written without the formatting machinery.
+/// digits of the sequence), through the ids' sixteen-digit writer
+/// ([`JobId`](queue_core::JobId)'s `Display`) rather than `{:08x}`, which
+/// writes its zero padding one character at a time.
 fn made_request_id(boot: u32, seq: u64) -> String {
-    fn hex(out: &mut String, n: u64, min_digits: u32) {
-        let digits = (64 - n.leading_zeros()).div_ceil(4).max(min_digits);
-        for shift in (0..digits).rev() {
-            let nibble = ((n >> (shift * 4)) & 0xf) as u8;
-            out.push(char::from(if nibble < 10 {
-                b'0' + nibble
-            } else {
-                b'a' + nibble - 10
-            }));
-        }
+    fn hex(n: u64) -> String {
+        let digits = queue_core::JobId::from_u64(n).to_string();
+        let significant = usize::try_from((64 - n.leading_zeros()).div_ceil(4)).unwrap_or(16);
+        digits[16 - significant.max(8)..].to_owned()
     }
-    let mut id = String::with_capacity(25);
-    hex(&mut id, u64::from(boot), 8);
+    let mut id = hex(u64::from(boot));
     id.push('-');
-    hex(&mut id, seq, 8);
+    id.push_str(&hex(seq));
     id
 }
 
