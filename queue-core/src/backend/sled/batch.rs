@@ -54,6 +54,7 @@ use std::thread::JoinHandle;
 use sled::IVec;
 
 use super::codec::{self, decode_job, job_revision};
+use super::key::Key;
 use super::keys::{
     self, EVENTS, INDEX, JOBS, META, ORDER_LEN, count_key, decode_u64, event_key, group_head_key,
     group_leased_key, group_prefix, id_at_end, idem_key, job_key, queue_prefix, ready_key_of,
@@ -218,9 +219,6 @@ pub(crate) struct Tx<'a> {
     /// not synced yet, oldest first: decided, so this batch builds on
     /// them, but not readable outside the batches until they are durable.
     inflight: &'a [Arc<Writes>],
-    /// The key being looked up in the write maps, as they hold keys
-    /// (tree, bytes): one buffer per batch, so a lookup allocates nothing.
-    lookup: &'a RefCell<(u8, Vec<u8>)>,
     own: RefCell<Writes>,
     deltas: RefCell<BTreeMap<Vec<u8>, i64>>,
     /// The (queue, group)s whose ready jobs changed: their heads are
@@ -332,11 +330,7 @@ impl Tx<'_> {
     /// removed), or `None` if none of them wrote it: the trees have the
     /// answer.
     fn written<T>(&self, tree: u8, key: &[u8], read: impl FnOnce(Option<&[u8]>) -> T) -> Option<T> {
-        let mut lookup = self.lookup.borrow_mut();
-        lookup.0 = tree;
-        lookup.1.clear();
-        lookup.1.extend_from_slice(key);
-        let k = &*lookup;
+        let k = &(tree, Key::new(key));
         if let Some(v) = self.own.borrow().get(k) {
             return Some(read(v.as_deref()));
         }
@@ -359,7 +353,7 @@ impl Tx<'_> {
     fn put(&self, tree: u8, key: &[u8], value: Option<&[u8]>) {
         self.own
             .borrow_mut()
-            .insert((tree, key.to_vec()), value.map(<[u8]>::to_vec));
+            .insert((tree, Key::new(key)), value.map(<[u8]>::to_vec));
     }
 
     /// Whether the store is as `prepared` expects: the record at its
@@ -495,10 +489,10 @@ impl Tx<'_> {
             .chain([self.batch, &*own]);
         for writes in layers {
             for ((_, key), value) in writes
-                .range((INDEX, start.clone())..)
+                .range((INDEX, Key::new(&start))..)
                 .take_while(|((t, k), _)| *t == INDEX && k.starts_with(&prefix))
             {
-                overlay.insert(key.clone(), value.clone());
+                overlay.insert(key.to_vec(), value.clone());
             }
         }
         let added: VecDeque<(Vec<u8>, Vec<u8>)> = overlay
@@ -560,7 +554,7 @@ impl Tx<'_> {
         };
         let own = self.own.borrow();
         let present = |key: &[u8]| -> Option<bool> {
-            let k = (tree, key.to_vec());
+            let k = (tree, Key::new(key));
             own.get(&k)
                 .or_else(|| self.batch.get(&k))
                 .or_else(|| self.inflight.iter().rev().find_map(|w| w.get(&k)))
@@ -573,20 +567,21 @@ impl Tx<'_> {
                 best = Some(key);
             }
         };
+        let from = (tree, Key::new(&start));
         if let Some(((_, key), _)) = own
-            .range((tree, start.clone())..)
+            .range(from.clone()..)
             .take_while(|((t, k), _)| in_range(*t, k))
             .find(|(_, value)| value.is_some())
         {
-            consider(key.clone());
+            consider(key.to_vec());
         }
         for layer in std::iter::once(self.batch).chain(self.inflight.iter().map(|w| &**w)) {
             if let Some(((_, key), _)) = layer
-                .range((tree, start.clone())..)
+                .range(from.clone()..)
                 .take_while(|((t, k), _)| in_range(*t, k))
                 .find(|((_, k), _)| present(k) == Some(true))
             {
-                consider(key.clone());
+                consider(key.to_vec());
             }
         }
         for entry in self
@@ -1136,8 +1131,6 @@ pub(crate) struct Running {
     history: BTreeMap<(String, u64), Rollup>,
     /// The history minutes the batch writes, decoded (for the cache).
     rollups: Rollups,
-    /// The buffer of its operations' lookups ([`Tx::written`]).
-    lookup: RefCell<(u8, Vec<u8>)>,
 }
 
 /// One caller's operation waiting in a batch.
@@ -1213,7 +1206,6 @@ where
                 store,
                 batch: &batch.writes,
                 inflight: &batch.inflight,
-                lookup: &batch.lookup,
                 own: RefCell::new(Writes::new()),
                 deltas: RefCell::new(BTreeMap::new()),
                 touched: RefCell::new(BTreeSet::new()),
@@ -1280,7 +1272,7 @@ impl Running {
         let first = self.next_event + 1;
         for (job, count) in &events.jobs {
             self.next_event += count;
-            if let Some(Some(bytes)) = own.get_mut(&(JOBS, job_key(*job).to_vec())) {
+            if let Some(Some(bytes)) = own.get_mut(&(JOBS, Key::new(&job_key(*job)))) {
                 if bytes.first() == Some(&codec::JOB_VERSION) {
                     if let Some(slot) = bytes.get_mut(codec::LAST_EVENT_AT) {
                         slot.copy_from_slice(&self.next_event.to_be_bytes());
@@ -1805,7 +1797,6 @@ impl Store {
             seal: false,
             history: BTreeMap::new(),
             rollups: Rollups::new(),
-            lookup: RefCell::new((0, Vec::with_capacity(64))),
         };
         for op in &batch {
             op.run(self, &mut running);
@@ -1826,7 +1817,7 @@ impl Store {
         running.inflight = Vec::new();
         let settings_written = running
             .writes
-            .range((META, vec![keys::SETTINGS])..(META, vec![keys::SETTINGS + 1]))
+            .range((META, Key::new(&[keys::SETTINGS]))..(META, Key::new(&[keys::SETTINGS + 1])))
             .next()
             .is_some();
         let mut committed = Ok(None);
@@ -1914,7 +1905,6 @@ impl Store {
                 store: self,
                 batch: &running.writes,
                 inflight: &running.inflight,
-                lookup: &running.lookup,
                 own: RefCell::new(Writes::new()),
                 deltas: RefCell::new(BTreeMap::new()),
                 touched: RefCell::new(BTreeSet::new()),
@@ -2039,7 +2029,7 @@ impl Store {
         };
         if gathered.count + running.count() > 0 {
             running.writes.insert(
-                (EVENTS, event_key(first).to_vec()),
+                (EVENTS, Key::new(&event_key(first))),
                 Some(codec::chunk_value(&[&gathered.items, &running.items])),
             );
         }
@@ -2050,7 +2040,7 @@ impl Store {
     /// means the writes before it are too.
     fn add_checkpoint(running: &mut Running, seq: u64) {
         running.writes.insert(
-            (keys::WAL, keys::CHECKPOINT.to_vec()),
+            (keys::WAL, Key::new(keys::CHECKPOINT)),
             Some(seq.to_be_bytes().to_vec()),
         );
     }
@@ -2372,7 +2362,7 @@ pub(crate) fn pick_waiting(
                 continue;
             }
             let Some(record_bytes) = jobs
-                .get(&record)
+                .get(record.as_slice())
                 .and_then(|value| value.as_ref())
                 .map(|value| record.len() + value.len())
             else {
@@ -2380,7 +2370,7 @@ pub(crate) fn pick_waiting(
             };
             let age = keys::age_key_of(queue, order);
             let listing = keys::state_key(queue, JobState::Ready, id);
-            let mut own = vec![(INDEX, key.clone())];
+            let mut own = vec![(INDEX, key.to_vec())];
             let mut size = record_bytes + key.len();
             for (tree, key) in [(INDEX, age), (INDEX, listing)] {
                 if let Some(n) = held(tree, &key) {

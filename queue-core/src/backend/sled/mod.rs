@@ -14,6 +14,7 @@
 mod batch;
 pub(crate) mod codec;
 mod journal;
+mod key;
 mod keys;
 mod pending;
 mod starts;
@@ -31,6 +32,7 @@ use sled::{IVec, Tree};
 use tokio::sync::watch;
 
 use self::batch::{Batcher, Gathered, Prepared, PreparedSchedule, Tail, TxError, Writes};
+use self::key::Key;
 use self::keys::{
     AGE, COUNT, EVENT_SEQ, EVENTS, INDEX, JOBS, META, PAUSED_V1, SETTINGS, event_key, id_at_end,
     idem_key, job_key, queue_prefix, settings_key, timer_key, u64_at,
@@ -287,9 +289,9 @@ impl Store {
                 paused: true,
                 ..QueueSettings::default()
             };
-            writes.insert((META, key.to_vec()), None);
+            writes.insert((META, Key::new(&key)), None);
             writes.insert(
-                (META, settings_key(queue)),
+                (META, settings_key(queue).into()),
                 Some(codec::encode_settings(&settings)?),
             );
         }
@@ -327,7 +329,7 @@ impl Store {
         };
         for family in [keys::STATE, keys::CORRELATION] {
             for key in self.index.scan_prefix([family]).keys() {
-                writes.insert((INDEX, key.map_err(storage)?.to_vec()), None);
+                writes.insert((INDEX, Key::new(&key.map_err(storage)?)), None);
                 flush(&mut writes, false)?;
             }
         }
@@ -336,12 +338,12 @@ impl Store {
         for bytes in self.jobs.iter().values() {
             let (job, _) = codec::decode_job(&bytes.map_err(storage)?)?;
             writes.insert(
-                (INDEX, keys::state_key(&job.queue, job.state, job.id)),
+                (INDEX, keys::state_key(&job.queue, job.state, job.id).into()),
                 Some(Vec::new()),
             );
             if let Some(correlation_id) = &job.correlation_id {
                 writes.insert(
-                    (INDEX, keys::correlation_key(correlation_id, job.id)),
+                    (INDEX, keys::correlation_key(correlation_id, job.id).into()),
                     Some(Vec::new()),
                 );
             }
@@ -349,7 +351,7 @@ impl Store {
             flush(&mut writes, false)?;
         }
         for key in self.index.scan_prefix([keys::DEAD_V2]).keys() {
-            writes.insert((INDEX, key.map_err(storage)?.to_vec()), None);
+            writes.insert((INDEX, Key::new(&key.map_err(storage)?)), None);
             flush(&mut writes, false)?;
         }
         flush(&mut writes, true)?;
@@ -1423,14 +1425,14 @@ mod tests {
     fn writes_of(job: &crate::Job) -> Writes {
         let mut writes = Writes::new();
         writes.insert(
-            (JOBS, job_key(job.id).to_vec()),
+            (JOBS, job_key(job.id).to_vec().into()),
             Some(codec::encode_job(job, super::super::Revision(1)).unwrap()),
         );
         for entry in keys::entries(job) {
-            writes.insert((entry.family.tree(), entry.key), Some(entry.value));
+            writes.insert((entry.family.tree(), entry.key.into()), Some(entry.value));
         }
         writes.insert(
-            (META, keys::count_key(&job.queue, job.state)),
+            (META, keys::count_key(&job.queue, job.state).into()),
             Some(1u64.to_be_bytes().to_vec()),
         );
         writes
@@ -1677,7 +1679,10 @@ mod tests {
             writes.extend(writes_of(job));
         }
         // `writes_of` counts each job alone: one count for the queue.
-        let count = (META, keys::count_key(&jobs[0].queue, jobs[0].state));
+        let count = (
+            META,
+            Key::from(keys::count_key(&jobs[0].queue, jobs[0].state)),
+        );
         writes.insert(count.clone(), Some(20u64.to_be_bytes().to_vec()));
         commit_writes(&store, writes);
         // A lap's end puts them in the trees, with the checkpoint: as if
@@ -1685,7 +1690,7 @@ mod tests {
         store.gathered.lock().unwrap().journal_at = journal::CUT_AT;
         commit_writes(
             &store,
-            [((META, b"filler".to_vec()), Some(b"1".to_vec()))].into(),
+            [((META, Key::new(b"filler")), Some(b"1".to_vec()))].into(),
         );
         store.finish_behind().unwrap();
         assert!(store.wal.get(keys::CHECKPOINT).unwrap().is_some());
@@ -1860,13 +1865,16 @@ mod tests {
         // after the round ran, took `first` and moved the queue's start.
         let minute = keys::history_key("q", crate::rules::history::minute_of(plan.now));
         let mut corrupt = Writes::new();
-        corrupt.insert((META, minute.clone()), Some(b"not a minute".to_vec()));
+        corrupt.insert(
+            (META, minute.clone().into()),
+            Some(b"not a minute".to_vec()),
+        );
         commit_writes(&store, corrupt);
         assert!(lease(&store).is_err());
         // Repaired, the next round finds `first` again: the batch's writes
         // were dropped, and so was the start it left.
         let mut repair = Writes::new();
-        repair.insert((META, minute), None);
+        repair.insert((META, minute.into()), None);
         commit_writes(&store, repair);
         assert_eq!(lease(&store).unwrap(), Some(vec![first.id]));
         assert_eq!(lease(&store).unwrap(), Some(vec![second.id]));
@@ -1898,7 +1906,7 @@ mod tests {
             store.gathered.lock().unwrap().journal_at = journal::CUT_AT;
             commit_writes(
                 &store,
-                [((META, b"t-filler".to_vec()), Some(b"1".to_vec()))].into(),
+                [((META, Key::new(b"t-filler")), Some(b"1".to_vec()))].into(),
             );
             store.finish_behind().unwrap();
             let checkpoint = store.wal.get(keys::CHECKPOINT).unwrap().unwrap();
@@ -1933,7 +1941,7 @@ mod tests {
             // The next batch is 5, after the carry.
             commit_writes(
                 &store,
-                [((META, b"t-next".to_vec()), Some(b"1".to_vec()))].into(),
+                [((META, Key::new(b"t-next")), Some(b"1".to_vec()))].into(),
             );
             let journal = std::fs::read(dir.path().join(journal::FILES[1])).unwrap();
             let (frames, _) = journal::read_frames(&journal);
@@ -1949,7 +1957,7 @@ mod tests {
             store.gathered.lock().unwrap().journal_at = journal::CUT_AT;
             commit_writes(
                 &store,
-                [((META, b"t-filler".to_vec()), Some(b"2".to_vec()))].into(),
+                [((META, Key::new(b"t-filler")), Some(b"2".to_vec()))].into(),
             );
             store.finish_behind().unwrap();
             for (tree, key) in keys_of(&waiting) {
@@ -1985,7 +1993,7 @@ mod tests {
             store.gathered.lock().unwrap().journal_at = journal::CUT_AT;
             commit_writes(
                 &store,
-                [((META, b"t-filler".to_vec()), Some(b"1".to_vec()))].into(),
+                [((META, Key::new(b"t-filler")), Some(b"1".to_vec()))].into(),
             );
             store.finish_behind().unwrap();
             assert!(
@@ -2042,7 +2050,7 @@ mod tests {
         let mut stored = ready_job();
         stored.id = JobId::from_u64(9);
         for entry in keys::entries(&stored) {
-            trees[usize::from(entry.family.tree())].insert(entry.key, Some(entry.value));
+            trees[usize::from(entry.family.tree())].insert(entry.key.into(), Some(entry.value));
         }
         let picked = |max: usize| -> Vec<(u8, Vec<u8>)> {
             let mut picked = batch::pick_waiting(&trees, max, &Default::default());
@@ -2076,7 +2084,7 @@ mod tests {
         let mut later = ready_job();
         later.id = JobId::from_u64(9);
         later.queue = "later".into();
-        let filler_key = (META, b"t-filler".to_vec());
+        let filler_key = (META, Key::new(b"t-filler"));
         {
             let store = Arc::new(Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap());
             store.pending.hold.set_closed(true);
@@ -2340,7 +2348,7 @@ mod tests {
                 .or_default() += 1;
         }
         for (key, count) in counts {
-            writes.insert((META, key), Some(count.to_be_bytes().to_vec()));
+            writes.insert((META, key.into()), Some(count.to_be_bytes().to_vec()));
         }
         store.apply(&writes).unwrap();
         store.flush_now().unwrap();

@@ -52,8 +52,10 @@ use std::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use sled::IVec;
 
+use super::key::Key;
+
 /// Writes of a batch: (tree, key) → new value, `None` for a removal.
-pub(crate) type Writes = BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>;
+pub(crate) type Writes = BTreeMap<(u8, Key), Option<Vec<u8>>>;
 
 /// Trees with writes (tree ids 0 to 5, see [`keys`](super::keys)).
 pub(crate) const TREES: usize = 6;
@@ -70,7 +72,7 @@ const FIRST_CHUNK: usize = 2;
 const CARRY_CHUNK: usize = 1024;
 
 /// One tree's committed writes: key → value, `None` for a removal.
-pub(crate) type TreeWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+pub(crate) type TreeWrites = BTreeMap<Key, Option<Vec<u8>>>;
 
 /// One write: key and value, `None` for a removal.
 type Write = (Vec<u8>, Option<Vec<u8>>);
@@ -100,7 +102,11 @@ impl Layer {
     /// Takes `key` out of `tree`'s writes, with its bytes; whether it
     /// held it.
     fn remove(&mut self, tree: usize, key: &[u8]) -> bool {
-        let Some(old) = self.trees.get_mut(tree).and_then(|map| map.remove(key)) else {
+        let Some(old) = self
+            .trees
+            .get_mut(tree)
+            .and_then(|map| map.remove(&Key::new(key)))
+        else {
             return false;
         };
         let removed = key.len() + old.map_or(0, |v| v.len());
@@ -231,14 +237,15 @@ impl Pending {
         with: impl FnOnce(Option<&[u8]>) -> T,
     ) -> Option<T> {
         let tree = usize::from(tree);
+        let key = Key::new(key);
         {
             let current = read(&self.current);
-            if let Some(value) = current.trees.get(tree).and_then(|map| map.get(key)) {
+            if let Some(value) = current.trees.get(tree).and_then(|map| map.get(&key)) {
                 return Some(with(value.as_deref()));
             }
         }
         let frozen = read(&self.frozen);
-        let value = frozen.trees.get(tree)?.get(key)?;
+        let value = frozen.trees.get(tree)?.get(&key)?;
         Some(with(value.as_deref()))
     }
 
@@ -300,7 +307,7 @@ impl Pending {
                 continue;
             }
             if keep && value.is_none() {
-                current.deferred.push((tree, key.clone()));
+                current.deferred.push((tree, key.to_vec()));
             }
             let Some(map) = current.trees.get_mut(usize::from(tree)) else {
                 continue;
@@ -389,8 +396,9 @@ impl Pending {
             let Some(map) = current.trees.get_mut(usize::from(*tree)) else {
                 continue;
             };
-            if matches!(map.get(key), Some(None)) {
-                map.remove(key);
+            let key = Key::new(key);
+            if matches!(map.get(&key), Some(None)) {
+                map.remove(&key);
                 current.bytes = current.bytes.saturating_sub(key.len());
             }
         }
@@ -460,7 +468,7 @@ impl Pending {
                 let (Some(from), true) = (frozen.trees.get_mut(id), id < TREES) else {
                     continue;
                 };
-                let Some((key, value)) = from.remove_entry(key) else {
+                let Some((key, value)) = from.remove_entry(&Key::new(key)) else {
                     continue;
                 };
                 let Some(value) = value else {
@@ -497,18 +505,18 @@ impl Pending {
         }
         for tree in 0..TREES {
             let id = u8::try_from(tree).unwrap_or(u8::MAX);
-            let mut after: Option<Vec<u8>> = None;
+            let mut after: Option<Key> = None;
             loop {
-                let chunk: Vec<Write> = {
+                let chunk: Vec<(Key, Option<Vec<u8>>)> = {
                     let mut frozen = write(&self.frozen);
-                    let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-                    let chunk: Vec<Write> = frozen.trees[tree]
-                        .range::<[u8], _>((from, Bound::Unbounded))
+                    let from = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+                    let chunk: Vec<(Key, Option<Vec<u8>>)> = frozen.trees[tree]
+                        .range::<Key, _>((from, Bound::Unbounded))
                         .take(APPLY_CHUNK)
                         .map(|(key, value)| (key.clone(), value.clone()))
                         .collect();
                     if let (Some((first, _)), Some((last, _))) = (chunk.first(), chunk.last()) {
-                        frozen.in_flight = Some((tree, first.clone(), last.clone()));
+                        frozen.in_flight = Some((tree, first.to_vec(), last.to_vec()));
                     }
                     chunk
                 };
@@ -522,7 +530,7 @@ impl Pending {
                 {
                     let mut frozen = write(&self.frozen);
                     frozen.in_flight = None;
-                    frozen.applied = Some((tree, last.clone()));
+                    frozen.applied = Some((tree, last.to_vec()));
                     *self.chunks.lock().unwrap_or_else(|p| p.into_inner()) += 1;
                 }
                 self.chunk_done.notify_all();
@@ -566,8 +574,9 @@ impl Pending {
         if (ours.is_empty() && older.is_empty()) || !valid(from, to) {
             return (Vec::new(), generation);
         }
-        let mut ours = ours.range::<[u8], _>((from, to)).peekable();
-        let mut older = older.range::<[u8], _>((from, to)).peekable();
+        let range = (from.map(Key::new), to.map(Key::new));
+        let mut ours = ours.range::<Key, _>(range.clone()).peekable();
+        let mut older = older.range::<Key, _>(range).peekable();
         let mut chunk = Vec::new();
         while chunk.len() < limit {
             let next = match (ours.peek(), older.peek()) {
@@ -584,7 +593,7 @@ impl Pending {
                 },
             };
             if let Some((key, value)) = next {
-                chunk.push((key.clone(), value.clone()));
+                chunk.push((key.to_vec(), value.clone()));
             }
         }
         (chunk, generation)
@@ -852,10 +861,10 @@ mod tests {
             } else {
                 continue;
             };
-            writes.insert((1, key(n)), value);
+            writes.insert((1, key(n).into()), value);
         }
         // Another tree's writes are not this tree's.
-        writes.insert((2, key(1)), Some(b"other".to_vec()));
+        writes.insert((2, key(1).into()), Some(b"other".to_vec()));
         let other = db.open_tree("other").unwrap();
         pending
             .absorb(writes, |id| if id == 1 { &tree } else { &other })
@@ -988,12 +997,12 @@ mod tests {
         let other = tree.clone();
         let born = key(1001);
         let mut writes = Writes::new();
-        writes.insert((1, born.clone()), Some(b"x".to_vec()));
+        writes.insert((1, born.clone().into()), Some(b"x".to_vec()));
         pending.absorb(writes, |_| &other).unwrap();
         assert!(pending.get(1, &born).is_some());
         let bytes = pending.bytes();
         let mut writes = Writes::new();
-        writes.insert((1, born.clone()), None);
+        writes.insert((1, born.clone().into()), None);
         pending.absorb(writes, |_| &other).unwrap();
         assert_eq!(pending.get(1, &born), None);
         assert!(tree.get(&born).unwrap().is_none());
@@ -1012,12 +1021,12 @@ mod tests {
     ) {
         let mut writes = Writes::new();
         for &n in removed {
-            writes.insert((1, key(n)), None);
+            writes.insert((1, key(n).into()), None);
             model.remove(&key(n));
         }
         pending.absorb_keeping_removals(writes);
         let mut again = Writes::new();
-        again.insert((1, key(back)), Some(value.to_vec()));
+        again.insert((1, key(back).into()), Some(value.to_vec()));
         model.insert(key(back), value.to_vec());
         pending.absorb_keeping_removals(again);
     }
@@ -1041,7 +1050,7 @@ mod tests {
         assert_last_in(&pending, &tree, &model, &[2, 398, 399]);
         // A tombstone in the new layer hides the frozen layer's write.
         let mut writes = Writes::new();
-        writes.insert((1, key(396)), None);
+        writes.insert((1, key(396).into()), None);
         model.remove(&key(396));
         pending.absorb_keeping_removals(writes);
         assert_scans_as(&pending, &tree, model.clone());
@@ -1103,7 +1112,7 @@ mod tests {
         for n in [8u32, 9, 12, 500, 501] {
             let value = format!("newer {n}").into_bytes();
             model.insert(key(n), value.clone());
-            writes.insert((1, key(n)), Some(value));
+            writes.insert((1, key(n).into()), Some(value));
         }
         pending.absorb(writes, |_| &tree).unwrap();
         assert_eq!(
@@ -1157,8 +1166,8 @@ mod tests {
             move || {
                 removed.recv().unwrap();
                 let mut writes = Writes::new();
-                writes.insert((1, early), None);
-                writes.insert((1, late), None);
+                writes.insert((1, early.into()), None);
+                writes.insert((1, late.into()), None);
                 pending.absorb(writes, |_| &tree).unwrap();
             }
         };

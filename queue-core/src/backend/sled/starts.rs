@@ -27,6 +27,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::key::Key;
 use super::keys::{INDEX, READY};
 use super::pending::Writes;
 
@@ -55,9 +56,9 @@ impl Starts {
             return prefix.to_vec();
         };
         let first_own = own
-            .range((INDEX, prefix.to_vec())..(INDEX, start.clone()))
+            .range((INDEX, Key::new(prefix))..(INDEX, Key::new(&start)))
             .find(|(_, value)| value.is_some())
-            .map(|((_, key), _)| key.clone());
+            .map(|((_, key), _)| key.to_vec());
         first_own.unwrap_or(start)
     }
 
@@ -67,7 +68,7 @@ impl Starts {
     /// add an `r` entry before it.
     pub(crate) fn commit(&self, scanned: Vec<(Vec<u8>, Vec<u8>)>, own: &Writes) {
         let mut added = own
-            .range((INDEX, vec![READY])..(INDEX, vec![READY + 1]))
+            .range((INDEX, Key::new(&[READY]))..(INDEX, Key::new(&[READY + 1])))
             .filter(|(_, value)| value.is_some())
             .map(|((_, key), _)| key)
             .peekable();
@@ -92,8 +93,9 @@ impl Starts {
                 continue;
             };
             if let Some(start) = by_prefix.get_mut(&key[..end + 2]) {
-                if key < start {
-                    start.clone_from(key);
+                if key.as_slice() < start.as_slice() {
+                    start.clear();
+                    start.extend_from_slice(key);
                 }
             }
         }
@@ -123,7 +125,7 @@ mod tests {
     fn writes(entries: &[(Vec<u8>, bool)]) -> Writes {
         entries
             .iter()
-            .map(|(key, present)| ((INDEX, key.clone()), present.then(Vec::new)))
+            .map(|(key, present)| ((INDEX, Key::new(key)), present.then(Vec::new)))
             .collect()
     }
 
