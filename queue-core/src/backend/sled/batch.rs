@@ -330,17 +330,39 @@ impl Tx<'_> {
     /// removed), or `None` if none of them wrote it: the trees have the
     /// answer.
     fn written<T>(&self, tree: u8, key: &[u8], read: impl FnOnce(Option<&[u8]>) -> T) -> Option<T> {
-        let k = &(tree, Key::new(key));
-        if let Some(v) = self.own.borrow().get(k) {
-            return Some(read(v.as_deref()));
+        let key = &(tree, Key::new(key));
+        match self.written_in_batch(key, read) {
+            Ok(found) => Some(found),
+            Err(read) => self.written_staged(key, read),
         }
-        if let Some(v) = self.batch.get(k) {
-            return Some(read(v.as_deref()));
+    }
+
+    /// [`Tx::written`] over this operation's and its batch's writes only;
+    /// `Err` gives `read` back if neither wrote `key`.
+    fn written_in_batch<T, F: FnOnce(Option<&[u8]>) -> T>(
+        &self,
+        key: &(u8, Key),
+        read: F,
+    ) -> Result<T, F> {
+        if let Some(v) = self.own.borrow().get(key) {
+            return Ok(read(v.as_deref()));
         }
+        match self.batch.get(key) {
+            Some(v) => Ok(read(v.as_deref())),
+            None => Err(read),
+        }
+    }
+
+    /// [`Tx::written`] over the staged batches' writes only.
+    fn written_staged<T>(
+        &self,
+        key: &(u8, Key),
+        read: impl FnOnce(Option<&[u8]>) -> T,
+    ) -> Option<T> {
         self.inflight
             .iter()
             .rev()
-            .find_map(|writes| writes.get(k))
+            .find_map(|writes| writes.get(key))
             .map(|v| read(v.as_deref()))
     }
 
@@ -699,6 +721,7 @@ impl Tx<'_> {
             &settings_key(queue),
             &self.store.settings_cache,
             SETTINGS_CACHE,
+            false,
             |bytes| {
                 Ok(bytes
                     .map(codec::decode_settings)
@@ -709,24 +732,42 @@ impl Tx<'_> {
     }
 
     /// `decode` of the `meta` record at `key` as this view sees it: its
-    /// own writes, the batch's and the staged batches', then `cache` (what
-    /// the trees hold: only batch leaders write the records cached so, one
-    /// at a time, and each updates or empties the cache once its batch is
-    /// staged, see `Store::run_batch`), then the tree, whose answer the
-    /// cache keeps until it holds `limit` keys.
+    /// own writes and the batch's, then `cache`, then the staged batches'
+    /// writes, then the trees (through the overlay), whose answer the
+    /// cache keeps until it holds `limit` keys. `take`: the caller writes
+    /// the record again, so a cached value is moved out, not cloned (the
+    /// cache learns the new one when the batch is staged).
+    ///
+    /// The cache holds what the staged batches and the trees hold: only
+    /// batch leaders write the records cached so, one batch at a time, and
+    /// each updates or empties the cache once its batch is staged (see
+    /// `Store::run_batch`). So it is read before the staged batches'
+    /// writes: the history minute a batch folds its samples into was
+    /// nearly always written by the batch before, still staged, and the
+    /// cache has it decoded.
     fn meta_cached<V: Clone>(
         &self,
         key: &[u8],
         cache: &Mutex<MetaCache<V>>,
         limit: usize,
+        take: bool,
         decode: impl Fn(Option<&[u8]>) -> Result<V>,
     ) -> TxResult<V> {
-        if let Some(written) = self.written(META, key, &decode) {
-            return Ok(written?);
+        let written = (META, Key::new(key));
+        if let Ok(found) = self.written_in_batch(&written, &decode) {
+            return Ok(found?);
         }
         let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cached) = lock().get(key).cloned() {
+        let cached = if take {
+            lock().remove(key)
+        } else {
+            lock().get(key).cloned()
+        };
+        if let Some(cached) = cached {
             return Ok(cached);
+        }
+        if let Some(staged) = self.written_staged(&written, &decode) {
+            return Ok(staged?);
         }
         let stored = self.store.read(META, key, &decode)??;
         remember(&mut lock(), limit, key.to_vec(), stored.clone());
@@ -753,7 +794,7 @@ impl Tx<'_> {
         let pending = std::mem::take(&mut *self.history.borrow_mut());
         for ((queue, minute), added) in pending {
             let key = keys::history_key(&queue, minute);
-            let mut rollup = match self.rollup_at(&key)? {
+            let mut rollup = match self.rollup_to_write(&key)? {
                 Some(rollup) => rollup,
                 None => {
                     self.prune_history(&queue, minute)?;
@@ -900,14 +941,31 @@ impl Tx<'_> {
 
     /// The history minute at `key` as this view sees it: its own writes,
     /// the batch's, then the store's cache of decoded minutes (which holds
-    /// what the trees hold, absences included), then the tree, whose
-    /// answer the cache keeps. Every batch looks for the minute after the
-    /// one it writes, which is nearly always absent: known absent, that
-    /// costs no lookup in the overlay and the tree.
+    /// what the staged batches and the trees hold, absences included),
+    /// then the staged batches' writes, then the tree, whose answer the
+    /// cache keeps (see [`Tx::meta_cached`]). Every batch looks for the
+    /// minute after the one it writes, which is nearly always absent: known
+    /// absent, that costs no lookup in the overlay and the tree.
     fn rollup_at(&self, key: &[u8]) -> TxResult<Option<Rollup>> {
-        self.meta_cached(key, &self.store.history_cache, HISTORY_CACHE, |bytes| {
-            bytes.map(codec::decode_rollup).transpose()
-        })
+        self.meta_cached(
+            key,
+            &self.store.history_cache,
+            HISTORY_CACHE,
+            false,
+            |bytes| bytes.map(codec::decode_rollup).transpose(),
+        )
+    }
+
+    /// [`Tx::rollup_at`] of a minute the caller writes again (moved out of
+    /// the cache rather than cloned).
+    fn rollup_to_write(&self, key: &[u8]) -> TxResult<Option<Rollup>> {
+        self.meta_cached(
+            key,
+            &self.store.history_cache,
+            HISTORY_CACHE,
+            true,
+            |bytes| bytes.map(codec::decode_rollup).transpose(),
+        )
     }
 
     /// Writes (or removes) the history minute at `key`, and remembers it
