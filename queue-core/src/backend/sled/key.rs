@@ -72,12 +72,6 @@ impl From<Vec<u8>> for Key {
     }
 }
 
-impl From<&[u8]> for Key {
-    fn from(bytes: &[u8]) -> Key {
-        Key::new(bytes)
-    }
-}
-
 impl Deref for Key {
     type Target = [u8];
 
