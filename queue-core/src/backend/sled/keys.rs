@@ -129,6 +129,28 @@ pub(crate) fn id_at_end(key: &[u8]) -> Result<JobId> {
         .ok_or_else(|| Error::Corrupt(format!("short index key {key:?}")))
 }
 
+/// The id of the job whose key `key` of `tree` is, if it is one: a record
+/// (`jobs`), an `index` entry that ends with its job's id (`r`, `g`, `a`,
+/// `j`, `o`, `k`, format 2's `d`), a timer; `None` for every other key
+/// (counts, idempotency entries, settings, events, ...). No such key is written
+/// before its job's id is generated: a batch writes the keys of jobs it
+/// holds the ids of (see `Pending::never_stored`).
+pub(crate) fn job_of_key(tree: u8, key: &[u8]) -> Option<u64> {
+    match tree {
+        JOBS if key.len() == 8 => u64_at(key, 0),
+        INDEX => match key.first() {
+            Some(&(READY | GROUP_READY | AGE | STATE | CORRELATION | CALLBACKS | DEAD_V2))
+                if key.len() > 8 =>
+            {
+                u64_at(key, key.len() - 8)
+            }
+            _ => None,
+        },
+        TIMERS if key.len() == 17 => u64_at(key, 9),
+        _ => None,
+    }
+}
+
 /// The smallest key after `key` (`key` and a 0 byte): where a range that
 /// excludes `key` starts.
 pub(crate) fn just_after(key: &[u8]) -> Vec<u8> {
@@ -472,6 +494,64 @@ mod tests {
         // Nothing of a dead job goes to format 2's `d` family any more.
         job.state = JobState::Dead;
         assert!(!keys(&job).iter().any(|k| k.first() == Some(&DEAD_V2)));
+    }
+
+    #[test]
+    fn every_key_of_a_job_names_it_and_no_other_key_does() {
+        let id = 0x0102_0304_0506_0708;
+        let mut jobs = Vec::new();
+        for state in JobState::ALL {
+            for grouped in [false, true] {
+                let mut job = ready_job();
+                job.id = JobId::from_u64(id);
+                job.state = state;
+                job.correlation_id = Some("req-1".into());
+                job.idempotency_key = Some("idem-1".into());
+                job.callback_url = Some("http://127.0.0.1:9/hook".into());
+                job.group = grouped.then(|| "g".to_string());
+                if state.is_terminal() {
+                    job.finished_at = Some(job.updated_at);
+                    job = crate::rules::callback::retry(&job, job.updated_at)
+                        .unwrap()
+                        .job
+                        .unwrap();
+                }
+                jobs.push(job);
+            }
+        }
+        let mut families = std::collections::BTreeSet::new();
+        for job in &jobs {
+            assert_eq!(job_of_key(JOBS, &job_key(job.id)), Some(id));
+            for entry in entries(job) {
+                let tree = entry.family.tree();
+                let expected = (entry.key[0] != IDEM).then_some(id);
+                assert_eq!(job_of_key(tree, &entry.key), expected, "{entry:?}");
+                families.insert((tree, entry.key[0]));
+            }
+            let group = job.group.as_deref().unwrap_or("g");
+            for key in [
+                count_key(&job.queue, job.state),
+                settings_key(&job.queue),
+                group_head_key(&job.queue, group),
+                group_leased_key(&job.queue, group),
+                history_key(&job.queue, 60_000),
+            ] {
+                assert_eq!(job_of_key(META, &key), None, "{key:?}");
+            }
+        }
+        // Every family of `entries` was seen: r, g, a, j, o, k, i and
+        // timers of several kinds.
+        for family in [READY, GROUP_READY, AGE, STATE, CORRELATION, CALLBACKS, IDEM] {
+            assert!(families.contains(&(INDEX, family)), "{}", family as char);
+        }
+        assert!(families.iter().filter(|(tree, _)| *tree == TIMERS).count() > 1);
+        // Keys too short to end with an id, and other trees' keys.
+        assert_eq!(job_of_key(INDEX, &[READY]), None);
+        assert_eq!(job_of_key(INDEX, &[READY; 8]), None);
+        assert_eq!(job_of_key(JOBS, &[1; 9]), None);
+        assert_eq!(job_of_key(TIMERS, &[1; 16]), None);
+        assert_eq!(job_of_key(EVENTS, &event_key(id)), None);
+        assert_eq!(job_of_key(WAL, CHECKPOINT), None);
     }
 
     #[test]

@@ -273,6 +273,14 @@ impl Store {
                 "upgraded the data directory to format {FORMAT_VERSION} (the journal's two files)"
             );
         }
+        // The trees are complete: from here on, keys of jobs whose ids
+        // are generated from now on are known absent from them.
+        let past_stored = match store.jobs.last().map_err(storage)? {
+            Some((key, _)) => keys::u64_at(&key, 0).map_or(0, |id| id.saturating_add(1)),
+            None => 0,
+        };
+        let next_id = store.db.generate_id().map_err(storage)?;
+        store.pending.set_fresh_from(next_id.max(past_stored));
         Ok(store)
     }
 
@@ -445,7 +453,10 @@ impl Store {
     /// overlay: for checkpoints, replays and records in pieces.
     fn write_tree(&self, tree: u8, key: &[u8], value: Option<&[u8]>) -> sled::Result<()> {
         match value {
-            Some(value) => self.tree(tree).insert(key, value).map(drop),
+            Some(value) => {
+                self.pending.stored_directly(tree, key);
+                self.tree(tree).insert(key, value).map(drop)
+            }
             None => self.tree(tree).remove(key).map(drop),
         }
     }
@@ -455,6 +466,8 @@ impl Store {
     fn get(&self, tree: u8, key: &[u8]) -> Result<Option<IVec>> {
         match self.pending.get(tree, key) {
             Some(value) => Ok(value),
+            // Asked after the overlay's miss (see `never_stored`).
+            None if self.pending.never_stored(tree, key) => Ok(None),
             None => self.tree(tree).get(key).map_err(storage),
         }
     }
@@ -465,6 +478,10 @@ impl Store {
     fn read<T>(&self, tree: u8, key: &[u8], read: impl Fn(Option<&[u8]>) -> T) -> Result<T> {
         if let Some(value) = self.pending.read(tree, key, &read) {
             return Ok(value);
+        }
+        // Asked after the overlay's miss (see `never_stored`).
+        if self.pending.never_stored(tree, key) {
+            return Ok(read(None));
         }
         let stored = self.tree(tree).get(key).map_err(storage)?;
         Ok(read(stored.as_deref()))
@@ -2073,6 +2090,86 @@ mod tests {
         let mut again = batch::pick_waiting(&trees, usize::MAX, &before);
         again.sort();
         assert_eq!(again, whole(&[&jobs[0], &jobs[2]]));
+    }
+
+    /// A job whose id is newer than every lap's end is known absent from
+    /// the trees (its reads and removals skip them); once a lap's end
+    /// takes it, or a reopen finds it, it is looked up there again, and
+    /// its removal reaches the trees.
+    #[test]
+    fn only_jobs_newer_than_the_last_lap_skip_the_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh =
+            |store: &Store, job: &crate::Job| store.pending.never_stored(JOBS, &job_key(job.id));
+        let new_job = |store: &Store| {
+            let mut job = ready_job();
+            job.id = JobId::from_u64(store.db.generate_id().unwrap());
+            job
+        };
+        let (older, newer) = {
+            let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+            // Finished: a lap's end carries waiting jobs into the next lap
+            // instead of writing them to the trees.
+            let mut older = new_job(&store);
+            older.state = queue_proto::JobState::Completed;
+            older.finished_at = Some(older.updated_at);
+            commit_writes(&store, writes_of(&older));
+            assert!(fresh(&store, &older), "only in the overlay's current layer");
+            for entry in keys::entries(&older) {
+                let tree = entry.family.tree();
+                let job_entry = keys::job_of_key(tree, &entry.key).is_some();
+                assert_eq!(store.pending.never_stored(tree, &entry.key), job_entry);
+            }
+            // The lap ends: its checkpoint writes `older` to the trees.
+            store.gathered.lock().unwrap().journal_at = journal::CUT_AT;
+            let newer = new_job(&store);
+            commit_writes(&store, writes_of(&newer));
+            store.finish_behind().unwrap();
+            assert!(store.jobs.get(job_key(older.id)).unwrap().is_some());
+            assert!(!fresh(&store, &older), "in the trees now");
+            assert!(
+                !fresh(&store, &newer),
+                "in the lap that ended (then carried): the mark passed it"
+            );
+            assert!(
+                store.jobs.get(job_key(newer.id)).unwrap().is_none(),
+                "carried"
+            );
+            // Removed: from the trees too, although the overlay never held
+            // it since.
+            let gone: Writes = writes_of(&older).into_keys().map(|k| (k, None)).collect();
+            commit_writes(&store, gone);
+            assert!(store.jobs.get(job_key(older.id)).unwrap().is_none());
+            assert!(store.load(older.id).unwrap().is_none());
+            assert_eq!(
+                store.load(newer.id).unwrap().map(|l| l.job),
+                Some(newer.clone())
+            );
+            let later = new_job(&store);
+            assert!(fresh(&store, &later), "newer than the lap's end");
+            let report = verify::verify(&store).unwrap();
+            assert!(report.is_ok(), "{:?}", report.problems);
+            (older, newer)
+        };
+        // Reopened: the journal's replay put `newer` in the trees.
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        assert!(!fresh(&store, &newer));
+        assert_eq!(
+            store.load(newer.id).unwrap().map(|l| l.job),
+            Some(newer.clone())
+        );
+        assert!(store.load(older.id).unwrap().is_none());
+        assert!(fresh(&store, &new_job(&store)));
+        // A job the trees hold with an id sled never gave (a test's, or a
+        // directory whose id counter lagged) is looked up as well.
+        let mut odd = ready_job();
+        odd.id = JobId::from_u64(newer.id.as_u64() + 1_000_000_000);
+        store.apply(&writes_of(&odd)).unwrap();
+        assert!(!fresh(&store, &odd));
+        drop(store);
+        let store = Store::open(dir.path(), 1 << 20, Durability::Sync).unwrap();
+        assert!(!fresh(&store, &odd), "past every job the trees hold");
+        assert_eq!(store.load(odd.id).unwrap().map(|l| l.job), Some(odd));
     }
 
     #[test]

@@ -53,6 +53,7 @@ use std::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use sled::IVec;
 
 use super::key::Key;
+use super::keys;
 
 /// Writes of a batch: (tree, key) → new value, `None` for a removal.
 pub(crate) type Writes = BTreeMap<(u8, Key), Option<Vec<u8>>>;
@@ -92,9 +93,19 @@ struct Layer {
     /// synced (`Durability::Periodic`, see [`Pending::absorb_keeping_removals`]),
     /// in the order they came.
     deferred: Vec<(u8, Vec<u8>)>,
+    /// Past the largest id of a job ([`keys::job_of_key`]) whose key this
+    /// layer writes a value to: where the fresh mark goes when it freezes.
+    past_jobs: u64,
 }
 
 impl Layer {
+    /// Notes a value written to `key` of `tree` (see `past_jobs`).
+    fn note(&mut self, tree: u8, key: &[u8]) {
+        if let Some(id) = keys::job_of_key(tree, key) {
+            self.past_jobs = self.past_jobs.max(id.saturating_add(1));
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.trees.iter().all(BTreeMap::is_empty)
     }
@@ -149,12 +160,25 @@ pub(crate) struct Pending {
     /// removes (taken under the frozen layer's lock, never the reverse).
     chunks: Mutex<u64>,
     chunk_done: Condvar,
+    /// Job ids from which on no key of a job ([`keys::job_of_key`]) is in
+    /// the trees or the frozen layer (see [`Pending::never_stored`]).
+    fresh: FreshFrom,
     /// Told when a batch waits for a chunk (tests).
     #[cfg(test)]
     waiting: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     /// Holds a checkpoint before it writes the frozen layer (tests).
     #[cfg(test)]
     pub(crate) hold: TestGate,
+}
+
+/// The first job id of [`Pending::never_stored`]: `u64::MAX` (no job's
+/// keys known absent from the trees) until the store sets it at open.
+struct FreshFrom(AtomicU64);
+
+impl Default for FreshFrom {
+    fn default() -> Self {
+        FreshFrom(AtomicU64::new(u64::MAX))
+    }
 }
 
 /// A test's hold on a step of the store: while closed, the step waits
@@ -249,6 +273,45 @@ impl Pending {
         Some(with(value.as_deref()))
     }
 
+    /// Whether `key` of `tree` is a key of a job ([`keys::job_of_key`])
+    /// whose id is at least the fresh mark: no such key is in the trees
+    /// or in the frozen layer, so a reader that did not find it in the
+    /// current layer need not look in the tree, and its removal need not
+    /// remove it there. Readers ask after a miss in the overlay
+    /// ([`Pending::read`]).
+    ///
+    /// Why it holds: the store sets the mark at open past every job the
+    /// trees hold and every id generated before (sled's ids only grow,
+    /// across restarts too), and each freeze raises it past every job the
+    /// frozen layer writes a value to ([`Pending::freeze`]). The trees get
+    /// values only from frozen layers, from a reopen's replay (before the
+    /// mark is set) and from [`Pending::stored_directly`] writes, which
+    /// raise it too. A reader that
+    /// missed a key in both layers after the frozen layer holding it was
+    /// released reads the mark raised by that layer's freeze (the release
+    /// comes after it, and the reader takes the lock after the release).
+    /// A removal is absorbed under the journal's lock, as a freeze is
+    /// made, so the mark it reads is the one of the layers it changes.
+    pub(crate) fn never_stored(&self, tree: u8, key: &[u8]) -> bool {
+        keys::job_of_key(tree, key).is_some_and(|id| id >= self.fresh.0.load(Ordering::Acquire))
+    }
+
+    /// Sets the fresh mark ([`Pending::never_stored`]) at open: past every
+    /// job id the trees hold and every id generated before.
+    pub(crate) fn set_fresh_from(&self, id: u64) {
+        self.fresh.0.store(id, Ordering::Release);
+    }
+
+    /// A write that goes to the trees without the overlay (a record in
+    /// pieces, a test's): raises the fresh mark past its job's id.
+    pub(crate) fn stored_directly(&self, tree: u8, key: &[u8]) {
+        if let Some(id) = keys::job_of_key(tree, key) {
+            self.fresh
+                .0
+                .fetch_max(id.saturating_add(1), Ordering::AcqRel);
+        }
+    }
+
     /// Adds a durable batch's writes, each replacing what the overlay held
     /// for its key. A removal is not kept: the key leaves the tree
     /// (`trees` gives it by id) and the overlay (both layers) at once. So
@@ -309,6 +372,9 @@ impl Pending {
             if keep && value.is_none() {
                 current.deferred.push((tree, key.to_vec()));
             }
+            if value.is_some() {
+                current.note(tree, &key);
+            }
             let Some(map) = current.trees.get_mut(usize::from(tree)) else {
                 continue;
             };
@@ -338,7 +404,7 @@ impl Pending {
         trees: &impl Fn(u8) -> &'t sled::Tree,
     ) -> sled::Result<()> {
         let id = usize::from(tree);
-        if id >= TREES {
+        if id >= TREES || self.never_stored(tree, key) {
             return Ok(());
         }
         trees(tree).remove(key)?;
@@ -430,13 +496,15 @@ impl Pending {
     /// behind ([`Pending::apply_frozen`], then [`Pending::release_frozen`]);
     /// the next writes start a new current layer. Readers see the same
     /// writes before and after. Fails if the last frozen layer was not
-    /// released (its checkpoint did not finish).
+    /// released (its checkpoint did not finish). The fresh mark rises
+    /// past every job the frozen layer writes ([`Pending::never_stored`]).
     pub(crate) fn freeze(&self) -> Result<(), &'static str> {
         let mut current = write(&self.current);
         let mut frozen = write(&self.frozen);
         if !frozen.is_empty() {
             return Err("the overlay's last checkpoint did not finish");
         }
+        self.fresh.0.fetch_max(current.past_jobs, Ordering::AcqRel);
         std::mem::swap(&mut *current, &mut *frozen);
         // The checkpoint applies the frozen tombstones itself (the journal
         // is synced before it starts).
@@ -481,6 +549,7 @@ impl Pending {
                 current.bytes = current.bytes.saturating_add(bytes);
                 super::codec::encode_write(&mut body, *tree, &key, Some(&value));
                 count += 1;
+                current.note(*tree, &key);
                 current.trees[id].insert(key, Some(value));
             }
         }
