@@ -40,7 +40,9 @@
 //! `--targets` runs only what the performance targets need (C = 64 durable,
 //! plus single-caller durable enqueues) `--rounds` times, alternating the
 //! systems, and prints each target's ratio per round, the median and
-//! whether it is met.
+//! whether it is met. Beside the table it prints the physical limit's
+//! single-caller p50 over one `fdatasync`: the floor that the HTTP
+//! single-caller target is measured against on this machine, not a target.
 //!
 //! `bench/peers/setup.sh` installs beanstalkd, redis-server and bullmq.
 //! `--smoke` runs only our systems and the physical limit with a tiny N (CI
@@ -155,7 +157,9 @@ pub struct PeersArgs {
     /// Only the rows of the performance targets (C = the largest
     /// `--concurrency`, durable modes, plus single-caller durable enqueues),
     /// `--rounds` times alternating, then each target's ratio per round, its
-    /// median and whether it is met. It picks its own systems.
+    /// median and whether it is met; and, for reference, the physical
+    /// limit's single-caller p50 over one fdatasync. It picks its own
+    /// systems.
     #[arg(long, conflicts_with = "systems")]
     pub targets: bool,
     /// Rounds of `--targets`.
@@ -436,6 +440,7 @@ fn run_targets(args: &PeersArgs) -> anyhow::Result<()> {
         (Target::Embedded(PERIODIC), c, jobs),
         (Target::Embedded(Durability::Sync), 1, single),
         (Target::Http(Durability::Sync), 1, single),
+        (Target::Limit, 1, single),
     ];
     let mut rounds = Vec::new();
     for round in 1..=args.rounds {
@@ -490,6 +495,10 @@ struct Round {
     /// Single-caller durable enqueue p50, µs.
     embedded_single_p50_us: Option<f64>,
     http_single_p50_us: Option<f64>,
+    /// The physical limit's single-caller p50, µs: the floor of an HTTP
+    /// round trip plus one group-committed `fdatasync` (a reference for
+    /// the HTTP single-caller target, not a target).
+    limit_single_p50_us: Option<f64>,
     /// One fdatasync (the probe's p50), µs.
     fsync_p50_us: f64,
 }
@@ -527,6 +536,7 @@ impl Round {
             embedded_cpu_us,
             embedded_single_p50_us: p50(Target::Embedded(Durability::Sync)),
             http_single_p50_us: p50(Target::Http(Durability::Sync)),
+            limit_single_p50_us: p50(Target::Limit),
             fsync_p50_us: probe.latency.p50.as_secs_f64() * 1e6,
         }
     }
@@ -662,6 +672,24 @@ fn targets_table(rounds: &[Round], cpu_baseline_us: Option<f64>) -> String {
     let mut out = report::markdown(&header, &right, &cells);
     let cpu: Vec<f64> = rounds.iter().filter_map(|r| r.embedded_cpu_us).collect();
     out.push('\n');
+    // The floor of the HTTP single-caller target on this machine: the
+    // physical limit's own round trip and sync, over the same fdatasync.
+    let floor: Vec<f64> = rounds
+        .iter()
+        .filter_map(|r| div(r.limit_single_p50_us, Some(r.fsync_p50_us)))
+        .collect();
+    if !floor.is_empty() {
+        out.push_str(&format!(
+            "Reference, not a target: physical limit single-caller p50 / one fdatasync p50: {} \
+             (median {})\n",
+            floor
+                .iter()
+                .map(|r| format!("{r:.2}×"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            median(&floor).map_or("–".to_owned(), |m| format!("{m:.2}×")),
+        ));
+    }
     out.push_str(&format!(
         "CPU per job, embedded durable enqueue + drain, with {}: {} µs (median {}){}\n",
         crate::ALLOCATOR_NAME,
@@ -1674,6 +1702,7 @@ mod tests {
             embedded_cpu_us: Some(40.0),
             embedded_single_p50_us: Some(200.0),
             http_single_p50_us: Some(300.0),
+            limit_single_p50_us: Some(270.0),
             fsync_p50_us: 150.0,
         }
     }
@@ -1715,6 +1744,14 @@ mod tests {
         assert_eq!(result_of(&table, "CPU per job"), "0.40× met");
         assert_eq!(result_of(&table, "fdatasync p50, embedded"), "1.33× met");
         assert_eq!(result_of(&table, "fdatasync p50, HTTP"), "2.00× not met");
+        // The physical limit's single-caller floor, beside the table.
+        assert!(
+            table.contains(
+                "physical limit single-caller p50 / one fdatasync p50: 1.80×, 1.80×, 1.80× \
+                 (median 1.80×)"
+            ),
+            "{table}"
+        );
         assert!(table.contains("40.0, 40.0, 40.0 µs (median 40.0); baseline 100.0 µs"));
         // The allocator the CPU was measured with is named.
         assert!(
@@ -1774,6 +1811,7 @@ mod tests {
             ),
             measured(Target::Embedded(PERIODIC), "enqueue", 64, 200, None),
             measured(Target::BullmqFetchNext(true), "drain", 64, 1500, None),
+            measured(Target::Limit, "enqueue", 1, 20, None),
         ];
         let probe = fsync::FsyncReport {
             dir: PathBuf::new(),
@@ -1791,6 +1829,7 @@ mod tests {
         assert_eq!(round.embedded_cpu_us, Some(45.0));
         assert_eq!(round.http_single_p50_us, Some(300.0));
         assert_eq!(round.embedded_single_p50_us, None);
+        assert_eq!(round.limit_single_p50_us, Some(300.0));
         assert_eq!(round.fsync_p50_us, 150.0);
     }
 
