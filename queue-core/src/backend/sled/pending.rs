@@ -160,8 +160,8 @@ pub(crate) struct Pending {
     /// removes (taken under the frozen layer's lock, never the reverse).
     chunks: Mutex<u64>,
     chunk_done: Condvar,
-    /// Job ids from which on no key of a job ([`keys::job_of_key`]) is in
-    /// the trees or the frozen layer (see [`Pending::never_stored`]).
+    /// Job ids from which on no key of a job ([`keys::job_of_key`]) has a
+    /// value in the trees or the frozen layer (see [`Pending::never_stored`]).
     fresh: FreshFrom,
     /// Told when a batch waits for a chunk (tests).
     #[cfg(test)]
@@ -274,11 +274,13 @@ impl Pending {
     }
 
     /// Whether `key` of `tree` is a key of a job ([`keys::job_of_key`])
-    /// whose id is at least the fresh mark: no such key is in the trees
-    /// or in the frozen layer, so a reader that did not find it in the
-    /// current layer need not look in the tree, and its removal need not
-    /// remove it there. Readers ask after a miss in the overlay
-    /// ([`Pending::read`]).
+    /// whose id is at least the fresh mark: no such key has a value in
+    /// the trees or in the frozen layer, so a reader that did not find it
+    /// in the overlay need not look in the tree, and its removal need not
+    /// remove it there. (The frozen layer may hold a periodic batch's
+    /// tombstone of one, a removal of a key never written: readers find
+    /// it there first, and the checkpoint's removal of it is harmless.)
+    /// Readers ask after a miss in the overlay ([`Pending::read`]).
     ///
     /// Why it holds: the store sets the mark at open past every job the
     /// trees hold and every id generated before (sled's ids only grow,
