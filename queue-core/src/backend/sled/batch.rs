@@ -794,7 +794,7 @@ impl Tx<'_> {
         let pending = std::mem::take(&mut *self.history.borrow_mut());
         for ((queue, minute), added) in pending {
             let key = keys::history_key(&queue, minute);
-            let mut rollup = match self.rollup_to_write(&key)? {
+            let mut rollup = match self.rollup_at(&key, true)? {
                 Some(rollup) => rollup,
                 None => {
                     self.prune_history(&queue, minute)?;
@@ -814,7 +814,7 @@ impl Tx<'_> {
             // commit after a change of the next minute: that minute's
             // depths must include it too (they are the latest).
             let next = keys::history_key(&queue, minute.saturating_add(HISTORY_MINUTE_MS));
-            if let Some(mut later) = self.rollup_at(&next)? {
+            if let Some(mut later) = self.rollup_at(&next, false)? {
                 if later.depths != depths {
                     later.depths = depths;
                     self.put_rollup(&next, Some(later))?;
@@ -928,7 +928,7 @@ impl Tx<'_> {
     /// Reduces the stored minute at `key` to its depths (or removes it if
     /// they are all zero).
     fn keep_depths(&self, key: &[u8]) -> TxResult<()> {
-        if let Some(stored) = self.rollup_at(key)? {
+        if let Some(stored) = self.rollup_at(key, false)? {
             let kept = stored.depths_only();
             if kept.depths == Depths::default() {
                 self.put_rollup(key, None)?;
@@ -945,25 +945,15 @@ impl Tx<'_> {
     /// then the staged batches' writes, then the tree, whose answer the
     /// cache keeps (see [`Tx::meta_cached`]). Every batch looks for the
     /// minute after the one it writes, which is nearly always absent: known
-    /// absent, that costs no lookup in the overlay and the tree.
-    fn rollup_at(&self, key: &[u8]) -> TxResult<Option<Rollup>> {
+    /// absent, that costs no lookup in the overlay and the tree. `take`:
+    /// the caller writes the minute again, so a cached one is moved out
+    /// rather than cloned.
+    fn rollup_at(&self, key: &[u8], take: bool) -> TxResult<Option<Rollup>> {
         self.meta_cached(
             key,
             &self.store.history_cache,
             HISTORY_CACHE,
-            false,
-            |bytes| bytes.map(codec::decode_rollup).transpose(),
-        )
-    }
-
-    /// [`Tx::rollup_at`] of a minute the caller writes again (moved out of
-    /// the cache rather than cloned).
-    fn rollup_to_write(&self, key: &[u8]) -> TxResult<Option<Rollup>> {
-        self.meta_cached(
-            key,
-            &self.store.history_cache,
-            HISTORY_CACHE,
-            true,
+            take,
             |bytes| bytes.map(codec::decode_rollup).transpose(),
         )
     }

@@ -466,10 +466,18 @@ impl Store {
     fn get(&self, tree: u8, key: &[u8]) -> Result<Option<IVec>> {
         match self.pending.get(tree, key) {
             Some(value) => Ok(value),
-            // Asked after the overlay's miss (see `never_stored`).
-            None if self.pending.never_stored(tree, key) => Ok(None),
-            None => self.tree(tree).get(key).map_err(storage),
+            None => self.stored(tree, key),
         }
+    }
+
+    /// The tree's value of `key`, for a read the overlay missed: none
+    /// without a lookup for a key of a job newer than every lap's end
+    /// (asked after the miss, see `Pending::never_stored`).
+    fn stored(&self, tree: u8, key: &[u8]) -> Result<Option<IVec>> {
+        if self.pending.never_stored(tree, key) {
+            return Ok(None);
+        }
+        self.tree(tree).get(key).map_err(storage)
     }
 
     /// `read` of the committed value of `key` in `tree`, as [`Store::get`]
@@ -479,12 +487,7 @@ impl Store {
         if let Some(value) = self.pending.read(tree, key, &read) {
             return Ok(value);
         }
-        // Asked after the overlay's miss (see `never_stored`).
-        if self.pending.never_stored(tree, key) {
-            return Ok(read(None));
-        }
-        let stored = self.tree(tree).get(key).map_err(storage)?;
-        Ok(read(stored.as_deref()))
+        Ok(read(self.stored(tree, key)?.as_deref()))
     }
 
     /// The committed entries of `tree` in a range, in key order.
