@@ -499,6 +499,12 @@ impl Queue {
         block_on(self.inner.flush())
     }
 
+    /// [`crate::Queue::commit_stats`].
+    #[must_use]
+    pub fn commit_stats(&self) -> Option<crate::CommitStats> {
+        self.inner.commit_stats()
+    }
+
     /// [`crate::Queue::verify`].
     ///
     /// # Errors

@@ -108,6 +108,7 @@
 mod backend;
 pub mod blocking;
 mod clock;
+mod commit_stats;
 mod config;
 mod counters;
 mod counts;
@@ -129,6 +130,7 @@ mod wakeups;
 mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use commit_stats::CommitStats;
 pub use config::{Config, Durability, Retention, Storage};
 pub use counters::{Counters, RUN_TIME_BOUNDS_MS, WAIT_TIME_BOUNDS_MS};
 pub use error::{Error, LeaseLostReason, Result, StorageError};

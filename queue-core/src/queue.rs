@@ -13,9 +13,9 @@ use crate::engine::{Engine, check_queue};
 use crate::events::Subscription;
 use crate::timers::{self, DueReport};
 use crate::{
-    CallbackStatus, Config, Counters, DeadPage, DeliveryResult, Enqueued, Error, Failure, Job,
-    JobId, JobPage, JobState, LeaseId, LeaseOptions, Leased, NewJob, Result, Settlement,
-    Verification, executor, rules,
+    CallbackStatus, CommitStats, Config, Counters, DeadPage, DeliveryResult, Enqueued, Error,
+    Failure, Job, JobId, JobPage, JobState, LeaseId, LeaseOptions, Leased, NewJob, Result,
+    Settlement, Verification, executor, rules,
 };
 
 fn millis(d: Duration) -> u64 {
@@ -819,6 +819,16 @@ impl Queue {
     /// [`Error::Storage`].
     pub async fn flush(&self) -> Result<()> {
         self.engine().backend.flush().await
+    }
+
+    /// How the embedded store has grouped its commits since it was opened
+    /// (batches, groups committed together, the journal's `fdatasync`s and
+    /// the time each took): two readings' [`CommitStats::since`] describe
+    /// the interval between them. `None` on PostgreSQL, where the database
+    /// groups commits itself.
+    #[must_use]
+    pub fn commit_stats(&self) -> Option<CommitStats> {
+        self.engine().backend.commit_stats()
     }
 
     /// Checks the whole store: every index entry, timer entry and count is

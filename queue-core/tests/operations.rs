@@ -1909,3 +1909,75 @@ fn a_malformed_lease_id_is_called_malformed() {
     assert_eq!(refused.code, queue_proto::ErrorCode::LeaseLost);
     assert!(refused.message.contains("malformed"), "{}", refused.message);
 }
+
+// ---- commit statistics -----------------------------------------------------
+
+#[test]
+fn the_store_counts_its_batches_commits_and_syncs() {
+    use queue_core::Durability;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open_with(Config::new(dir.path()).durability(Durability::Sync)).unwrap();
+    let before = queue.commit_stats().expect("the embedded store counts");
+    for _ in 0..5 {
+        queue.enqueue("q", NewJob::new(payload(1))).unwrap();
+    }
+    let alone = queue.commit_stats().unwrap().since(&before);
+    // One caller: each enqueue is a batch of its own, committed alone, and
+    // waits for its own fdatasync.
+    assert_eq!(
+        (
+            alone.batches,
+            alone.batch_operations,
+            alone.commits,
+            alone.commit_operations,
+            alone.fdatasyncs
+        ),
+        (5, 5, 5, 5, 5),
+        "{alone:?}"
+    );
+    assert!(!alone.batch_time.is_zero(), "{alone:?}");
+    assert!(alone.commit_time >= alone.fdatasync_time, "{alone:?}");
+    assert!(!alone.fdatasync_time.is_zero(), "{alone:?}");
+
+    // Concurrent callers: every operation counted once, in as many batches
+    // as the leader made of them, each commit synced once.
+    let before = queue.commit_stats().unwrap();
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..25 {
+                    queue.enqueue("q", NewJob::new(payload(1))).unwrap();
+                }
+            });
+        }
+    });
+    let together = queue.commit_stats().unwrap().since(&before);
+    assert_eq!(together.batch_operations, 200, "{together:?}");
+    assert_eq!(together.commit_operations, 200, "{together:?}");
+    assert!(
+        (1..=200).contains(&together.batches) && together.commits <= together.batches,
+        "{together:?}"
+    );
+    assert_eq!(together.fdatasyncs, together.commits, "{together:?}");
+    drop(queue);
+
+    // Periodic: commits are answered without a sync; the flush syncs the
+    // journal's two files.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue =
+        Queue::open_with(Config::new(dir.path()).durability(Durability::Periodic(3_600_000)))
+            .unwrap();
+    let before = queue.commit_stats().unwrap();
+    for _ in 0..3 {
+        queue.enqueue("q", NewJob::new(payload(1))).unwrap();
+    }
+    let unsynced = queue.commit_stats().unwrap().since(&before);
+    assert_eq!(
+        (unsynced.batches, unsynced.commits, unsynced.fdatasyncs),
+        (3, 3, 0),
+        "{unsynced:?}"
+    );
+    queue.flush().unwrap();
+    let flushed = queue.commit_stats().unwrap().since(&before);
+    assert_eq!(flushed.fdatasyncs, 2, "{flushed:?}");
+}

@@ -562,6 +562,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(None)))
     }
 
+    /// How the store has grouped its commits since it was opened; `None`
+    /// for a store that does not group them itself (a database).
+    fn commit_stats(&self) -> Option<crate::CommitStats> {
+        None
+    }
+
     /// Stops background work and flushes; called once, when the last
     /// handle is dropped. Later calls fail with [`Error::Closed`](crate::Error::Closed).
     fn close(&self);

@@ -1426,7 +1426,10 @@ impl Store {
         let batch = std::mem::take(&mut state.pending);
         drop(state);
         let ops: Vec<Arc<dyn PendingOp>> = batch.iter().map(|(op, _)| Arc::clone(op)).collect();
+        let started = std::time::Instant::now();
+        let count = ops.len();
         let staged = self.run_batch(ops);
+        self.commit_stats.batch(count, started.elapsed());
         let mut state = self.batcher.lock();
         state.leading = false;
         let threads = batch.into_iter().filter_map(|(_, wake)| match wake {
@@ -1502,6 +1505,7 @@ impl Store {
             }
         }
         drop(state);
+        let started = std::time::Instant::now();
         let synced = self.sync_group(&group);
         if let Err(e) = &synced {
             // The frames may be in the journal and replayed at the next
@@ -1536,6 +1540,10 @@ impl Store {
                 op.finish();
             }
         }
+        self.commit_stats.commit(
+            group.iter().map(|staged| staged.ops.len()).sum(),
+            started.elapsed(),
+        );
         let mut state = self.batcher.lock();
         state.syncing = false;
         state.in_flight = state.in_flight.saturating_sub(group.len());
@@ -1583,7 +1591,9 @@ impl Store {
         if !frames.is_empty() {
             journal.write(&frames)?;
             if self.sync {
+                let started = std::time::Instant::now();
                 journal.sync()?;
+                self.commit_stats.fdatasync(started.elapsed());
             }
         }
         for staged in group {
@@ -1806,7 +1816,12 @@ impl Store {
         let synced = self
             .journal_files
             .iter()
-            .try_for_each(std::fs::File::sync_data)
+            .try_for_each(|file| {
+                let started = std::time::Instant::now();
+                file.sync_data()?;
+                self.commit_stats.fdatasync(started.elapsed());
+                Ok(())
+            })
             .map_err(io);
         if let Err(e) = synced {
             self.poisoned.store(true, Ordering::Release);

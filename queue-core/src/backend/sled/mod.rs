@@ -118,6 +118,8 @@ pub(crate) struct Store {
     flush_every: Option<std::time::Duration>,
     flusher_stop: (Mutex<bool>, std::sync::Condvar),
     batcher: Batcher,
+    /// How commits were grouped (see [`crate::CommitStats`]).
+    commit_stats: crate::commit_stats::CommitCounters,
     /// The id of the latest event committed.
     event_seq: AtomicU64,
     /// The batch sequence and the events not yet in a chunk of the
@@ -227,6 +229,7 @@ impl Store {
             },
             flusher_stop: (Mutex::new(false), std::sync::Condvar::new()),
             batcher: Batcher::default(),
+            commit_stats: crate::commit_stats::CommitCounters::default(),
             event_seq: AtomicU64::new(0),
             gathered: Mutex::new(Gathered::default()),
             published: Mutex::new(Gathered::default()),
@@ -1400,6 +1403,10 @@ impl Backend for SledBackend {
 
     fn verify(&self) -> BoxFuture<'_, Result<Verification>> {
         ready(verify::verify(&self.store))
+    }
+
+    fn commit_stats(&self) -> Option<crate::CommitStats> {
+        Some(self.store.commit_stats.snapshot())
     }
 
     fn close(&self) {

@@ -1,0 +1,123 @@
+//! How the embedded store groups its commits, since it was opened: the
+//! batches its leader runs, the groups of batches written to the journal
+//! together, and the journal's `fdatasync`s. For operators (is the disk
+//! the limit, how many operations share a sync?) and for the benchmarks.
+//!
+//! Counted with relaxed atomics, a few per batch and per group (not per
+//! operation), so the hot path pays next to nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Totals since the store was opened (see [`Queue::commit_stats`]).
+/// Differences of two readings describe the interval between them.
+///
+/// [`Queue::commit_stats`]: crate::Queue::commit_stats
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Batches run: each is one leader's pass over every operation waiting
+    /// (stale ones included), decided together.
+    pub batches: u64,
+    /// Operations those batches ran.
+    pub batch_operations: u64,
+    /// Time spent running batches. The batches run one at a time, so over
+    /// an interval this over the interval's length is how busy the leader
+    /// was.
+    pub batch_time: Duration,
+    /// Groups of batches committed together: their journal frames written
+    /// with one write and, under `Durability::Sync`, synced with one
+    /// `fdatasync`, then their writes made readable and their callers
+    /// answered.
+    pub commits: u64,
+    /// Operations those groups held.
+    pub commit_operations: u64,
+    /// Time from a group's start (its frames' write) to its callers being
+    /// answered, summed over the groups.
+    pub commit_time: Duration,
+    /// `fdatasync`s of the journal that commits wait for: one per group
+    /// under `Durability::Sync`; under `Durability::Periodic`, the flush
+    /// thread's (one per journal file and interval).
+    pub fdatasyncs: u64,
+    /// Time spent in those `fdatasync`s.
+    pub fdatasync_time: Duration,
+}
+
+/// The counters behind [`CommitStats`].
+#[derive(Default)]
+pub(crate) struct CommitCounters {
+    batches: AtomicU64,
+    batch_operations: AtomicU64,
+    batch_nanos: AtomicU64,
+    commits: AtomicU64,
+    commit_operations: AtomicU64,
+    commit_nanos: AtomicU64,
+    fdatasyncs: AtomicU64,
+    fdatasync_nanos: AtomicU64,
+}
+
+fn nanos(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl CommitCounters {
+    /// A batch of `operations` ran for `elapsed`.
+    pub(crate) fn batch(&self, operations: usize, elapsed: Duration) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batch_operations
+            .fetch_add(operations as u64, Ordering::Relaxed);
+        self.batch_nanos
+            .fetch_add(nanos(elapsed), Ordering::Relaxed);
+    }
+
+    /// A group of `operations` was committed in `elapsed`.
+    pub(crate) fn commit(&self, operations: usize, elapsed: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commit_operations
+            .fetch_add(operations as u64, Ordering::Relaxed);
+        self.commit_nanos
+            .fetch_add(nanos(elapsed), Ordering::Relaxed);
+    }
+
+    /// An `fdatasync` of the journal took `elapsed`.
+    pub(crate) fn fdatasync(&self, elapsed: Duration) {
+        self.fdatasyncs.fetch_add(1, Ordering::Relaxed);
+        self.fdatasync_nanos
+            .fetch_add(nanos(elapsed), Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> CommitStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        CommitStats {
+            batches: load(&self.batches),
+            batch_operations: load(&self.batch_operations),
+            batch_time: Duration::from_nanos(load(&self.batch_nanos)),
+            commits: load(&self.commits),
+            commit_operations: load(&self.commit_operations),
+            commit_time: Duration::from_nanos(load(&self.commit_nanos)),
+            fdatasyncs: load(&self.fdatasyncs),
+            fdatasync_time: Duration::from_nanos(load(&self.fdatasync_nanos)),
+        }
+    }
+}
+
+impl CommitStats {
+    /// What happened between `earlier` (a reading of the same store) and
+    /// this reading.
+    #[must_use]
+    pub fn since(&self, earlier: &CommitStats) -> CommitStats {
+        CommitStats {
+            batches: self.batches.saturating_sub(earlier.batches),
+            batch_operations: self
+                .batch_operations
+                .saturating_sub(earlier.batch_operations),
+            batch_time: self.batch_time.saturating_sub(earlier.batch_time),
+            commits: self.commits.saturating_sub(earlier.commits),
+            commit_operations: self
+                .commit_operations
+                .saturating_sub(earlier.commit_operations),
+            commit_time: self.commit_time.saturating_sub(earlier.commit_time),
+            fdatasyncs: self.fdatasyncs.saturating_sub(earlier.fdatasyncs),
+            fdatasync_time: self.fdatasync_time.saturating_sub(earlier.fdatasync_time),
+        }
+    }
+}
