@@ -2,7 +2,8 @@
 //! gauges from the store; per-queue transition counters and the run-time
 //! and queue-wait histograms from the core; HTTP requests by route, method
 //! and status and their duration by route and method; callback attempts by
-//! queue and outcome.
+//! queue and outcome; the embedded store's batches, commits and journal
+//! syncs.
 //!
 //! Every family is written by [`Family`], which writes its `# HELP` and
 //! `# TYPE` once and escapes label values, so the output stays parseable
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use queue_core::{Counters, QueueStats, RUN_TIME_BOUNDS_MS, WAIT_TIME_BOUNDS_MS};
+use queue_core::{CommitStats, Counters, QueueStats, RUN_TIME_BOUNDS_MS, WAIT_TIME_BOUNDS_MS};
 
 use crate::callbacks::{CallbackMetrics, CallbackOutcome};
 
@@ -223,6 +224,8 @@ pub(crate) struct Snapshot<'a> {
     /// Requests being served.
     pub(crate) in_flight: usize,
     pub(crate) callbacks: &'a CallbackMetrics,
+    /// How the embedded store grouped its commits (`None` on a database).
+    pub(crate) commits: Option<CommitStats>,
 }
 
 /// Renders everything.
@@ -231,7 +234,62 @@ pub(crate) fn render(snapshot: &Snapshot<'_>) -> String {
     render_queues(&mut out, snapshot);
     render_http(&mut out, snapshot);
     render_callbacks(&mut out, snapshot.callbacks);
+    if let Some(commits) = &snapshot.commits {
+        render_commits(&mut out, commits);
+    }
     out
+}
+
+/// The embedded store's batches, commits and journal syncs since it was
+/// opened (see [`CommitStats`]).
+fn render_commits(out: &mut String, commits: &CommitStats) {
+    let counters: [(&'static str, &str, f64); 8] = [
+        (
+            "queue_store_batches_total",
+            "Batches the store's leader ran (each decides every operation waiting).",
+            commits.batches as f64,
+        ),
+        (
+            "queue_store_batch_operations_total",
+            "Operations those batches ran.",
+            commits.batch_operations as f64,
+        ),
+        (
+            "queue_store_batch_seconds_total",
+            "Time spent running batches (one at a time: its rate is how busy the leader is).",
+            commits.batch_time.as_secs_f64(),
+        ),
+        (
+            "queue_store_commits_total",
+            "Groups of batches committed together (one journal write and, under sync \
+             durability, one fdatasync each).",
+            commits.commits as f64,
+        ),
+        (
+            "queue_store_commit_operations_total",
+            "Operations those groups held.",
+            commits.commit_operations as f64,
+        ),
+        (
+            "queue_store_commit_seconds_total",
+            "Time from a group's journal write to its callers being answered, summed.",
+            commits.commit_time.as_secs_f64(),
+        ),
+        (
+            "queue_store_fdatasyncs_total",
+            "fdatasyncs of the journal that commits wait for (under periodic durability, the \
+             flush thread's).",
+            commits.fdatasyncs as f64,
+        ),
+        (
+            "queue_store_fdatasync_seconds_total",
+            "Time spent in those fdatasyncs.",
+            commits.fdatasync_time.as_secs_f64(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        Family::new(out, name, "counter", help).sample(&[], value);
+    }
 }
 
 fn render_queues(out: &mut String, snapshot: &Snapshot<'_>) {

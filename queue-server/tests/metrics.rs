@@ -362,6 +362,46 @@ async fn metrics_count_a_known_workload_per_queue(backend: Backend) {
         assert_eq!(m.value(name, &sms), want_sms, "{name} sms");
         assert_eq!(m.types[name], "counter");
     }
+    // How the store grouped its commits: the embedded store counts its
+    // batches, commits and journal syncs; a database groups its own.
+    let store = [
+        "queue_store_batches_total",
+        "queue_store_batch_operations_total",
+        "queue_store_batch_seconds_total",
+        "queue_store_commits_total",
+        "queue_store_commit_operations_total",
+        "queue_store_commit_seconds_total",
+        "queue_store_fdatasyncs_total",
+        "queue_store_fdatasync_seconds_total",
+    ];
+    match backend {
+        Backend::Sled => {
+            for name in store {
+                assert_eq!(m.types[name], "counter", "{name}");
+            }
+            // Five enqueues, five leases, three completions, two failures
+            // at least (timers and callbacks add their own).
+            let operations = m.value("queue_store_batch_operations_total", &[]);
+            assert!(operations >= 15.0, "{operations}");
+            assert_eq!(
+                m.value("queue_store_commit_operations_total", &[]),
+                operations
+            );
+            let commits = m.value("queue_store_commits_total", &[]);
+            assert!(
+                (1.0..=m.value("queue_store_batches_total", &[])).contains(&commits),
+                "{commits}"
+            );
+            assert_eq!(m.value("queue_store_fdatasyncs_total", &[]), commits);
+            assert!(m.value("queue_store_fdatasync_seconds_total", &[]) > 0.0);
+        }
+        Backend::Postgres => {
+            for name in store {
+                assert!(!m.types.contains_key(name), "{name} on PostgreSQL");
+            }
+        }
+    }
+
     // Gauges.
     let state = |queue, state| m.value("queue_jobs", &[("queue", queue), ("state", state)]);
     assert_eq!(state("mail", "completed"), 3.0);

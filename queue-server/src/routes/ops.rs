@@ -42,6 +42,7 @@ pub(crate) async fn handle(endpoint: Endpoint, call: &Call<'_>) -> Handled {
                 http: &shared.http,
                 in_flight: shared.in_flight.get(),
                 callbacks: &shared.callbacks,
+                commits: shared.service.queue().commit_stats(),
             });
             let mut response = Response::new(full(text));
             response.headers_mut().insert(
