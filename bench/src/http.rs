@@ -200,6 +200,9 @@ pub(crate) struct Server {
     runtime: Runtime,
     stop: oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<Result<(), queue_core::Error>>,
+    /// The server's store, for its commit statistics; dropped before the
+    /// data directory.
+    queue: Queue,
     /// Removed after the runtime (and with it the store) is gone.
     dir: tempfile::TempDir,
 }
@@ -242,7 +245,7 @@ impl Server {
             .context("binding 127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = App::new(queue, config);
+        let app = App::new(queue.clone(), config);
         let serving = runtime.spawn(queue_server::run(listener, app, async {
             let _ = stopped.await;
         }));
@@ -251,8 +254,14 @@ impl Server {
             runtime,
             stop,
             serving,
+            queue,
             dir,
         })
+    }
+
+    /// How the server's store has grouped its commits so far.
+    pub(crate) fn commit_stats(&self) -> Option<queue_core::CommitStats> {
+        self.queue.commit_stats()
     }
 
     /// Graceful shutdown through the shutdown future; `run` flushes the
@@ -263,12 +272,14 @@ impl Server {
             runtime,
             stop,
             serving,
+            queue,
             dir,
             ..
         } = self;
         let _ = stop.send(());
         let outcome = runtime
             .block_on(async { tokio::time::timeout(Duration::from_secs(30), serving).await });
+        drop(queue);
         runtime.shutdown_timeout(Duration::from_secs(10));
         drop(dir);
         match outcome {

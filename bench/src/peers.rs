@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use queue_core::blocking::Queue;
-use queue_core::{Config, Durability, LeaseOptions, NewJob};
+use queue_core::{CommitStats, Config, Durability, LeaseOptions, NewJob};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -258,6 +258,8 @@ struct Measured {
     /// generator's thread for a network system) over the jobs done; `None`
     /// for systems in another process.
     cpu_per_job: Option<Duration>,
+    /// How our store grouped its commits during the phase (ours only).
+    commits: Option<CommitStats>,
 }
 
 /// Runs the comparison and prints the table.
@@ -414,6 +416,52 @@ fn print_rows(rows: &[Measured]) {
             );
         }
     }
+    if rows.iter().any(|measured| measured.commits.is_some()) {
+        println!();
+        println!(
+            "How our store grouped its commits during the phase (operations per batch and the \
+             leader's busy share of the phase; per commit, a group of batches written together, \
+             and the committer's busy share; the journal's fdatasyncs):"
+        );
+    }
+    for measured in rows {
+        if let Some(commits) = &measured.commits {
+            println!(
+                "  {} {} C={}: {}",
+                measured.row.mode,
+                measured.row.phase,
+                measured.row.concurrency,
+                commits_line(commits, measured.row.elapsed)
+            );
+        }
+    }
+}
+
+/// One phase's [`CommitStats`] in words.
+fn commits_line(commits: &CommitStats, elapsed: Duration) -> String {
+    let per = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+    let share = |busy: Duration| {
+        if elapsed.is_zero() {
+            0.0
+        } else {
+            100.0 * busy.as_secs_f64() / elapsed.as_secs_f64()
+        }
+    };
+    let mean_us = if commits.fdatasyncs == 0 {
+        0.0
+    } else {
+        commits.fdatasync_time.as_secs_f64() * 1e6 / commits.fdatasyncs as f64
+    };
+    format!(
+        "{:.1} per batch (leader busy {:.0} %), {:.1} per commit (committer busy {:.0} %), \
+         {} fdatasyncs of {:.0} µs",
+        per(commits.batch_operations, commits.batches),
+        share(commits.batch_time),
+        per(commits.commit_operations, commits.commits),
+        share(commits.commit_time),
+        commits.fdatasyncs,
+        mean_us
+    )
 }
 
 /// `--targets`: the rows the targets need, `--rounds` times alternating,
@@ -751,7 +799,7 @@ fn run_target(
         Target::Embedded(_) | Target::Http(_) | Target::HttpSettle(_) => load.store_rounds.max(1),
         _ => 1,
     };
-    let row = |phase: &'static str, (result, cpu): (Phase, Option<Duration>)| {
+    let row = |phase: &'static str, (result, cpu, commits): Run| {
         let done = result.samples.len();
         Measured {
             row: Row {
@@ -764,6 +812,7 @@ fn run_target(
                 latency: Summary::of(result.samples),
             },
             cpu_per_job: cpu.filter(|_| done > 0).map(|cpu| cpu / done as u32),
+            commits,
         }
     };
     match target {
@@ -774,19 +823,24 @@ fn run_target(
             let queue = Queue::open_with(Config::new(dir.path()).durability(durability))?;
             let mut enqueues = Vec::new();
             let mut drains = Vec::new();
+            let stats = || queue.commit_stats();
             for _ in 0..rounds {
-                enqueues.push(with_cpu(false, || {
-                    threads(c, jobs, limit, |_| {
-                        queue.enqueue("peers", NewJob::new(payload.to_vec()))?;
-                        Ok(())
+                enqueues.push(with_commits(stats, || {
+                    with_cpu(false, || {
+                        threads(c, jobs, limit, |_| {
+                            queue.enqueue("peers", NewJob::new(payload.to_vec()))?;
+                            Ok(())
+                        })
                     })
                 })?);
-                drains.push(with_cpu(false, || {
-                    threads(c, jobs, limit, |_| {
-                        let leased = queue.lease("peers", &LeaseOptions::default())?;
-                        let job = leased.first().ok_or_else(|| anyhow!("no job to lease"))?;
-                        queue.complete(job.job.id, job.lease_id, None)?;
-                        Ok(())
+                drains.push(with_commits(stats, || {
+                    with_cpu(false, || {
+                        threads(c, jobs, limit, |_| {
+                            let leased = queue.lease("peers", &LeaseOptions::default())?;
+                            let job = leased.first().ok_or_else(|| anyhow!("no job to lease"))?;
+                            queue.complete(job.job.id, job.lease_id, None)?;
+                            Ok(())
+                        })
                     })
                 })?);
             }
@@ -802,22 +856,27 @@ fn run_target(
             let result = (|| {
                 let mut enqueues = Vec::new();
                 let mut drains = Vec::new();
+                let stats = || server.commit_stats();
                 for _ in 0..rounds {
                     let body = enqueue_body.clone();
-                    enqueues.push(with_cpu(true, || {
-                        connections(c, jobs, limit, addr, Protocol::Http, move |conn| {
-                            let body = body.clone();
-                            Box::pin(async move { conn.http_enqueue(&body).await })
+                    enqueues.push(with_commits(stats, || {
+                        with_cpu(true, || {
+                            connections(c, jobs, limit, addr, Protocol::Http, move |conn| {
+                                let body = body.clone();
+                                Box::pin(async move { conn.http_enqueue(&body).await })
+                            })
                         })
                     })?);
-                    drains.push(with_cpu(true, || {
-                        if settle {
-                            settle_drain(c, jobs, limit, addr)
-                        } else {
-                            connections(c, jobs, limit, addr, Protocol::Http, |conn| {
-                                Box::pin(async move { conn.http_drain_one().await })
-                            })
-                        }
+                    drains.push(with_commits(stats, || {
+                        with_cpu(true, || {
+                            if settle {
+                                settle_drain(c, jobs, limit, addr)
+                            } else {
+                                connections(c, jobs, limit, addr, Protocol::Http, |conn| {
+                                    Box::pin(async move { conn.http_drain_one().await })
+                                })
+                            }
+                        })
                     })?);
                 }
                 let (enqueue, drain) = (merged(enqueues), merged(drains));
@@ -856,7 +915,8 @@ fn run_target(
                 stats.syncs,
                 stats.records as f64 / stats.syncs.max(1) as f64
             );
-            Ok(vec![row("enqueue", enqueue)])
+            let (enqueue, cpu) = enqueue;
+            Ok(vec![row("enqueue", (enqueue, cpu, None))])
         }
         Target::Beanstalkd(fsync_every_write) => {
             let dir = tempfile::Builder::new()
@@ -888,8 +948,8 @@ fn run_target(
             drop(process);
             let (enqueue, drain) = result?;
             Ok(vec![
-                row("enqueue", (enqueue, None)),
-                row("drain", (drain, None)),
+                row("enqueue", (enqueue, None, None)),
+                row("drain", (drain, None, None)),
             ])
         }
         Target::Bullmq(always) | Target::BullmqFetchNext(always) => {
@@ -925,9 +985,12 @@ fn run_target(
             let drain = bullmq(port, drain_phase, jobs, c, limit, payload.len())?;
             drop(process);
             Ok(if fetch_next {
-                vec![row("drain", (drain, None))]
+                vec![row("drain", (drain, None, None))]
             } else {
-                vec![row("enqueue", (enqueue, None)), row("drain", (drain, None))]
+                vec![
+                    row("enqueue", (enqueue, None, None)),
+                    row("drain", (drain, None, None)),
+                ]
             })
         }
     }
@@ -935,20 +998,55 @@ fn run_target(
 
 /// The phases of several rounds as one: their operations, wall times and
 /// CPU times added up.
-fn merged(phases: Vec<(Phase, Option<Duration>)>) -> (Phase, Option<Duration>) {
+/// A phase run: what the load generator saw, the CPU time it cost (see
+/// [`with_cpu`]) and, for ours, how the store grouped its commits (see
+/// [`with_commits`]).
+type Run = (Phase, Option<Duration>, Option<CommitStats>);
+
+fn merged(phases: Vec<Run>) -> Run {
     let mut all = Phase {
         samples: Vec::new(),
         elapsed: Duration::ZERO,
         timed_out: false,
     };
     let mut cpu = Some(Duration::ZERO);
-    for (phase, phase_cpu) in phases {
+    let mut commits = Some(CommitStats::default());
+    for (phase, phase_cpu, phase_commits) in phases {
         all.samples.extend(phase.samples);
         all.elapsed += phase.elapsed;
         all.timed_out |= phase.timed_out;
         cpu = cpu.zip(phase_cpu).map(|(a, b)| a + b);
+        commits = commits.zip(phase_commits).map(|(a, b)| add_commits(&a, &b));
     }
-    (all, cpu)
+    (all, cpu, commits)
+}
+
+/// The statistics of two intervals together.
+fn add_commits(a: &CommitStats, b: &CommitStats) -> CommitStats {
+    CommitStats {
+        batches: a.batches + b.batches,
+        batch_operations: a.batch_operations + b.batch_operations,
+        batch_time: a.batch_time + b.batch_time,
+        commits: a.commits + b.commits,
+        commit_operations: a.commit_operations + b.commit_operations,
+        commit_time: a.commit_time + b.commit_time,
+        fdatasyncs: a.fdatasyncs + b.fdatasyncs,
+        fdatasync_time: a.fdatasync_time + b.fdatasync_time,
+    }
+}
+
+/// Runs `phase` and reads, from `stats`, how our store grouped its commits
+/// meanwhile.
+fn with_commits(
+    stats: impl Fn() -> Option<CommitStats>,
+    phase: impl FnOnce() -> anyhow::Result<(Phase, Option<Duration>)>,
+) -> anyhow::Result<Run> {
+    let before = stats();
+    let (result, cpu) = phase()?;
+    let commits = before
+        .zip(stats())
+        .map(|(before, after)| after.since(&before));
+    Ok((result, cpu, commits))
 }
 
 /// Runs `phase` and measures the CPU time this process spent in it; with
@@ -1765,6 +1863,55 @@ mod tests {
     }
 
     #[test]
+    fn a_phase_of_commits_reads_as_shares_and_means() {
+        let commits = CommitStats {
+            batches: 100,
+            batch_operations: 650,
+            batch_time: Duration::from_millis(250),
+            commits: 40,
+            commit_operations: 640,
+            commit_time: Duration::from_millis(800),
+            fdatasyncs: 40,
+            fdatasync_time: Duration::from_millis(10),
+        };
+        assert_eq!(
+            commits_line(&commits, Duration::from_secs(1)),
+            "6.5 per batch (leader busy 25 %), 16.0 per commit (committer busy 80 %), \
+             40 fdatasyncs of 250 µs"
+        );
+        let none = CommitStats::default();
+        assert_eq!(
+            commits_line(&none, Duration::ZERO),
+            "0.0 per batch (leader busy 0 %), 0.0 per commit (committer busy 0 %), \
+             0 fdatasyncs of 0 µs"
+        );
+        let two = merged(vec![
+            (
+                Phase {
+                    samples: Vec::new(),
+                    elapsed: Duration::from_secs(1),
+                    timed_out: false,
+                },
+                None,
+                Some(commits),
+            ),
+            (
+                Phase {
+                    samples: Vec::new(),
+                    elapsed: Duration::from_secs(1),
+                    timed_out: false,
+                },
+                None,
+                Some(commits),
+            ),
+        ]);
+        assert_eq!(
+            two.2.map(|c| (c.batches, c.fdatasync_time)),
+            Some((200, Duration::from_millis(20)))
+        );
+    }
+
+    #[test]
     fn a_round_reads_its_rows_by_label_phase_and_concurrency() {
         let measured = |target: Target, phase: &'static str, c: usize, jobs: usize, cpu| Measured {
             row: Row {
@@ -1777,6 +1924,7 @@ mod tests {
                 timed_out: false,
             },
             cpu_per_job: cpu,
+            commits: None,
         };
         let us = Duration::from_micros;
         let rows = [
