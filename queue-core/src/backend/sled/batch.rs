@@ -1109,6 +1109,10 @@ struct BatchState {
     syncing: bool,
     /// Staged batches not finished yet (those being synced included).
     in_flight: usize,
+    /// Batch threads waiting for work, and signals sent to them that no
+    /// wake-up has answered yet (see [`Store::wake_worker`]).
+    idle_workers: usize,
+    workers_signalled: usize,
 }
 
 impl BatchState {
@@ -1403,7 +1407,7 @@ impl Store {
             }
             state.pending.push((as_pending, Wake::Task));
             if state.may_lead() {
-                self.batcher.workers.notify_one();
+                self.wake_worker(&mut state);
             }
         }
         while !op.done.load(Ordering::Acquire) {
@@ -1449,7 +1453,7 @@ impl Store {
                 if !mine && !state.syncing {
                     match staged.threads.first() {
                         Some(parker) => parker.notify_one(),
-                        None => self.batcher.workers.notify_one(),
+                        None => self.wake_worker(&mut state),
                     }
                 }
                 state.staged.push_back(staged);
@@ -1467,21 +1471,38 @@ impl Store {
                 state = self.batcher.lock();
             }
         }
-        self.hand_over(&state);
+        self.hand_over(&mut state);
         state
     }
 
     /// Wakes the next leader if a batch is waiting and may start: the
     /// oldest waiting thread, or a batch thread when the oldest waiter is a
     /// task.
-    fn hand_over(&self, state: &BatchState) {
+    fn hand_over(&self, state: &mut BatchState) {
         if !state.may_lead() {
             return;
         }
         match state.pending.first() {
             Some((_, Wake::Thread(parker))) => parker.notify_one(),
-            Some((_, Wake::Task)) => self.batcher.workers.notify_one(),
+            Some((_, Wake::Task)) => self.wake_worker(state),
             None => {}
+        }
+    }
+
+    /// How many batch threads wait for work.
+    #[cfg(test)]
+    pub(crate) fn idle_workers(&self) -> usize {
+        self.batcher.lock().idle_workers
+    }
+
+    /// Wakes a batch thread waiting for work, unless every one waiting was
+    /// signalled already and has not woken yet: an operation that joins
+    /// the pending ones while a woken thread gets going does not signal
+    /// again (a `Condvar` signal is a system call even when nobody waits).
+    fn wake_worker(&self, state: &mut BatchState) {
+        if state.idle_workers > state.workers_signalled {
+            state.workers_signalled += 1;
+            self.batcher.workers.notify_one();
         }
     }
 
@@ -1556,18 +1577,18 @@ impl Store {
                 parker.notify_one();
             }
         }
-        let state = self.batcher.lock();
+        let mut state = self.batcher.lock();
         if state.may_sync() {
             // Whoever may sync next: a thread caller of the next staged
             // batch, or a batch thread for a batch of tasks (this one, if
             // it is one).
             match state.staged.front().and_then(|s| s.threads.first()) {
                 Some(parker) => parker.notify_one(),
-                None if !worker => self.batcher.workers.notify_one(),
+                None if !worker => self.wake_worker(&mut state),
                 None => {}
             }
         }
-        self.hand_over(&state);
+        self.hand_over(&mut state);
         state
     }
 
@@ -1747,11 +1768,16 @@ impl Store {
                 self.batcher.workers.notify_all();
                 return;
             }
+            state.idle_workers += 1;
             state = self
                 .batcher
                 .workers
                 .wait(state)
                 .unwrap_or_else(|p| p.into_inner());
+            state.idle_workers -= 1;
+            // This wake-up answers one signal, if one was sent (a spurious
+            // one makes the count low, which only costs a signal).
+            state.workers_signalled = state.workers_signalled.saturating_sub(1);
         }
     }
 

@@ -1785,6 +1785,47 @@ mod tests {
     }
 
     #[test]
+    fn an_async_operation_after_the_batch_threads_went_idle_wakes_one() {
+        // One operation at a time: the batch threads have nothing to do
+        // between them and wait, so each operation must signal one (the
+        // count of signals not yet answered must come back down).
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(SledBackend::open(&Config::new(dir.path())).unwrap());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        for i in 0..50u32 {
+            let key = format!("op-{i:04}").into_bytes();
+            let store = Arc::clone(&backend.store);
+            let done = runtime.block_on(async move {
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    store.transact_async(move |tx| {
+                        tx.put_for_test(META, &key, Some(b"1"));
+                        Ok(())
+                    }),
+                )
+                .await
+            });
+            assert!(
+                matches!(done, Ok(Ok(Some(_)))),
+                "operation {i} answered within 10 s"
+            );
+            // Until both batch threads wait again.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while backend.store.idle_workers() < 2 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the batch threads went idle"
+                );
+                std::thread::yield_now();
+            }
+        }
+        backend.close();
+    }
+
+    #[test]
     fn the_batch_threads_answer_every_async_operation_and_stop_at_close() {
         let dir = tempfile::tempdir().unwrap();
         let backend = Arc::new(SledBackend::open(&Config::new(dir.path())).unwrap());
