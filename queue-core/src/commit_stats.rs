@@ -35,8 +35,11 @@ pub struct CommitStats {
     /// answered, summed over the groups.
     pub commit_time: Duration,
     /// `fdatasync`s of the journal that commits wait for: one per group
-    /// under `Durability::Sync`; under `Durability::Periodic`, the flush
-    /// thread's (one per journal file and interval).
+    /// under `Durability::Sync`; under `Durability::Periodic`, those of
+    /// the flush thread and of [`Queue::flush`] (one per journal file
+    /// each time).
+    ///
+    /// [`Queue::flush`]: crate::Queue::flush
     pub fdatasyncs: u64,
     /// Time spent in those `fdatasync`s.
     pub fdatasync_time: Duration,

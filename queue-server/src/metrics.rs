@@ -278,7 +278,7 @@ fn render_commits(out: &mut String, commits: &CommitStats) {
         (
             "queue_store_fdatasyncs_total",
             "fdatasyncs of the journal that commits wait for (under periodic durability, the \
-             flush thread's).",
+             flush thread's and the final flush's).",
             commits.fdatasyncs as f64,
         ),
         (
