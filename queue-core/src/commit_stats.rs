@@ -27,7 +27,9 @@ pub struct CommitStats {
     /// Groups of batches committed together: their journal frames written
     /// with one write and, under `Durability::Sync`, synced with one
     /// `fdatasync`, then their writes made readable and their callers
-    /// answered.
+    /// answered. (A group whose batches wrote nothing, a lease that found
+    /// no job say, has no frame and no sync.) A group that failed to
+    /// commit is not counted.
     pub commits: u64,
     /// Operations those groups held.
     pub commit_operations: u64,

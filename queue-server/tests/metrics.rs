@@ -392,7 +392,10 @@ async fn metrics_count_a_known_workload_per_queue(backend: Backend) {
                 (1.0..=m.value("queue_store_batches_total", &[])).contains(&commits),
                 "{commits}"
             );
-            assert_eq!(m.value("queue_store_fdatasyncs_total", &[]), commits);
+            // One sync per commit, but for a commit whose batches wrote
+            // nothing (no frame to sync).
+            let syncs = m.value("queue_store_fdatasyncs_total", &[]);
+            assert!((1.0..=commits).contains(&syncs), "{syncs} of {commits}");
             assert!(m.value("queue_store_fdatasync_seconds_total", &[]) > 0.0);
         }
         Backend::Postgres => {

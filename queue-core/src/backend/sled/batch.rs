@@ -1561,10 +1561,12 @@ impl Store {
                 op.finish();
             }
         }
-        self.commit_stats.commit(
-            group.iter().map(|staged| staged.ops.len()).sum(),
-            started.elapsed(),
-        );
+        if synced.is_ok() {
+            self.commit_stats.commit(
+                group.iter().map(|staged| staged.ops.len()).sum(),
+                started.elapsed(),
+            );
+        }
         let mut state = self.batcher.lock();
         state.syncing = false;
         state.in_flight = state.in_flight.saturating_sub(group.len());
