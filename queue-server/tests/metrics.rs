@@ -381,11 +381,13 @@ async fn metrics_count_a_known_workload_per_queue(backend: Backend) {
             }
             // Five enqueues, five leases, three completions, two failures
             // at least (timers and callbacks add their own).
+            // A background batch (the callback dispatcher's, the timers')
+            // may be led and not yet committed when the page is read.
             let operations = m.value("queue_store_batch_operations_total", &[]);
-            assert!(operations >= 15.0, "{operations}");
-            assert_eq!(
-                m.value("queue_store_commit_operations_total", &[]),
-                operations
+            let committed = m.value("queue_store_commit_operations_total", &[]);
+            assert!(
+                (15.0..=operations).contains(&committed),
+                "{committed} committed of {operations}"
             );
             let commits = m.value("queue_store_commits_total", &[]);
             assert!(
