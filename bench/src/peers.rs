@@ -1885,26 +1885,15 @@ mod tests {
             "0.0 per batch (leader busy 0 %), 0.0 per commit (committer busy 0 %), \
              0 fdatasyncs of 0 µs"
         );
-        let two = merged(vec![
-            (
-                Phase {
-                    samples: Vec::new(),
-                    elapsed: Duration::from_secs(1),
-                    timed_out: false,
-                },
-                None,
-                Some(commits),
-            ),
-            (
-                Phase {
-                    samples: Vec::new(),
-                    elapsed: Duration::from_secs(1),
-                    timed_out: false,
-                },
-                None,
-                Some(commits),
-            ),
-        ]);
+        let round = || {
+            let phase = Phase {
+                samples: Vec::new(),
+                elapsed: Duration::from_secs(1),
+                timed_out: false,
+            };
+            (phase, None, Some(commits))
+        };
+        let two = merged(vec![round(), round()]);
         assert_eq!(
             two.2.map(|c| (c.batches, c.fdatasync_time)),
             Some((200, Duration::from_millis(20)))

@@ -47,60 +47,73 @@ pub struct CommitStats {
     pub fdatasync_time: Duration,
 }
 
+/// How many times something happened, the operations it held and the
+/// time it took, summed.
+#[derive(Default)]
+struct Tally {
+    times: AtomicU64,
+    operations: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl Tally {
+    fn add(&self, operations: usize, elapsed: Duration) {
+        self.times.fetch_add(1, Ordering::Relaxed);
+        self.operations
+            .fetch_add(operations as u64, Ordering::Relaxed);
+        self.nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// (times, operations, time)
+    fn read(&self) -> (u64, u64, Duration) {
+        (
+            self.times.load(Ordering::Relaxed),
+            self.operations.load(Ordering::Relaxed),
+            Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
+        )
+    }
+}
+
 /// The counters behind [`CommitStats`].
 #[derive(Default)]
 pub(crate) struct CommitCounters {
-    batches: AtomicU64,
-    batch_operations: AtomicU64,
-    batch_nanos: AtomicU64,
-    commits: AtomicU64,
-    commit_operations: AtomicU64,
-    commit_nanos: AtomicU64,
-    fdatasyncs: AtomicU64,
-    fdatasync_nanos: AtomicU64,
-}
-
-fn nanos(elapsed: Duration) -> u64 {
-    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+    batches: Tally,
+    commits: Tally,
+    fdatasyncs: Tally,
 }
 
 impl CommitCounters {
     /// A batch of `operations` ran for `elapsed`.
     pub(crate) fn batch(&self, operations: usize, elapsed: Duration) {
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.batch_operations
-            .fetch_add(operations as u64, Ordering::Relaxed);
-        self.batch_nanos
-            .fetch_add(nanos(elapsed), Ordering::Relaxed);
+        self.batches.add(operations, elapsed);
     }
 
     /// A group of `operations` was committed in `elapsed`.
     pub(crate) fn commit(&self, operations: usize, elapsed: Duration) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        self.commit_operations
-            .fetch_add(operations as u64, Ordering::Relaxed);
-        self.commit_nanos
-            .fetch_add(nanos(elapsed), Ordering::Relaxed);
+        self.commits.add(operations, elapsed);
     }
 
     /// An `fdatasync` of the journal took `elapsed`.
     pub(crate) fn fdatasync(&self, elapsed: Duration) {
-        self.fdatasyncs.fetch_add(1, Ordering::Relaxed);
-        self.fdatasync_nanos
-            .fetch_add(nanos(elapsed), Ordering::Relaxed);
+        self.fdatasyncs.add(0, elapsed);
     }
 
     pub(crate) fn snapshot(&self) -> CommitStats {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let (batches, batch_operations, batch_time) = self.batches.read();
+        let (commits, commit_operations, commit_time) = self.commits.read();
+        let (fdatasyncs, _, fdatasync_time) = self.fdatasyncs.read();
         CommitStats {
-            batches: load(&self.batches),
-            batch_operations: load(&self.batch_operations),
-            batch_time: Duration::from_nanos(load(&self.batch_nanos)),
-            commits: load(&self.commits),
-            commit_operations: load(&self.commit_operations),
-            commit_time: Duration::from_nanos(load(&self.commit_nanos)),
-            fdatasyncs: load(&self.fdatasyncs),
-            fdatasync_time: Duration::from_nanos(load(&self.fdatasync_nanos)),
+            batches,
+            batch_operations,
+            batch_time,
+            commits,
+            commit_operations,
+            commit_time,
+            fdatasyncs,
+            fdatasync_time,
         }
     }
 }
